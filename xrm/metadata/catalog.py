@@ -1,0 +1,79 @@
+"""The catalog: one immutable, versioned snapshot of every definition in force.
+
+Runtime artifacts (tables, schemas, compiled filters) are cached on the catalog that
+produced them, keyed by name, so a new catalog version starts with a clean cache and
+nothing is ever patched in place.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .model import Entity, OptionSet, Solution, View
+from .problems import did_you_mean
+
+T = TypeVar("T")
+
+
+class UnknownEntity(KeyError):
+    def __init__(self, name: str, known):
+        self.name = name
+        super().__init__(f"unknown entity {name!r}{did_you_mean(name, known)}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Catalog:
+    version: int
+    solutions: Mapping[str, Solution]
+    entities: Mapping[str, Entity]
+    option_sets: Mapping[str, OptionSet]
+    views: Mapping[str, View]
+    _artifacts: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def entity(self, name: str) -> Entity:
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise UnknownEntity(name, self.entities) from None
+
+    def entity_of(self, name: str) -> Entity | None:
+        return self.entities.get(name)
+
+    def artifact(self, key: Any, build: Callable[[], T]) -> T:
+        """The cached artifact for this catalog version, built once on first use."""
+        try:
+            return self._artifacts[key]
+        except KeyError:
+            pass
+        with self._lock:
+            if key not in self._artifacts:
+                self._artifacts[key] = build()
+            return self._artifacts[key]
+
+    def views_of(self, entity: str) -> list[View]:
+        return [v for v in self.views.values() if v.entity == entity]
+
+    def children_of(self, entity: str):
+        """(child entity, lookup field) pairs whose lookup points at ``entity``."""
+        for other in self.entities.values():
+            for f in other.fields.values():
+                if f.type == "lookup" and f.params.get("to") == entity:
+                    yield other, f
+
+    @property
+    def field_count(self) -> int:
+        return sum(len(e.fields) for e in self.entities.values())
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.solutions)} solution{'s' if len(self.solutions) != 1 else ''}, "
+            f"{len(self.entities)} entities, {self.field_count} fields, "
+            f"{len(self.option_sets)} option sets, {len(self.views)} views"
+        )

@@ -1,0 +1,755 @@
+"""Compiling packs and the customization layer into a catalog, with every cross-check.
+
+Packs arrive read and schema-checked (``packs.parse_pack``).  Here they are ordered by their
+dependencies, merged (entities, extensions, option sets, views; the customization layer
+last, top wins), cross-checked the way Django's checks framework checks settings, and frozen.
+All problems are collected; if there is any, nothing is returned.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .catalog import Catalog
+from .expressions import (
+    FORMULA_GLOBALS,
+    ExpressionError,
+    arithmetic_operands,
+    names_in,
+    parse_expression,
+)
+from .fieldtypes import FIELD_TYPES, CoercionError
+from .filters import FilterError, parse_filter, resolve_path
+from .labels import Label
+from .model import (
+    SYSTEM_COLUMNS,
+    Entity,
+    Field,
+    Index,
+    Option,
+    OptionSet,
+    Rollup,
+    Solution,
+    Stage,
+    StageFlow,
+    Validation,
+    View,
+    frozen_map,
+)
+from .packs import Document, PackSource
+from .problems import Problems, did_you_mean, one_of
+from .reserved import PLATFORM_NAMES, reserved_reason
+from .source import Node, Position
+
+LAYER = "customization"
+DEFAULT_KEYWORDS = {
+    "current_user": ("user", "lookup"),
+    "today": ("date", "datetime"),
+    "now": ("datetime",),
+}
+COMMON_KEYS = ("type", "label", "help", "required", "unique", "index", "searchable", "read_only", "default", "formula", "rollup")
+GROUPABLE = ("choice", "lookup", "user", "boolean")
+
+
+def _pos(node, key=None, fallback: Position | None = None) -> Position:
+    if isinstance(node, Node):
+        return node.at(key) if key is not None else node.position
+    return fallback or Position("<unknown>", 1, 1)
+
+
+def _vpos(node, key, fallback: Position | None = None) -> Position:
+    if isinstance(node, Node):
+        return node.value_at(key)
+    return fallback or Position("<unknown>", 1, 1)
+
+
+@dataclass
+class _EntitySpec:
+    name: str
+    solution: str
+    doc: Mapping
+    fields: dict[str, tuple[Mapping, str, Position]] = field(default_factory=dict)
+    validations: list[tuple[Mapping, str]] = field(default_factory=list)
+    indexes: list[tuple[Mapping, str]] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    labels: dict[str, object] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+
+
+def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSource]:
+    """Packs in dependency order; missing, mismatched and cyclic dependencies are problems."""
+    by_name: dict[str, PackSource] = {}
+    for pack in packs:
+        manifest_pos = _pos(pack.manifest)
+        if pack.name in by_name:
+            problems.add(
+                _vpos(pack.manifest, "solution", manifest_pos),
+                pack.name,
+                f"solution {pack.name!r} is given twice ({by_name[pack.name].root} and {pack.root})",
+            )
+            continue
+        by_name[pack.name] = pack
+        try:
+            Version(pack.version)
+        except InvalidVersion:
+            problems.add(_vpos(pack.manifest, "version", manifest_pos), pack.name, f"invalid version {pack.version!r}")
+    graph = graphlib.TopologicalSorter()
+    for pack in by_name.values():
+        graph.add(pack.name)
+        depends = pack.depends
+        for dep, spec in depends.items():
+            where = _pos(depends, dep, _pos(pack.manifest))
+            if dep not in by_name:
+                problems.add(
+                    where,
+                    pack.name,
+                    f"depends on solution {dep!r}, which was not found{did_you_mean(dep, by_name)}",
+                )
+                continue
+            try:
+                accepted = SpecifierSet(str(spec)) if spec not in (None, "", "*") else SpecifierSet()
+            except InvalidSpecifier:
+                problems.add(where, pack.name, f"invalid version range {spec!r} for {dep!r} (expected e.g. '>=1.0,<2')")
+                continue
+            try:
+                if Version(by_name[dep].version) not in accepted:
+                    problems.add(
+                        where,
+                        pack.name,
+                        f"needs {dep} {spec}, but {dep} is version {by_name[dep].version}",
+                    )
+            except InvalidVersion:
+                pass
+            graph.add(pack.name, dep)
+    try:
+        order = list(graph.static_order())
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        first = by_name[cycle[0]]
+        problems.add(_pos(first.manifest, "depends", _pos(first.manifest)), first.name, f"dependency cycle: {' -> '.join(cycle)}")
+        order = list(by_name)
+    return [by_name[name] for name in order if name in by_name]
+
+
+def _closure(packs: Sequence[PackSource]) -> dict[str, set[str]]:
+    by_name = {p.name: p for p in packs}
+    closure: dict[str, set[str]] = {}
+
+    def deps(name: str, seen: frozenset = frozenset()) -> set[str]:
+        if name in closure:
+            return closure[name]
+        result: set[str] = set()
+        for dep in (by_name[name].depends if name in by_name else {}):
+            if dep in by_name and dep not in seen:
+                result |= {dep} | deps(dep, seen | {name})
+        closure[name] = result
+        return result
+
+    for name in by_name:
+        deps(name)
+    return closure
+
+
+class _Builder:
+    def __init__(self, problems: Problems, packs: Sequence[PackSource]):
+        self.problems = problems
+        self.entities: dict[str, _EntitySpec] = {}
+        self.option_sets: dict[str, tuple[Mapping, str, Position]] = {}
+        self.views: dict[str, tuple[Mapping, str, Position]] = {}
+        self.depends = _closure(packs)
+        self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
+
+    # ------------------------------------------------------------------ merging
+    def add(self, solution: str, document: Document) -> None:
+        data = document.data
+        handler = getattr(self, f"_add_{document.kind}")
+        handler(solution, data)
+
+    def _owned_elsewhere(self, what: str, name: str, owner: str, solution: str, where: Position) -> bool:
+        if owner == solution and solution != LAYER:
+            self.problems.add(where, name, f"{what} {name!r} is defined twice in solution {solution!r}")
+            return True
+        if solution == LAYER:
+            return False  # the customization layer may redefine; top wins
+        self.problems.add(
+            where,
+            name,
+            f"{what} {name!r} is already defined by solution {owner!r} "
+            f"(use 'extend: {name}' to add to it)" if what == "entity" else f"{what} {name!r} is already defined by solution {owner!r}",
+        )
+        return True
+
+    def _add_entity(self, solution: str, data: Mapping) -> None:
+        name = data["entity"]
+        where = _vpos(data, "entity")
+        if name in self.entities:
+            if self._owned_elsewhere("entity", name, self.entities[name].solution, solution, where):
+                return
+            self._merge_into(self.entities[name], solution, data)
+            return
+        spec = _EntitySpec(name=name, solution=solution, doc=data)
+        self.entities[name] = spec
+        self._merge_into(spec, solution, data, new=True)
+
+    def _add_extend(self, solution: str, data: Mapping) -> None:
+        name = data["extend"]
+        where = _vpos(data, "extend")
+        spec = self.entities.get(name)
+        if spec is None:
+            self.problems.add(where, name, f"extends unknown entity {name!r}{did_you_mean(name, self.entities)}")
+            return
+        if spec.solution != solution and spec.solution not in self.depends.get(solution, set()):
+            self.problems.add(
+                where,
+                name,
+                f"extends {name!r} of solution {spec.solution!r}, which solution {solution!r} does not depend on",
+            )
+            return
+        self._merge_into(spec, solution, data)
+
+    def _merge_into(self, spec: _EntitySpec, solution: str, data: Mapping, new: bool = False) -> None:
+        for key in ("label", "plural", "description", "icon", "title", "audit", "stages"):
+            if key in data:
+                spec.labels[key] = (data[key], _vpos(data, key))
+        fields = data.get("fields") or {}
+        for fname, fspec in fields.items():
+            where = _pos(fields, fname)
+            if fname in spec.fields and not new:
+                previous = spec.fields[fname]
+                if solution != LAYER:
+                    self.problems.add(
+                        where,
+                        f"{spec.name}.{fname}",
+                        f"field {fname!r} is already defined by solution {previous[1]!r}",
+                    )
+                    continue
+                merged = _overlay(previous[0], fspec)
+                spec.fields[fname] = (merged, previous[1], previous[2])
+                continue
+            spec.fields[fname] = (fspec, solution, where)
+            spec.removed.discard(fname)
+        for removed in data.get("remove") or ():
+            spec.removed.add(removed)
+        for item in data.get("validations") or ():
+            spec.validations.append((item, solution))
+        for item in data.get("indexes") or ():
+            spec.indexes.append((item, solution))
+        for item in data.get("search") or ():
+            if item not in spec.search:
+                spec.search.append(item)
+
+    def _add_option_sets(self, solution: str, data: Mapping) -> None:
+        sets = data["option_sets"]
+        for name, spec in sets.items():
+            where = _pos(sets, name)
+            if name in self.option_sets and self._owned_elsewhere(
+                "option set", name, self.option_sets[name][1], solution, where
+            ):
+                continue
+            self.option_sets[name] = (spec, solution, where)
+
+    def _add_views(self, solution: str, data: Mapping) -> None:
+        views = data["views"]
+        for name, spec in views.items():
+            where = _pos(views, name)
+            if name in self.views and self._owned_elsewhere("view", name, self.views[name][1], solution, where):
+                continue
+            self.views[name] = (spec, solution, where)
+
+    # ------------------------------------------------------------------ freezing
+    def build_option_sets(self) -> dict[str, OptionSet]:
+        result = {}
+        for name, (spec, solution, where) in self.option_sets.items():
+            options = self._options(spec["options"], name)
+            result[name] = OptionSet(
+                name=name,
+                label=Label.of(spec.get("label"), name.replace("_", " ").capitalize()),
+                options=options,
+                solution=solution,
+                position=where,
+            )
+        return result
+
+    def _options(self, items, subject: str) -> tuple[Option, ...]:
+        options, seen = [], set()
+        for index, item in enumerate(items):
+            if isinstance(item, str):
+                value, label, color = item, Label.humanize(item), None
+            else:
+                value = item["value"]
+                label = Label.of(item.get("label"), value.replace("_", " ").capitalize())
+                color = item.get("color")
+            if value in seen:
+                self.problems.add(_pos(items, index), subject, f"option {value!r} is listed twice")
+                continue
+            seen.add(value)
+            options.append(Option(value=value, label=label, color=color))
+        return tuple(options)
+
+    def build_fields(self, spec: _EntitySpec, option_sets: Mapping[str, OptionSet]) -> dict[str, Field]:
+        fields: dict[str, Field] = {}
+        for fname, (raw, solution, where) in spec.fields.items():
+            if fname in spec.removed:
+                continue
+            subject = f"{spec.name}.{fname}"
+            reason = reserved_reason(fname)
+            if fname in SYSTEM_COLUMNS:
+                self.problems.add(where, subject, f"{fname!r} is a system column every entity has; choose another name")
+                continue
+            if reason:
+                self.problems.add(where, subject, f"field name {fname!r} is {reason}; choose another name")
+                continue
+            type_name = raw["type"]
+            params = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
+            choices: tuple[Option, ...] = ()
+            if type_name in ("choice", "multi_choice"):
+                choices = self._choices(raw, subject, option_sets)
+            rollup = None
+            if raw.get("rollup") is not None:
+                rollup = _rollup(raw["rollup"])
+            formula = raw.get("formula")
+            if type_name == "formula":
+                formula = raw.get("expression")
+            fields[fname] = Field(
+                name=fname,
+                type=type_name,
+                label=Label.of(raw.get("label"), fname.replace("_", " ").capitalize()),
+                entity=spec.name,
+                required=bool(raw.get("required", False)),
+                unique=bool(raw.get("unique", False)),
+                indexed=bool(raw.get("index", False)),
+                searchable=bool(raw.get("searchable", False)) or fname in spec.search,
+                read_only=bool(raw.get("read_only", False)),
+                default=raw.get("default"),
+                help=Label.of(raw["help"]) if raw.get("help") else None,
+                params=MappingProxyType(_plain(params)),
+                formula=formula,
+                rollup=rollup,
+                choices=choices,
+                solution=solution,
+                position=where,
+            )
+        return fields
+
+    def _choices(self, raw: Mapping, subject: str, option_sets: Mapping[str, OptionSet]):
+        options = raw["options"]
+        if isinstance(options, str):
+            found = option_sets.get(options)
+            if found is None:
+                self.problems.add(
+                    _vpos(raw, "options"),
+                    subject,
+                    f"unknown option set {options!r}{did_you_mean(options, option_sets)}",
+                )
+                return ()
+            return found.options
+        return self._options(options, subject)
+
+    def build_entity(self, spec: _EntitySpec, fields: dict[str, Field]) -> Entity:
+        doc = spec.doc
+        labels = {k: v[0] for k, v in spec.labels.items()}
+        label = Label.of(labels.get("label"), spec.name.replace("_", " ").capitalize())
+        stages = None
+        if labels.get("stages"):
+            raw = labels["stages"]
+            steps = {}
+            for step_name, step in raw["steps"].items():
+                step = step or {}
+                steps[step_name] = Stage(
+                    name=step_name,
+                    probability=step.get("probability"),
+                    closed=step.get("closed"),
+                    requires=tuple(step.get("requires") or ()),
+                    next=tuple(step["next"]) if step.get("next") is not None else None,
+                    roles=tuple(step.get("roles") or ()),
+                )
+            stages = StageFlow(field=raw["field"], steps=MappingProxyType(steps))
+        indexes = []
+        for item, _solution in spec.indexes:
+            columns = tuple(item["fields"])
+            name = item.get("name") or f"ix_{spec.name}_{'_'.join(columns)}"[:60]
+            indexes.append(Index(name=name, fields=columns, unique=bool(item.get("unique", False))))
+        return Entity(
+            name=spec.name,
+            label=label,
+            plural=Label.of(labels.get("plural")) if labels.get("plural") else label,
+            fields=MappingProxyType(fields),
+            solution=spec.solution,
+            title=labels.get("title"),
+            description=Label.of(labels["description"]) if labels.get("description") else None,
+            icon=labels.get("icon"),
+            stages=stages,
+            indexes=tuple(indexes),
+            search=tuple(f for f in spec.search if f in fields),
+            audit=bool(labels.get("audit", True)),
+            position=_pos(doc),
+        )
+
+
+def _overlay(base: Mapping, top: Mapping) -> Mapping:
+    merged = dict(base)
+    merged.update(top)
+    return merged
+
+
+def _plain(value):
+    """YAML containers as plain, hashable-friendly Python values."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _rollup(raw: Mapping) -> Rollup:
+    aggregate = next((k for k in ("sum", "avg", "min", "max", "count") if k in raw), "count")
+    target = raw.get(aggregate) if aggregate != "count" else None
+    return Rollup(children=raw["children"], aggregate=aggregate, field=target, filter=raw.get("filter"))
+
+
+# ---------------------------------------------------------------------- cross-checks
+class _Checker:
+    def __init__(self, problems: Problems, entities: Mapping[str, Entity], builder: _Builder):
+        self.problems = problems
+        self.entities = entities
+        self.builder = builder
+
+    def entity_of(self, name):
+        return self.entities.get(name)
+
+    def run(self, views: Mapping[str, tuple[Mapping, str, Position]]) -> dict[str, Entity]:
+        final = {}
+        for entity in self.entities.values():
+            spec = self.builder.entities[entity.name]
+            self.check_entity(entity, spec)
+            final[entity.name] = replace(entity, validations=self.validations(entity, spec))
+        self.entities = final
+        return final
+
+    def add(self, where, subject, message):
+        self.problems.add(where, subject, message)
+
+    def raw(self, entity: Entity, fname: str) -> Mapping:
+        return self.builder.entities[entity.name].fields[fname][0]
+
+    def check_entity(self, entity: Entity, spec: _EntitySpec) -> None:
+        where = _vpos(spec.doc, "entity") if "entity" in spec.doc else _pos(spec.doc)
+        reason = reserved_reason(entity.name)
+        if reason or entity.name in PLATFORM_NAMES:
+            self.add(where, entity.name, f"entity name {entity.name!r} is {reason or 'kept by the platform'}; choose another name")
+        for field in entity.fields.values():
+            self.check_field(entity, field)
+        self.check_formula_cycles(entity)
+        if entity.title and entity.title not in entity.fields:
+            self.add(
+                _vpos(spec.doc, "title", where),
+                entity.name,
+                f"title names unknown field {entity.title!r}{did_you_mean(entity.title, entity.fields)}",
+            )
+        for name in spec.search:
+            if name not in entity.fields:
+                self.add(where, entity.name, f"search names unknown field {name!r}{did_you_mean(name, entity.fields)}")
+            elif entity.fields[name].kind.json_type != "string":
+                self.add(where, entity.name, f"search field {name!r} is {entity.fields[name].type}, not text")
+        for item, _solution in spec.indexes:
+            for index, name in enumerate(item["fields"]):
+                target = entity.fields.get(name)
+                if target is None and name not in SYSTEM_COLUMNS:
+                    self.add(_pos(item["fields"], index, where), entity.name, f"index names unknown field {name!r}{did_you_mean(name, entity.fields)}")
+                elif target is not None and not target.stored:
+                    self.add(_pos(item["fields"], index, where), entity.name, f"index names {name!r}, which has no column ({target.type})")
+        if entity.stages:
+            self.check_stages(entity, spec)
+
+    def check_field(self, entity: Entity, field: Field) -> None:
+        subject = f"{entity.name}.{field.name}"
+        raw = self.raw(entity, field.name)
+        if field.type in ("lookup", "many_to_many"):
+            target = field.params.get("to")
+            if target not in self.entities:
+                self.add(_vpos(raw, "to", field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
+        if field.type == "any_lookup":
+            for index, target in enumerate(field.params.get("to") or ()):
+                if target not in self.entities:
+                    self.add(_pos(raw.get("to"), index, field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
+        if field.type == "children":
+            self.check_children(entity, field, raw, subject)
+        if field.required and field.computed:
+            self.add(field.position, subject, "a computed field cannot be required")
+        if field.unique and not field.stored:
+            self.add(field.position, subject, f"{field.type} fields have no column and cannot be unique")
+        if field.default is not None:
+            self.check_default(field, raw, subject)
+        if field.formula is not None:
+            self.check_formula(entity, field, raw, subject)
+        if field.rollup is not None:
+            self.check_rollup(entity, field, raw, subject)
+        if field.type == "rollup" and field.rollup is None:
+            self.add(field.position, subject, "a rollup field needs 'rollup: {children: ..., sum: ...}'")
+
+    def check_children(self, entity, field, raw, subject):
+        child_name, via = field.params.get("entity"), field.params.get("via")
+        child = self.entities.get(child_name)
+        if child is None:
+            self.add(_vpos(raw, "entity", field.position), subject, f"children of unknown entity {child_name!r}{did_you_mean(child_name, self.entities)}")
+            return
+        back = child.fields.get(via)
+        if back is None:
+            self.add(_vpos(raw, "via", field.position), subject, f"{child_name} has no field {via!r}{did_you_mean(via, child.fields)}")
+        elif back.type != "lookup" or back.params.get("to") != entity.name:
+            self.add(_vpos(raw, "via", field.position), subject, f"{child_name}.{via} must be a lookup to {entity.name} (it is a {back.type}{' to ' + str(back.target) if back.target else ''})")
+
+    def check_default(self, field: Field, raw, subject):
+        where = _vpos(raw, "default", field.position)
+        default = field.default
+        if isinstance(default, str) and default in DEFAULT_KEYWORDS:
+            if field.type not in DEFAULT_KEYWORDS[default]:
+                self.add(where, subject, f"default {default!r} does not apply to {field.type} fields")
+            return
+        if field.computed:
+            self.add(where, subject, "a computed field has no default")
+            return
+        try:
+            value = field.coerce(_plain(default) if not isinstance(default, str) else default)
+        except CoercionError as exc:
+            self.add(where, subject, f"default {default!r} does not fit: {exc.message}")
+            return
+        if value is None and default not in (None, ""):
+            self.add(where, subject, f"default {default!r} does not fit this field")
+
+    def check_formula(self, entity: Entity, field: Field, raw, subject):
+        key = "expression" if field.type == "formula" else "formula"
+        where = _vpos(raw, key, field.position)
+        try:
+            expr = parse_expression(field.formula)
+        except ExpressionError as exc:
+            self.add(where, subject, str(exc))
+            return
+        known = set(entity.fields) | set(SYSTEM_COLUMNS)
+        for name in sorted(names_in(expr) - known - FORMULA_GLOBALS):
+            self.add(where, subject, f"formula uses unknown field {name!r}{did_you_mean(name, known)}")
+        for name, _node in arithmetic_operands(expr):
+            other = entity.fields.get(name)
+            if other is not None and not (other.kind.numeric or other.kind.temporal or other.type in ("formula",)):
+                self.add(where, subject, f"formula does arithmetic on {name!r}, which is {other.type}, not a number or date")
+            if other is not None and other.type in ("children", "many_to_many"):
+                self.add(where, subject, f"formula uses {name!r}, which holds many records; use a rollup")
+
+    def check_formula_cycles(self, entity: Entity) -> None:
+        graph: dict[str, set[str]] = {}
+        for field in entity.fields.values():
+            if field.formula is None:
+                continue
+            try:
+                expr = parse_expression(field.formula)
+            except ExpressionError:
+                continue
+            graph[field.name] = {n for n in names_in(expr) if n in entity.fields and entity.fields[n].formula is not None}
+        sorter = graphlib.TopologicalSorter(graph)
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            first = entity.fields[cycle[0]]
+            self.add(first.position, f"{entity.name}.{first.name}", f"formulas form a cycle: {' -> '.join(cycle)}")
+
+    def check_rollup(self, entity: Entity, field: Field, raw, subject):
+        rollup = field.rollup
+        where = _vpos(raw, "rollup", field.position)
+        children = entity.fields.get(rollup.children)
+        if children is None or children.type != "children":
+            self.add(where, subject, f"rollup over {rollup.children!r}, which is not a children field of {entity.name}{did_you_mean(rollup.children, [f.name for f in entity.fields.values() if f.type == 'children'])}")
+            return
+        child = self.entities.get(children.params.get("entity"))
+        if child is None:
+            return
+        if rollup.aggregate != "count":
+            target = child.fields.get(rollup.field)
+            if target is None:
+                self.add(where, subject, f"rollup {rollup.aggregate} of unknown field {child.name}.{rollup.field}{did_you_mean(rollup.field, child.fields)}")
+            elif rollup.aggregate in ("sum", "avg") and not target.kind.numeric and target.type not in ("formula",):
+                self.add(where, subject, f"cannot {rollup.aggregate} {child.name}.{rollup.field}, which is {target.type}, not a number")
+            elif rollup.aggregate in ("sum", "avg") and target.type == "formula" and target.params.get("result") not in ("integer", "decimal", "money", "percent"):
+                self.add(where, subject, f"cannot {rollup.aggregate} {child.name}.{rollup.field}, a non-numeric formula")
+            elif field.type != "rollup" and not field.kind.numeric and not field.kind.temporal:
+                self.add(where, subject, f"a {field.type} field cannot hold a rollup")
+        if rollup.filter is not None:
+            try:
+                parse_filter(rollup.filter, child, self.entity_of)
+            except FilterError as exc:
+                self.add(where, subject, f"rollup filter: {exc}")
+
+    def check_stages(self, entity: Entity, spec: _EntitySpec) -> None:
+        raw, where = spec.labels["stages"]
+        flow = entity.stages
+        field = entity.fields.get(flow.field)
+        if field is None or field.type != "choice":
+            self.add(_vpos(raw, "field", where), entity.name, f"stages need a choice field; {flow.field!r} is {'unknown' if field is None else field.type}{did_you_mean(flow.field, entity.fields) if field is None else ''}")
+            return
+        steps = raw["steps"]
+        for name, stage in flow.steps.items():
+            step_where = _pos(steps, name, where)
+            step_raw = steps[name] or {}
+            if name not in field.choice_values:
+                self.add(step_where, f"{entity.name}.stages", f"stage {name!r} is not an option of {flow.field}{did_you_mean(name, field.choice_values)}")
+            for index, required in enumerate(stage.requires):
+                if required not in entity.fields:
+                    self.add(_pos(step_raw.get("requires"), index, step_where), f"{entity.name}.stages.{name}", f"requires unknown field {required!r}{did_you_mean(required, entity.fields)}")
+            for index, target in enumerate(stage.next or ()):
+                if target not in flow.steps:
+                    self.add(_pos(step_raw.get("next"), index, step_where), f"{entity.name}.stages.{name}", f"next names unknown stage {target!r}{did_you_mean(target, flow.steps)}")
+
+    def validations(self, entity: Entity, spec: _EntitySpec) -> tuple[Validation, ...]:
+        result = []
+        for item, _solution in spec.validations:
+            where = _vpos(item, "when", _pos(item))
+            try:
+                tree = parse_filter(item["when"], entity, self.entity_of)
+            except FilterError as exc:
+                self.add(where, f"{entity.name}.validations", str(exc))
+                continue
+            fields = tuple(item.get("fields") or ())
+            for name in fields:
+                if name not in entity.fields:
+                    self.add(_vpos(item, "fields", where), f"{entity.name}.validations", f"names unknown field {name!r}{did_you_mean(name, entity.fields)}")
+            if not fields:  # attach the message to the fields the rule mentions
+                from .filters import conditions_of
+
+                fields = tuple(dict.fromkeys(c.path[0] for c in conditions_of(tree)))
+            result.append(Validation(when=tree, message=Label.of(item["message"]), fields=fields, position=where))
+        return tuple(result)
+
+    def build_views(self, views) -> dict[str, View]:
+        result = {}
+        for name, (raw, solution, where) in views.items():
+            entity = self.entities.get(raw["entity"])
+            subject = f"views.{name}"
+            if entity is None:
+                self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
+                continue
+            ok = True
+            for key in ("columns", "quick_filters", "card"):
+                for index, path in enumerate(raw.get(key) or ()):
+                    try:
+                        resolve_path(entity, path, self.entity_of)
+                    except FilterError as exc:
+                        ok = False
+                        self.add(_pos(raw[key], index, where), subject, f"{key}: {exc.message}")
+            sort = []
+            for index, (path, direction) in enumerate(raw.get("sort") or ()):
+                try:
+                    field, _ = resolve_path(entity, path, self.entity_of)
+                    if not field.stored:
+                        raise FilterError(f"cannot sort by {field.type} field {path!r}")
+                except FilterError as exc:
+                    ok = False
+                    self.add(_pos(raw["sort"], index, where), subject, f"sort: {exc.message}")
+                sort.append((path, direction))
+            tree = None
+            if raw.get("filter") is not None:
+                try:
+                    tree = parse_filter(raw["filter"], entity, self.entity_of)
+                except FilterError as exc:
+                    ok = False
+                    self.add(_vpos(raw, "filter", where), subject, f"filter: {exc}")
+            kind = raw.get("kind", "list")
+            for key, types in (("group_by", GROUPABLE), ("date_field", ("date", "datetime"))):
+                value = raw.get(key)
+                if value is None:
+                    continue
+                target = entity.fields.get(value)
+                if target is None or target.type not in types:
+                    ok = False
+                    found = "unknown" if target is None else target.type
+                    self.add(_vpos(raw, key, where), subject, f"{key} {value!r} must be a field of type {' or '.join(types)} (it is {found}){did_you_mean(value, entity.fields) if target is None else ''}")
+            if kind == "kanban" and not raw.get("group_by"):
+                ok = False
+                self.add(where, subject, "a kanban view needs group_by")
+            if kind == "calendar" and not raw.get("date_field"):
+                ok = False
+                self.add(where, subject, "a calendar view needs date_field")
+            if not ok:
+                continue
+            result[name] = View(
+                name=name,
+                entity=entity.name,
+                label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
+                solution=solution,
+                kind=kind,
+                columns=tuple(raw.get("columns") or ()),
+                filter=tree,
+                sort=tuple(sort),
+                quick_filters=tuple(raw.get("quick_filters") or ()),
+                group_by=raw.get("group_by"),
+                card=tuple(raw.get("card") or ()),
+                date_field=raw.get("date_field"),
+                position=where,
+            )
+        return result
+
+
+def build_catalog(
+    packs: Sequence[PackSource],
+    layer: Sequence[Document] = (),
+    version: int = 0,
+    problems: Problems | None = None,
+) -> Catalog:
+    """Compile packs (any order) and the customization layer into a frozen catalog.
+
+    Raises DefinitionError listing every problem; nothing is returned half-built.
+    """
+    problems = problems if problems is not None else Problems()
+    ordered = order_packs(packs, problems)
+    builder = _Builder(problems, ordered)
+    for pack in ordered:
+        for document in _by_kind(pack.documents):
+            builder.add(pack.name, document)
+    for document in _by_kind(layer):
+        builder.add(LAYER, document)
+    option_sets = builder.build_option_sets()
+    preliminary = {}
+    for name, spec in builder.entities.items():
+        preliminary[name] = builder.build_entity(spec, builder.build_fields(spec, option_sets))
+    checker = _Checker(problems, preliminary, builder)
+    entities = checker.run(builder.views)
+    views = checker.build_views(builder.views)
+    problems.raise_if_any()
+    solutions = {
+        pack.name: Solution(
+            name=pack.name,
+            version=pack.version,
+            label=Label.of(pack.manifest.get("label"), pack.name.capitalize()),
+            depends=frozen_map(_plain(dict(pack.depends))),
+            path=pack.root,
+            description=Label.of(pack.manifest["description"]) if pack.manifest.get("description") else None,
+            position=_pos(pack.manifest),
+        )
+        for pack in ordered
+    }
+    return Catalog(
+        version=version,
+        solutions=MappingProxyType(solutions),
+        entities=MappingProxyType(entities),
+        option_sets=MappingProxyType(option_sets),
+        views=MappingProxyType(views),
+    )
+
+
+_KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3}
+
+
+def _by_kind(documents: Sequence[Document]) -> list[Document]:
+    return sorted(documents, key=lambda d: _KIND_ORDER.get(d.kind, 9))
+
+
+def field_types() -> list[str]:
+    return sorted(FIELD_TYPES)
+
+
+__all__ = ["build_catalog", "order_packs", "LAYER", "one_of"]

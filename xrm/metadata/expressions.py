@@ -1,0 +1,89 @@
+"""Formulas and message templates: Jinja2's immutable sandbox with strict undefined names.
+
+Definitions are checked when they load (syntax, names, arithmetic on fitting types); at
+run time a compiled expression is evaluated against one record's values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from functools import cache
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+#: Names every formula may use besides the record's fields.
+FORMULA_GLOBALS = frozenset({"today", "now"})
+_ARITHMETIC = (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Pow)
+
+
+def _round(value, digits=0):
+    return round(value, digits) if value is not None else None
+
+
+@cache
+def environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env.globals.update({"round": _round, "abs": abs, "min": min, "max": max, "Decimal": decimal.Decimal})
+    return env
+
+
+class ExpressionError(ValueError):
+    pass
+
+
+def parse_expression(source: str) -> nodes.Expr:
+    env = environment()
+    try:
+        parsed = env.parse("{{ (" + source + ") }}")
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(f"formula syntax: {exc.message}") from None
+    output = parsed.body[0]
+    if not isinstance(output, nodes.Output) or len(output.nodes) != 1 or len(parsed.body) != 1:
+        raise ExpressionError("a formula is one expression")
+    return output.nodes[0]
+
+
+def names_in(expr: nodes.Node) -> set[str]:
+    return {n.name for n in expr.find_all(nodes.Name) if n.ctx == "load"}
+
+
+def arithmetic_operands(expr: nodes.Node):
+    """Names used directly as operands of arithmetic (checked for numeric or date types)."""
+    for node in expr.find_all(_ARITHMETIC):
+        for side in (node.left, node.right):
+            if isinstance(side, nodes.Name):
+                yield side.name, node
+    for node in expr.find_all(nodes.Neg):
+        if isinstance(node.node, nodes.Name):
+            yield node.node.name, node
+
+
+@cache
+def compile_formula(source: str):
+    """A callable taking the record's values as keyword arguments."""
+    return environment().compile_expression(source, undefined_to_none=False)
+
+
+def evaluate_formula(source: str, values: dict, now: dt.datetime | None = None):
+    now = now or dt.datetime.now(dt.UTC)
+    context = {**values, "today": now.date(), "now": now}
+    try:
+        return compile_formula(source)(**context)
+    except (TypeError, ArithmeticError, decimal.InvalidOperation):
+        # A formula over an empty field (None * 3) has no value rather than an error.
+        return None
+
+
+@cache
+def compile_template(source: str):
+    return environment().from_string(source)
+
+
+def check_template(source: str) -> str | None:
+    try:
+        environment().parse(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax: {exc.message} (line {exc.lineno})"
+    return None

@@ -1,0 +1,1286 @@
+"""The field-type registry: one class per type owns everything about that type.
+
+A type knows its storage columns, how to coerce input (API JSON, CSV/form text), which
+filter operators it allows, its strict marshmallow field, its WTForms field, how to show
+a value in a user's locale and time zone, and how to invent a sample value.  Adding a type
+is one class plus the ``@register`` line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import Field
+
+UTC = dt.UTC
+
+
+class CoercionError(ValueError):
+    """A value that does not fit its field; the message is shown next to the field."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+# ----------------------------------------------------------------------------- operators
+EMPTY_OPS = frozenset({"is_empty", "is_not_empty"})
+EQUALITY_OPS = frozenset({"eq", "ne", "in", "not_in"}) | EMPTY_OPS
+TEXT_OPS = EQUALITY_OPS | {"contains", "starts_with"}
+ORDERED_OPS = EQUALITY_OPS | {"lt", "le", "gt", "ge", "between"}
+RELATIVE_DATE_OPS = frozenset(
+    {
+        "today",
+        "yesterday",
+        "tomorrow",
+        "this_week",
+        "last_week",
+        "next_week",
+        "this_month",
+        "last_month",
+        "next_month",
+        "this_quarter",
+        "last_quarter",
+        "next_quarter",
+        "this_year",
+        "last_year",
+        "next_year",
+    }
+)
+RELATIVE_N_OPS = frozenset({"last_n_days", "next_n_days", "older_than_days"})
+DATE_OPS = ORDERED_OPS | RELATIVE_DATE_OPS | RELATIVE_N_OPS
+SET_OPS = frozenset({"contains", "not_contains"}) | EMPTY_OPS
+ALL_OPS = TEXT_OPS | DATE_OPS | SET_OPS
+
+
+# ------------------------------------------------------------------------- column types
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out; stored as naive UTC on every database."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text from an expression column
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+def json_column():
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+ID_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+# ------------------------------------------------------------------------------ registry
+FIELD_TYPES: dict[str, FieldType] = {}
+
+
+def register(cls):
+    FIELD_TYPES[cls.name] = cls()
+    return cls
+
+
+def field_type(name: str) -> FieldType:
+    return FIELD_TYPES[name]
+
+
+_LABEL_SCHEMA = {"$ref": "#/$defs/label"}
+
+
+class FieldType:
+    name: ClassVar[str]
+    #: JSON Schema properties of the keys only this type accepts
+    params: ClassVar[dict[str, dict]] = {}
+    required_params: ClassVar[tuple[str, ...]] = ()
+    operators: ClassVar[frozenset[str]] = EQUALITY_OPS
+    #: has a column in the entity's own table
+    stored: ClassVar[bool] = True
+    #: value is computed by the platform, never written by users
+    computed: ClassVar[bool] = False
+    numeric: ClassVar[bool] = False
+    temporal: ClassVar[bool] = False
+    #: a Python value type, for the evaluator's and checks' benefit
+    json_type: ClassVar[str] = "string"
+    #: may carry a ``formula`` or ``rollup``
+    computable: ClassVar[bool] = False
+
+    # -- storage
+    def column_type(self, field: Field) -> sa.types.TypeEngine:
+        raise NotImplementedError(self.name)  # every stored type overrides this
+
+    def columns(self, field: Field) -> list[tuple[str, sa.types.TypeEngine]]:
+        """The entity-table columns of this field (most types have exactly one)."""
+        if not self.stored:
+            return []
+        return [(field.name, self.column_type(field))]
+
+    # -- input
+    def coerce(self, field: Field, value: Any) -> Any:
+        """Turn API/Python input into the stored value, or raise CoercionError."""
+        return value
+
+    def parse_text(self, field: Field, text: str) -> Any:
+        """Turn text from a CSV cell or an HTML form into a value (empty means None)."""
+        text = text.strip()
+        if text == "":
+            return None
+        return self.coerce(field, text)
+
+    def to_json(self, field: Field, value: Any) -> Any:
+        return value
+
+    def to_text(self, field: Field, value: Any) -> str:
+        """Value as the text an import or a form field would accept back (round trip)."""
+        if value is None:
+            return ""
+        return str(self.to_json(field, value))
+
+    def format(self, field: Field, value: Any, locale: str = "en", tz: str = "UTC") -> str:
+        """A value as a user reads it, in their locale and time zone."""
+        if value is None:
+            return ""
+        return str(value)
+
+    # -- generated artifacts
+    def marshmallow_field(self, field: Field):
+        from marshmallow import fields
+
+        return fields.Raw(allow_none=True)
+
+    def sample(self, field: Field, fake, rnd) -> Any:
+        return None
+
+    def python_value(self, field: Field, value: Any) -> Any:
+        """The comparable value the filter evaluator works on (normalises DB round-trips)."""
+        return value
+
+
+def _check_length(field: Field, value: str) -> str:
+    limit = field.params.get("max_length")
+    if limit and len(value) > limit:
+        raise CoercionError(f"at most {limit} characters (got {len(value)})")
+    return value
+
+
+@register
+class TextType(FieldType):
+    name = "text"
+    params = {
+        "max_length": {"type": "integer", "minimum": 1, "maximum": 10000},
+        "pattern": {"type": "string"},
+    }
+    operators = TEXT_OPS
+    default_length = 255
+
+    def column_type(self, field):
+        return sa.String(field.params.get("max_length") or self.default_length)
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            if isinstance(value, bool | dict | list):
+                raise CoercionError("expected text")
+            value = str(value)
+        value = value.strip()
+        if value == "":
+            return None
+        pattern = field.params.get("pattern")
+        if pattern and not re.fullmatch(pattern, value):
+            raise CoercionError(f"does not match the pattern {pattern}")
+        return _check_length(field, value)
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.String(allow_none=True)
+
+    def sample(self, field, fake, rnd):
+        limit = field.params.get("max_length") or self.default_length
+        return fake.catch_phrase()[:limit]
+
+
+@register
+class LongTextType(TextType):
+    name = "long_text"
+    params = {"max_length": {"type": "integer", "minimum": 1}}
+    operators = TEXT_OPS - {"in", "not_in"}
+
+    def column_type(self, field):
+        return sa.Text()
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise CoercionError("expected text")
+        value = value.strip("\n\r ")
+        return _check_length(field, value) if value else None
+
+    def sample(self, field, fake, rnd):
+        return fake.paragraph()
+
+
+@register
+class RichTextType(LongTextType):
+    name = "rich_text"
+
+    def coerce(self, field, value):
+        import nh3
+
+        value = super().coerce(field, value)
+        return nh3.clean(value) if value else value
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        import nh3
+
+        return nh3.clean_text(value or "")
+
+    def sample(self, field, fake, rnd):
+        return f"<p>{fake.paragraph()}</p>"
+
+
+@register
+class EmailType(TextType):
+    name = "email"
+    params = {}
+    operators = TEXT_OPS
+
+    def column_type(self, field):
+        return sa.String(254)
+
+    def coerce(self, field, value):
+        value = super().coerce(field, value)
+        if value is None:
+            return None
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            result = validate_email(value, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise CoercionError(f"not a valid email address: {exc}") from None
+        return result.normalized
+
+    def sample(self, field, fake, rnd):
+        return fake.unique.email() if rnd.random() < 0.5 else fake.email()
+
+
+@register
+class PhoneType(TextType):
+    name = "phone"
+    params = {"region": {"type": "string", "pattern": "^[A-Z]{2}$"}}
+
+    def column_type(self, field):
+        return sa.String(32)
+
+    def coerce(self, field, value):
+        value = super().coerce(field, value)
+        if value is None:
+            return None
+        import phonenumbers
+
+        try:
+            number = phonenumbers.parse(value, field.params.get("region") or "US")
+        except phonenumbers.NumberParseException:
+            raise CoercionError("not a phone number") from None
+        if not phonenumbers.is_possible_number(number):
+            raise CoercionError("not a possible phone number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if not value:
+            return ""
+        import phonenumbers
+
+        try:
+            return phonenumbers.format_number(
+                phonenumbers.parse(value), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+            )
+        except phonenumbers.NumberParseException:
+            return value
+
+    def sample(self, field, fake, rnd):
+        return f"+1202555{rnd.randrange(10000):04d}"
+
+
+@register
+class UrlType(TextType):
+    name = "url"
+    params = {}
+
+    def column_type(self, field):
+        return sa.String(2048)
+
+    def coerce(self, field, value):
+        value = super().coerce(field, value)
+        if value is None:
+            return None
+        if "://" not in value:
+            value = "https://" + value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
+            raise CoercionError("expected an http(s) address")
+        return _check_length(field, value) if field.params.get("max_length") else value
+
+    def sample(self, field, fake, rnd):
+        return fake.url()
+
+
+class _NumberType(FieldType):
+    numeric = True
+    computable = True
+    operators = ORDERED_OPS
+    json_type = "number"
+    params = {"min": {"type": "number"}, "max": {"type": "number"}}
+
+    def _bounds(self, field, value):
+        low, high = field.params.get("min"), field.params.get("max")
+        if low is not None and value < low:
+            raise CoercionError(f"must be at least {low}")
+        if high is not None and value > high:
+            raise CoercionError(f"must be at most {high}")
+        return value
+
+
+@register
+class IntegerType(_NumberType):
+    name = "integer"
+    json_type = "integer"
+
+    def column_type(self, field):
+        return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if type(value) is int:
+            return self._bounds(field, value)
+        if isinstance(value, bool):
+            raise CoercionError("expected a whole number")
+        if isinstance(value, float | decimal.Decimal):
+            if value != int(value):
+                raise CoercionError("expected a whole number")
+            return self._bounds(field, int(value))
+        if isinstance(value, str):
+            text = value.strip().replace("\u00a0", "").replace(" ", "")
+            if text == "":
+                return None
+            try:
+                return self._bounds(field, int(text))
+            except ValueError:
+                raise CoercionError("expected a whole number") from None
+        raise CoercionError("expected a whole number")
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Integer(allow_none=True, strict=True)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        from babel.numbers import format_decimal
+
+        return format_decimal(value, locale=locale)
+
+    def sample(self, field, fake, rnd):
+        low = int(field.params.get("min", 0))
+        high = int(field.params.get("max", 1000))
+        return rnd.randint(low, high)
+
+
+@register
+class DecimalType(_NumberType):
+    name = "decimal"
+    params = {
+        **_NumberType.params,
+        "precision": {"type": "integer", "minimum": 1, "maximum": 38},
+        "scale": {"type": "integer", "minimum": 0, "maximum": 12},
+    }
+    default_precision, default_scale = 18, 4
+
+    def scale(self, field) -> int:
+        return field.params.get("scale", self.default_scale)
+
+    def column_type(self, field):
+        return sa.Numeric(
+            field.params.get("precision", self.default_precision), self.scale(field)
+        )
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise CoercionError("expected a number")
+        if isinstance(value, decimal.Decimal):
+            number = value
+        elif isinstance(value, int):
+            number = decimal.Decimal(value)
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise CoercionError("expected a finite number")
+            number = decimal.Decimal(repr(value))
+        elif isinstance(value, str):
+            text = value.strip().replace("\u00a0", "").replace(" ", "")
+            if text == "":
+                return None
+            if text.count(",") == 1 and "." not in text:
+                text = text.replace(",", ".")  # decimal comma from ru-style input
+            try:
+                number = decimal.Decimal(text)
+            except decimal.InvalidOperation:
+                raise CoercionError("expected a number") from None
+            if not number.is_finite():
+                raise CoercionError("expected a finite number")
+        else:
+            raise CoercionError("expected a number")
+        quantum = decimal.Decimal(1).scaleb(-self.scale(field))
+        try:
+            number = number.quantize(quantum, rounding=decimal.ROUND_HALF_EVEN)
+        except decimal.InvalidOperation:
+            raise CoercionError("number is too large") from None
+        digits = field.params.get("precision", self.default_precision) - self.scale(field)
+        if abs(number) >= decimal.Decimal(10) ** digits:
+            raise CoercionError("number is too large")
+        return self._bounds(field, number)
+
+    def python_value(self, field, value):
+        if value is None or isinstance(value, decimal.Decimal):
+            return value
+        return self.coerce(field, value)
+
+    def to_json(self, field, value):
+        return None if value is None else format(value, "f")
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Decimal(allow_none=True, as_string=True, places=self.scale(field))
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        from babel.numbers import format_decimal
+
+        return format_decimal(value, locale=locale)
+
+    def sample(self, field, fake, rnd):
+        return self.coerce(field, round(rnd.uniform(0, 10000), 2))
+
+
+@register
+class MoneyType(DecimalType):
+    name = "money"
+    params = {**_NumberType.params, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}
+    default_scale = 2
+
+    def column_type(self, field):
+        return sa.Numeric(18, 2)
+
+    def scale(self, field):
+        return 2
+
+    def format(self, field, value, locale="en", tz="UTC", currency: str | None = None):
+        if value is None:
+            return ""
+        from babel.numbers import format_currency
+
+        return format_currency(
+            value, currency or field.params.get("currency") or "USD", locale=locale
+        )
+
+    def sample(self, field, fake, rnd):
+        return self.coerce(field, rnd.randrange(100, 10_000_000) / 100)
+
+
+@register
+class PercentType(DecimalType):
+    name = "percent"
+    params = {**_NumberType.params}
+    default_scale = 2
+
+    def column_type(self, field):
+        return sa.Numeric(9, 2)
+
+    def scale(self, field):
+        return 2
+
+    def coerce(self, field, value):
+        if isinstance(value, str):
+            value = value.strip().rstrip("%")
+        return super().coerce(field, value)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        from babel.numbers import format_percent
+
+        return format_percent(value / 100, locale=locale, decimal_quantization=False)
+
+    def sample(self, field, fake, rnd):
+        return self.coerce(field, rnd.choice([0, 10, 25, 50, 75, 90, 100]))
+
+
+@register
+class RatingType(IntegerType):
+    name = "rating"
+    params = {"max": {"type": "integer", "minimum": 2, "maximum": 10}}
+
+    def coerce(self, field, value):
+        value = super().coerce(field, value)
+        if value is None:
+            return None
+        top = field.params.get("max", 5)
+        if not 0 <= value <= top:
+            raise CoercionError(f"rating from 0 to {top}")
+        return value
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        return "★" * value + "☆" * (field.params.get("max", 5) - value)
+
+    def sample(self, field, fake, rnd):
+        return rnd.randint(1, field.params.get("max", 5))
+
+
+_TRUE = {"true", "yes", "y", "1", "on", "да", "t"}
+_FALSE = {"false", "no", "n", "0", "off", "нет", "f"}
+
+
+@register
+class BooleanType(FieldType):
+    name = "boolean"
+    operators = frozenset({"eq", "ne"}) | EMPTY_OPS
+    json_type = "boolean"
+    computable = True
+
+    def column_type(self, field):
+        return sa.Boolean()
+
+    def coerce(self, field, value):
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            if text == "":
+                return None
+        raise CoercionError("expected yes or no")
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Boolean(
+            allow_none=True, truthy={True}, falsy={False}
+        )  # strict: JSON booleans only
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        yes, no = ("Да", "Нет") if locale.startswith("ru") else ("Yes", "No")
+        return yes if value else no
+
+    def sample(self, field, fake, rnd):
+        return rnd.random() < 0.5
+
+
+@register
+class DateType(FieldType):
+    name = "date"
+    operators = DATE_OPS
+    temporal = True
+    computable = True
+
+    def column_type(self, field):
+        return sa.Date()
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            raise CoercionError("expected a date without time")
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "":
+                return None
+            for parse in (dt.date.fromisoformat, _parse_dmy):
+                try:
+                    return parse(text)
+                except ValueError:
+                    continue
+        raise CoercionError("expected a date (YYYY-MM-DD)")
+
+    def python_value(self, field, value):
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        return value
+
+    def to_json(self, field, value):
+        return None if value is None else value.isoformat()
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Date(allow_none=True)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        from babel.dates import format_date
+
+        return format_date(value, format="medium", locale=locale)
+
+    def sample(self, field, fake, rnd):
+        return dt.date.today() + dt.timedelta(days=rnd.randint(-365, 365))
+
+
+def _parse_dmy(text: str) -> dt.date:
+    """31.12.2026 (ru) and 12/31/2026 (en) as people type them."""
+    if "." in text:
+        day, month, year = text.split(".")
+        return dt.date(int(year), int(month), int(day))
+    if "/" in text:
+        month, day, year = text.split("/")
+        return dt.date(int(year), int(month), int(day))
+    raise ValueError(text)
+
+
+@register
+class DateTimeType(FieldType):
+    name = "datetime"
+    operators = DATE_OPS
+    temporal = True
+    computable = True
+
+    def column_type(self, field):
+        return UTCDateTime()
+
+    def coerce(self, field, value, tz: str | None = None):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "":
+                return None
+            try:
+                value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise CoercionError("expected a date and time (ISO 8601)") from None
+        if not isinstance(value, dt.datetime):
+            raise CoercionError("expected a date and time (ISO 8601)")
+        if value.tzinfo is None:
+            # A naive time is read in the user's zone (forms), else as UTC.
+            value = value.replace(tzinfo=ZoneInfo(tz) if tz else UTC)
+        return value.astimezone(UTC)
+
+    def python_value(self, field, value):
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def to_json(self, field, value):
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.AwareDateTime(allow_none=True, default_timezone=UTC)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        from babel.dates import format_datetime
+
+        return format_datetime(value, format="medium", tzinfo=ZoneInfo(tz), locale=locale)
+
+    def sample(self, field, fake, rnd):
+        base = dt.datetime.now(UTC).replace(microsecond=0)
+        return base + dt.timedelta(minutes=rnd.randint(-60 * 24 * 60, 60 * 24 * 60))
+
+
+@register
+class TimeType(FieldType):
+    name = "time"
+    operators = ORDERED_OPS
+
+    def column_type(self, field):
+        return sa.Time()
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if isinstance(value, dt.time):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "":
+                return None
+            try:
+                return dt.time.fromisoformat(text)
+            except ValueError:
+                pass
+        raise CoercionError("expected a time (HH:MM)")
+
+    def python_value(self, field, value):
+        return dt.time.fromisoformat(value) if isinstance(value, str) else value
+
+    def to_json(self, field, value):
+        return None if value is None else value.isoformat(timespec="minutes")
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Time(allow_none=True)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        from babel.dates import format_time
+
+        return format_time(value, format="short", locale=locale)
+
+    def sample(self, field, fake, rnd):
+        return dt.time(rnd.randint(8, 18), rnd.choice([0, 15, 30, 45]))
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.I)
+
+
+def parse_duration(text: str) -> int:
+    """'1h30m', '90m', '2d', '1:30' (h:mm) or ISO 8601 'PT1H30M' as whole seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text) * 60  # a bare number typed by a person means minutes
+    if re.fullmatch(r"\d+:\d{2}", text):
+        hours, minutes = text.split(":")
+        return int(hours) * 3600 + int(minutes) * 60
+    upper = text.upper()
+    if upper.startswith("P"):
+        match = re.fullmatch(
+            r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", upper
+        )
+        if match and any(match.groups()):
+            d, h, m, s = (float(g) if g else 0 for g in match.groups())
+            return int(d * 86400 + h * 3600 + m * 60 + s)
+        raise ValueError(text)
+    compact = text.replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts).lower() != compact.lower():
+        raise ValueError(text)
+    unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return int(sum(float(n) * unit[u.lower()] for n, u in parts))
+
+
+def format_duration(seconds: int) -> str:
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{v}{u}" for v, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if v]
+    return sign + (" ".join(parts) or "0m")
+
+
+@register
+class DurationType(IntegerType):
+    """A length of time, stored as whole seconds."""
+
+    name = "duration"
+    params = {}
+
+    def coerce(self, field, value):
+        if isinstance(value, str):
+            if value.strip() == "":
+                return None
+            try:
+                return parse_duration(value)
+            except ValueError:
+                raise CoercionError("expected a duration such as 1h30m") from None
+        if isinstance(value, dt.timedelta):
+            return int(value.total_seconds())
+        return super().coerce(field, value)
+
+    def to_text(self, field, value):
+        return "" if value is None else format_duration(value)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return "" if value is None else format_duration(value)
+
+    def sample(self, field, fake, rnd):
+        return rnd.choice([15, 30, 45, 60, 90, 120]) * 60
+
+
+@register
+class ChoiceType(FieldType):
+    name = "choice"
+    params = {
+        "options": {
+            "oneOf": [
+                {"type": "string", "description": "name of an option set"},
+                {"type": "array", "items": {"$ref": "#/$defs/option"}, "minItems": 1},
+            ]
+        }
+    }
+    required_params = ("options",)
+    operators = EQUALITY_OPS
+
+    def column_type(self, field):
+        return sa.String(64)
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise CoercionError("expected one of the options")
+        value = value.strip()
+        if value == "":
+            return None
+        if value not in field.choice_values:
+            return self._by_label(field, value)
+        return value
+
+    def _by_label(self, field, value):
+        lowered = value.casefold()
+        for option in field.choices:
+            if any(text.casefold() == lowered for _, text in option.label.texts):
+                return option.value
+        from .problems import did_you_mean, one_of
+
+        raise CoercionError(
+            f"{value!r} is not an option (expected one of {one_of(field.choice_values)})"
+            f"{did_you_mean(value, field.choice_values)}"
+        )
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        if value is None:
+            return ""
+        option = field.option(value)
+        return option.label.get(locale) if option else str(value)
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields, validate
+
+        return fields.String(allow_none=True, validate=validate.OneOf(field.choice_values))
+
+    def sample(self, field, fake, rnd):
+        return rnd.choice(field.choice_values) if field.choice_values else None
+
+
+@register
+class MultiChoiceType(ChoiceType):
+    name = "multi_choice"
+    operators = SET_OPS
+    json_type = "array"
+
+    def column_type(self, field):
+        return json_column()
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise CoercionError("expected a list of options")
+        seen: list[str] = []
+        for item in value:
+            item = ChoiceType.coerce(self, field, item)
+            if item is not None and item not in seen:
+                seen.append(item)
+        order = {v: i for i, v in enumerate(field.choice_values)}
+        return sorted(seen, key=order.__getitem__) or None
+
+    def to_text(self, field, value):
+        return ", ".join(value or ())
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return ", ".join(ChoiceType.format(self, field, v, locale) for v in value or ())
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields, validate
+
+        return fields.List(
+            fields.String(validate=validate.OneOf(field.choice_values)), allow_none=True
+        )
+
+    def sample(self, field, fake, rnd):
+        values = field.choice_values
+        return sorted(rnd.sample(values, k=min(len(values), rnd.randint(1, 2)))) or None
+
+
+@register
+class TagsType(FieldType):
+    name = "tags"
+    operators = SET_OPS
+    json_type = "array"
+
+    def column_type(self, field):
+        return json_column()
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple | set):
+            raise CoercionError("expected a list of tags")
+        tags: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise CoercionError("tags are text")
+            tag = item.strip().lower()
+            if len(tag) > 64:
+                raise CoercionError("a tag has at most 64 characters")
+            if tag and tag not in tags:
+                tags.append(tag)
+        return sorted(tags) or None
+
+    def to_text(self, field, value):
+        return ", ".join(value or ())
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return ", ".join(value or ())
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.List(fields.String(), allow_none=True)
+
+    def sample(self, field, fake, rnd):
+        return sorted(set(fake.words(nb=rnd.randint(1, 3))))
+
+
+def _record_id(value) -> int:
+    if isinstance(value, bool):
+        raise CoercionError("expected a record id")
+    if isinstance(value, int):
+        if value <= 0:
+            raise CoercionError("expected a record id")
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, Mapping) and "id" in value:
+        return _record_id(value["id"])
+    raise CoercionError("expected a record id")
+
+
+ON_DELETE = ("restrict", "set_null", "cascade")
+
+
+@register
+class LookupType(FieldType):
+    name = "lookup"
+    params = {
+        "to": {"type": "string", "description": "the entity this field points at"},
+        "on_delete": {"enum": list(ON_DELETE)},
+    }
+    required_params = ("to",)
+    operators = EQUALITY_OPS
+    json_type = "integer"
+
+    def column_type(self, field):
+        return ID_TYPE
+
+    def coerce(self, field, value):
+        if value is None or value == "":
+            return None
+        return _record_id(value)
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Integer(allow_none=True, strict=True)
+
+
+@register
+class UserType(LookupType):
+    """A lookup to a platform user; ``default: current_user`` fills it on create."""
+
+    name = "user"
+    params = {"on_delete": {"enum": ["restrict", "set_null"]}}
+    required_params = ()
+
+
+@register
+class AnyLookupType(FieldType):
+    """A polymorphic lookup: a record of any entity (or of the ones listed in ``to``)."""
+
+    name = "any_lookup"
+    params = {"to": {"type": "array", "items": {"type": "string"}, "minItems": 1}}
+    operators = frozenset({"eq", "ne", "is_empty", "is_not_empty"})
+    json_type = "object"
+
+    def columns(self, field):
+        return [(f"{field.name}_entity", sa.String(64)), (f"{field.name}_id", ID_TYPE)]
+
+    def coerce(self, field, value):
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and ":" in value:
+            entity, _, ident = value.partition(":")
+            value = {"entity": entity, "id": ident}
+        if not isinstance(value, Mapping) or "entity" not in value or "id" not in value:
+            raise CoercionError('expected {"entity": name, "id": number}')
+        entity = value["entity"]
+        allowed = field.params.get("to")
+        if not isinstance(entity, str) or (allowed and entity not in allowed):
+            raise CoercionError(
+                f"expected a record of {', '.join(allowed)}" if allowed else "expected an entity name"
+            )
+        return {"entity": entity, "id": _record_id(value["id"])}
+
+    def to_text(self, field, value):
+        return "" if not value else f"{value['entity']}:{value['id']}"
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Dict(allow_none=True)
+
+
+@register
+class ChildrenType(FieldType):
+    """The 1:N inverse of a lookup on another entity (shown as a related list)."""
+
+    name = "children"
+    params = {"entity": {"type": "string"}, "via": {"type": "string"}}
+    required_params = ("entity", "via")
+    stored = False
+    computed = True
+    operators = frozenset()
+    json_type = "array"
+
+
+@register
+class ManyToManyType(FieldType):
+    """Links to many records of another entity, stored in a link table."""
+
+    name = "many_to_many"
+    params = {"to": {"type": "string"}}
+    required_params = ("to",)
+    stored = False
+    operators = frozenset({"contains", "is_empty", "is_not_empty"})
+    json_type = "array"
+
+    def coerce(self, field, value):
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple | set):
+            raise CoercionError("expected a list of record ids")
+        return sorted({_record_id(v) for v in value})
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.List(fields.Integer(strict=True), allow_none=True)
+
+
+AUTONUMBER_TOKEN = re.compile(r"\{(YYYY|YY|MM|DD|#+)\}")
+
+
+@register
+class AutonumberType(FieldType):
+    name = "autonumber"
+    params = {"pattern": {"type": "string", "pattern": "\\{#+\\}"}}
+    required_params = ("pattern",)
+    computed = True
+    operators = TEXT_OPS
+
+    def column_type(self, field):
+        return sa.String(64)
+
+    @staticmethod
+    def render(pattern: str, number: int, today: dt.date) -> str:
+        def token(match):
+            name = match.group(1)
+            if name.startswith("#"):
+                return str(number).zfill(len(name))
+            return {
+                "YYYY": f"{today.year:04d}",
+                "YY": f"{today.year % 100:02d}",
+                "MM": f"{today.month:02d}",
+                "DD": f"{today.day:02d}",
+            }[name]
+
+        return AUTONUMBER_TOKEN.sub(token, pattern)
+
+    @staticmethod
+    def counter_scope(pattern: str, today: dt.date) -> str:
+        """Numbers restart when the date part of the pattern changes (per year, say)."""
+        return AUTONUMBER_TOKEN.sub(
+            lambda m: "" if m.group(1).startswith("#") else AutonumberType.render(m.group(0), 0, today),
+            pattern,
+        )
+
+
+@register
+class FormulaType(FieldType):
+    """A value computed from other fields of the record and stored for filtering."""
+
+    name = "formula"
+    params = {
+        "expression": {"type": "string"},
+        "result": {
+            "enum": ["text", "integer", "decimal", "money", "percent", "boolean", "date", "datetime"]
+        },
+    }
+    required_params = ("expression",)
+    computed = True
+
+    def result_type(self, field) -> FieldType:
+        return FIELD_TYPES[field.params.get("result", "text")]
+
+    @property
+    def operators(self):  # type: ignore[override]
+        return ALL_OPS
+
+    def columns(self, field):
+        return [(field.name, self.result_type(field).column_type(field))]
+
+    def coerce(self, field, value):
+        return self.result_type(field).coerce(field, value)
+
+    def python_value(self, field, value):
+        return self.result_type(field).python_value(field, value)
+
+    def to_json(self, field, value):
+        return self.result_type(field).to_json(field, value)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return self.result_type(field).format(field, value, locale, tz)
+
+
+ROLLUP_AGGREGATES = ("sum", "count", "avg", "min", "max")
+
+
+@register
+class RollupType(FieldType):
+    """An aggregate over a children field, kept current in the child's transaction."""
+
+    name = "rollup"
+    params = {"result": {"enum": ["integer", "decimal", "money", "percent", "date", "datetime"]}}
+    computed = True
+    numeric = True
+    operators = ORDERED_OPS
+
+    def result_type(self, field) -> FieldType:
+        return FIELD_TYPES[field.params.get("result", "decimal")]
+
+    def columns(self, field):
+        return [(field.name, self.result_type(field).column_type(field))]
+
+    def coerce(self, field, value):
+        return self.result_type(field).coerce(field, value)
+
+    def python_value(self, field, value):
+        return self.result_type(field).python_value(field, value)
+
+    def to_json(self, field, value):
+        return self.result_type(field).to_json(field, value)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return self.result_type(field).format(field, value, locale, tz)
+
+
+@register
+class FileType(FieldType):
+    """An uploaded file: its metadata here, its bytes in the file store."""
+
+    name = "file"
+    params = {
+        "max_size_mb": {"type": "number", "exclusiveMinimum": 0},
+        "accept": {"type": "array", "items": {"type": "string"}},
+    }
+    operators = EMPTY_OPS
+    json_type = "object"
+
+    def column_type(self, field):
+        return json_column()
+
+    def coerce(self, field, value):
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or not isinstance(value.get("key"), str):
+            raise CoercionError("expected an uploaded file")
+        size = value.get("size", 0)
+        limit = field.params.get("max_size_mb")
+        if limit and size > limit * 1024 * 1024:
+            raise CoercionError(f"file is larger than {limit} MB")
+        name = str(value.get("name") or value["key"])
+        accept = field.params.get("accept")
+        if accept and not any(name.lower().endswith(ext.lower()) for ext in accept):
+            raise CoercionError(f"expected a file of type {', '.join(accept)}")
+        return {
+            "key": value["key"],
+            "name": name,
+            "size": int(size),
+            "content_type": str(value.get("content_type") or "application/octet-stream"),
+        }
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return value["name"] if value else ""
+
+    def to_text(self, field, value):
+        return value["name"] if value else ""
+
+
+@register
+class JsonType(FieldType):
+    name = "json"
+    operators = EMPTY_OPS
+    json_type = "object"
+
+    def column_type(self, field):
+        return json_column()
+
+    def coerce(self, field, value):
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise CoercionError("expected JSON") from None
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise CoercionError("expected JSON") from None
+        return value
+
+    def to_text(self, field, value):
+        return "" if value is None else json.dumps(value, ensure_ascii=False)
+
+    def format(self, field, value, locale="en", tz="UTC"):
+        return "" if value is None else json.dumps(value, ensure_ascii=False)

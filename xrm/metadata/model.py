@@ -1,0 +1,213 @@
+"""The catalog's frozen model: what packs and customizations compile into.
+
+Instances are immutable; a change builds a new catalog.  Mappings are read-only views and
+sequences are tuples, so nothing downstream can patch a definition in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .fieldtypes import FIELD_TYPES, FieldType
+from .labels import Label
+from .source import Position
+
+EMPTY: Mapping = MappingProxyType({})
+
+#: Columns every entity table has; field names may not take them.
+SYSTEM_COLUMNS = (
+    "id",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "updated_by",
+    "owner",
+    "version",
+)
+
+
+def frozen_map(data: Mapping | None) -> Mapping:
+    return MappingProxyType(dict(data or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    value: str
+    label: Label
+    color: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSet:
+    name: str
+    label: Label
+    options: tuple[Option, ...]
+    solution: str
+    position: Position | None = field(default=None, compare=False)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(o.value for o in self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    children: str  # name of a children field on the same entity
+    aggregate: str  # sum, count, avg, min, max
+    field: str | None  # field of the child entity (None for count)
+    filter: Any = None  # optional filter-language tree over the child entity
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: str
+    label: Label
+    entity: str
+    required: bool = False
+    unique: bool = False
+    indexed: bool = False
+    searchable: bool = False
+    read_only: bool = False
+    default: Any = None
+    help: Label | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    formula: str | None = None
+    rollup: Rollup | None = None
+    choices: tuple[Option, ...] = ()
+    solution: str = ""
+    position: Position | None = field(default=None, compare=False)
+
+    @property
+    def kind(self) -> FieldType:
+        return FIELD_TYPES[self.type]
+
+    @property
+    def computed(self) -> bool:
+        return self.kind.computed or self.formula is not None or self.rollup is not None
+
+    @property
+    def writable(self) -> bool:
+        return not (self.computed or self.read_only)
+
+    @property
+    def stored(self) -> bool:
+        return self.kind.stored
+
+    @property
+    def target(self) -> str | None:
+        """The entity a lookup, many-to-many or children field points at."""
+        if self.type == "user":
+            return "user"
+        return self.params.get("to") if self.type != "children" else self.params.get("entity")
+
+    @property
+    def on_delete(self) -> str:
+        return self.params.get("on_delete", "set_null" if not self.required else "restrict")
+
+    @property
+    def choice_values(self) -> tuple[str, ...]:
+        return tuple(o.value for o in self.choices)
+
+    def option(self, value: str) -> Option | None:
+        for option in self.choices:
+            if option.value == value:
+                return option
+        return None
+
+    def coerce(self, value):
+        return self.kind.coerce(self, value)
+
+    def format(self, value, locale: str = "en", tz: str = "UTC") -> str:
+        return self.kind.format(self, value, locale, tz)
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    when: Any  # filter-language tree: the record is invalid when it matches
+    message: Label
+    fields: tuple[str, ...] = ()
+    position: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    probability: float | None = None
+    closed: str | None = None  # None, "won" or "lost"
+    requires: tuple[str, ...] = ()
+    next: tuple[str, ...] | None = None  # allowed transitions; None means any
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StageFlow:
+    field: str
+    steps: Mapping[str, Stage]
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    name: str
+    fields: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    name: str
+    label: Label
+    plural: Label
+    fields: Mapping[str, Field]
+    solution: str
+    title: str | None = None
+    description: Label | None = None
+    icon: str | None = None
+    validations: tuple[Validation, ...] = ()
+    stages: StageFlow | None = None
+    indexes: tuple[Index, ...] = ()
+    search: tuple[str, ...] = ()
+    audit: bool = True
+    position: Position | None = field(default=None, compare=False)
+
+    def field(self, name: str) -> Field:
+        return self.fields[name]
+
+    @property
+    def stored_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields.values() if f.stored)
+
+    @property
+    def table_name(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    name: str
+    entity: str
+    label: Label
+    solution: str
+    kind: str = "list"  # list, kanban, calendar
+    columns: tuple[str, ...] = ()
+    filter: Any = None
+    sort: tuple[tuple[str, str], ...] = ()
+    quick_filters: tuple[str, ...] = ()
+    group_by: str | None = None
+    card: tuple[str, ...] = ()
+    date_field: str | None = None
+    position: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    name: str
+    version: str
+    label: Label
+    depends: Mapping[str, str]
+    path: str
+    description: Label | None = None
+    position: Position | None = field(default=None, compare=False)

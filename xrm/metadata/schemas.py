@@ -1,0 +1,399 @@
+"""JSON Schemas (draft 2020-12) for every definition kind, built from the field registry.
+
+The same pieces serve two ends: the published files under ``xrm/metadata/schemas/`` (for
+editor completion through the YAML language server) and the validators the loader runs.
+The loader validates a field against its own type's schema, so an unknown key is reported
+against that type ("max_lenght is not a key of text fields; did you mean max_length?").
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+BASE_URL = "https://xrm.dev/schemas/"
+NAME_PATTERN = "^[a-z][a-z0-9_]*$"
+
+LABEL = {
+    "description": "A text, or a map of locale to text",
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": "^[a-z]{2}(_[A-Z]{2})?$"},
+            "additionalProperties": {"type": "string"},
+            "minProperties": 1,
+        },
+    ],
+}
+
+FILTER = {
+    "description": "A filter-language tree: [field, op, value] leaves and all/any/not nodes",
+    "anyOf": [
+        {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 3,
+            "prefixItems": [{"type": "string"}, {"type": "string"}],
+        },
+        {
+            "type": "object",
+            "properties": {"all": {"type": "array", "items": {"$ref": "#/$defs/filter"}}},
+            "required": ["all"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"any": {"type": "array", "items": {"$ref": "#/$defs/filter"}}},
+            "required": ["any"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"not": {"$ref": "#/$defs/filter"}},
+            "required": ["not"],
+            "additionalProperties": False,
+        },
+    ],
+}
+
+OPTION = {
+    "anyOf": [
+        {"type": "string", "pattern": NAME_PATTERN},
+        {
+            "type": "object",
+            "properties": {
+                "value": {"type": "string", "pattern": NAME_PATTERN},
+                "label": {"$ref": "#/$defs/label"},
+                "color": {"type": "string"},
+            },
+            "required": ["value"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+ROLLUP = {
+    "type": "object",
+    "properties": {
+        "children": {"type": "string"},
+        **{agg: {"type": "string"} for agg in ROLLUP_AGGREGATES if agg != "count"},
+        "count": {"type": "boolean"},
+        "filter": {"$ref": "#/$defs/filter"},
+    },
+    "required": ["children"],
+    "minProperties": 2,
+    "maxProperties": 3,
+    "additionalProperties": False,
+}
+
+COMMON_FIELD_KEYS = {
+    "type": {"enum": sorted(FIELD_TYPES)},
+    "label": {"$ref": "#/$defs/label"},
+    "help": {"$ref": "#/$defs/label"},
+    "required": {"type": "boolean"},
+    "unique": {"type": "boolean"},
+    "index": {"type": "boolean"},
+    "searchable": {"type": "boolean", "description": "included in full-text search"},
+    "read_only": {"type": "boolean"},
+    "default": {"description": "a constant, or current_user / today / now"},
+}
+
+COMPUTED_KEYS = {
+    "formula": {"type": "string", "description": "Jinja expression over the record's fields"},
+    "rollup": {"$ref": "#/$defs/rollup"},
+}
+
+
+def field_schema(type_name: str) -> dict:
+    kind = FIELD_TYPES[type_name]
+    properties = dict(COMMON_FIELD_KEYS)
+    properties["type"] = {"const": type_name}
+    if kind.computable:
+        properties.update(COMPUTED_KEYS)
+    properties.update(kind.params)
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["type", *kind.required_params],
+        "additionalProperties": False,
+    }
+
+
+def _defs() -> dict:
+    defs = {"label": LABEL, "filter": FILTER, "option": OPTION, "rollup": ROLLUP}
+    for name in sorted(FIELD_TYPES):
+        defs[f"field_{name}"] = field_schema(name)
+    defs["field"] = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": sorted(FIELD_TYPES)}},
+        "allOf": [
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {"$ref": f"#/$defs/field_{name}"},
+            }
+            for name in sorted(FIELD_TYPES)
+        ],
+    }
+    return defs
+
+
+def _fields_block(field_ref: dict) -> dict:
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": NAME_PATTERN, "maxLength": 50},
+        "additionalProperties": field_ref,
+    }
+
+
+def _entity_properties(field_ref: dict) -> dict:
+    return {
+        "label": {"$ref": "#/$defs/label"},
+        "plural": {"$ref": "#/$defs/label"},
+        "description": {"$ref": "#/$defs/label"},
+        "icon": {"type": "string"},
+        "title": {"type": "string", "description": "the field that names a record"},
+        "search": {"type": "array", "items": {"type": "string"}},
+        "audit": {"type": "boolean"},
+        "fields": _fields_block(field_ref),
+        "validations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "when": {"$ref": "#/$defs/filter"},
+                    "message": {"$ref": "#/$defs/label"},
+                    "fields": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["when", "message"],
+                "additionalProperties": False,
+            },
+        },
+        "stages": {
+            "type": "object",
+            "properties": {
+                "field": {"type": "string"},
+                "steps": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "probability": {"type": "number", "minimum": 0, "maximum": 100},
+                            "closed": {"enum": ["won", "lost"]},
+                            "requires": {"type": "array", "items": {"type": "string"}},
+                            "next": {"type": "array", "items": {"type": "string"}},
+                            "roles": {"type": "array", "items": {"type": "string"}},
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "required": ["field", "steps"],
+            "additionalProperties": False,
+        },
+        "indexes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "pattern": NAME_PATTERN},
+                    "fields": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "unique": {"type": "boolean"},
+                },
+                "required": ["fields"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+def _document(title: str, properties: dict, required: list[str], defs: dict, name: str) -> dict:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": BASE_URL + name,
+        "title": title,
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+        "$defs": defs,
+    }
+
+
+def solution_schema(defs: dict) -> dict:
+    return _document(
+        "Solution manifest (solution.yaml)",
+        {
+            "solution": {"type": "string", "pattern": NAME_PATTERN},
+            "version": {"type": "string", "pattern": "^\\d+\\.\\d+(\\.\\d+)?([.-]?[a-z0-9.]+)?$"},
+            "label": {"$ref": "#/$defs/label"},
+            "description": {"$ref": "#/$defs/label"},
+            "author": {"type": "string"},
+            "license": {"type": "string"},
+            "icon": {"type": "string"},
+            "depends": {
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": {"type": "string", "description": "version range"},
+            },
+        },
+        ["solution", "version"],
+        defs,
+        "solution.schema.json",
+    )
+
+
+def entity_schema(defs: dict, field_ref: dict) -> dict:
+    properties = {"entity": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 50}}
+    properties.update(_entity_properties(field_ref))
+    return _document("Entity definition", properties, ["entity", "fields"], defs, "entity.schema.json")
+
+
+def extend_schema(defs: dict, field_ref: dict) -> dict:
+    properties = {"extend": {"type": "string", "pattern": NAME_PATTERN}}
+    properties.update(
+        {
+            k: v
+            for k, v in _entity_properties(field_ref).items()
+            if k in ("label", "plural", "description", "fields", "validations", "indexes", "search")
+        }
+    )
+    properties["remove"] = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "fields to hide (their columns and data are kept until purged)",
+    }
+    return _document(
+        "Entity extension (adds fields to an entity of another solution)",
+        properties,
+        ["extend"],
+        defs,
+        "extend.schema.json",
+    )
+
+
+def option_sets_schema(defs: dict) -> dict:
+    return _document(
+        "Option sets",
+        {
+            "option_sets": {
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "label": {"$ref": "#/$defs/label"},
+                        "options": {"type": "array", "items": {"$ref": "#/$defs/option"}, "minItems": 1},
+                    },
+                    "required": ["options"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        ["option_sets"],
+        defs,
+        "option_sets.schema.json",
+    )
+
+
+def views_schema(defs: dict) -> dict:
+    column_list = {"type": "array", "items": {"type": "string"}}
+    return _document(
+        "Views (lists, kanban boards, calendars)",
+        {
+            "views": {
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "entity": {"type": "string"},
+                        "label": {"$ref": "#/$defs/label"},
+                        "kind": {"enum": ["list", "kanban", "calendar"]},
+                        "columns": column_list,
+                        "filter": {"$ref": "#/$defs/filter"},
+                        "sort": {
+                            "type": "array",
+                            "items": {
+                                "type": "array",
+                                "prefixItems": [{"type": "string"}, {"enum": ["asc", "desc"]}],
+                                "minItems": 2,
+                                "maxItems": 2,
+                            },
+                        },
+                        "quick_filters": column_list,
+                        "group_by": {"type": "string"},
+                        "card": column_list,
+                        "date_field": {"type": "string"},
+                    },
+                    "required": ["entity"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        ["views"],
+        defs,
+        "views.schema.json",
+    )
+
+
+@cache
+def published_schemas() -> dict[str, dict]:
+    """File name -> schema, as written to ``xrm/metadata/schemas/``."""
+    defs = _defs()
+    field_ref = {"$ref": "#/$defs/field"}
+    schemas = [
+        solution_schema(defs),
+        entity_schema(defs, field_ref),
+        extend_schema(defs, field_ref),
+        option_sets_schema(defs),
+        views_schema(defs),
+    ]
+    return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
+
+
+def render(schema: dict) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def write_published(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in published_schemas().items():
+        path = directory / name
+        path.write_text(render(schema), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+class Validators:
+    """Validators the loader uses: document shells plus one per field type."""
+
+    def __init__(self):
+        defs = _defs()
+        loose_field = {"type": "object"}
+        shells = {
+            "solution": solution_schema(defs),
+            "entity": entity_schema(defs, loose_field),
+            "extend": extend_schema(defs, loose_field),
+            "option_sets": option_sets_schema(defs),
+            "views": views_schema(defs),
+        }
+        self.documents = {k: Draft202012Validator(v) for k, v in shells.items()}
+        self.fields = {
+            name: Draft202012Validator({**field_schema(name), "$defs": defs})
+            for name in FIELD_TYPES
+        }
+
+
+@cache
+def validators() -> Validators:
+    return Validators()

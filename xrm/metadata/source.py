@@ -1,0 +1,168 @@
+"""Reading YAML definitions with safe-load semantics while keeping every node's position.
+
+Errors in definitions must point at ``file:line:column``.  PyYAML's safe loader forgets
+positions once it builds Python objects, so mappings and sequences here are dict and list
+subclasses that remember where each key and item started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+try:  # libyaml's parser is several times faster; the constructor stays ours either way
+    _BaseLoader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - libyaml missing
+    _BaseLoader = yaml.SafeLoader
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in a definition file (line and column counted from 1)."""
+
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class Node:
+    """Mixin for containers that know where they and their children start."""
+
+    __slots__ = ()
+    position: Position
+    positions: dict
+
+    def at(self, key) -> Position:
+        """Position of a key (mapping) or an index (sequence); the container's own if unknown."""
+        return self.positions.get(key, self.position)
+
+    def value_at(self, key) -> Position:
+        return self.positions.get(("value", key), self.at(key))
+
+
+class YamlMap(dict, Node):
+    __slots__ = ("position", "positions")
+
+
+class YamlList(list, Node):
+    __slots__ = ("position", "positions")
+
+
+class DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+def _pos(loader: _Loader, mark) -> Position:
+    return Position(loader.source_name, mark.line + 1, mark.column + 1)
+
+
+class _Loader(_BaseLoader):
+    source_name = "<string>"
+
+    def construct_yaml_map(self, node):
+        data = YamlMap()
+        data.position = _pos(self, node.start_mark)
+        data.positions = {}
+        yield data
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found an unhashable key",
+                    key_node.start_mark,
+                )
+            if key in data:
+                raise DuplicateKey(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            data[key] = self.construct_object(value_node, deep=True)
+            data.positions[key] = _pos(self, key_node.start_mark)
+            data.positions[("value", key)] = _pos(self, value_node.start_mark)
+
+    def construct_yaml_seq(self, node):
+        data = YamlList()
+        data.position = _pos(self, node.start_mark)
+        data.positions = {}
+        yield data
+        for index, child in enumerate(node.value):
+            data.append(self.construct_object(child, deep=True))
+            data.positions[index] = _pos(self, child.start_mark)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, position: Position, message: str):
+        super().__init__(f"{position}: {message}")
+        self.position = position
+        self.message = message
+
+
+def load_yaml(text: str, path: str = "<string>"):
+    """Parse one YAML document, returning YamlMap/YamlList trees with positions.
+
+    Raises YamlSyntaxError with the position of the problem.
+    """
+    loader = _Loader(text)
+    loader.source_name = path
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = Position(path, mark.line + 1, mark.column + 1) if mark else Position(path, 1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            problem = f"{problem} ({exc.context})"
+        raise YamlSyntaxError(position, f"YAML syntax: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(Position(path, 1, 1), f"YAML syntax: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: Path, display: str | None = None):
+    return load_yaml(path.read_text(encoding="utf-8"), display or str(path))
+
+
+def position_of(doc, path_parts, fallback: Position) -> Position:
+    """Walk a JSON-pointer-like path through a YAML tree to the deepest known position."""
+    node, position = doc, getattr(doc, "position", fallback)
+    for part in path_parts:
+        if isinstance(node, Node):
+            try:
+                position = node.value_at(part) if isinstance(node, YamlMap) else node.at(part)
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            break
+    return position
+
+
+def key_position_of(doc, path_parts, fallback: Position) -> Position:
+    """Like position_of, but for the last part gives the key's own position."""
+    parts = list(path_parts)
+    if not parts:
+        return getattr(doc, "position", fallback)
+    parent = doc
+    for part in parts[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return position_of(doc, parts, fallback)
+    if isinstance(parent, Node):
+        return parent.at(parts[-1])
+    return position_of(doc, parts, fallback)
