@@ -164,6 +164,7 @@ class _Builder:
         self.views: dict[str, tuple[Mapping, str, Position]] = {}
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
+        self.rejected: set[str] = set().union(*(p.rejected for p in packs))
 
     # ------------------------------------------------------------------ merging
     def add(self, solution: str, document: Document) -> None:
@@ -201,6 +202,8 @@ class _Builder:
         name = data["extend"]
         where = _vpos(data, "extend")
         spec = self.entities.get(name)
+        if spec is None and name in self.rejected:
+            return  # its own document's errors are reported; do not echo them here
         if spec is None:
             self.problems.add(where, name, f"extends unknown entity {name!r}{did_you_mean(name, self.entities)}")
             return
@@ -423,6 +426,10 @@ class _Checker:
     def entity_of(self, name):
         return self.entities.get(name)
 
+    def unknown(self, name) -> bool:
+        """Not defined anywhere; an entity whose document was refused is not reported again."""
+        return name not in self.entities and name not in self.builder.rejected
+
     def run(self, views: Mapping[str, tuple[Mapping, str, Position]]) -> dict[str, Entity]:
         final = {}
         for entity in self.entities.values():
@@ -472,11 +479,11 @@ class _Checker:
         raw = self.raw(entity, field.name)
         if field.type in ("lookup", "many_to_many"):
             target = field.params.get("to")
-            if target not in self.entities:
+            if self.unknown(target):
                 self.add(_vpos(raw, "to", field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
         if field.type == "any_lookup":
             for index, target in enumerate(field.params.get("to") or ()):
-                if target not in self.entities:
+                if self.unknown(target):
                     self.add(_pos(raw.get("to"), index, field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
         if field.type == "children":
             self.check_children(entity, field, raw, subject)
@@ -497,6 +504,8 @@ class _Checker:
         child_name, via = field.params.get("entity"), field.params.get("via")
         child = self.entities.get(child_name)
         if child is None:
+            if not self.unknown(child_name):
+                return
             self.add(_vpos(raw, "entity", field.position), subject, f"children of unknown entity {child_name!r}{did_you_mean(child_name, self.entities)}")
             return
         back = child.fields.get(via)
@@ -631,6 +640,8 @@ class _Checker:
             entity = self.entities.get(raw["entity"])
             subject = f"views.{name}"
             if entity is None:
+                if not self.unknown(raw["entity"]):
+                    continue
                 self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
                 continue
             ok = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -219,7 +220,7 @@ class TextType(FieldType):
 
     def sample(self, field, fake, rnd):
         limit = field.params.get("max_length") or self.default_length
-        return fake.catch_phrase()[:limit]
+        return fake.catch_phrase()[:limit].strip() or "x"
 
 
 @register
@@ -239,8 +240,13 @@ class LongTextType(TextType):
         value = value.strip("\n\r ")
         return _check_length(field, value) if value else None
 
-    def sample(self, field, fake, rnd):
-        return fake.paragraph()
+    def sample(self, field, fake, rnd, room: int = 0):
+        limit = field.params.get("max_length")
+        text = fake.paragraph()
+        return text[: limit - room].strip() or "x" if limit else text
+
+
+_BLOCK_END = re.compile(r"<br\s*/?>|</(?:p|div|li|h[1-6]|tr|td|th|blockquote|pre)>", re.I)
 
 
 @register
@@ -254,12 +260,18 @@ class RichTextType(LongTextType):
         return nh3.clean(value) if value else value
 
     def format(self, field, value, locale="en", tz="UTC"):
+        """The text a reader sees (tags dropped, entities decoded); templates escape it."""
+        if not value:
+            return ""
+        import html
+
         import nh3
 
-        return nh3.clean_text(value or "")
+        spaced = _BLOCK_END.sub(" ", value)  # keep paragraphs apart once tags are gone
+        return " ".join(html.unescape(nh3.clean(spaced, tags=set())).split())
 
     def sample(self, field, fake, rnd):
-        return f"<p>{fake.paragraph()}</p>"
+        return f"<p>{super().sample(field, fake, rnd, room=len('<p></p>'))}</p>"
 
 
 @register
@@ -364,6 +376,20 @@ class _NumberType(FieldType):
         return value
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _finite(value: float | decimal.Decimal) -> bool:
+    return value.is_finite() if isinstance(value, decimal.Decimal) else math.isfinite(value)
+
+
+def _int64(value: int) -> int:
+    """Integer columns are BIGINT on PostgreSQL: refuse what would overflow there."""
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise CoercionError("number is too large")
+    return value
+
+
 @register
 class IntegerType(_NumberType):
     name = "integer"
@@ -376,21 +402,22 @@ class IntegerType(_NumberType):
         if value is None:
             return None
         if type(value) is int:
-            return self._bounds(field, value)
+            return self._bounds(field, _int64(value))
         if isinstance(value, bool):
             raise CoercionError("expected a whole number")
         if isinstance(value, float | decimal.Decimal):
-            if value != int(value):
+            if not _finite(value) or value != int(value):
                 raise CoercionError("expected a whole number")
-            return self._bounds(field, int(value))
+            return self._bounds(field, _int64(int(value)))
         if isinstance(value, str):
             text = value.strip().replace("\u00a0", "").replace(" ", "")
             if text == "":
                 return None
             try:
-                return self._bounds(field, int(text))
+                number = int(text)
             except ValueError:
                 raise CoercionError("expected a whole number") from None
+            return self._bounds(field, _int64(number))
         raise CoercionError("expected a whole number")
 
     def marshmallow_field(self, field):
@@ -519,10 +546,10 @@ class MoneyType(DecimalType):
 class PercentType(DecimalType):
     name = "percent"
     params = {**_NumberType.params}
-    default_scale = 2
+    default_precision, default_scale = 9, 2  # coerce must refuse what the column cannot hold
 
     def column_type(self, field):
-        return sa.Numeric(9, 2)
+        return sa.Numeric(self.default_precision, 2)
 
     def scale(self, field):
         return 2
@@ -1016,7 +1043,7 @@ class LookupType(FieldType):
         return ID_TYPE
 
     def coerce(self, field, value):
-        if value is None or value == "":
+        if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return _record_id(value)
 
@@ -1048,7 +1075,7 @@ class AnyLookupType(FieldType):
         return [(f"{field.name}_entity", sa.String(64)), (f"{field.name}_id", ID_TYPE)]
 
     def coerce(self, field, value):
-        if value is None or value == "":
+        if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if isinstance(value, str) and ":" in value:
             entity, _, ident = value.partition(":")
@@ -1099,9 +1126,14 @@ class ManyToManyType(FieldType):
     def coerce(self, field, value):
         if value is None:
             return []
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
         if not isinstance(value, list | tuple | set):
             raise CoercionError("expected a list of record ids")
         return sorted({_record_id(v) for v in value})
+
+    def to_text(self, field, value):
+        return ", ".join(str(v) for v in value or ())
 
     def marshmallow_field(self, field):
         from marshmallow import fields
@@ -1232,7 +1264,7 @@ class FileType(FieldType):
         return json_column()
 
     def coerce(self, field, value):
-        if value is None:
+        if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if not isinstance(value, Mapping) or not isinstance(value.get("key"), str):
             raise CoercionError("expected an uploaded file")
@@ -1269,12 +1301,14 @@ class JsonType(FieldType):
 
     def coerce(self, field, value):
         if isinstance(value, str):
+            if not value.strip():
+                return None
             try:
-                return json.loads(value)
+                value = json.loads(value)
             except ValueError:
                 raise CoercionError("expected JSON") from None
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)  # NaN is not JSON (PostgreSQL refuses it)
         except (TypeError, ValueError):
             raise CoercionError("expected JSON") from None
         return value

@@ -51,6 +51,9 @@ class PackSource:
     documents: list[Document] = field(default_factory=list)
     root: str = ""
     files: dict[str, str] = field(default_factory=dict)  # relative path -> text
+    #: entities whose document was refused (already reported); references to them are
+    #: not reported again as "unknown entity"
+    rejected: set[str] = field(default_factory=set)
 
     @property
     def depends(self) -> Mapping[str, str]:
@@ -100,6 +103,8 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
             continue
         if _validate(data, kind, display, problems):
             pack.documents.append(Document(kind, data, display))
+        elif kind == "entity" and isinstance(data.get("entity"), str):
+            pack.rejected.add(data["entity"])
     return pack
 
 

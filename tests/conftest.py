@@ -1,0 +1,85 @@
+"""Shared fixtures: every database test runs on SQLite, and on PostgreSQL when
+XRM_TEST_DATABASE_URL points at one (CI sets it and XRM_TEST_REQUIRE_DB=1, so a missing
+server fails the run instead of skipping)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import xrm
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+PG_URL = os.environ.get("XRM_TEST_DATABASE_URL")
+
+
+class Database:
+    """Where a test's store lives: a fresh SQLite file, or a fresh PostgreSQL schema."""
+
+    def __init__(self, url: str, engine_options: dict, cleanup):
+        self.url = url
+        self.engine_options = engine_options
+        self._cleanup = cleanup
+
+    def open(self, **options):
+        return xrm.open(self.url, **{**self.engine_options, **options})
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.url.startswith("postgres") else "sqlite"
+
+
+@pytest.fixture
+def database(tmp_path):
+    if PG_URL:
+        from xrm.storage.database import normalize_url
+
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(normalize_url(PG_URL))
+        try:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        except sa.exc.OperationalError as exc:
+            admin.dispose()
+            pytest.fail(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+        options = {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5}
+
+        def cleanup():
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+        db = Database(PG_URL, options, cleanup)
+    else:
+        db = Database(f"sqlite:///{tmp_path / 'xrm.db'}", {}, lambda: None)
+    yield db
+    db._cleanup()
+
+
+@pytest.fixture
+def store(database):
+    """A store with the core pack installed."""
+    app = database.open()
+    app.install([SOLUTIONS / "core"])
+    yield app
+    app.close()
+
+
+def write_pack(root: Path, name: str, files: dict[str, str], depends: dict | None = None, version: str = "1.0.0") -> Path:
+    """A pack on disk from YAML strings (relative path -> text)."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = f"solution: {name}\nversion: {version}\n"
+    if depends:
+        manifest += "depends:\n" + "".join(f"  {k}: '{v}'\n" for k, v in depends.items())
+    (folder / "solution.yaml").write_text(manifest, encoding="utf-8")
+    for relative, text in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return folder

@@ -1,0 +1,328 @@
+"""Queries over entity tables: the filter language's SQL back end, dotted paths through
+lookups, sorting, keyset pages, full-text search and counts that stay fast.
+
+Every leaf compiles to a two-valued SQL expression (never NULL), matching the Python
+evaluator in ``metadata.evaluate`` so that a list, a rule and a report agree about which
+records match.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..metadata import Catalog, Entity, Field
+from ..metadata.filters import (
+    All,
+    AnyOf,
+    Condition,
+    FilterContext,
+    FilterError,
+    Not,
+    date_range,
+    datetime_range,
+    resolve_path,
+)
+from .tables import EntityTables, tables_for
+
+MAX_PAGE = 1000
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class SqlBuilder:
+    """Compiles typed filter trees for one entity, adding outer joins for dotted paths."""
+
+    def __init__(self, catalog: Catalog, entity: Entity, tables: EntityTables, ctx: FilterContext):
+        self.catalog = catalog
+        self.entity = entity
+        self.tables = tables
+        self.ctx = ctx
+        self.base = tables[entity.name]
+        self.joins: dict[tuple[str, ...], sa.FromClause] = {}
+        self._from: sa.FromClause = self.base
+
+    # -- columns and joins
+    def table_for(self, lookups: tuple[Field, ...]) -> sa.FromClause:
+        current: sa.FromClause = self.base
+        key: tuple[str, ...] = ()
+        for lookup in lookups:
+            key = (*key, lookup.name)
+            alias = self.joins.get(key)
+            if alias is None:
+                target = self.tables[lookup.params["to"]]
+                alias = target.alias(f"j_{'_'.join(key)}")
+                self._from = self._from.outerjoin(alias, alias.c.id == current.c[lookup.name])
+                self.joins[key] = alias
+            current = alias
+        return current
+
+    def column(self, path: str) -> sa.ColumnElement:
+        field, lookups = resolve_path(self.entity, path, self.catalog.entity_of)
+        if not field.stored:
+            raise FilterError(f"{field.type} field {path!r} has no column", path)
+        table = self.table_for(lookups)
+        if field.type == "any_lookup":
+            return table.c[f"{field.name}_id"]
+        return table.c[field.name]
+
+    @property
+    def from_clause(self) -> sa.FromClause:
+        return self._from
+
+    # -- filters
+    def compile(self, node) -> sa.ColumnElement[bool]:
+        if isinstance(node, Condition):
+            return self._leaf(node)
+        if isinstance(node, All):
+            return sa.and_(sa.true(), *(self.compile(c) for c in node.children))
+        if isinstance(node, AnyOf):
+            return sa.or_(sa.false(), *(self.compile(c) for c in node.children))
+        if isinstance(node, Not):
+            return sa.not_(self.compile(node.child))
+        raise TypeError(f"not a filter node: {node!r}")
+
+    def _leaf(self, cond: Condition) -> sa.ColumnElement[bool]:
+        field, op = cond.field, cond.op
+        table = self.table_for(cond.lookups)
+        value = self.ctx.bind(cond.value)
+        if field.type == "many_to_many":
+            return self._m2m(cond, table, value)
+        if field.type == "any_lookup":
+            return self._any_lookup(cond, table, value)
+        col = table.c[field.name]
+        present = col.is_not(None)
+        json_array = field.kind.json_type == "array"
+        if op == "is_empty":
+            return sa.or_(col.is_(None), self._json_empty(col)) if json_array else col.is_(None)
+        if op == "is_not_empty":
+            return sa.and_(present, sa.not_(self._json_empty(col))) if json_array else present
+        if json_array:
+            hit = self._json_contains_any(col, value)
+            return sa.and_(present, hit) if op == "contains" else sa.or_(col.is_(None), sa.not_(hit))
+        if op == "eq":
+            return sa.and_(present, col == value)
+        if op == "ne":
+            return sa.or_(col.is_(None), col != value)
+        if op == "in":
+            return sa.and_(present, col.in_(value)) if value else sa.false()
+        if op == "not_in":
+            return sa.or_(col.is_(None), col.not_in(value)) if value else sa.true()
+        if op in ("lt", "le", "gt", "ge"):
+            compare = {"lt": col < value, "le": col <= value, "gt": col > value, "ge": col >= value}[op]
+            return sa.and_(present, compare)
+        if op == "between":
+            return sa.and_(present, col >= value[0], col <= value[1])
+        if op in ("contains", "starts_with"):
+            pattern = _like_escape(value.lower())
+            pattern = f"%{pattern}%" if op == "contains" else f"{pattern}%"
+            return sa.and_(present, sa.func.lower(col).like(pattern, escape="\\"))
+        # relative dates, as half-open ranges
+        if field.type == "datetime" or (field.type == "formula" and field.params.get("result") == "datetime"):
+            start, end = datetime_range(op, value, self.ctx.current_now(), self.ctx.tz)
+        else:
+            start, end = date_range(op, value, self.ctx.today())
+        parts = [present]
+        if start is not None:
+            parts.append(col >= start)
+        if end is not None:
+            parts.append(col < end)
+        return sa.and_(*parts)
+
+    def _json_empty(self, col):
+        if self._dialect == "postgresql":
+            return sa.func.jsonb_array_length(col) == 0
+        return sa.func.json_array_length(col) == 0
+
+    def _json_contains_any(self, col, values):
+        values = list(values or ())
+        if not values:
+            return sa.false()
+        if self._dialect == "postgresql":
+            return col.op("?|")(sa.cast(sa.literal(values, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text)))
+        each = sa.func.json_each(col).table_valued("value")
+        return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.in_(values)))
+
+    def _m2m(self, cond: Condition, table, value):
+        link = self.tables.link(cond.field.entity, cond.field.name)
+        linked = sa.select(link.c.source_id).where(link.c.source_id == table.c.id)
+        if cond.op == "contains":
+            return sa.exists(linked.where(link.c.target_id.in_(list(value))))
+        if cond.op == "is_empty":
+            return sa.not_(sa.exists(linked))
+        return sa.exists(linked)
+
+    def _any_lookup(self, cond: Condition, table, value):
+        entity_col = table.c[f"{cond.field.name}_entity"]
+        id_col = table.c[f"{cond.field.name}_id"]
+        if cond.op == "is_empty":
+            return id_col.is_(None)
+        if cond.op == "is_not_empty":
+            return id_col.is_not(None)
+        same = sa.and_(id_col.is_not(None), entity_col == value["entity"], id_col == value["id"])
+        return same if cond.op == "eq" else sa.not_(same)
+
+    _dialect = "sqlite"
+
+
+def builder(catalog: Catalog, entity: Entity, ctx: FilterContext, dialect: str) -> SqlBuilder:
+    b = SqlBuilder(catalog, entity, tables_for(catalog), ctx)
+    b._dialect = dialect
+    return b
+
+
+# ------------------------------------------------------------------------------ sorting
+def normalize_sort(entity: Entity, catalog: Catalog, sort) -> list[tuple[str, str]]:
+    """Sort spec (``[["close_date", "asc"]]``, ``"-amount,name"``) as (path, dir) pairs."""
+    if not sort:
+        return []
+    if isinstance(sort, str):
+        items = []
+        for part in sort.split(","):
+            part = part.strip()
+            if part:
+                items.append((part[1:], "desc") if part.startswith("-") else (part, "asc"))
+        sort = items
+    result = []
+    for item in sort:
+        if isinstance(item, str):
+            path, direction = item, "asc"
+        elif isinstance(item, list | tuple) and len(item) == 2:
+            path, direction = item
+        else:
+            raise FilterError("sort items are field names or [field, asc|desc]")
+        if direction not in ("asc", "desc"):
+            raise FilterError(f"sort direction {direction!r} is not asc or desc", str(path))
+        field, _ = resolve_path(entity, path, catalog.entity_of)
+        if not field.stored or field.kind.json_type in ("array", "object"):
+            raise FilterError(f"cannot sort by {field.type} field", path)
+        if path != "id":
+            result.append((path, direction))
+    return result
+
+
+def _encode(values: list) -> str:
+    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> list:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError):
+        raise BadCursor("cursor is not valid") from None
+    if not isinstance(values, list) or len(values) < 2:
+        raise BadCursor("cursor is not valid")
+    return values
+
+
+def sort_signature(sort: list[tuple[str, str]]) -> str:
+    return hashlib.sha1(repr(sort).encode()).hexdigest()[:8]
+
+
+@dataclass
+class Keyset:
+    """Where the next page starts: the last row's sort values and id."""
+
+    sort: list[tuple[str, str]]
+    values: list[Any]
+    last_id: int
+
+    def encode(self, fields: list[Field]) -> str:
+        encoded = [f.kind.to_json(f, v) if v is not None else None for f, v in zip(fields, self.values)]
+        return _encode([sort_signature(self.sort), *encoded, self.last_id])
+
+    @classmethod
+    def decode(cls, cursor: str, sort: list[tuple[str, str]], fields: list[Field]) -> Keyset:
+        values = _decode(cursor)
+        if values[0] != sort_signature(sort) or len(values) != len(sort) + 2:
+            raise BadCursor("cursor belongs to another sort order")
+        last_id = values[-1]
+        if type(last_id) is not int:
+            raise BadCursor("cursor is not valid")
+        typed = []
+        for field, raw in zip(fields, values[1:-1]):
+            try:
+                typed.append(None if raw is None else field.kind.python_value(field, field.kind.coerce(field, raw)))
+            except (ValueError, TypeError):
+                raise BadCursor("cursor is not valid") from None
+        return cls(sort, typed, last_id)
+
+
+def keyset_condition(columns: list[sa.ColumnElement], sort: list[tuple[str, str]], id_col, keyset: Keyset):
+    """Rows after the keyset in (sort..., id) order, with empty values sorting last."""
+    id_after = id_col > keyset.last_id if (sort[-1][1] if sort else "asc") == "asc" else id_col < keyset.last_id
+    if not sort:
+        return id_after
+    # Lexicographic expansion; NULLs sort last in both directions.
+    clauses = []
+    equal_prefix: list = []
+    for col, (_, direction), value in zip(columns, sort, keyset.values):
+        if value is None:
+            # After NULL only more NULLs (in this column) can follow.
+            equal_prefix.append(col.is_(None))
+            continue
+        after = col > value if direction == "asc" else col < value
+        clauses.append(sa.and_(*equal_prefix, sa.or_(after, col.is_(None))))
+        equal_prefix.append(col == value)
+    clauses.append(sa.and_(*equal_prefix, id_after))
+    return sa.or_(*clauses)
+
+
+def order_by(columns, sort, id_col):
+    clauses = []
+    for col, (_, direction) in zip(columns, sort):
+        clauses.append(col.asc().nulls_last() if direction == "asc" else col.desc().nulls_last())
+    last = sort[-1][1] if sort else "asc"
+    clauses.append(id_col.asc() if last == "asc" else id_col.desc())
+    return clauses
+
+
+# ------------------------------------------------------------------------------ search
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def search_fields(entity: Entity) -> list[Field]:
+    return [f for f in entity.fields.values() if f.searchable and f.stored]
+
+
+def fts_table_name(entity: Entity) -> str:
+    return f"{entity.name}__fts"
+
+
+def search_condition(entity: Entity, table, text: str, dialect: str):
+    words = _WORD.findall(text or "")[:8]
+    fields = search_fields(entity)
+    if not words:
+        return sa.true()
+    if not fields:
+        raise FilterError(f"{entity.name} has no searchable fields")
+    if dialect == "postgresql":
+        query = " & ".join(f"{w.lower()}:*" for w in words)
+        return tsvector_expression(table, fields).op("@@")(sa.func.to_tsquery("simple", query))
+    match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
+    fts = sa.table(fts_table_name(entity), sa.column("rowid"))
+    return table.c.id.in_(
+        sa.select(fts.c.rowid).where(sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(fts_query=match))
+    )
+
+
+def tsvector_expression(table, fields: list[Field]):
+    parts = [sa.func.coalesce(table.c[f.name], "") for f in fields]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.op("||")(" ").op("||")(part)
+    return sa.func.to_tsvector(sa.literal_column("'simple'::regconfig"), joined)

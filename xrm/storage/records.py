@@ -1,0 +1,747 @@
+"""The records service: the one write path (and the read path) for entity records.
+
+UI, API, import and workflow all go through here.  A save runs, in order: permission
+check -> coercion through the field registry -> defaults -> formulas -> validation
+(required, unique, stage rules, validation rules) -> autonumbers -> write with an
+optimistic-concurrency version -> rollups of parent records -> audit rows -> outbox rows
+(same transaction) -> signals after commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import graphlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..metadata import Catalog, CoercionError, Entity, Field
+from ..metadata.evaluate import matches, record_getter
+from ..metadata.expressions import evaluate_formula, names_in, parse_expression
+from ..metadata.fieldtypes import AutonumberType
+from ..metadata.filters import All, AnyOf, Condition, FilterContext, FilterError, Not, parse_filter
+from ..metadata.model import SYSTEM_COLUMNS
+from ..metadata.problems import did_you_mean
+from . import query as Q
+from . import tables as T
+from .tables import tables_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Store
+    from .unit import UnitOfWork
+
+#: System columns a caller may set (the others are the platform's).
+SETTABLE_SYSTEM = ("owner",)
+ALL_KEY = "__all__"
+
+
+class RecordError(Exception):
+    """Base class of the errors the records service raises."""
+
+
+class ValidationFailed(RecordError):
+    """Field-level messages (``{field: [message, ...]}``; ``__all__`` for the record)."""
+
+    def __init__(self, errors: dict[str, list[str]], row: int | None = None):
+        self.errors = errors
+        self.row = row
+        text = "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items())
+        super().__init__(f"row {row}: {text}" if row is not None else text)
+
+
+class BulkFailed(RecordError):
+    def __init__(self, failures: dict[int, dict[str, list[str]]]):
+        self.failures = failures
+        first = next(iter(failures.items()))
+        super().__init__(f"{len(failures)} row(s) invalid, nothing written; first: row {first[0]}: {first[1]}")
+
+
+class Conflict(RecordError):
+    """The record changed since the caller read it (stale ``version``)."""
+
+    def __init__(self, entity: str, record_id: int, expected: int, current: int):
+        self.entity, self.record_id, self.expected, self.current = entity, record_id, expected, current
+        super().__init__(f"{entity} {record_id} was changed by someone else (version {current}, you had {expected})")
+
+
+class NotFound(RecordError, LookupError):
+    def __init__(self, entity: str, record_id):
+        super().__init__(f"{entity} {record_id} not found")
+        self.entity, self.record_id = entity, record_id
+
+
+class Forbidden(RecordError, PermissionError):
+    pass
+
+
+@dataclass
+class Page:
+    rows: list[dict]
+    next_cursor: str | None
+
+
+@dataclass
+class Count:
+    value: int
+    exact: bool
+
+
+@dataclass
+class BulkResult:
+    ids: list[int] = field(default_factory=list)
+    failures: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------- per-catalog compiled plans
+class EntityPlan:
+    """What saving a record of one entity needs, compiled once per catalog version."""
+
+    def __init__(self, catalog: Catalog, entity: Entity):
+        self.entity = entity
+        fields = entity.fields
+        self.writable = {n: f for n, f in fields.items() if f.writable}
+        self.stored_inputs = {n: f for n, f in self.writable.items() if f.stored}
+        self.m2m = {n: f for n, f in self.writable.items() if f.type == "many_to_many"}
+        self.required = [f for f in fields.values() if f.required]
+        self.defaults = [f for f in fields.values() if f.default is not None and not f.computed]
+        self.unique = [f for f in fields.values() if f.unique and f.stored]
+        self.autonumbers = [f for f in fields.values() if f.type == "autonumber"]
+        self.any_lookups = [f for f in fields.values() if f.type == "any_lookup"]
+        self.columns = {n: f for n, f in fields.items() if f.stored}
+        self.formulas = self._formula_order(fields)
+        self.rollup_targets = list(_rollup_targets(catalog, entity))
+
+    @staticmethod
+    def _formula_order(fields: Mapping[str, Field]) -> list[Field]:
+        graph = {}
+        for f in fields.values():
+            if f.formula is not None:
+                graph[f.name] = {n for n in names_in(parse_expression(f.formula)) if n in fields and fields[n].formula}
+        return [fields[n] for n in graphlib.TopologicalSorter(graph).static_order()]
+
+
+def _rollup_targets(catalog: Catalog, child: Entity):
+    """(lookup on child, parent entity, parent rollup field) for rollups over this entity."""
+    for parent in catalog.entities.values():
+        for f in parent.fields.values():
+            if f.rollup is None:
+                continue
+            children = parent.fields[f.rollup.children]
+            if children.params.get("entity") == child.name:
+                yield child.fields[children.params["via"]], parent, f
+
+
+def plan_for(catalog: Catalog, entity: Entity) -> EntityPlan:
+    return catalog.artifact(("entity-plan", entity.name), lambda: EntityPlan(catalog, entity))
+
+
+def _jsonable(f: Field, value):
+    if value is None:
+        return None
+    return f.kind.to_json(f, value)
+
+
+class Records:
+    """Records of one entity, as seen by one user."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        entity: Entity,
+        user_id: int | None = None,
+        *,
+        tz: str = "UTC",
+        locale: str = "en",
+        access=None,
+    ):
+        self.store = store
+        self.catalog = catalog
+        self.entity = entity
+        self.user_id = user_id
+        self.tz = tz
+        self.locale = locale
+        self.access = access
+        self.tables = tables_for(catalog)
+        self.table = self.tables[entity.name]
+        self.plan = plan_for(catalog, entity)
+        self.dialect = store.engine.dialect.name
+
+    # ------------------------------------------------------------------ helpers
+    def context(self) -> FilterContext:
+        return FilterContext(user_id=self.user_id, tz=self.tz, now=self.store.clock.now())
+
+    def _today(self, now: dt.datetime) -> dt.date:
+        return now.astimezone(ZoneInfo(self.tz)).date()
+
+    def _unit(self):
+        return self.store.transaction(self.user_id)
+
+    def _related(self, unit: UnitOfWork):
+        def load(entity_name: str, ident):
+            key = ("record", entity_name, ident)
+            if key not in unit.cache:
+                table = self.tables[entity_name]
+                row = unit.connection.execute(sa.select(table).where(table.c.id == ident)).mappings().first()
+                unit.cache[key] = dict(row) if row else None
+            return unit.cache[key]
+
+        return load
+
+    # ------------------------------------------------------------------ preparing values
+    def _coerce(self, values: Mapping[str, Any], errors: dict[str, list[str]], creating: bool) -> dict[str, Any]:
+        coerced: dict[str, Any] = {}
+        fields = self.entity.fields
+        writable = self.plan.writable
+        for name, value in values.items():
+            f = writable.get(name)
+            if f is None:
+                if name in SETTABLE_SYSTEM:
+                    try:
+                        coerced[name] = None if value is None else T_ID(value)
+                    except CoercionError as exc:
+                        errors.setdefault(name, []).append(exc.message)
+                    continue
+                if name in fields:
+                    reason = "is computed" if fields[name].computed else "is read-only"
+                    errors.setdefault(name, []).append(f"{name} {reason} and cannot be set")
+                elif name in SYSTEM_COLUMNS:
+                    errors.setdefault(name, []).append(f"{name} is set by the platform")
+                else:
+                    errors.setdefault(name, []).append(f"unknown field{did_you_mean(name, writable)}")
+                continue
+            try:
+                if f.type == "datetime":  # a time without zone is the user's local time
+                    coerced[name] = f.kind.coerce(f, value, tz=self.tz)
+                else:
+                    coerced[name] = f.kind.coerce(f, value)
+            except CoercionError as exc:
+                errors.setdefault(name, []).append(exc.message)
+        return coerced
+
+    def _apply_defaults(self, record: dict, given: Mapping, now: dt.datetime) -> None:
+        for f in self.plan.defaults:
+            if f.name in given:
+                continue
+            default = f.default
+            if default == "current_user":
+                record[f.name] = self.user_id
+            elif default == "today":
+                record[f.name] = self._today(now) if f.type == "date" else now
+            elif default == "now":
+                record[f.name] = now
+            else:
+                record[f.name] = f.kind.coerce(f, default)
+
+    def _compute(self, record: dict, now: dt.datetime) -> None:
+        for f in self.plan.formulas:
+            value = evaluate_formula(f.formula, record, now)
+            try:
+                record[f.name] = f.kind.coerce(f, value) if value is not None else None
+            except CoercionError:
+                record[f.name] = None
+
+    def _validate(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
+        for f in self.plan.required:
+            if f.name in errors:
+                continue
+            value = record.get(f.name)
+            if value is None or value == [] or value == "":
+                errors.setdefault(f.name, []).append("required")
+        self._validate_stage(record, old, errors)
+        if errors:
+            return
+        getter = record_getter(record, self._related(unit))
+        ctx = self.context()
+        for validation in self.entity.validations:
+            if matches(validation.when, getter, ctx):
+                target = validation.fields[0] if validation.fields else ALL_KEY
+                errors.setdefault(target, []).append(validation.message.get(self.locale))
+
+    def _validate_stage(self, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
+        flow = self.entity.stages
+        if flow is None:
+            return
+        new_stage = record.get(flow.field)
+        old_stage = old.get(flow.field) if old else None
+        if new_stage is None or new_stage == old_stage:
+            return
+        stage = flow.steps.get(new_stage)
+        if old_stage is not None and old_stage in flow.steps:
+            allowed = flow.steps[old_stage].next
+            if allowed is not None and new_stage not in allowed:
+                label = self.entity.fields[flow.field].format(new_stage, self.locale)
+                errors.setdefault(flow.field, []).append(f"cannot move from {old_stage} to {label}")
+        if stage is not None:
+            for name in stage.requires:
+                value = record.get(name)
+                if value is None or value == "" or value == []:
+                    errors.setdefault(name, []).append(f"required for stage {new_stage}")
+
+    def _check_unique(self, unit: UnitOfWork, record: dict, record_id: int | None, errors: dict) -> None:
+        for f in self.plan.unique:
+            value = record.get(f.name)
+            if value is None or f.name in errors:
+                continue
+            query = sa.select(self.table.c.id).where(self.table.c[f.name] == value).limit(1)
+            if record_id is not None:
+                query = query.where(self.table.c.id != record_id)
+            if unit.connection.execute(query).first() is not None:
+                errors.setdefault(f.name, []).append(f"another {self.entity.name} already has this value")
+
+    def _columns(self, record: Mapping) -> dict:
+        """Record values as column values (a polymorphic lookup fills two columns)."""
+        row = {}
+        for name, f in self.plan.columns.items():
+            if name not in record:
+                continue
+            value = record[name]
+            if f.type == "any_lookup":
+                row[f"{name}_entity"] = value["entity"] if value else None
+                row[f"{name}_id"] = value["id"] if value else None
+            else:
+                row[name] = value
+        if "owner" in record:
+            row["owner"] = record["owner"]
+        return row
+
+    def _record(self, row: Mapping) -> dict:
+        record = dict(row)
+        for f in self.plan.any_lookups:
+            entity_name = record.pop(f"{f.name}_entity", None)
+            ident = record.pop(f"{f.name}_id", None)
+            record[f.name] = {"entity": entity_name, "id": ident} if ident is not None else None
+        return record
+
+    def _next_number(self, unit: UnitOfWork, f: Field, now: dt.datetime) -> str:
+        pattern = f.params["pattern"]
+        today = self._today(now)
+        key = f"{self.entity.name}.{f.name}:{AutonumberType.counter_scope(pattern, today)}"
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T.counters)
+        statement = (
+            insert.values(key=key, value=1)
+            .on_conflict_do_update(index_elements=["key"], set_={"value": T.counters.c.value + 1})
+            .returning(T.counters.c.value)
+        )
+        number = unit.connection.execute(statement).scalar_one()
+        return AutonumberType.render(pattern, number, today)
+
+    def _check_access(self, action: str, record: dict | None = None) -> None:
+        if self.access is not None:
+            self.access.check(self, action, record)
+
+    # ------------------------------------------------------------------ writes
+    def _prepare_new(self, unit: UnitOfWork, values: Mapping, now: dt.datetime, errors: dict) -> dict:
+        record = self._coerce(values, errors, creating=True)
+        self._apply_defaults(record, values, now)
+        if "owner" not in record:
+            record["owner"] = self.user_id
+        self._compute(record, now)
+        self._validate(unit, record, None, errors)
+        return record
+
+    def create(self, values: Mapping[str, Any]) -> dict:
+        """Create one record; returns it with id and version.  Raises ValidationFailed."""
+        self._check_access("create")
+        with self._unit() as unit:
+            now = self.store.clock.now()
+            errors: dict[str, list[str]] = {}
+            record = self._prepare_new(unit, values, now, errors)
+            self._check_unique(unit, record, None, errors)
+            if errors:
+                raise ValidationFailed(errors)
+            for f in self.plan.autonumbers:
+                record[f.name] = self._next_number(unit, f, now)
+            links = {name: record.pop(name) for name in self.plan.m2m if name in record}
+            row = self._columns(record)
+            row.update(created_at=now, updated_at=now, created_by=self.user_id, updated_by=self.user_id, version=1)
+            record_id = self._insert(unit, row)
+            record.update(id=record_id, created_at=now, updated_at=now, created_by=self.user_id, updated_by=self.user_id, version=1)
+            for name, ids in links.items():
+                self._set_links(unit, name, record_id, ids)
+                record[name] = ids
+            self._after_write(unit, [record], None, now)
+            if self.entity.audit:
+                unit.audit_rows.append(self._audit("create", record_id, None, None, self._snapshot(record), now))
+            unit.record_event("created", self.entity.name, record_id, self.user_id, now, None)
+            return record
+
+    def _insert(self, unit: UnitOfWork, row: dict) -> int:
+        try:
+            return unit.connection.execute(self.table.insert().values(row).returning(self.table.c.id)).scalar_one()
+        except sa.exc.IntegrityError as exc:
+            raise self._integrity(exc) from None
+
+    def _integrity(self, exc: sa.exc.IntegrityError) -> RecordError:
+        text = str(exc.orig).lower()
+        for f in self.plan.unique:
+            if f.name in text:
+                return ValidationFailed({f.name: [f"another {self.entity.name} already has this value"]})
+        if "foreign key" in text:
+            return ValidationFailed({ALL_KEY: ["a linked record does not exist or is still in use"]})
+        return ValidationFailed({ALL_KEY: [f"rejected by the database: {exc.orig}"]})
+
+    def _set_links(self, unit: UnitOfWork, name: str, record_id: int, ids: Sequence[int]) -> None:
+        link = self.tables.link(self.entity.name, name)
+        unit.connection.execute(link.delete().where(link.c.source_id == record_id))
+        if ids:
+            try:
+                unit.connection.execute(link.insert(), [{"source_id": record_id, "target_id": i} for i in ids])
+            except sa.exc.IntegrityError:
+                raise ValidationFailed({name: ["a linked record does not exist"]}) from None
+
+    def _snapshot(self, record: Mapping) -> dict:
+        fields = self.entity.fields
+        return {n: _jsonable(fields[n], v) for n, v in record.items() if n in fields and v is not None}
+
+    def _audit(self, action, record_id, field_name, old, new, now) -> dict:
+        return {
+            "entity": self.entity.name,
+            "record_id": record_id,
+            "action": action,
+            "field": field_name,
+            "old": old,
+            "new": new,
+            "user_id": self.user_id,
+            "at": now,
+        }
+
+    def get(self, record_id: int, fields: Sequence[str] | None = None) -> dict:
+        rows = self.query(filter=["id", "eq", record_id], fields=fields, limit=1).rows
+        if not rows:
+            raise NotFound(self.entity.name, record_id)
+        record = rows[0]
+        if fields is None and self.plan.m2m:
+            with self.store.engine.connect() as conn:
+                for name in self.plan.m2m:
+                    link = self.tables.link(self.entity.name, name)
+                    record[name] = list(
+                        conn.execute(sa.select(link.c.target_id).where(link.c.source_id == record_id).order_by(link.c.target_id)).scalars()
+                    )
+        return record
+
+    def _load_for_write(self, unit: UnitOfWork, record_id: int) -> dict:
+        row = unit.connection.execute(sa.select(self.table).where(self.table.c.id == record_id)).mappings().first()
+        if row is None:
+            raise NotFound(self.entity.name, record_id)
+        return self._record(row)
+
+    def update(self, record_id: int, values: Mapping[str, Any], version: int | None = None) -> dict:
+        """Change fields of a record.  With ``version``, a stale write is a Conflict."""
+        with self._unit() as unit:
+            now = self.store.clock.now()
+            old = self._load_for_write(unit, record_id)
+            self._check_access("update", old)
+            if version is not None and old["version"] != version:
+                raise Conflict(self.entity.name, record_id, version, old["version"])
+            errors: dict[str, list[str]] = {}
+            given = self._coerce(values, errors, creating=False)
+            links = {name: given.pop(name) for name in list(given) if name in self.plan.m2m}
+            record = {**old, **given}
+            self._compute(record, now)
+            self._validate(unit, record, old, errors)
+            self._check_unique(unit, record, record_id, errors)
+            if errors:
+                raise ValidationFailed(errors)
+            changed = {
+                name: (old.get(name), record.get(name))
+                for name in self.plan.columns
+                if name in record and record.get(name) != old.get(name)
+            }
+            if "owner" in given and given["owner"] != old.get("owner"):
+                changed["owner"] = (old.get("owner"), given["owner"])
+            if not changed and not links:
+                return record
+            row = self._columns({n: record[n] for n in changed if n in record})
+            if "owner" in changed:
+                row["owner"] = changed["owner"][1]
+            new_version = old["version"] + 1
+            row.update(updated_at=now, updated_by=self.user_id, version=new_version)
+            statement = self.table.update().where(self.table.c.id == record_id, self.table.c.version == old["version"]).values(row)
+            try:
+                result = unit.connection.execute(statement)
+            except sa.exc.IntegrityError as exc:
+                raise self._integrity(exc) from None
+            if result.rowcount != 1:
+                current = unit.connection.execute(sa.select(self.table.c.version).where(self.table.c.id == record_id)).scalar()
+                if current is None:
+                    raise NotFound(self.entity.name, record_id)
+                raise Conflict(self.entity.name, record_id, old["version"], current)
+            for name, ids in links.items():
+                self._set_links(unit, name, record_id, ids)
+                record[name] = ids
+            record.update(updated_at=now, updated_by=self.user_id, version=new_version)
+            self._after_write(unit, [record], [old], now)
+            fields = self.entity.fields
+            if self.entity.audit:
+                for name, (before, after) in changed.items():
+                    f = fields.get(name)
+                    conv = (lambda v, f=f: _jsonable(f, v)) if f else (lambda v: v)
+                    unit.audit_rows.append(self._audit("update", record_id, name, conv(before), conv(after), now))
+            changes = {
+                name: [_jsonable(fields[name], b) if name in fields else b, _jsonable(fields[name], a) if name in fields else a]
+                for name, (b, a) in changed.items()
+            }
+            unit.record_event("updated", self.entity.name, record_id, self.user_id, now, changes)
+            return record
+
+    def delete(self, record_id: int, version: int | None = None) -> None:
+        with self._unit() as unit:
+            now = self.store.clock.now()
+            old = self._load_for_write(unit, record_id)
+            self._check_access("delete", old)
+            if version is not None and old["version"] != version:
+                raise Conflict(self.entity.name, record_id, version, old["version"])
+            try:
+                unit.connection.execute(self.table.delete().where(self.table.c.id == record_id))
+            except sa.exc.IntegrityError:
+                raise ValidationFailed({ALL_KEY: [f"this {self.entity.name} is still referenced by other records"]}) from None
+            self._after_write(unit, [], [old], now)
+            if self.entity.audit:
+                unit.audit_rows.append(self._audit("delete", record_id, None, self._snapshot(old), None, now))
+            unit.record_event("deleted", self.entity.name, record_id, self.user_id, now, None)
+
+    def _after_write(self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now) -> None:
+        """Recompute parents' rollups over this entity, for old and new parents."""
+        for lookup, parent, rollup_field in self.plan.rollup_targets:
+            ids = {r.get(lookup.name) for r in new} | {r.get(lookup.name) for r in (old or ())}
+            ids.discard(None)
+            if ids:
+                refresh_rollup(unit.connection, self.catalog, self.entity, lookup, parent, rollup_field, ids)
+
+    def bulk_create(self, rows: Iterable[Mapping[str, Any]], *, partial: bool = False, batch_size: int = 500) -> BulkResult:
+        """Create many records with the same validation, in multi-row batches.
+
+        Any invalid row means nothing is written, unless ``partial``: then the valid rows
+        are written and each bad row is reported by its index.
+        """
+        self._check_access("create")
+        result = BulkResult()
+        rows = list(rows)
+        with self._unit() as unit:
+            now = self.store.clock.now()
+            prepared: list[tuple[int, dict]] = []
+            for index, values in enumerate(rows):
+                errors: dict[str, list[str]] = {}
+                record = self._prepare_new(unit, values, now, errors)
+                if errors:
+                    result.failures[index] = errors
+                else:
+                    prepared.append((index, record))
+            self._bulk_unique(unit, prepared, result)
+            if result.failures and not partial:
+                raise BulkFailed(result.failures)
+            prepared = [(i, r) for i, r in prepared if i not in result.failures]
+            system = {"created_at": now, "updated_at": now, "created_by": self.user_id, "updated_by": self.user_id, "version": 1}
+            for start in range(0, len(prepared), batch_size):
+                batch = prepared[start : start + batch_size]
+                for f in self.plan.autonumbers:
+                    for _, record in batch:
+                        record[f.name] = self._next_number(unit, f, now)
+                links = [{name: record.pop(name) for name in self.plan.m2m if name in record} for _, record in batch]
+                column_rows = [{**self._columns(record), **system} for _, record in batch]
+                column_rows = _uniform(column_rows)
+                try:
+                    ids = unit.connection.execute(
+                        self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True), column_rows
+                    ).scalars().all()
+                except sa.exc.IntegrityError as exc:
+                    raise self._integrity(exc) from None
+                records = []
+                for (_, record), ident, link in zip(batch, ids, links):
+                    record.update(id=ident, **system)
+                    for name, target_ids in link.items():
+                        self._set_links(unit, name, ident, target_ids)
+                    records.append(record)
+                    if self.entity.audit:
+                        unit.audit_rows.append(self._audit("create", ident, None, None, self._snapshot(record), now))
+                    unit.record_event("created", self.entity.name, ident, self.user_id, now, None)
+                self._after_write(unit, records, None, now)
+                unit.flush()
+                result.ids.extend(ids)
+        return result
+
+    def _bulk_unique(self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult) -> None:
+        for f in self.plan.unique:
+            seen: dict[Any, int] = {}
+            for index, record in prepared:
+                value = record.get(f.name)
+                if value is None:
+                    continue
+                if value in seen:
+                    result.failures.setdefault(index, {}).setdefault(f.name, []).append(f"duplicates row {seen[value]}")
+                else:
+                    seen[value] = index
+            values = list(seen)
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                taken = set(unit.connection.execute(sa.select(self.table.c[f.name]).where(self.table.c[f.name].in_(chunk))).scalars())
+                for value in taken:
+                    result.failures.setdefault(seen[value], {}).setdefault(f.name, []).append(f"another {self.entity.name} already has this value")
+
+    # ------------------------------------------------------------------ reads
+    def parse_filter(self, raw):
+        """A raw filter (lists and dicts) as a checked tree; a tree passes through."""
+        if isinstance(raw, Condition | All | AnyOf | Not):
+            return raw
+        return parse_filter(raw, self.entity, self.catalog.entity_of)
+
+    def _select(self, fields: Sequence[str] | None, builder: Q.SqlBuilder):
+        if fields is None:
+            return [self.table], None
+        columns, labels = [self.table.c.id.label("id"), self.table.c.version.label("version")], ["id", "version"]
+        for path in fields:
+            if path in ("id", "version"):
+                continue
+            f, _ = Q.resolve_path(self.entity, path, self.catalog.entity_of)
+            if f.type == "any_lookup" and "." not in path:
+                columns += [self.table.c[f"{path}_entity"].label(f"{path}_entity"), self.table.c[f"{path}_id"].label(f"{path}_id")]
+                continue
+            if not f.stored:
+                raise FilterError(f"{f.type} field cannot be selected in a list", path)
+            columns.append(builder.column(path).label(path))
+            labels.append(path)
+        return columns, labels
+
+    def scope(self, builder: Q.SqlBuilder, action: str = "read"):
+        """Row-level security: the condition every read of this user includes."""
+        if self.access is None:
+            return None
+        return self.access.scope(self, builder, action)
+
+    def query(
+        self,
+        filter=None,
+        *,
+        sort=None,
+        fields: Sequence[str] | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        search: str | None = None,
+    ) -> Page:
+        """A keyset page of records; ``after`` is the ``next_cursor`` of the previous page."""
+        limit = max(1, min(int(limit), Q.MAX_PAGE))
+        tree = self.parse_filter(filter)
+        ctx = self.context()
+        builder = Q.builder(self.catalog, self.entity, ctx, self.dialect)
+        sort_spec = Q.normalize_sort(self.entity, self.catalog, sort)
+        sort_columns = [builder.column(path) for path, _ in sort_spec]
+        sort_fields = [Q.resolve_path(self.entity, path, self.catalog.entity_of)[0] for path, _ in sort_spec]
+        columns, _labels = self._select(fields, builder)
+        conditions = []
+        if tree is not None:
+            conditions.append(builder.compile(tree))
+        scope = self.scope(builder)
+        if scope is not None:
+            conditions.append(scope)
+        if search:
+            conditions.append(Q.search_condition(self.entity, self.table, search, self.dialect))
+        if after:
+            keyset = Q.Keyset.decode(after, sort_spec, sort_fields)
+            conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
+        sort_labels = [f"_sort{i}" for i in range(len(sort_columns))]
+        statement = (
+            sa.select(*columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels)))
+            .select_from(builder.from_clause)
+            .where(*conditions)
+            .order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id))
+            .limit(limit + 1)
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        records = []
+        for row in rows:
+            record = self._record({k: v for k, v in row.items() if not k.startswith("_sort")})
+            records.append(record)
+        cursor = None
+        if more and rows:
+            last = rows[-1]
+            keyset = Q.Keyset(sort_spec, [last[n] for n in sort_labels], last["id"])
+            cursor = keyset.encode(sort_fields)
+        return Page(records, cursor)
+
+    def count(self, filter=None, *, search: str | None = None, cap: int = 10_000) -> Count:
+        """Exact up to ``cap``; beyond it an estimate (``exact`` is False)."""
+        tree = self.parse_filter(filter)
+        builder = Q.builder(self.catalog, self.entity, self.context(), self.dialect)
+        conditions = []
+        if tree is not None:
+            conditions.append(builder.compile(tree))
+        scope = self.scope(builder)
+        if scope is not None:
+            conditions.append(scope)
+        if search:
+            conditions.append(Q.search_condition(self.entity, self.table, search, self.dialect))
+        inner = sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions).limit(cap + 1).subquery()
+        with self.store.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
+            if value <= cap:
+                return Count(value, True)
+            estimate = self._estimate(conn, builder, conditions)
+        return Count(max(estimate, cap + 1), False)
+
+    def _estimate(self, conn, builder, conditions) -> int:
+        if self.dialect == "postgresql":
+            statement = sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions)
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
+            plan = plan if isinstance(plan, list) else __import__("json").loads(plan)
+            return int(plan[0]["Plan"]["Plan Rows"])
+        if not conditions:
+            return int(conn.execute(sa.select(sa.func.max(self.table.c.id))).scalar() or 0)
+        return 0
+
+    def history(self, record_id: int) -> list[dict]:
+        """The audit trail of a record, oldest first."""
+        a = T.audit
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(a.c.action, a.c.field, a.c.old, a.c.new, a.c.user_id, a.c.at)
+                .where(a.c.entity == self.entity.name, a.c.record_id == record_id)
+                .order_by(a.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+
+def T_ID(value) -> int:
+    from ..metadata.fieldtypes import _record_id
+
+    return _record_id(value)
+
+
+def _uniform(rows: list[dict]) -> list[dict]:
+    """executemany needs the same keys in every row; absent keys become NULL."""
+    keys: set[str] = set()
+    for row in rows:
+        keys.update(row)
+    if all(len(row) == len(keys) for row in rows):
+        return rows
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
+def refresh_rollup(conn, catalog: Catalog, child: Entity, lookup: Field, parent: Entity, rollup_field: Field, parent_ids) -> None:
+    """Recompute one rollup for some parent records with a single correlated UPDATE."""
+    tables = tables_for(catalog)
+    child_table, parent_table = tables[child.name], tables[parent.name]
+    rollup = rollup_field.rollup
+    where = [child_table.c[lookup.name] == parent_table.c.id]
+    if rollup.filter is not None:
+        tree = parse_filter(rollup.filter, child, catalog.entity_of)
+        where.append(Q.builder(catalog, child, FilterContext(), conn.dialect.name).compile(tree))
+    if rollup.aggregate == "count":
+        value = sa.select(sa.func.count()).where(*where)
+    else:
+        column = child_table.c[rollup.field]
+        function = getattr(sa.func, rollup.aggregate)
+        value = sa.select(function(column)).where(*where)
+        if rollup.aggregate == "sum":
+            value = sa.select(sa.func.coalesce(function(column), 0)).where(*where)
+    conn.execute(
+        parent_table.update().where(parent_table.c.id.in_(list(parent_ids))).values({rollup_field.name: value.scalar_subquery()})
+    )

@@ -1,0 +1,213 @@
+"""Schema sync: compare a catalog's tables with the database, plan, and apply the plan.
+
+The plan is what ``xrm db plan`` prints and what an administrator sees before a change:
+tables, columns and indexes to add; columns no definition uses any more (kept, with their
+data, until an explicit purge); type changes, which are applied only when no data can be
+lost.  Applying runs inside the caller's transaction (DDL is transactional on SQLite with
+our BEGIN handling, and on PostgreSQL), so a failed change leaves nothing half-applied.
+Adding a nullable column never rewrites a table on either database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+
+from . import search
+from .tables import EntityTables
+
+PLATFORM_PREFIX = "xrm_"
+
+
+def _family(type_: sa.types.TypeEngine) -> tuple:
+    """A comparable description of a column type across declared and reflected forms."""
+    if isinstance(type_, sa.types.TypeDecorator):
+        type_ = type_.impl_instance if hasattr(type_, "impl_instance") else type_.impl
+    name = type(type_).__name__.upper()
+    if isinstance(type_, sa.Boolean) or name == "BOOLEAN":
+        return ("bool",)
+    if isinstance(type_, sa.Integer):
+        return ("int",)
+    if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float):
+        return ("numeric", type_.precision, type_.scale)
+    if isinstance(type_, sa.Float):
+        return ("float",)
+    if isinstance(type_, sa.DateTime):
+        return ("datetime",)
+    if isinstance(type_, sa.Date):
+        return ("date",)
+    if isinstance(type_, sa.Time):
+        return ("time",)
+    if isinstance(type_, sa.JSON) or name in ("JSON", "JSONB"):
+        return ("json",)
+    if isinstance(type_, sa.Text) and not isinstance(type_, sa.String | sa.Unicode) or name == "TEXT":
+        return ("text", None)
+    if isinstance(type_, sa.String):
+        return ("text", type_.length)
+    return (name.lower(),)
+
+
+def _declared(column: sa.Column, dialect) -> tuple:
+    return _family(column.type.dialect_impl(dialect) if not isinstance(column.type, sa.types.TypeDecorator) else column.type)
+
+
+@dataclass
+class TypeChange:
+    table: str
+    column: str
+    old: tuple
+    new: tuple
+    safe: bool
+    reason: str = ""
+
+
+@dataclass
+class SchemaPlan:
+    create_tables: list[str] = field(default_factory=list)
+    add_columns: list[tuple[str, str]] = field(default_factory=list)
+    add_indexes: list[tuple[str, str]] = field(default_factory=list)
+    drop_indexes: list[tuple[str, str]] = field(default_factory=list)
+    type_changes: list[TypeChange] = field(default_factory=list)
+    kept_columns: list[tuple[str, str]] = field(default_factory=list)
+    kept_tables: list[str] = field(default_factory=list)
+    search_indexes: list[str] = field(default_factory=list)  # entities whose search index is (re)built
+
+    @property
+    def refused(self) -> list[TypeChange]:
+        return [c for c in self.type_changes if not c.safe]
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.create_tables
+            or self.add_columns
+            or self.add_indexes
+            or self.drop_indexes
+            or any(c.safe for c in self.type_changes)
+            or self.search_indexes
+        )
+
+    def lines(self) -> list[str]:
+        out = [f"+ table {t}" for t in self.create_tables]
+        out += [f"+ column {t}.{c}" for t, c in self.add_columns]
+        out += [f"+ index {n} on {t}" for t, n in self.add_indexes]
+        out += [f"- index {n} on {t} (no longer needed)" for t, n in self.drop_indexes]
+        for change in self.type_changes:
+            verdict = "change" if change.safe else "REFUSED"
+            out.append(f"~ {verdict} {change.table}.{change.column}: {change.old} -> {change.new}{' (' + change.reason + ')' if change.reason else ''}")
+        out += [f"+ search index for {e}" for e in self.search_indexes]
+        out += [f"= kept column {t}.{c} (no longer defined; data kept until purge)" for t, c in self.kept_columns]
+        out += [f"= kept table {t} (no longer defined; data kept until purge)" for t in self.kept_tables]
+        return out or ["nothing to change"]
+
+    def as_dict(self) -> dict:
+        return {
+            "create_tables": self.create_tables,
+            "add_columns": [f"{t}.{c}" for t, c in self.add_columns],
+            "add_indexes": [f"{t}.{n}" for t, n in self.add_indexes],
+            "drop_indexes": [f"{t}.{n}" for t, n in self.drop_indexes],
+            "type_changes": [
+                {"column": f"{c.table}.{c.column}", "old": list(c.old), "new": list(c.new), "safe": c.safe, "reason": c.reason}
+                for c in self.type_changes
+            ],
+            "kept_columns": [f"{t}.{c}" for t, c in self.kept_columns],
+            "kept_tables": self.kept_tables,
+            "search_indexes": self.search_indexes,
+        }
+
+
+class SchemaChangeRefused(Exception):
+    def __init__(self, plan: SchemaPlan):
+        self.plan = plan
+        details = "; ".join(f"{c.table}.{c.column}: {c.reason}" for c in plan.refused)
+        super().__init__(f"schema change refused, data could be lost: {details}")
+
+
+def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange | None:
+    if old == new:
+        return None
+    if old[0] == new[0] == "text":
+        if new[1] is None or (old[1] is not None and new[1] >= old[1]):
+            return TypeChange(table, column, old, new, True, "wider")
+        return TypeChange(table, column, old, new, False, f"would shorten text to {new[1]} characters")
+    if old[0] == new[0] == "numeric":
+        op, os_ = old[1] or 0, old[2] or 0
+        np_, ns = new[1] or 0, new[2] or 0
+        if ns >= os_ and (np_ - ns) >= (op - os_):
+            return TypeChange(table, column, old, new, True, "wider")
+        return TypeChange(table, column, old, new, False, "would lose digits")
+    if old[0] == "int" and new[0] == "numeric":
+        return TypeChange(table, column, old, new, True, "integer to decimal")
+    if new == ("text", None) and old[0] in ("text",):
+        return TypeChange(table, column, old, new, True, "to unbounded text")
+    return TypeChange(table, column, old, new, False, f"{old[0]} cannot become {new[0]} without a declared conversion")
+
+
+def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
+    inspector = sa.inspect(connection)
+    existing = set(inspector.get_table_names())
+    plan = SchemaPlan()
+    wanted = list(tables.tables.values()) + list(tables.links.values())
+    dialect = connection.dialect
+    for table in wanted:
+        if table.name not in existing:
+            plan.create_tables.append(table.name)
+            continue
+        columns = {c["name"]: c for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in columns:
+                plan.add_columns.append((table.name, column.name))
+                continue
+            change = _type_change(table.name, column.name, _family(columns[column.name]["type"]), _declared(column, dialect))
+            if change is not None:
+                plan.type_changes.append(change)
+        for name in columns:
+            if name not in table.columns:
+                plan.kept_columns.append((table.name, name))
+        present = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        present |= {uq["name"] for uq in inspector.get_unique_constraints(table.name)}
+        declared = {ix.name for ix in table.indexes}
+        for index in table.indexes:
+            if index.name not in present:
+                plan.add_indexes.append((table.name, index.name))
+        for name in present - declared:
+            if name and name.startswith(("ix_", "uq_")) and not name.startswith(f"ix_{PLATFORM_PREFIX}"):
+                plan.drop_indexes.append((table.name, name))
+    plan.search_indexes = [e.name for e in tables.catalog.entities.values() if search.needs_rebuild(connection, inspector, e)]
+    known = {t.name for t in wanted}
+    for name in sorted(existing - known):
+        if not name.startswith(PLATFORM_PREFIX) and not name.startswith("sqlite_") and "__fts" not in name:
+            plan.kept_tables.append(name)
+    return plan
+
+
+def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPlan) -> None:
+    """Carry out a plan inside the caller's transaction."""
+    if plan.refused:
+        raise SchemaChangeRefused(plan)
+    ops = Operations(MigrationContext.configure(connection))
+    by_name = {t.name: t for t in [*tables.tables.values(), *tables.links.values()]}
+    # Create in dependency order so that foreign keys find their targets.
+    creating = set(plan.create_tables)
+    for table in tables.metadata.sorted_tables:
+        if table.name in creating:
+            table.create(connection)
+    for table_name, column_name in plan.add_columns:
+        column = by_name[table_name].c[column_name]
+        foreign_keys = [sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete, name=fk.name) for fk in column.foreign_keys]
+        ops.add_column(table_name, sa.Column(column.name, column.type, *foreign_keys, nullable=True))
+    for table_name, index_name in plan.drop_indexes:
+        ops.drop_index(index_name, table_name=table_name)
+    for table_name, index_name in plan.add_indexes:
+        index = next(ix for ix in by_name[table_name].indexes if ix.name == index_name)
+        index.create(connection)
+    for name in plan.search_indexes:
+        search.rebuild(connection, tables.catalog.entity(name), by_name[name])
+    for change in plan.type_changes:
+        if not change.safe or connection.dialect.name == "sqlite":
+            continue  # SQLite's column types are affinities; widening needs no rewrite
+        column = by_name[change.table].c[change.column]
+        ops.alter_column(change.table, change.column, type_=column.type, existing_nullable=True)

@@ -1,0 +1,81 @@
+"""Full-text search indexes: FTS5 on SQLite, a GIN tsvector expression index on PostgreSQL.
+
+On SQLite an external-content FTS5 table mirrors the searchable columns and triggers keep
+it current, so every write path (records service, bulk import, raw SQL) stays indexed.
+On PostgreSQL the index is on an expression, which queries repeat (query.tsvector_expression).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ..metadata import Entity
+from .query import fts_table_name, search_fields, tsvector_expression
+
+
+def _pg_index_name(entity: Entity) -> str:
+    return f"ix_{entity.name}_search"[:60]
+
+
+def _wanted_columns(entity: Entity) -> list[str]:
+    return [f.name for f in search_fields(entity)]
+
+
+def needs_rebuild(conn: sa.Connection, inspector, entity: Entity) -> bool:
+    wanted = _wanted_columns(entity)
+    if conn.dialect.name == "postgresql":
+        if not wanted:
+            return False
+        row = conn.execute(
+            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": _pg_index_name(entity)}
+        ).first()
+        return row is None or _pg_signature(wanted) not in row[0].replace('"', "")
+    name = fts_table_name(entity)
+    exists = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type='table' AND name=:n"), {"n": name}).first()
+    if not wanted:
+        return exists is not None
+    return exists is None or _sqlite_signature(wanted) not in exists[0]
+
+
+def _pg_signature(columns: list[str]) -> str:
+    return columns[0]
+
+
+def _sqlite_signature(columns: list[str]) -> str:
+    return "fts5(" + ", ".join(columns) + ","
+
+
+def rebuild(conn: sa.Connection, entity: Entity, table: sa.Table) -> None:
+    columns = _wanted_columns(entity)
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f'DROP INDEX IF EXISTS "{_pg_index_name(entity)}"'))
+        if columns:
+            sa.Index(_pg_index_name(entity), tsvector_expression(table, search_fields(entity)), postgresql_using="gin").create(conn)
+        return
+    name = fts_table_name(entity)
+    for suffix in ("ai", "ad", "au"):
+        conn.exec_driver_sql(f'DROP TRIGGER IF EXISTS "{name}_{suffix}"')
+    conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+    if not columns:
+        return
+    cols = ", ".join(columns)
+    new = ", ".join(f"new.{c}" for c in columns)
+    old = ", ".join(f"old.{c}" for c in columns)
+    conn.exec_driver_sql(
+        f"CREATE VIRTUAL TABLE \"{name}\" USING fts5({cols}, content='{entity.name}', content_rowid='id', "
+        "tokenize='unicode61 remove_diacritics 2')"
+    )
+    conn.exec_driver_sql(
+        f'CREATE TRIGGER "{name}_ai" AFTER INSERT ON "{entity.name}" BEGIN '
+        f'INSERT INTO "{name}"(rowid, {cols}) VALUES (new.id, {new}); END'
+    )
+    conn.exec_driver_sql(
+        f'CREATE TRIGGER "{name}_ad" AFTER DELETE ON "{entity.name}" BEGIN '
+        f"INSERT INTO \"{name}\"(\"{name}\", rowid, {cols}) VALUES ('delete', old.id, {old}); END"
+    )
+    conn.exec_driver_sql(
+        f'CREATE TRIGGER "{name}_au" AFTER UPDATE OF {cols} ON "{entity.name}" BEGIN '
+        f"INSERT INTO \"{name}\"(\"{name}\", rowid, {cols}) VALUES ('delete', old.id, {old}); "
+        f'INSERT INTO "{name}"(rowid, {cols}) VALUES (new.id, {new}); END'
+    )
+    conn.exec_driver_sql(f"INSERT INTO \"{name}\"(\"{name}\") VALUES ('rebuild')")

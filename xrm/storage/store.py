@@ -1,0 +1,231 @@
+"""The store: one database, its current catalog, transactions and the records services.
+
+The installed packs' files and the customization layer live in the database, and so does
+the catalog version: every process rebuilds the same catalog from the same rows, and a
+change made by one process (a pack installed, a field added) is seen by the others the
+next time they call ``refresh()`` (the web layer does so before each request, workers
+before each job): one indexed single-row read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..metadata import Catalog, Document, build_catalog, parse_pack
+from ..metadata.loader import resolve_packs
+from ..metadata.packs import PackSource
+from ..metadata.problems import Problems
+from . import tables as T
+from .database import WRITE, create_engine, default_url, is_postgres
+from .schema import SchemaPlan, apply_schema, plan_schema
+from .tables import tables_for
+from .unit import UnitOfWork
+
+SCHEMA_LOCK_KEY = 0x58524D  # "XRM": advisory lock taken by whoever changes the schema
+
+
+class Clock:
+    """Time source; tests and the workflow engine inject their own to move time."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+class Store:
+    def __init__(self, url: str | None = None, *, clock: Clock | None = None, **engine_options):
+        self.url = url or default_url()
+        self.engine = create_engine(self.url, **engine_options)
+        self.clock = clock or Clock()
+        self._catalog: Catalog | None = None
+        self._lock = threading.RLock()
+        self._current: ContextVar[UnitOfWork | None] = ContextVar(f"xrm-uow-{id(self)}", default=None)
+        self.ensure_platform()
+        self.refresh()
+
+    # ------------------------------------------------------------------ lifecycle
+    def ensure_platform(self) -> None:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if is_postgres(conn):
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            T.platform.create_all(conn, checkfirst=True)
+            if conn.execute(sa.select(T.catalog_state.c.version)).first() is None:
+                conn.execute(T.catalog_state.insert().values(id=1, version=0, changed_at=self.clock.now()))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ catalog
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def stored_version(self, conn: sa.Connection | None = None) -> int:
+        query = sa.select(T.catalog_state.c.version).where(T.catalog_state.c.id == 1)
+        if conn is not None:
+            return conn.execute(query).scalar_one()
+        with self.engine.connect() as own:
+            return own.execute(query).scalar_one()
+
+    def refresh(self) -> Catalog:
+        """The current catalog, rebuilt if another process moved the version."""
+        version = self.stored_version()
+        if self._catalog is not None and self._catalog.version == version:
+            return self._catalog
+        with self._lock:
+            if self._catalog is None or self._catalog.version != version:
+                with self.engine.connect() as conn, conn.begin():
+                    self._catalog = self._load_catalog(conn)
+        return self._catalog
+
+    def _stored_packs(self, conn) -> list[PackSource]:
+        rows = conn.execute(sa.select(T.solutions).order_by(T.solutions.c.position)).all()
+        problems = Problems()
+        packs = [parse_pack(row.files, row.root, problems) for row in rows]
+        problems.raise_if_any()
+        return [p for p in packs if p is not None]
+
+    def _stored_layer(self, conn) -> list[Document]:
+        rows = conn.execute(sa.select(T.customizations).order_by(T.customizations.c.id)).all()
+        return [Document(row.kind, row.document, f"customization#{row.id}") for row in rows]
+
+    def _load_catalog(self, conn) -> Catalog:
+        version = self.stored_version(conn)
+        return build_catalog(self._stored_packs(conn), self._stored_layer(conn), version)
+
+    def change_catalog(
+        self,
+        change: Callable[[sa.Connection, list[PackSource], list[Document]], tuple[list[PackSource], list[Document]]],
+        *,
+        dry_run: bool = False,
+        after: Callable[[sa.Connection, Catalog], None] | None = None,
+    ) -> tuple[Catalog, SchemaPlan]:
+        """Build a catalog from the stored one plus a change, sync the schema and bump the
+        version, all in one transaction under the schema lock.  ``dry_run`` plans only."""
+        for attempt in range(5):
+            try:
+                return self._change_catalog(change, dry_run, after)
+            except sa.exc.OperationalError as exc:  # lock_timeout on PostgreSQL
+                if "lock" not in str(exc).lower() or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _change_catalog(self, change, dry_run, after):
+        with self.engine.connect().execution_options(**WRITE) as conn:
+            with conn.begin() as transaction:
+                if is_postgres(conn):
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                    conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+                packs, layer = change(conn, self._stored_packs(conn), self._stored_layer(conn))
+                version = self.stored_version(conn) + 1
+                catalog = build_catalog(packs, layer, version)
+                entity_tables = tables_for(catalog)
+                plan = plan_schema(conn, entity_tables)
+                if dry_run:
+                    transaction.rollback()
+                    return catalog, plan
+                apply_schema(conn, entity_tables, plan)
+                self._save_packs(conn, packs)
+                conn.execute(
+                    T.catalog_state.update().where(T.catalog_state.c.id == 1).values(version=version, changed_at=self.clock.now())
+                )
+                if after is not None:
+                    after(conn, catalog)
+        with self._lock:
+            self._catalog = catalog
+        return catalog, plan
+
+    def _save_packs(self, conn, packs: Sequence[PackSource]) -> None:
+        stored = {row.name: row for row in conn.execute(sa.select(T.solutions.c.name, T.solutions.c.version, T.solutions.c.files))}
+        now = self.clock.now()
+        for position, pack in enumerate(packs):
+            row = stored.get(pack.name)
+            values = {"version": pack.version, "root": pack.root, "files": pack.files, "position": position}
+            if row is None:
+                conn.execute(T.solutions.insert().values(name=pack.name, installed_at=now, **values))
+            elif row.files != pack.files or row.version != pack.version:
+                conn.execute(T.solutions.update().where(T.solutions.c.name == pack.name).values(**values))
+
+    # ------------------------------------------------------------------ packs
+    def install(self, paths: Iterable[str | Path], *, dry_run: bool = False) -> tuple[Catalog, SchemaPlan]:
+        """Install (or update) packs and what they depend on; all or nothing."""
+        problems = Problems()
+        new = resolve_packs(paths, problems)
+        problems.raise_if_any()
+
+        def change(conn, packs, layer):
+            merged = {p.name: p for p in packs}
+            for pack in new:
+                merged[pack.name] = pack
+            return list(merged.values()), layer
+
+        return self.change_catalog(change, dry_run=dry_run)
+
+    def plan(self) -> SchemaPlan:
+        """What a sync of the current catalog would do to the database."""
+        with self.engine.connect() as conn:
+            return plan_schema(conn, tables_for(self.refresh()))
+
+    def customize(self, kind: str, document: dict, *, user_id: int | None = None, dry_run: bool = False):
+        """Add a document to the customization layer (what administrators change)."""
+        target = str(document.get("extend") or document.get("entity") or kind)
+        row = {"kind": kind, "target": target, "document": document, "created_by": user_id}
+
+        def change(conn, packs, layer):
+            return packs, [*layer, Document(kind, document, "customization")]
+
+        def after(conn, catalog):
+            conn.execute(T.customizations.insert().values(created_at=self.clock.now(), **row))
+
+        return self.change_catalog(change, dry_run=dry_run, after=after)
+
+    # ------------------------------------------------------------------ work
+    @contextlib.contextmanager
+    def transaction(self, user_id: int | None = None):
+        """A unit of work: every record change inside commits together, or none does."""
+        current = self._current.get()
+        if current is not None:
+            yield current
+            return
+        catalog = self.refresh()
+        with self.engine.connect().execution_options(**WRITE) as conn:
+            unit = UnitOfWork(self, conn, catalog, user_id)
+            token = self._current.set(unit)
+            try:
+                with conn.begin():
+                    yield unit
+                    unit.flush()
+            finally:
+                self._current.reset(token)
+        unit.after_commit()
+
+    def current_unit(self) -> UnitOfWork | None:
+        return self._current.get()
+
+    def records(self, entity: str, user_id: int | None = None):
+        from .records import Records
+
+        catalog = self.refresh()
+        return Records(self, catalog, catalog.entity(entity), user_id)
+
+    def add_user(self, email: str, name: str | None = None, *, locale: str = "en", time_zone: str = "UTC", password_hash: str | None = None) -> int:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            return conn.execute(
+                T.users.insert()
+                .values(email=email.lower(), name=name or email, locale=locale, time_zone=time_zone, password_hash=password_hash, created_at=self.clock.now())
+                .returning(T.users.c.id)
+            ).scalar_one()

@@ -1,0 +1,255 @@
+"""SQLAlchemy tables: the platform's own, and one real table per catalog entity.
+
+Entity tables are built once per catalog version (``catalog.artifact``) into their own
+MetaData; the platform tables never change shape at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import sqlalchemy as sa
+
+from ..metadata import Catalog, Entity, Field
+from ..metadata.fieldtypes import ID_TYPE, UTCDateTime, json_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """Identifiers longer than PostgreSQL's 63 bytes keep a stable hash suffix."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}_{digest}"
+
+
+# --------------------------------------------------------------------- platform tables
+platform = sa.MetaData(naming_convention=NAMING)
+
+catalog_state = sa.Table(
+    "xrm_catalog",
+    platform,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("changed_at", UTCDateTime(), nullable=False),
+)
+
+solutions = sa.Table(
+    "xrm_solution",
+    platform,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("root", sa.String(500), nullable=False),
+    sa.Column("files", sa.JSON, nullable=False),  # relative path -> YAML text
+    sa.Column("position", sa.Integer, nullable=False),  # install order
+    sa.Column("installed_at", UTCDateTime(), nullable=False),
+)
+
+customizations = sa.Table(
+    "xrm_customization",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # entity, extend, option_sets, views
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", ID_TYPE, nullable=True),
+)
+
+users = sa.Table(
+    "xrm_user",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("locale", sa.String(16), nullable=False, server_default="en"),
+    sa.Column("time_zone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("password_hash", sa.String(300), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+teams = sa.Table(
+    "xrm_team",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+)
+
+team_members = sa.Table(
+    "xrm_team_member",
+    platform,
+    sa.Column("team_id", ID_TYPE, sa.ForeignKey("xrm_team.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True),
+)
+
+audit = sa.Table(
+    "xrm_audit",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("record_id", ID_TYPE, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # create, update, delete
+    sa.Column("field", sa.String(64), nullable=True),  # None for create/delete snapshots
+    sa.Column("old", sa.JSON, nullable=True),
+    sa.Column("new", sa.JSON, nullable=True),
+    sa.Column("user_id", ID_TYPE, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index("ix_xrm_audit_record", "entity", "record_id", "id"),
+)
+
+outbox = sa.Table(
+    "xrm_outbox",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("record_id", ID_TYPE, nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),  # created, updated, deleted
+    sa.Column("changes", sa.JSON, nullable=True),  # field -> [old, new]
+    sa.Column("user_id", ID_TYPE, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("processed_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_xrm_outbox_pending", "processed_at", "id"),
+)
+
+counters = sa.Table(
+    "xrm_counter",
+    platform,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+
+# ----------------------------------------------------------------------- entity tables
+SYSTEM = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner", "version")
+ON_DELETE_SQL = {"restrict": "RESTRICT", "set_null": "SET NULL", "cascade": "CASCADE"}
+
+
+def link_table_name(entity: Entity, field: Field) -> str:
+    return short_name(f"{entity.name}__{field.name}")
+
+
+def field_columns(entity: Entity, field: Field) -> list[sa.Column]:
+    """The columns of one field, with foreign keys for lookups."""
+    columns = []
+    for name, type_ in field.kind.columns(field):
+        constraints = []
+        if field.type == "lookup":
+            constraints.append(
+                sa.ForeignKey(
+                    f"{field.params['to']}.id",
+                    ondelete=ON_DELETE_SQL[field.on_delete],
+                    name=short_name(f"fk_{entity.name}_{name}"),
+                )
+            )
+        elif field.type == "user":
+            constraints.append(
+                sa.ForeignKey("xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{name}"))
+            )
+        columns.append(sa.Column(name, type_, *constraints, nullable=True))
+    return columns
+
+
+def system_columns(entity: Entity) -> list[sa.Column]:
+    def user_fk(column: str):
+        return sa.ForeignKey("xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{column}"))
+
+    return [
+        sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", ID_TYPE, user_fk("created_by"), nullable=True),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_by", ID_TYPE, user_fk("updated_by"), nullable=True),
+        sa.Column("owner", ID_TYPE, user_fk("owner"), nullable=True),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    ]
+
+
+def planned_indexes(catalog: Catalog, entity: Entity) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """Index name -> (columns, unique): lookups, owner, declared, unique fields, and the
+    fields that views filter or sort on."""
+    wanted: dict[str, tuple[tuple[str, ...], bool]] = {}
+
+    def want(columns: tuple[str, ...], unique: bool = False, name: str | None = None):
+        name = short_name(name or f"ix_{entity.name}_{'_'.join(columns)}")
+        if name not in wanted:
+            wanted[name] = (columns, unique)
+
+    want(("owner",))
+    want(("updated_at", "id"))
+    for field in entity.fields.values():
+        if not field.stored:
+            continue
+        if field.type in ("lookup", "user"):
+            want((field.name,))
+        elif field.type == "any_lookup":
+            want((f"{field.name}_entity", f"{field.name}_id"))
+        if field.unique:
+            want((field.name,), unique=True, name=f"uq_{entity.name}_{field.name}")
+        elif field.indexed:
+            want((field.name,))
+    for index in entity.indexes:
+        want(index.fields, index.unique, index.name)
+    from ..metadata.filters import conditions_of
+
+    for view in catalog.views_of(entity.name):
+        for path, _direction in view.sort[:1]:
+            if "." not in path and path in entity.fields:
+                want((path, "id"))
+        for condition in conditions_of(view.filter):
+            if len(condition.path) == 1 and condition.field.stored and condition.field.kind.json_type != "array":
+                if condition.field.type not in ("long_text", "rich_text", "json", "file", "any_lookup"):
+                    want((condition.path[0],))
+    return wanted
+
+
+class EntityTables:
+    """The tables of one catalog version: entity name -> Table, plus link tables."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.metadata = sa.MetaData(naming_convention=NAMING)
+        # The platform tables are copied in so that foreign keys to xrm_user resolve.
+        for table in platform.tables.values():
+            table.to_metadata(self.metadata)
+        self.tables: dict[str, sa.Table] = {}
+        self.links: dict[tuple[str, str], sa.Table] = {}
+        for entity in catalog.entities.values():
+            columns = system_columns(entity)
+            for field in entity.fields.values():
+                columns.extend(field_columns(entity, field))
+            table = sa.Table(entity.table_name, self.metadata, *columns)
+            for name, (cols, unique) in planned_indexes(catalog, entity).items():
+                sa.Index(name, *(table.c[c] for c in cols), unique=unique)
+            self.tables[entity.name] = table
+        for entity in catalog.entities.values():
+            for field in entity.fields.values():
+                if field.type == "many_to_many":
+                    self.links[(entity.name, field.name)] = self._link_table(entity, field)
+
+    def _link_table(self, entity: Entity, field: Field) -> sa.Table:
+        name = link_table_name(entity, field)
+        target = field.params["to"]
+        return sa.Table(
+            name,
+            self.metadata,
+            sa.Column("source_id", ID_TYPE, sa.ForeignKey(f"{entity.name}.id", ondelete="CASCADE", name=short_name(f"fk_{name}_source")), primary_key=True),
+            sa.Column("target_id", ID_TYPE, sa.ForeignKey(f"{target}.id", ondelete="CASCADE", name=short_name(f"fk_{name}_target")), primary_key=True),
+            sa.Index(short_name(f"ix_{name}_target"), "target_id"),
+        )
+
+    def __getitem__(self, entity: str) -> sa.Table:
+        return self.tables[entity]
+
+    def link(self, entity: str, field: str) -> sa.Table:
+        return self.links[(entity, field)]
+
+
+def tables_for(catalog: Catalog) -> EntityTables:
+    return catalog.artifact("tables", lambda: EntityTables(catalog))
