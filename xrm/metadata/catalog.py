@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .model import Entity, OptionSet, Solution, View
+from .model import Entity, OptionSet, Role, Solution, View
 from .problems import did_you_mean
 
 T = TypeVar("T")
@@ -34,6 +34,7 @@ class Catalog:
     entities: Mapping[str, Entity]
     option_sets: Mapping[str, OptionSet]
     views: Mapping[str, View]
+    roles: Mapping[str, Role] = field(default_factory=dict)
     _artifacts: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -9,6 +9,7 @@ All problems are collected; if there is any, nothing is returned.
 from __future__ import annotations
 
 import graphlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -34,6 +35,7 @@ from .model import (
     Index,
     Option,
     OptionSet,
+    Role,
     Rollup,
     Solution,
     Stage,
@@ -45,6 +47,7 @@ from .model import (
 from .packs import Document, PackSource
 from .problems import Problems, did_you_mean, one_of
 from .reserved import PLATFORM_NAMES, reserved_reason
+from .schemas import VERSION_PATTERN
 from .source import Node, Position
 
 LAYER = "customization"
@@ -98,6 +101,8 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
         try:
             Version(pack.version)
         except InvalidVersion:
+            if not re.match(VERSION_PATTERN, pack.version):
+                continue  # the manifest's schema check has reported it already
             problems.add(_vpos(pack.manifest, "version", manifest_pos), pack.name, f"invalid version {pack.version!r}")
     graph = graphlib.TopologicalSorter()
     for pack in by_name.values():
@@ -109,7 +114,8 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
                 problems.add(
                     where,
                     pack.name,
-                    f"depends on solution {dep!r}, which was not found{did_you_mean(dep, by_name)}",
+                    f"depends on solution {dep!r}, which was not found"
+                    f"{did_you_mean(dep, [n for n in by_name if n != pack.name])}",
                 )
                 continue
             try:
@@ -162,6 +168,7 @@ class _Builder:
         self.entities: dict[str, _EntitySpec] = {}
         self.option_sets: dict[str, tuple[Mapping, str, Position]] = {}
         self.views: dict[str, tuple[Mapping, str, Position]] = {}
+        self.roles: dict[str, tuple[Mapping, str, Position]] = {}
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -264,6 +271,14 @@ class _Builder:
             if name in self.views and self._owned_elsewhere("view", name, self.views[name][1], solution, where):
                 continue
             self.views[name] = (spec, solution, where)
+
+    def _add_roles(self, solution: str, data: Mapping) -> None:
+        roles = data["roles"]
+        for name, spec in roles.items():
+            where = _pos(roles, name)
+            if name in self.roles and self._owned_elsewhere("role", name, self.roles[name][1], solution, where):
+                continue
+            self.roles[name] = (spec, solution, where)
 
     # ------------------------------------------------------------------ freezing
     def build_option_sets(self) -> dict[str, OptionSet]:
@@ -376,6 +391,8 @@ class _Builder:
         indexes = []
         for item, _solution in spec.indexes:
             columns = tuple(item["fields"])
+            if spec.removed.intersection(columns):
+                continue
             name = item.get("name") or f"ix_{spec.name}_{'_'.join(columns)}"[:60]
             indexes.append(Index(name=name, fields=columns, unique=bool(item.get("unique", False))))
         return Entity(
@@ -460,11 +477,15 @@ class _Checker:
                 f"title names unknown field {entity.title!r}{did_you_mean(entity.title, entity.fields)}",
             )
         for name in spec.search:
+            if name in spec.removed:
+                continue  # a removed field leaves search quietly (build_entity drops it)
             if name not in entity.fields:
                 self.add(where, entity.name, f"search names unknown field {name!r}{did_you_mean(name, entity.fields)}")
             elif entity.fields[name].kind.json_type != "string":
                 self.add(where, entity.name, f"search field {name!r} is {entity.fields[name].type}, not text")
         for item, _solution in spec.indexes:
+            if spec.removed.intersection(item["fields"]):
+                continue  # dropped with the removed field (build_entity)
             for index, name in enumerate(item["fields"]):
                 target = entity.fields.get(name)
                 if target is None and name not in SYSTEM_COLUMNS:
@@ -634,6 +655,34 @@ class _Checker:
             result.append(Validation(when=tree, message=Label.of(item["message"]), fields=fields, position=where))
         return tuple(result)
 
+    def build_roles(self, roles) -> dict[str, Role]:
+        result = {}
+        for name, (raw, solution, where) in roles.items():
+            subject = f"roles.{name}"
+            permissions = raw.get("permissions") or {}
+            for entity_name in permissions:
+                if entity_name != "*" and entity_name not in self.entities:
+                    self.add(_pos(permissions, entity_name, where), subject, f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}")
+            field_rules = raw.get("fields") or {}
+            for entity_name, rules in field_rules.items():
+                entity = self.entities.get(entity_name)
+                if entity is None:
+                    self.add(_pos(field_rules, entity_name, where), subject, f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}")
+                    continue
+                for field_name in rules:
+                    if field_name not in entity.fields:
+                        self.add(_pos(rules, field_name, where), subject, f"{entity_name} has no field {field_name!r}{did_you_mean(field_name, entity.fields)}")
+            result[name] = Role(
+                name=name,
+                label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
+                solution=solution,
+                admin=bool(raw.get("admin", False)),
+                permissions=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in permissions.items()}),
+                fields=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in field_rules.items()}),
+                position=where,
+            )
+        return result
+
     def build_views(self, views) -> dict[str, View]:
         result = {}
         for name, (raw, solution, where) in views.items():
@@ -730,6 +779,7 @@ def build_catalog(
     checker = _Checker(problems, preliminary, builder)
     entities = checker.run(builder.views)
     views = checker.build_views(builder.views)
+    roles = checker.build_roles(builder.roles)
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -749,10 +799,11 @@ def build_catalog(
         entities=MappingProxyType(entities),
         option_sets=MappingProxyType(option_sets),
         views=MappingProxyType(views),
+        roles=MappingProxyType(roles),
     )
 
 
-_KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3}
+_KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3, "roles": 4}
 
 
 def _by_kind(documents: Sequence[Document]) -> list[Document]:

@@ -202,6 +202,34 @@ class View:
     position: Position | None = field(default=None, compare=False)
 
 
+SCOPE_ORDER = {"none": 0, "own": 1, "team": 2, "all": 3}
+ACTIONS = ("create", "read", "update", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Per-entity scopes for each action and field-level rules.  ``permissions`` maps an
+    entity name (or ``*`` for any entity) to {action: none|own|team|all}; ``fields`` maps
+    ``entity`` -> {field: hidden|read_only}."""
+
+    name: str
+    label: Label
+    solution: str
+    admin: bool = False
+    permissions: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: EMPTY)
+    fields: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: EMPTY)
+    position: Position | None = field(default=None, compare=False)
+
+    def scope(self, entity: str, action: str) -> str:
+        if self.admin:
+            return "all"
+        for key in (entity, "*"):
+            rules = self.permissions.get(key)
+            if rules is not None and action in rules:
+                return rules[action]
+        return "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Solution:
     name: str

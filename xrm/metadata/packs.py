@@ -27,10 +27,11 @@ DOCUMENT_KINDS = {
     "extend": "extend",
     "option_sets": "option_sets",
     "views": "views",
+    "roles": "roles",
 }
 #: Folders whose YAML files hold definitions (other folders, such as data/ or demo/,
 #: are read by later stages).
-DEFINITION_FOLDERS = ("entities", "option_sets", "views")
+DEFINITION_FOLDERS = ("entities", "option_sets", "views", "roles")
 ENTRY_POINT_GROUP = "xrm.solutions"
 
 

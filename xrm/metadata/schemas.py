@@ -19,6 +19,7 @@ from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BASE_URL = "https://xrm.dev/schemas/"
 NAME_PATTERN = "^[a-z][a-z0-9_]*$"
+VERSION_PATTERN = "^\\d+\\.\\d+(\\.\\d+)?([.-]?[a-z0-9.]+)?$"
 
 LABEL = {
     "description": "A text, or a map of locale to text",
@@ -233,7 +234,7 @@ def solution_schema(defs: dict) -> dict:
         "Solution manifest (solution.yaml)",
         {
             "solution": {"type": "string", "pattern": NAME_PATTERN},
-            "version": {"type": "string", "pattern": "^\\d+\\.\\d+(\\.\\d+)?([.-]?[a-z0-9.]+)?$"},
+            "version": {"type": "string", "pattern": VERSION_PATTERN},
             "label": {"$ref": "#/$defs/label"},
             "description": {"$ref": "#/$defs/label"},
             "author": {"type": "string"},
@@ -345,6 +346,51 @@ def views_schema(defs: dict) -> dict:
     )
 
 
+SCOPES = ["none", "own", "team", "all"]
+
+
+def roles_schema(defs: dict) -> dict:
+    scope = {"enum": SCOPES}
+    return _document(
+        "Security roles",
+        {
+            "roles": {
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "label": {"$ref": "#/$defs/label"},
+                        "description": {"$ref": "#/$defs/label"},
+                        "admin": {"type": "boolean", "description": "full access, may customize"},
+                        "permissions": {
+                            "type": "object",
+                            "description": "entity (or * for every entity) -> scope per action",
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {"create": scope, "read": scope, "update": scope, "delete": scope},
+                                "additionalProperties": False,
+                            },
+                        },
+                        "fields": {
+                            "type": "object",
+                            "description": "entity -> field -> hidden | read_only",
+                            "additionalProperties": {
+                                "type": "object",
+                                "additionalProperties": {"enum": ["hidden", "read_only"]},
+                            },
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+            }
+        },
+        ["roles"],
+        defs,
+        "roles.schema.json",
+    )
+
+
 @cache
 def published_schemas() -> dict[str, dict]:
     """File name -> schema, as written to ``xrm/metadata/schemas/``."""
@@ -356,6 +402,7 @@ def published_schemas() -> dict[str, dict]:
         extend_schema(defs, field_ref),
         option_sets_schema(defs),
         views_schema(defs),
+        roles_schema(defs),
     ]
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
@@ -386,6 +433,7 @@ class Validators:
             "extend": extend_schema(defs, loose_field),
             "option_sets": option_sets_schema(defs),
             "views": views_schema(defs),
+            "roles": roles_schema(defs),
         }
         self.documents = {k: Draft202012Validator(v) for k, v in shells.items()}
         self.fields = {

@@ -303,13 +303,30 @@ def fts_table_name(entity: Entity) -> str:
     return f"{entity.name}__fts"
 
 
-def search_condition(entity: Entity, table, text: str, dialect: str):
+def search_condition(entity: Entity, table, text: str, dialect: str, exclude: set[str] = frozenset()):
     words = _WORD.findall(text or "")[:8]
     fields = search_fields(entity)
     if not words:
         return sa.true()
     if not fields:
         raise FilterError(f"{entity.name} has no searchable fields")
+    if exclude and any(f.name in exclude for f in fields):
+        # The user may not read some indexed fields: match only the ones they may read.
+        visible = [f for f in fields if f.name not in exclude]
+        if not visible:
+            return sa.false()
+        if dialect != "postgresql":
+            columns = " ".join(f.name for f in visible)
+            match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
+            fts = sa.table(fts_table_name(entity), sa.column("rowid"))
+            return table.c.id.in_(
+                sa.select(fts.c.rowid).where(
+                    sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(fts_query=f"{{{columns}}} : {match}")
+                )
+            )
+        return sa.and_(
+            *(sa.or_(*(sa.func.lower(table.c[f.name]).like(f"%{_like_escape(w.lower())}%", escape="\\") for f in visible)) for w in words)
+        )
     if dialect == "postgresql":
         query = " & ".join(f"{w.lower()}:*" for w in words)
         return tsvector_expression(table, fields).op("@@")(sa.func.to_tsquery("simple", query))

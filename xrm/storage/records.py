@@ -255,6 +255,8 @@ class Records:
         self._validate_stage(record, old, errors)
         if errors:
             return
+        if not self.entity.validations:
+            return
         getter = record_getter(record, self._related(unit))
         ctx = self.context()
         for validation in self.entity.validations:
@@ -334,6 +336,51 @@ class Records:
         if self.access is not None:
             self.access.check(self, action, record)
 
+    def _check_writes(self, values: Mapping[str, Any]) -> None:
+        if self.access is None:
+            return
+        locked = self.access.read_only(self.entity) & set(values)
+        if locked:
+            raise Forbidden(f"you may not change {', '.join(sorted(locked))}")
+
+    def readable_fields(self) -> list[str]:
+        hidden = self.access.hidden(self.entity) if self.access else set()
+        return [n for n in self.entity.fields if n not in hidden]
+
+    def writable_fields(self) -> list[str]:
+        locked = self.access.read_only(self.entity) if self.access else set()
+        return [n for n, f in self.entity.fields.items() if f.writable and n not in locked]
+
+    def _check_reads(self, tree, paths: Iterable[str]) -> None:
+        """A user may not filter, sort, select or search by what they may not read."""
+        if self.access is None:
+            return
+        from ..metadata.filters import conditions_of, resolve_path
+
+        checked = [(c.path, c.lookups) for c in conditions_of(tree)]
+        for path in paths:
+            _, lookups = resolve_path(self.entity, path, self.catalog.entity_of)
+            checked.append((tuple(path.split(".")), lookups))
+        for path, lookups in checked:
+            entity = self.entity
+            for step, lookup in zip(path, lookups):
+                if step in self.access.hidden(entity):
+                    raise FilterError("you may not read this field", ".".join(path))
+                entity = self.catalog.entity(lookup.params["to"])
+                if self.access.scope_of(entity.name, "read") == "none":
+                    raise FilterError(f"you may not read {entity.name} records", ".".join(path))
+            if path[-1] in self.access.hidden(entity):
+                raise FilterError("you may not read this field", ".".join(path))
+
+    def _strip_hidden(self, records: list[dict]) -> None:
+        if self.access is None:
+            return
+        hidden = self.access.hidden(self.entity)
+        if hidden:
+            for record in records:
+                for name in hidden:
+                    record.pop(name, None)
+
     # ------------------------------------------------------------------ writes
     def _prepare_new(self, unit: UnitOfWork, values: Mapping, now: dt.datetime, errors: dict) -> dict:
         record = self._coerce(values, errors, creating=True)
@@ -347,10 +394,13 @@ class Records:
     def create(self, values: Mapping[str, Any]) -> dict:
         """Create one record; returns it with id and version.  Raises ValidationFailed."""
         self._check_access("create")
+        self._check_writes(values)
         with self._unit() as unit:
             now = self.store.clock.now()
             errors: dict[str, list[str]] = {}
             record = self._prepare_new(unit, values, now, errors)
+            if self.access is not None:
+                self.access.check_owner(self, record.get("owner"))
             self._check_unique(unit, record, None, errors)
             if errors:
                 raise ValidationFailed(errors)
@@ -372,9 +422,15 @@ class Records:
 
     def _insert(self, unit: UnitOfWork, row: dict) -> int:
         try:
-            return unit.connection.execute(self.table.insert().values(row).returning(self.table.c.id)).scalar_one()
+            # Values go as parameters, not into the statement: one cached compiled form.
+            return unit.connection.execute(self._insert_statement(), row).scalar_one()
         except sa.exc.IntegrityError as exc:
             raise self._integrity(exc) from None
+
+    def _insert_statement(self):
+        return self.catalog.artifact(
+            ("insert-returning", self.entity.name), lambda: self.table.insert().returning(self.table.c.id)
+        )
 
     def _integrity(self, exc: sa.exc.IntegrityError) -> RecordError:
         text = str(exc.orig).lower()
@@ -436,6 +492,7 @@ class Records:
             now = self.store.clock.now()
             old = self._load_for_write(unit, record_id)
             self._check_access("update", old)
+            self._check_writes(values)
             if version is not None and old["version"] != version:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
             errors: dict[str, list[str]] = {}
@@ -461,9 +518,9 @@ class Records:
                 row["owner"] = changed["owner"][1]
             new_version = old["version"] + 1
             row.update(updated_at=now, updated_by=self.user_id, version=new_version)
-            statement = self.table.update().where(self.table.c.id == record_id, self.table.c.version == old["version"]).values(row)
+            row.update(_id=record_id, _version=old["version"])
             try:
-                result = unit.connection.execute(statement)
+                result = unit.connection.execute(self._update_statement(), row)
             except sa.exc.IntegrityError as exc:
                 raise self._integrity(exc) from None
             if result.rowcount != 1:
@@ -488,6 +545,13 @@ class Records:
             }
             unit.record_event("updated", self.entity.name, record_id, self.user_id, now, changes)
             return record
+
+    def _update_statement(self):
+        table = self.table
+        return self.catalog.artifact(
+            ("update-versioned", self.entity.name),
+            lambda: table.update().where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_version")),
+        )
 
     def delete(self, record_id: int, version: int | None = None) -> None:
         with self._unit() as unit:
@@ -526,8 +590,11 @@ class Records:
             now = self.store.clock.now()
             prepared: list[tuple[int, dict]] = []
             for index, values in enumerate(rows):
+                self._check_writes(values)
                 errors: dict[str, list[str]] = {}
                 record = self._prepare_new(unit, values, now, errors)
+                if self.access is not None and not errors:
+                    self.access.check_owner(self, record.get("owner"))
                 if errors:
                     result.failures[index] = errors
                 else:
@@ -546,9 +613,7 @@ class Records:
                 column_rows = [{**self._columns(record), **system} for _, record in batch]
                 column_rows = _uniform(column_rows)
                 try:
-                    ids = unit.connection.execute(
-                        self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True), column_rows
-                    ).scalars().all()
+                    ids = self._insert_many(unit.connection, column_rows)
                 except sa.exc.IntegrityError as exc:
                     raise self._integrity(exc) from None
                 records = []
@@ -564,6 +629,20 @@ class Records:
                 unit.flush()
                 result.ids.extend(ids)
         return result
+
+    def _insert_many(self, conn: sa.Connection, rows: list[dict]) -> list[int]:
+        if self.dialect == "sqlite":
+            # The write lock is held (BEGIN IMMEDIATE), so ids past the current maximum are
+            # ours; assigning them lets SQLite take one executemany instead of a statement
+            # per row, which ordered RETURNING would need there.
+            start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(self.table.c.id), 0))).scalar_one() + 1
+            ids = list(range(start, start + len(rows)))
+            for row, ident in zip(rows, ids):
+                row["id"] = ident
+            conn.execute(self.table.insert(), rows)
+            return ids
+        statement = self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True)
+        return list(conn.execute(statement, rows).scalars())
 
     def _bulk_unique(self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult) -> None:
         for f in self.plan.unique:
@@ -626,6 +705,7 @@ class Records:
         """A keyset page of records; ``after`` is the ``next_cursor`` of the previous page."""
         limit = max(1, min(int(limit), Q.MAX_PAGE))
         tree = self.parse_filter(filter)
+        self._check_reads(tree, [*(fields or ()), *(p for p, _ in Q.normalize_sort(self.entity, self.catalog, sort))])
         ctx = self.context()
         builder = Q.builder(self.catalog, self.entity, ctx, self.dialect)
         sort_spec = Q.normalize_sort(self.entity, self.catalog, sort)
@@ -639,7 +719,7 @@ class Records:
         if scope is not None:
             conditions.append(scope)
         if search:
-            conditions.append(Q.search_condition(self.entity, self.table, search, self.dialect))
+            conditions.append(self._search(search))
         if after:
             keyset = Q.Keyset.decode(after, sort_spec, sort_fields)
             conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
@@ -659,6 +739,7 @@ class Records:
         for row in rows:
             record = self._record({k: v for k, v in row.items() if not k.startswith("_sort")})
             records.append(record)
+        self._strip_hidden(records)
         cursor = None
         if more and rows:
             last = rows[-1]
@@ -669,6 +750,7 @@ class Records:
     def count(self, filter=None, *, search: str | None = None, cap: int = 10_000) -> Count:
         """Exact up to ``cap``; beyond it an estimate (``exact`` is False)."""
         tree = self.parse_filter(filter)
+        self._check_reads(tree, ())
         builder = Q.builder(self.catalog, self.entity, self.context(), self.dialect)
         conditions = []
         if tree is not None:
@@ -677,7 +759,7 @@ class Records:
         if scope is not None:
             conditions.append(scope)
         if search:
-            conditions.append(Q.search_condition(self.entity, self.table, search, self.dialect))
+            conditions.append(self._search(search))
         inner = sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions).limit(cap + 1).subquery()
         with self.store.engine.connect() as conn:
             value = conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
@@ -685,6 +767,10 @@ class Records:
                 return Count(value, True)
             estimate = self._estimate(conn, builder, conditions)
         return Count(max(estimate, cap + 1), False)
+
+    def _search(self, text: str):
+        hidden = self.access.hidden(self.entity) if self.access else set()
+        return Q.search_condition(self.entity, self.table, text, self.dialect, exclude=hidden)
 
     def _estimate(self, conn, builder, conditions) -> int:
         if self.dialect == "postgresql":
@@ -698,7 +784,9 @@ class Records:
         return 0
 
     def history(self, record_id: int) -> list[dict]:
-        """The audit trail of a record, oldest first."""
+        """The audit trail of a record, oldest first (hidden fields left out)."""
+        self.get(record_id, fields=["id"])  # NotFound unless this user may read the record
+        hidden = self.access.hidden(self.entity) if self.access else set()
         a = T.audit
         with self.store.engine.connect() as conn:
             rows = conn.execute(
@@ -706,7 +794,16 @@ class Records:
                 .where(a.c.entity == self.entity.name, a.c.record_id == record_id)
                 .order_by(a.c.id)
             ).mappings()
-            return [dict(r) for r in rows]
+            result = []
+            for row in rows:
+                entry = dict(row)
+                if entry["field"] in hidden:
+                    continue
+                for key in ("old", "new"):
+                    if isinstance(entry[key], dict) and hidden:
+                        entry[key] = {k: v for k, v in entry[key].items() if k not in hidden}
+                result.append(entry)
+            return result
 
 
 def T_ID(value) -> int:

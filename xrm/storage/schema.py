@@ -152,6 +152,7 @@ def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
     plan = SchemaPlan()
     wanted = list(tables.tables.values()) + list(tables.links.values())
     dialect = connection.dialect
+    search_owned = {search.index_name(e) for e in tables.catalog.entities.values()}  # not ours to drop
     for table in wanted:
         if table.name not in existing:
             plan.create_tables.append(table.name)
@@ -174,7 +175,7 @@ def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
             if index.name not in present:
                 plan.add_indexes.append((table.name, index.name))
         for name in present - declared:
-            if name and name.startswith(("ix_", "uq_")) and not name.startswith(f"ix_{PLATFORM_PREFIX}"):
+            if name and name.startswith(("ix_", "uq_")) and not name.startswith(f"ix_{PLATFORM_PREFIX}") and name not in search_owned:
                 plan.drop_indexes.append((table.name, name))
     plan.search_indexes = [e.name for e in tables.catalog.entities.values() if search.needs_rebuild(connection, inspector, e)]
     known = {t.name for t in wanted}

@@ -13,7 +13,8 @@ from ..metadata import Entity
 from .query import fts_table_name, search_fields, tsvector_expression
 
 
-def _pg_index_name(entity: Entity) -> str:
+def index_name(entity: Entity) -> str:
+    """The PostgreSQL search index of an entity (schema sync leaves it to this module)."""
     return f"ix_{entity.name}_search"[:60]
 
 
@@ -27,7 +28,7 @@ def needs_rebuild(conn: sa.Connection, inspector, entity: Entity) -> bool:
         if not wanted:
             return False
         row = conn.execute(
-            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": _pg_index_name(entity)}
+            sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = :n"), {"n": index_name(entity)}
         ).first()
         return row is None or _pg_signature(wanted) not in row[0].replace('"', "")
     name = fts_table_name(entity)
@@ -48,9 +49,14 @@ def _sqlite_signature(columns: list[str]) -> str:
 def rebuild(conn: sa.Connection, entity: Entity, table: sa.Table) -> None:
     columns = _wanted_columns(entity)
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f'DROP INDEX IF EXISTS "{_pg_index_name(entity)}"'))
+        conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index_name(entity)}"'))
         if columns:
-            sa.Index(_pg_index_name(entity), tsvector_expression(table, search_fields(entity)), postgresql_using="gin").create(conn)
+            # An expression index needs a table to be created against; a detached copy keeps
+            # it out of the catalog's cached Table (whose indexes are the planned ones).
+            shadow = table.to_metadata(sa.MetaData())
+            index = sa.Index(index_name(entity), tsvector_expression(shadow, search_fields(entity)), postgresql_using="gin")
+            shadow.append_constraint(index)
+            index.create(conn)
         return
     name = fts_table_name(entity)
     for suffix in ("ai", "ad", "au"):

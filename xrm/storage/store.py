@@ -27,7 +27,9 @@ from . import tables as T
 from .database import WRITE, create_engine, default_url, is_postgres
 from .schema import SchemaPlan, apply_schema, plan_schema
 from .tables import tables_for
+from .security import Access, Principal, load_principal
 from .unit import UnitOfWork
+from .users import Users
 
 SCHEMA_LOCK_KEY = 0x58524D  # "XRM": advisory lock taken by whoever changes the schema
 
@@ -39,7 +41,7 @@ class Clock:
         return dt.datetime.now(dt.UTC)
 
 
-class Store:
+class Store(Users):
     def __init__(self, url: str | None = None, *, clock: Clock | None = None, **engine_options):
         self.url = url or default_url()
         self.engine = create_engine(self.url, **engine_options)
@@ -216,16 +218,21 @@ class Store:
     def current_unit(self) -> UnitOfWork | None:
         return self._current.get()
 
-    def records(self, entity: str, user_id: int | None = None):
+    def records(self, entity: str, user_id: int | None = None, *, principal: Principal | None = None):
+        """The records service for one entity.  With a principal, its roles apply to every
+        read and write; without one, the caller is the platform itself (full access)."""
         from .records import Records
 
         catalog = self.refresh()
-        return Records(self, catalog, catalog.entity(entity), user_id)
+        if principal is None:
+            return Records(self, catalog, catalog.entity(entity), user_id)
+        access = catalog.artifact(("access", principal), lambda: Access(catalog, principal))
+        return Records(
+            self, catalog, catalog.entity(entity), principal.user_id, tz=principal.tz, locale=principal.locale, access=access
+        )
 
-    def add_user(self, email: str, name: str | None = None, *, locale: str = "en", time_zone: str = "UTC", password_hash: str | None = None) -> int:
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            return conn.execute(
-                T.users.insert()
-                .values(email=email.lower(), name=name or email, locale=locale, time_zone=time_zone, password_hash=password_hash, created_at=self.clock.now())
-                .returning(T.users.c.id)
-            ).scalar_one()
+    def principal(self, user_id: int) -> Principal | None:
+        """The active user's principal (roles and teams), or None."""
+        catalog = self.refresh()
+        with self.engine.connect() as conn:
+            return load_principal(conn, catalog, user_id)

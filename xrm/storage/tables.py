@@ -75,6 +75,25 @@ users = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
+user_roles = sa.Table(
+    "xrm_user_role",
+    platform,
+    sa.Column("user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(64), primary_key=True),
+)
+
+tokens = sa.Table(
+    "xrm_token",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False, server_default=""),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 of the token
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
 teams = sa.Table(
     "xrm_team",
     platform,

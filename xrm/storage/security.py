@@ -1,0 +1,161 @@
+"""Record- and field-level security, applied where queries are built.
+
+A principal's roles give, per entity and action, a scope (none / own / team / all; the
+union of several roles is the widest) and per field a rule (visible / read_only / hidden;
+the most permissive role wins).  ``Access.scope`` returns the SQL condition that every
+read for that user includes — lists, gets, counts, related lists, search, and later
+reports and exports all go through ``Records.query``/``count``, so none can forget it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from ..metadata import Catalog, Entity
+from ..metadata.model import ACTIONS, SCOPE_ORDER
+from . import tables as T
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .records import Records
+
+VISIBLE, READ_ONLY, HIDDEN = "visible", "read_only", "hidden"
+_RULE_ORDER = {HIDDEN: 0, READ_ONLY: 1, VISIBLE: 2}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a user with roles and teams (``user_id`` None: the platform itself)."""
+
+    user_id: int | None
+    roles: tuple[str, ...] = ()
+    team_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+    locale: str = "en"
+    tz: str = "UTC"
+    email: str = ""
+    name: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Access:
+    """What one principal may do, compiled per catalog version."""
+
+    def __init__(self, catalog: Catalog, principal: Principal):
+        self.catalog = catalog
+        self.principal = principal
+        roles = [catalog.roles[r] for r in principal.roles if r in catalog.roles]
+        self.is_admin = principal.is_admin or any(r.admin for r in roles)
+        self._roles = roles
+        self._scopes: dict[tuple[str, str], str] = {}
+        self._rules: dict[str, dict[str, str]] = {}
+
+    def scope_of(self, entity: str, action: str) -> str:
+        key = (entity, action)
+        if key not in self._scopes:
+            if self.is_admin:
+                scope = "all"
+            else:
+                scope = max((r.scope(entity, action) for r in self._roles), key=SCOPE_ORDER.__getitem__, default="none")
+            self._scopes[key] = scope
+        return self._scopes[key]
+
+    def field_rules(self, entity: Entity) -> dict[str, str]:
+        """field -> hidden | read_only, for the fields that are not simply visible."""
+        if entity.name not in self._rules:
+            rules: dict[str, str] = {}
+            if not self.is_admin and self._roles:
+                for name in entity.fields:
+                    best = max(
+                        (r.fields.get(entity.name, {}).get(name, VISIBLE) for r in self._roles),
+                        key=_RULE_ORDER.__getitem__,
+                    )
+                    if best != VISIBLE:
+                        rules[name] = best
+            self._rules[entity.name] = rules
+        return self._rules[entity.name]
+
+    def hidden(self, entity: Entity) -> set[str]:
+        return {n for n, r in self.field_rules(entity).items() if r == HIDDEN}
+
+    def read_only(self, entity: Entity) -> set[str]:
+        return set(self.field_rules(entity))
+
+    def allowed_actions(self, entity: str) -> dict[str, str]:
+        return {action: self.scope_of(entity, action) for action in ACTIONS}
+
+    # -- SQL
+    def scope_condition(self, table: sa.Table, entity: str, action: str):
+        scope = self.scope_of(entity, action)
+        if scope == "all":
+            return None
+        uid = self.principal.user_id
+        if scope == "none" or uid is None:
+            return sa.false()
+        if scope == "own":
+            return table.c.owner == uid
+        members = sa.select(T.team_members.c.user_id).where(T.team_members.c.team_id.in_(list(self.principal.team_ids) or [-1]))
+        return sa.or_(table.c.owner == uid, table.c.owner.in_(members))
+
+    # -- records service hooks
+    def scope(self, records: Records, builder, action: str):
+        return self.scope_condition(records.table, records.entity.name, action)
+
+    def check(self, records: Records, action: str, record: dict | None) -> None:
+        from .records import Forbidden
+
+        entity = records.entity.name
+        scope = self.scope_of(entity, action)
+        if scope == "none":
+            raise Forbidden(f"you may not {action} {entity} records")
+        if record is None or scope == "all":
+            return
+        owner, uid = record.get("owner"), self.principal.user_id
+        if owner == uid:
+            return
+        if scope == "team" and owner is not None and self._same_team(records, owner):
+            return
+        raise Forbidden(f"you may not {action} this {entity}")
+
+    def check_owner(self, records: Records, owner) -> None:
+        """On create with scope own/team, the new record must belong to the user (or team)."""
+        from .records import Forbidden
+
+        scope = self.scope_of(records.entity.name, "create")
+        if scope == "all" or owner == self.principal.user_id:
+            return
+        if scope == "team" and owner is not None and self._same_team(records, owner):
+            return
+        raise Forbidden(f"you may not create {records.entity.name} records owned by someone else")
+
+    def _same_team(self, records: Records, owner: int) -> bool:
+        if not self.principal.team_ids:
+            return False
+        with records.store.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(T.team_members.c.user_id).where(
+                    T.team_members.c.user_id == owner, T.team_members.c.team_id.in_(list(self.principal.team_ids))
+                )
+            ).first()
+        return found is not None
+
+
+def load_principal(conn: sa.Connection, catalog: Catalog, user_id: int) -> Principal | None:
+    user = conn.execute(sa.select(T.users).where(T.users.c.id == user_id)).first()
+    if user is None or not user.active:
+        return None
+    roles = tuple(conn.execute(sa.select(T.user_roles.c.role).where(T.user_roles.c.user_id == user_id).order_by(T.user_roles.c.role)).scalars())
+    teams = tuple(conn.execute(sa.select(T.team_members.c.team_id).where(T.team_members.c.user_id == user_id)).scalars())
+    is_admin = any(catalog.roles[r].admin for r in roles if r in catalog.roles)
+    return Principal(
+        user_id=user.id,
+        roles=roles,
+        team_ids=teams,
+        is_admin=is_admin,
+        locale=user.locale,
+        tz=user.time_zone,
+        email=user.email,
+        name=user.name,
+    )

@@ -1,0 +1,140 @@
+"""Platform users, their roles and teams, passwords and API tokens.
+
+Passwords are hashed with werkzeug's scrypt/pbkdf2 helpers; API tokens are random
+256-bit strings shown once and stored only as their SHA-256 digest (a token has enough
+entropy that a slow hash adds nothing but latency on every API call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import tables as T
+from .database import WRITE
+
+TOKEN_PREFIX = "xrm_"
+
+
+class UserError(ValueError):
+    pass
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Users:
+    """User administration bound to one store (mixed into Store)."""
+
+    engine: sa.Engine
+
+    def _write(self):
+        return self.engine.connect().execution_options(**WRITE)
+
+    def add_user(
+        self,
+        email: str,
+        name: str | None = None,
+        *,
+        password: str | None = None,
+        roles: Iterable[str] = (),
+        teams: Iterable[str] = (),
+        locale: str = "en",
+        time_zone: str = "UTC",
+        password_hash: str | None = None,
+    ) -> int:
+        email = email.strip().lower()
+        if "@" not in email:
+            raise UserError(f"not an email address: {email!r}")
+        roles = list(roles)
+        catalog = self.refresh()
+        unknown = [r for r in roles if r not in catalog.roles]
+        if unknown:
+            raise UserError(f"unknown role {unknown[0]!r} (known: {', '.join(sorted(catalog.roles)) or 'none'})")
+        if password is not None:
+            password_hash = generate_password_hash(password)
+        with self._write() as conn, conn.begin():
+            if conn.execute(sa.select(T.users.c.id).where(T.users.c.email == email)).first():
+                raise UserError(f"a user with email {email} exists already")
+            user_id = conn.execute(
+                T.users.insert()
+                .values(email=email, name=name or email.split("@")[0], locale=locale, time_zone=time_zone, password_hash=password_hash, created_at=self.clock.now())
+                .returning(T.users.c.id)
+            ).scalar_one()
+            for role in roles:
+                conn.execute(T.user_roles.insert().values(user_id=user_id, role=role))
+            for team in teams:
+                conn.execute(T.team_members.insert().values(team_id=self._team_id(conn, team), user_id=user_id))
+        return user_id
+
+    def _team_id(self, conn, name: str) -> int:
+        found = conn.execute(sa.select(T.teams.c.id).where(T.teams.c.name == name)).scalar()
+        if found is not None:
+            return found
+        return conn.execute(T.teams.insert().values(name=name).returning(T.teams.c.id)).scalar_one()
+
+    def set_roles(self, user_id: int, roles: Iterable[str]) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(T.user_roles.delete().where(T.user_roles.c.user_id == user_id))
+            for role in roles:
+                conn.execute(T.user_roles.insert().values(user_id=user_id, role=role))
+
+    def add_to_team(self, user_id: int, team: str) -> int:
+        with self._write() as conn, conn.begin():
+            team_id = self._team_id(conn, team)
+            exists = conn.execute(
+                sa.select(T.team_members.c.user_id).where(T.team_members.c.team_id == team_id, T.team_members.c.user_id == user_id)
+            ).first()
+            if not exists:
+                conn.execute(T.team_members.insert().values(team_id=team_id, user_id=user_id))
+            return team_id
+
+    def set_password(self, user_id: int, password: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(T.users.update().where(T.users.c.id == user_id).values(password_hash=generate_password_hash(password)))
+
+    def user(self, user_id: int):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(T.users).where(T.users.c.id == user_id)).first()
+
+    def user_by_email(self, email: str):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(T.users).where(T.users.c.email == email.strip().lower())).first()
+
+    def check_password(self, email: str, password: str):
+        """The active user with this email and password, or None."""
+        user = self.user_by_email(email)
+        if user is None or not user.active or not user.password_hash:
+            # Hash anyway so that a missing account takes as long as a wrong password.
+            check_password_hash(generate_password_hash("x"), password)
+            return None
+        return user if check_password_hash(user.password_hash, password) else None
+
+    def create_token(self, user_id: int, name: str = "") -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._write() as conn, conn.begin():
+            conn.execute(T.tokens.insert().values(user_id=user_id, name=name, token_hash=_digest(token), created_at=self.clock.now()))
+        return token
+
+    def user_for_token(self, token: str):
+        if not token or not token.startswith(TOKEN_PREFIX):
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(T.users)
+                .join(T.tokens, T.tokens.c.user_id == T.users.c.id)
+                .where(T.tokens.c.token_hash == _digest(token), T.tokens.c.revoked.is_(False), T.users.c.active.is_(True))
+            ).first()
+
+    def revoke_token(self, token: str) -> bool:
+        with self._write() as conn, conn.begin():
+            return conn.execute(T.tokens.update().where(T.tokens.c.token_hash == _digest(token)).values(revoked=True)).rowcount == 1
+
+    def users(self) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(T.users).order_by(T.users.c.id)).all()
