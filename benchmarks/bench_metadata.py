@@ -71,7 +71,7 @@ def _rss_mb(rss_kb: int) -> float:
 
 # ------------------------------------------------------------------------ the generated pack
 _SCALARS = [
-    ("text", "{type: text, max_length: 120, label: {{en: {label}, ru: {label}}}}"),
+    ("text", "{type: text, max_length: 120, label: {en: LABEL, ru: LABEL}}"),
     ("long_text", "{type: long_text}"),
     ("integer", "{type: integer, min: 0}"),
     ("decimal", "{type: decimal, precision: 12, scale: 3}"),
@@ -152,7 +152,7 @@ def generate_pack(folder: Path, entities: int = 500, fields: int = 40, seed: int
                 lines.append(f'  {fname}: {{type: decimal, formula: "amount * {rnd.randint(2, 9)} + quantity"}}')
             else:
                 type_name, spec = rnd.choice(_SCALARS)
-                lines.append(f"  {fname}: " + spec.format(label=f"F{extra}"))
+                lines.append(f"  {fname}: " + spec.replace("LABEL", f"Field {extra}"))
             count += 1
         lines += [
             "validations:",

@@ -52,7 +52,7 @@ from .source import Node, Position
 
 LAYER = "customization"
 DEFAULT_KEYWORDS = {
-    "current_user": ("user", "lookup"),
+    "current_user": ("user",),
     "today": ("date", "datetime"),
     "now": ("datetime",),
 }
@@ -387,7 +387,7 @@ class _Builder:
                     next=tuple(step["next"]) if step.get("next") is not None else None,
                     roles=tuple(step.get("roles") or ()),
                 )
-            stages = StageFlow(field=raw["field"], steps=MappingProxyType(steps))
+            stages = StageFlow(field=raw["field"], steps=MappingProxyType(steps), probability_field=raw.get("probability_field"))
         indexes = []
         for item, _solution in spec.indexes:
             columns = tuple(item["fields"])
@@ -508,6 +508,8 @@ class _Checker:
                     self.add(_pos(raw.get("to"), index, field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
         if field.type == "children":
             self.check_children(entity, field, raw, subject)
+        if field.required and field.params.get("on_delete") == "set_null":
+            self.add(_vpos(raw, "on_delete", field.position), subject, "a required lookup cannot use on_delete: set_null (use restrict or cascade)")
         if field.required and field.computed:
             self.add(field.position, subject, "a computed field cannot be required")
         if field.unique and not field.stored:
@@ -570,6 +572,11 @@ class _Checker:
                 self.add(where, subject, f"formula does arithmetic on {name!r}, which is {other.type}, not a number or date")
             if other is not None and other.type in ("children", "many_to_many"):
                 self.add(where, subject, f"formula uses {name!r}, which holds many records; use a rollup")
+        from jinja2 import nodes
+
+        for node in expr.find_all((nodes.Getattr, nodes.Getitem)):
+            if isinstance(node.node, nodes.Name) and node.node.name in entity.fields:
+                self.add(where, subject, f"formula reads {node.node.name}.{getattr(node, 'attr', '...')}: formulas use this record's own fields only")
 
     def check_formula_cycles(self, entity: Entity) -> None:
         graph: dict[str, set[str]] = {}
@@ -622,6 +629,10 @@ class _Checker:
         if field is None or field.type != "choice":
             self.add(_vpos(raw, "field", where), entity.name, f"stages need a choice field; {flow.field!r} is {'unknown' if field is None else field.type}{did_you_mean(flow.field, entity.fields) if field is None else ''}")
             return
+        if flow.probability_field is not None:
+            target = entity.fields.get(flow.probability_field)
+            if target is None or not target.kind.numeric or not target.writable:
+                self.add(_vpos(raw, "probability_field", where), entity.name, f"probability_field {flow.probability_field!r} must be a writable number field{did_you_mean(flow.probability_field, entity.fields) if target is None else ''}")
         steps = raw["steps"]
         for name, stage in flow.steps.items():
             step_where = _pos(steps, name, where)
@@ -724,6 +735,10 @@ class _Checker:
                 if value is None:
                     continue
                 target = entity.fields.get(value)
+                if target is None and value in SYSTEM_COLUMNS:
+                    from .filters import system_field
+
+                    target = system_field(entity.name, value)
                 if target is None or target.type not in types:
                     ok = False
                     found = "unknown" if target is None else target.type

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from functools import cache
+from functools import cache, lru_cache
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 #: Names every formula may use besides the record's fields.
-FORMULA_GLOBALS = frozenset({"today", "now"})
+#: Names every formula may use besides the record's fields (see ``environment``).
+FORMULA_GLOBALS = frozenset({"today", "now", "round", "abs", "min", "max", "Decimal"})
 _ARITHMETIC = (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Pow)
 
 
@@ -33,7 +34,9 @@ class ExpressionError(ValueError):
     pass
 
 
+@lru_cache(maxsize=4096)
 def parse_expression(source: str) -> nodes.Expr:
+    """The expression's syntax tree: shared between callers (cached), so read it only."""
     env = environment()
     try:
         parsed = env.parse("{{ (" + source + ") }}")
@@ -75,7 +78,10 @@ def compile_formula(source: str):
 
 def evaluate_formula(source: str, values: dict, now: dt.datetime | None = None):
     now = now or dt.datetime.now(dt.UTC)
-    context = {**values, "today": now.date(), "now": now}
+    # Decimals become floats so that literals such as 0.9 mix with them; the field type
+    # rounds the result back to its own precision.
+    context = {k: float(v) if isinstance(v, decimal.Decimal) else v for k, v in values.items()}
+    context.update(today=now.date(), now=now)
     try:
         return compile_formula(source)(**context)
     except (TypeError, ArithmeticError, decimal.InvalidOperation):

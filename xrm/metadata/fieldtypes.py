@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-
 if TYPE_CHECKING:  # pragma: no cover
+    import sqlalchemy as sa
+
     from .model import Field
 
 UTC = dt.UTC
@@ -66,32 +65,17 @@ ALL_OPS = TEXT_OPS | DATE_OPS | SET_OPS
 
 
 # ------------------------------------------------------------------------- column types
-class UTCDateTime(sa.types.TypeDecorator):
-    """Aware datetimes in, aware UTC datetimes out; stored as naive UTC on every database."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if isinstance(value, str):  # raw SQLite text from an expression column
-            value = dt.datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)
+#: Column helpers live in .columns (SQLAlchemy is imported only when tables are built);
+#: they stay importable from here.
+_COLUMN_HELPERS = ("UTCDateTime", "json_column", "ID_TYPE")
 
 
-def json_column():
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+def __getattr__(name: str):
+    if name in _COLUMN_HELPERS:
+        from . import columns
 
-
-ID_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+        return getattr(columns, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------ registry
@@ -196,6 +180,8 @@ class TextType(FieldType):
     default_length = 255
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.String(field.params.get("max_length") or self.default_length)
 
     def coerce(self, field, value):
@@ -230,6 +216,8 @@ class LongTextType(TextType):
     operators = TEXT_OPS - {"in", "not_in"}
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Text()
 
     def coerce(self, field, value):
@@ -281,6 +269,8 @@ class EmailType(TextType):
     operators = TEXT_OPS
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.String(254)
 
     def coerce(self, field, value):
@@ -305,6 +295,8 @@ class PhoneType(TextType):
     params = {"region": {"type": "string", "pattern": "^[A-Z]{2}$"}}
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.String(32)
 
     def coerce(self, field, value):
@@ -343,6 +335,8 @@ class UrlType(TextType):
     params = {}
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.String(2048)
 
     def coerce(self, field, value):
@@ -396,6 +390,8 @@ class IntegerType(_NumberType):
     json_type = "integer"
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
     def coerce(self, field, value):
@@ -452,6 +448,8 @@ class DecimalType(_NumberType):
         return field.params.get("scale", self.default_scale)
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Numeric(
             field.params.get("precision", self.default_precision), self.scale(field)
         )
@@ -524,6 +522,8 @@ class MoneyType(DecimalType):
     default_scale = 2
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Numeric(18, 2)
 
     def scale(self, field):
@@ -549,6 +549,8 @@ class PercentType(DecimalType):
     default_precision, default_scale = 9, 2  # coerce must refuse what the column cannot hold
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Numeric(self.default_precision, 2)
 
     def scale(self, field):
@@ -605,6 +607,8 @@ class BooleanType(FieldType):
     computable = True
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Boolean()
 
     def coerce(self, field, value):
@@ -647,6 +651,8 @@ class DateType(FieldType):
     computable = True
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Date()
 
     def coerce(self, field, value):
@@ -710,6 +716,8 @@ class DateTimeType(FieldType):
     computable = True
 
     def column_type(self, field):
+        from .columns import UTCDateTime
+
         return UTCDateTime()
 
     def coerce(self, field, value, tz: str | None = None):
@@ -765,6 +773,8 @@ class TimeType(FieldType):
     operators = ORDERED_OPS
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.Time()
 
     def coerce(self, field, value):
@@ -886,6 +896,8 @@ class ChoiceType(FieldType):
     operators = EQUALITY_OPS
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.String(64)
 
     def coerce(self, field, value):
@@ -934,6 +946,8 @@ class MultiChoiceType(ChoiceType):
     json_type = "array"
 
     def column_type(self, field):
+        from .columns import json_column
+
         return json_column()
 
     def coerce(self, field, value):
@@ -976,6 +990,8 @@ class TagsType(FieldType):
     json_type = "array"
 
     def column_type(self, field):
+        from .columns import json_column
+
         return json_column()
 
     def coerce(self, field, value):
@@ -1040,6 +1056,8 @@ class LookupType(FieldType):
     json_type = "integer"
 
     def column_type(self, field):
+        from .columns import ID_TYPE
+
         return ID_TYPE
 
     def coerce(self, field, value):
@@ -1072,6 +1090,10 @@ class AnyLookupType(FieldType):
     json_type = "object"
 
     def columns(self, field):
+        import sqlalchemy as sa
+
+        from .columns import ID_TYPE
+
         return [(f"{field.name}_entity", sa.String(64)), (f"{field.name}_id", ID_TYPE)]
 
     def coerce(self, field, value):
@@ -1153,6 +1175,8 @@ class AutonumberType(FieldType):
     operators = TEXT_OPS
 
     def column_type(self, field):
+        import sqlalchemy as sa
+
         return sa.String(64)
 
     @staticmethod
@@ -1261,6 +1285,8 @@ class FileType(FieldType):
     json_type = "object"
 
     def column_type(self, field):
+        from .columns import json_column
+
         return json_column()
 
     def coerce(self, field, value):
@@ -1297,6 +1323,8 @@ class JsonType(FieldType):
     json_type = "object"
 
     def column_type(self, field):
+        from .columns import json_column
+
         return json_column()
 
     def coerce(self, field, value):

@@ -187,7 +187,7 @@ def _condition(raw, entity, entity_of):
 
 
 def _coerce_one(field: Field, value):
-    if value == "current_user" and field.type in ("user", "lookup"):
+    if value == "current_user" and field.type == "user":
         return CURRENT_USER
     if field.type in ("multi_choice",):
         return ChoiceType.coerce(field.kind, field, value)  # one option of the set

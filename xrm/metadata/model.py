@@ -147,6 +147,7 @@ class Stage:
 class StageFlow:
     field: str
     steps: Mapping[str, Stage]
+    probability_field: str | None = None  # set from the stage's probability on change
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ ROLLUP = {
     "properties": {
         "children": {"type": "string"},
         **{agg: {"type": "string"} for agg in ROLLUP_AGGREGATES if agg != "count"},
-        "count": {"type": "boolean"},
+        "count": {"const": True},
         "filter": {"$ref": "#/$defs/filter"},
     },
     "required": ["children"],
@@ -116,13 +116,17 @@ def field_schema(type_name: str) -> dict:
     kind = FIELD_TYPES[type_name]
     properties = dict(COMMON_FIELD_KEYS)
     properties["type"] = {"const": type_name}
+    required = ["type", *kind.required_params]
     if kind.computable:
         properties.update(COMPUTED_KEYS)
+    if type_name == "rollup":
+        properties["rollup"] = COMPUTED_KEYS["rollup"]
+        required.append("rollup")
     properties.update(kind.params)
     return {
         "type": "object",
         "properties": properties,
-        "required": ["type", *kind.required_params],
+        "required": required,
         "additionalProperties": False,
     }
 
@@ -195,6 +199,10 @@ def _entity_properties(field_ref: dict) -> dict:
                         },
                         "additionalProperties": False,
                     },
+                },
+                "probability_field": {
+                    "type": "string",
+                    "description": "a field set to the stage's probability when the stage changes",
                 },
             },
             "required": ["field", "steps"],

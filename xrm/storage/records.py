@@ -28,6 +28,7 @@ from ..metadata.model import SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
 from . import query as Q
 from . import tables as T
+from .fastpath import CompiledInsert
 from .tables import tables_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,7 +104,11 @@ class EntityPlan:
     def __init__(self, catalog: Catalog, entity: Entity):
         self.entity = entity
         fields = entity.fields
-        self.writable = {n: f for n, f in fields.items() if f.writable}
+        # read_only fields are closed to users but open to the platform (workflow, imports
+        # run as the system); computed fields are closed to everyone.
+        self.writable = {n: f for n, f in fields.items() if not f.computed}
+        self.read_only = {n for n, f in fields.items() if f.read_only}
+        self.formula_inputs = dict.fromkeys(fields)
         self.stored_inputs = {n: f for n, f in self.writable.items() if f.stored}
         self.m2m = {n: f for n, f in self.writable.items() if f.type == "many_to_many"}
         self.required = [f for f in fields.values() if f.required]
@@ -214,6 +219,9 @@ class Records:
                 else:
                     errors.setdefault(name, []).append(f"unknown field{did_you_mean(name, writable)}")
                 continue
+            if name in self.plan.read_only and self.access is not None:
+                errors.setdefault(name, []).append(f"{name} is read-only")
+                continue
             try:
                 if f.type == "datetime":  # a time without zone is the user's local time
                     coerced[name] = f.kind.coerce(f, value, tz=self.tz)
@@ -238,12 +246,16 @@ class Records:
                 record[f.name] = f.kind.coerce(f, default)
 
     def _compute(self, record: dict, now: dt.datetime) -> None:
+        if not self.plan.formulas:
+            return
+        values = {**self.plan.formula_inputs, **record}  # absent fields are None, not undefined
         for f in self.plan.formulas:
-            value = evaluate_formula(f.formula, record, now)
+            value = evaluate_formula(f.formula, values, now)
             try:
                 record[f.name] = f.kind.coerce(f, value) if value is not None else None
             except CoercionError:
                 record[f.name] = None
+            values[f.name] = record[f.name]
 
     def _validate(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
         for f in self.plan.required:
@@ -273,6 +285,9 @@ class Records:
         if new_stage is None or new_stage == old_stage:
             return
         stage = flow.steps.get(new_stage)
+        if stage is not None and stage.probability is not None and flow.probability_field:
+            target = self.entity.fields[flow.probability_field]
+            record[flow.probability_field] = target.kind.coerce(target, stage.probability)
         if old_stage is not None and old_stage in flow.steps:
             allowed = flow.steps[old_stage].next
             if allowed is not None and new_stage not in allowed:
@@ -349,7 +364,9 @@ class Records:
 
     def writable_fields(self) -> list[str]:
         locked = self.access.read_only(self.entity) if self.access else set()
-        return [n for n, f in self.entity.fields.items() if f.writable and n not in locked]
+        if self.access is not None:
+            locked = locked | self.plan.read_only
+        return [n for n, f in self.entity.fields.items() if not f.computed and n not in locked]
 
     def _check_reads(self, tree, paths: Iterable[str]) -> None:
         """A user may not filter, sort, select or search by what they may not read."""
@@ -422,15 +439,13 @@ class Records:
 
     def _insert(self, unit: UnitOfWork, row: dict) -> int:
         try:
-            # Values go as parameters, not into the statement: one cached compiled form.
-            return unit.connection.execute(self._insert_statement(), row).scalar_one()
+            return self._insert_statement().execute(unit.connection, row)
         except sa.exc.IntegrityError as exc:
             raise self._integrity(exc) from None
 
     def _insert_statement(self):
-        return self.catalog.artifact(
-            ("insert-returning", self.entity.name), lambda: self.table.insert().returning(self.table.c.id)
-        )
+        dialect = self.store.engine.dialect
+        return self.catalog.artifact(("insert-returning", self.entity.name), lambda: CompiledInsert(self.table, dialect))
 
     def _integrity(self, exc: sa.exc.IntegrityError) -> RecordError:
         text = str(exc.orig).lower()
@@ -570,12 +585,47 @@ class Records:
             unit.record_event("deleted", self.entity.name, record_id, self.user_id, now, None)
 
     def _after_write(self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now) -> None:
-        """Recompute parents' rollups over this entity, for old and new parents."""
+        """Keep parents' rollups over this entity current, for old and new parents.
+
+        Sums and counts move by the change's delta (one UPDATE per parent, whatever the
+        number of children); averages, minimums and maximums are recomputed."""
         for lookup, parent, rollup_field in self.plan.rollup_targets:
+            rollup = rollup_field.rollup
+            if rollup.aggregate in ("sum", "count"):
+                deltas = self._rollup_deltas(unit, lookup, rollup, new, old or ())
+                if deltas:
+                    statement = self.catalog.artifact(("rollup-delta", parent.name, rollup_field.name), lambda p=parent, f=rollup_field: _delta_statement(self.tables[p.name], f))
+                    unit.add_rollup_deltas(statement, deltas)
+                continue
             ids = {r.get(lookup.name) for r in new} | {r.get(lookup.name) for r in (old or ())}
             ids.discard(None)
             if ids:
                 refresh_rollup(unit.connection, self.catalog, self.entity, lookup, parent, rollup_field, ids)
+
+    def _rollup_deltas(self, unit, lookup: Field, rollup, new, old) -> dict:
+        tree = None
+        if rollup.filter is not None:
+            tree = self.catalog.artifact(("rollup-filter", self.entity.name, lookup.name, id(rollup)), lambda: parse_filter(rollup.filter, self.entity, self.catalog.entity_of))
+        ctx = FilterContext()
+        related = self._related(unit)
+
+        def contribution(record):
+            if record.get(lookup.name) is None:
+                return 0
+            if tree is not None and not matches(tree, record_getter(record, related), ctx):
+                return 0
+            if rollup.aggregate == "count":
+                return 1
+            return record.get(rollup.field) or 0
+
+        deltas: dict = {}
+        for sign, records in ((1, new), (-1, old)):
+            for record in records:
+                amount = contribution(record)
+                if amount:
+                    parent_id = record[lookup.name]
+                    deltas[parent_id] = deltas.get(parent_id, 0) + sign * amount
+        return {pid: d for pid, d in deltas.items() if d}
 
     def bulk_create(self, rows: Iterable[Mapping[str, Any]], *, partial: bool = False, batch_size: int = 500) -> BulkResult:
         """Create many records with the same validation, in multi-row batches.
@@ -820,6 +870,15 @@ def _uniform(rows: list[dict]) -> list[dict]:
     if all(len(row) == len(keys) for row in rows):
         return rows
     return [{k: row.get(k) for k in keys} for row in rows]
+
+
+def _delta_statement(table: sa.Table, rollup_field: Field):
+    column = table.c[rollup_field.name]
+    return (
+        table.update()
+        .where(table.c.id == sa.bindparam("_pid"))
+        .values({column: sa.func.coalesce(column, 0) + sa.bindparam("_delta", type_=column.type)})
+    )
 
 
 def refresh_rollup(conn, catalog: Catalog, child: Entity, lookup: Field, parent: Entity, rollup_field: Field, parent_ids) -> None:

@@ -31,6 +31,8 @@ class UnitOfWork:
         self.outbox_rows: list[dict] = []
         self.events: list[tuple[str, dict]] = []
         self.cache: dict[Any, Any] = {}  # per-transaction memo (related records, counters)
+        # Rollup sums/counts accumulate here and are applied once, before commit.
+        self.rollup_deltas: dict[Any, dict[int, Any]] = {}
 
     def record_event(self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None) -> None:
         self.outbox_rows.append(
@@ -38,8 +40,18 @@ class UnitOfWork:
         )
         self.events.append((event, {"entity": entity, "record_id": record_id, "user_id": user_id, "changes": changes}))
 
+    def add_rollup_deltas(self, statement, deltas: dict[int, Any]) -> None:
+        pending = self.rollup_deltas.setdefault(statement, {})
+        for parent_id, delta in deltas.items():
+            pending[parent_id] = pending.get(parent_id, 0) + delta
+
     def flush(self) -> None:
-        """Write the buffered audit and outbox rows in two multi-row statements."""
+        """Apply buffered rollup deltas; write audit and outbox rows in multi-row statements."""
+        for statement, deltas in self.rollup_deltas.items():
+            params = [{"_pid": pid, "_delta": delta} for pid, delta in deltas.items() if delta]
+            if params:
+                self.connection.execute(statement, params)
+        self.rollup_deltas = {}
         if self.audit_rows:
             self.connection.execute(T.audit.insert(), self.audit_rows)
             self.audit_rows = []
