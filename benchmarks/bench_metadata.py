@@ -134,7 +134,9 @@ def generate_pack(folder: Path, entities: int = 500, fields: int = 40, seed: int
             lines.append(f"  subs: {{type: children, entity: {child}, via: parent}}")
             lines.append("  subs_total: {type: money, rollup: {children: subs, sum: amount}}")
         else:
-            lines.append('  label_text: {type: formula, expression: "name ~ \' \' ~ code", result: text}')
+            lines.append(
+                "  label_text: {type: formula, expression: \"name ~ ' ' ~ code\", result: text}"
+            )
             lines.append("  flags: {type: multi_choice, options: set_01}")
         count = len(lines) - 5
         extra = 0
@@ -143,13 +145,19 @@ def generate_pack(folder: Path, entities: int = 500, fields: int = 40, seed: int
             fname = f"f{extra:02d}"
             extra += 1
             if kind < 0.15:
-                lines.append(f"  {fname}: {{type: choice, options: set_{rnd.randrange(OPTION_SETS):02d}}}")
+                lines.append(
+                    f"  {fname}: {{type: choice, options: set_{rnd.randrange(OPTION_SETS):02d}}}"
+                )
             elif kind < 0.2:
-                lines.append(f"  {fname}: {{type: multi_choice, options: set_{rnd.randrange(OPTION_SETS):02d}}}")
+                lines.append(
+                    f"  {fname}: {{type: multi_choice, options: set_{rnd.randrange(OPTION_SETS):02d}}}"
+                )
             elif kind < 0.28:
                 lines.append(f"  {fname}: {{type: lookup, to: {names[rnd.randrange(entities)]}}}")
             elif kind < 0.33:
-                lines.append(f'  {fname}: {{type: decimal, formula: "amount * {rnd.randint(2, 9)} + quantity"}}')
+                lines.append(
+                    f'  {fname}: {{type: decimal, formula: "amount * {rnd.randint(2, 9)} + quantity"}}'
+                )
             else:
                 type_name, spec = rnd.choice(_SCALARS)
                 lines.append(f"  {fname}: " + spec.replace("LABEL", f"Field {extra}"))

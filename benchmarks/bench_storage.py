@@ -69,7 +69,14 @@ CHUNK = 5000  # rows per bulk_create call (one transaction each) when measuring 
 
 STAGES = ("prospecting", "qualification", "proposal", "negotiation", "won", "lost")
 STAGE_WEIGHTS = (30, 20, 15, 15, 10, 10)
-PROBABILITY = {"prospecting": 10, "qualification": 20, "proposal": 50, "negotiation": 80, "won": 100, "lost": 0}
+PROBABILITY = {
+    "prospecting": 10,
+    "qualification": 20,
+    "proposal": 50,
+    "negotiation": 80,
+    "won": 100,
+    "lost": 0,
+}
 OPEN_STAGES = ["prospecting", "qualification", "proposal", "negotiation"]
 LIST_COLUMNS = ["name", "account", "amount", "close_date", "stage", "owner"]
 LIST_FILTER = ["stage", "in", OPEN_STAGES]
@@ -135,10 +142,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="rows in the table for the read figures (default: 1,000,000 on PostgreSQL, 200,000 on SQLite; at least 1,000)",
     )
-    parser.add_argument("--database", help="database URL (default: $XRM_DATABASE_URL, else a temporary SQLite file)")
-    parser.add_argument("--create", type=int, default=5000, help="records created one at a time per side (default 5,000; at most rows/4)")
-    parser.add_argument("--bulk", type=int, default=20000, help="records bulk-created per side (default 20,000; at most rows/4)")
-    parser.add_argument("--repeats", type=int, default=25, help="timed repeats of each read (default 25)")
+    parser.add_argument(
+        "--database", help="database URL (default: $XRM_DATABASE_URL, else a temporary SQLite file)"
+    )
+    parser.add_argument(
+        "--create",
+        type=int,
+        default=5000,
+        help="records created one at a time per side (default 5,000; at most rows/4)",
+    )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=20000,
+        help="records bulk-created per side (default 20,000; at most rows/4)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=25, help="timed repeats of each read (default 25)"
+    )
     parser.add_argument("--seed", type=int, default=20240601, help="seed of the generated data")
     parser.add_argument(
         "--profile",
@@ -230,7 +251,9 @@ def plain_copy(source: sa.Table, name: str, referenced: list[sa.Table]) -> sa.Ta
         table.to_metadata(metadata)
     columns = []
     for column in source.columns:
-        foreign_keys = [sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete) for fk in column.foreign_keys]
+        foreign_keys = [
+            sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete) for fk in column.foreign_keys
+        ]
         columns.append(
             sa.Column(
                 column.name,
@@ -243,7 +266,11 @@ def plain_copy(source: sa.Table, name: str, referenced: list[sa.Table]) -> sa.Ta
         )
     table = sa.Table(name, metadata, *columns)
     for index in source.indexes:
-        sa.Index(short_name(f"ix_{name}_{'_'.join(c.name for c in index.columns)}"), *(table.c[c.name] for c in index.columns), unique=index.unique)
+        sa.Index(
+            short_name(f"ix_{name}_{'_'.join(c.name for c in index.columns)}"),
+            *(table.c[c.name] for c in index.columns),
+            unique=index.unique,
+        )
     return table
 
 
@@ -303,7 +330,9 @@ class StorageBench:
         accounts = self.store.records("account", self.user_id)
         rnd = random.Random(self.args.seed)
         account_count = max(100, min(2000, rows // 100))
-        account_ids = accounts.bulk_create([{"name": f"Account {i} {rnd.randrange(10**6)}"} for i in range(account_count)]).ids
+        account_ids = accounts.bulk_create(
+            [{"name": f"Account {i} {rnd.randrange(10**6)}"} for i in range(account_count)]
+        ).ids
         self.maker = RowMaker(self.args.seed, account_ids)
         self.records = self.store.records(ENTITY, self.user_id)
         tables = tables_for(self.store.catalog)
@@ -326,7 +355,14 @@ class StorageBench:
     def core_rows(self, rows: list[dict]) -> list[dict]:
         now = self.store.clock.now()
         uid = self.user_id
-        system = {"created_at": now, "updated_at": now, "created_by": uid, "updated_by": uid, "owner": uid, "version": 1}
+        system = {
+            "created_at": now,
+            "updated_at": now,
+            "created_by": uid,
+            "updated_by": uid,
+            "owner": uid,
+            "version": 1,
+        }
         return [{**row, **system} for row in rows]
 
     # -- writes
@@ -393,7 +429,9 @@ class StorageBench:
 
     def profile_writes(self) -> None:
         rows = self.maker.rows(min(2000, BATCH * 4))
-        with profiled(f"Records.create x{len(rows)} in store.transaction() batches of {BATCH}", True):
+        with profiled(
+            f"Records.create x{len(rows)} in store.transaction() batches of {BATCH}", True
+        ):
             self.records_single(rows)
         rows = self.maker.rows(CHUNK)
         with profiled(f"Records.bulk_create of {len(rows)} rows, batch_size {BATCH}", True):
@@ -419,12 +457,19 @@ class StorageBench:
     def core_first_page(self, after: tuple | None = None) -> list:
         t = self.table
         columns = [t.c.id, t.c.version, *(t.c[name] for name in LIST_COLUMNS)]
-        statement = sa.select(*columns).where(t.c.stage.in_(OPEN_STAGES)).order_by(t.c.close_date, t.c.id).limit(PAGE)
+        statement = (
+            sa.select(*columns)
+            .where(t.c.stage.in_(OPEN_STAGES))
+            .order_by(t.c.close_date, t.c.id)
+            .limit(PAGE)
+        )
         with self.engine.connect() as conn:
             return conn.execute(statement).mappings().all()
 
     def records_page(self, after: str | None = None):
-        return self.records.query(LIST_FILTER, sort=LIST_SORT, fields=LIST_COLUMNS, limit=PAGE, after=after)
+        return self.records.query(
+            LIST_FILTER, sort=LIST_SORT, fields=LIST_COLUMNS, limit=PAGE, after=after
+        )
 
     def measure_reads(self) -> None:
         from xrm.storage.query import Keyset
@@ -450,11 +495,23 @@ class StorageBench:
         order = (t.c.close_date.asc().nulls_last(), t.c.id)
         with self.engine.connect() as conn:
             last = conn.execute(
-                sa.select(t.c.close_date, t.c.id).where(t.c.stage.in_(OPEN_STAGES)).order_by(*order).offset((deep - 1) * PAGE - 1).limit(1)
+                sa.select(t.c.close_date, t.c.id)
+                .where(t.c.stage.in_(OPEN_STAGES))
+                .order_by(*order)
+                .offset((deep - 1) * PAGE - 1)
+                .limit(1)
             ).one()
-            expected = conn.execute(
-                sa.select(t.c.id).where(t.c.stage.in_(OPEN_STAGES)).order_by(*order).offset((deep - 1) * PAGE).limit(PAGE)
-            ).scalars().all()
+            expected = (
+                conn.execute(
+                    sa.select(t.c.id)
+                    .where(t.c.stage.in_(OPEN_STAGES))
+                    .order_by(*order)
+                    .offset((deep - 1) * PAGE)
+                    .limit(PAGE)
+                )
+                .scalars()
+                .all()
+            )
         close_date = self.store.catalog.entity(ENTITY).fields["close_date"]
         cursor = Keyset([("close_date", "asc")], [last.close_date], last.id).encode([close_date])
         page = self.records_page(cursor)
@@ -473,11 +530,16 @@ class StorageBench:
         self.say("adding fields to the full table")
         times = []
         for i in range(3):
-            document = {"extend": ENTITY, "fields": {f"bench_note_{i}": {"type": "text", "max_length": 100}}}
+            document = {
+                "extend": ENTITY,
+                "fields": {f"bench_note_{i}": {"type": "text", "max_length": 100}},
+            }
             with Stopwatch() as watch:
                 _catalog, plan = self.store.customize("extend", document)
             if (ENTITY, f"bench_note_{i}") not in plan.add_columns:
-                raise AssertionError(f"customize did not add opportunity.bench_note_{i}: {plan.lines()}")
+                raise AssertionError(
+                    f"customize did not add opportunity.bench_note_{i}: {plan.lines()}"
+                )
             times.append(watch.ms)
         self.result["add_field_ms"] = median(times)
 
@@ -488,7 +550,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     say = (lambda message: None) if args.quiet else progress
     started = clock()
-    with bench_database(args.database, args.keep, say) as (url, engine_options), tempfile.TemporaryDirectory(prefix="xrm-bench-pack-") as pack_root:
+    with (
+        bench_database(args.database, args.keep, say) as (url, engine_options),
+        tempfile.TemporaryDirectory(prefix="xrm-bench-pack-") as pack_root,
+    ):
         dialect = _dialect(url)
         rows = args.rows or (1_000_000 if dialect == "postgresql" else 200_000)
         create_n = min(args.create, rows // 4)
@@ -527,4 +592,3 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":  # pragma: no cover
     print(to_json(main(sys.argv[1:])))
-

@@ -107,7 +107,9 @@ def test_unknown_document_kind(problems_of):
 # ----------------------------------------------------------------------- schema level
 def test_unknown_field_key_suggests_the_right_one(problems_of):
     problem = only(problems_of(entity("entity: a\nfields:\n  name: {type: text, max_lenght: 5}\n")))
-    assert problem.startswith("p/entities/a.yaml:3:22: a.name: unknown key 'max_lenght' in text fields")
+    assert problem.startswith(
+        "p/entities/a.yaml:3:22: a.name: unknown key 'max_lenght' in text fields"
+    )
     assert problem.endswith("did you mean 'max_length'?")
 
 
@@ -118,18 +120,25 @@ def test_unknown_document_key_suggests_the_right_one(problems_of):
 
 
 def test_wrong_value_type(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  name: {type: text, required: maybe}\n")))
+    problem = only(
+        problems_of(entity("entity: a\nfields:\n  name: {type: text, required: maybe}\n"))
+    )
     assert problem == "p/entities/a.yaml:3:32: a.name: required: expected boolean, got str 'maybe'"
 
 
 def test_wrong_value_type_in_a_parameter(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  name: {type: text, max_length: long}\n")))
+    problem = only(
+        problems_of(entity("entity: a\nfields:\n  name: {type: text, max_length: long}\n"))
+    )
     assert problem.startswith("p/entities/a.yaml:3:34: a.name: max_length: expected integer")
 
 
 def test_unknown_field_type_with_suggestion(problems_of):
     problem = only(problems_of(entity("entity: a\nfields:\n  n: {type: integr}\n")))
-    assert problem == "p/entities/a.yaml:3:13: a.n: unknown field type 'integr'; did you mean 'integer'?"
+    assert (
+        problem
+        == "p/entities/a.yaml:3:13: a.n: unknown field type 'integr'; did you mean 'integer'?"
+    )
 
 
 def test_field_without_type(problems_of):
@@ -155,7 +164,11 @@ def test_invalid_name(problems_of):
 
 # ------------------------------------------------------------------- references
 def test_lookup_to_unknown_entity(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  other: {type: lookup, to: b}\n  x: {type: integer}\n")))
+    problem = only(
+        problems_of(
+            entity("entity: a\nfields:\n  other: {type: lookup, to: b}\n  x: {type: integer}\n")
+        )
+    )
     assert problem == "p/entities/a.yaml:3:29: a.other: points at unknown entity 'b'"
 
 
@@ -186,7 +199,9 @@ def test_unknown_option_set(problems_of):
 
 
 def test_option_listed_twice(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  s:\n    type: choice\n    options: [x, y, x]\n")))
+    problem = only(
+        problems_of(entity("entity: a\nfields:\n  s:\n    type: choice\n    options: [x, y, x]\n"))
+    )
     assert problem == "p/entities/a.yaml:5:21: a.s: option 'x' is listed twice"
 
 
@@ -206,25 +221,46 @@ def test_children_via_a_field_that_is_not_a_lookup_back(problems_of):
 # --------------------------------------------------------------------- formulas and rollups
 def test_formula_with_unknown_field(problems_of):
     problem = only(
-        problems_of(entity("entity: a\nfields:\n  x: {type: integer}\n  y: {type: integer, formula: 'x + z'}\n"))
+        problems_of(
+            entity(
+                "entity: a\nfields:\n  x: {type: integer}\n  y: {type: integer, formula: 'x + z'}\n"
+            )
+        )
     )
     assert problem == "p/entities/a.yaml:4:31: a.y: formula uses unknown field 'z'"
 
 
 def test_formula_that_is_a_bare_unknown_name(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  cost: {type: money}\n  y: {type: money, formula: costs}\n")))
-    assert problem == "p/entities/a.yaml:4:29: a.y: formula uses unknown field 'costs'; did you mean 'cost'?"
+    problem = only(
+        problems_of(
+            entity(
+                "entity: a\nfields:\n  cost: {type: money}\n  y: {type: money, formula: costs}\n"
+            )
+        )
+    )
+    assert (
+        problem
+        == "p/entities/a.yaml:4:29: a.y: formula uses unknown field 'costs'; did you mean 'cost'?"
+    )
 
 
 def test_formula_arithmetic_on_a_text_field(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  t: {type: text}\n  y: {type: integer, formula: 't * 2'}\n")))
+    problem = only(
+        problems_of(
+            entity(
+                "entity: a\nfields:\n  t: {type: text}\n  y: {type: integer, formula: 't * 2'}\n"
+            )
+        )
+    )
     assert problem == (
         "p/entities/a.yaml:4:31: a.y: formula does arithmetic on 't', which is text, not a number or date"
     )
 
 
 def test_formula_syntax_error(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  y: {type: integer, formula: '1 +'}\n")))
+    problem = only(
+        problems_of(entity("entity: a\nfields:\n  y: {type: integer, formula: '1 +'}\n"))
+    )
     assert problem.startswith("p/entities/a.yaml:3:31: a.y: formula syntax: ")
 
 
@@ -244,9 +280,16 @@ def test_formula_cycle(problems_of):
 
 def test_rollup_over_a_field_that_is_not_children(problems_of):
     problem = only(
-        problems_of(entity("entity: a\nfields:\n  t: {type: text}\n  s: {type: money, rollup: {children: t, sum: amount}}\n"))
+        problems_of(
+            entity(
+                "entity: a\nfields:\n  t: {type: text}\n  s: {type: money, rollup: {children: t, sum: amount}}\n"
+            )
+        )
     )
-    assert problem == "p/entities/a.yaml:4:28: a.s: rollup over 't', which is not a children field of a"
+    assert (
+        problem
+        == "p/entities/a.yaml:4:28: a.s: rollup over 't', which is not a children field of a"
+    )
 
 
 def test_rollup_sum_of_a_text_field(problems_of):
@@ -261,7 +304,10 @@ def test_rollup_sum_of_a_text_field(problems_of):
             "p/entities/b.yaml": "entity: b\nfields:\n  a: {type: lookup, to: a}\n  note: {type: text}\n",
         }
     )
-    assert only(problems) == "p/entities/a.yaml:4:28: a.s: cannot sum b.note, which is text, not a number"
+    assert (
+        only(problems)
+        == "p/entities/a.yaml:4:28: a.s: cannot sum b.note, which is text, not a number"
+    )
 
 
 # ------------------------------------------------------------------------------ stages
@@ -275,12 +321,18 @@ def test_stage_requires_unknown_field(problems_of):
 
 def test_stage_that_is_not_an_option(problems_of):
     problem = only(problems_of(entity(STAGED + "    one: {}\n    tow: {}\n")))
-    assert problem == "p/entities/a.yaml:8:5: a.stages: stage 'tow' is not an option of st; did you mean 'two'?"
+    assert (
+        problem
+        == "p/entities/a.yaml:8:5: a.stages: stage 'tow' is not an option of st; did you mean 'two'?"
+    )
 
 
 def test_stages_over_a_field_that_is_not_a_choice(problems_of):
     text = "entity: a\nfields:\n  st: {type: text}\nstages:\n  field: st\n  steps:\n    one: {}\n"
-    assert only(problems_of(entity(text))) == "p/entities/a.yaml:5:10: a: stages need a choice field; 'st' is text"
+    assert (
+        only(problems_of(entity(text)))
+        == "p/entities/a.yaml:5:10: a: stages need a choice field; 'st' is text"
+    )
 
 
 # ------------------------------------------------------------------------------- names
@@ -302,7 +354,9 @@ def test_reserved_word_as_entity_name(problems_of):
 
 def test_platform_names_are_kept(problems_of):
     problems = problems_of(entity("entity: xrm_log\nfields:\n  x: {type: text}\n"))
-    assert only(problems).startswith("p/entities/a.yaml:1:9: xrm_log: entity name 'xrm_log' is in the platform's own")
+    assert only(problems).startswith(
+        "p/entities/a.yaml:1:9: xrm_log: entity name 'xrm_log' is in the platform's own"
+    )
 
 
 def test_system_column_as_field_name(problems_of):
@@ -365,12 +419,19 @@ def test_field_defined_twice_by_an_extension(problems_of):
             "q/entities/a.yaml": "extend: a\nfields:\n  n: {type: text}\n",
         }
     )
-    assert only(problems) == "q/entities/a.yaml:3:3: a.n: field 'n' is already defined by solution 'p'"
+    assert (
+        only(problems) == "q/entities/a.yaml:3:3: a.n: field 'n' is already defined by solution 'p'"
+    )
 
 
 def test_missing_dependency(problems_of):
-    problems = problems_of({"p/solution.yaml": "solution: p\nversion: 1.0.0\ndepends: {nosuch: '>=1'}\n"})
-    assert only(problems) == "p/solution.yaml:3:11: p: depends on solution 'nosuch', which was not found"
+    problems = problems_of(
+        {"p/solution.yaml": "solution: p\nversion: 1.0.0\ndepends: {nosuch: '>=1'}\n"}
+    )
+    assert (
+        only(problems)
+        == "p/solution.yaml:3:11: p: depends on solution 'nosuch', which was not found"
+    )
 
 
 def test_version_range_not_satisfied(problems_of):
@@ -385,9 +446,14 @@ def test_version_range_not_satisfied(problems_of):
 
 def test_invalid_version_range(problems_of):
     problems = problems_of(
-        {"p/solution.yaml": MANIFEST, "q/solution.yaml": "solution: q\nversion: 1.0.0\ndepends: {p: 'one or two'}\n"}
+        {
+            "p/solution.yaml": MANIFEST,
+            "q/solution.yaml": "solution: q\nversion: 1.0.0\ndepends: {p: 'one or two'}\n",
+        }
     )
-    assert only(problems).startswith("q/solution.yaml:3:11: q: invalid version range 'one or two' for 'p'")
+    assert only(problems).startswith(
+        "q/solution.yaml:3:11: q: invalid version range 'one or two' for 'p'"
+    )
 
 
 def test_invalid_version_is_reported_once(problems_of):
@@ -421,18 +487,31 @@ def test_dependency_found_on_the_search_path(problems_of, tmp_path, monkeypatch)
 # ------------------------------------------------------------------------ defaults
 def test_bad_default_value(problems_of):
     problem = only(problems_of(entity("entity: a\nfields:\n  n: {type: integer, default: lots}\n")))
-    assert problem == "p/entities/a.yaml:3:31: a.n: default 'lots' does not fit: expected a whole number"
+    assert (
+        problem
+        == "p/entities/a.yaml:3:31: a.n: default 'lots' does not fit: expected a whole number"
+    )
 
 
 def test_bad_default_option(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  s: {type: choice, options: [low, high], default: hihg}\n")))
-    assert problem.startswith("p/entities/a.yaml:3:52: a.s: default 'hihg' does not fit: 'hihg' is not an option")
+    problem = only(
+        problems_of(
+            entity("entity: a\nfields:\n  s: {type: choice, options: [low, high], default: hihg}\n")
+        )
+    )
+    assert problem.startswith(
+        "p/entities/a.yaml:3:52: a.s: default 'hihg' does not fit: 'hihg' is not an option"
+    )
     assert problem.endswith("did you mean 'high'?")
 
 
 def test_default_keyword_on_the_wrong_type(problems_of):
-    problem = only(problems_of(entity("entity: a\nfields:\n  n: {type: integer, default: today}\n")))
-    assert problem == "p/entities/a.yaml:3:31: a.n: default 'today' does not apply to integer fields"
+    problem = only(
+        problems_of(entity("entity: a\nfields:\n  n: {type: integer, default: today}\n"))
+    )
+    assert (
+        problem == "p/entities/a.yaml:3:31: a.n: default 'today' does not apply to integer fields"
+    )
 
 
 # ----------------------------------------------------------- filters in validations and views
@@ -445,7 +524,10 @@ def _validation(condition: str) -> dict[str, str]:
 
 def test_validation_filter_with_unknown_field(problems_of):
     problem = only(problems_of(_validation("[amout, eq, 1]")))
-    assert problem == "p/entities/a.yaml:6:11: a.validations: amout: a has no field 'amout'; did you mean 'amount'?"
+    assert (
+        problem
+        == "p/entities/a.yaml:6:11: a.validations: amout: a has no field 'amout'; did you mean 'amount'?"
+    )
 
 
 def test_validation_filter_with_unknown_operator(problems_of):
@@ -457,10 +539,15 @@ def test_validation_filter_with_unknown_operator(problems_of):
 
 def test_validation_filter_with_wrong_value_type(problems_of):
     problem = only(problems_of(_validation("{all: [[amount, gt, 1], [amount, lt, many]]}")))
-    assert problem == "p/entities/a.yaml:6:11: a.validations: amount: bad value for 'lt': expected a whole number"
+    assert (
+        problem
+        == "p/entities/a.yaml:6:11: a.validations: amount: bad value for 'lt': expected a whole number"
+    )
 
 
-VIEW_ENTITY = "entity: a\nfields:\n  amount: {type: integer}\n  s: {type: choice, options: [x, y]}\n"
+VIEW_ENTITY = (
+    "entity: a\nfields:\n  amount: {type: integer}\n  s: {type: choice, options: [x, y]}\n"
+)
 
 
 def _view(body: str) -> dict[str, str]:
@@ -473,12 +560,17 @@ def _view(body: str) -> dict[str, str]:
 
 def test_view_filter_with_unknown_field(problems_of):
     problem = only(problems_of(_view("  v1: {entity: a, filter: [amout, eq, 1]}\n")))
-    assert problem == "p/views/v.yaml:2:27: views.v1: filter: amout: a has no field 'amout'; did you mean 'amount'?"
+    assert (
+        problem
+        == "p/views/v.yaml:2:27: views.v1: filter: amout: a has no field 'amout'; did you mean 'amount'?"
+    )
 
 
 def test_view_filter_with_unknown_operator(problems_of):
     problem = only(problems_of(_view("  v1: {entity: a, filter: [s, starts_with, x]}\n")))
-    assert problem.startswith("p/views/v.yaml:2:27: views.v1: filter: s: operator 'starts_with' does not apply to choice fields")
+    assert problem.startswith(
+        "p/views/v.yaml:2:27: views.v1: filter: s: operator 'starts_with' does not apply to choice fields"
+    )
 
 
 def test_view_filter_with_wrong_value_type(problems_of):
@@ -489,7 +581,11 @@ def test_view_filter_with_wrong_value_type(problems_of):
 
 
 def test_view_columns_and_sort(problems_of):
-    problems = problems_of(_view("  v1:\n    entity: a\n    columns: [amount, amounts]\n    sort: [[s, asc], [q, desc]]\n"))
+    problems = problems_of(
+        _view(
+            "  v1:\n    entity: a\n    columns: [amount, amounts]\n    sort: [[s, asc], [q, desc]]\n"
+        )
+    )
     assert problems == [
         "p/views/v.yaml:4:23: views.v1: columns: a has no field 'amounts'; did you mean 'amount'?",
         "p/views/v.yaml:5:22: views.v1: sort: a has no field 'q'",
@@ -560,7 +656,9 @@ def test_a_refused_entity_is_not_reported_again_where_it_is_used(problems_of):
             "p/views/v.yaml": "views:\n  v: {entity: a}\n",
         }
     )
-    assert problems == ["p/entities/a.yaml:3:13: a.n: unknown field type 'integr'; did you mean 'integer'?"]
+    assert problems == [
+        "p/entities/a.yaml:3:13: a.n: unknown field type 'integr'; did you mean 'integer'?"
+    ]
 
 
 PLANTED_MISTAKES = [
@@ -620,7 +718,9 @@ def test_cli_check_reports_problems_and_exits_1(problems_of, capsys):
     problems_of(entity("entity: a\nfields:\n  n: {type: integer, default: x}\n  t: {type: txt}\n"))
     assert xrm_main(["check", "p"]) == 1
     captured = capsys.readouterr()
-    assert captured.out.splitlines() == ["p/entities/a.yaml:4:13: a.t: unknown field type 'txt'; did you mean 'text'?"]
+    assert captured.out.splitlines() == [
+        "p/entities/a.yaml:4:13: a.t: unknown field type 'txt'; did you mean 'text'?"
+    ]
     assert captured.err.strip() == "1 problem found"
 
 
@@ -628,7 +728,10 @@ def test_cli_check_of_a_folder_without_packs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
     assert xrm_main(["check", "empty"]) == 1
-    assert capsys.readouterr().out.strip() == "empty:1:1: no solution.yaml here or in the folders inside"
+    assert (
+        capsys.readouterr().out.strip()
+        == "empty:1:1: no solution.yaml here or in the folders inside"
+    )
 
 
 # ------------------------------------------------------------------------ the catalog
@@ -770,7 +873,9 @@ def test_customization_layer_can_remove_a_field():
 
 def test_removing_a_searched_and_indexed_field_takes_it_out_of_search_and_indexes():
     packs = resolve_packs([CORE])
-    catalog = build_catalog(packs, layer=_layer({"extend": "account", "remove": ["email", "tax_id"]}))
+    catalog = build_catalog(
+        packs, layer=_layer({"extend": "account", "remove": ["email", "tax_id"]})
+    )
     account = catalog.entity("account")
     assert account.search == ("name", "phone", "website")
     assert account.indexes == ()
@@ -822,7 +927,10 @@ def test_core_pack_validates_against_published_schemas(folder, schema):
     files = sorted((CORE / folder).glob("*.yaml")) if folder != "." else [CORE / "solution.yaml"]
     assert files
     for path in files:
-        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text(encoding="utf-8")))]
+        errors = [
+            e.message
+            for e in validator.iter_errors(yaml.safe_load(path.read_text(encoding="utf-8")))
+        ]
         assert errors == [], f"{path}: {errors}"
 
 
@@ -835,3 +943,23 @@ def test_published_entity_schema_catches_what_the_loader_catches():
     for doc in (bad_key, bad_type, no_target):
         assert list(validator.iter_errors(doc)), doc
     assert list(validator.iter_errors(good)) == []
+
+
+def test_benchmark_pack_generator_builds_a_valid_catalog(tmp_path):
+    """The metadata benchmark's generated pack stays loadable as the engine evolves."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_metadata", ROOT / "benchmarks" / "bench_metadata.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    generated = bench.generate_pack(tmp_path / "bench", entities=12, fields=40)
+    catalog = load_catalog([tmp_path / "bench"])
+    assert len(catalog.entities) == 12
+    assert catalog.field_count == generated["fields"] == 12 * 40
+    assert len(catalog.views) == generated["views"]
+    first = catalog.entity("thing_000")
+    assert first.fields["subs"].type == "children"
+    assert first.fields["subs_total"].rollup.field == "amount"
+    assert first.fields["total"].formula == "amount * quantity"

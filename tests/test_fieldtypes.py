@@ -86,7 +86,12 @@ CASES: dict[str, Case] = {
     "text": Case(
         params={"max_length": 10},
         good=[("  Acme ", "Acme"), (42, "42"), ("", None), ("   ", None), ("x" * 10, "x" * 10)],
-        bad=[("x" * 11, "at most 10 characters (got 11)"), (True, "expected text"), ({"a": 1}, "expected text"), ([1], "expected text")],
+        bad=[
+            ("x" * 11, "at most 10 characters (got 11)"),
+            (True, "expected text"),
+            ({"a": 1}, "expected text"),
+            ([1], "expected text"),
+        ],
         formats=[("Acme", "Acme", "Acme")],
         json=[("Acme", "Acme")],
         texts=["Acme", "Ёлка"],
@@ -110,30 +115,55 @@ CASES: dict[str, Case] = {
             ("  ", None),
         ],
         bad=[(5, "expected text")],
-        formats=[("<p>Fish &amp; chips</p><p>second<br>line</p>", "Fish & chips second line", "Fish & chips second line")],
+        formats=[
+            (
+                "<p>Fish &amp; chips</p><p>second<br>line</p>",
+                "Fish & chips second line",
+                "Fish & chips second line",
+            )
+        ],
         texts=["<p>a <b>b</b></p>"],
         mm_good=[("<p>x</p>", "<p>x</p>")],
         mm_bad=[{"p": 1}],
     ),
     "email": Case(
         good=[(" John.Doe@Example.COM ", "John.Doe@example.com"), ("", None)],
-        bad=[("not-an-email", "not a valid email address"), ("a@b", "not a valid email address"), (True, "expected text")],
+        bad=[
+            ("not-an-email", "not a valid email address"),
+            ("a@b", "not a valid email address"),
+            (True, "expected text"),
+        ],
         formats=[("ann@example.com", "ann@example.com", "ann@example.com")],
         texts=["ann@example.com"],
         mm_good=[("ann@example.com", "ann@example.com")],
         mm_bad=[7],
     ),
     "phone": Case(
-        good=[("(202) 555-0143", "+12025550143"), ("+7 912 345-67-89", "+79123456789"), (" ", None)],
+        good=[
+            ("(202) 555-0143", "+12025550143"),
+            ("+7 912 345-67-89", "+79123456789"),
+            (" ", None),
+        ],
         bad=[("call me", "not a phone number"), ("12", "not a possible phone number")],
-        formats=[("+12025550143", "+1 202-555-0143", "+1 202-555-0143"), ("+79123456789", "+7 912 345-67-89", "+7 912 345-67-89")],
+        formats=[
+            ("+12025550143", "+1 202-555-0143", "+1 202-555-0143"),
+            ("+79123456789", "+7 912 345-67-89", "+7 912 345-67-89"),
+        ],
         texts=["+12025550143"],
         mm_good=[("+12025550143", "+12025550143")],
         mm_bad=[12025550143],
     ),
     "url": Case(
-        good=[("example.com/path", "https://example.com/path"), ("http://x.org/a?b=1", "http://x.org/a?b=1"), ("", None)],
-        bad=[("ftp://x.org", "expected an http(s) address"), ("http://exa mple.com", "expected an http(s) address"), ("https://", "expected an http(s) address")],
+        good=[
+            ("example.com/path", "https://example.com/path"),
+            ("http://x.org/a?b=1", "http://x.org/a?b=1"),
+            ("", None),
+        ],
+        bad=[
+            ("ftp://x.org", "expected an http(s) address"),
+            ("http://exa mple.com", "expected an http(s) address"),
+            ("https://", "expected an http(s) address"),
+        ],
         formats=[("https://x.org", "https://x.org", "https://x.org")],
         texts=["https://example.com/path"],
         mm_good=[("https://x.org", "https://x.org")],
@@ -141,7 +171,15 @@ CASES: dict[str, Case] = {
     ),
     "integer": Case(
         params={"min": -5, "max": 10**12},
-        good=[(42, 42), ("1 234", 1234), ("1\u00a0234", 1234), (3.0, 3), (D("7"), 7), (" -5 ", -5), ("", None)],
+        good=[
+            (42, 42),
+            ("1 234", 1234),
+            ("1\u00a0234", 1234),
+            (3.0, 3),
+            (D("7"), 7),
+            (" -5 ", -5),
+            ("", None),
+        ],
         bad=[
             ("abc", "expected a whole number"),
             (1.5, "expected a whole number"),
@@ -186,8 +224,18 @@ CASES: dict[str, Case] = {
     ),
     "money": Case(
         params={"currency": "EUR", "min": 0},
-        good=[("1 234,56", D("1234.56")), (10, D("10.00")), (0.1 + 0.2, D("0.30")), ("0.005", D("0.00")), ("0.015", D("0.02"))],
-        bad=[("ten", "expected a number"), ("1e17", "number is too large"), (-1, "must be at least 0")],
+        good=[
+            ("1 234,56", D("1234.56")),
+            (10, D("10.00")),
+            (0.1 + 0.2, D("0.30")),
+            ("0.005", D("0.00")),
+            ("0.015", D("0.02")),
+        ],
+        bad=[
+            ("ten", "expected a number"),
+            ("1e17", "number is too large"),
+            (-1, "must be at least 0"),
+        ],
         formats=[(D("1234.5"), "€1,234.50", "1 234,50 €"), (D("0"), "€0.00", "0,00 €")],
         json=[(D("1234.50"), "1234.50")],
         texts=[D("1234.50")],
@@ -205,7 +253,11 @@ CASES: dict[str, Case] = {
     ),
     "rating": Case(
         good=[(3, 3), ("4", 4), (0, 0), ("", None)],
-        bad=[(6, "rating from 0 to 5"), (-1, "rating from 0 to 5"), ("x", "expected a whole number")],
+        bad=[
+            (6, "rating from 0 to 5"),
+            (-1, "rating from 0 to 5"),
+            ("x", "expected a whole number"),
+        ],
         formats=[(3, "★★★☆☆", "★★★☆☆"), (0, "☆☆☆☆☆", "☆☆☆☆☆")],
         json=[(3, 3)],
         texts=[3, 5],
@@ -224,7 +276,12 @@ CASES: dict[str, Case] = {
             (0, False),
             ("", None),
         ],
-        bad=[("maybe", "expected yes or no"), (2, "expected yes or no"), (1.0, "expected yes or no"), ([True], "expected yes or no")],
+        bad=[
+            ("maybe", "expected yes or no"),
+            (2, "expected yes or no"),
+            (1.0, "expected yes or no"),
+            ([True], "expected yes or no"),
+        ],
         formats=[(True, "Yes", "Да"), (False, "No", "Нет")],
         json=[(True, True)],
         texts=[True, False],
@@ -259,7 +316,11 @@ CASES: dict[str, Case] = {
             (dt.datetime(2026, 3, 1, 12, 30), NOON_30),
             ("", None),
         ],
-        bad=[("soon", "expected a date and time (ISO 8601)"), (MARCH_1, "expected a date and time"), (5, "expected a date and time")],
+        bad=[
+            ("soon", "expected a date and time (ISO 8601)"),
+            (MARCH_1, "expected a date and time"),
+            (5, "expected a date and time"),
+        ],
         formats=[(NOON_30, "Mar 1, 2026, 12:30:00 PM", "1 мар. 2026 г., 12:30:00")],
         json=[(NOON_30, "2026-03-01T12:30:00Z")],
         texts=[NOON_30],
@@ -267,8 +328,17 @@ CASES: dict[str, Case] = {
         mm_bad=["noon", 1],
     ),
     "time": Case(
-        good=[("14:05", dt.time(14, 5)), (" 09:30:15 ", dt.time(9, 30, 15)), (dt.time(8, 0), dt.time(8, 0)), ("", None)],
-        bad=[("25:00", "expected a time (HH:MM)"), ("noon", "expected a time"), (5, "expected a time")],
+        good=[
+            ("14:05", dt.time(14, 5)),
+            (" 09:30:15 ", dt.time(9, 30, 15)),
+            (dt.time(8, 0), dt.time(8, 0)),
+            ("", None),
+        ],
+        bad=[
+            ("25:00", "expected a time (HH:MM)"),
+            ("noon", "expected a time"),
+            (5, "expected a time"),
+        ],
         formats=[(dt.time(14, 5), "2:05 PM", "14:05")],
         json=[(dt.time(14, 5), "14:05")],
         texts=[dt.time(14, 5)],
@@ -288,8 +358,17 @@ CASES: dict[str, Case] = {
             (600, 600),
             ("  ", None),
         ],
-        bad=[("soon", "expected a duration such as 1h30m"), ("1h30x", "expected a duration"), ("PT", "expected a duration"), (1.5, "expected a whole number")],
-        formats=[(5400, "1h 30m", "1h 30m"), (0, "0m", "0m"), (90061, "1d 1h 1m 1s", "1d 1h 1m 1s")],
+        bad=[
+            ("soon", "expected a duration such as 1h30m"),
+            ("1h30x", "expected a duration"),
+            ("PT", "expected a duration"),
+            (1.5, "expected a whole number"),
+        ],
+        formats=[
+            (5400, "1h 30m", "1h 30m"),
+            (0, "0m", "0m"),
+            (90061, "1d 1h 1m 1s", "1d 1h 1m 1s"),
+        ],
         json=[(5400, 5400)],
         texts=[5400, 90061, 60],
         mm_good=[(5400, 5400)],
@@ -318,7 +397,11 @@ CASES: dict[str, Case] = {
             ([], None),
             ("", None),
         ],
-        bad=[("won, lost", "'lost' is not an option"), (5, "expected a list of options"), ([5], "expected one of the options")],
+        bad=[
+            ("won, lost", "'lost' is not an option"),
+            (5, "expected a list of options"),
+            ([5], "expected one of the options"),
+        ],
         formats=[(["new", "won"], "New, Won", "Новый, Выиграна")],
         json=[(["new", "won"], ["new", "won"])],
         texts=[["new", "won"], ["won"]],
@@ -326,8 +409,18 @@ CASES: dict[str, Case] = {
         mm_bad=[["lost"], "won"],
     ),
     "tags": Case(
-        good=[("Red, blue ,red", ["blue", "red"]), (["VIP"], ["vip"]), ((" a ", "b"), ["a", "b"]), ([], None), (",", None)],
-        bad=[([1], "tags are text"), (["x" * 65], "a tag has at most 64 characters"), (5, "expected a list of tags")],
+        good=[
+            ("Red, blue ,red", ["blue", "red"]),
+            (["VIP"], ["vip"]),
+            ((" a ", "b"), ["a", "b"]),
+            ([], None),
+            (",", None),
+        ],
+        bad=[
+            ([1], "tags are text"),
+            (["x" * 65], "a tag has at most 64 characters"),
+            (5, "expected a list of tags"),
+        ],
         formats=[(["a", "b"], "a, b", "a, b")],
         json=[(["a", "b"], ["a", "b"])],
         texts=[["blue", "red"]],
@@ -337,7 +430,13 @@ CASES: dict[str, Case] = {
     "lookup": Case(
         params={"to": "account"},
         good=[(5, 5), (" 12 ", 12), ({"id": 7, "name": "Acme"}, 7), ("", None), ("  ", None)],
-        bad=[(0, "expected a record id"), (-3, "expected a record id"), ("abc", "expected a record id"), (True, "expected a record id"), (1.5, "expected a record id")],
+        bad=[
+            (0, "expected a record id"),
+            (-3, "expected a record id"),
+            ("abc", "expected a record id"),
+            (True, "expected a record id"),
+            (1.5, "expected a record id"),
+        ],
         formats=[(5, "5", "5")],
         json=[(5, 5)],
         texts=[5],
@@ -379,7 +478,11 @@ CASES: dict[str, Case] = {
     "many_to_many": Case(
         params={"to": "contact"},
         good=[([3, 1, 3], [1, 3]), ("3, 1", [1, 3]), ({"2", 1}, [1, 2]), ("", [])],
-        bad=[(5, "expected a list of record ids"), ([0], "expected a record id"), (["x"], "expected a record id")],
+        bad=[
+            (5, "expected a list of record ids"),
+            ([0], "expected a record id"),
+            (["x"], "expected a record id"),
+        ],
         none=[],
         texts=[[1, 3]],
         mm_good=[([1, 2], [1, 2])],
@@ -412,7 +515,12 @@ CASES: dict[str, Case] = {
         good=[
             (
                 {"key": "k1", "name": "Report.PDF", "size": 100},
-                {"key": "k1", "name": "Report.PDF", "size": 100, "content_type": "application/octet-stream"},
+                {
+                    "key": "k1",
+                    "name": "Report.PDF",
+                    "size": 100,
+                    "content_type": "application/octet-stream",
+                },
             ),
             ("", None),
         ],
@@ -426,8 +534,18 @@ CASES: dict[str, Case] = {
         mm_good=[({"key": "k1"}, {"key": "k1"})],
     ),
     "json": Case(
-        good=[('{"a": [1, 2]}', {"a": [1, 2]}), ({"a": 1}, {"a": 1}), ([1, "x"], [1, "x"]), ("  ", None)],
-        bad=[("{oops", "expected JSON"), ({"a": object()}, "expected JSON"), ({"n": float("nan")}, "expected JSON"), ('{"n": NaN}', "expected JSON")],
+        good=[
+            ('{"a": [1, 2]}', {"a": [1, 2]}),
+            ({"a": 1}, {"a": 1}),
+            ([1, "x"], [1, "x"]),
+            ("  ", None),
+        ],
+        bad=[
+            ("{oops", "expected JSON"),
+            ({"a": object()}, "expected JSON"),
+            ({"n": float("nan")}, "expected JSON"),
+            ('{"n": NaN}', "expected JSON"),
+        ],
         formats=[({"a": "é"}, '{"a": "é"}', '{"a": "é"}')],
         json=[({"a": 1}, {"a": 1})],
         texts=[{"a": [1, 2], "b": "ё"}, [1, 2]],
@@ -561,7 +679,7 @@ def test_marshmallow_field_dumps_what_it_loads(name):
     case = CASES[name]
     f = case.field(name)
     schema = Schema.from_dict({"f": f.kind.marshmallow_field(f)})()
-    for raw, loaded in case.mm_good:
+    for _raw, loaded in case.mm_good:
         assert schema.load(schema.dump({"f": loaded})) == {"f": loaded}
 
 
@@ -651,7 +769,12 @@ def test_a_table_of_every_stored_type_compiles_on_both_databases():
 def test_utc_datetime_column_round_trips_through_sqlite():
     engine = sa.create_engine("sqlite://")
     f = make("datetime")
-    table = sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), *(sa.Column(n, t) for n, t in f.kind.columns(f)))
+    table = sa.Table(
+        "t",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        *(sa.Column(n, t) for n, t in f.kind.columns(f)),
+    )
     table.create(engine)
     moscow = dt.datetime(2026, 3, 1, 15, 30, tzinfo=dt.timezone(dt.timedelta(hours=3)))
     with engine.begin() as conn:
@@ -753,7 +876,14 @@ def test_lookup_target_and_on_delete():
     lookup = make("lookup", to="account")
     assert lookup.target == "account"
     assert lookup.on_delete == "set_null"
-    required = Field(name="a", type="lookup", label=Label.of("A"), entity="x", required=True, params={"to": "account"})
+    required = Field(
+        name="a",
+        type="lookup",
+        label=Label.of("A"),
+        entity="x",
+        required=True,
+        params={"to": "account"},
+    )
     assert required.on_delete == "restrict"
     assert make("user").target == "user"
     assert make("children", entity="line", via="order_ref").target == "line"
@@ -768,7 +898,9 @@ def test_computed_flags():
     assert not make("text").computed
     with_formula = Field(name="x", type="money", label=Label.of("X"), entity="e", formula="a * 2")
     assert with_formula.computed and not with_formula.writable
-    assert not Field(name="x", type="text", label=Label.of("X"), entity="e", read_only=True).writable
+    assert not Field(
+        name="x", type="text", label=Label.of("X"), entity="e", read_only=True
+    ).writable
 
 
 def test_formula_and_rollup_take_their_result_type():

@@ -1,17 +1,30 @@
-"""The ``xrm`` command: check definitions, manage the database and packs, run the server."""
+"""The ``xrm`` command: check definitions, manage the database and packs, run benchmarks.
+
+Exit codes: 0 success; 1 a problem to fix (definitions, a refused schema change, the
+database); 2 a usage error (unknown option, unknown solution name, a bad database URL).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from . import __version__
 
 COMMANDS: dict[str, Callable] = {}
+DATABASE_HELP = "database URL (default: $XRM_DATABASE_URL, else sqlite:///instance/xrm.db)"
+EXIT_CODES = "exit codes: 0 success, 1 problems found (definitions, database), 2 usage error"
 
 
 def command(name: str):
+    """Register ``register(subparsers, name)``, which adds a top-level command."""
+
     def wrap(func):
         COMMANDS[name] = func
         return func
@@ -19,6 +32,74 @@ def command(name: str):
     return wrap
 
 
+class CommandError(Exception):
+    """A precise message for stderr (``xrm: ...``) and the exit code to end with."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _print_problems(problems, heading: str | None = None) -> None:
+    if heading:
+        print(heading, file=sys.stderr)
+    for problem in problems:
+        print(problem)
+    count = len(problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------ database
+def _masked(url: str | None) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: show it as given
+        return str(url)
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+@contextlib.contextmanager
+def _store(args) -> Iterator:
+    """The store on ``--database``, with database failures turned into precise messages."""
+    import sqlalchemy as sa
+
+    import xrm
+
+    from .metadata import DefinitionError
+    from .storage.database import default_url
+
+    url = args.database or default_url()
+    try:
+        store = xrm.open(url)
+    except sa.exc.ArgumentError as exc:
+        raise CommandError(f"not a usable database URL {url!r}: {exc}", 2) from None
+    except ImportError as exc:
+        raise CommandError(f"the database driver for {_masked(url)} is not installed ({exc}); for PostgreSQL: pip install 'xrm[postgres]'", 2) from None
+    except sa.exc.DBAPIError as exc:
+        raise CommandError(f"cannot open database {_masked(url)}: {_reason(exc)}") from None
+    except DefinitionError as exc:
+        _print_problems(exc.problems, f"xrm: the solutions installed in {_masked(url)} no longer load:")
+        raise CommandError("fix or reinstall the solutions above") from None
+    try:
+        yield store
+    except sa.exc.DBAPIError as exc:
+        raise CommandError(f"database error on {_masked(url)}: {_reason(exc)}") from None
+    finally:
+        store.close()
+
+
+def _add_database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", metavar="URL", help=DATABASE_HELP)
+
+
+# ------------------------------------------------------------------------------ check, schemas
 def _check(args) -> int:
     from .metadata import check
 
@@ -26,9 +107,7 @@ def _check(args) -> int:
     catalog, problems = check(args.paths)
     elapsed = (time.perf_counter() - started) * 1000
     if problems:
-        for problem in problems:
-            print(problem)
-        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        _print_problems(problems)
         return 1
     print(f"ok: {catalog.summary()} checked in {elapsed:.0f} ms")
     return 0
@@ -37,38 +116,243 @@ def _check(args) -> int:
 def _schemas(args) -> int:
     from .metadata.schemas import SCHEMA_DIR, write_published
 
-    for path in write_published(SCHEMA_DIR if args.out is None else __import__("pathlib").Path(args.out)):
+    for path in write_published(SCHEMA_DIR if args.out is None else Path(args.out)):
         print(path)
     return 0
+
+
+# ------------------------------------------------------------------------------ solution
+def _pack_locations(names_or_paths: list[str]) -> list[Path]:
+    """Each argument as a pack folder: a known solution name, else an existing path."""
+    from .metadata import discover
+    from .metadata.problems import did_you_mean, one_of
+
+    available = None
+    locations = []
+    for arg in names_or_paths:
+        looks_like_path = os.sep in arg or "/" in arg or arg.startswith(".")
+        if not looks_like_path:
+            available = available if available is not None else discover()
+            if arg in available:
+                locations.append(available[arg])
+                continue
+        path = Path(arg)
+        if path.exists():
+            locations.append(path)
+            continue
+        if looks_like_path:
+            raise CommandError(f"no such folder: {arg}", 2)
+        known = one_of(available) if available else "none found"
+        raise CommandError(
+            f"unknown solution {arg!r}{did_you_mean(arg, available or ())} (known: {known}; "
+            "give a folder path for a pack elsewhere, or add its parent to XRM_SOLUTIONS_PATH)",
+            2,
+        )
+    return locations
+
+
+def _solution_install(args) -> int:
+    from .metadata import DefinitionError
+    from .metadata.loader import resolve_packs
+    from .storage.schema import SchemaChangeRefused
+
+    locations = _pack_locations(args.packs)
+    with _store(args) as store:
+        before = {name: s.version for name, s in store.catalog.solutions.items()}
+        try:
+            catalog, plan = store.install(locations, dry_run=args.plan)
+        except DefinitionError as exc:
+            _print_problems(exc.problems)
+            return 1
+        except SchemaChangeRefused as exc:
+            for line in exc.plan.lines():
+                print(line)
+            raise CommandError(str(exc)) from None
+        for line in plan.lines():
+            print(line)
+        if args.plan:
+            return 0
+        installed = []
+        wanted = {p.name for p in resolve_packs(locations)}
+        for name in (n for n in catalog.solutions if n in wanted):  # dependency order
+            version = catalog.solutions[name].version
+            old = before.get(name)
+            installed.append(f"{name} {version}" if old in (None, version) else f"{name} {old} -> {version}")
+        print(f"installed {', '.join(installed)} (catalog version {catalog.version})")
+    return 0
+
+
+def _solution_list(args) -> int:
+    import sqlalchemy as sa
+
+    from .storage import tables as T
+
+    with _store(args) as store, store.engine.connect() as conn:
+        s = T.solutions
+        rows = conn.execute(sa.select(s.c.name, s.c.version, s.c.installed_at).order_by(s.c.position)).all()
+        order = {name: i for i, name in enumerate(store.catalog.solutions)}  # dependency order
+    rows.sort(key=lambda r: order.get(r.name, len(order)))
+    if args.json:
+        print(json.dumps([{"name": r.name, "version": r.version, "installed_at": r.installed_at.isoformat()} for r in rows]))
+        return 0
+    if not rows:
+        print("no solutions installed")
+        return 0
+    table = [("NAME", "VERSION", "INSTALLED")] + [(r.name, r.version, r.installed_at.strftime("%Y-%m-%d %H:%M UTC")) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(2)]
+    for name, version, installed in table:
+        print(f"{name:<{widths[0]}}  {version:<{widths[1]}}  {installed}")
+    return 0
+
+
+@command("solution")
+def _register_solution(sub, name: str) -> None:
+    p = sub.add_parser(name, help="install and list solution packs", description="Install and list solution packs.", epilog=EXIT_CODES)
+    commands = p.add_subparsers(dest="solution_command", required=True, metavar="{install,list}")
+
+    install = commands.add_parser(
+        "install",
+        help="install or update packs (and the packs they depend on)",
+        description="Install or update packs and what they depend on, all or nothing: the schema "
+        "plan is printed, then applied with the catalog change in one transaction.",
+        epilog="A NAME is looked up on the solution search path (XRM_SOLUTIONS_PATH, the shipped "
+        "solutions/ folder, the xrm.solutions entry points); a PATH is a pack folder or a "
+        f"folder of packs. {EXIT_CODES}",
+    )
+    install.add_argument("packs", nargs="+", metavar="NAME|PATH", help="solution name or pack folder")
+    install.add_argument("--plan", action="store_true", help="print the schema plan only; change nothing")
+    _add_database(install)
+    install.set_defaults(handler=_solution_install, parser=install)
+
+    listing = commands.add_parser(
+        "list", help="installed packs and their versions", description="The packs installed in the database, in install order."
+    )
+    listing.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    _add_database(listing)
+    listing.set_defaults(handler=_solution_list, parser=listing)
+
+
+# ------------------------------------------------------------------------------ db
+def _db_plan(args) -> int:
+    with _store(args) as store:
+        plan = store.plan()
+    if args.json:
+        print(json.dumps(plan.as_dict()))
+    else:
+        for line in plan.lines():
+            print(line)
+    return 0
+
+
+def _db_url(args) -> int:
+    from .storage.database import default_url, normalize_url
+
+    url = args.database or default_url()
+    try:
+        url = normalize_url(url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError: not a URL
+        raise CommandError(f"not a database URL {url!r}: {exc}", 2) from None
+    print(url if args.show_password else _masked(url))
+    return 0
+
+
+@command("db")
+def _register_db(sub, name: str) -> None:
+    p = sub.add_parser(name, help="inspect the database", description="Inspect the database.", epilog=EXIT_CODES)
+    commands = p.add_subparsers(dest="db_command", required=True, metavar="{plan,url}")
+
+    plan = commands.add_parser(
+        "plan",
+        help="what a schema sync of the installed catalog would change",
+        description="Compare the installed catalog with the database: tables, columns and indexes "
+        "to add, refused type changes, and columns and tables kept with their data.",
+    )
+    plan.add_argument("--json", action="store_true", help="the plan as a JSON object")
+    _add_database(plan)
+    plan.set_defaults(handler=_db_plan, parser=plan)
+
+    url = commands.add_parser("url", help="the database URL in use", description="Print the database URL the other commands would use (password hidden).")
+    url.add_argument("--show-password", action="store_true", help="print the password too")
+    _add_database(url)
+    url.set_defaults(handler=_db_url, parser=url)
+
+
+# ------------------------------------------------------------------------------ bench
+def _benchmarks_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def _suites() -> list[str]:
+    folder = _benchmarks_root() / "benchmarks"
+    return sorted(p.stem[len("bench_") :] for p in folder.glob("bench_*.py"))
 
 
 def _bench(args) -> int:
     from importlib import import_module
 
-    module = import_module(f"benchmarks.bench_{args.suite}")
-    result = module.main(args.rest)
+    if args.suite is None:
+        args.parser.print_help()
+        return 0 if args.help else 2
+    rest = list(args.rest)
+    if args.help:
+        rest.append("--help")
+    root = str(_benchmarks_root())
+    if (_benchmarks_root() / "benchmarks").is_dir() and root not in sys.path:
+        sys.path.insert(0, root)  # benchmarks/ lives in the source tree, not in the package
+    module_name = f"benchmarks.bench_{args.suite}"
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module_name, "benchmarks"):
+            raise
+        from .metadata.problems import did_you_mean
+
+        suites = _suites()
+        raise CommandError(f"unknown benchmark suite {args.suite!r}{did_you_mean(args.suite, suites)} (known: {', '.join(suites) or 'none'})", 2) from None
+    try:
+        result = module.main(rest)
+    except SystemExit as exc:  # the suite's own --help or usage error
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        return exc.code or 0
     if isinstance(result, dict):
-        print(json.dumps(result, indent=None if args.json else 2))
+        print(json.dumps(result, indent=None if args.json else 2, default=str))
     return 0
 
 
+def _register_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark suite and print its figures as JSON",
+        description="Run benchmarks/bench_SUITE.py and print the figures it returns as JSON. "
+        "Options after the suite name that are not --json go to the suite "
+        "(xrm bench SUITE --help shows them).",
+        epilog=EXIT_CODES,
+        add_help=False,
+        allow_abbrev=False,
+    )
+    p.add_argument("suite", nargs="?", help="storage, metadata, ...")
+    p.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    p.add_argument("-h", "--help", action="store_true", help="this help, or the suite's after its name")
+    p.set_defaults(handler=_bench, parser=p, accepts_extra=True, rest=[])
+
+
+# ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xrm", description="A low-code XRM platform.")
+    parser = argparse.ArgumentParser(prog="xrm", description="A low-code XRM platform.", epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"xrm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check", help="validate solution packs and report every problem")
+    p = sub.add_parser("check", help="validate solution packs and report every problem", epilog=EXIT_CODES)
     p.add_argument("paths", nargs="*", help="pack folders, or folders of packs (default: all found)")
-    p.set_defaults(handler=_check)
+    p.set_defaults(handler=_check, parser=p)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the definition formats")
     p.add_argument("--out", help="folder (default: xrm/metadata/schemas)")
-    p.set_defaults(handler=_schemas)
+    p.set_defaults(handler=_schemas, parser=p)
 
-    p = sub.add_parser("bench", help="run a benchmark suite and print its figures")
-    p.add_argument("suite", help="metadata, storage, ...")
-    p.add_argument("--json", action="store_true", help="one line of JSON")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(handler=_bench)
+    _register_bench(sub)
 
     for name, register in COMMANDS.items():
         register(sub, name)
@@ -77,8 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.handler(args) or 0
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "accepts_extra", False):
+            args.rest = extra
+        else:
+            getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.handler(args) or 0
+    except CommandError as exc:
+        print(f"xrm: {exc}", file=sys.stderr)
+        return exc.code
 
 
 if __name__ == "__main__":  # pragma: no cover

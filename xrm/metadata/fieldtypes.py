@@ -205,7 +205,21 @@ class TextType(FieldType):
         return fields.String(allow_none=True)
 
     def sample(self, field, fake, rnd):
+        if field.params.get("pattern"):
+            return None  # no general way to invent text for an arbitrary pattern
         limit = field.params.get("max_length") or self.default_length
+        name = field.name
+        people = {"first_name": fake.first_name, "last_name": fake.last_name, "full_name": fake.name}
+        if name in people:
+            return people[name]()[:limit]
+        if name in ("company", "company_name") or (name == "name" and field.entity in ("account", "partner")):
+            return fake.company()[:limit]
+        if "city" in name:
+            return fake.city()[:limit]
+        if "country" in name:
+            return fake.country()[:limit]
+        if "street" in name or "address" in name:
+            return fake.street_address()[:limit]
         return fake.catch_phrase()[:limit].strip() or "x"
 
 

@@ -103,14 +103,15 @@ def _from_http(exc: HTTPException) -> Problem:
 
 def retry_after_seconds() -> int:
     """Seconds until the rate limit that refused this request lets it through again."""
-    limiter = current_app.extensions.get("limiter")
-    current = getattr(limiter, "current_limit", None) if limiter is not None else None
-    if current is None:
-        return 60
-    try:
-        return max(1, math.ceil(current.reset_at - time.time()))
-    except Exception:  # storage went away: a safe guess beats a 500
-        return 60
+    for limiter in current_app.extensions.get("limiter") or ():
+        current = limiter.current_limit
+        if current is None or not current.breached:
+            continue
+        try:
+            return max(1, math.ceil(current.reset_at - time.time()))
+        except Exception:  # storage went away: a safe guess beats a 500
+            break
+    return 60
 
 
 def register(app: Flask) -> None:

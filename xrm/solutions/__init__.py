@@ -1,0 +1,1 @@
+"""Solution packs beyond reading them: sample data, and (later) the pack lifecycle."""

@@ -1,0 +1,303 @@
+"""Who is asking: browser sessions, API tokens, CSRF and rate limits.
+
+Browsers sign in through the login form (Flask-Login session, CSRF-protected by
+Flask-WTF, throttled per account and per address by Flask-Limiter).  API clients send
+``Authorization: Bearer <token>``; such requests carry no ambient credentials, so they are
+exempt from CSRF, while an API write that rides on the session cookie must send the CSRF
+token in ``X-CSRFToken``.  Every authenticated request ends up with a ``Principal`` (user,
+roles, teams, locale, time zone) on ``g.principal``, which the records service uses to
+apply row scopes and field rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_limiter import Limiter
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from wtforms import BooleanField, EmailField, PasswordField
+from wtforms.validators import InputRequired, Length
+
+from .problems import UNAUTHORIZED, Problem, retry_after_seconds
+
+bp = Blueprint("auth", __name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def current_store():
+    return current_app.extensions["xrm"]
+
+
+# ------------------------------------------------------------------------------ users
+class WebUser(UserMixin):
+    """A platform user as Flask-Login sees it (a row of ``xrm_user``)."""
+
+    def __init__(self, row):
+        self.id = row.id
+        self.email = row.email
+        self.name = row.name
+        self.locale = row.locale
+        self.time_zone = row.time_zone
+        self.active = bool(row.active)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+def _load_user(user_id: str):
+    try:
+        row = current_store().user(int(user_id))
+    except (TypeError, ValueError):
+        return None
+    if row is None or not row.active:
+        return None
+    return WebUser(row)
+
+
+def principal_for(row):
+    """The principal of a user row: roles, teams, locale and time zone."""
+    store = current_store()
+    loader = getattr(store, "principal", None)
+    if loader is not None:
+        return loader(row.id)
+    # Until the store offers principals: the user alone, with no roles.
+    return SimpleNamespace(
+        user_id=row.id,
+        roles=(),
+        team_ids=(),
+        is_admin=False,
+        locale=row.locale,
+        tz=row.time_zone,
+        email=row.email,
+        name=row.name,
+    )
+
+
+def _unauthorized(detail: str, error: str | None = None) -> Problem:
+    challenge = 'Bearer realm="xrm"' + (f', error="{error}"' if error else "")
+    return Problem(401, detail, type=UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
+
+
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer`` header; '' for another scheme."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return token.strip()
+
+
+def authenticate_api():
+    """Set ``g.principal`` for an API request or raise a 401 problem.
+
+    A bearer token wins over a session cookie that may ride along; a session-cookie
+    request that changes something must pass the CSRF check.
+    """
+    store = current_store()
+    token = bearer_token()
+    if token is not None:
+        if not token:
+            raise _unauthorized("use Authorization: Bearer <token>", "invalid_request")
+        row = store.user_for_token(token)
+        if row is None or not row.active:
+            raise _unauthorized("the token is not valid", "invalid_token")
+        g.auth_method = "token"
+    elif current_user.is_authenticated:
+        if request.method not in SAFE_METHODS:
+            current_app.extensions["csrf"].protect()
+        row = store.user(current_user.id)
+        g.auth_method = "session"
+    else:
+        raise _unauthorized("sign in or send an API token")
+    principal = principal_for(row) if row is not None else None
+    if principal is None:
+        raise _unauthorized("the account is inactive", "invalid_token")
+    g.user = row
+    g.principal = principal
+    return principal
+
+
+# ------------------------------------------------------------------------ rate limits
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def api_client_key() -> str:
+    """Whose budget an API request spends: the token's, else the user's, else the address's."""
+    token = bearer_token()
+    if token:
+        return "token:" + _digest(token)
+    user_id = session.get("_user_id")
+    if user_id:
+        return f"user:{user_id}"
+    return "ip:" + client_address()
+
+
+def login_account_key() -> str:
+    email = (request.form.get("email") or "").strip().lower()[:254]
+    return "login:" + _digest(email)
+
+
+def login_address_key() -> str:
+    return "login-ip:" + client_address()
+
+
+def _login_failed(response) -> bool:
+    """Only failed sign-ins spend the login budget (a success redirects)."""
+    return response.status_code not in (301, 302, 303)
+
+
+def make_limiter(app: Flask) -> Limiter:
+    redis_url = app.config.get("XRM_REDIS_URL")
+    limiter = Limiter(
+        key_func=client_address,
+        storage_uri=redis_url or "memory://",
+        strategy="fixed-window",
+        headers_enabled=False,  # Retry-After is set on the 429 itself
+        key_prefix="xrm",
+        enabled=app.config.get("RATELIMIT_ENABLED", True),
+    )
+    limiter.init_app(app)
+    app.extensions["xrm_limiter"] = limiter
+    return limiter
+
+
+# ------------------------------------------------------------------------------ forms
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[InputRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[InputRequired(), Length(max=1024)])
+    remember = BooleanField("Keep me signed in")
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site: an open redirect would make the form a phishing aid."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target:
+        return None
+    return target
+
+
+def _home() -> str:
+    return current_app.config.get("XRM_HOME_URL") or "/"
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    next_url = _safe_next(request.values.get("next"))
+    error = None
+    status = 200
+    if form.validate_on_submit():
+        row = current_store().check_password(form.email.data, form.password.data)
+        if row is not None:
+            session.clear()  # a fresh session for the signed-in user
+            login_user(WebUser(row), remember=bool(form.remember.data))
+            return redirect(next_url or _home(), code=303)
+        error = "Wrong email or password."
+    elif request.method == "POST":
+        error = "Enter your email and password."
+        status = 400
+    return render_template("auth/login.html", form=form, error=error, next=next_url), status
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    if request.method == "POST":
+        logout_user()
+        session.clear()
+        flash("You have been signed out.")
+        return redirect(url_for("auth.login"), code=303)
+    return render_template("auth/logout.html")
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(exc):
+    form = LoginForm()
+    message = "The form expired or was not sent from this site. Please try again."
+    return render_template("auth/login.html", form=form, error=message, next=None), 400
+
+
+@bp.errorhandler(429)
+def _too_many(exc):
+    seconds = retry_after_seconds()
+    form = LoginForm()
+    message = f"Too many sign-in attempts. Try again in {seconds} seconds."
+    body = render_template("auth/login.html", form=form, error=message, next=None)
+    return body, 429, {"Retry-After": str(seconds)}
+
+
+# ------------------------------------------------------------------------------ set-up
+def init_app(app: Flask) -> None:
+    """Sessions, CSRF and rate limits for one application."""
+    login_manager = LoginManager()
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = None
+    # "strong" would wipe the (empty) session of every bearer-token request.
+    login_manager.session_protection = "basic"
+    login_manager.user_loader(_load_user)
+    login_manager.init_app(app)
+
+    csrf = CSRFProtect()
+    csrf.init_app(app)
+
+    limiter = make_limiter(app)
+    config = app.config
+    limiter.limit(
+        lambda: config["XRM_LOGIN_RATE_LIMIT"],
+        key_func=login_account_key,
+        methods=["POST"],
+        deduct_when=_login_failed,
+        scope="login-account",
+    )(bp)
+    limiter.limit(
+        lambda: config["XRM_LOGIN_IP_RATE_LIMIT"],
+        key_func=login_address_key,
+        methods=["POST"],
+        deduct_when=_login_failed,
+        scope="login-address",
+    )(bp)
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def _csrf_token():
+        return {"csrf_token": generate_csrf}
+
+
+def protect_api(app: Flask, api_blueprint: Blueprint) -> None:
+    """API blueprints check CSRF themselves (only for session cookies) and have their
+    own budget per token."""
+    app.extensions["csrf"].exempt(api_blueprint)
+    app.extensions["xrm_limiter"].limit(
+        lambda: app.config["XRM_API_RATE_LIMIT"], key_func=api_client_key, scope="api"
+    )(api_blueprint)
