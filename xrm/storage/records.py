@@ -441,20 +441,41 @@ class Records:
         try:
             return self._insert_statement().execute(unit.connection, row)
         except sa.exc.IntegrityError as exc:
-            raise self._integrity(exc) from None
+            raise self._integrity(exc, unit, [row]) from None
 
     def _insert_statement(self):
         dialect = self.store.engine.dialect
         return self.catalog.artifact(("insert-returning", self.entity.name), lambda: CompiledInsert(self.table, dialect))
 
-    def _integrity(self, exc: sa.exc.IntegrityError) -> RecordError:
+    def _integrity(self, exc: sa.exc.IntegrityError, unit: UnitOfWork | None = None, rows: Sequence[Mapping] = ()) -> RecordError:
         text = str(exc.orig).lower()
         for f in self.plan.unique:
             if f.name in text:
                 return ValidationFailed({f.name: [f"another {self.entity.name} already has this value"]})
         if "foreign key" in text:
-            return ValidationFailed({ALL_KEY: ["a linked record does not exist or is still in use"]})
+            errors = self._missing_links(text, unit, rows)
+            return ValidationFailed(errors or {ALL_KEY: ["a linked record does not exist or is still in use"]})
         return ValidationFailed({ALL_KEY: [f"rejected by the database: {exc.orig}"]})
+
+    def _missing_links(self, text: str, unit: UnitOfWork | None, rows: Sequence[Mapping]) -> dict:
+        """Which lookup points at a record that does not exist (PostgreSQL names the
+        constraint; SQLite does not, so the values are looked up; its failed statement
+        leaves the transaction usable)."""
+        lookups = [f for f in self.entity.fields.values() if f.type == "lookup"]
+        named = [f for f in lookups if f"fk_{self.entity.name}_{f.name}" in text]
+        if named:
+            return {f.name: ["the linked record does not exist"] for f in named}
+        if unit is None or unit.connection.dialect.name != "sqlite":
+            return {}
+        errors = {}
+        for f in lookups:
+            wanted = {row.get(f.name) for row in rows} - {None}
+            if wanted:
+                target = self.tables[f.params["to"]]
+                found = set(unit.connection.execute(sa.select(target.c.id).where(target.c.id.in_(list(wanted)))).scalars())
+                if wanted - found:
+                    errors[f.name] = ["the linked record does not exist"]
+        return errors
 
     def _set_links(self, unit: UnitOfWork, name: str, record_id: int, ids: Sequence[int]) -> None:
         link = self.tables.link(self.entity.name, name)
@@ -537,7 +558,7 @@ class Records:
             try:
                 result = unit.connection.execute(self._update_statement(), row)
             except sa.exc.IntegrityError as exc:
-                raise self._integrity(exc) from None
+                raise self._integrity(exc, unit, [row]) from None
             if result.rowcount != 1:
                 current = unit.connection.execute(sa.select(self.table.c.version).where(self.table.c.id == record_id)).scalar()
                 if current is None:
@@ -665,7 +686,7 @@ class Records:
                 try:
                     ids = self._insert_many(unit.connection, column_rows)
                 except sa.exc.IntegrityError as exc:
-                    raise self._integrity(exc) from None
+                    raise self._integrity(exc, unit, column_rows) from None
                 records = []
                 for (_, record), ident, link in zip(batch, ids, links):
                     record.update(id=ident, **system)

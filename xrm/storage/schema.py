@@ -185,17 +185,31 @@ def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
     return plan
 
 
+def _create_tables(connection: sa.Connection, new_tables: list[sa.Table]) -> None:
+    """Create tables in dependency order; foreign keys caught in a cycle (two lookups
+    pointing at each other) are added afterwards on PostgreSQL.  SQLite checks foreign
+    keys only when rows change, so there every constraint stays inline."""
+    if connection.dialect.name == "sqlite":
+        for table in new_tables:
+            table.create(connection)
+        return
+    for table, constraints in sa.schema.sort_tables_and_constraints(new_tables):
+        if table is not None:
+            connection.execute(sa.schema.CreateTable(table, include_foreign_key_constraints=constraints))
+            for index in table.indexes:
+                index.create(connection)
+        else:
+            for constraint in constraints:
+                connection.execute(sa.schema.AddConstraint(constraint))
+
+
 def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPlan) -> None:
     """Carry out a plan inside the caller's transaction."""
     if plan.refused:
         raise SchemaChangeRefused(plan)
     ops = Operations(MigrationContext.configure(connection))
     by_name = {t.name: t for t in [*tables.tables.values(), *tables.links.values()]}
-    # Create in dependency order so that foreign keys find their targets.
-    creating = set(plan.create_tables)
-    for table in tables.metadata.sorted_tables:
-        if table.name in creating:
-            table.create(connection)
+    _create_tables(connection, [by_name[name] for name in plan.create_tables])
     for table_name, column_name in plan.add_columns:
         column = by_name[table_name].c[column_name]
         foreign_keys = [sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete, name=fk.name) for fk in column.foreign_keys]

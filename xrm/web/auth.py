@@ -34,15 +34,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import InputRequired, Length
 
+from . import current_store
 from .problems import UNAUTHORIZED, Problem, retry_after_seconds
 
 bp = Blueprint("auth", __name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def current_store():
-    return current_app.extensions["xrm"]
 
 
 # ------------------------------------------------------------------------------ users

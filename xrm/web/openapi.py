@@ -193,7 +193,9 @@ def _ref(name: str) -> dict:
 def _problem(description: str, *, validation: bool = False, headers: dict | None = None) -> dict:
     response = {
         "description": description,
-        "content": {PROBLEM_JSON: {"schema": _ref("ValidationProblem" if validation else "Problem")}},
+        "content": {
+            PROBLEM_JSON: {"schema": _ref("ValidationProblem" if validation else "Problem")}
+        },
     }
     if headers:
         response["headers"] = headers
@@ -270,9 +272,19 @@ def _list_parameters() -> list[dict]:
         {
             "name": "limit",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
+            },
         },
-        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "full-text search"},
+        {
+            "name": "q",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "full-text search",
+        },
         {
             "name": "cursor",
             "in": "query",
@@ -328,7 +340,10 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
                         **ok_record,
                         "headers": {
                             **_ETAG,
-                            "Location": {"description": "the new record", "schema": {"type": "string"}},
+                            "Location": {
+                                "description": "the new record",
+                                "schema": {"type": "string"},
+                            },
                         },
                     },
                     **_common_errors(400, 403, 409, 413, 415, 422),
@@ -411,7 +426,9 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
                     "responses": {
                         "200": {
                             "description": target.plural.get(locale),
-                            "content": {"application/json": {"schema": _ref(f"{target.name}.Page")}},
+                            "content": {
+                                "application/json": {"schema": _ref(f"{target.name}.Page")}
+                            },
                         },
                         **_common_errors(400, 403, 404),
                     },

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 
 from flask import Flask, Response, current_app, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -78,7 +79,9 @@ class Problem(Exception):
         return response
 
 
-def validation_failed(errors: Mapping[str, list[str]], detail: str | None = None, **extra) -> Problem:
+def validation_failed(
+    errors: Mapping[str, list[str]], detail: str | None = None, **extra
+) -> Problem:
     """A 422 with field-level messages: ``errors: {field: [message, ...]}``."""
     errors = {str(k): [str(m) for m in v] for k, v in errors.items()}
     if detail is None:
@@ -136,9 +139,8 @@ def register(app: Flask) -> None:
             response = exc.get_response()
             response.headers["Retry-After"] = str(seconds)
             return response
-        if exc.code == 400 and exc.__class__.__name__ == "CSRFError":
-            if wants_problem():
-                return Problem(400, exc.description, type=CSRF, title="CSRF check failed").response()
+        if exc.code == 400 and isinstance(exc, CSRFError) and wants_problem():
+            return Problem(400, exc.description, type=CSRF, title="CSRF check failed").response()
         if not wants_problem():
             return exc
         return _from_http(exc).response()
