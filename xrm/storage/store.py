@@ -231,6 +231,20 @@ class Store(Users):
             self, catalog, catalog.entity(entity), principal.user_id, tz=principal.tz, locale=principal.locale, access=access
         )
 
+    def settings(self) -> dict:
+        """Organization-wide settings (name, locale, currency, time zone, setup state)."""
+        with self.engine.connect() as conn:
+            return {row.key: row.value for row in conn.execute(sa.select(T.settings))}
+
+    def save_settings(self, values: dict) -> None:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            existing = set(conn.execute(sa.select(T.settings.c.key)).scalars())
+            for key, value in values.items():
+                if key in existing:
+                    conn.execute(T.settings.update().where(T.settings.c.key == key).values(value=value))
+                else:
+                    conn.execute(T.settings.insert().values(key=key, value=value))
+
     def principal(self, user_id: int) -> Principal | None:
         """The active user's principal (roles and teams), or None."""
         catalog = self.refresh()

@@ -40,6 +40,13 @@ catalog_state = sa.Table(
     sa.Column("changed_at", UTCDateTime(), nullable=False),
 )
 
+settings = sa.Table(
+    "xrm_setting",
+    platform,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=True),
+)
+
 solutions = sa.Table(
     "xrm_solution",
     platform,

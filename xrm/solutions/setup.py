@@ -1,0 +1,109 @@
+"""First-time setup: organization, locale, currency, time zone, administrator, modules and
+sample data.  The CLI (`xrm setup`) and the web wizard both call ``run_setup``."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, available_timezones
+
+from babel import Locale, UnknownLocaleError
+from babel.numbers import get_currency_name
+
+from ..metadata import discover
+from ..metadata.problems import did_you_mean
+from . import demo
+
+DEFAULT_MODULES = ("core", "sales")
+
+
+class SetupError(ValueError):
+    """A setup answer that cannot be used; the message names the answer and the fix."""
+
+
+@dataclass
+class SetupAnswers:
+    organization: str = "My company"
+    locale: str = "en"
+    currency: str = "USD"
+    time_zone: str = "UTC"
+    admin_email: str = "admin@example.com"
+    admin_name: str = "Administrator"
+    admin_password: str | None = None  # generated when empty
+    modules: tuple[str, ...] = DEFAULT_MODULES
+    sample_data: bool = False
+    sample_size: int = 25
+    extra_paths: tuple[str, ...] = field(default_factory=tuple)
+
+    def check(self, available: dict) -> None:
+        try:
+            Locale.parse(self.locale)
+        except (UnknownLocaleError, ValueError):
+            raise SetupError(f"locale {self.locale!r} is not known (expected e.g. en, ru, en_GB)") from None
+        if self.time_zone not in available_timezones():
+            raise SetupError(f"time zone {self.time_zone!r} is not known{did_you_mean(self.time_zone, available_timezones())}")
+        ZoneInfo(self.time_zone)
+        if len(self.currency) != 3 or get_currency_name(self.currency.upper(), locale="en") == self.currency.upper():
+            raise SetupError(f"currency {self.currency!r} is not an ISO 4217 code (expected e.g. USD, EUR, RUB)")
+        for module in self.modules:
+            if module not in available:
+                raise SetupError(f"module {module!r} was not found{did_you_mean(module, available)} (found: {', '.join(sorted(available))})")
+        if "@" not in self.admin_email:
+            raise SetupError(f"administrator email {self.admin_email!r} is not an email address")
+        if self.admin_password is not None and len(self.admin_password) < 8:
+            raise SetupError("the administrator password needs at least 8 characters")
+
+
+@dataclass
+class SetupResult:
+    installed: list[str]
+    admin_email: str
+    admin_password: str | None  # only when it was generated (shown once)
+    sample_counts: dict[str, int]
+    already_done: bool = False
+
+
+def run_setup(store, answers: SetupAnswers) -> SetupResult:
+    """Bring a database from empty to ready.  Running it again on a set-up database only
+    installs modules that are missing; it never duplicates the administrator or samples."""
+    available = discover(answers.extra_paths)
+    answers.check(available)
+    settings = store.settings()
+    catalog, _plan = store.install([available[m] for m in answers.modules])
+    generated = None
+    admin = store.user_by_email(answers.admin_email)
+    if admin is None:
+        password = answers.admin_password
+        if password is None:
+            password = generated = secrets.token_urlsafe(12)
+        admin_role = next((r.name for r in catalog.roles.values() if r.admin), None)
+        store.add_user(
+            answers.admin_email,
+            answers.admin_name,
+            password=password,
+            roles=[admin_role] if admin_role else [],
+            locale=answers.locale.split("_")[0],
+            time_zone=answers.time_zone,
+        )
+        admin = store.user_by_email(answers.admin_email)
+    counts: dict[str, int] = {}
+    if answers.sample_data and not settings.get("sample_data"):
+        counts = demo.generate(store, answers.sample_size, locale=answers.locale.split("_")[0], users=[admin.id])
+    store.save_settings(
+        {
+            "organization": answers.organization,
+            "locale": answers.locale,
+            "currency": answers.currency.upper(),
+            "time_zone": answers.time_zone,
+            "modules": sorted(set(answers.modules) | set(settings.get("modules") or ())),
+            "sample_data": bool(settings.get("sample_data") or answers.sample_data),
+            "setup_done": True,
+        }
+    )
+    return SetupResult(
+        installed=list(catalog.solutions),
+        admin_email=answers.admin_email,
+        admin_password=generated,
+        sample_counts=counts,
+        already_done=bool(settings.get("setup_done")),
+    )
