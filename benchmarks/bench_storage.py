@@ -166,6 +166,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also profile the create loop and bulk_create (extra untimed passes) and print the top 15 by cumulative time on stderr",
     )
+    parser.add_argument(
+        "--profile-top",
+        type=int,
+        default=15,
+        metavar="N",
+        help="entries of each profile (default 15)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark schema or file")
     parser.add_argument("--quiet", action="store_true", help="no progress notes on stderr")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the CLI prints
@@ -429,12 +436,13 @@ class StorageBench:
 
     def profile_writes(self) -> None:
         rows = self.maker.rows(min(2000, BATCH * 4))
+        top = self.args.profile_top
         with profiled(
-            f"Records.create x{len(rows)} in store.transaction() batches of {BATCH}", True
+            f"Records.create x{len(rows)} in store.transaction() batches of {BATCH}", True, top
         ):
             self.records_single(rows)
         rows = self.maker.rows(CHUNK)
-        with profiled(f"Records.bulk_create of {len(rows)} rows, batch_size {BATCH}", True):
+        with profiled(f"Records.bulk_create of {len(rows)} rows, batch_size {BATCH}", True, top):
             self.records_bulk(rows)
 
     def fill(self, target: int) -> None:

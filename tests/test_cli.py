@@ -27,7 +27,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def write_pack(root: Path, name: str, files: dict[str, str]) -> Path:
     folder = root / name
     (folder / "entities").mkdir(parents=True)
-    (folder / "solution.yaml").write_text(f"solution: {name}\nversion: 1.0.0\ndepends: {{core: '>=1.0'}}\n", encoding="utf-8")
+    (folder / "solution.yaml").write_text(
+        f"solution: {name}\nversion: 1.0.0\ndepends: {{core: '>=1.0'}}\n", encoding="utf-8"
+    )
     for relative, text in files.items():
         (folder / relative).write_text(text, encoding="utf-8")
     return folder
@@ -63,7 +65,9 @@ def test_install_by_name_prints_the_plan_then_what_was_installed(capsys, db):
 
 
 def test_install_plan_changes_nothing(capsys, db):
-    code, out, _ = run(capsys, "solution", "install", str(SOLUTIONS / "core"), "--plan", "--database", db)
+    code, out, _ = run(
+        capsys, "solution", "install", str(SOLUTIONS / "core"), "--plan", "--database", db
+    )
     assert code == 0
     assert "+ table account" in out.splitlines()
     assert "installed" not in out
@@ -88,7 +92,10 @@ def test_install_resolves_dependencies_and_lists_them_in_order(capsys, db, tmp_p
 
     code, out, _ = run(capsys, "solution", "list", "--json", "--database", db)
     assert code == 0
-    assert [(s["name"], s["version"]) for s in json.loads(out)] == [("core", "1.0.0"), ("gadgets", "1.0.0")]
+    assert [(s["name"], s["version"]) for s in json.loads(out)] == [
+        ("core", "1.0.0"),
+        ("gadgets", "1.0.0"),
+    ]
 
 
 def test_a_bad_pack_prints_each_problem_and_exits_1(capsys, db, tmp_path):
@@ -115,7 +122,9 @@ def test_an_unknown_solution_name_is_a_usage_error(capsys, db):
 def test_an_unreachable_database_is_reported(capsys, tmp_path):
     code, _, err = run(capsys, "db", "plan", "--database", "nosuchdialect://x")
     assert code == 2 and "not a usable database URL" in err
-    code, _, err = run(capsys, "solution", "list", "--database", f"sqlite:///{tmp_path}")  # a folder
+    code, _, err = run(
+        capsys, "solution", "list", "--database", f"sqlite:///{tmp_path}"
+    )  # a folder
     assert code == 1
     assert err.startswith(f"xrm: cannot open database sqlite:///{tmp_path}: ")
 
@@ -140,7 +149,14 @@ def test_db_plan_shows_pending_changes_as_lines_and_json(capsys, db):
 def test_db_url_hides_the_password(capsys, monkeypatch):
     code, out, _ = run(capsys, "db", "url", "--database", "postgresql://me:secret@db.example/crm")
     assert (code, out) == (0, "postgresql+psycopg://me:***@db.example/crm\n")
-    code, out, _ = run(capsys, "db", "url", "--show-password", "--database", "postgresql://me:secret@db.example/crm")
+    code, out, _ = run(
+        capsys,
+        "db",
+        "url",
+        "--show-password",
+        "--database",
+        "postgresql://me:secret@db.example/crm",
+    )
     assert out == "postgresql+psycopg://me:secret@db.example/crm\n"
     monkeypatch.setenv("XRM_DATABASE_URL", "sqlite:////srv/xrm/crm.db")
     code, out, _ = run(capsys, "db", "url")
@@ -185,7 +201,16 @@ STORAGE_FIGURES = (
 
 
 def test_bench_storage_json(capsys, tmp_path):
-    code, out, err = run(capsys, "bench", "storage", "--json", "--rows", "2000", "--database", f"sqlite:///{tmp_path / 'bench.db'}")
+    code, out, err = run(
+        capsys,
+        "bench",
+        "storage",
+        "--json",
+        "--rows",
+        "2000",
+        "--database",
+        f"sqlite:///{tmp_path / 'bench.db'}",
+    )
     assert code == 0, err
     assert len(out.splitlines()) == 1
     result = json.loads(out)

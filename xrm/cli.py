@@ -81,11 +81,16 @@ def _store(args) -> Iterator:
     except sa.exc.ArgumentError as exc:
         raise CommandError(f"not a usable database URL {url!r}: {exc}", 2) from None
     except ImportError as exc:
-        raise CommandError(f"the database driver for {_masked(url)} is not installed ({exc}); for PostgreSQL: pip install 'xrm[postgres]'", 2) from None
+        raise CommandError(
+            f"the database driver for {_masked(url)} is not installed ({exc}); for PostgreSQL: pip install 'xrm[postgres]'",
+            2,
+        ) from None
     except sa.exc.DBAPIError as exc:
         raise CommandError(f"cannot open database {_masked(url)}: {_reason(exc)}") from None
     except DefinitionError as exc:
-        _print_problems(exc.problems, f"xrm: the solutions installed in {_masked(url)} no longer load:")
+        _print_problems(
+            exc.problems, f"xrm: the solutions installed in {_masked(url)} no longer load:"
+        )
         raise CommandError("fix or reinstall the solutions above") from None
     try:
         yield store
@@ -177,7 +182,9 @@ def _solution_install(args) -> int:
         for name in (n for n in catalog.solutions if n in wanted):  # dependency order
             version = catalog.solutions[name].version
             old = before.get(name)
-            installed.append(f"{name} {version}" if old in (None, version) else f"{name} {old} -> {version}")
+            installed.append(
+                f"{name} {version}" if old in (None, version) else f"{name} {old} -> {version}"
+            )
         print(f"installed {', '.join(installed)} (catalog version {catalog.version})")
     return 0
 
@@ -189,16 +196,31 @@ def _solution_list(args) -> int:
 
     with _store(args) as store, store.engine.connect() as conn:
         s = T.solutions
-        rows = conn.execute(sa.select(s.c.name, s.c.version, s.c.installed_at).order_by(s.c.position)).all()
+        rows = conn.execute(
+            sa.select(s.c.name, s.c.version, s.c.installed_at).order_by(s.c.position)
+        ).all()
         order = {name: i for i, name in enumerate(store.catalog.solutions)}  # dependency order
     rows.sort(key=lambda r: order.get(r.name, len(order)))
     if args.json:
-        print(json.dumps([{"name": r.name, "version": r.version, "installed_at": r.installed_at.isoformat()} for r in rows]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "version": r.version,
+                        "installed_at": r.installed_at.isoformat(),
+                    }
+                    for r in rows
+                ]
+            )
+        )
         return 0
     if not rows:
         print("no solutions installed")
         return 0
-    table = [("NAME", "VERSION", "INSTALLED")] + [(r.name, r.version, r.installed_at.strftime("%Y-%m-%d %H:%M UTC")) for r in rows]
+    table = [("NAME", "VERSION", "INSTALLED")] + [
+        (r.name, r.version, r.installed_at.strftime("%Y-%m-%d %H:%M UTC")) for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(2)]
     for name, version, installed in table:
         print(f"{name:<{widths[0]}}  {version:<{widths[1]}}  {installed}")
@@ -207,7 +229,12 @@ def _solution_list(args) -> int:
 
 @command("solution")
 def _register_solution(sub, name: str) -> None:
-    p = sub.add_parser(name, help="install and list solution packs", description="Install and list solution packs.", epilog=EXIT_CODES)
+    p = sub.add_parser(
+        name,
+        help="install and list solution packs",
+        description="Install and list solution packs.",
+        epilog=EXIT_CODES,
+    )
     commands = p.add_subparsers(dest="solution_command", required=True, metavar="{install,list}")
 
     install = commands.add_parser(
@@ -219,13 +246,19 @@ def _register_solution(sub, name: str) -> None:
         "solutions/ folder, the xrm.solutions entry points); a PATH is a pack folder or a "
         f"folder of packs. {EXIT_CODES}",
     )
-    install.add_argument("packs", nargs="+", metavar="NAME|PATH", help="solution name or pack folder")
-    install.add_argument("--plan", action="store_true", help="print the schema plan only; change nothing")
+    install.add_argument(
+        "packs", nargs="+", metavar="NAME|PATH", help="solution name or pack folder"
+    )
+    install.add_argument(
+        "--plan", action="store_true", help="print the schema plan only; change nothing"
+    )
     _add_database(install)
     install.set_defaults(handler=_solution_install, parser=install)
 
     listing = commands.add_parser(
-        "list", help="installed packs and their versions", description="The packs installed in the database, in install order."
+        "list",
+        help="installed packs and their versions",
+        description="The packs installed in the database, in install order.",
     )
     listing.add_argument("--json", action="store_true", help="a JSON list instead of a table")
     _add_database(listing)
@@ -258,7 +291,9 @@ def _db_url(args) -> int:
 
 @command("db")
 def _register_db(sub, name: str) -> None:
-    p = sub.add_parser(name, help="inspect the database", description="Inspect the database.", epilog=EXIT_CODES)
+    p = sub.add_parser(
+        name, help="inspect the database", description="Inspect the database.", epilog=EXIT_CODES
+    )
     commands = p.add_subparsers(dest="db_command", required=True, metavar="{plan,url}")
 
     plan = commands.add_parser(
@@ -271,7 +306,11 @@ def _register_db(sub, name: str) -> None:
     _add_database(plan)
     plan.set_defaults(handler=_db_plan, parser=plan)
 
-    url = commands.add_parser("url", help="the database URL in use", description="Print the database URL the other commands would use (password hidden).")
+    url = commands.add_parser(
+        "url",
+        help="the database URL in use",
+        description="Print the database URL the other commands would use (password hidden).",
+    )
     url.add_argument("--show-password", action="store_true", help="print the password too")
     _add_database(url)
     url.set_defaults(handler=_db_url, parser=url)
@@ -308,7 +347,10 @@ def _bench(args) -> int:
         from .metadata.problems import did_you_mean
 
         suites = _suites()
-        raise CommandError(f"unknown benchmark suite {args.suite!r}{did_you_mean(args.suite, suites)} (known: {', '.join(suites) or 'none'})", 2) from None
+        raise CommandError(
+            f"unknown benchmark suite {args.suite!r}{did_you_mean(args.suite, suites)} (known: {', '.join(suites) or 'none'})",
+            2,
+        ) from None
     try:
         result = module.main(rest)
     except SystemExit as exc:  # the suite's own --help or usage error
@@ -334,18 +376,26 @@ def _register_bench(sub) -> None:
     )
     p.add_argument("suite", nargs="?", help="storage, metadata, ...")
     p.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
-    p.add_argument("-h", "--help", action="store_true", help="this help, or the suite's after its name")
+    p.add_argument(
+        "-h", "--help", action="store_true", help="this help, or the suite's after its name"
+    )
     p.set_defaults(handler=_bench, parser=p, accepts_extra=True, rest=[])
 
 
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xrm", description="A low-code XRM platform.", epilog=EXIT_CODES)
+    parser = argparse.ArgumentParser(
+        prog="xrm", description="A low-code XRM platform.", epilog=EXIT_CODES
+    )
     parser.add_argument("--version", action="version", version=f"xrm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check", help="validate solution packs and report every problem", epilog=EXIT_CODES)
-    p.add_argument("paths", nargs="*", help="pack folders, or folders of packs (default: all found)")
+    p = sub.add_parser(
+        "check", help="validate solution packs and report every problem", epilog=EXIT_CODES
+    )
+    p.add_argument(
+        "paths", nargs="*", help="pack folders, or folders of packs (default: all found)"
+    )
     p.set_defaults(handler=_check, parser=p)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the definition formats")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .model import Entity, OptionSet, Role, Solution, View
+from .model import Entity, Form, OptionSet, Role, Solution, View
 from .problems import did_you_mean
 
 T = TypeVar("T")
@@ -35,6 +35,7 @@ class Catalog:
     option_sets: Mapping[str, OptionSet]
     views: Mapping[str, View]
     roles: Mapping[str, Role] = field(default_factory=dict)
+    forms: Mapping[str, Form] = field(default_factory=dict)
     _artifacts: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -57,6 +58,11 @@ class Catalog:
             if key not in self._artifacts:
                 self._artifacts[key] = build()
             return self._artifacts[key]
+
+    def form_for(self, entity: str) -> Form | None:
+        """The entity's main form: the one marked default, else the first declared."""
+        forms = [f for f in self.forms.values() if f.entity == entity]
+        return next((f for f in forms if f.default), forms[0] if forms else None)
 
     def views_of(self, entity: str) -> list[View]:
         return [v for v in self.views.values() if v.entity == entity]

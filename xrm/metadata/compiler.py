@@ -33,6 +33,10 @@ from .model import (
     Entity,
     Field,
     Index,
+    Form,
+    FormField,
+    FormSection,
+    FormTab,
     Option,
     OptionSet,
     Role,
@@ -169,6 +173,7 @@ class _Builder:
         self.option_sets: dict[str, tuple[Mapping, str, Position]] = {}
         self.views: dict[str, tuple[Mapping, str, Position]] = {}
         self.roles: dict[str, tuple[Mapping, str, Position]] = {}
+        self.forms: dict[str, tuple[Mapping, str, Position]] = {}
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -279,6 +284,14 @@ class _Builder:
             if name in self.roles and self._owned_elsewhere("role", name, self.roles[name][1], solution, where):
                 continue
             self.roles[name] = (spec, solution, where)
+
+    def _add_forms(self, solution: str, data: Mapping) -> None:
+        forms = data["forms"]
+        for name, spec in forms.items():
+            where = _pos(forms, name)
+            if name in self.forms and self._owned_elsewhere("form", name, self.forms[name][1], solution, where):
+                continue
+            self.forms[name] = (spec, solution, where)
 
     # ------------------------------------------------------------------ freezing
     def build_option_sets(self) -> dict[str, OptionSet]:
@@ -694,6 +707,78 @@ class _Checker:
             )
         return result
 
+    def build_forms(self, forms) -> dict[str, Form]:
+        result = {}
+        for name, (raw, solution, where) in forms.items():
+            subject = f"forms.{name}"
+            entity = self.entities.get(raw["entity"])
+            if entity is None:
+                self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
+                continue
+            seen: set[str] = set()
+            tabs = []
+            for tab_raw in raw["tabs"]:
+                sections = []
+                for section_raw in tab_raw["sections"]:
+                    columns = []
+                    for column_raw in section_raw.get("columns") or ():
+                        column = []
+                        for index, item in enumerate(column_raw):
+                            spec = {"field": item} if isinstance(item, str) else item
+                            item_where = _pos(column_raw, index, where)
+                            field = entity.fields.get(spec["field"])
+                            if field is None:
+                                self.add(item_where, subject, f"{entity.name} has no field {spec['field']!r}{did_you_mean(spec['field'], entity.fields)}")
+                                continue
+                            if field.name in seen:
+                                self.add(item_where, subject, f"field {field.name!r} appears twice on the form")
+                            seen.add(field.name)
+                            column.append(
+                                FormField(
+                                    field=field.name,
+                                    label=Label.of(spec["label"]) if spec.get("label") else None,
+                                    visible_if=self._form_condition(spec.get("visible_if"), entity, item_where, subject),
+                                    required_if=self._form_condition(spec.get("required_if"), entity, item_where, subject),
+                                    read_only=bool(spec.get("read_only", False)),
+                                    widget=spec.get("widget"),
+                                )
+                            )
+                        columns.append(tuple(column))
+                    related = section_raw.get("related")
+                    if related is not None:
+                        target = entity.fields.get(related)
+                        if target is None or target.type not in ("children", "many_to_many"):
+                            self.add(_vpos(section_raw, "related", where), subject, f"related {related!r} must be a children or many_to_many field of {entity.name}")
+                            related = None
+                    sections.append(
+                        FormSection(
+                            label=Label.of(section_raw["label"]) if section_raw.get("label") else None,
+                            columns=tuple(columns),
+                            related=related,
+                            visible_if=self._form_condition(section_raw.get("visible_if"), entity, _pos(section_raw), subject),
+                        )
+                    )
+                tabs.append(FormTab(label=Label.of(tab_raw["label"]) if tab_raw.get("label") else None, sections=tuple(sections)))
+            result[name] = Form(
+                name=name,
+                entity=entity.name,
+                label=Label.of(raw.get("label"), entity.label.get()),
+                solution=solution,
+                tabs=tuple(tabs),
+                default=bool(raw.get("default", False)),
+                position=where,
+            )
+        return result
+
+    def _form_condition(self, raw, entity, where, subject):
+        if raw is None:
+            return None
+        try:
+            return parse_filter(raw, entity, self.entity_of)
+        except FilterError as exc:
+            self.add(where, subject, f"condition: {exc}")
+            return None
+
     def build_views(self, views) -> dict[str, View]:
         result = {}
         for name, (raw, solution, where) in views.items():
@@ -795,6 +880,7 @@ def build_catalog(
     entities = checker.run(builder.views)
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
+    forms = checker.build_forms(builder.forms)
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -815,10 +901,11 @@ def build_catalog(
         option_sets=MappingProxyType(option_sets),
         views=MappingProxyType(views),
         roles=MappingProxyType(roles),
+        forms=MappingProxyType(forms),
     )
 
 
-_KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3, "roles": 4}
+_KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3, "roles": 4, "forms": 5}
 
 
 def _by_kind(documents: Sequence[Document]) -> list[Document]:

@@ -232,6 +232,47 @@ class Role:
 
 
 @dataclass(frozen=True, slots=True)
+class FormField:
+    field: str
+    label: Label | None = None
+    visible_if: Any = None  # typed filter tree, evaluated on the record being edited
+    required_if: Any = None
+    read_only: bool = False
+    widget: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FormSection:
+    label: Label | None
+    columns: tuple[tuple[FormField, ...], ...] = ()
+    related: str | None = None  # a children / many_to_many field shown as a list
+    visible_if: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class FormTab:
+    label: Label | None
+    sections: tuple[FormSection, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    name: str
+    entity: str
+    label: Label
+    solution: str
+    tabs: tuple[FormTab, ...]
+    default: bool = False
+    position: Position | None = field(default=None, compare=False)
+
+    def fields(self):
+        for tab in self.tabs:
+            for section in tab.sections:
+                for column in section.columns:
+                    yield from column
+
+
+@dataclass(frozen=True, slots=True)
 class Solution:
     name: str
     version: str

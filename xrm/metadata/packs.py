@@ -28,10 +28,11 @@ DOCUMENT_KINDS = {
     "option_sets": "option_sets",
     "views": "views",
     "roles": "roles",
+    "forms": "forms",
 }
 #: Folders whose YAML files hold definitions (other folders, such as data/ or demo/,
 #: are read by later stages).
-DEFINITION_FOLDERS = ("entities", "option_sets", "views", "roles")
+DEFINITION_FOLDERS = ("entities", "option_sets", "views", "roles", "forms")
 ENTRY_POINT_GROUP = "xrm.solutions"
 
 

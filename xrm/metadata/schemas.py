@@ -313,6 +313,75 @@ def option_sets_schema(defs: dict) -> dict:
     )
 
 
+def forms_schema(defs: dict) -> dict:
+    form_field = {
+        "anyOf": [
+            {"type": "string", "description": "a field name"},
+            {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "label": {"$ref": "#/$defs/label"},
+                    "visible_if": {"$ref": "#/$defs/filter"},
+                    "required_if": {"$ref": "#/$defs/filter"},
+                    "read_only": {"type": "boolean"},
+                    "widget": {"type": "string"},
+                },
+                "required": ["field"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+    section = {
+        "type": "object",
+        "properties": {
+            "label": {"$ref": "#/$defs/label"},
+            "columns": {
+                "type": "array",
+                "items": {"type": "array", "items": form_field},
+                "minItems": 1,
+                "maxItems": 4,
+                "description": "each column is a list of fields, top to bottom",
+            },
+            "related": {"type": "string", "description": "a children or many_to_many field shown as a list"},
+            "visible_if": {"$ref": "#/$defs/filter"},
+        },
+        "additionalProperties": False,
+    }
+    tab = {
+        "type": "object",
+        "properties": {
+            "label": {"$ref": "#/$defs/label"},
+            "sections": {"type": "array", "items": section, "minItems": 1},
+        },
+        "required": ["sections"],
+        "additionalProperties": False,
+    }
+    return _document(
+        "Forms (tabs -> sections -> columns of fields)",
+        {
+            "forms": {
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "entity": {"type": "string"},
+                        "label": {"$ref": "#/$defs/label"},
+                        "default": {"type": "boolean", "description": "the entity's main form"},
+                        "tabs": {"type": "array", "items": tab, "minItems": 1},
+                    },
+                    "required": ["entity", "tabs"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        ["forms"],
+        defs,
+        "forms.schema.json",
+    )
+
+
 def views_schema(defs: dict) -> dict:
     column_list = {"type": "array", "items": {"type": "string"}}
     return _document(
@@ -411,6 +480,7 @@ def published_schemas() -> dict[str, dict]:
         option_sets_schema(defs),
         views_schema(defs),
         roles_schema(defs),
+        forms_schema(defs),
     ]
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
@@ -442,6 +512,7 @@ class Validators:
             "option_sets": option_sets_schema(defs),
             "views": views_schema(defs),
             "roles": roles_schema(defs),
+            "forms": forms_schema(defs),
         }
         self.documents = {k: Draft202012Validator(v) for k, v in shells.items()}
         self.fields = {
