@@ -111,6 +111,19 @@ def test_a_bad_pack_prints_each_problem_and_exits_1(capsys, db, tmp_path):
     assert out == "no solutions installed\n"  # all or nothing
 
 
+def test_a_refused_schema_change_fails_the_plan_and_the_install(capsys, db, tmp_path):
+    entity = "entity: gadget\nlabel: Gadget\nfields:\n  name: {{type: text, max_length: {}}}\n"
+    pack = write_pack(tmp_path / "packs", "gadgets", {"entities/gadget.yaml": entity.format(200)})
+    assert run(capsys, "solution", "install", str(pack), "--database", db)[0] == 0
+    (pack / "entities" / "gadget.yaml").write_text(entity.format(20), encoding="utf-8")
+
+    for extra in (["--plan"], []):
+        code, out, err = run(capsys, "solution", "install", str(pack), *extra, "--database", db)
+        assert code == 1
+        assert any(line.startswith("~ REFUSED gadget.name") for line in out.splitlines()), out
+        assert err.startswith("xrm: ") and "refused" in err
+
+
 def test_an_unknown_solution_name_is_a_usage_error(capsys, db):
     code, out, err = run(capsys, "solution", "install", "salse", "--database", db)
     assert code == 2

@@ -31,6 +31,7 @@ from xrm.metadata import (
     resolve_packs,
 )
 from xrm.metadata.schemas import SCHEMA_DIR, published_schemas, render
+from xrm.metadata.source import YamlSyntaxError, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "solutions" / "core"
@@ -102,6 +103,44 @@ def test_unknown_document_kind(problems_of):
     problem = only(problems_of(entity("entiti: a\nfields: {}\n")))
     assert problem.startswith("p/entities/a.yaml:1:1: unknown kind of definition")
     assert "did you mean 'entity'?" in problem
+
+
+def test_yaml_positions_anchors_and_merge_keys():
+    text = (
+        "base: &b {type: text, max_length: 5}\nfields:\n  f:\n    <<: *b\n    label: F\n  g: *b\n"
+    )
+    doc = load_yaml(text, "x.yaml")
+    assert doc["fields"]["f"] == {"type": "text", "max_length": 5, "label": "F"}
+    assert doc["fields"]["g"] == {"type": "text", "max_length": 5}
+    assert str(doc.position) == "x.yaml:1:1"
+    assert str(doc.at("fields")) == "x.yaml:2:1"
+    assert str(doc["fields"].at("f")) == "x.yaml:3:3"
+    assert str(doc["fields"]["f"].value_at("label")) == "x.yaml:5:12"
+    items = load_yaml("- a\n- {b: 1}\n", "y.yaml")
+    assert str(items.at(1)) == "y.yaml:2:3" and str(items[1].value_at("b")) == "y.yaml:2:7"
+
+
+def test_yaml_scalars_follow_safe_load():
+    text = "d: 2026-03-01\nn: null\nf: 1.5\ni: 0x1F\nb: yes\nt: !!str 12\ns: !!set {a, b}\n"
+    assert load_yaml(text) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "a: !!python/object:os.system x\n",
+            "x.yaml:1:4: YAML syntax: could not determine a constructor",
+        ),
+        ("a: !!map [1, 2]\n", "x.yaml:1:4: YAML syntax: expected a mapping, but found a sequence"),
+        ("? [a]\n: b\n", "x.yaml:1:3: YAML syntax: found an unhashable key"),
+        ("a: 1\na: 2\n", "x.yaml:2:1: YAML syntax: found duplicate key 'a'"),
+    ],
+)
+def test_yaml_constructs_only_safe_plain_data(text, message):
+    with pytest.raises(YamlSyntaxError) as caught:
+        load_yaml(text, "x.yaml")
+    assert str(caught.value).startswith(message)
 
 
 # ----------------------------------------------------------------------- schema level
@@ -262,6 +301,18 @@ def test_formula_syntax_error(problems_of):
         problems_of(entity("entity: a\nfields:\n  y: {type: integer, formula: '1 +'}\n"))
     )
     assert problem.startswith("p/entities/a.yaml:3:31: a.y: formula syntax: ")
+
+
+def test_formula_reading_through_a_lookup(problems_of):
+    text = (
+        "entity: a\nfields:\n  acc: {type: lookup, to: a}\n"
+        "  n: {type: formula, expression: acc.name}\n"
+        "  m: {type: formula, expression: 'acc.name ~ 1'}\n"
+    )
+    assert problems_of(entity(text)) == [
+        "p/entities/a.yaml:4:34: a.n: formula reads acc.name: formulas use this record's own fields only",
+        "p/entities/a.yaml:5:34: a.m: formula reads acc.name: formulas use this record's own fields only",
+    ]
 
 
 def test_formula_cycle(problems_of):
@@ -864,30 +915,44 @@ def test_customization_layer_is_checked_like_a_pack():
         build_catalog(packs, layer=layer)
 
 
-def test_customization_layer_can_remove_a_field():
-    packs = resolve_packs([CORE])
-    catalog = build_catalog(packs, layer=_layer({"extend": "account", "remove": ["rating"]}))
-    assert "rating" not in catalog.entity("account").fields
-    assert "name" in catalog.entity("account").fields
+REMOVABLE = {
+    "p/solution.yaml": MANIFEST,
+    "p/entities/shop.yaml": (
+        "entity: shop\ntitle: name\nsearch: [name, email, code]\nfields:\n"
+        "  name: {type: text}\n  email: {type: email}\n  code: {type: text}\n"
+        "  rating: {type: rating}\nindexes:\n  - {fields: [code]}\n  - {fields: [name]}\n"
+    ),
+    "p/views/shops.yaml": "views:\n  shops: {entity: shop, columns: [name, rating]}\n",
+}
 
 
-def test_removing_a_searched_and_indexed_field_takes_it_out_of_search_and_indexes():
-    packs = resolve_packs([CORE])
+def test_customization_layer_can_remove_a_field(problems_of):
+    assert problems_of(REMOVABLE) == []
     catalog = build_catalog(
-        packs, layer=_layer({"extend": "account", "remove": ["email", "tax_id"]})
+        resolve_packs(["p"]), layer=_layer({"extend": "shop", "remove": ["email"]})
     )
-    account = catalog.entity("account")
-    assert account.search == ("name", "phone", "website")
-    assert account.indexes == ()
+    assert list(catalog.entity("shop").fields) == ["name", "code", "rating"]
 
 
-def test_removing_a_field_that_is_still_used_is_refused():
-    packs = resolve_packs([CORE])
+def test_removing_a_searched_and_indexed_field_takes_it_out_of_search_and_indexes(problems_of):
+    assert problems_of(REMOVABLE) == []
+    layer = _layer({"extend": "shop", "remove": ["email", "code"]})
+    shop = build_catalog(resolve_packs(["p"]), layer=layer).entity("shop")
+    assert shop.search == ("name",)
+    assert [index.fields for index in shop.indexes] == [("name",)]
+
+
+def test_removing_a_field_that_is_still_used_is_refused(problems_of):
+    assert problems_of(REMOVABLE) == []
     with pytest.raises(DefinitionError) as caught:
-        build_catalog(packs, layer=_layer({"extend": "account", "remove": ["name"]}))
-    messages = [str(p) for p in caught.value.problems]
-    assert any("title names unknown field 'name'" in m for m in messages)
-    assert any("views.customers: columns: account has no field 'name'" in m for m in messages)
+        build_catalog(
+            resolve_packs(["p"]), layer=_layer({"extend": "shop", "remove": ["name", "rating"]})
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "p/entities/shop.yaml:2:8: shop: title names unknown field 'name'",
+        "p/views/shops.yaml:2:35: views.shops: columns: shop has no field 'name'",
+        "p/views/shops.yaml:2:41: views.shops: columns: shop has no field 'rating'",
+    ]
 
 
 # ------------------------------------------------------------------------- JSON Schemas

@@ -549,7 +549,7 @@ def test_current_user_is_bound_when_the_query_runs(lab):
         [
             {"title": "ann's", "owner": lab.ann, "assignee": lab.bob},
             {"title": "bob's", "owner": lab.bob, "assignee": lab.ann},
-            {"title": "nobody's"},
+            {"title": "nobody's", "owner": None},
         ]
     )
     ids = {r["title"]: r["id"] for r in records}

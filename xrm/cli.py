@@ -176,6 +176,11 @@ def _solution_install(args) -> int:
         for line in plan.lines():
             print(line)
         if args.plan:
+            if plan.refused:
+                count = len(plan.refused)
+                raise CommandError(
+                    f"{count} schema change{'s' if count != 1 else ''} refused: installing would fail"
+                )
             return 0
         installed = []
         wanted = {p.name for p in resolve_packs(locations)}

@@ -22,6 +22,7 @@ from .expressions import (
     FORMULA_GLOBALS,
     ExpressionError,
     arithmetic_operands,
+    find_nodes,
     names_in,
     parse_expression,
 )
@@ -246,6 +247,7 @@ class _Builder:
                     continue
                 merged = _overlay(previous[0], fspec)
                 spec.fields[fname] = (merged, previous[1], previous[2])
+                spec.removed.discard(fname)  # defined again after a remove
                 continue
             spec.fields[fname] = (fspec, solution, where)
             spec.removed.discard(fname)
@@ -587,7 +589,7 @@ class _Checker:
                 self.add(where, subject, f"formula uses {name!r}, which holds many records; use a rollup")
         from jinja2 import nodes
 
-        for node in expr.find_all((nodes.Getattr, nodes.Getitem)):
+        for node in find_nodes(expr, (nodes.Getattr, nodes.Getitem)):
             if isinstance(node.node, nodes.Name) and node.node.name in entity.fields:
                 self.add(where, subject, f"formula reads {node.node.name}.{getattr(node, 'attr', '...')}: formulas use this record's own fields only")
 

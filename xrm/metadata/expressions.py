@@ -48,7 +48,7 @@ def parse_expression(source: str) -> nodes.Expr:
     return output.nodes[0]
 
 
-def _find_all(expr: nodes.Node, node_types):
+def find_nodes(expr: nodes.Node, node_types):
     """Nodes of the given types in ``expr``, the root included (Jinja's find_all skips it)."""
     if isinstance(expr, node_types):
         yield expr
@@ -56,16 +56,16 @@ def _find_all(expr: nodes.Node, node_types):
 
 
 def names_in(expr: nodes.Node) -> set[str]:
-    return {n.name for n in _find_all(expr, nodes.Name) if n.ctx == "load"}
+    return {n.name for n in find_nodes(expr, nodes.Name) if n.ctx == "load"}
 
 
 def arithmetic_operands(expr: nodes.Node):
     """Names used directly as operands of arithmetic (checked for numeric or date types)."""
-    for node in _find_all(expr, _ARITHMETIC):
+    for node in find_nodes(expr, _ARITHMETIC):
         for side in (node.left, node.right):
             if isinstance(side, nodes.Name):
                 yield side.name, node
-    for node in _find_all(expr, nodes.Neg):
+    for node in find_nodes(expr, nodes.Neg):
         if isinstance(node.node, nodes.Name):
             yield node.node.name, node
 

@@ -160,10 +160,17 @@ def _parse(raw, entity, entity_of, depth):
     raise FilterError("expected a condition [field, op, value] or an all/any/not node")
 
 
+def operators_of(field: Field) -> frozenset[str]:
+    """The operators a field takes; a formula takes those of the type it results in."""
+    if field.type == "formula":
+        return field.kind.result_type(field).operators
+    return field.kind.operators
+
+
 def _condition(raw, entity, entity_of):
     dotted, op = raw[0], raw[1]
     field, lookups = resolve_path(entity, dotted, entity_of)
-    allowed = field.kind.operators
+    allowed = operators_of(field)
     if not isinstance(op, str) or op not in allowed:
         raise FilterError(
             f"operator {op!r} does not apply to {field.type} fields "

@@ -100,8 +100,78 @@ class _Loader(_BaseLoader):
             data.positions[index] = _pos(self, child.start_mark)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
+    # The generic constructor (generators, state stacks) costs more than parsing in C; the
+    # tags definitions use are built directly here, anything else goes the generic way.
+    def construct_document(self, node):
+        self._built: dict[int, object] = {}
+        try:
+            return self._build(node)
+        finally:
+            self._built = {}
+            self.constructed_objects = {}
+            self.recursive_objects = {}
+
+    def _build(self, node):
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        built = self._built.get(id(node))  # an alias of an anchor already built
+        if built is not None:
+            return built
+        path = self.source_name
+        if tag == _MAP and isinstance(node, yaml.MappingNode):
+            data = YamlMap()
+            self._built[id(node)] = data
+            mark = node.start_mark
+            data.position = Position(path, mark.line + 1, mark.column + 1)
+            positions = data.positions = {}
+            self.flatten_mapping(node)
+            for key_node, value_node in node.value:
+                key = self._build(key_node)
+                if not isinstance(key, str | int | float | bool) and key is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        "found an unhashable key",
+                        key_node.start_mark,
+                    )
+                if key in data:
+                    raise DuplicateKey(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                data[key] = self._build(value_node)
+                mark = key_node.start_mark
+                positions[key] = Position(path, mark.line + 1, mark.column + 1)
+                mark = value_node.start_mark
+                positions[("value", key)] = Position(path, mark.line + 1, mark.column + 1)
+            return data
+        if tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            items = YamlList()
+            self._built[id(node)] = items
+            mark = node.start_mark
+            items.position = Position(path, mark.line + 1, mark.column + 1)
+            positions = items.positions = {}
+            for index, child in enumerate(node.value):
+                items.append(self._build(child))
+                mark = child.start_mark
+                positions[index] = Position(path, mark.line + 1, mark.column + 1)
+            return items
+        if tag in (_MAP, _SEQ):  # e.g. `!!map [1, 2]`
+            expected = "mapping" if tag == _MAP else "sequence"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected a {expected}, but found a {node.id}", node.start_mark
+            )
+        if isinstance(node, yaml.ScalarNode) and tag in self.yaml_constructors:
+            return self.yaml_constructors[tag](self, node)  # int, float, bool, null...
+        return self.construct_object(node, deep=True)  # sets, timestamps, unknown tags
+
+
+_STR, _MAP, _SEQ = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq"))
+_Loader.add_constructor(_MAP, _Loader.construct_yaml_map)
+_Loader.add_constructor(_SEQ, _Loader.construct_yaml_seq)
 
 
 class YamlSyntaxError(Exception):

@@ -67,6 +67,9 @@ def _sqlite_engine(url: str, **kwargs) -> sa.Engine:
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+        # SQLite's own lower() folds ASCII only; filters lower both sides to ignore case
+        # in every language (as PostgreSQL and the Python evaluator do).
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA cache_size=-65536")
@@ -78,6 +81,10 @@ def _sqlite_engine(url: str, **kwargs) -> sa.Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _lower(value):
+    return value.lower() if isinstance(value, str) else value
 
 
 def is_sqlite(engine_or_conn) -> bool:

@@ -105,8 +105,10 @@ class SqlBuilder:
         col = table.c[field.name]
         present = col.is_not(None)
         json_array = field.kind.json_type == "array"
+        if field.kind.json_type in ("array", "object"):  # None may be stored as JSON null
+            present = sa.and_(present, self._json_type(col) != "null")
         if op == "is_empty":
-            return sa.or_(col.is_(None), self._json_empty(col)) if json_array else col.is_(None)
+            return sa.or_(col.is_(None), self._json_empty(col)) if json_array else sa.not_(present)
         if op == "is_not_empty":
             return sa.and_(present, sa.not_(self._json_empty(col))) if json_array else present
         if json_array:
@@ -116,6 +118,9 @@ class SqlBuilder:
             return sa.and_(present, col == value)
         if op == "ne":
             return sa.or_(col.is_(None), col != value)
+        if op in ("in", "not_in"):
+            # NULL in a list (current_user with nobody asking) would make the leaf NULL
+            value = [v for v in value if v is not None]
         if op == "in":
             return sa.and_(present, col.in_(value)) if value else sa.false()
         if op == "not_in":
@@ -141,17 +146,21 @@ class SqlBuilder:
             parts.append(col < end)
         return sa.and_(*parts)
 
+    def _json_type(self, col):
+        return sa.func.jsonb_typeof(col) if self._dialect == "postgresql" else sa.func.json_type(col)
+
     def _json_empty(self, col):
-        if self._dialect == "postgresql":
-            return sa.func.jsonb_array_length(col) == 0
-        return sa.func.json_array_length(col) == 0
+        """JSON null or an empty array (the length of a scalar is an error on PostgreSQL)."""
+        kind = self._json_type(col)
+        length = sa.func.jsonb_array_length(col) if self._dialect == "postgresql" else sa.func.json_array_length(col)
+        return sa.or_(kind == "null", sa.case((kind == "array", length), else_=-1) == 0)
 
     def _json_contains_any(self, col, values):
         values = list(values or ())
         if not values:
             return sa.false()
         if self._dialect == "postgresql":
-            return col.op("?|")(sa.cast(sa.literal(values, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text)))
+            return col.op("?|", is_comparison=True)(sa.cast(sa.literal(values, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text)))
         each = sa.func.json_each(col).table_valued("value")
         return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.in_(values)))
 

@@ -163,7 +163,9 @@ def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
                 plan.add_columns.append((table.name, column.name))
                 continue
             change = _type_change(table.name, column.name, _family(columns[column.name]["type"]), _declared(column, dialect))
-            if change is not None:
+            # SQLite's declared types are affinities: a widening needs no DDL there, and
+            # listing it would leave it pending in every later plan.
+            if change is not None and not (change.safe and dialect.name == "sqlite"):
                 plan.type_changes.append(change)
         for name in columns:
             if name not in table.columns:
@@ -203,6 +205,19 @@ def _create_tables(connection: sa.Connection, new_tables: list[sa.Table]) -> Non
                 connection.execute(sa.schema.AddConstraint(constraint))
 
 
+def _add_lookup_column_sqlite(connection: sa.Connection, table_name: str, column: sa.Column) -> None:
+    """SQLite cannot add a constraint to a table, but it takes one inline in ADD COLUMN
+    (Alembic would need a batch rebuild of the table for it)."""
+    preparer = connection.dialect.identifier_preparer
+    ddl = str(sa.schema.CreateColumn(column).compile(dialect=connection.dialect))
+    for fk in column.foreign_keys:
+        target_table, target_column = fk.target_fullname.split(".")
+        ddl += f" CONSTRAINT {preparer.quote(fk.name)} REFERENCES {preparer.quote(target_table)} ({preparer.quote(target_column)})"
+        if fk.ondelete:
+            ddl += f" ON DELETE {fk.ondelete}"
+    connection.exec_driver_sql(f"ALTER TABLE {preparer.quote(table_name)} ADD COLUMN {ddl}")
+
+
 def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPlan) -> None:
     """Carry out a plan inside the caller's transaction."""
     if plan.refused:
@@ -212,6 +227,9 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
     _create_tables(connection, [by_name[name] for name in plan.create_tables])
     for table_name, column_name in plan.add_columns:
         column = by_name[table_name].c[column_name]
+        if connection.dialect.name == "sqlite" and column.foreign_keys:
+            _add_lookup_column_sqlite(connection, table_name, column)
+            continue
         foreign_keys = [sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete, name=fk.name) for fk in column.foreign_keys]
         ops.add_column(table_name, sa.Column(column.name, column.type, *foreign_keys, nullable=True))
     for table_name, index_name in plan.drop_indexes:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from ..metadata import Catalog, Document, build_catalog, parse_pack
 from ..metadata.loader import resolve_packs
-from ..metadata.packs import PackSource
+from ..metadata.packs import PackSource, _validate
 from ..metadata.problems import Problems
 from . import tables as T
 from .database import WRITE, create_engine, default_url, is_postgres
@@ -184,6 +184,9 @@ class Store(Users):
 
     def customize(self, kind: str, document: dict, *, user_id: int | None = None, dry_run: bool = False):
         """Add a document to the customization layer (what administrators change)."""
+        problems = Problems()
+        _validate(document, kind, "customization", problems)  # the JSON Schemas packs pass
+        problems.raise_if_any()
         target = str(document.get("extend") or document.get("entity") or kind)
         row = {"kind": kind, "target": target, "document": document, "created_by": user_id}
 

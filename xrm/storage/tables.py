@@ -250,7 +250,9 @@ class EntityTables:
             columns = system_columns(entity)
             for field in entity.fields.values():
                 columns.extend(field_columns(entity, field))
-            table = sa.Table(entity.table_name, self.metadata, *columns)
+            # AUTOINCREMENT: SQLite would otherwise hand a deleted newest row's id to the next
+            # record, which would inherit its audit trail and outbox history.
+            table = sa.Table(entity.table_name, self.metadata, *columns, sqlite_autoincrement=True)
             for name, (cols, unique) in planned_indexes(catalog, entity).items():
                 sa.Index(name, *(table.c[c] for c in cols), unique=unique)
             self.tables[entity.name] = table
