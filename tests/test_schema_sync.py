@@ -232,6 +232,11 @@ def test_adding_a_field_adds_a_nullable_column_and_keeps_the_rows(core):
     assert [r["id"] for r in accounts.query(["champion.last_name", "eq", "Champion"]).rows] == [new]
     with pytest.raises(ValidationFailed):
         accounts.update(new, {"champion": 987654})
+    # the added lookup has its foreign key, so on_delete works (set_null by default)
+    foreign = {fk["constrained_columns"][0]: fk for fk in inspect(core).get_foreign_keys("account")}
+    assert foreign["champion"]["referred_table"] == "contact"
+    core.records("contact").delete(champion)
+    assert accounts.get(new)["champion"] is None
     assert core.plan().empty
 
 

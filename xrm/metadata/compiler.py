@@ -729,6 +729,8 @@ class _Checker:
                             spec = {"field": item} if isinstance(item, str) else item
                             item_where = _pos(column_raw, index, where)
                             field = entity.fields.get(spec["field"])
+                            if field is None and spec["field"] in self.builder.entities[entity.name].removed:
+                                continue  # removed by an administrator: the form drops it
                             if field is None:
                                 self.add(item_where, subject, f"{entity.name} has no field {spec['field']!r}{did_you_mean(spec['field'], entity.fields)}")
                                 continue
@@ -781,6 +783,21 @@ class _Checker:
             self.add(where, subject, f"condition: {exc}")
             return None
 
+    def removed_path(self, entity: Entity, path: str) -> bool:
+        """Does a (dotted) path run into a field that the customization layer removed?"""
+        current = entity
+        for part in path.split("."):
+            spec = self.builder.entities.get(current.name)
+            if spec is not None and part in spec.removed:
+                return True
+            field = current.fields.get(part)
+            if field is None or field.type != "lookup":
+                return False
+            current = self.entities.get(field.params.get("to"))
+            if current is None:
+                return False
+        return False
+
     def build_views(self, views) -> dict[str, View]:
         result = {}
         for name, (raw, solution, where) in views.items():
@@ -792,8 +809,13 @@ class _Checker:
                 self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
                 continue
             ok = True
+            kept = {}
             for key in ("columns", "quick_filters", "card"):
+                # Fields an administrator removed drop out of views instead of breaking them.
+                kept[key] = tuple(p for p in raw.get(key) or () if not self.removed_path(entity, p))
                 for index, path in enumerate(raw.get(key) or ()):
+                    if self.removed_path(entity, path):
+                        continue
                     try:
                         resolve_path(entity, path, self.entity_of)
                     except FilterError as exc:
@@ -844,12 +866,12 @@ class _Checker:
                 label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
                 solution=solution,
                 kind=kind,
-                columns=tuple(raw.get("columns") or ()),
+                columns=kept["columns"],
                 filter=tree,
                 sort=tuple(sort),
-                quick_filters=tuple(raw.get("quick_filters") or ()),
+                quick_filters=kept["quick_filters"],
                 group_by=raw.get("group_by"),
-                card=tuple(raw.get("card") or ()),
+                card=kept["card"],
                 date_field=raw.get("date_field"),
                 position=where,
             )
