@@ -948,11 +948,17 @@ def test_removing_a_field_that_is_still_used_is_refused(problems_of):
         build_catalog(
             resolve_packs(["p"]), layer=_layer({"extend": "shop", "remove": ["name", "rating"]})
         )
+    # The title cannot go; the view's columns simply drop the removed fields.
     assert [str(p) for p in caught.value.problems] == [
         "p/entities/shop.yaml:2:8: shop: title names unknown field 'name'",
-        "p/views/shops.yaml:2:35: views.shops: columns: shop has no field 'name'",
-        "p/views/shops.yaml:2:41: views.shops: columns: shop has no field 'rating'",
     ]
+
+
+def test_removed_fields_drop_out_of_views(problems_of):
+    assert problems_of(REMOVABLE) == []
+    layer = _layer({"extend": "shop", "remove": ["rating"]})
+    catalog = build_catalog(resolve_packs(["p"]), layer=layer)
+    assert catalog.views["shops"].columns == ("name",)
 
 
 # ------------------------------------------------------------------------- JSON Schemas

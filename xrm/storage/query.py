@@ -338,7 +338,7 @@ def search_condition(entity: Entity, table, text: str, dialect: str, exclude: se
         )
     if dialect == "postgresql":
         query = " & ".join(f"{w.lower()}:*" for w in words)
-        return tsvector_expression(table, fields).op("@@")(sa.func.to_tsquery("simple", query))
+        return tsvector_expression(table, fields).op("@@")(sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), query))
     match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
     fts = sa.table(fts_table_name(entity), sa.column("rowid"))
     return table.c.id.in_(

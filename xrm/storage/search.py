@@ -7,6 +7,8 @@ On PostgreSQL the index is on an expression, which queries repeat (query.tsvecto
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 from ..metadata import Entity
@@ -30,7 +32,7 @@ def needs_rebuild(conn: sa.Connection, inspector, entity: Entity) -> bool:
         row = conn.execute(
             sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = :n"), {"n": index_name(entity)}
         ).first()
-        return row is None or _pg_signature(wanted) not in row[0].replace('"', "")
+        return row is None or _pg_columns(row[0]) != wanted
     name = fts_table_name(entity)
     exists = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type='table' AND name=:n"), {"n": name}).first()
     if not wanted:
@@ -38,8 +40,9 @@ def needs_rebuild(conn: sa.Connection, inspector, entity: Entity) -> bool:
     return exists is None or _sqlite_signature(wanted) not in exists[0]
 
 
-def _pg_signature(columns: list[str]) -> str:
-    return columns[0]
+def _pg_columns(indexdef: str) -> list[str]:
+    """The columns an existing search index covers, in order (each is COALESCEd)."""
+    return re.findall(r'COALESCE\("?(\w+)"?,', indexdef)
 
 
 def _sqlite_signature(columns: list[str]) -> str:
