@@ -503,7 +503,7 @@ class StorageBench:
         )
 
     def measure_reads(self) -> None:
-        from xrm.storage.query import Keyset
+        from xrm.storage.query import Keyset, normalize_sort
 
         r, repeats = self.result, self.args.repeats
         self.say("list pages, count")
@@ -543,8 +543,9 @@ class StorageBench:
                 .scalars()
                 .all()
             )
-        close_date = self.store.catalog.entity(ENTITY).fields["close_date"]
-        cursor = Keyset([("close_date", "asc")], [last.close_date], last.id).encode([close_date])
+        entity = self.store.catalog.entity(ENTITY)
+        sort = normalize_sort(entity, self.store.catalog, [("close_date", "asc")])
+        cursor = Keyset(sort, [last.close_date], last.id).encode([entity.fields["close_date"]])
         page = self.records_page(cursor)
         if [row["id"] for row in page.rows] != expected:
             raise AssertionError(f"the keyset page {deep} differs from OFFSET {(deep - 1) * PAGE}")

@@ -193,10 +193,18 @@ def builder(catalog: Catalog, entity: Entity, ctx: FilterContext, dialect: str) 
 
 
 # ------------------------------------------------------------------------------ sorting
-def normalize_sort(entity: Entity, catalog: Catalog, sort) -> list[tuple[str, str]]:
+class SortSpec(list):
+    """(path, direction) pairs, and the entity they sort: a cursor is bound to both."""
+
+    def __init__(self, items=(), entity: str = ""):
+        super().__init__(items)
+        self.entity = entity
+
+
+def normalize_sort(entity: Entity, catalog: Catalog, sort) -> SortSpec:
     """Sort spec (``[["close_date", "asc"]]``, ``"-amount,name"``) as (path, dir) pairs."""
     if not sort:
-        return []
+        return SortSpec((), entity.name)
     if isinstance(sort, str):
         items = []
         for part in sort.split(","):
@@ -204,7 +212,7 @@ def normalize_sort(entity: Entity, catalog: Catalog, sort) -> list[tuple[str, st
             if part:
                 items.append((part[1:], "desc") if part.startswith("-") else (part, "asc"))
         sort = items
-    result = []
+    result = SortSpec((), entity.name)
     for item in sort:
         if isinstance(item, str):
             path, direction = item, "asc"
@@ -217,8 +225,9 @@ def normalize_sort(entity: Entity, catalog: Catalog, sort) -> list[tuple[str, st
         field, _ = resolve_path(entity, path, catalog.entity_of)
         if not field.stored or field.kind.json_type in ("array", "object"):
             raise FilterError(f"cannot sort by {field.type} field", path)
-        if path != "id":
-            result.append((path, direction))
+        result.append((path, direction))
+        if path == "id":
+            break  # ids are unique: nothing after them changes the order
     return result
 
 
@@ -239,7 +248,8 @@ def _decode(cursor: str) -> list:
 
 
 def sort_signature(sort: list[tuple[str, str]]) -> str:
-    return hashlib.sha1(repr(sort).encode()).hexdigest()[:8]
+    key = (getattr(sort, "entity", ""), [tuple(item) for item in sort])
+    return hashlib.sha1(repr(key).encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -284,6 +294,7 @@ def keyset_condition(columns: list[sa.ColumnElement], sort: list[tuple[str, str]
             # After NULL only more NULLs (in this column) can follow.
             equal_prefix.append(col.is_(None))
             continue
+        value = sa.literal(value, col.type)  # typed: a bare True/False cannot be compared
         after = col > value if direction == "asc" else col < value
         clauses.append(sa.and_(*equal_prefix, sa.or_(after, col.is_(None))))
         equal_prefix.append(col == value)

@@ -791,19 +791,17 @@ class Records:
             conditions.append(scope)
         if search:
             conditions.append(self._search(search))
-        if after:
-            keyset = Q.Keyset.decode(after, sort_spec, sort_fields)
-            conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
+        keyset = Q.Keyset.decode(after, sort_spec, sort_fields) if after else None
         sort_labels = [f"_sort{i}" for i in range(len(sort_columns))]
-        statement = (
-            sa.select(*columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels)))
-            .select_from(builder.from_clause)
-            .where(*conditions)
-            .order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id))
-            .limit(limit + 1)
-        )
+        base = sa.select(*columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels))).select_from(builder.from_clause)
         with self.store.engine.connect() as conn:
-            rows = conn.execute(statement).mappings().all()
+            if len(sort_spec) == 1:
+                rows = self._two_phase_page(conn, base, conditions, sort_columns[0], sort_spec[0][1], keyset, limit)
+            else:
+                if keyset is not None:
+                    conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
+                statement = base.where(*conditions).order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id)).limit(limit + 1)
+                rows = conn.execute(statement).mappings().all()
         more = len(rows) > limit
         rows = rows[:limit]
         records = []
@@ -817,6 +815,31 @@ class Records:
             keyset = Q.Keyset(sort_spec, [last[n] for n in sort_labels], last["id"])
             cursor = keyset.encode(sort_fields)
         return Page(records, cursor)
+
+    def _two_phase_page(self, conn, base, conditions, column, direction, keyset, limit):
+        """A page sorted by one column: first the rows with a value, as an index range
+        scan from the cursor (a row-value comparison both databases can seek on), then,
+        when those run out, the rows without a value in id order.  Empty values sort last
+        in both directions."""
+        id_col = self.table.c.id
+        ascending = direction == "asc"
+        rows: list = []
+        in_null_phase = keyset is not None and keyset.values[0] is None
+        if not in_null_phase:
+            where = [*conditions, column.is_not(None)]
+            if keyset is not None:
+                start = sa.tuple_(sa.literal(keyset.values[0], column.type), sa.literal(keyset.last_id, id_col.type))
+                pair = sa.tuple_(column, id_col)
+                where.append(pair > start if ascending else pair < start)
+            order = (column.asc(), id_col.asc()) if ascending else (column.desc(), id_col.desc())
+            rows = list(conn.execute(base.where(*where).order_by(*order).limit(limit + 1)).mappings())
+        if len(rows) <= limit:
+            where = [*conditions, column.is_(None)]
+            if in_null_phase:
+                where.append(id_col > keyset.last_id if ascending else id_col < keyset.last_id)
+            order = id_col.asc() if ascending else id_col.desc()
+            rows += list(conn.execute(base.where(*where).order_by(order).limit(limit + 1 - len(rows))).mappings())
+        return rows
 
     def count(self, filter=None, *, search: str | None = None, cap: int = 10_000) -> Count:
         """Exact up to ``cap``; beyond it an estimate (``exact`` is False)."""
