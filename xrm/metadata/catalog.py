@@ -36,6 +36,10 @@ class Catalog:
     views: Mapping[str, View]
     roles: Mapping[str, Role] = field(default_factory=dict)
     forms: Mapping[str, Form] = field(default_factory=dict)
+    processes: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Process
+    templates: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Template
+    calendars: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Calendar
+    slas: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Sla
     _artifacts: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -50,6 +50,7 @@ from .model import (
     frozen_map,
 )
 from .packs import Document, PackSource
+from .processes import workflow_definitions
 from .problems import Problems, did_you_mean, one_of
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .schemas import VERSION_PATTERN
@@ -175,6 +176,7 @@ class _Builder:
         self.views: dict[str, tuple[Mapping, str, Position]] = {}
         self.roles: dict[str, tuple[Mapping, str, Position]] = {}
         self.forms: dict[str, tuple[Mapping, str, Position]] = {}
+        self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -286,6 +288,21 @@ class _Builder:
             if name in self.roles and self._owned_elsewhere("role", name, self.roles[name][1], solution, where):
                 continue
             self.roles[name] = (spec, solution, where)
+
+    def _add_workflow(self, kind: str, solution: str, data: Mapping) -> None:
+        self.workflow.append((kind, solution, data))
+
+    def _add_process(self, solution: str, data: Mapping) -> None:
+        self._add_workflow("process", solution, data)
+
+    def _add_sla(self, solution: str, data: Mapping) -> None:
+        self._add_workflow("sla", solution, data)
+
+    def _add_calendars(self, solution: str, data: Mapping) -> None:
+        self._add_workflow("calendars", solution, data)
+
+    def _add_templates(self, solution: str, data: Mapping) -> None:
+        self._add_workflow("templates", solution, data)
 
     def _add_forms(self, solution: str, data: Mapping) -> None:
         forms = data["forms"]
@@ -905,6 +922,7 @@ def build_catalog(
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
     forms = checker.build_forms(builder.forms)
+    workflow = workflow_definitions(problems, entities, roles, builder.workflow, LAYER)
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -926,6 +944,10 @@ def build_catalog(
         views=MappingProxyType(views),
         roles=MappingProxyType(roles),
         forms=MappingProxyType(forms),
+        processes=MappingProxyType(workflow.processes),
+        templates=MappingProxyType(workflow.templates),
+        calendars=MappingProxyType(workflow.calendars),
+        slas=MappingProxyType(workflow.slas),
     )
 
 

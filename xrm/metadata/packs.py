@@ -29,10 +29,14 @@ DOCUMENT_KINDS = {
     "views": "views",
     "roles": "roles",
     "forms": "forms",
+    "process": "process",
+    "sla": "sla",
+    "calendars": "calendars",
+    "templates": "templates",
 }
 #: Folders whose YAML files hold definitions (other folders, such as data/ or demo/,
 #: are read by later stages).
-DEFINITION_FOLDERS = ("entities", "option_sets", "views", "roles", "forms")
+DEFINITION_FOLDERS = ("entities", "option_sets", "views", "roles", "forms", "processes", "templates")
 ENTRY_POINT_GROUP = "xrm.solutions"
 
 
@@ -179,7 +183,9 @@ def _subject(kind: str, data, path) -> str:
     name = ""
     if isinstance(data, Mapping):
         name = str(data.get("entity") or data.get("extend") or data.get("solution") or "")
-    if kind in ("option_sets", "views") and len(parts) >= 2:
+    if kind in ("process", "sla") and isinstance(data, Mapping):
+        name = f"{'slas' if kind == 'sla' else 'processes'}.{data.get(kind, '')}"
+    if kind in ("option_sets", "views", "calendars", "templates") and len(parts) >= 2:
         name = str(parts[1])
     elif kind in ("entity", "extend") and len(parts) >= 2 and parts[0] == "fields":
         name = f"{name}.{parts[1]}"

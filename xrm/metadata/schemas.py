@@ -482,6 +482,9 @@ def published_schemas() -> dict[str, dict]:
         roles_schema(defs),
         forms_schema(defs),
     ]
+    from .processes import published as workflow_schemas
+
+    schemas += workflow_schemas(defs)
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
 
@@ -514,6 +517,9 @@ class Validators:
             "roles": roles_schema(defs),
             "forms": forms_schema(defs),
         }
+        from .processes import shells as workflow_shells
+
+        shells.update(workflow_shells(defs))
         self.documents = {k: Draft202012Validator(v) for k, v in shells.items()}
         self.fields = {
             name: Draft202012Validator({**field_schema(name), "$defs": defs})

@@ -63,7 +63,9 @@ class SqlBuilder:
             alias = self.joins.get(key)
             if alias is None:
                 target = self.tables[lookup.params["to"]]
-                alias = target.alias(f"j_{'_'.join(key)}")
+                # Aliases are immutable and costly to build (a proxy per column): one per
+                # path and catalog version serves every query.
+                alias = self.catalog.artifact(("join-alias", self.entity.name, key), lambda t=target, k=key: t.alias(f"j_{'_'.join(k)}"))
                 self._from = self._from.outerjoin(alias, alias.c.id == current.c[lookup.name])
                 self.joins[key] = alias
             current = alias

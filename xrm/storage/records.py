@@ -91,6 +91,41 @@ class Count:
     exact: bool
 
 
+@dataclass(frozen=True)
+class PreparedQuery:
+    base: Any
+    conditions: tuple
+    sort_spec: Any
+    sort_columns: list
+    sort_fields: list
+    sort_labels: list
+
+
+class LRU:
+    """A small thread-safe least-recently-used map (prepared queries per catalog)."""
+
+    def __init__(self, size: int):
+        import threading
+        from collections import OrderedDict
+
+        self.size = size
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
 @dataclass
 class BulkResult:
     ids: list[int] = field(default_factory=list)
@@ -293,6 +328,10 @@ class Records:
             if allowed is not None and new_stage not in allowed:
                 label = self.entity.fields[flow.field].format(new_stage, self.locale)
                 errors.setdefault(flow.field, []).append(f"cannot move from {old_stage} to {label}")
+        if stage is not None and stage.roles and self.access is not None and not self.access.is_admin:
+            if not set(stage.roles) & set(self.access.principal.roles):  # the stage's role guard
+                label = self.entity.fields[flow.field].format(new_stage, self.locale)
+                errors.setdefault(flow.field, []).append(f"your role may not move a record to {label}")
         if stage is not None:
             for name in stage.requires:
                 value = record.get(name)
@@ -610,6 +649,8 @@ class Records:
 
         Sums and counts move by the change's delta (one UPDATE per parent, whatever the
         number of children); averages, minimums and maximums are recomputed."""
+        if self.entity.stages is not None:
+            self._stage_history(unit, new, old, now)
         for lookup, parent, rollup_field in self.plan.rollup_targets:
             rollup = rollup_field.rollup
             if rollup.aggregate in ("sum", "count"):
@@ -622,6 +663,33 @@ class Records:
             ids.discard(None)
             if ids:
                 refresh_rollup(unit.connection, self.catalog, self.entity, lookup, parent, rollup_field, ids)
+
+    def _stage_history(self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now) -> None:
+        """Close the stay in the stage a record leaves and open one in the stage it enters,
+        in the same transaction as the change (time in stage, historical funnel)."""
+        name = self.entity.stages.field
+        previous = {r["id"]: r.get(name) for r in old or ()}
+        closing, opening = [], []
+        for record in new:
+            stage, was = record.get(name), previous.pop(record["id"], None)
+            if stage == was:
+                continue
+            if was is not None:
+                closing.append(record["id"])
+            if stage is not None:
+                opening.append(
+                    {"entity": self.entity.name, "record_id": record["id"], "stage": stage, "previous": was, "entered_at": now, "left_at": None, "user_id": self.user_id}
+                )
+        closing.extend(ident for ident, stage in previous.items() if stage is not None)  # deleted
+        history = T.stage_history
+        if closing:
+            unit.connection.execute(
+                history.update()
+                .where(history.c.entity == self.entity.name, history.c.record_id.in_(closing), history.c.left_at.is_(None))
+                .values(left_at=now)
+            )
+        if opening:
+            unit.connection.execute(history.insert(), opening)
 
     def _rollup_deltas(self, unit, lookup: Field, rollup, new, old) -> dict:
         tree = None
@@ -775,11 +843,49 @@ class Records:
     ) -> Page:
         """A keyset page of records; ``after`` is the ``next_cursor`` of the previous page."""
         limit = max(1, min(int(limit), Q.MAX_PAGE))
-        tree = self.parse_filter(filter)
-        self._check_reads(tree, [*(fields or ()), *(p for p, _ in Q.normalize_sort(self.entity, self.catalog, sort))])
+        prepared = self._prepared(filter, sort, fields, search)
+        base, sort_spec, sort_columns, sort_fields, sort_labels = prepared.base, prepared.sort_spec, prepared.sort_columns, prepared.sort_fields, prepared.sort_labels
+        conditions = list(prepared.conditions)
+        keyset = Q.Keyset.decode(after, sort_spec, sort_fields) if after else None
+        with self.store.engine.connect() as conn:
+            if len(sort_spec) == 1:
+                rows = self._two_phase_page(conn, base, conditions, sort_columns[0], sort_spec[0][1], keyset, limit)
+            else:
+                if keyset is not None:
+                    conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
+                statement = base.where(*conditions).order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id)).limit(limit + 1)
+                rows = conn.execute(statement).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        keys = [c.key for c in base.selected_columns]
+        width = len(keys) - len(sort_labels)  # the sort columns ride along at the end
+        record_keys = keys[:width]
+        records = [dict(zip(record_keys, row)) for row in rows]
+        if self.plan.any_lookups:
+            records = [self._record(r) for r in records]
+        self._strip_hidden(records)
+        cursor = None
+        if more and rows:
+            last = rows[-1]
+            keyset = Q.Keyset(sort_spec, list(last[width:]), last[keys.index("id")])
+            cursor = keyset.encode(sort_fields)
+        return Page(records, cursor)
+
+    def _prepared(self, filter, sort, fields, search) -> PreparedQuery:
+        """The checked, compiled parts of a query, cached per query shape: a list page
+        repeated with another cursor (or by another request) skips parsing, permission
+        checks and statement building.  Relative dates resolve per day in the user's zone,
+        so the day and zone are part of the key."""
         ctx = self.context()
-        builder = Q.builder(self.catalog, self.entity, ctx, self.dialect)
+        key = repr((filter, sort, tuple(fields) if fields is not None else None, search, self.user_id, self.access.principal if self.access else None, ctx.today(), self.tz))
+        cache = self.catalog.artifact(("query-cache", self.entity.name), lambda: LRU(512))
+        found = cache.get(key)
+        if found is not None:
+            return found
+        tree = self.parse_filter(filter)
         sort_spec = Q.normalize_sort(self.entity, self.catalog, sort)
+        self._check_reads(tree, [*(fields or ()), *(p for p, _ in sort_spec)])
+        builder = Q.builder(self.catalog, self.entity, ctx, self.dialect)
         sort_columns = [builder.column(path) for path, _ in sort_spec]
         sort_fields = [Q.resolve_path(self.entity, path, self.catalog.entity_of)[0] for path, _ in sort_spec]
         columns, _labels = self._select(fields, builder)
@@ -791,30 +897,11 @@ class Records:
             conditions.append(scope)
         if search:
             conditions.append(self._search(search))
-        keyset = Q.Keyset.decode(after, sort_spec, sort_fields) if after else None
         sort_labels = [f"_sort{i}" for i in range(len(sort_columns))]
         base = sa.select(*columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels))).select_from(builder.from_clause)
-        with self.store.engine.connect() as conn:
-            if len(sort_spec) == 1:
-                rows = self._two_phase_page(conn, base, conditions, sort_columns[0], sort_spec[0][1], keyset, limit)
-            else:
-                if keyset is not None:
-                    conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
-                statement = base.where(*conditions).order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id)).limit(limit + 1)
-                rows = conn.execute(statement).mappings().all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        records = []
-        for row in rows:
-            record = self._record({k: v for k, v in row.items() if not k.startswith("_sort")})
-            records.append(record)
-        self._strip_hidden(records)
-        cursor = None
-        if more and rows:
-            last = rows[-1]
-            keyset = Q.Keyset(sort_spec, [last[n] for n in sort_labels], last["id"])
-            cursor = keyset.encode(sort_fields)
-        return Page(records, cursor)
+        prepared = PreparedQuery(base, tuple(conditions), sort_spec, sort_columns, sort_fields, sort_labels)
+        cache.put(key, prepared)
+        return prepared
 
     def _two_phase_page(self, conn, base, conditions, column, direction, keyset, limit):
         """A page sorted by one column: first the rows with a value, as an index range
@@ -832,13 +919,13 @@ class Records:
                 pair = sa.tuple_(column, id_col)
                 where.append(pair > start if ascending else pair < start)
             order = (column.asc(), id_col.asc()) if ascending else (column.desc(), id_col.desc())
-            rows = list(conn.execute(base.where(*where).order_by(*order).limit(limit + 1)).mappings())
+            rows = conn.execute(base.where(*where).order_by(*order).limit(limit + 1)).all()
         if len(rows) <= limit:
             where = [*conditions, column.is_(None)]
             if in_null_phase:
                 where.append(id_col > keyset.last_id if ascending else id_col < keyset.last_id)
             order = id_col.asc() if ascending else id_col.desc()
-            rows += list(conn.execute(base.where(*where).order_by(order).limit(limit + 1 - len(rows))).mappings())
+            rows += conn.execute(base.where(*where).order_by(order).limit(limit + 1 - len(rows))).all()
         return rows
 
     def count(self, filter=None, *, search: str | None = None, cap: int = 10_000) -> Count:

@@ -151,6 +151,23 @@ counters = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
+# Time in stage: one row per stay of a record in a stage of its stage flow, written in the
+# transaction that changes the stage (the historical funnel and stage durations read it).
+stage_history = sa.Table(
+    "xrm_stage_history",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("record_id", ID_TYPE, nullable=False),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("previous", sa.String(64), nullable=True),  # the stage it came from
+    sa.Column("entered_at", UTCDateTime(), nullable=False),
+    sa.Column("left_at", UTCDateTime(), nullable=True),  # None while the record is in it
+    sa.Column("user_id", ID_TYPE, nullable=True),
+    sa.Index("ix_xrm_stage_history_record", "entity", "record_id", "left_at"),
+    sa.Index("ix_xrm_stage_history_stage", "entity", "stage", "entered_at"),
+)
+
 
 # ----------------------------------------------------------------------- entity tables
 SYSTEM = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner", "version")
