@@ -28,7 +28,7 @@ from ..metadata.model import SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
 from . import query as Q
 from . import tables as T
-from .fastpath import CompiledInsert
+from .fastpath import compiled_insert, reserve_ids
 from .tables import tables_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -483,8 +483,7 @@ class Records:
             raise self._integrity(exc, unit, [row]) from None
 
     def _insert_statement(self):
-        dialect = self.store.engine.dialect
-        return self.catalog.artifact(("insert-returning", self.entity.name), lambda: CompiledInsert(self.table, dialect))
+        return compiled_insert(self.catalog, self.table, self.store.engine.dialect)
 
     def _integrity(self, exc: sa.exc.IntegrityError, unit: UnitOfWork | None = None, rows: Sequence[Mapping] = ()) -> RecordError:
         text = str(exc.orig).lower()
@@ -770,18 +769,12 @@ class Records:
         return result
 
     def _insert_many(self, conn: sa.Connection, rows: list[dict]) -> list[int]:
-        if self.dialect == "sqlite":
-            # The write lock is held (BEGIN IMMEDIATE), so ids past the current maximum are
-            # ours; assigning them lets SQLite take one executemany instead of a statement
-            # per row, which ordered RETURNING would need there.
-            start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(self.table.c.id), 0))).scalar_one() + 1
-            ids = list(range(start, start + len(rows)))
-            for row, ident in zip(rows, ids):
-                row["id"] = ident
-            conn.execute(self.table.insert(), rows)
-            return ids
-        statement = self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True)
-        return list(conn.execute(statement, rows).scalars())
+        """Ids reserved first, then one executemany: no per-row round trip or RETURNING."""
+        ids = reserve_ids(conn, self.table, len(rows))
+        for row, ident in zip(rows, ids):
+            row["id"] = ident
+        compiled_insert(self.catalog, self.table, conn.dialect, with_id=True, returning=False).execute_many(conn, rows)
+        return ids
 
     def _bulk_unique(self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult) -> None:
         for f in self.plan.unique:

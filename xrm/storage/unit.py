@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from ..metadata import Catalog
 from . import signals
 from . import tables as T
+from .fastpath import compiled_insert
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -52,11 +53,12 @@ class UnitOfWork:
             if params:
                 self.connection.execute(statement, params)
         self.rollup_deltas = {}
+        dialect = self.connection.dialect
         if self.audit_rows:
-            self.connection.execute(T.audit.insert(), self.audit_rows)
+            compiled_insert(self.catalog, T.audit, dialect, returning=False).execute_many(self.connection, self.audit_rows)
             self.audit_rows = []
         if self.outbox_rows:
-            self.connection.execute(T.outbox.insert(), self.outbox_rows)
+            compiled_insert(self.catalog, T.outbox, dialect, returning=False).execute_many(self.connection, self.outbox_rows)
             self.outbox_rows = []
 
     def after_commit(self) -> None:
