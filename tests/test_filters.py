@@ -35,9 +35,13 @@ UTC = dt.UTC
 BASE_NOW = dt.datetime(2024, 3, 11, 2, 30, tzinfo=UTC)  # Sunday 22:30 in New York, DST day
 ZONES = ("UTC", "America/New_York", "Asia/Kathmandu", "Pacific/Kiritimati", "Pacific/Pago_Pago")
 PROPERTY = settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 LAB = {
@@ -89,7 +93,11 @@ def fresh_database(tmp_path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield Database(PG_URL, {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5}, lambda: None)
+        yield Database(
+            PG_URL,
+            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
+            lambda: None,
+        )
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -169,7 +177,20 @@ def python_ids(lab: Lab, records: list[dict], raw, ctx: FilterContext) -> set[in
 
 
 # ------------------------------------------------------------------------ value pools
-TEXTS = ("alpha", "Alpha", "ALPHA beta", "beta", "a%b", "a_b", "a\\b", "Ёжик", "ёжик", "Ёлка зелёная", "Straße", "x")
+TEXTS = (
+    "alpha",
+    "Alpha",
+    "ALPHA beta",
+    "beta",
+    "a%b",
+    "a_b",
+    "a\\b",
+    "Ёжик",
+    "ёжик",
+    "Ёлка зелёная",
+    "Straße",
+    "x",
+)
 TEXT_ALPHABET = "aAbB%_\\ ёЁжЖ"
 FRAGMENTS = ("ёж", "ЁЖИК", "Ёл", "лка", "alp", "ALPHA", "a%", "_b", "\\", "%", "_", "ß", " b", "x")
 TAGS = ("a", "b", "ёж", "Ёж", "x y", "C")
@@ -181,14 +202,23 @@ def _local_midnights() -> list[dt.datetime]:
     for zone in ZONES:
         today = BASE_NOW.astimezone(ZoneInfo(zone)).date()
         for days in (-92, -31, -29, -8, -7, -1, 0, 1, 2, 8, 31):
-            start = dt.datetime.combine(today + dt.timedelta(days=days), dt.time(), ZoneInfo(zone)).astimezone(UTC)
-            instants += [start, start - dt.timedelta(microseconds=1), start + dt.timedelta(seconds=1)]
+            start = dt.datetime.combine(
+                today + dt.timedelta(days=days), dt.time(), ZoneInfo(zone)
+            ).astimezone(UTC)
+            instants += [
+                start,
+                start - dt.timedelta(microseconds=1),
+                start + dt.timedelta(seconds=1),
+            ]
     return instants
 
 
 INSTANTS = _local_midnights()
 DAY0 = BASE_NOW.date()
-DATES = [DAY0 + dt.timedelta(days=d) for d in (-100, -92, -40, -31, -30, -29, -8, -7, -1, 0, 1, 6, 7, 30, 95)] + [
+DATES = [
+    DAY0 + dt.timedelta(days=d)
+    for d in (-100, -92, -40, -31, -30, -29, -8, -7, -1, 0, 1, 6, 7, 30, 95)
+] + [
     dt.date(2024, 1, 1),
     dt.date(2024, 2, 1),
     dt.date(2024, 2, 29),
@@ -268,7 +298,9 @@ def scalars(lab: Lab, field):
         "money": st.one_of(decimals, decimals.map(str)),
         "boolean": st.one_of(st.booleans(), st.sampled_from(["yes", "no"])),
         "date": st.one_of(dates, dates.map(dt.date.isoformat)),
-        "datetime": st.one_of(datetimes, datetimes.map(lambda d: d.isoformat().replace("+00:00", "Z"))),
+        "datetime": st.one_of(
+            datetimes, datetimes.map(lambda d: d.isoformat().replace("+00:00", "Z"))
+        ),
         "tags": st.sampled_from(TAGS),
         "lookup": st.sampled_from([*lab.org_ids, 999]),
         "user": st.sampled_from([lab.ann, lab.bob, "current_user", 999]),
@@ -292,7 +324,16 @@ def conditions(draw, lab: Lab):
     if field.kind.json_type == "array":  # contains / not_contains: one value or a list
         return [path, op, draw(st.one_of(scalar, st.lists(scalar, max_size=3)))]
     if op in ("contains", "starts_with"):
-        return [path, op, draw(st.one_of(st.sampled_from(FRAGMENTS), st.text(alphabet=TEXT_ALPHABET, min_size=1, max_size=3)))]
+        return [
+            path,
+            op,
+            draw(
+                st.one_of(
+                    st.sampled_from(FRAGMENTS),
+                    st.text(alphabet=TEXT_ALPHABET, min_size=1, max_size=3),
+                )
+            ),
+        ]
     return [path, op, draw(scalar)]
 
 
@@ -311,7 +352,9 @@ def trees(lab: Lab):
 def contexts(lab: Lab):
     """A "now" near the data, a time zone, and who asks (sometimes nobody)."""
     return st.tuples(
-        st.integers(-24 * 35, 24 * 35).map(lambda hours: BASE_NOW + dt.timedelta(hours=hours, minutes=7)),
+        st.integers(-24 * 35, 24 * 35).map(
+            lambda hours: BASE_NOW + dt.timedelta(hours=hours, minutes=7)
+        ),
         st.sampled_from(ZONES),
         st.sampled_from([None, lab.ann, lab.bob]),
     )
@@ -324,7 +367,9 @@ def assert_agree(lab: Lab, records: list[dict], raw, now, zone, user) -> None:
     expected = python_ids(lab, records, raw, ctx)
     got = all_ids(service, raw)
     assert len(got) == len(set(got)), f"a row was returned twice for {raw!r}"
-    assert set(got) == expected, f"filter {raw!r} (now {now}, {zone}, user {user}): SQL {sorted(got)}, Python {sorted(expected)}"
+    assert set(got) == expected, (
+        f"filter {raw!r} (now {now}, {zone}, user {user}): SQL {sorted(got)}, Python {sorted(expected)}"
+    )
     assert service.count(raw).value == len(expected)
 
 
@@ -343,13 +388,38 @@ def test_sql_and_python_agree_on_random_records(lab, data):
 
 EDGE_ROWS = [
     {},
-    {"title": "Ёжик", "tags": ["Ёж", "a"], "colors": ["red"], "qty": 0, "price": "0", "active": False},
+    {
+        "title": "Ёжик",
+        "tags": ["Ёж", "a"],
+        "colors": ["red"],
+        "qty": 0,
+        "price": "0",
+        "active": False,
+    },
     {"title": "a%b", "tags": [], "colors": [], "qty": -1, "cost": "0.10", "active": True},
     {"title": "a_b", "qty": 3, "due": "2024-03-04", "at": "2024-03-04T05:00:00Z", "status": "open"},
-    {"title": "ALPHA beta", "due": "2024-03-10", "at": "2024-03-11T03:59:59Z", "status": "done", "org": 0},
-    {"title": "alpha", "due": "2024-02-29", "at": "2024-03-11T04:00:00Z", "org": 1, "assignee": "ann"},
+    {
+        "title": "ALPHA beta",
+        "due": "2024-03-10",
+        "at": "2024-03-11T03:59:59Z",
+        "status": "done",
+        "org": 0,
+    },
+    {
+        "title": "alpha",
+        "due": "2024-02-29",
+        "at": "2024-03-11T04:00:00Z",
+        "org": 1,
+        "assignee": "ann",
+    },
     {"title": "a\\b", "due": "2024-01-01", "at": "2024-02-01T05:00:00Z", "org": 2, "owner": "bob"},
-    {"title": "Straße", "due": "2023-12-31", "at": "2024-01-01T04:59:59.999999Z", "org": 3, "owner": "ann"},
+    {
+        "title": "Straße",
+        "due": "2023-12-31",
+        "at": "2024-01-01T04:59:59.999999Z",
+        "org": 3,
+        "owner": "ann",
+    },
 ]
 
 
@@ -367,7 +437,11 @@ def edge_records(lab):
     return lab.load(rows)
 
 
-@settings(PROPERTY, max_examples=150, suppress_health_check=[*PROPERTY.suppress_health_check, HealthCheck.function_scoped_fixture])
+@settings(
+    PROPERTY,
+    max_examples=400,
+    suppress_health_check=[*PROPERTY.suppress_health_check, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_sql_and_python_agree_on_edge_records(lab, edge_records, data):
     """Fixed rows with the edges (empty lists, zero, LIKE wildcards, Cyrillic, local-midnight
@@ -385,7 +459,12 @@ def test_every_operator_of_the_lab_fields_is_generated(lab):
         field, _ = resolve_path(lab.item, path, lab.catalog.entity_of)
         assert field.kind.operators, path
         for op in field.kind.operators:
-            known = EMPTY_OPS | RELATIVE_DATE_OPS | RELATIVE_N_OPS | {"in", "not_in", "between", "eq", "ne", "lt", "le", "gt", "ge"}
+            known = (
+                EMPTY_OPS
+                | RELATIVE_DATE_OPS
+                | RELATIVE_N_OPS
+                | {"in", "not_in", "between", "eq", "ne", "lt", "le", "gt", "ge"}
+            )
             assert op in known or op in ("contains", "not_contains", "starts_with"), (path, op)
 
 
@@ -395,7 +474,9 @@ def ids_of(service: Records, raw) -> set[int]:
 
 
 def test_empty_lists_and_empty_nodes(lab):
-    records = lab.load([{"qty": 1, "tags": ["a"]}, {"qty": None, "tags": None}, {"qty": 2, "tags": []}])
+    records = lab.load(
+        [{"qty": 1, "tags": ["a"]}, {"qty": None, "tags": None}, {"qty": 2, "tags": []}]
+    )
     everyone = {r["id"] for r in records}
     service = lab.service(lab.ann, "UTC")
     assert ids_of(service, ["qty", "in", []]) == set()
@@ -414,7 +495,14 @@ def test_empty_lists_and_empty_nodes(lab):
 
 
 def test_text_matching_ignores_case_also_in_cyrillic(lab):
-    records = lab.load([{"title": "Ёжик в тумане"}, {"title": "ЁЛКА"}, {"title": "Hedgehog"}, {"title": "50% off_sale"}])
+    records = lab.load(
+        [
+            {"title": "Ёжик в тумане"},
+            {"title": "ЁЛКА"},
+            {"title": "Hedgehog"},
+            {"title": "50% off_sale"},
+        ]
+    )
     by_title = {r["title"]: r["id"] for r in records}
     service = lab.service(None, "UTC")
     assert ids_of(service, ["title", "contains", "ёжик"]) == {by_title["Ёжик в тумане"]}
@@ -438,10 +526,14 @@ def test_dotted_paths_walk_the_lookup(lab):
     assert ids_of(service, ["org.industry", "eq", "retail"]) == {by_org[acme]}
     assert ids_of(service, ["org.industry", "eq", "Finance"]) == {by_org[yolka]}  # by label
     assert ids_of(service, ["org.industry", "is_empty"]) == {by_org[globex], by_org[None]}
-    assert ids_of(service, ["org.industry", "ne", "retail"]) == set(by_org.values()) - {by_org[acme]}
+    assert ids_of(service, ["org.industry", "ne", "retail"]) == set(by_org.values()) - {
+        by_org[acme]
+    }
     assert ids_of(service, ["org.size", "eq", 10]) == {by_org[acme], by_org[nameless]}
     assert ids_of(service, ["org.name", "contains", "ЁЛ"]) == {by_org[yolka]}
-    assert ids_of(service, {"all": [["org.size", "ge", 10], ["org.industry", "in", ["retail", "tech"]]]}) == {
+    assert ids_of(
+        service, {"all": [["org.size", "ge", 10], ["org.industry", "in", ["retail", "tech"]]]}
+    ) == {
         by_org[acme],
         by_org[nameless],
     }
@@ -498,7 +590,15 @@ RELATIVE_EXPECTED = {
     "this_week": {"week_start", "week_last"},
     "last_week": {"week_before_start", "nine_days_ago", "mar_first", "feb_last"},
     "last_month": {"feb_first", "feb_last", "older_edge", "not_older"},
-    "this_month": {"mar_first", "week_before_start", "week_start", "week_last", "week_after", "nine_days_ago", "quarter_end"},
+    "this_month": {
+        "mar_first",
+        "week_before_start",
+        "week_start",
+        "week_last",
+        "week_after",
+        "nine_days_ago",
+        "quarter_end",
+    },
     "this_quarter": {k for k in RELATIVE_INSTANTS if k not in ("old_year", "next_quarter")},
     "today": {"week_last"},
     "yesterday": set(),
@@ -508,14 +608,21 @@ RELATIVE_EXPECTED = {
 
 @pytest.fixture
 def relative_rows(lab):
-    rows = [{"title": key, "at": RELATIVE_INSTANTS[key], "due": RELATIVE_DATES[key]} for key in RELATIVE_INSTANTS]
+    rows = [
+        {"title": key, "at": RELATIVE_INSTANTS[key], "due": RELATIVE_DATES[key]}
+        for key in RELATIVE_INSTANTS
+    ]
     records = lab.load(rows)
     lab.clock.at = NY_NOW
     return records
 
 
 @pytest.mark.parametrize("field", ["at", "due"])
-@pytest.mark.parametrize(("op", "value"), [(op, None) for op in RELATIVE_EXPECTED] + [("last_n_days", 7), ("older_than_days", 30), ("next_n_days", 0)])
+@pytest.mark.parametrize(
+    ("op", "value"),
+    [(op, None) for op in RELATIVE_EXPECTED]
+    + [("last_n_days", 7), ("older_than_days", 30), ("next_n_days", 0)],
+)
 def test_relative_ranges_in_the_users_time_zone(lab, relative_rows, field, op, value):
     service = lab.service(lab.ann, NY)
     raw = [field, op] if value is None else [field, op, value]
@@ -558,12 +665,25 @@ def test_current_user_is_bound_when_the_query_runs(lab):
     assert ids_of(lab.service(lab.bob, "UTC"), mine) == {ids["bob's"]}
     assert ids_of(lab.service(None, "UTC"), mine) == set()
     assert ids_of(lab.service(None, "UTC"), ["owner", "ne", "current_user"]) == set(ids.values())
-    assert ids_of(lab.service(lab.ann, "UTC"), ["assignee", "in", ["current_user", lab.bob]]) == {ids["ann's"], ids["bob's"]}
-    assert ids_of(lab.service(lab.ann, "UTC"), ["owner", "not_in", ["current_user"]]) == {ids["bob's"], ids["nobody's"]}
+    assert ids_of(lab.service(lab.ann, "UTC"), ["assignee", "in", ["current_user", lab.bob]]) == {
+        ids["ann's"],
+        ids["bob's"],
+    }
+    assert ids_of(lab.service(lab.ann, "UTC"), ["owner", "not_in", ["current_user"]]) == {
+        ids["bob's"],
+        ids["nobody's"],
+    }
     # a platform call (no user): current_user matches no one, and nothing else is lost
-    assert ids_of(lab.service(None, "UTC"), ["assignee", "in", ["current_user", lab.bob]]) == {ids["ann's"]}
-    assert ids_of(lab.service(None, "UTC"), ["assignee", "not_in", ["current_user", lab.bob]]) == {ids["bob's"], ids["nobody's"]}
-    assert ids_of(lab.service(None, "UTC"), {"not": ["assignee", "in", ["current_user"]]}) == set(ids.values())
+    assert ids_of(lab.service(None, "UTC"), ["assignee", "in", ["current_user", lab.bob]]) == {
+        ids["ann's"]
+    }
+    assert ids_of(lab.service(None, "UTC"), ["assignee", "not_in", ["current_user", lab.bob]]) == {
+        ids["bob's"],
+        ids["nobody's"],
+    }
+    assert ids_of(lab.service(None, "UTC"), {"not": ["assignee", "in", ["current_user"]]}) == set(
+        ids.values()
+    )
     # the same tree serves every user: it is parsed once, bound per query
     tree = parse_filter(mine, lab.item, lab.catalog.entity_of)
     for user, title in ((lab.ann, "ann's"), (lab.bob, "bob's")):
@@ -597,7 +717,11 @@ def counted(lab):
 
 BAD_FILTERS = [
     (["titel", "eq", "x"], "titel", "item has no field 'titel'; did you mean 'title'?"),
-    (["org.industri", "eq", "x"], "org.industri", "org has no field 'industri'; did you mean 'industry'?"),
+    (
+        ["org.industri", "eq", "x"],
+        "org.industri",
+        "org has no field 'industri'; did you mean 'industry'?",
+    ),
     (["title.size", "eq", 1], "title.size", "'title' is not a lookup, so '.' cannot follow it"),
     (["qty", "eqq", 1], "qty", "did you mean 'eq'?"),
     (["qty", "equals", 1], "qty", "operator 'equals' does not apply to integer fields"),
@@ -614,7 +738,11 @@ BAD_FILTERS = [
     (["qty", "between", [1]], "qty", "bad value for 'between': expected [low, high]"),
     (["qty", "between", 5], "qty", "bad value for 'between': expected [low, high]"),
     (["qty", "between", [1, 2, 3]], "qty", "bad value for 'between': expected [low, high]"),
-    (["due", "between", ["2024-01-01", "later"]], "due", "bad value for 'between': expected a date"),
+    (
+        ["due", "between", ["2024-01-01", "later"]],
+        "due",
+        "bad value for 'between': expected a date",
+    ),
     (["qty", "eq", None], "qty", "a value is required (use is_empty to match empty fields)"),
     (["title", "eq", "   "], "title", "a value is required"),
     (["qty", "eq"], "qty", "operator 'eq' needs a value"),
@@ -625,7 +753,11 @@ BAD_FILTERS = [
     (["title", "lt", "b"], "title", "operator 'lt' does not apply to text fields"),
     (["title", "today"], "title", "operator 'today' does not apply to text fields"),
     (["tags", "eq", "a"], "tags", "operator 'eq' does not apply to tags fields"),
-    (["colors", "starts_with", "r"], "colors", "operator 'starts_with' does not apply to multi_choice fields"),
+    (
+        ["colors", "starts_with", "r"],
+        "colors",
+        "operator 'starts_with' does not apply to multi_choice fields",
+    ),
     (["status", "contains", "o"], "status", "operator 'contains' does not apply to choice fields"),
     (["org", "gt", 1], "org", "operator 'gt' does not apply to lookup fields"),
     (["title", "contains", ""], "title", "bad value for 'contains': expected text"),
@@ -633,7 +765,9 @@ BAD_FILTERS = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "path", "message"), BAD_FILTERS, ids=[repr(b[0]) for b in BAD_FILTERS])
+@pytest.mark.parametrize(
+    ("raw", "path", "message"), BAD_FILTERS, ids=[repr(b[0]) for b in BAD_FILTERS]
+)
 def test_bad_conditions_are_filter_errors_before_any_sql(lab, counted, raw, path, message):
     service = lab.service(lab.ann, "UTC")
     counted.clear()
@@ -652,7 +786,10 @@ def test_bad_conditions_are_filter_errors_before_any_sql(lab, counted, raw, path
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"all": ["qty", "eq", 1]}, "expected a condition [field, op, value] or an all/any/not node"),
+        (
+            {"all": ["qty", "eq", 1]},
+            "expected a condition [field, op, value] or an all/any/not node",
+        ),
         ({"all": "qty"}, "'all' takes a list of filters"),
         ({"and": [["qty", "eq", 1]]}, "unknown filter node 'and' (expected all, any or not)"),
         ({"all": [], "any": []}, "a filter node has exactly one of all, any, not"),
@@ -685,7 +822,11 @@ def test_formula_fields_take_the_operators_of_their_result(lab):
     smith = contacts.create({"first_name": "Anna", "last_name": "Smith"})["id"]
     contacts.create({"first_name": "Boris", "last_name": "Ivanov"})
     assert [r["id"] for r in contacts.query(["full_name", "starts_with", "anna"]).rows] == [smith]
-    for raw in (["full_name", "today"], ["full_name", "not_contains", "x"], ["full_name", "last_n_days", 3]):
+    for raw in (
+        ["full_name", "today"],
+        ["full_name", "not_contains", "x"],
+        ["full_name", "last_n_days", 3],
+    ):
         with pytest.raises(FilterError, match="does not apply to"):
             contacts.query(raw)
 

@@ -65,7 +65,11 @@ def fresh_database(tmp_path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield Database(PG_URL, {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5}, lambda: None)
+        yield Database(
+            PG_URL,
+            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
+            lambda: None,
+        )
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -80,7 +84,11 @@ def entry_rows(account_ids: list[int], contact_ids: list[int]) -> list[dict]:
 
     labels = ["alpha", "Alpha", "beta", "gamma", "дельта", "Ёж", "zeta", "a b", "a", ""]
     days = [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(0, 60, 7)]
-    instants = [dt.datetime(2024, 3, 1, tzinfo=UTC) + dt.timedelta(hours=h, microseconds=m) for h in range(0, 48, 5) for m in (0, 1)]
+    instants = [
+        dt.datetime(2024, 3, 1, tzinfo=UTC) + dt.timedelta(hours=h, microseconds=m)
+        for h in range(0, 48, 5)
+        for m in (0, 1)
+    ]
     rows = []
     for i in range(ROWS):
         rows.append(
@@ -88,7 +96,15 @@ def entry_rows(account_ids: list[int], contact_ids: list[int]) -> list[dict]:
                 "label": maybe(labels),
                 "memo": f"entry number {i}",
                 "grp": maybe(range(10), empty=0.3),
-                "amount": maybe([Decimal("0"), Decimal("-1.5"), Decimal("2.25"), Decimal("1000000.01"), Decimal("0.1")]),
+                "amount": maybe(
+                    [
+                        Decimal("0"),
+                        Decimal("-1.5"),
+                        Decimal("2.25"),
+                        Decimal("1000000.01"),
+                        Decimal("0.1"),
+                    ]
+                ),
                 "day": maybe(days),
                 "at": maybe(instants),
                 "flag": maybe([True, False]),
@@ -106,14 +122,22 @@ class Ledger:
         accounts = store.records("account")
         industries = ["retail", "finance", None, "technology", "retail"]
         self.account_ids = accounts.bulk_create(
-            [{"name": name, "industry": industry} for name, industry in zip(["Zeta", "alpha", "Beta", "Ω", "beta"], industries)]
+            [
+                {"name": name, "industry": industry}
+                for name, industry in zip(["Zeta", "alpha", "Beta", "Ω", "beta"], industries)
+            ]
         ).ids
         contacts = store.records("contact")
         self.contact_ids = contacts.bulk_create(
-            [{"last_name": f"Person {i}", "account": self.account_ids[i] if i < 4 else None} for i in range(6)]
+            [
+                {"last_name": f"Person {i}", "account": self.account_ids[i] if i < 4 else None}
+                for i in range(6)
+            ]
         ).ids
         self.entries = store.records("entry")
-        self.entry_ids = self.entries.bulk_create(entry_rows(self.account_ids, self.contact_ids)).ids
+        self.entry_ids = self.entries.bulk_create(
+            entry_rows(self.account_ids, self.contact_ids)
+        ).ids
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +173,11 @@ def expected_order(ledger: Ledger, spec: list[tuple[str, str]], where=None) -> l
     ties broken by id in the direction of the last sort key."""
     tables = ledger.entries.tables
     entry = tables["entry"]
-    account, contact, contact_account = tables["account"].alias("a1"), tables["contact"].alias("c1"), tables["account"].alias("a2")
+    account, contact, contact_account = (
+        tables["account"].alias("a1"),
+        tables["contact"].alias("c1"),
+        tables["account"].alias("a2"),
+    )
     joined = (
         entry.outerjoin(account, account.c.id == entry.c.account)
         .outerjoin(contact, contact.c.id == entry.c.contact)
@@ -165,7 +193,9 @@ def expected_order(ledger: Ledger, spec: list[tuple[str, str]], where=None) -> l
     order = []
     for path, direction in spec:
         column = paths[path] if "." in path else entry.c[path]
-        order.append(column.asc().nulls_last() if direction == "asc" else column.desc().nulls_last())
+        order.append(
+            column.asc().nulls_last() if direction == "asc" else column.desc().nulls_last()
+        )
     last = spec[-1][1] if spec else "asc"
     order.append(entry.c.id.asc() if last == "asc" else entry.c.id.desc())
     statement = sa.select(entry.c.id).select_from(joined).order_by(*order)
@@ -189,7 +219,10 @@ SORTS = [
     ("-day", [("day", "desc")]),
     ("account", [("account", "asc")]),
     ("account.name", [("account.name", "asc")]),
-    ([["contact.account.industry", "desc"], ["label", "asc"]], [("contact.account.industry", "desc"), ("label", "asc")]),
+    (
+        [["contact.account.industry", "desc"], ["label", "asc"]],
+        [("contact.account.industry", "desc"), ("label", "asc")],
+    ),
     ("-id", [("id", "desc")]),
     ("grp,-id", [("grp", "asc"), ("id", "desc")]),
 ]
@@ -208,7 +241,9 @@ def test_keyset_pages_with_a_filter_and_a_small_page(ledger):
     ids, _ = walk(ledger.entries, limit=13, sort="-amount,label", filter=raw)
 
     def where(entry):
-        return sa.or_(entry.c.grp.is_(None), entry.c.grp.in_([1, 2]), sa.func.lower(entry.c.label).like("a%"))
+        return sa.or_(
+            entry.c.grp.is_(None), entry.c.grp.in_([1, 2]), sa.func.lower(entry.c.label).like("a%")
+        )
 
     expected = expected_order(ledger, [("amount", "desc"), ("label", "asc")], where)
     assert 0 < len(expected) < ROWS
@@ -220,7 +255,10 @@ def test_a_page_as_big_as_the_table_and_the_page_size_limit(ledger):
     assert len(page.rows) == MAX_PAGE
     rest = ledger.entries.query(limit=ROWS, fields=["id"], after=page.next_cursor)
     assert len(rest.rows) == ROWS - MAX_PAGE and rest.next_cursor is None
-    assert ledger.entries.query(limit=0, fields=["id"]).rows == ledger.entries.query(limit=1, fields=["id"]).rows
+    assert (
+        ledger.entries.query(limit=0, fields=["id"]).rows
+        == ledger.entries.query(limit=1, fields=["id"]).rows
+    )
 
 
 def test_rows_added_while_paging_are_not_skipped_or_repeated(ledger):
@@ -307,7 +345,13 @@ def expected_order_filtered(ledger: Ledger, ids: list[int], spec) -> list[int]:
 
 def test_dotted_paths_in_fields_filters_and_sorts(ledger):
     entries = ledger.entries
-    fields = ["label", "account.name", "account.industry", "contact.last_name", "contact.account.name"]
+    fields = [
+        "label",
+        "account.name",
+        "account.industry",
+        "contact.last_name",
+        "contact.account.name",
+    ]
     rows = {r["id"]: r for r in all_rows(entries, fields=fields)}
     plain = {r["id"]: r for r in all_rows(entries, fields=["account", "contact"])}
     accounts = {r["id"]: r for r in ledger.store.records("account").query(limit=MAX_PAGE).rows}
@@ -361,14 +405,21 @@ def documents(ledger):
         "mixed": ("Straße und Weg", "CAPS memo TEXT"),
     }
     entries = ledger.store.records("entry")
-    ids = entries.bulk_create([{"label": label, "memo": memo, "grp": 100} for label, memo in texts.values()]).ids
+    ids = entries.bulk_create(
+        [{"label": label, "memo": memo, "grp": 100} for label, memo in texts.values()]
+    ).ids
     yield dict(zip(texts, ids))
     for ident in ids:
         entries.delete(ident)
 
 
 def found(ledger, text: str, **options) -> set[int]:
-    return {r["id"] for r in ledger.store.records("entry").query(search=text, filter=["grp", "eq", 100], limit=100, **options).rows}
+    return {
+        r["id"]
+        for r in ledger.store.records("entry")
+        .query(search=text, filter=["grp", "eq", 100], limit=100, **options)
+        .rows
+    }
 
 
 def test_full_text_search_by_word_prefixes(ledger, documents):
@@ -446,7 +497,14 @@ def test_counts_are_exact_up_to_the_cap(ledger):
     [
         None,
         ["grp", "is_not_empty"],
-        {"all": [["day", "ge", "2024-01-01"], ["at", "lt", "2030-01-01T00:00:00Z"], ["amount", "ne", "5"], ["kind", "in", ["a", "b", "c"]]]},
+        {
+            "all": [
+                ["day", "ge", "2024-01-01"],
+                ["at", "lt", "2030-01-01T00:00:00Z"],
+                ["amount", "ne", "5"],
+                ["kind", "in", ["a", "b", "c"]],
+            ]
+        },
         {"not": ["tags", "contains", ["x"]]},
         ["account.industry", "ne", "government"],
     ],

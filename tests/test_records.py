@@ -106,7 +106,11 @@ def fresh_database(tmp_path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield Database(PG_URL, {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5}, lambda: None)
+        yield Database(
+            PG_URL,
+            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
+            lambda: None,
+        )
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -138,7 +142,9 @@ class Shop:
         o = T.outbox
         with self.store.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(o.c.event, o.c.changes, o.c.user_id).where(o.c.entity == entity, o.c.record_id == record_id).order_by(o.c.id)
+                sa.select(o.c.event, o.c.changes, o.c.user_id)
+                .where(o.c.entity == entity, o.c.record_id == record_id)
+                .order_by(o.c.id)
             )
             return [dict(r._mapping) for r in rows]
 
@@ -179,7 +185,13 @@ def unique_code() -> str:
 def test_create_get_update_delete(shop):
     accounts = shop.records("account", shop.ann)
     created = accounts.create(
-        {"name": " Acme ", "employees": "1 200", "annual_revenue": "1234,5", "tags": ["B", "a", "b"], "industry": "Retail"}
+        {
+            "name": " Acme ",
+            "employees": "1 200",
+            "annual_revenue": "1234,5",
+            "tags": ["B", "a", "b"],
+            "industry": "Retail",
+        }
     )
     assert created["id"] > 0 and created["version"] == 1
     assert created["owner"] == shop.ann and created["created_by"] == shop.ann
@@ -195,7 +207,12 @@ def test_create_get_update_delete(shop):
     updated = accounts.update(created["id"], {"employees": 5, "billing_city": "Москва"})
     assert updated["version"] == 2
     got = accounts.get(created["id"])
-    assert (got["employees"], got["billing_city"], got["name"], got["version"]) == (5, "Москва", "Acme", 2)
+    assert (got["employees"], got["billing_city"], got["name"], got["version"]) == (
+        5,
+        "Москва",
+        "Acme",
+        2,
+    )
     assert got["updated_at"] >= got["created_at"]
 
     selected = accounts.get(created["id"], fields=["name", "employees"])
@@ -250,7 +267,15 @@ def test_coercion_errors_are_per_field_and_nothing_is_written(shop):
     invoices = shop.records("invoice", shop.ann)
     before = (shop.count(invoices.table), shop.count(T.audit), shop.count(T.outbox))
     with pytest.raises(ValidationFailed) as caught:
-        invoices.create({"priority": "high", "issued_on": "someday", "status": "lost", "code": "ok", "discount": "x"})
+        invoices.create(
+            {
+                "priority": "high",
+                "issued_on": "someday",
+                "status": "lost",
+                "code": "ok",
+                "discount": "x",
+            }
+        )
     errors = caught.value.errors
     assert set(errors) == {"priority", "issued_on", "status", "discount"}
     assert errors["priority"] == ["expected a whole number"]
@@ -263,7 +288,9 @@ def test_coercion_errors_are_per_field_and_nothing_is_written(shop):
 def test_unknown_computed_and_system_fields_are_field_errors(shop):
     invoices = shop.records("invoice")
     with pytest.raises(ValidationFailed) as caught:
-        invoices.create({"prioirty": 1, "total": 5, "number": "X", "version": 3, "created_at": "2024-01-01"})
+        invoices.create(
+            {"prioirty": 1, "total": 5, "number": "X", "version": 3, "created_at": "2024-01-01"}
+        )
     errors = caught.value.errors
     assert errors["prioirty"] == ["unknown field; did you mean 'priority'?"]
     assert errors["total"] == ["total is computed and cannot be set"]
@@ -313,11 +340,24 @@ def test_defaults_constant_current_user_and_today(shop, at):
     assert record["owner"] == shop.ann
     assert record["issued_on"] == dt.date(2024, 3, 11)
     stored = invoices.get(record["id"])
-    assert (stored["status"], stored["priority"], stored["handler"], stored["issued_on"]) == ("draft", 5, shop.ann, dt.date(2024, 3, 11))
-    assert shop.records("invoice", shop.bob, tz="America/New_York").create({})["issued_on"] == dt.date(2024, 3, 10)
+    assert (stored["status"], stored["priority"], stored["handler"], stored["issued_on"]) == (
+        "draft",
+        5,
+        shop.ann,
+        dt.date(2024, 3, 11),
+    )
+    assert shop.records("invoice", shop.bob, tz="America/New_York").create({})[
+        "issued_on"
+    ] == dt.date(2024, 3, 10)
     # a given value wins, even an empty one
-    explicit = invoices.create({"priority": 1, "handler": shop.bob, "issued_on": "2024-01-02", "status": None})
-    assert (explicit["priority"], explicit["handler"], explicit["issued_on"]) == (1, shop.bob, dt.date(2024, 1, 2))
+    explicit = invoices.create(
+        {"priority": 1, "handler": shop.bob, "issued_on": "2024-01-02", "status": None}
+    )
+    assert (explicit["priority"], explicit["handler"], explicit["issued_on"]) == (
+        1,
+        shop.bob,
+        dt.date(2024, 1, 2),
+    )
     assert invoices.get(explicit["id"])["status"] is None
     assert invoices.create({"priority": None})["priority"] is None
 
@@ -361,7 +401,9 @@ def test_rollups_follow_children_created_updated_moved_and_deleted(shop):
     assert totals(shop, b) == (Decimal("150.25"), 1, Decimal("150.25"))
     lines.delete(first)
     assert totals(shop, a) == (Decimal("0"), 0, Decimal("0"))
-    lines.bulk_create([{"invoice": a, "amount": 1}, {"invoice": b, "amount": 2}, {"invoice": a, "amount": 300}])
+    lines.bulk_create(
+        [{"invoice": a, "amount": 1}, {"invoice": b, "amount": 2}, {"invoice": a, "amount": 300}]
+    )
     assert totals(shop, a) == (Decimal("301.00"), 2, Decimal("300.00"))
     assert totals(shop, b) == (Decimal("152.25"), 2, Decimal("150.25"))
 
@@ -472,7 +514,9 @@ def test_autonumbers_are_gap_free_and_unique_under_concurrent_threads(shop, at):
 def _create_invoices_in_a_process(url: str, options: dict, count: int, queue) -> None:
     store = xrm.open(url, **options)
     try:
-        queue.put([store.records("invoice").create({"note": "process"})["number"] for _ in range(count)])
+        queue.put(
+            [store.records("invoice").create({"note": "process"})["number"] for _ in range(count)]
+        )
     except BaseException as exc:  # pragma: no cover - reported by the parent
         queue.put(repr(exc))
     finally:
@@ -486,7 +530,10 @@ def test_autonumbers_are_gap_free_and_unique_across_processes(shop):
     year = dt.datetime.now(UTC).year
     first = number_of(shop.records("invoice").create({})["number"])
     workers = [
-        context.Process(target=_create_invoices_in_a_process, args=(shop.database.url, shop.database.engine_options, 5, queue))
+        context.Process(
+            target=_create_invoices_in_a_process,
+            args=(shop.database.url, shop.database.engine_options, 5, queue),
+        )
         for _ in range(3)
     ]
     for worker in workers:
@@ -531,7 +578,9 @@ def test_read_modify_write_with_versions_loses_no_increment(shop):
             while True:
                 current = invoices.get(ident, fields=["counter"])
                 try:
-                    invoices.update(ident, {"counter": current["counter"] + 1}, version=current["version"])
+                    invoices.update(
+                        ident, {"counter": current["counter"] + 1}, version=current["version"]
+                    )
                     break
                 except Conflict:
                     conflicts.append(1)
@@ -598,7 +647,10 @@ def test_validation_rules_put_their_message_on_the_field(shop):
     record = invoices.create({"kind": "credit", "note": "returned goods", "discount": 50})
     with pytest.raises(ValidationFailed) as caught:
         invoices.update(record["id"], {"note": None, "discount": "75"})
-    assert caught.value.errors == {"note": ["A credit note needs a reason."], "discount": ["Discount too high."]}
+    assert caught.value.errors == {
+        "note": ["A credit note needs a reason."],
+        "discount": ["Discount too high."],
+    }
     with pytest.raises(ValidationFailed) as caught:
         shop.records("invoice_line").create({"invoice": record["id"], "amount": 1, "qty": 101})
     assert caught.value.errors == {"qty": ["At most 100 per line."]}
@@ -635,12 +687,19 @@ def test_stage_rules(shop):
 def test_history_has_a_row_per_changed_field(shop):
     invoices = shop.records("invoice", shop.ann)
     record = invoices.create({"note": "first", "priority": 2, "discount": "12.5"})
-    invoices.update(record["id"], {"note": "second", "priority": 3, "discount": "12.50", "issued_on": "2024-02-03"})
+    invoices.update(
+        record["id"],
+        {"note": "second", "priority": 3, "discount": "12.50", "issued_on": "2024-02-03"},
+    )
     shop.records("invoice", shop.bob).update(record["id"], {"note": None})
     history = invoices.history(record["id"])
     assert [h["action"] for h in history] == ["create", "update", "update", "update", "update"]
     assert history[0]["field"] is None
-    assert {h["field"] for h in history[1:4]} == {"issued_on", "note", "priority"}  # not discount: 12.5 == 12.50
+    assert {h["field"] for h in history[1:4]} == {
+        "issued_on",
+        "note",
+        "priority",
+    }  # not discount: 12.5 == 12.50
     created = history[0]
     assert created["new"]["note"] == "first" and created["new"]["priority"] == 2
     assert created["new"]["discount"] == "12.50"  # JSON-safe: decimals as text
@@ -651,12 +710,19 @@ def test_history_has_a_row_per_changed_field(shop):
         "priority": (2, 3, shop.ann),
         "issued_on": (record["issued_on"].isoformat(), "2024-02-03", shop.ann),
     }
-    assert (history[4]["field"], history[4]["old"], history[4]["new"], history[4]["user_id"]) == ("note", "second", None, shop.bob)
+    assert (history[4]["field"], history[4]["old"], history[4]["new"], history[4]["user_id"]) == (
+        "note",
+        "second",
+        None,
+        shop.bob,
+    )
     assert all(h["at"].tzinfo is not None for h in history)
     invoices.delete(record["id"])
     with shop.store.engine.connect() as conn:
         last = conn.execute(
-            sa.select(T.audit.c.action, T.audit.c.old).where(T.audit.c.entity == "invoice", T.audit.c.record_id == record["id"]).order_by(T.audit.c.id.desc())
+            sa.select(T.audit.c.action, T.audit.c.old)
+            .where(T.audit.c.entity == "invoice", T.audit.c.record_id == record["id"])
+            .order_by(T.audit.c.id.desc())
         ).first()
     assert last.action == "delete" and last.old["priority"] == 3
 
@@ -672,7 +738,11 @@ def test_outbox_rows_are_written_with_the_change(shop):
     assert events[1]["changes"] == {"priority": [5, 7], "note": [None, "x"]}
     assert all(e["user_id"] == shop.ann for e in events)
     with shop.store.engine.connect() as conn:
-        pending = conn.execute(sa.select(T.outbox.c.processed_at).where(T.outbox.c.record_id == record["id"], T.outbox.c.entity == "invoice"))
+        pending = conn.execute(
+            sa.select(T.outbox.c.processed_at).where(
+                T.outbox.c.record_id == record["id"], T.outbox.c.entity == "invoice"
+            )
+        )
         assert all(p is None for (p,) in pending)
 
 
@@ -683,7 +753,12 @@ def test_a_rolled_back_transaction_leaves_no_record_audit_or_outbox_row(shop):
         created = invoices.create({"note": "doomed"})
         shop.records("invoice_line").create({"invoice": created["id"], "amount": 3})
         # nothing is visible outside the transaction yet
-        assert shop.count(T.outbox, T.outbox.c.record_id == created["id"], T.outbox.c.entity == "invoice") == 0
+        assert (
+            shop.count(
+                T.outbox, T.outbox.c.record_id == created["id"], T.outbox.c.entity == "invoice"
+            )
+            == 0
+        )
         raise RuntimeError("roll back")
     assert (shop.count(invoices.table), shop.count(T.audit), shop.count(T.outbox)) == before
     with shop.store.transaction():
@@ -723,7 +798,11 @@ def test_signals_fire_only_after_commit(shop, received):
         assert received == []
     assert [name for name, _ in received] == ["record_created", "record_updated"]
     created, updated = (kwargs for _, kwargs in received)
-    assert created["entity"] == "invoice" and created["record_id"] == record["id"] and created["user_id"] == shop.ann
+    assert (
+        created["entity"] == "invoice"
+        and created["record_id"] == record["id"]
+        and created["user_id"] == shop.ann
+    )
     assert created["visible"] and updated["visible"]
     assert updated["changes"] == {"note": ["signal", "changed"]}
     received.clear()
@@ -733,7 +812,9 @@ def test_signals_fire_only_after_commit(shop, received):
         raise RuntimeError("roll back")
     assert received == []
     invoices.delete(record["id"])
-    assert [(name, kwargs["record_id"]) for name, kwargs in received] == [("record_deleted", record["id"])]
+    assert [(name, kwargs["record_id"]) for name, kwargs in received] == [
+        ("record_deleted", record["id"])
+    ]
 
 
 def test_a_failed_write_sends_no_signal(shop, received):
@@ -771,7 +852,12 @@ def test_bulk_create_is_all_or_nothing(shop):
 def test_bulk_create_partial_writes_the_good_rows_and_reports_the_bad(shop):
     lines = shop.records("invoice_line")
     invoice = shop.records("invoice").create({})["id"]
-    rows = [{"invoice": invoice, "amount": 1}, {"invoice": invoice}, {"invoice": invoice, "amount": 2}, {"amount": 5}]
+    rows = [
+        {"invoice": invoice, "amount": 1},
+        {"invoice": invoice},
+        {"invoice": invoice, "amount": 2},
+        {"amount": 5},
+    ]
     result = lines.bulk_create(rows, partial=True)
     assert len(result.ids) == 2
     assert result.failures == {1: {"amount": ["required"]}, 3: {"invoice": ["required"]}}
@@ -785,7 +871,9 @@ def test_bulk_create_partial_writes_the_good_rows_and_reports_the_bad(shop):
 
 def test_bulk_create_of_many_rows_in_batches(shop):
     accounts = shop.records("account")
-    result = accounts.bulk_create([{"name": f"Batch {i}", "employees": i} for i in range(1203)], batch_size=500)
+    result = accounts.bulk_create(
+        [{"name": f"Batch {i}", "employees": i} for i in range(1203)], batch_size=500
+    )
     assert len(result.ids) == len(set(result.ids)) == 1203
     assert accounts.count(["name", "starts_with", "Batch "]).value == 1203
     assert accounts.get(result.ids[1000])["employees"] == 1000
@@ -830,7 +918,9 @@ def test_any_lookup_points_at_a_record_of_any_entity(shop):
     tasks = shop.records("task")
     account = shop.account("Regarded")
     contact = shop.records("contact").create({"last_name": "Regarded"})["id"]
-    on_account = tasks.create({"subject": "Call", "regarding": {"entity": "account", "id": account}})
+    on_account = tasks.create(
+        {"subject": "Call", "regarding": {"entity": "account", "id": account}}
+    )
     on_contact = tasks.create({"subject": "Mail", "regarding": f"contact:{contact}"})
     loose = tasks.create({"subject": "Think"})
     assert tasks.get(on_account["id"])["regarding"] == {"entity": "account", "id": account}
@@ -843,10 +933,16 @@ def test_any_lookup_points_at_a_record_of_any_entity(shop):
 
     assert ids(["regarding", "eq", {"entity": "account", "id": account}]) == {on_account["id"]}
     assert ids(["regarding", "eq", f"contact:{contact}"]) == {on_contact["id"]}
-    assert ids(["regarding", "ne", {"entity": "account", "id": account}]) == {on_contact["id"], loose["id"]}
+    assert ids(["regarding", "ne", {"entity": "account", "id": account}]) == {
+        on_contact["id"],
+        loose["id"],
+    }
     assert ids(["regarding", "is_empty"]) == {loose["id"]}
     rows = tasks.query(["id", "in", sorted(mine)], fields=["subject", "regarding"]).rows
-    assert {r["subject"]: r["regarding"] for r in rows}["Mail"] == {"entity": "contact", "id": contact}
+    assert {r["subject"]: r["regarding"] for r in rows}["Mail"] == {
+        "entity": "contact",
+        "id": contact,
+    }
     tasks.update(loose["id"], {"regarding": {"entity": "contact", "id": contact}})
     assert ids(["regarding", "eq", f"contact:{contact}"]) == {on_contact["id"], loose["id"]}
     with pytest.raises(ValidationFailed) as caught:
@@ -883,7 +979,9 @@ def test_on_delete_restrict_cascade_and_set_null(shop):
     customer = shop.account("Restricted")
     person = contacts.create({"last_name": "Nulled"})["id"]
     invoice = invoices.create({"customer": customer, "contact": person})["id"]
-    line_ids = lines.bulk_create([{"invoice": invoice, "amount": 1}, {"invoice": invoice, "amount": 2}]).ids
+    line_ids = lines.bulk_create(
+        [{"invoice": invoice, "amount": 1}, {"invoice": invoice, "amount": 2}]
+    ).ids
 
     # restrict: the account stays while an invoice points at it
     with pytest.raises(ValidationFailed) as caught:

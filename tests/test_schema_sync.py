@@ -66,7 +66,10 @@ def inspect(store):
 
 
 def indexes(store, table: str) -> dict[str, tuple[tuple[str, ...], bool]]:
-    return {ix["name"]: (tuple(ix["column_names"]), bool(ix["unique"])) for ix in inspect(store).get_indexes(table)}
+    return {
+        ix["name"]: (tuple(ix["column_names"]), bool(ix["unique"]))
+        for ix in inspect(store).get_indexes(table)
+    }
 
 
 def columns(store, table: str) -> dict[str, dict]:
@@ -101,7 +104,17 @@ def test_install_creates_tables_indexes_and_constraints(store, tmp_path, databas
     catalog, plan = store.install([CORE, wares])
     assert catalog.version == store.stored_version() == 1
     tables = set(inspect(store).get_table_names())
-    entities = {"account", "contact", "task", "call", "email_message", "meeting", "note", "gadget", "widget"}
+    entities = {
+        "account",
+        "contact",
+        "task",
+        "call",
+        "email_message",
+        "meeting",
+        "note",
+        "gadget",
+        "widget",
+    }
     assert entities <= tables
     assert "meeting__attendees" in tables
     assert set(plan.create_tables) >= entities | {"meeting__attendees"}
@@ -119,25 +132,38 @@ def test_install_creates_tables_indexes_and_constraints(store, tmp_path, databas
     task = indexes(store, "task")
     assert task["ix_task_status"] == (("status",), False)
     assert task["ix_task_due_id"] == (("due", "id"), False)
-    assert task["ix_task_regarding_entity_regarding_id"] == (("regarding_entity", "regarding_id"), False)
+    assert task["ix_task_regarding_entity_regarding_id"] == (
+        ("regarding_entity", "regarding_id"),
+        False,
+    )
     assert indexes(store, "gadget")["uq_gadget_serial"] == (("serial",), True)  # unique fields
     widget = indexes(store, "widget")
     assert widget["ix_widget_gadget"] == (("gadget",), False)
     assert widget["ix_widget_size"] == (("size",), False)
     assert widget["ix_widget_name_id"] == (("name", "id"), False)
-    assert indexes(store, "meeting__attendees")["ix_meeting__attendees_target"] == (("target_id",), False)
+    assert indexes(store, "meeting__attendees")["ix_meeting__attendees_target"] == (
+        ("target_id",),
+        False,
+    )
 
     foreign = {fk["constrained_columns"][0]: fk for fk in inspect(store).get_foreign_keys("widget")}
     assert foreign["gadget"]["referred_table"] == "gadget"
     assert foreign["gadget"]["options"].get("ondelete") == "CASCADE"
-    foreign = {fk["constrained_columns"][0]: fk for fk in inspect(store).get_foreign_keys("contact")}
+    foreign = {
+        fk["constrained_columns"][0]: fk for fk in inspect(store).get_foreign_keys("contact")
+    }
     assert foreign["account"]["options"].get("ondelete") == "SET NULL"
 
     # the search indexes
     if database.dialect == "sqlite":
         assert {"account__fts", "contact__fts"} <= tables
     else:
-        names = {row[0] for row in raw(store, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+        names = {
+            row[0]
+            for row in raw(
+                store, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            )
+        }
         assert {"ix_account_search", "ix_contact_search"} <= names
 
     # and nothing left to do
@@ -186,7 +212,9 @@ def test_a_pack_with_definition_errors_installs_nothing(core, tmp_path):
     broken = write_pack(
         tmp_path,
         "broken",
-        {"entities/thing.yaml": "entity: thing\nfields:\n  owner_ref: {type: lookup, to: nowhere}\n"},
+        {
+            "entities/thing.yaml": "entity: thing\nfields:\n  owner_ref: {type: lookup, to: nowhere}\n"
+        },
         depends={"core": ">=1.0"},
     )
     before = snapshot(core)
@@ -199,7 +227,9 @@ def test_a_pack_with_definition_errors_installs_nothing(core, tmp_path):
 # ------------------------------------------------------------------------ customizations
 def test_adding_a_field_adds_a_nullable_column_and_keeps_the_rows(core):
     accounts = core.records("account")
-    ids = accounts.bulk_create([{"name": f"Existing {i}", "employees": i, "tags": ["old"]} for i in range(3)]).ids
+    ids = accounts.bulk_create(
+        [{"name": f"Existing {i}", "employees": i, "tags": ["old"]} for i in range(3)]
+    ).ids
     version = core.stored_version()
     catalog, plan = core.customize(
         "extend",
@@ -213,7 +243,9 @@ def test_adding_a_field_adds_a_nullable_column_and_keeps_the_rows(core):
         },
     )
     assert catalog.version == core.stored_version() == version + 1
-    assert {("account", "segment"), ("account", "score"), ("account", "champion")} <= set(plan.add_columns)
+    assert {("account", "segment"), ("account", "score"), ("account", "champion")} <= set(
+        plan.add_columns
+    )
     assert ("account", "ix_account_champion") in plan.add_indexes
     found = columns(core, "account")
     assert all(found[name]["nullable"] for name in ("segment", "score", "champion"))
@@ -228,7 +260,10 @@ def test_adding_a_field_adds_a_nullable_column_and_keeps_the_rows(core):
     champion = core.records("contact").create({"last_name": "Champion"})["id"]
     new = accounts.create({"name": "New", "segment": "smb", "score": 7, "champion": champion})["id"]
     accounts.update(ids[0], {"segment": "enterprise", "score": 9})
-    assert [r["id"] for r in accounts.query(["segment", "is_not_empty"], sort="-score").rows] == [ids[0], new]
+    assert [r["id"] for r in accounts.query(["segment", "is_not_empty"], sort="-score").rows] == [
+        ids[0],
+        new,
+    ]
     assert [r["id"] for r in accounts.query(["champion.last_name", "eq", "Champion"]).rows] == [new]
     with pytest.raises(ValidationFailed):
         accounts.update(new, {"champion": 987654})
@@ -243,7 +278,9 @@ def test_adding_a_field_adds_a_nullable_column_and_keeps_the_rows(core):
 def test_a_searchable_field_added_later_is_searchable(core):
     accounts = core.records("account")
     ident = accounts.create({"name": "Plain"})["id"]
-    core.customize("extend", {"extend": "account", "fields": {"motto": {"type": "text", "searchable": True}}})
+    core.customize(
+        "extend", {"extend": "account", "fields": {"motto": {"type": "text", "searchable": True}}}
+    )
     accounts = core.records("account")
     accounts.update(ident, {"motto": "Дальше больше"})
     other = accounts.create({"name": "Other", "motto": "nothing to see"})["id"]
@@ -264,7 +301,10 @@ def test_a_removed_field_keeps_its_column_and_data(core):
     assert raw(core, "SELECT legacy_code FROM account WHERE id = :i", i=ident) == [("L-42",)]
     later = core.plan()
     assert ("account", "legacy_code") in later.kept_columns
-    assert "= kept column account.legacy_code (no longer defined; data kept until purge)" in later.lines()
+    assert (
+        "= kept column account.legacy_code (no longer defined; data kept until purge)"
+        in later.lines()
+    )
     assert later.empty  # keeping is not a change
     # the records service no longer knows the field
     accounts = core.records("account")
@@ -283,7 +323,11 @@ def test_a_removed_field_keeps_its_column_and_data(core):
 @pytest.mark.parametrize(
     ("field", "change", "reason"),
     [
-        ("legacy_code", {"type": "integer"}, "text cannot become int without a declared conversion"),
+        (
+            "legacy_code",
+            {"type": "integer"},
+            "text cannot become int without a declared conversion",
+        ),
         ("billing_city", {"type": "text", "max_length": 50}, "would shorten text to 50 characters"),
         ("ratio", {"type": "decimal", "precision": 12, "scale": 2}, "would lose digits"),
         ("ratio", {"type": "decimal", "precision": 8, "scale": 4}, "would lose digits"),
@@ -303,11 +347,19 @@ def test_a_type_change_that_could_lose_data_is_refused(core, field, change, reas
         },
     )
     ident = core.records("account").create(
-        {"name": "Data", "legacy_code": "abc", "ratio": "12345678.1234", "score": 5, "billing_city": "Санкт-Петербург"}
+        {
+            "name": "Data",
+            "legacy_code": "abc",
+            "ratio": "12345678.1234",
+            "score": 5,
+            "billing_city": "Санкт-Петербург",
+        }
     )["id"]
     before = snapshot(core)
     before_type = str(columns(core, "account")[field]["type"])
-    catalog, plan = core.customize("extend", {"extend": "account", "fields": {field: change}}, dry_run=True)
+    catalog, plan = core.customize(
+        "extend", {"extend": "account", "fields": {field: change}}, dry_run=True
+    )
     assert [(c.table, c.column) for c in plan.refused] == [("account", field)]
     assert any(line.startswith(f"~ REFUSED account.{field}") for line in plan.lines())
     with pytest.raises(SchemaChangeRefused) as caught:
@@ -315,9 +367,18 @@ def test_a_type_change_that_could_lose_data_is_refused(core, field, change, reas
     assert f"account.{field}: {reason}" in str(caught.value)
     assert snapshot(core) == before
     assert str(columns(core, "account")[field]["type"]) == before_type
-    assert core.catalog.entity("account").fields[field].type == ("text" if field in ("legacy_code", "billing_city") else ("decimal" if field == "ratio" else "integer"))
+    assert core.catalog.entity("account").fields[field].type == (
+        "text"
+        if field in ("legacy_code", "billing_city")
+        else ("decimal" if field == "ratio" else "integer")
+    )
     row = core.records("account").get(ident)
-    assert (row["legacy_code"], str(row["ratio"]), row["score"], row["billing_city"]) == ("abc", "12345678.1234", 5, "Санкт-Петербург")
+    assert (row["legacy_code"], str(row["ratio"]), row["score"], row["billing_city"]) == (
+        "abc",
+        "12345678.1234",
+        5,
+        "Санкт-Петербург",
+    )
     assert core.plan().empty
 
 
@@ -342,7 +403,10 @@ def test_a_widening_change_is_applied(core, database):
     assert catalog.entity("account").fields["billing_city"].params["max_length"] == 300
     assert plan.refused == []
     if database.dialect == "postgresql":
-        assert {(c.column, c.safe) for c in plan.type_changes} == {("billing_city", True), ("score", True)}
+        assert {(c.column, c.safe) for c in plan.type_changes} == {
+            ("billing_city", True),
+            ("score", True),
+        }
         found = columns(core, "account")
         assert found["billing_city"]["type"].length == 300
         assert isinstance(found["score"]["type"], sa.Numeric) and found["score"]["type"].scale == 2
@@ -357,12 +421,33 @@ def test_a_widening_change_is_applied(core, database):
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"extend": "account", "fields": {"fine": {"type": "text"}, "bad": {"type": "lookup", "to": "nowhere"}}}, "points at unknown entity 'nowhere'"),
-        ({"extend": "account", "fields": {"fine": {"type": "text"}, "bad": {"type": "txet"}}}, "unknown field type 'txet'; did you mean 'text'?"),
-        ({"extend": "account", "fields": {"fine": {"type": "text"}, "bad": {"max_length": 5}}}, "field has no type"),
-        ({"extend": "account", "fields": {"fine": {"type": "text", "max_lenght": 5}}}, "unknown key 'max_lenght'"),
-        ({"extend": "acount", "fields": {"fine": {"type": "text"}}}, "extends unknown entity 'acount'; did you mean 'account'?"),
-        ({"extend": "account", "fields": {"fine": {"type": "text", "formula": "nonsense +"}}}, "formula"),
+        (
+            {
+                "extend": "account",
+                "fields": {"fine": {"type": "text"}, "bad": {"type": "lookup", "to": "nowhere"}},
+            },
+            "points at unknown entity 'nowhere'",
+        ),
+        (
+            {"extend": "account", "fields": {"fine": {"type": "text"}, "bad": {"type": "txet"}}},
+            "unknown field type 'txet'; did you mean 'text'?",
+        ),
+        (
+            {"extend": "account", "fields": {"fine": {"type": "text"}, "bad": {"max_length": 5}}},
+            "field has no type",
+        ),
+        (
+            {"extend": "account", "fields": {"fine": {"type": "text", "max_lenght": 5}}},
+            "unknown key 'max_lenght'",
+        ),
+        (
+            {"extend": "acount", "fields": {"fine": {"type": "text"}}},
+            "extends unknown entity 'acount'; did you mean 'account'?",
+        ),
+        (
+            {"extend": "account", "fields": {"fine": {"type": "text", "formula": "nonsense +"}}},
+            "formula",
+        ),
         ({"extend": "account", "fields": {"version": {"type": "integer"}}}, "system column"),
     ],
 )

@@ -29,12 +29,26 @@ class CompiledInsert:
         by_name = {c.name: c for c in self.columns}
         self.processors = [(n, by_name[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
         self.integrity_error = dialect.dbapi.IntegrityError
+        self._memo = [(object(), None)] * len(self.processors)
 
     def parameters(self, row: dict):
-        get = row.get
+        values = [self._process(i, p, row.get(n)) for i, (n, p) in enumerate(self.processors)]
         if self.positional:
-            return [p(get(n)) if p else get(n) for n, p in self.processors]
-        return {n: (p(get(n)) if p else get(n)) for n, p in self.processors}
+            return values
+        return dict(zip((n for n, _ in self.processors), values))
+
+    def _process(self, index: int, processor, value):
+        # NULL stays NULL (no JSON 'null'); a batch shares one timestamp object, so the
+        # last conversion per column is remembered by identity.
+        if value is None or processor is None:
+            return value
+        memo = self._memo[index]
+        if memo[0] is value:
+            return memo[1]
+        out = processor(value)
+        if not isinstance(value, str | int):
+            self._memo[index] = (value, out)
+        return out
 
     def _cursor(self, connection: sa.Connection):
         return connection.connection.driver_connection.cursor()

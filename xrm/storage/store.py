@@ -198,6 +198,28 @@ class Store(Users):
 
         return self.change_catalog(change, dry_run=dry_run, after=after)
 
+    def customize_all(self, documents: Sequence[tuple[str, dict]], *, user_id: int | None = None, dry_run: bool = False):
+        """Several customization documents (kind, document) as one change: one plan, and
+        all of them applied or none (a field added together with its place on a form)."""
+        problems = Problems()
+        for kind, document in documents:
+            _validate(document, kind, "customization", problems)
+        problems.raise_if_any()
+        rows = [
+            {"kind": kind, "target": str(document.get("extend") or document.get("entity") or kind), "document": document, "created_by": user_id}
+            for kind, document in documents
+        ]
+
+        def change(conn, packs, layer):
+            return packs, [*layer, *(Document(kind, document, "customization") for kind, document in documents)]
+
+        def after(conn, catalog):
+            now = self.clock.now()
+            for row in rows:
+                conn.execute(T.customizations.insert().values(created_at=now, **row))
+
+        return self.change_catalog(change, dry_run=dry_run, after=after)
+
     # ------------------------------------------------------------------ work
     @contextlib.contextmanager
     def transaction(self, user_id: int | None = None):

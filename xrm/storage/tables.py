@@ -168,6 +168,33 @@ stage_history = sa.Table(
     sa.Index("ix_xrm_stage_history_stage", "entity", "stage", "entered_at"),
 )
 
+# A user's own variants of a list view (filter, sort, search, quick filters), by name.
+saved_views = sa.Table(
+    "xrm_saved_view",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("view", sa.String(64), nullable=False),  # the view it starts from
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_xrm_saved_view_user", "user_id", "view"),
+)
+
+# The file store: the bytes of uploaded files (file fields keep only key, name, size, type).
+# In the database, so that every worker on every machine sees the same files.
+files = sa.Table(
+    "xrm_file",
+    platform,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(128), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_by", ID_TYPE, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
 
 # ----------------------------------------------------------------------- entity tables
 SYSTEM = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner", "version")

@@ -138,3 +138,68 @@ class Users:
     def users(self) -> list:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(T.users).order_by(T.users.c.id)).all()
+
+    def set_preferences(self, user_id: int, *, locale: str | None = None, time_zone: str | None = None, name: str | None = None) -> None:
+        """A user's language, time zone and display name (what is None stays)."""
+        values = {k: v for k, v in (("locale", locale), ("time_zone", time_zone), ("name", name)) if v}
+        if values:
+            with self._write() as conn, conn.begin():
+                conn.execute(T.users.update().where(T.users.c.id == user_id).values(**values))
+
+    def set_active(self, user_id: int, active: bool) -> None:
+        """Deactivate (or reactivate) a user: an inactive user cannot sign in or use tokens."""
+        with self._write() as conn, conn.begin():
+            conn.execute(T.users.update().where(T.users.c.id == user_id).values(active=bool(active)))
+
+    def remove_from_team(self, user_id: int, team: str) -> None:
+        with self._write() as conn, conn.begin():
+            team_id = conn.execute(sa.select(T.teams.c.id).where(T.teams.c.name == team)).scalar()
+            if team_id is not None:
+                conn.execute(T.team_members.delete().where(T.team_members.c.team_id == team_id, T.team_members.c.user_id == user_id))
+
+    def teams(self) -> dict[str, list[int]]:
+        """Team name -> ids of its members."""
+        with self.engine.connect() as conn:
+            result: dict[str, list[int]] = {name: [] for name in conn.execute(sa.select(T.teams.c.name).order_by(T.teams.c.name)).scalars()}
+            rows = conn.execute(sa.select(T.teams.c.name, T.team_members.c.user_id).join(T.team_members, T.team_members.c.team_id == T.teams.c.id))
+            for name, user_id in rows:
+                result[name].append(user_id)
+            return result
+
+    def user_roles(self) -> dict[int, list[str]]:
+        """User id -> the names of their roles."""
+        with self.engine.connect() as conn:
+            result: dict[int, list[str]] = {}
+            for user_id, role in conn.execute(sa.select(T.user_roles.c.user_id, T.user_roles.c.role).order_by(T.user_roles.c.role)):
+                result.setdefault(user_id, []).append(role)
+            return result
+
+    # -- a user's own variants of list views
+    def saved_views(self, user_id: int, view: str | None = None) -> list:
+        query = sa.select(T.saved_views).where(T.saved_views.c.user_id == user_id)
+        if view is not None:
+            query = query.where(T.saved_views.c.view == view)
+        with self.engine.connect() as conn:
+            return conn.execute(query.order_by(T.saved_views.c.name, T.saved_views.c.id)).all()
+
+    def save_view(self, user_id: int, view: str, name: str, state: dict) -> int:
+        """Save (or replace, by name) a user's variant of a view."""
+        name = name.strip()[:100]
+        if not name:
+            raise UserError("a saved view needs a name")
+        with self._write() as conn, conn.begin():
+            table = T.saved_views
+            found = conn.execute(
+                sa.select(table.c.id).where(table.c.user_id == user_id, table.c.view == view, table.c.name == name)
+            ).scalar()
+            if found is not None:
+                conn.execute(table.update().where(table.c.id == found).values(state=state))
+                return found
+            return conn.execute(
+                table.insert().values(user_id=user_id, view=view, name=name, state=state, created_at=self.clock.now()).returning(table.c.id)
+            ).scalar_one()
+
+    def delete_saved_view(self, user_id: int, saved_id: int) -> bool:
+        with self._write() as conn, conn.begin():
+            table = T.saved_views
+            return conn.execute(table.delete().where(table.c.id == saved_id, table.c.user_id == user_id)).rowcount == 1

@@ -1,0 +1,353 @@
+"""Who is asking and how to show things to them: the per-request helpers of the UI.
+
+Every UI request runs for one principal (``g.principal``) in one locale and time zone.
+Records are read through the records service as that principal, so the UI, the API and
+exports agree on what a user may see.  Values are shown through the field registry's
+``format`` in the user's locale and zone; lookups are shown by their target's title,
+fetched in one query per target entity for a whole page.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app, g, url_for
+from markupsafe import Markup, escape
+
+from ...metadata import Entity, Field
+from ...metadata.filters import FilterError, resolve_path, system_field
+from ...metadata.model import SYSTEM_COLUMNS
+from ...storage import tables as T
+from ...storage.records import RecordError
+from .. import current_store
+from .i18n import language_of, translate
+
+SETTINGS_TTL = 10.0  # seconds an organization's settings are reused by a worker
+
+
+def store():
+    return current_store()
+
+
+def catalog():
+    return g.catalog
+
+
+def principal():
+    return g.principal
+
+
+def locale() -> str:
+    return language_of(getattr(g.get("principal"), "locale", None))
+
+
+def tz() -> str:
+    return getattr(g.get("principal"), "tz", None) or "UTC"
+
+
+def _(text: str, **values) -> str:
+    return translate(text, locale(), **values)
+
+
+def is_admin() -> bool:
+    p = g.get("principal")
+    return bool(p and p.is_admin)
+
+
+def records(entity: Entity | str):
+    """The records service of an entity as the request's user sees it."""
+    name = entity if isinstance(entity, str) else entity.name
+    cache = g.setdefault("ui_records", {})
+    if name not in cache:
+        cache[name] = store().records(name, principal=g.principal)
+    return cache[name]
+
+
+def access():
+    """What the principal may do (scopes, field rules), for this catalog version."""
+    cat = catalog()
+    return cat.artifact(("access", g.principal), lambda: records(next(iter(cat.entities))).access)
+
+
+def scope(entity: str, action: str) -> str:
+    service = records(entity)
+    if service.access is None:
+        return "all"
+    return service.access.scope_of(entity, action)
+
+
+def can(entity: str, action: str) -> bool:
+    return scope(entity, action) != "none"
+
+
+def settings() -> dict:
+    """Organization settings, reused for a few seconds (currency, organization name)."""
+    cache = current_app.extensions.setdefault("xrm_ui_settings", {})
+    now = time.monotonic()
+    if cache.get("at", -SETTINGS_TTL) + SETTINGS_TTL < now:
+        cache["value"] = store().settings()
+        cache["at"] = now
+    return cache["value"]
+
+
+def currency(field: Field) -> str:
+    return field.params.get("currency") or settings().get("currency") or "USD"
+
+
+# ----------------------------------------------------------------------- fields
+def label(thing) -> str:
+    """The label of anything with one (entity, field, view, option, role) for this user."""
+    if thing is None:
+        return ""
+    value = getattr(thing, "label", thing)
+    if hasattr(value, "get"):
+        return value.get(locale())
+    return str(value)
+
+
+def plural(entity: Entity) -> str:
+    return entity.plural.get(locale()) if entity.plural else label(entity)
+
+
+SYSTEM_LABELS = {
+    "id": "ID",
+    "owner": "Owner",
+    "created_at": "Created",
+    "updated_at": "Modified",
+    "created_by": "Created by",
+    "updated_by": "Modified",
+    "version": "Version",
+}
+
+
+def field_at(entity: Entity, path: str) -> Field:
+    """The field at a (dotted) path; system columns behave like fields."""
+    field, _lookups = resolve_path(entity, path, catalog().entity_of)
+    return field
+
+
+def path_label(entity: Entity, path: str) -> str:
+    """``account.industry`` -> "Account › Industry"."""
+    parts = path.split(".")
+    current, out = entity, []
+    for index, part in enumerate(parts):
+        if part in current.fields:
+            f = current.fields[part]
+            out.append(label(f))
+        elif part in SYSTEM_COLUMNS:
+            out.append(_(SYSTEM_LABELS.get(part, part)))
+            f = system_field(current.name, part)
+        else:
+            out.append(part)
+            break
+        if index < len(parts) - 1 and f.type == "lookup":
+            current = catalog().entity(f.params["to"])
+    return " › ".join(out)
+
+
+def readable_fields(entity: Entity) -> list[Field]:
+    """Fields the user may read, in definition order."""
+    names = set(records(entity).readable_fields())
+    return [f for n, f in entity.fields.items() if n in names]
+
+
+def writable_names(entity: Entity) -> set[str]:
+    return set(records(entity).writable_fields())
+
+
+# ----------------------------------------------------------------------- titles
+def title_path(entity: Entity, depth: int = 0) -> str | None:
+    """The path that names a record: its title field, through a lookup title if need be."""
+    name = entity.title
+    if not name or name not in entity.fields:
+        return None
+    field = entity.fields[name]
+    if field.type == "lookup" and depth < 2:
+        target = catalog().entity_of(field.params["to"])
+        inner = title_path(target, depth + 1) if target else None
+        return f"{name}.{inner}" if inner else name
+    if not field.stored or field.kind.json_type in ("array", "object"):
+        return None
+    return name
+
+
+class Titles:
+    """Record titles for a page: collect ids first, then one query per entity."""
+
+    def __init__(self):
+        self.wanted: dict[str, set[int]] = {}
+        self.known: dict[tuple[str, int], str | None] = {}
+        self.users: dict[int, str] = {}
+        self.wanted_users: set[int] = set()
+
+    def want(self, entity: str, ident) -> None:
+        if ident is None:
+            return
+        if entity == "user":
+            if ident not in self.users:
+                self.wanted_users.add(ident)
+        elif (entity, ident) not in self.known:
+            self.wanted.setdefault(entity, set()).add(ident)
+
+    def want_value(self, field: Field, value) -> None:
+        if value is None:
+            return
+        if field.type in ("lookup", "user"):
+            self.want(field.target, value)
+        elif field.type == "any_lookup":
+            self.want(value["entity"], value["id"])
+        elif field.type == "many_to_many":
+            for ident in value:
+                self.want(field.target, ident)
+
+    def want_records(self, entity: Entity, rows: Iterable[Mapping], paths: Iterable[str]) -> None:
+        fields = [(p, field_at(entity, p)) for p in paths]
+        for row in rows:
+            for path, field in fields:
+                self.want_value(field, row.get(path))
+
+    def resolve(self) -> None:
+        for entity_name, ids in list(self.wanted.items()):
+            ids = [i for i in ids if (entity_name, i) not in self.known]
+            self.wanted.pop(entity_name, None)
+            if not ids:
+                continue
+            entity = catalog().entity_of(entity_name)
+            path = title_path(entity) if entity else None
+            found: dict[int, Any] = {}
+            if entity is not None:
+                try:
+                    rows = records(entity).query(
+                        filter=["id", "in", ids], fields=[path] if path else ["id"], limit=len(ids)
+                    ).rows
+                except (FilterError, RecordError):
+                    rows = []
+                title_field = field_at(entity, path) if path else None
+                for row in rows:
+                    value = row.get(path) if path else None
+                    text = title_field.format(value, locale(), tz()) if value is not None and title_field else ""
+                    found[row["id"]] = text or f"#{row['id']}"
+            for ident in ids:
+                self.known[(entity_name, ident)] = found.get(ident)
+        if self.wanted_users:
+            with store().engine.connect() as conn:
+                rows = conn.execute(sa.select(T.users.c.id, T.users.c.name).where(T.users.c.id.in_(list(self.wanted_users))))
+                self.users.update({row.id: row.name for row in rows})
+            self.wanted_users.clear()
+
+    def title(self, entity: str, ident) -> str:
+        if entity == "user":
+            return self.users.get(ident) or f"#{ident}"
+        if (entity, ident) not in self.known:
+            self.want(entity, ident)
+            self.resolve()
+        text = self.known.get((entity, ident))
+        return text if text is not None else f"#{ident}"
+
+    def readable(self, entity: str, ident) -> bool:
+        return entity == "user" or self.known.get((entity, ident)) is not None
+
+
+def titles() -> Titles:
+    if "ui_titles" not in g:
+        g.ui_titles = Titles()
+    return g.ui_titles
+
+
+def record_title(entity: Entity, record: Mapping) -> str:
+    path = title_path(entity)
+    if path and "." in path:
+        first = path.split(".")[0]
+        target = entity.fields[first].params["to"]
+        value = record.get(first)
+        return titles().title(target, value) if value is not None else _("(no title)")
+    value = record.get(path) if path else None
+    if value in (None, ""):
+        return f"#{record.get('id')}" if record.get("id") else _("(no title)")
+    return field_at(entity, path).format(value, locale(), tz())
+
+
+def record_url(entity: str, ident) -> str:
+    return url_for("ui_forms.edit", entity_name=entity, record_id=ident)
+
+
+# ----------------------------------------------------------------------- display
+def text(field: Field, value) -> str:
+    """A value as plain text in the user's locale (lists, exports, the timeline)."""
+    if value is None or value == [] or value == "":
+        return ""
+    kind = field.kind
+    if field.type in ("lookup", "user"):
+        return titles().title(field.target, value)
+    if field.type == "any_lookup":
+        return titles().title(value["entity"], value["id"])
+    if field.type == "many_to_many":
+        return ", ".join(titles().title(field.target, v) for v in value)
+    money = _money_kind(field)
+    try:
+        if money is not None:
+            return money.format(field, value, locale(), tz(), currency=currency(field))
+        return kind.format(field, value, locale(), tz())
+    except (TypeError, ValueError, ArithmeticError, KeyError):
+        return str(value)
+
+
+def _money_kind(field: Field):
+    """The money type behind a money field, or a formula or rollup resulting in money."""
+    if field.type == "money":
+        return field.kind
+    if field.type in ("formula", "rollup") and field.params.get("result") == "money":
+        return field.kind.result_type(field)
+    return None
+
+
+def display(field: Field, value, *, link: bool = True) -> Markup:
+    """A value as HTML for a list cell or a read-only field."""
+    if value is None or value == [] or value == "":
+        return Markup("")
+    if field.type in ("lookup", "user") and field.target != "user":
+        title = titles().title(field.target, value)
+        if link and titles().readable(field.target, value):
+            return Markup('<a href="%s">%s</a>') % (record_url(field.target, value), title)
+        return escape(title)
+    if field.type == "any_lookup":
+        target = catalog().entity_of(value["entity"])
+        title = titles().title(value["entity"], value["id"])
+        if target is None:
+            return escape(title)
+        if link and titles().readable(value["entity"], value["id"]):
+            return Markup('<a href="%s">%s</a> <span class="text-body-secondary small">%s</span>') % (
+                record_url(value["entity"], value["id"]),
+                title,
+                label(target),
+            )
+        return escape(title)
+    if field.type == "choice":
+        option = field.option(value)
+        color = option.color if option and option.color else None
+        css = f" xrm-badge-{color}" if color else ""
+        return Markup('<span class="badge xrm-badge%s">%s</span>') % (css, text(field, value))
+    if field.type == "file":
+        return Markup('<a href="%s"><i class="bi bi-paperclip"></i> %s</a>') % (
+            url_for("ui_shell.download", key=value["key"]),
+            value.get("name") or "file",
+        )
+    if field.type == "url":
+        return Markup('<a href="%s" rel="noopener noreferrer" target="_blank">%s</a>') % (value, value)
+    if field.type == "email":
+        return Markup('<a href="mailto:%s">%s</a>') % (value, value)
+    if field.type == "rating":
+        return Markup('<span class="xrm-rating" aria-label="%s">%s</span>') % (value, text(field, value))
+    return escape(text(field, value))
+
+
+def rich_html(value) -> Markup:
+    """Stored rich text is sanitized on write; it is cleaned again on the way out."""
+    if not value:
+        return Markup("")
+    import nh3
+
+    return Markup(nh3.clean(str(value)))

@@ -1,0 +1,193 @@
+"""What process templates see: the record (lookups load lazily), old values, today, now,
+step results, and how a rendered template becomes a field value.
+
+A template that is exactly one expression (``"{{ record.owner }}"``) evaluates to the
+value itself, so an empty field stays empty and a number stays a number; anything else
+renders to text, which the records service then coerces like any typed input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Undefined
+
+from ..metadata import Catalog
+from ..metadata.expressions import compile_template, environment
+
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+
+
+class Today(dt.date):
+    """A date that adds and subtracts whole days: ``today + 1`` is tomorrow."""
+
+    def __add__(self, other):
+        if isinstance(other, int) and not isinstance(other, bool):
+            other = dt.timedelta(days=other)
+        result = dt.date.__add__(self, other)
+        return Today(result.year, result.month, result.day) if isinstance(result, dt.date) else result
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        if isinstance(other, int) and not isinstance(other, bool):
+            other = dt.timedelta(days=other)
+        result = dt.date.__sub__(self, other)
+        if isinstance(result, dt.date) and not isinstance(result, dt.datetime):
+            return Today(result.year, result.month, result.day)
+        return result
+
+    @classmethod
+    def of(cls, day: dt.date) -> Today:
+        return cls(day.year, day.month, day.day)
+
+
+def days(n) -> dt.timedelta:
+    return dt.timedelta(days=n)
+
+
+class UserView:
+    """A user in a template: ``user.name``, ``user.email``; as text, its id."""
+
+    __slots__ = ("id", "name", "email", "locale", "time_zone")
+
+    def __init__(self, row: Mapping):
+        self.id = row["id"]
+        self.name = row.get("name")
+        self.email = row.get("email")
+        self.locale = row.get("locale")
+        self.time_zone = row.get("time_zone")
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    def __int__(self) -> int:
+        return int(self.id)
+
+    def __eq__(self, other):
+        return self.id == (other.id if isinstance(other, UserView) else other)
+
+    def __hash__(self):
+        return hash(self.id)
+
+
+class RecordView:
+    """A record in a template: fields by attribute, lookups followed on demand; as text, its id."""
+
+    def __init__(self, catalog: Catalog, entity: str, values: Mapping, loader: Loader):
+        self._catalog = catalog
+        self._entity = catalog.entity(entity)
+        self._values = values
+        self._loader = loader
+
+    @property
+    def id(self):
+        return self._values.get("id")
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        values = self._values
+        if name not in values and name not in self._entity.fields:
+            raise AttributeError(name)
+        value = values.get(name)
+        if value is None:
+            return None
+        f = self._entity.fields.get(name)
+        kind = "user" if name in ("owner", "created_by", "updated_by") else (f.type if f is not None else None)
+        if kind == "user":
+            user = self._loader.user(value)
+            return UserView(user) if user else value
+        if kind == "lookup":
+            target = f.params.get("to")
+            related = self._loader.record(target, value)
+            return RecordView(self._catalog, target, related, self._loader) if related else value
+        return value
+
+    __getitem__ = __getattr__
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    def __int__(self) -> int:
+        return int(self.id)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def __eq__(self, other):
+        return self.id == (other.id if isinstance(other, RecordView) else other)
+
+    def __hash__(self):
+        return hash((self._entity.name, self.id))
+
+
+class Loader:
+    """Related records and users for templates and conditions, cached for one batch."""
+
+    def __init__(self, load_record: Callable[[str, Any], dict | None], load_user: Callable[[Any], dict | None]):
+        self._load_record = load_record
+        self._load_user = load_user
+        self.records: dict = {}
+        self.users: dict = {}
+
+    def record(self, entity: str, ident) -> dict | None:
+        key = (entity, ident)
+        if key not in self.records:
+            self.records[key] = self._load_record(entity, ident)
+        return self.records[key]
+
+    def user(self, ident) -> dict | None:
+        if ident not in self.users:
+            self.users[ident] = self._load_user(ident)
+        return self.users[ident]
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str):
+    match = _SINGLE.match(source)
+    if not match:
+        return None
+    return environment().compile_expression(match["expr"], undefined_to_none=False)
+
+
+def is_template(value) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def render_text(source: str, context: Mapping) -> str:
+    if not is_template(source):
+        return source
+    return compile_template(source).render(context)
+
+
+def plain(value):
+    """A template's result as a value the records service accepts."""
+    if isinstance(value, RecordView | UserView):
+        return value.id
+    if isinstance(value, Today):
+        return dt.date(value.year, value.month, value.day)
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def render_value(value, context: Mapping):
+    """A step's value: constants pass through; a one-expression template keeps its type."""
+    if isinstance(value, Mapping):
+        return {k: render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_value(v, context) for v in value]
+    if not is_template(value):
+        return value
+    expression = _expression(value)
+    if expression is not None:
+        result = expression(**context)
+        if isinstance(result, Undefined):  # StrictUndefined: raise its error
+            str(result)
+        return plain(result)
+    return compile_template(value).render(context)
