@@ -247,12 +247,6 @@ def test_ids_are_not_reused_after_deleting_the_newest_record(shop):
     assert [h["action"] for h in accounts.history(new)] == ["create"]
 
 
-@pytest.mark.xfail(
-    not PG_URL,  # PostgreSQL's sequences never hand an id out twice
-    strict=True,
-    reason="records.py: bulk_create on SQLite assigns ids from max(id)+1 (_insert_many), so a "
-    "bulk-created record reuses the id of a deleted newest record and inherits its audit trail",
-)
 def test_bulk_created_ids_are_not_reused_either(shop):
     accounts = shop.records("account")
     old = accounts.create({"name": "Short-lived"})["id"]
@@ -426,11 +420,6 @@ def test_rollups_change_in_the_childs_transaction(shop):
     assert totals(shop, other)[:2] == (Decimal("10.50"), 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records.py: get/query/count inside store.transaction() read through a new connection, "
-    "so a unit of work does not see its own uncommitted writes (create, then get raises NotFound)",
-)
 def test_a_unit_of_work_reads_its_own_writes(shop):
     accounts = shop.records("account")
     with shop.store.transaction():
@@ -438,12 +427,6 @@ def test_a_unit_of_work_reads_its_own_writes(shop):
         assert accounts.get(record["id"])["name"] == "Read your writes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records.py: delete() refreshes only the rollups over the deleted entity; children "
-    "removed by ON DELETE CASCADE (invoice -> its lines) leave the rollups of their other "
-    "parents (product.times_sold) stale",
-)
 def test_cascaded_children_leave_no_stale_rollups(shop):
     product = shop.records("product").create({"name": "Widget"})["id"]
     invoice = shop.records("invoice").create({})["id"]
@@ -950,11 +933,6 @@ def test_any_lookup_points_at_a_record_of_any_entity(shop):
     assert caught.value.errors == {"regarding": ['expected {"entity": name, "id": number}']}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records.py: an any_lookup value is not checked against the catalog or the database, "
-    "so a task can be saved regarding an entity that does not exist or a record that does not exist",
-)
 def test_any_lookup_must_point_at_an_existing_record(shop):
     tasks = shop.records("task")
     for regarding in ({"entity": "spaceship", "id": 1}, {"entity": "account", "id": 987654}):

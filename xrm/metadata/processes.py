@@ -572,7 +572,7 @@ def shells(defs: dict) -> dict[str, dict]:
 # ------------------------------------------------------------------------- templates
 #: Names a process template may use besides Jinja's globals.
 TEMPLATE_NAMES = frozenset(
-    {"record", "old", "today", "now", "vars", "trigger", "payload", "instance", "sla", "user", "days", "link", "approval"}
+    {"record", "old", "today", "now", "vars", "trigger", "payload", "instance", "sla", "user", "days", "link", "approval", "related"}
 )
 USER_ATTRIBUTES = ("id", "name", "email", "locale", "time_zone")
 

@@ -95,5 +95,14 @@ def reserve_ids(connection: sa.Connection, table: sa.Table, count: int) -> list[
             "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"
         )
         return list(connection.execute(statement, {"table": table.name, "count": count}).scalars())
-    start = connection.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one() + 1
-    return list(range(start, start + count))
+    # Entity tables use AUTOINCREMENT, so ids of deleted records are never handed out
+    # again (their audit trail and outbox rows stay theirs): start after the larger of the
+    # sequence and the current maximum.
+    used = connection.execute(
+        sa.text(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = :table), 0), "
+            f'coalesce((SELECT max(id) FROM "{table.name}"), 0))'
+        ),
+        {"table": table.name},
+    ).scalar_one()
+    return list(range(used + 1, used + 1 + count))

@@ -9,6 +9,7 @@ optimistic-concurrency version -> rollups of parent records -> audit rows -> out
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from ..metadata.model import SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
 from . import query as Q
 from . import tables as T
-from .fastpath import compiled_insert, reserve_ids
+from .fastpath import compiled_insert
 from .tables import tables_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,6 +222,16 @@ class Records:
     def _unit(self):
         return self.store.transaction(self.user_id)
 
+    @contextlib.contextmanager
+    def _reading(self):
+        """Inside a unit of work, reads see its own writes; outside, a pooled connection."""
+        unit = self.store.current_unit()
+        if unit is not None:
+            yield unit.connection
+            return
+        with self.store.engine.connect() as conn:
+            yield conn
+
     def _related(self, unit: UnitOfWork):
         def load(entity_name: str, ident):
             key = ("record", entity_name, ident)
@@ -300,6 +311,7 @@ class Records:
             if value is None or value == [] or value == "":
                 errors.setdefault(f.name, []).append("required")
         self._validate_stage(record, old, errors)
+        self._validate_any_lookups(unit, record, old, errors)
         if errors:
             return
         if not self.entity.validations:
@@ -310,6 +322,19 @@ class Records:
             if matches(validation.when, getter, ctx):
                 target = validation.fields[0] if validation.fields else ALL_KEY
                 errors.setdefault(target, []).append(validation.message.get(self.locale))
+
+    def _validate_any_lookups(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict) -> None:
+        for f in self.plan.any_lookups:
+            value = record.get(f.name)
+            if not value or (old is not None and old.get(f.name) == value) or f.name in errors:
+                continue
+            target = self.catalog.entity_of(value["entity"])
+            if target is None:
+                errors.setdefault(f.name, []).append(f"unknown entity {value['entity']!r}")
+                continue
+            table = self.tables[target.name]
+            if unit.connection.execute(sa.select(table.c.id).where(table.c.id == value["id"])).first() is None:
+                errors.setdefault(f.name, []).append(f"{target.name} {value['id']} does not exist")
 
     def _validate_stage(self, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
         flow = self.entity.stages
@@ -451,6 +476,7 @@ class Records:
         """Create one record; returns it with id and version.  Raises ValidationFailed."""
         self._check_access("create")
         self._check_writes(values)
+        standalone = self.store.current_unit() is None
         with self._unit() as unit:
             now = self.store.clock.now()
             errors: dict[str, list[str]] = {}
@@ -474,16 +500,19 @@ class Records:
             if self.entity.audit:
                 unit.audit_rows.append(self._audit("create", record_id, None, None, self._snapshot(record), now))
             unit.record_event("created", self.entity.name, record_id, self.user_id, now, None)
+            if standalone:  # write now, so that a database refusal names this record's fields
+                try:
+                    unit.write_pending()
+                except sa.exc.IntegrityError as exc:
+                    raise self._integrity(exc, unit, [row]) from None
             return record
 
     def _insert(self, unit: UnitOfWork, row: dict) -> int:
-        try:
-            return self._insert_statement().execute(unit.connection, row)
-        except sa.exc.IntegrityError as exc:
-            raise self._integrity(exc, unit, [row]) from None
-
-    def _insert_statement(self):
-        return compiled_insert(self.catalog, self.table, self.store.engine.dialect)
+        """Reserve the id and defer the row to the unit of work (written in batches)."""
+        ident = unit.next_ids(self.table, 1)[0]
+        row["id"] = ident
+        unit.defer_insert(compiled_insert(self.catalog, self.table, unit.raw_connection.dialect, with_id=True, returning=False), row)
+        return ident
 
     def _integrity(self, exc: sa.exc.IntegrityError, unit: UnitOfWork | None = None, rows: Sequence[Mapping] = ()) -> RecordError:
         text = str(exc.orig).lower()
@@ -546,7 +575,7 @@ class Records:
             raise NotFound(self.entity.name, record_id)
         record = rows[0]
         if fields is None and self.plan.m2m:
-            with self.store.engine.connect() as conn:
+            with self._reading() as conn:
                 for name in self.plan.m2m:
                     link = self.tables.link(self.entity.name, name)
                     record[name] = list(
@@ -634,6 +663,7 @@ class Records:
             self._check_access("delete", old)
             if version is not None and old["version"] != version:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
+            self._before_cascade(unit, record_id, now)
             try:
                 unit.connection.execute(self.table.delete().where(self.table.c.id == record_id))
             except sa.exc.IntegrityError:
@@ -642,6 +672,18 @@ class Records:
             if self.entity.audit:
                 unit.audit_rows.append(self._audit("delete", record_id, None, self._snapshot(old), None, now))
             unit.record_event("deleted", self.entity.name, record_id, self.user_id, now, None)
+
+    def _before_cascade(self, unit: UnitOfWork, record_id: int, now) -> None:
+        """Children that the database deletes with this record (on_delete: cascade) leave
+        the rollups of their other parents; take them out first, as their own deletes would."""
+        for child, lookup in self.catalog.children_of(self.entity.name):
+            if lookup.on_delete != "cascade" or not plan_for(self.catalog, child).rollup_targets:
+                continue
+            table = self.tables[child.name]
+            rows = unit.connection.execute(sa.select(table).where(table.c[lookup.name] == record_id)).mappings().all()
+            if rows:
+                children = Records(self.store, self.catalog, child, self.user_id, tz=self.tz, locale=self.locale)
+                children._after_write(unit, [], [children._record(r) for r in rows], now)
 
     def _after_write(self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now) -> None:
         """Keep parents' rollups over this entity current, for old and new parents.
@@ -687,8 +729,8 @@ class Records:
                 .where(history.c.entity == self.entity.name, history.c.record_id.in_(closing), history.c.left_at.is_(None))
                 .values(left_at=now)
             )
-        if opening:
-            unit.connection.execute(history.insert(), opening)
+        for row in opening:
+            unit.defer_insert(compiled_insert(self.catalog, history, unit.raw_connection.dialect, returning=False), row)
 
     def _rollup_deltas(self, unit, lookup: Field, rollup, new, old) -> dict:
         tree = None
@@ -751,7 +793,7 @@ class Records:
                 column_rows = [{**self._columns(record), **system} for _, record in batch]
                 column_rows = _uniform(column_rows)
                 try:
-                    ids = self._insert_many(unit.connection, column_rows)
+                    ids = self._insert_many(unit, column_rows)
                 except sa.exc.IntegrityError as exc:
                     raise self._integrity(exc, unit, column_rows) from None
                 records = []
@@ -768,11 +810,12 @@ class Records:
                 result.ids.extend(ids)
         return result
 
-    def _insert_many(self, conn: sa.Connection, rows: list[dict]) -> list[int]:
+    def _insert_many(self, unit: UnitOfWork, rows: list[dict]) -> list[int]:
         """Ids reserved first, then one executemany: no per-row round trip or RETURNING."""
-        ids = reserve_ids(conn, self.table, len(rows))
+        ids = unit.next_ids(self.table, len(rows))
         for row, ident in zip(rows, ids):
             row["id"] = ident
+        conn = unit.connection
         compiled_insert(self.catalog, self.table, conn.dialect, with_id=True, returning=False).execute_many(conn, rows)
         return ids
 
@@ -840,7 +883,7 @@ class Records:
         base, sort_spec, sort_columns, sort_fields, sort_labels = prepared.base, prepared.sort_spec, prepared.sort_columns, prepared.sort_fields, prepared.sort_labels
         conditions = list(prepared.conditions)
         keyset = Q.Keyset.decode(after, sort_spec, sort_fields) if after else None
-        with self.store.engine.connect() as conn:
+        with self._reading() as conn:
             if len(sort_spec) == 1:
                 rows = self._two_phase_page(conn, base, conditions, sort_columns[0], sort_spec[0][1], keyset, limit)
             else:
@@ -935,7 +978,7 @@ class Records:
         if search:
             conditions.append(self._search(search))
         inner = sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions).limit(cap + 1).subquery()
-        with self.store.engine.connect() as conn:
+        with self._reading() as conn:
             value = conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
             if value <= cap:
                 return Count(value, True)
@@ -962,7 +1005,7 @@ class Records:
         self.get(record_id, fields=["id"])  # NotFound unless this user may read the record
         hidden = self.access.hidden(self.entity) if self.access else set()
         a = T.audit
-        with self.store.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 sa.select(a.c.action, a.c.field, a.c.old, a.c.new, a.c.user_id, a.c.at)
                 .where(a.c.entity == self.entity.name, a.c.record_id == record_id)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ..metadata import Catalog
 from . import signals
 from . import tables as T
-from .fastpath import compiled_insert
+from .fastpath import compiled_insert, reserve_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -23,9 +23,17 @@ _SIGNALS = {
 
 
 class UnitOfWork:
+    """Inserts of new records are deferred: their ids are reserved up front, so ``create``
+    returns at once, and the rows go out in executemany batches.  Anything that needs the
+    database to be current goes through ``connection``, which writes the deferred rows
+    first, in the order they were created (so foreign keys always find their targets)."""
+
     def __init__(self, store: Store, connection: sa.Connection, catalog: Catalog, user_id: int | None):
         self.store = store
-        self.connection = connection
+        self._connection = connection
+        self.pending: list[tuple[Any, dict]] = []  # (CompiledInsert, row), in creation order
+        self._ids: dict[str, list[int]] = {}
+        self._next_sqlite_id: dict[str, int] = {}
         self.catalog = catalog
         self.user_id = user_id
         self.audit_rows: list[dict] = []
@@ -34,6 +42,48 @@ class UnitOfWork:
         self.cache: dict[Any, Any] = {}  # per-transaction memo (related records, counters)
         # Rollup sums/counts accumulate here and are applied once, before commit.
         self.rollup_deltas: dict[Any, dict[int, Any]] = {}
+
+    @property
+    def connection(self) -> sa.Connection:
+        """The transaction's connection, with every deferred insert written."""
+        if self.pending:
+            self.write_pending()
+        return self._connection
+
+    @property
+    def raw_connection(self) -> sa.Connection:
+        """The connection without writing deferred rows (for the deferral itself)."""
+        return self._connection
+
+    def defer_insert(self, compiled, row: dict) -> None:
+        self.pending.append((compiled, row))
+
+    def write_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        start = 0
+        while start < len(pending):
+            compiled = pending[start][0]
+            end = start
+            while end < len(pending) and pending[end][0] is compiled:
+                end += 1
+            compiled.execute_many(self._connection, [row for _, row in pending[start:end]])
+            start = end
+
+    def next_ids(self, table: sa.Table, count: int) -> list[int]:
+        """Ids for new rows of a table.  PostgreSQL: blocks taken from the sequence.
+        SQLite: the transaction holds the write lock, so after one look at the current
+        maximum the ids are counted here (rows still deferred are not in the table yet)."""
+        if self._connection.dialect.name == "sqlite":
+            start = self._next_sqlite_id.get(table.name)
+            if start is None:
+                start = reserve_ids(self._connection, table, 1)[0]
+            self._next_sqlite_id[table.name] = start + count
+            return list(range(start, start + count))
+        block = self._ids.setdefault(table.name, [])
+        if len(block) < count:
+            block.extend(reserve_ids(self._connection, table, max(count - len(block), 100)))
+        taken, self._ids[table.name] = block[:count], block[count:]
+        return taken
 
     def record_event(self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None) -> None:
         self.outbox_rows.append(
@@ -47,7 +97,8 @@ class UnitOfWork:
             pending[parent_id] = pending.get(parent_id, 0) + delta
 
     def flush(self) -> None:
-        """Apply buffered rollup deltas; write audit and outbox rows in multi-row statements."""
+        """Write deferred inserts, apply rollup deltas, write audit and outbox rows."""
+        self.write_pending()
         for statement, deltas in self.rollup_deltas.items():
             params = [{"_pid": pid, "_delta": delta} for pid, delta in deltas.items() if delta]
             if params:

@@ -45,7 +45,7 @@ def build_plan(catalog: Catalog) -> WorkflowPlan:
     entities: dict[str, EntityPlan] = defaultdict(EntityPlan)
     schedules = []
     for process in catalog.processes.values():
-        if process.entity is not None and any(step.kind == "wait" and step.condition is not None for step in process.walk()):
+        if process.entity is not None and any(step.kind == "wait" and ("until" in step.spec or step.condition is not None) for step in process.walk()):
             entities[process.entity].waits_on_change = True
         if not process.enabled:
             continue

@@ -66,12 +66,6 @@ def records(entity: Entity | str):
     return cache[name]
 
 
-def access():
-    """What the principal may do (scopes, field rules), for this catalog version."""
-    cat = catalog()
-    return cat.artifact(("access", g.principal), lambda: records(next(iter(cat.entities))).access)
-
-
 def scope(entity: str, action: str) -> str:
     service = records(entity)
     if service.access is None:
@@ -148,9 +142,16 @@ def path_label(entity: Entity, path: str) -> str:
     return " › ".join(out)
 
 
+def readable_names(entity: Entity) -> set[str]:
+    cache = g.setdefault("ui_readable", {})
+    if entity.name not in cache:
+        cache[entity.name] = set(records(entity).readable_fields())
+    return cache[entity.name]
+
+
 def readable_fields(entity: Entity) -> list[Field]:
     """Fields the user may read, in definition order."""
-    names = set(records(entity).readable_fields())
+    names = readable_names(entity)
     return [f for n, f in entity.fields.items() if n in names]
 
 

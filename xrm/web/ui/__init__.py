@@ -1,0 +1,42 @@
+"""The generated web UI: the shell, lists, record forms, kanban, calendar and administration.
+
+``init_app(app)`` attaches it to an application built by ``xrm.web.create_app``.  Every
+page is rendered on the server from the catalog of the request (Jinja templates, htmx for
+partial updates, Bootstrap for layout; all vendored), so a field an administrator adds is
+on the next page anyone loads, in every worker, with no restart.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import context as C
+from .guards import htmx
+from .i18n import LANGUAGES
+
+
+def _jinja_globals(app: Flask) -> None:
+    from . import shell
+
+    app.jinja_env.globals.update(
+        _=C._,
+        ui=C,
+        label=C.label,
+        plural=C.plural,
+        display=C.display,
+        rich_html=C.rich_html,
+        languages=LANGUAGES,
+        navigation=shell.navigation,
+        is_htmx=htmx,
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the UI's blueprints, template helpers and static files on ``app``."""
+    from . import admin, calendar, forms, kanban, lists, shell
+
+    for module in (shell, lists, forms, kanban, calendar, admin):
+        app.register_blueprint(module.bp)
+    _jinja_globals(app)
+    app.config.setdefault("XRM_EXPORT_MAX", 100_000)
+    app.config.setdefault("XRM_KANBAN_CARDS", 25)

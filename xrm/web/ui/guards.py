@@ -1,0 +1,74 @@
+"""Sign-in and admin checks and friendly error pages, attached to each UI blueprint once
+(when its module is imported), so several applications in one process share them."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask_login import current_user, logout_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import NotFound as HTTPNotFound
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ...storage.records import Forbidden, NotFound
+from . import context as C
+
+
+def htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def require_user():
+    """Every UI page is for a signed-in, active user; their principal is ``g.principal``."""
+    if not current_user.is_authenticated:
+        target = url_for("auth.login", next=request.full_path.rstrip("?"))
+        if htmx():
+            return "", 401, {"HX-Redirect": target}
+        return redirect(target)
+    principal = C.store().principal(current_user.id)
+    if principal is None:
+        logout_user()
+        return redirect(url_for("auth.login"))
+    g.principal = principal
+    return None
+
+
+def require_admin():
+    denied = require_user()
+    if denied is not None:
+        return denied
+    if not g.principal.is_admin:
+        return render_template("ui/error.html", message=C._("You may not do this."), status=403), 403
+    return None
+
+
+def _error_page(message: str, status: int):
+    if htmx():
+        return render_template("ui/_toast.html", message=message, level="danger"), status, {"HX-Reswap": "none"}
+    return render_template("ui/error.html", message=message, status=status), status
+
+
+def guard(bp: Blueprint, *, admin: bool = False) -> Blueprint:
+    """Sign-in (and admin) checks and friendly error pages for one UI blueprint."""
+    bp.before_request(require_admin if admin else require_user)
+
+    @bp.errorhandler(NotFound)
+    def _missing(exc):
+        return _error_page(C._("This record no longer exists."), 404)
+
+    @bp.errorhandler(HTTPNotFound)
+    def _no_page(exc):
+        return _error_page(C._("Page not found."), 404)
+
+    @bp.errorhandler(Forbidden)
+    def _forbidden(exc):
+        return _error_page(C._("You may not do this.") + f" ({exc})", 403)
+
+    @bp.errorhandler(CSRFError)
+    def _csrf(exc):
+        return _error_page(C._("The form expired or was not sent from this site. Reload the page and try again."), 400)
+
+    @bp.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc):
+        return _error_page(C._("The upload is too large."), 413)
+
+    return bp

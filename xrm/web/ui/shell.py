@@ -1,0 +1,155 @@
+"""The shell: home page, navigation from the installed packs, language and time zone,
+type-ahead search for lookups (JSON for tom-select) and file downloads."""
+
+from __future__ import annotations
+
+from zoneinfo import available_timezones
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+
+from ...metadata.filters import FilterError
+from ...storage import tables as T
+from ...storage.files import get_file
+from ...storage.query import search_fields
+from ...storage.records import RecordError
+from . import context as C
+from .guards import guard
+from .i18n import LANGUAGES, translate
+from .layouts import main_view
+
+bp = guard(Blueprint("ui_shell", __name__))
+
+LOOKUP_LIMIT = 20
+
+
+def navigation() -> list[dict]:
+    """Modules (installed packs, in install order) -> entities the user may read -> views."""
+    catalog = C.catalog()
+    modules = []
+    placed: set[str] = set()
+    for solution in catalog.solutions.values():
+        entities = []
+        for entity in catalog.entities.values():
+            if entity.solution != solution.name or entity.name in placed or not C.can(entity.name, "read"):
+                continue
+            placed.add(entity.name)
+            views = [
+                {"name": v.name, "label": C.label(v), "kind": v.kind, "url": url_for("ui_lists.view", view_name=v.name)}
+                for v in catalog.views_of(entity.name)
+            ]
+            entities.append(
+                {
+                    "name": entity.name,
+                    "label": C.plural(entity),
+                    "icon": entity.icon or "circle",
+                    "url": url_for("ui_lists.view", view_name=main_view(catalog, entity).name),
+                    "views": views,
+                }
+            )
+        if entities:
+            modules.append({"name": solution.name, "label": C.label(solution), "entities": entities})
+    return modules
+
+
+@bp.get("/")
+def home():
+    return render_template("ui/home.html", modules=navigation())
+
+
+@bp.post("/preferences")
+def preferences():
+    language = request.form.get("locale")
+    zone = request.form.get("time_zone")
+    if language is not None and language not in LANGUAGES:
+        abort(400)
+    if zone and zone not in available_timezones():
+        abort(400)
+    C.store().set_preferences(C.principal().user_id, locale=language or None, time_zone=zone or None)
+    target = request.form.get("next") or request.referrer or url_for("ui_shell.home")
+    if not target.startswith("/") or target.startswith("//"):
+        target = url_for("ui_shell.home")
+    flash(translate("Preferences saved.", language or C.locale()), "success")
+    return redirect(target, code=303)
+
+
+@bp.get("/me")
+def me():
+    zones = sorted(available_timezones())
+    return render_template("ui/preferences.html", zones=zones)
+
+
+# ----------------------------------------------------------------------------- lookups
+def _lookup_rows(entity, text: str, limit: int) -> list[dict]:
+    path = C.title_path(entity)
+    service = C.records(entity)
+    filter_ = None
+    search = None
+    if text:
+        if search_fields(entity):
+            search = text
+        elif path:
+            filter_ = [path, "contains", text] if C.field_at(entity, path).kind.json_type == "string" else None
+    sort = [[path, "asc"]] if path else [["id", "desc"]]
+    try:
+        page = service.query(filter=filter_, sort=sort, fields=[path] if path else ["id"], limit=limit, search=search)
+    except (FilterError, RecordError):
+        return []
+    title_field = C.field_at(entity, path) if path else None
+    out = []
+    for row in page.rows:
+        value = row.get(path) if path else None
+        text_value = C.text(title_field, value) if title_field is not None and value is not None else ""
+        out.append({"value": str(row["id"]), "text": text_value or f"#{row['id']}"})
+    return out
+
+
+@bp.get("/ui/lookup/<entity_name>")
+def lookup(entity_name: str):
+    entity = C.catalog().entity_of(entity_name)
+    if entity is None or not C.can(entity_name, "read"):
+        abort(404)
+    text = request.args.get("q", "").strip()[:100]
+    return jsonify(_lookup_rows(entity, text, LOOKUP_LIMIT))
+
+
+@bp.get("/ui/lookup-users")
+def lookup_users():
+    text = request.args.get("q", "").strip().lower()[:100]
+    users = T.users
+    query = sa.select(users.c.id, users.c.name, users.c.email).where(users.c.active.is_(True)).order_by(users.c.name).limit(LOOKUP_LIMIT)
+    if text:
+        pattern = f"%{text}%"
+        query = query.where(sa.or_(sa.func.lower(users.c.name).like(pattern), sa.func.lower(users.c.email).like(pattern)))
+    with C.store().engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return jsonify([{"value": str(r.id), "text": f"{r.name} <{r.email}>"} for r in rows])
+
+
+@bp.get("/ui/lookup-any")
+def lookup_any():
+    """Records of several entities at once, for polymorphic lookups (``regarding``)."""
+    text = request.args.get("q", "").strip()[:100]
+    allowed = [n for n in request.args.get("to", "").split(",") if n]
+    catalog = C.catalog()
+    names = allowed or [e.name for e in catalog.entities.values() if search_fields(e)]
+    out = []
+    for name in names:
+        entity = catalog.entity_of(name)
+        if entity is None or not C.can(name, "read"):
+            continue
+        for row in _lookup_rows(entity, text, 5):
+            out.append({"value": f"{name}:{row['value']}", "text": f"{row['text']} ({C.label(entity)})"})
+    return jsonify(out[:LOOKUP_LIMIT])
+
+
+# ----------------------------------------------------------------------------- files
+@bp.get("/files/<key>")
+def download(key: str):
+    stored = get_file(C.store(), key)
+    if stored is None:
+        abort(404)
+    response = Response(stored.data, mimetype="application/octet-stream")
+    response.headers.set("Content-Disposition", "attachment", filename=stored.name)
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -1,0 +1,98 @@
+"""Who a step addresses: owner, initiator, user or email fields, roles, teams, users by email,
+plain addresses; resolved to active users (with locale) and bare email addresses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from ..metadata.filters import resolve_path
+from ..metadata.processes import as_list
+from ..storage import tables as T
+from .loading import USER_COLUMNS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import Batch, Run
+
+
+class RecipientError(LookupError):
+    pass
+
+
+def _users_where(batch: Batch, key, condition) -> list[dict]:
+    cache = batch.cache.setdefault("recipients", {})
+    if key not in cache:
+        rows = batch.conn.execute(
+            sa.select(*USER_COLUMNS).where(condition, T.users.c.active.is_(True)).order_by(T.users.c.id)
+        ).mappings()
+        cache[key] = [dict(r) for r in rows]
+        for row in cache[key]:
+            batch.loader.users.setdefault(row["id"], row)
+    return cache[key]
+
+
+def _user(batch: Batch, ident) -> dict | None:
+    if ident is None:
+        return None
+    user = batch.loader.user(ident)
+    return user if user and user.get("active", True) else None
+
+
+def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
+    """(users, email addresses) for a recipient spec, each listed once, in order."""
+    users: dict[int, dict] = {}
+    addresses: list[str] = []
+    for item in as_list(spec):
+        text = str(item)
+        prefix, sep, rest = text.partition(":")
+        found: list[dict] = []
+        if sep and prefix == "role":
+            members = sa.select(T.user_roles.c.user_id).where(T.user_roles.c.role == rest)
+            found = _users_where(batch, ("role", rest), T.users.c.id.in_(members))
+        elif sep and prefix == "team":
+            members = (
+                sa.select(T.team_members.c.user_id)
+                .join(T.teams, T.teams.c.id == T.team_members.c.team_id)
+                .where(T.teams.c.name == rest)
+            )
+            found = _users_where(batch, ("team", rest), T.users.c.id.in_(members))
+        elif sep and prefix == "user":
+            found = _users_where(batch, ("user", rest.lower()), T.users.c.email == rest.strip().lower())
+            if not found:
+                raise RecipientError(f"no active user with email {rest}")
+        elif sep and prefix == "email":
+            addresses.append(rest.strip())
+        elif text == "initiator":
+            user = _user(batch, run.user_id)
+            found = [user] if user else []
+        elif text == "owner":
+            user = _user(batch, (run.record or {}).get("owner"))
+            found = [user] if user else []
+        else:
+            value, kind = _field_value(batch, run, text)
+            if kind == "user":
+                user = _user(batch, value)
+                found = [user] if user else []
+            elif value:
+                addresses.append(str(value))
+        for user in found:
+            users.setdefault(user["id"], user)
+    return list(users.values()), list(dict.fromkeys(addresses))
+
+
+def _field_value(batch: Batch, run: Run, dotted: str):
+    entity = batch.catalog.entity(run.entity)
+    field, lookups = resolve_path(entity, dotted, batch.catalog.entity_of)
+    current = run.record or {}
+    for lookup in lookups:
+        ident = current.get(lookup.name)
+        current = batch.loader.record(lookup.params["to"], ident) if ident is not None else None
+        if current is None:
+            return None, field.type
+    return current.get(field.name), field.type
+
+
+def user_ids(batch: Batch, run: Run, spec) -> list[int]:
+    users, _ = resolve(batch, run, spec)
+    return [u["id"] for u in users]

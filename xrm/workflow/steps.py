@@ -1,0 +1,445 @@
+"""What each kind of step does.  A handler gets the batch, the run and the step, and says
+what comes next (the next step, a branch, a wait, a call to the outside, or the end).
+
+Handlers that wait are re-entered when their instance comes due or is woken: they keep
+their state in ``run.context['wait']`` and re-check (a date that moved, a condition that
+now holds, approvals that came in), so an early or repeated wake-up is harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..metadata.filters import parse_filter
+from ..metadata.processes import activity_due_field, parse_clock, parse_offset, parse_span
+from ..storage import query as Q
+from ..storage import tables as T
+from ..storage.tables import tables_for
+from . import tables as W
+from .context import UserView, is_template, render_text
+from .effects import new_instance
+from .loading import load_records
+from .recipients import resolve, user_ids
+from .runner import FINISHED, IO, STOP, Outcome, StepError, branch, done, path_text, wait
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..metadata.processes import Step
+    from .runner import Batch, Run
+
+DEFAULT_DATE_TIME = dt.time(9, 0)  # a date field's moment: 09:00 in the organization's zone
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_iso(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def _waiting_here(run: Run, step: Step) -> dict | None:
+    state = run.context.get("wait")
+    return state if state is not None and state.get("path") == list(step.path) else None
+
+
+def _filter(batch: Batch, run: Run, step: Step, key, raw, entity: str):
+    return batch.catalog.artifact(
+        ("wf-filter", run.process.name, step.path, key),
+        lambda: parse_filter(raw, batch.catalog.entity(entity), batch.catalog.entity_of),
+    )
+
+
+def _remembered(batch: Batch, key: str) -> dict | None:
+    e = W.effects
+    row = batch.conn.execute(sa.select(e.c.record_id, e.c.result).where(e.c.key == key)).mappings().first()
+    return dict(row) if row else None
+
+
+def _remember(batch: Batch, key: str, kind: str, entity, record_id, result=None) -> None:
+    batch.conn.execute(
+        W.effects.insert().values(key=key, kind=kind, entity=entity, record_id=record_id, result=result, created_at=batch.now)
+    )
+
+
+def _values(batch: Batch, run: Run, raw, **extra) -> dict:
+    return {name: batch.value(run, value, **extra) for name, value in (raw or {}).items()}
+
+
+# ------------------------------------------------------------------------ record steps
+def step_set(batch: Batch, run: Run, step: Step):
+    values = _values(batch, run, step.spec)
+    with batch.write(run):
+        run.record = batch.records(run.entity).update(run.record_id, values)
+    batch.loader.records[(run.entity, run.record_id)] = run.record
+    return done({"set": sorted(values)})
+
+
+def _create(batch: Batch, run: Run, step: Step, entity: str, values: dict):
+    key = run.key(step)
+    before = _remembered(batch, key)
+    if before is not None:  # this step ran before and committed: never create twice
+        return before["record_id"], True
+    with batch.write(run):
+        record = batch.records(entity).create(values)
+        _remember(batch, key, "create", entity, record["id"])
+    return record["id"], False
+
+
+def step_create(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    ident, repeated = _create(batch, run, step, spec["entity"], _values(batch, run, spec["values"]))
+    if spec.get("as"):
+        run.vars[spec["as"]] = ident
+    return done({"entity": spec["entity"], "id": ident, **({"repeated": True} if repeated else {})})
+
+
+def step_activity(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    name = spec.get("entity", "task")
+    target = batch.catalog.entity(name)
+    values = _values(batch, run, spec.get("values"))
+    values["subject"] = batch.text(run, spec["subject"])
+    due_field = activity_due_field(target)
+    if spec.get("due") is not None:
+        if is_template(spec["due"]):
+            values[due_field] = batch.value(run, spec["due"])
+        else:
+            offset = parse_offset(spec["due"])
+            if target.fields[due_field].type == "date":
+                values[due_field] = batch.today() + offset // 86400
+            else:
+                values[due_field] = batch.now + dt.timedelta(seconds=offset)
+    if spec.get("reminder"):
+        values["reminder"] = parse_span(spec["reminder"])
+    if spec.get("owner"):
+        owners = user_ids(batch, run, spec["owner"])
+        values["owner"] = owners[0] if owners else None
+    elif run.record is not None:
+        values.setdefault("owner", run.record.get("owner"))
+    regarding = target.fields.get("regarding")
+    if regarding is not None and regarding.type == "any_lookup" and run.entity and run.record_id:
+        allowed = regarding.params.get("to")
+        if not allowed or run.entity in allowed:
+            values.setdefault("regarding", {"entity": run.entity, "id": run.record_id})
+    ident, repeated = _create(batch, run, step, name, values)
+    if spec.get("as"):
+        run.vars[spec["as"]] = ident
+    return done({"entity": name, "id": ident, **({"repeated": True} if repeated else {})})
+
+
+def step_update(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    entity = batch.catalog.entity(run.entity)
+    related = entity.fields[spec["related"]]
+    record = run.record or {}
+    if related.type == "lookup":
+        target = related.params["to"]
+        ids = [record.get(related.name)]
+    else:
+        target, via = related.params["entity"], related.params["via"]
+        table = tables_for(batch.catalog)[target]
+        ids = list(batch.conn.execute(sa.select(table.c.id).where(table.c[via] == run.record_id).order_by(table.c.id)).scalars())
+    changed = []
+    for ident, values in load_records(batch.conn, batch.catalog, target, ids).items():
+        if step.condition is not None and not batch.matches(step.condition, values):
+            continue
+        from .context import RecordView
+
+        view = RecordView(batch.catalog, target, values, batch.loader)
+        with batch.write(run):
+            batch.records(target).update(ident, _values(batch, run, spec["values"], related=view))
+        changed.append(ident)
+    return done({"entity": target, "updated": changed})
+
+
+def _next_counter(batch: Batch, key: str) -> int:
+    insert = (postgresql.insert if batch.conn.dialect.name == "postgresql" else sqlite.insert)(T.counters)
+    statement = (
+        insert.values(key=key[:200], value=1)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": T.counters.c.value + 1})
+        .returning(T.counters.c.value)
+    )
+    return batch.conn.execute(statement).scalar_one()
+
+
+def step_assign(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    field_name = spec.get("field", "owner")
+    to = spec.get("to")
+    for index, rule in enumerate(spec.get("rules") or ()):
+        tree = _filter(batch, run, step, ("rule", index), rule["if"], run.entity) if rule.get("if") is not None else None
+        if tree is None or batch.matches(tree, run.record):
+            to = rule["to"]
+            break
+    if to is None:
+        raise StepError("no assignment rule matched and there is no to:")
+    candidates = user_ids(batch, run, to)
+    if not candidates:
+        raise StepError(f"nobody to assign to ({to})")
+    method = spec.get("method", "round_robin")
+    with batch.write(run):
+        if len(candidates) == 1:
+            chosen = candidates[0]
+        elif method == "least_loaded":
+            chosen = _least_loaded(batch, run, step, field_name, candidates)
+        else:
+            turn = _next_counter(batch, f"wf-assign:{run.process.name}:{path_text(step.path)}")
+            chosen = candidates[(turn - 1) % len(candidates)]
+        run.record = batch.records(run.entity).update(run.record_id, {field_name: chosen})
+    batch.loader.records[(run.entity, run.record_id)] = run.record
+    return done({"field": field_name, "user": chosen, "method": method, "candidates": len(candidates)})
+
+
+def _least_loaded(batch: Batch, run: Run, step: Step, field_name: str, candidates: list[int]) -> int:
+    entity = batch.catalog.entity(run.entity)
+    table = tables_for(batch.catalog)[entity.name]
+    builder = Q.builder(batch.catalog, entity, batch.ctx, batch.conn.dialect.name)
+    conditions = [table.c[field_name].in_(candidates), table.c.id != run.record_id]
+    if step.spec.get("load") is not None:
+        conditions.append(builder.compile(_filter(batch, run, step, "load", step.spec["load"], entity.name)))
+    statement = (
+        sa.select(table.c[field_name], sa.func.count())
+        .select_from(builder.from_clause)
+        .where(*conditions)
+        .group_by(table.c[field_name])
+    )
+    load = dict(batch.conn.execute(statement).all())
+    return min(candidates, key=lambda user: (load.get(user, 0), candidates.index(user)))
+
+
+# ------------------------------------------------------------------------ messages
+def message(batch: Batch, run: Run, template_name: str, locale: str, user: dict | None) -> tuple[str, str]:
+    template = batch.catalog.templates[template_name]
+    context = batch.template_context(run, user=UserView(user) if user else None)
+    subject = render_text(template.subject.get(locale), context).strip()
+    body = render_text(template.body.get(locale), context) if template.body else ""
+    return subject, body
+
+
+def send(batch: Batch, run: Run, step: Step, users, addresses, channels, render) -> dict:
+    """Queue in-app notifications and emails; ``render(locale, user)`` gives subject and body."""
+    for user in users:
+        locale = (user.get("locale") or batch.locale).split("_")[0]
+        subject, body = render(locale, user)
+        if "app" in channels:
+            run.effects.notification(run.key(step, f"/n{user['id']}"), user["id"], subject, body, run.entity, run.record_id, run.id, batch.now)
+        if "email" in channels and user.get("email"):
+            run.effects.email(run.key(step, f"/e{user['id']}"), user["email"], subject, body, batch.sender, user["id"], run.entity, run.record_id, batch.now)
+    if "email" in channels:
+        for address in addresses:
+            subject, body = render(batch.locale, None)
+            run.effects.email(run.key(step, f"/a{address.lower()}"), address, subject, body, batch.sender, None, run.entity, run.record_id, batch.now)
+    return {"users": [u["id"] for u in users], "addresses": addresses}
+
+
+def step_notify(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    users, addresses = resolve(batch, run, spec["to"])
+    channels = tuple(spec.get("channels") or ("app", "email"))
+    result = send(batch, run, step, users, addresses, channels, lambda locale, user: message(batch, run, spec["template"], locale, user))
+    return done(result)
+
+
+# ------------------------------------------------------------------------ waiting
+def _date_moment(batch: Batch, run: Run, name: str, offset: int, time_of_day) -> dt.datetime | None:
+    from zoneinfo import ZoneInfo
+
+    value = (run.record or {}).get(name)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        moment = dt.datetime.combine(value, time_of_day or DEFAULT_DATE_TIME, ZoneInfo(batch.tz)).astimezone(dt.UTC)
+    return moment + dt.timedelta(seconds=offset)
+
+
+def step_wait(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    state = _waiting_here(run, step)
+    now = batch.now
+    if "for" in spec:
+        until = _parse_iso(state["until"]) if state else now + dt.timedelta(seconds=parse_span(spec["for"]))
+    elif "until" in spec:
+        time_of_day = parse_clock(spec["time"]) if spec.get("time") else None
+        until = _date_moment(batch, run, spec["until"], parse_offset(spec["offset"]) if spec.get("offset") else 0, time_of_day)
+        if until is None:
+            return done({"skipped": f"{spec['until']} is empty"})
+    else:
+        timeout = _parse_iso(state.get("timeout")) if state else (now + dt.timedelta(seconds=parse_span(spec["timeout"])) if spec.get("timeout") else None)
+        if batch.matches(step.condition, run.record):
+            return done({"condition": "met"})
+        if batch.dry:
+            return done({"would wait": "until the condition holds", "timeout": _iso(timeout)})
+        if timeout is not None and now >= timeout:
+            return branch("timed_out", {"timed_out": True})
+        run.context["wait"] = {"path": list(step.path), "kind": "condition", "timeout": _iso(timeout)}
+        return wait(timeout, wake_on_change=True, result={"until": "condition", "timeout": _iso(timeout)})
+    if now >= until:
+        return done({"waited until": _iso(until)})
+    if batch.dry:
+        return done({"would wait until": _iso(until)})
+    run.context["wait"] = {"path": list(step.path), "kind": "time", "until": _iso(until)}
+    return wait(until, wake_on_change="until" in spec, result={"until": _iso(until)})
+
+
+# ------------------------------------------------------------------------ approvals
+def outcome_of(decisions: list[str | None], require: str) -> str | None:
+    active = [d for d in decisions if d != "delegated"]
+    if not active:
+        return None
+    if require == "any":
+        if "approved" in active:
+            return "approved"
+        return "rejected" if all(d == "rejected" for d in active) else None
+    if "rejected" in active:
+        return "rejected"
+    return "approved" if all(d == "approved" for d in active) else None
+
+
+APPROVAL_TEXT = {
+    "en": ("Approval requested: {process}", "Please approve or reject: {process} ({link})"),
+    "ru": ("Требуется согласование: {process}", "Согласуйте или отклоните: {process} ({link})"),
+}
+
+
+def step_approval(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    require = spec.get("require", "all")
+    state = _waiting_here(run, step)
+    now = batch.now
+    if state is None:
+        approvers = user_ids(batch, run, spec["approvers"])
+        if not approvers:
+            raise StepError(f"no active approvers among {spec['approvers']}")
+        timeout = now + dt.timedelta(seconds=parse_span(spec["timeout"])) if spec.get("timeout") else None
+        for user in approvers:
+            run.effects.approvals.append(
+                {"instance_id": run.id, "path": path_text(step.path), "user_id": user, "decision": None, "comment": None, "delegated_from": None, "created_at": now, "decided_at": None}
+            )
+        users = [batch.loader.user(u) for u in approvers]
+
+        def render(locale, user):
+            if spec.get("template"):
+                return message(batch, run, spec["template"], locale, user)
+            subject, body = APPROVAL_TEXT.get(locale, APPROVAL_TEXT["en"])
+            label = run.process.label.get(locale)
+            return subject.format(process=label, link=batch.link(run)), body.format(process=label, link=batch.link(run))
+
+        send(batch, run, step, [u for u in users if u], [], ("app", "email"), render)
+        result = {"approvers": approvers, "require": require, "timeout": _iso(timeout)}
+        if batch.dry:
+            return Outcome("stop", result={**result, "would wait for": "the approvers' decisions"})
+        run.context["wait"] = {"path": list(step.path), "kind": "approval", "timeout": _iso(timeout)}
+        return wait(timeout, result=result)
+    a = W.approvals
+    rows = batch.conn.execute(
+        sa.select(a.c.user_id, a.c.decision, a.c.comment).where(a.c.instance_id == run.id, a.c.path == path_text(step.path)).order_by(a.c.id)
+    ).mappings().all()
+    outcome = outcome_of([r["decision"] for r in rows], require)
+    timeout = _parse_iso(state.get("timeout"))
+    if outcome is None and timeout is not None and now >= timeout:
+        outcome = "timed_out"
+    if outcome is None:
+        return wait(timeout)
+    decisions = [{"user": r["user_id"], "decision": r["decision"], "comment": r["comment"]} for r in rows]
+    run.vars["approval"] = {"outcome": outcome, "decisions": decisions}
+    return branch(outcome, {"decisions": decisions})
+
+
+# ------------------------------------------------------------------------ the outside
+def step_webhook(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    if run.io_result is None:
+        url = batch.text(run, spec["url"]).strip()
+        body = spec.get("body")
+        if body is None:
+            payload = {"process": run.process.name, "instance": run.id, "entity": run.entity, "record": _json_record(batch, run)}
+        else:
+            payload = batch.value(run, body)
+        if batch.dry:
+            return done({"would call": url, "method": spec.get("method", "POST")})
+        run.context["io"] = {
+            "url": url,
+            "method": spec.get("method", "POST"),
+            "body": json.dumps(payload, default=str, ensure_ascii=False),
+            "headers": dict(spec.get("headers") or {}),
+            "secret": spec.get("secret"),
+            "timeout": parse_span(spec["timeout"]) if spec.get("timeout") else 10,
+            "key": run.key(step),
+        }
+        return IO
+    result, run.io_result = run.io_result, None
+    request = run.context.pop("io", {}) or {}
+    if result.get("ok"):
+        if spec.get("as"):
+            run.vars[spec["as"]] = {"status": result["status"], "body": result.get("body")}
+        return done({"status": result["status"], "url": request.get("url")})
+    raise StepError(f"webhook {request.get('url')} failed: {result.get('error') or result.get('status')}")
+
+
+def _json_record(batch: Batch, run: Run) -> dict | None:
+    if run.record is None:
+        return None
+    entity = batch.catalog.entity(run.entity)
+    out = {}
+    for name, value in run.record.items():
+        f = entity.fields.get(name)
+        out[name] = f.kind.to_json(f, value) if f is not None and value is not None else value
+    return out
+
+
+def step_start(batch: Batch, run: Run, step: Step):
+    spec = step.spec
+    target = batch.catalog.processes[spec["process"]]
+    state = _waiting_here(run, step)
+    key = run.key(step)
+    if state is None:
+        record_id = batch.value(run, spec["record"]) if spec.get("record") else run.record_id
+        record_id = int(record_id) if record_id not in (None, "", "None") else None
+        if batch.dry:
+            return done({"would start": target.name, "record": record_id})
+        context = {"trigger": {"event": "subprocess", "parent": run.id}, "depth": run.depth + 1, "vars": {}}
+        run.effects.instances.append(
+            new_instance(target.name, target.entity, record_id, batch.now, key=key, context=context, parent_id=run.id, user_id=run.user_id)
+        )
+        if not spec.get("wait"):
+            return done({"started": target.name, "record": record_id})
+        run.context["wait"] = {"path": list(step.path), "kind": "process", "key": key}
+        return wait(None, result={"started": target.name, "record": record_id})
+    i = W.instances
+    child = batch.conn.execute(sa.select(i.c.id, i.c.status, i.c.error).where(i.c.key == key)).mappings().first()
+    if child is None or child["status"] not in FINISHED:
+        return wait(None)
+    if child["status"] == "failed":
+        raise StepError(f"sub-process {target.name} (instance {child['id']}) failed: {child['error']}")
+    return done({"sub-process": child["status"], "instance": child["id"]})
+
+
+def step_stop(batch: Batch, run: Run, step: Step):
+    return STOP
+
+
+def step_if(batch: Batch, run: Run, step: Step):
+    return branch("then" if batch.matches(step.condition, run.record) else "else")
+
+
+HANDLERS = {
+    "set": step_set,
+    "create": step_create,
+    "update": step_update,
+    "notify": step_notify,
+    "assign": step_assign,
+    "activity": step_activity,
+    "wait": step_wait,
+    "approval": step_approval,
+    "webhook": step_webhook,
+    "start": step_start,
+    "stop": step_stop,
+    "if": step_if,
+}
