@@ -1382,10 +1382,10 @@ class WorkflowCompiler:
                 self.add(_vpos(raw, "warning", where), subject, f"warning: {exc if str(exc) else 'expected 75% or a duration'}")
         hooks = {}
         for key in ("on_warning", "on_breach"):
-            if not raw.get(key):
-                continue
+            if not raw.get(key) and key == "on_warning":
+                continue  # a breach is always recorded on the clock, even with no steps
             process_name = f"sla:{name}:{key.removeprefix('on_')}"
-            steps = self.build_steps(raw[key], (), entity, subject, _vpos(raw, key, where), process_name, set())
+            steps = self.build_steps(raw.get(key) or [], (), entity, subject, _vpos(raw, key, where), process_name, set())
             if steps is None:
                 ok = False
                 continue

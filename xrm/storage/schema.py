@@ -146,11 +146,38 @@ def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange 
     return TypeChange(table, column, old, new, False, f"{old[0]} cannot become {new[0]} without a declared conversion")
 
 
-def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
+def table_signature(table: sa.Table) -> tuple:
+    """What the schema of a table depends on: its columns, their types, its indexes."""
+    return (
+        tuple((c.name, repr(c.type), tuple(fk.target_fullname for fk in c.foreign_keys)) for c in table.columns),
+        tuple(sorted((ix.name, tuple(c.name for c in ix.columns), ix.unique) for ix in table.indexes)),
+    )
+
+
+def changed_tables(old: EntityTables | None, new: EntityTables) -> set[str] | None:
+    """Names of the tables whose definition differs between two catalogs (None: unknown,
+    compare everything).  Search indexes depend on the entity's searchable fields."""
+    if old is None:
+        return None
+    before = {t.name: table_signature(t) for t in [*old.tables.values(), *old.links.values()]}
+    changed = {t.name for t in [*new.tables.values(), *new.links.values()] if before.get(t.name) != table_signature(t)}
+    for name, entity in new.catalog.entities.items():
+        previous = old.catalog.entities.get(name)
+        if previous is None or [f.name for f in previous.fields.values() if f.searchable] != [f.name for f in entity.fields.values() if f.searchable]:
+            changed.add(name)
+    return changed
+
+
+def plan_schema(connection: sa.Connection, tables: EntityTables, only: set[str] | None = None) -> SchemaPlan:
+    """Compare the catalog's tables with the database.  With ``only``, tables outside it are
+    known to be unchanged since the last sync and are not reflected (a field added to one
+    entity inspects one table, not all of them)."""
     inspector = sa.inspect(connection)
     existing = set(inspector.get_table_names())
     plan = SchemaPlan()
     wanted = list(tables.tables.values()) + list(tables.links.values())
+    if only is not None:
+        wanted = [t for t in wanted if t.name in only or t.name not in existing]
     dialect = connection.dialect
     search_owned = {search.index_name(e) for e in tables.catalog.entities.values()}  # not ours to drop
     for table in wanted:
@@ -179,8 +206,12 @@ def plan_schema(connection: sa.Connection, tables: EntityTables) -> SchemaPlan:
         for name in present - declared:
             if name and name.startswith(("ix_", "uq_")) and not name.startswith(f"ix_{PLATFORM_PREFIX}") and name not in search_owned:
                 plan.drop_indexes.append((table.name, name))
-    plan.search_indexes = [e.name for e in tables.catalog.entities.values() if search.needs_rebuild(connection, inspector, e)]
-    known = {t.name for t in wanted}
+    plan.search_indexes = [
+        e.name
+        for e in tables.catalog.entities.values()
+        if (only is None or e.name in only or e.name not in existing) and search.needs_rebuild(connection, inspector, e)
+    ]
+    known = {t.name for t in [*tables.tables.values(), *tables.links.values()]}
     for name in sorted(existing - known):
         if not name.startswith(PLATFORM_PREFIX) and not name.startswith("sqlite_") and "__fts" not in name:
             plan.kept_tables.append(name)

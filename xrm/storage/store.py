@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +27,7 @@ from ..metadata.packs import PackSource, _validate
 from ..metadata.problems import Problems
 from . import tables as T
 from .database import WRITE, create_engine, default_url, is_postgres
-from .schema import SchemaPlan, apply_schema, plan_schema
+from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema
 from .tables import tables_for
 from .security import Access, Principal, load_principal
 from .unit import UnitOfWork
@@ -47,6 +49,7 @@ class Store(Users):
         self.engine = create_engine(self.url, **engine_options)
         self.clock = clock or Clock()
         self._catalog: Catalog | None = None
+        self._pack_cache: dict[tuple[str, str], PackSource] = {}
         self._lock = threading.RLock()
         self._current: ContextVar[UnitOfWork | None] = ContextVar(f"xrm-uow-{id(self)}", default=None)
         self.ensure_platform()
@@ -96,9 +99,19 @@ class Store(Users):
     def _stored_packs(self, conn) -> list[PackSource]:
         rows = conn.execute(sa.select(T.solutions).order_by(T.solutions.c.position)).all()
         problems = Problems()
-        packs = [parse_pack(row.files, row.root, problems) for row in rows]
+        packs = [self._parsed(row.files, row.root, problems) for row in rows]
         problems.raise_if_any()
         return [p for p in packs if p is not None]
+
+    def _parsed(self, files: dict, root: str, problems: Problems) -> PackSource | None:
+        """Parsed packs are kept by content: a catalog change re-reads only what changed."""
+        key = (root, hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
+        found = self._pack_cache.get(key)
+        if found is None:
+            found = parse_pack(files, root, problems)
+            if found is not None and not problems:
+                self._pack_cache[key] = found
+        return found
 
     def _stored_layer(self, conn) -> list[Document]:
         rows = conn.execute(sa.select(T.customizations).order_by(T.customizations.c.id)).all()
@@ -136,7 +149,10 @@ class Store(Users):
                 version = self.stored_version(conn) + 1
                 catalog = build_catalog(packs, layer, version)
                 entity_tables = tables_for(catalog)
-                plan = plan_schema(conn, entity_tables)
+                current = self._catalog
+                in_sync = current is not None and current.version == version - 1
+                only = changed_tables(tables_for(current), entity_tables) if in_sync else None
+                plan = plan_schema(conn, entity_tables, only)
                 if dry_run:
                     transaction.rollback()
                     return catalog, plan

@@ -260,6 +260,7 @@ class Batch:
         try:
             if not run.started and not self._start(run):
                 self._close_savepoint(run, ok=True)
+                self.effects.merge(run.effects)
                 return
             self._advance(run)
             self._close_savepoint(run, ok=True)
@@ -297,7 +298,19 @@ class Batch:
                 run.status = "cancelled"
                 run.note(self.now, "start", "cancelled", result="the record no longer exists")
                 return False
-        if process.condition is not None and not self.matches(process.condition, run.record):
+        if run.context.get("tick"):
+            from .schedule import tick
+
+            if not tick(self, run):
+                return False
+        elif run.context.get("sla"):
+            from .sla import fire
+
+            if not fire(self, run):
+                run.status = "skipped"
+                run.note(self.now, "sla", "skipped", result="the deadline moved, or the clock stopped")
+                return False
+        if process.condition is not None and not run.context.get("checked") and not self.matches(process.condition, run.record):
             run.status = "skipped"
             run.note(self.now, "condition", "skipped", result="the condition does not hold")
             return False

@@ -1,0 +1,472 @@
+"""Record forms: tabs, sections and columns from the form definition (or a generated one),
+a widget per field type, visible_if/required_if re-evaluated on the server as the user
+edits, field errors shown in place without losing input, stale saves shown as conflicts,
+the stage bar, related lists, the history timeline and notes with attachments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from markupsafe import escape
+
+from ...metadata import CoercionError, Entity
+from ...metadata.filters import FilterError, system_field
+from ...metadata.model import Form, FormField
+from ...storage.records import ALL_KEY, Conflict, Forbidden, ValidationFailed
+from . import context as C
+from . import widgets as W
+from .guards import guard, htmx
+from .layouts import form_for, main_view
+from .timeline import timeline_entries
+
+bp = guard(Blueprint("ui_forms", __name__))
+
+RELATED_LIMIT = 10
+
+
+def entity_or_404(name: str) -> Entity:
+    entity = C.catalog().entity_of(name)
+    if entity is None:
+        abort(404)
+    return entity
+
+
+# ------------------------------------------------------------------------ layout
+def form_items(form: Form) -> list[FormField]:
+    return list(form.fields())
+
+
+def _prefetch_titles(entity: Entity, form: Form, record: Mapping, posted: Mapping | None) -> None:
+    titles = C.titles()
+    for item in form.fields():
+        f = entity.fields.get(item.field)
+        if f is None:
+            continue
+        titles.want_value(f, record.get(f.name))
+        if posted is not None and f.type in ("lookup", "user"):
+            text = posted.get(f.name)
+            if isinstance(text, str) and text.isdigit():
+                titles.want(f.target, int(text))
+    titles.want("user", record.get("owner"))
+    titles.resolve()
+
+
+def build_tabs(entity: Entity, form: Form, record: Mapping, *, posted=None, errors=None, creating=False) -> tuple[list[dict], list[str]]:
+    """The form's tabs as the template renders them, and the editable field names."""
+    writable = C.writable_names(entity)
+    evaluation = W.evaluation_record(entity, record, posted) if posted is not None else record
+    _prefetch_titles(entity, form, record, posted)
+    getter_ctx = W._filter_context()
+    from ...metadata.evaluate import matches, record_getter
+
+    getter = record_getter(dict(evaluation))
+    editable: list[str] = []
+    tabs = []
+    for t_index, tab in enumerate(form.tabs):
+        sections = []
+        for s_index, section in enumerate(tab.sections):
+            visible = section.visible_if is None or matches(section.visible_if, getter, getter_ctx)
+            entry = {
+                "id": f"s-{t_index}-{s_index}",
+                "label": C.label(section.label) if section.label else "",
+                "visible": visible,
+                "conditional": section.visible_if is not None,
+                "related": None,
+                "columns": [],
+            }
+            if section.related:
+                f = entity.fields.get(section.related)
+                if f is None or section.related not in C.readable_names(entity):
+                    continue
+                entry["related"] = f
+                if not entry["label"]:
+                    entry["label"] = C.label(f)
+            else:
+                for column in section.columns:
+                    views = []
+                    for item in column:
+                        view = W.field_view(entity, item, record, posted=posted, errors=errors, writable=writable, evaluation=evaluation, creating=creating)
+                        if view is None:
+                            continue
+                        if not view.read_only:
+                            editable.append(view.name)
+                        views.append(view)
+                    entry["columns"].append(views)
+            sections.append(entry)
+        if sections:
+            tabs.append({"id": f"tab-{t_index}", "label": C.label(tab.label) if tab.label else C._("General"), "sections": sections})
+    return tabs, editable
+
+
+def stage_bar(entity: Entity, record: Mapping) -> dict | None:
+    flow = entity.stages
+    if flow is None or flow.field not in entity.fields or not record.get("id"):
+        return None
+    field = entity.fields[flow.field]
+    current = record.get(flow.field)
+    allowed = None
+    if current in flow.steps:
+        allowed = flow.steps[current].next
+    names = list(flow.steps)
+    position = names.index(current) if current in names else -1
+    can_move = flow.field in C.writable_names(entity)
+    steps = []
+    for index, (name, stage) in enumerate(flow.steps.items()):
+        option = field.option(name)
+        requires = [C.label(entity.fields[n]) for n in stage.requires if n in entity.fields]
+        state = "current" if name == current else ("done" if index < position and not stage.closed else "todo")
+        steps.append(
+            {
+                "name": name,
+                "label": C.label(option) if option else name,
+                "state": state,
+                "closed": stage.closed,
+                "requires": requires,
+                "allowed": can_move and name != current and (allowed is None or name in allowed),
+                "probability": stage.probability,
+            }
+        )
+    return {"field": flow.field, "label": C.label(field), "steps": steps, "current": current}
+
+
+def header_of(entity: Entity, record: Mapping) -> list[tuple[str, str]]:
+    if not record.get("id"):
+        return []
+    tz, locale = C.tz(), C.locale()
+    out = []
+    if record.get("owner") is not None:
+        out.append((C._("Owner"), C.titles().title("user", record["owner"])))
+    for name, text in (("created_at", "Created"), ("updated_at", "Modified")):
+        if record.get(name):
+            out.append((C._(text), system_field(entity.name, name).format(record[name], locale, tz)))
+    return out
+
+
+def general_errors(entity: Entity, errors: Mapping | None, shown: set[str]) -> list[str]:
+    """Errors not shown next to a field: the record's own, and fields not on the form."""
+    out = []
+    for name, messages in (errors or {}).items():
+        if name in shown:
+            continue
+        for message in messages:
+            if name == ALL_KEY:
+                out.append(message)
+            else:
+                where = C.label(entity.fields[name]) if name in entity.fields else name
+                out.append(f"{where}: {message}")
+    return out
+
+
+def render_form(entity: Entity, record: Mapping, *, posted=None, errors=None, conflict=None, status: int = 200, creating=False):
+    form = form_for(C.catalog(), entity)
+    tabs, editable = build_tabs(entity, form, record, posted=posted, errors=errors, creating=creating)
+    shown = {v.name for t in tabs for s in t["sections"] for c in s["columns"] for v in c}
+    ident = record.get("id")
+    context = {
+        "entity": entity,
+        "form": form,
+        "record": record,
+        "creating": creating,
+        "tabs": tabs,
+        "editable": editable,
+        "title": C._("New %(entity)s", entity=C.label(entity)) if creating else C.record_title(entity, record),
+        "header": header_of(entity, record),
+        "stage": None if creating else stage_bar(entity, record),
+        "errors": errors or {},
+        "general_errors": general_errors(entity, errors, shown),
+        "conflict": conflict,
+        "action": url_for("ui_forms.new", entity_name=entity.name) if creating else url_for("ui_forms.edit", entity_name=entity.name, record_id=ident),
+        "list_url": url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name),
+        "can_delete": not creating and C.can(entity.name, "delete"),
+        "can_update": creating or C.can(entity.name, "update"),
+        "has_notes": not creating and "note" in C.catalog().entities and C.can("note", "read"),
+        "next_url": _safe_next(request.values.get("next")),
+    }
+    return render_template("ui/form.html", **context), status
+
+
+def _safe_next(target: str | None) -> str | None:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+# ------------------------------------------------------------------------ pages
+@bp.get("/r/<entity_name>/new")
+def new(entity_name: str):
+    entity = entity_or_404(entity_name)
+    if not C.can(entity.name, "create"):
+        raise Forbidden(f"you may not create {entity.name} records")
+    prefill: dict = {}
+    for name, value in request.args.items():
+        f = entity.fields.get(name)
+        if f is not None and value:
+            try:
+                prefill[name] = f.kind.coerce(f, int(value) if f.type in ("lookup", "user") and value.isdigit() else value)
+            except (CoercionError, ValueError, TypeError):  # a bad prefill is simply not used
+                continue
+    return render_form(entity, prefill, creating=True)
+
+
+@bp.post("/r/<entity_name>/new")
+def create(entity_name: str):
+    entity = entity_or_404(entity_name)
+    service = C.records(entity)
+    form = form_for(C.catalog(), entity)
+    posted = W.posted_mapping(request.form)
+    names = _offered(entity, form)
+    values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
+    _keep_uploads(posted, values)
+    preview = W.evaluation_record(entity, {}, posted)
+    errors.update({k: v for k, v in W.form_rule_errors(entity, form_items(form), preview).items() if k not in errors})
+    if errors:
+        return render_form(entity, {}, posted=posted, errors=errors, status=422, creating=True)
+    try:
+        record = service.create(values)
+    except ValidationFailed as exc:
+        return render_form(entity, {}, posted=posted, errors=exc.errors, status=422, creating=True)
+    flash(C._("Saved."), "success")
+    return _done(entity, record["id"])
+
+
+def _offered(entity: Entity, form: Form) -> list[str]:
+    return [item.field for item in form.fields() if item.field in entity.fields and not item.read_only]
+
+
+def _keep_uploads(posted: dict, values: Mapping) -> None:
+    """A file uploaded with a form that fails to save stays uploaded (no second upload)."""
+    for name, value in values.items():
+        if isinstance(value, dict) and "key" in value:
+            posted[f"{name}__kept"] = json.dumps(value)
+
+
+def _done(entity: Entity, ident: int):
+    close = request.form.get("_close")
+    target = _safe_next(request.form.get("next")) if close else None
+    if close and not target:
+        target = url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name)
+    if not target:
+        target = url_for("ui_forms.edit", entity_name=entity.name, record_id=ident)
+    if htmx():
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, code=303)
+
+
+@bp.get("/r/<entity_name>/<int:record_id>")
+def edit(entity_name: str, record_id: int):
+    entity = entity_or_404(entity_name)
+    record = C.records(entity).get(record_id)
+    return render_form(entity, record)
+
+
+@bp.post("/r/<entity_name>/<int:record_id>")
+def update(entity_name: str, record_id: int):
+    entity = entity_or_404(entity_name)
+    service = C.records(entity)
+    form = form_for(C.catalog(), entity)
+    posted = W.posted_mapping(request.form)
+    version = request.form.get("_version", "")
+    current = service.get(record_id)
+    names = _offered(entity, form)
+    values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
+    _keep_uploads(posted, values)
+    preview = W.evaluation_record(entity, current, posted)
+    errors.update({k: v for k, v in W.form_rule_errors(entity, form_items(form), preview).items() if k not in errors})
+    if errors:
+        return render_form(entity, current, posted=posted, errors=errors, status=422)
+    try:
+        service.update(record_id, values, version=int(version) if version.isdigit() else None)
+    except ValidationFailed as exc:
+        return render_form(entity, current, posted=posted, errors=exc.errors, status=422)
+    except Conflict:
+        fresh = service.get(record_id)
+        return render_form(entity, fresh, posted=posted, conflict=conflict_of(entity, fresh, values), status=409)
+    flash(C._("Saved."), "success")
+    return _done(entity, record_id)
+
+
+def conflict_of(entity: Entity, current: Mapping, mine: Mapping) -> dict:
+    """What differs between the stored record and the values the user tried to save."""
+    rows = []
+    titles = C.titles()
+    for name, value in mine.items():
+        f = entity.fields.get(name)
+        if f is None:
+            continue
+        titles.want_value(f, current.get(name))
+    titles.resolve()
+    for name, value in mine.items():
+        f = entity.fields.get(name)
+        if f is None:
+            continue
+        try:
+            typed = f.kind.coerce(f, value, tz=C.tz()) if f.type == "datetime" else f.kind.coerce(f, value)
+        except Exception:  # what the user typed may not even be valid: show it as typed
+            typed = value
+        if typed == current.get(name) or (typed in (None, [], "") and current.get(name) in (None, [], "")):
+            continue
+        mine_text = C.text(f, typed) if typed is not value or not isinstance(value, str) else value
+        rows.append({"label": C.label(f), "current": C.text(f, current.get(name)), "mine": mine_text})
+    return {"rows": rows, "version": current.get("version")}
+
+
+@bp.post("/r/<entity_name>/<int:record_id>/delete")
+def delete(entity_name: str, record_id: int):
+    entity = entity_or_404(entity_name)
+    version = request.form.get("_version", "")
+    try:
+        C.records(entity).delete(record_id, version=int(version) if version.isdigit() else None)
+    except (ValidationFailed, Conflict) as exc:
+        message = "; ".join(m for ms in exc.errors.values() for m in ms) if isinstance(exc, ValidationFailed) else str(exc)
+        flash(message, "danger")
+        return redirect(url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id), code=303)
+    flash(C._("Deleted."), "success")
+    target = url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name)
+    if htmx():
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, code=303)
+
+
+# ------------------------------------------------------------------------ live rules
+@bp.post("/r/<entity_name>/form-state")
+def form_state(entity_name: str):
+    """Re-evaluate visible_if/required_if for what the form holds now: the conditional
+    fields and sections come back as out-of-band swaps (the rules stay on the server)."""
+    entity = entity_or_404(entity_name)
+    record_id = request.args.get("record_id", "")
+    base = C.records(entity).get(int(record_id)) if record_id.isdigit() else {}
+    posted = W.posted_mapping(request.form)
+    form = form_for(C.catalog(), entity)
+    tabs, _editable = build_tabs(entity, form, base, posted=posted, creating=not base)
+    trigger = request.headers.get("HX-Trigger-Name")
+    fields, sections = [], []
+    for tab in tabs:
+        for section in tab["sections"]:
+            if section["conditional"]:
+                sections.append(section)
+                continue
+            for column in section["columns"]:
+                fields.extend(v for v in column if v.conditional and v.name != trigger)
+    return render_template("ui/_form_state.html", fields=fields, sections=sections, entity=entity)
+
+
+# ------------------------------------------------------------------------ stages
+@bp.post("/r/<entity_name>/<int:record_id>/stage")
+def move_stage(entity_name: str, record_id: int):
+    entity = entity_or_404(entity_name)
+    if entity.stages is None:
+        abort(404)
+    stage = request.form.get("stage", "")
+    version = request.form.get("_version", "")
+    service = C.records(entity)
+    field = entity.fields[entity.stages.field]
+    try:
+        service.update(record_id, {field.name: stage}, version=int(version) if version.isdigit() else None)
+    except ValidationFailed as exc:
+        current = service.get(record_id)
+        posted = {"_fields": [field.name], field.name: stage}
+        return render_form(entity, current, posted=posted, errors=exc.errors, status=422)
+    except Conflict:
+        current = service.get(record_id)
+        posted = {"_fields": [field.name], field.name: stage}
+        return render_form(entity, current, posted=posted, conflict=conflict_of(entity, current, {field.name: stage}), status=409)
+    option = field.option(stage)
+    flash(C._("Moved to %(stage)s.", stage=C.label(option) if option else stage), "success")
+    return _done(entity, record_id)
+
+
+# ------------------------------------------------------------------------ related lists
+@bp.get("/r/<entity_name>/<int:record_id>/related/<field_name>")
+def related(entity_name: str, record_id: int, field_name: str):
+    entity = entity_or_404(entity_name)
+    f = entity.fields.get(field_name)
+    if f is None or f.type not in ("children", "many_to_many") or field_name not in C.readable_names(entity):
+        abort(404)
+    record = C.records(entity).get(record_id, fields=None if f.type == "many_to_many" else ["id"])
+    target = C.catalog().entity_of(f.target)
+    if target is None or not C.can(target.name, "read"):
+        return render_template("ui/_related.html", rows=[], columns=[], target=target, new_url=None, all_url=None)
+    view = main_view(C.catalog(), target)
+    via = f.params.get("via")
+    readable = C.readable_names(target)
+    columns = [c for c in view.columns if c != via and c.split(".")[0] in readable or c in ("owner", "created_at", "updated_at")][:5]
+    columns = [c for c in columns if C.field_at(target, c).stored] or ["id"]
+    if f.type == "children":
+        flt = [via, "eq", record_id]
+    else:
+        ids = record.get(field_name) or []
+        flt = ["id", "in", ids] if ids else ["id", "eq", 0]
+    try:
+        page = C.records(target).query(filter=flt, sort=list(view.sort) or None, fields=columns, limit=RELATED_LIMIT)
+    except FilterError:
+        page = C.records(target).query(filter=flt, fields=columns, limit=RELATED_LIMIT)
+    titles = C.titles()
+    titles.want_records(target, page.rows, columns)
+    titles.resolve()
+    fields = [C.field_at(target, c) for c in columns]
+    rows = [
+        {"id": r["id"], "cells": [C.display(cf, r.get(c)) for c, cf in zip(columns, fields)]}
+        for r in page.rows
+    ]
+    new_url = None
+    all_url = None
+    if f.type == "children":
+        if C.can(target.name, "create"):
+            new_url = url_for("ui_forms.new", entity_name=target.name, **{via: record_id}, next=url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id))
+        all_url = url_for("ui_lists.view", view_name=view.name, filter=json.dumps([via, "eq", record_id]))
+    return render_template(
+        "ui/_related.html",
+        rows=rows,
+        columns=[C.path_label(target, c) for c in columns],
+        target=target,
+        new_url=new_url,
+        all_url=all_url if page.next_cursor else None,
+    )
+
+
+# ------------------------------------------------------------------------ timeline and notes
+@bp.get("/r/<entity_name>/<int:record_id>/timeline")
+def timeline(entity_name: str, record_id: int):
+    entity = entity_or_404(entity_name)
+    entries = timeline_entries(entity, record_id)
+    return render_template("ui/_timeline.html", entries=entries, entity=entity, record_id=record_id)
+
+
+@bp.post("/r/<entity_name>/<int:record_id>/notes")
+def add_note(entity_name: str, record_id: int):
+    entity = entity_or_404(entity_name)
+    C.records(entity).get(record_id, fields=["id"])  # the user must be able to read it
+    note_entity = C.catalog().entity_of("note")
+    if note_entity is None:
+        abort(404)
+    body = request.form.get("body", "").strip()
+    values: dict = {"regarding": {"entity": entity.name, "id": record_id}}
+    if body:
+        paragraphs = "".join(f"<p>{escape(line)}</p>" for line in body.splitlines() if line.strip())
+        values["body"] = paragraphs
+    if request.form.get("title"):
+        values["title"] = request.form["title"][:200]
+    errors: dict = {}
+    upload = request.files.get("attachment")
+    if upload is not None and upload.filename and "attachment" in note_entity.fields:
+        stored, problem = W._store_upload(note_entity.fields["attachment"], upload)
+        if problem:
+            errors["attachment"] = [problem]
+        else:
+            values["attachment"] = stored
+    if not errors:
+        try:
+            C.records(note_entity).create(values)
+        except ValidationFailed as exc:
+            errors = exc.errors
+        except Forbidden as exc:
+            errors = {ALL_KEY: [str(exc)]}
+    if not errors:
+        flash(C._("Note added."), "success")
+    entries = timeline_entries(entity, record_id)
+    status = 422 if errors else 200
+    messages = [m for ms in errors.values() for m in ms]
+    return render_template("ui/_timeline.html", entries=entries, entity=entity, record_id=record_id, note_errors=messages, note_body=body if errors else ""), status
+
