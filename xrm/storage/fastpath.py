@@ -26,29 +26,33 @@ class CompiledInsert:
         self.sql = str(compiled)
         self.positional = dialect.positional
         names = list(compiled.positiontup) if dialect.positional else [c.name for c in self.columns]
+        self.names = names
         by_name = {c.name: c for c in self.columns}
         self.processors = [(n, by_name[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
         self.integrity_error = dialect.dbapi.IntegrityError
         self._memo = [(object(), None)] * len(self.processors)
 
     def parameters(self, row: dict):
-        values = [self._process(i, p, row.get(n)) for i, (n, p) in enumerate(self.processors)]
+        # NULL stays NULL (no JSON 'null'); a batch shares one timestamp object, so the
+        # last conversion per column is remembered by identity.  (A hot loop: kept flat.)
+        values = []
+        memo = self._memo
+        get = row.get
+        for index, (name, processor) in enumerate(self.processors):
+            value = get(name)
+            if value is not None and processor is not None:
+                last = memo[index]
+                if last[0] is value:
+                    value = last[1]
+                else:
+                    out = processor(value)
+                    if not isinstance(value, str | int):
+                        memo[index] = (value, out)
+                    value = out
+            values.append(value)
         if self.positional:
             return values
-        return dict(zip((n for n, _ in self.processors), values))
-
-    def _process(self, index: int, processor, value):
-        # NULL stays NULL (no JSON 'null'); a batch shares one timestamp object, so the
-        # last conversion per column is remembered by identity.
-        if value is None or processor is None:
-            return value
-        memo = self._memo[index]
-        if memo[0] is value:
-            return memo[1]
-        out = processor(value)
-        if not isinstance(value, str | int):
-            self._memo[index] = (value, out)
-        return out
+        return dict(zip(self.names, values))
 
     def _cursor(self, connection: sa.Connection):
         return connection.connection.driver_connection.cursor()
