@@ -429,5 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
 
 
+from . import cli_run  # noqa: E402,F401 - registers setup, run, user, token
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

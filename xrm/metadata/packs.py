@@ -107,6 +107,10 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
         kind = _kind_of(data, display, problems)
         if kind is None:
             continue
+        if kind == "process":
+            from .processes import normalize_on
+
+            normalize_on(data)
         if _validate(data, kind, display, problems):
             pack.documents.append(Document(kind, data, display))
         elif kind == "entity" and isinstance(data.get("entity"), str):

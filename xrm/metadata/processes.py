@@ -63,6 +63,16 @@ def parse_clock(text) -> dt.time:
     return dt.time(23, 59, 59, 999999) if hours == 24 else dt.time(hours, minutes)
 
 
+def normalize_on(data) -> None:
+    """YAML 1.1 reads the key ``on`` as the boolean True; give a process its ``on:`` back
+    (with its position, for messages)."""
+    if isinstance(data, dict) and True in data and "on" not in data:
+        data["on"] = data.pop(True)
+        if isinstance(data, Node):
+            data.positions["on"] = data.positions.pop(True, data.position)
+            data.positions[("value", "on")] = data.positions.pop(("value", True), data.positions["on"])
+
+
 # ------------------------------------------------------------------------- the model
 @dataclass(frozen=True, slots=True)
 class Trigger:

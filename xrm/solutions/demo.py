@@ -75,13 +75,20 @@ def generate(store, per_entity: int = 25, *, locale: str = "en", seed: int = 7, 
     users = users or []
     ids: dict[str, list[int]] = {}
     created: dict[str, int] = {}
-    for entity in fill_order(catalog):
-        records = store.records(entity.name)
-        rows = [_values(entity, fake, rnd, ids, users) for _ in range(per_entity)]
-        result = records.bulk_create(rows, partial=True)
-        if not result.ids and result.failures:
-            first = next(iter(result.failures.values()))
-            raise ValidationFailed(first)
-        ids[entity.name] = result.ids
-        created[entity.name] = len(result.ids)
+    with store.transaction():  # all the sample data, or none of it
+        for entity in fill_order(catalog):
+            _fill(store, entity, per_entity, fake, rnd, ids, users, created)
     return created
+
+
+def _fill(store, entity: Entity, per_entity: int, fake: Faker, rnd: random.Random, ids: dict, users: list[int], created: dict) -> None:
+    """One entity's samples; rows that break a rule (a random pair already taken, say) are
+    left out, but an entity none of whose rows fit is a bug in its sample values."""
+    records = store.records(entity.name)
+    rows = [_values(entity, fake, rnd, ids, users) for _ in range(per_entity)]
+    result = records.bulk_create(rows, partial=True)
+    if not result.ids and result.failures:
+        first = next(iter(result.failures.values()))
+        raise ValidationFailed(first)
+    ids[entity.name] = result.ids
+    created[entity.name] = len(result.ids)

@@ -150,6 +150,8 @@ class EntityPlan:
         self.required = [f for f in fields.values() if f.required]
         self.defaults = [f for f in fields.values() if f.default is not None and not f.computed]
         self.unique = [f for f in fields.values() if f.unique and f.stored]
+        # Every uniqueness rule as a tuple of columns: unique fields and unique indexes.
+        self.unique_keys = [(f.name,) for f in self.unique] + [ix.fields for ix in entity.indexes if ix.unique]
         self.autonumbers = [f for f in fields.values() if f.type == "autonumber"]
         self.any_lookups = [f for f in fields.values() if f.type == "any_lookup"]
         self.columns = {n: f for n, f in fields.items() if f.stored}
@@ -363,16 +365,21 @@ class Records:
                 if value is None or value == "" or value == []:
                     errors.setdefault(name, []).append(f"required for stage {new_stage}")
 
+    def _unique_message(self, key: tuple[str, ...]) -> str:
+        if len(key) == 1:
+            return f"another {self.entity.name} already has this value"
+        return f"another {self.entity.name} already has this combination of {', '.join(key)}"
+
     def _check_unique(self, unit: UnitOfWork, record: dict, record_id: int | None, errors: dict) -> None:
-        for f in self.plan.unique:
-            value = record.get(f.name)
-            if value is None or f.name in errors:
-                continue
-            query = sa.select(self.table.c.id).where(self.table.c[f.name] == value).limit(1)
+        for key in self.plan.unique_keys:
+            values = [record.get(name) for name in key]
+            if any(v is None for v in values) or key[0] in errors:
+                continue  # empty values never collide (as in SQL)
+            query = sa.select(self.table.c.id).where(*(self.table.c[n] == v for n, v in zip(key, values))).limit(1)
             if record_id is not None:
                 query = query.where(self.table.c.id != record_id)
             if unit.connection.execute(query).first() is not None:
-                errors.setdefault(f.name, []).append(f"another {self.entity.name} already has this value")
+                errors.setdefault(key[0], []).append(self._unique_message(key))
 
     def _columns(self, record: Mapping) -> dict:
         """Record values as column values (a polymorphic lookup fills two columns)."""
@@ -820,22 +827,29 @@ class Records:
         return ids
 
     def _bulk_unique(self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult) -> None:
-        for f in self.plan.unique:
+        for key in self.plan.unique_keys:
             seen: dict[Any, int] = {}
             for index, record in prepared:
-                value = record.get(f.name)
-                if value is None:
+                value = tuple(record.get(name) for name in key)
+                if any(v is None for v in value):
                     continue
                 if value in seen:
-                    result.failures.setdefault(index, {}).setdefault(f.name, []).append(f"duplicates row {seen[value]}")
+                    result.failures.setdefault(index, {}).setdefault(key[0], []).append(f"duplicates row {seen[value]}")
                 else:
                     seen[value] = index
             values = list(seen)
+            columns = [self.table.c[name] for name in key]
             for start in range(0, len(values), 500):
                 chunk = values[start : start + 500]
-                taken = set(unit.connection.execute(sa.select(self.table.c[f.name]).where(self.table.c[f.name].in_(chunk))).scalars())
+                if len(key) == 1:
+                    found = unit.connection.execute(sa.select(columns[0]).where(columns[0].in_([v[0] for v in chunk])))
+                    taken = {(v,) for v in found.scalars()}
+                else:
+                    found = unit.connection.execute(sa.select(*columns).where(sa.tuple_(*columns).in_(chunk)))
+                    taken = {tuple(row) for row in found}
                 for value in taken:
-                    result.failures.setdefault(seen[value], {}).setdefault(f.name, []).append(f"another {self.entity.name} already has this value")
+                    if value in seen:
+                        result.failures.setdefault(seen[value], {}).setdefault(key[0], []).append(self._unique_message(key))
 
     # ------------------------------------------------------------------ reads
     def parse_filter(self, raw):

@@ -57,8 +57,12 @@ def _input_field(f: Field) -> fields.Field:
         field_obj.validators.append(validate.Length(max=params.get("max_length") or 255))
     elif f.type in ("long_text", "rich_text") and params.get("max_length"):
         field_obj.validators.append(validate.Length(max=params["max_length"]))
-    elif f.kind.numeric and f.type != "rating" and ("min" in params or "max" in params):
+    elif f.type in ("integer", "duration") and ("min" in params or "max" in params):
         field_obj.validators.append(validate.Range(min=params.get("min"), max=params.get("max")))
+    elif f.kind.numeric and ("min" in params or "max" in params):
+        # Decimals take numbers or exact text; the bounds are documented as numbers.
+        bounds = {"minimum": params.get("min"), "maximum": params.get("max")}
+        field_obj.metadata = {**field_obj.metadata, **{k: v for k, v in bounds.items() if v is not None}}
     elif f.type == "rating":
         field_obj.validators.append(validate.Range(min=0, max=params.get("max", 5)))
     return _with_docs(field_obj, f)
@@ -83,9 +87,10 @@ def input_schema(catalog: Catalog, entity: Entity) -> type[Schema]:
 
 def bulk_item_schema(catalog: Catalog, entity: Entity) -> type[Schema]:
     """A bulk row: a new record, or (with ``id``) changes to an existing one."""
+    base = input_schema(catalog, entity)  # outside the artifact lock, which is not reentrant
 
     def build():
-        declared = dict(input_schema(catalog, entity)._declared_fields)
+        declared = dict(base._declared_fields)
         declared["id"] = fields.Integer(
             strict=True,
             validate=validate.Range(min=1),
@@ -750,4 +755,10 @@ def _close_objects(document: dict) -> None:
 
 
 def document_for(catalog: Catalog, locale: str = "en") -> dict:
+    """The document, built once per catalog version (and locale)."""
+    # The schemas are cached first: a builder that asks catalog.artifact for another
+    # artifact while holding its lock would wait for itself.
+    for entity in catalog.entities.values():
+        record_schema(catalog, entity)
+        bulk_item_schema(catalog, entity)
     return catalog.artifact(("openapi", locale), lambda: build_document(catalog, locale))

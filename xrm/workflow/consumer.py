@@ -76,6 +76,28 @@ class Consumer:
         self.loader = loader(conn, catalog)
         self.ctx = FilterContext(tz=tz, now=now)
         self.started = 0
+        #: (entity, record id) -> the stage a record was created in (from stage history:
+        #: the record may have moved on by the time its created event is read)
+        self.initial_stages: dict = {}
+
+    def read_initial_stages(self, rows) -> None:
+        created: dict[str, set] = {}
+        for row in rows:
+            entity_plan = self.plan.of(row["entity"])
+            if row["event"] == "created" and entity_plan is not None and entity_plan.enter_stage:
+                created.setdefault(row["entity"], set()).add(row["record_id"])
+        h = T.stage_history
+        for entity, ids in created.items():
+            first = (
+                sa.select(h.c.record_id, sa.func.min(h.c.id).label("first"))
+                .where(h.c.entity == entity, h.c.record_id.in_(sorted(ids)))
+                .group_by(h.c.record_id)
+                .subquery()
+            )
+            rows = self.conn.execute(sa.select(h.c.record_id, h.c.stage, h.c.previous).join(first, first.c.first == h.c.id))
+            for record_id, stage, previous in rows:
+                if previous is None:
+                    self.initial_stages[(entity, record_id)] = stage
 
     def handle(self, row, record: dict | None) -> None:
         entity_plan = self.plan.of(row["entity"])
@@ -90,7 +112,7 @@ class Consumer:
         if event == "deleted":
             self._cancel_record(row)
             record = self._snapshot(row)
-        for process, trigger in self._matching(entity_plan, event, changes, record, old):
+        for process, trigger in self._matching(entity_plan, event, changes, record, old, row["record_id"]):
             if depth > MAX_DEPTH:
                 continue  # a chain of processes re-triggering each other stops here
             if process.was is not None and not record_matches(process.was, old or {}, self.loader, self.ctx):
@@ -125,12 +147,12 @@ class Consumer:
                 .values(due_at=self.now, updated_at=self.now)
             )
 
-    def _matching(self, plan, event: str, changes: dict, record, old):
+    def _matching(self, plan, event: str, changes: dict, record, old, row_id):
         if event == "created":
             yield from ((p, p.trigger("created")) for p in plan.created)
             for p in plan.enter_stage:
                 trigger = p.trigger("enter_stage")
-                if record is not None and record.get(trigger.fields[0]) in trigger.stages:
+                if self.initial_stages.get((p.entity, row_id)) in trigger.stages:
                     yield p, trigger
         elif event == "updated":
             for p in plan.updated:
@@ -223,6 +245,7 @@ def consume(store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500
         for entity, records in current.items():
             for ident, record in records.items():
                 consumer.loader.records[(entity, ident)] = record
+        consumer.read_initial_stages(rows)
         for row in rows:
             record = current.get(row["entity"], {}).get(row["record_id"])
             consumer.handle(row, record)

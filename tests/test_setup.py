@@ -1,0 +1,84 @@
+"""First-time setup through the CLI: modules, administrator, sample data, idempotence,
+and precise refusals of bad answers."""
+
+from __future__ import annotations
+
+import pytest
+
+import xrm
+from xrm.cli import main
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'setup.db'}"
+
+
+def test_setup_installs_modules_admin_and_samples_once(url, capsys):
+    assert main(["setup", "--database", url, "--demo", "--demo-size", "5", "--locale", "ru", "--time-zone", "Europe/Moscow", "--currency", "rub"]) == 0
+    out = capsys.readouterr().out
+    assert "solutions core, sales" in out
+    password = out.split("password: ")[1].split()[0]
+    store = xrm.open(url)
+    try:
+        assert store.check_password("admin@example.com", password) is not None
+        assert store.principal(store.user_by_email("admin@example.com").id).is_admin
+        settings = store.settings()
+        assert (settings["locale"], settings["currency"], settings["time_zone"]) == ("ru", "RUB", "Europe/Moscow")
+        first = store.records("opportunity").count().value
+        assert 0 < first <= 5
+        # Samples follow the rules: every opportunity's account exists.
+        for row in store.records("opportunity").query(fields=["account.name"]).rows:
+            assert row["account.name"]
+    finally:
+        store.close()
+    # A second run keeps the earlier answers, adds no second administrator or samples.
+    assert main(["setup", "--database", url, "--demo"]) == 0
+    out = capsys.readouterr().out
+    assert "setup was done already" in out and "password" not in out
+    store = xrm.open(url)
+    try:
+        assert store.records("opportunity").count().value == first
+        assert store.settings()["locale"] == "ru"
+        assert len(store.users()) == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--time-zone", "Europe/Moskow", "did you mean 'Europe/Moscow'"),
+        ("--currency", "XYZ", "not an ISO 4217 code"),
+        ("--locale", "zz", "locale 'zz' is not known"),
+        ("--modules", "core,sale", "did you mean 'sales'"),
+        ("--admin-password", "short", "at least 8 characters"),
+    ],
+)
+def test_bad_answers_are_refused_and_change_nothing(url, capsys, option, value, message):
+    assert main(["setup", "--database", url, option, value]) == 2
+    assert message in capsys.readouterr().err
+    store = xrm.open(url)
+    try:
+        assert store.settings() == {}
+        assert store.users() == []
+        assert list(store.catalog.solutions) == []
+    finally:
+        store.close()
+
+
+def test_user_and_token_commands(url, capsys):
+    assert main(["setup", "--database", url, "--admin-password", "correct horse"]) == 0
+    assert main(["user", "add", "rep@example.com", "--role", "user", "--team", "east", "--password", "rep-password", "--database", url]) == 0
+    assert main(["user", "add", "rep@example.com", "--database", url]) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert main(["user", "add", "x@example.com", "--role", "wizard", "--database", url]) == 1
+    assert "unknown role 'wizard'" in capsys.readouterr().err
+    assert main(["token", "create", "rep@example.com", "--database", url]) == 0
+    token = capsys.readouterr().out.strip()
+    store = xrm.open(url)
+    try:
+        assert store.user_for_token(token).email == "rep@example.com"
+        assert store.principal(store.user_by_email("rep@example.com").id).roles == ("user",)
+    finally:
+        store.close()

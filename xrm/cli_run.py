@@ -1,0 +1,155 @@
+"""``xrm setup``, ``xrm run``, ``xrm user`` and ``xrm token``: bringing the platform up
+and giving people access.  Registered into the ``xrm`` command by ``xrm/cli.py``."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import DATABASE_HELP, CommandError, _add_database, _store, command
+
+
+# ------------------------------------------------------------------------------ setup
+def _setup(args) -> int:
+    from .solutions.setup import SetupAnswers, SetupError, run_setup
+
+    with _store(args) as store:
+        previous = store.settings()
+        given = {
+            "organization": args.organization,
+            "locale": args.locale,
+            "currency": args.currency,
+            "time_zone": args.time_zone,
+            "admin_email": args.admin_email,
+            "admin_password": args.admin_password,
+            "modules": tuple(args.modules.split(",")) if args.modules else None,
+        }
+        # A second run keeps what the first one chose unless told otherwise.
+        remembered = {k: previous[k] for k in ("organization", "locale", "currency", "time_zone") if k in previous}
+        if "modules" in previous and given["modules"] is None:
+            remembered["modules"] = tuple(previous["modules"])
+        answers = SetupAnswers(
+            **{**remembered, **{k: v for k, v in given.items() if v is not None}},
+            sample_data=args.demo,
+            sample_size=args.demo_size,
+        )
+        try:
+            result = run_setup(store, answers)
+        except SetupError as exc:
+            raise CommandError(str(exc), 2) from None
+        if result.already_done:
+            print(f"setup was done already; solutions: {', '.join(result.installed)}")
+        else:
+            print(f"set up {answers.organization!r}: solutions {', '.join(result.installed)}")
+        if result.sample_counts:
+            print(f"sample data: {sum(result.sample_counts.values())} records in {len(result.sample_counts)} entities")
+        if result.admin_password:
+            print(f"administrator: {result.admin_email}  password: {result.admin_password}  (shown once)")
+    return 0
+
+
+@command("setup")
+def _register_setup(sub, name: str) -> None:
+    p = sub.add_parser(name, help="set up a database: organization, administrator, modules, sample data")
+    _add_database(p)
+    p.add_argument("--organization", help="organization name")
+    p.add_argument("--locale", help="default locale, e.g. en or ru")
+    p.add_argument("--currency", help="ISO 4217 currency code, e.g. USD or RUB")
+    p.add_argument("--time-zone", help="IANA time zone, e.g. Europe/Moscow")
+    p.add_argument("--admin-email", help="administrator's email (default admin@example.com)")
+    p.add_argument("--admin-password", help="administrator's password (default: generated and shown once)")
+    p.add_argument("--modules", help="comma-separated solution names (default core,sales)")
+    p.add_argument("--demo", action="store_true", help="add sample data (once)")
+    p.add_argument("--demo-size", type=int, default=25, help="sample records per entity")
+    p.set_defaults(handler=_setup, parser=p)
+
+
+# ------------------------------------------------------------------------------ run
+def _run(args) -> int:
+    from .storage.database import default_url
+    from .web.server import serve
+
+    url = args.database or default_url()
+    print(f"serving on http://{args.host}:{args.port} (database {url.split('@')[-1]})", file=sys.stderr)
+    serve(host=args.host, port=args.port, workers=args.workers, database_url=url)
+    return 0
+
+
+@command("run")
+def _register_run(sub, name: str) -> None:
+    p = sub.add_parser(name, help="serve the platform with gunicorn (loopback unless told otherwise)")
+    p.add_argument("--database", metavar="URL", help=DATABASE_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--workers", type=int, help="gunicorn worker processes")
+    p.set_defaults(handler=_run, parser=p)
+
+
+# ------------------------------------------------------------------------------ users and tokens
+def _user_add(args) -> int:
+    from .storage.users import UserError
+
+    with _store(args) as store:
+        try:
+            user_id = store.add_user(
+                args.email,
+                args.name,
+                password=args.password,
+                roles=args.role or [],
+                teams=args.team or [],
+                locale=args.locale,
+                time_zone=args.time_zone,
+            )
+        except UserError as exc:
+            raise CommandError(str(exc)) from None
+    print(f"user {args.email} created (id {user_id})")
+    return 0
+
+
+def _user_list(args) -> int:
+    with _store(args) as store:
+        for user in store.users():
+            principal = store.principal(user.id)
+            roles = ",".join(principal.roles) if principal else "-"
+            print(f"{user.id:>5}  {user.email:<32} {user.name:<24} {roles}{'' if user.active else '  (inactive)'}")
+    return 0
+
+
+def _token_create(args) -> int:
+    with _store(args) as store:
+        user = store.user_by_email(args.email)
+        if user is None:
+            raise CommandError(f"no user with email {args.email}")
+        token = store.create_token(user.id, args.name or "")
+    print(token)
+    print("store it now: the token is shown once and kept only as a hash", file=sys.stderr)
+    return 0
+
+
+@command("user")
+def _register_user(sub, name: str) -> None:
+    p = sub.add_parser(name, help="manage users")
+    commands = p.add_subparsers(dest="user_command", required=True)
+    add = commands.add_parser("add", help="create a user")
+    _add_database(add)
+    add.add_argument("email")
+    add.add_argument("--name")
+    add.add_argument("--password")
+    add.add_argument("--role", action="append", help="a role from the installed packs (repeatable)")
+    add.add_argument("--team", action="append", help="a team, created if new (repeatable)")
+    add.add_argument("--locale", default="en")
+    add.add_argument("--time-zone", default="UTC")
+    add.set_defaults(handler=_user_add, parser=add)
+    listing = commands.add_parser("list", help="list users and their roles")
+    _add_database(listing)
+    listing.set_defaults(handler=_user_list, parser=listing)
+
+
+@command("token")
+def _register_token(sub, name: str) -> None:
+    p = sub.add_parser(name, help="API tokens")
+    commands = p.add_subparsers(dest="token_command", required=True)
+    create = commands.add_parser("create", help="create an API token for a user (shown once)")
+    _add_database(create)
+    create.add_argument("email")
+    create.add_argument("--name", help="what the token is for")
+    create.set_defaults(handler=_token_create, parser=create)

@@ -1,0 +1,145 @@
+"""Users (add, roles, teams, language, deactivate, password), teams, and roles (scopes
+per entity and action, changed through the plan page like any customization)."""
+
+from __future__ import annotations
+
+from zoneinfo import available_timezones
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from ....metadata.model import ACTIONS
+from ....storage.users import UserError
+from .. import context as C
+from ..i18n import LANGUAGES
+from . import bp
+from .plans import review
+from .schema import _label
+
+SCOPES = ("none", "own", "team", "all")
+
+
+# ------------------------------------------------------------------------ users
+def _user_rows():
+    store = C.store()
+    roles = store.user_roles()
+    teams = store.teams()
+    membership: dict[int, list[str]] = {}
+    for team, members in teams.items():
+        for user_id in members:
+            membership.setdefault(user_id, []).append(team)
+    return [(u, roles.get(u.id, []), membership.get(u.id, [])) for u in store.users()], teams
+
+
+@bp.get("/users")
+def users():
+    rows, teams = _user_rows()
+    return render_template(
+        "admin/users.html", rows=rows, teams=teams, roles=C.catalog().roles, languages=LANGUAGES, zones=sorted(available_timezones())
+    )
+
+
+@bp.post("/users")
+def add_user():
+    form = request.form
+    roles = [r for r in form.getlist("roles") if r in C.catalog().roles]
+    try:
+        C.store().add_user(
+            form.get("email", ""),
+            form.get("name") or None,
+            password=form.get("password") or None,
+            roles=roles,
+            teams=[t for t in form.getlist("teams") if t],
+            locale=form.get("locale") if form.get("locale") in LANGUAGES else "en",
+            time_zone=form.get("time_zone") if form.get("time_zone") in available_timezones() else "UTC",
+        )
+    except UserError as exc:
+        flash(str(exc), "danger")
+        return redirect(url_for("ui_admin.users"), code=303)
+    flash(C._("User added."), "success")
+    return redirect(url_for("ui_admin.users"), code=303)
+
+
+@bp.get("/users/<int:user_id>")
+def user(user_id: int):
+    store = C.store()
+    row = store.user(user_id)
+    if row is None:
+        abort(404)
+    teams = store.teams()
+    return render_template(
+        "admin/user.html",
+        row=row,
+        user_roles=store.user_roles().get(user_id, []),
+        user_teams=[t for t, members in teams.items() if user_id in members],
+        teams=sorted(teams),
+        roles=C.catalog().roles,
+        languages=LANGUAGES,
+        zones=sorted(available_timezones()),
+    )
+
+
+@bp.post("/users/<int:user_id>")
+def change_user(user_id: int):
+    store = C.store()
+    row = store.user(user_id)
+    if row is None:
+        abort(404)
+    form = request.form
+    roles = [r for r in form.getlist("roles") if r in C.catalog().roles]
+    store.set_roles(user_id, roles)
+    wanted = {t for t in form.getlist("teams") if t}
+    if form.get("new_team", "").strip():
+        wanted.add(form["new_team"].strip()[:100])
+    current = {t for t, members in store.teams().items() if user_id in members}
+    for team in wanted - current:
+        store.add_to_team(user_id, team)
+    for team in current - wanted:
+        store.remove_from_team(user_id, team)
+    locale = form.get("locale") if form.get("locale") in LANGUAGES else None
+    zone = form.get("time_zone") if form.get("time_zone") in available_timezones() else None
+    store.set_preferences(user_id, locale=locale, time_zone=zone, name=form.get("name", "").strip()[:200] or None)
+    if user_id != C.principal().user_id:  # an administrator cannot lock themselves out
+        store.set_active(user_id, bool(form.get("active")))
+    if form.get("password"):
+        store.set_password(user_id, form["password"])
+    flash(C._("User updated."), "success")
+    return redirect(url_for("ui_admin.user", user_id=user_id), code=303)
+
+
+# ------------------------------------------------------------------------ roles
+@bp.get("/roles")
+def roles():
+    return render_template("admin/roles.html", roles=C.catalog().roles.values(), actions=ACTIONS)
+
+
+@bp.get("/roles/<name>")
+def role(name: str):
+    role = C.catalog().roles.get(name)
+    if role is None:
+        abort(404)
+    entities = ["*", *sorted(C.catalog().entities)]
+    return render_template("admin/role.html", role=role, entities=entities, actions=ACTIONS, scopes=SCOPES, labels=role.label.as_dict())
+
+
+@bp.post("/roles/<name>")
+def change_role(name: str):
+    role = C.catalog().roles.get(name)
+    if role is None:
+        abort(404)
+    form = request.form
+    permissions: dict[str, dict[str, str]] = {}
+    for entity in ["*", *C.catalog().entities]:
+        rules = {}
+        for action in ACTIONS:
+            scope = form.get(f"p.{entity}.{action}", "")
+            if scope in SCOPES:
+                rules[action] = scope
+        if rules and (entity == "*" or any(v != "none" for v in rules.values()) or entity in role.permissions):
+            permissions[entity] = rules
+    document: dict = {"label": _label(form.get("label_en", ""), form.get("label_ru", ""), name), "permissions": permissions}
+    if form.get("admin"):
+        document["admin"] = True
+    if role.fields:
+        document["fields"] = {e: dict(rules) for e, rules in role.fields.items()}
+    summary = [C._("Change role %(name)s", name=name)]
+    return review([("roles", {"roles": {name: document}})], summary, url_for("ui_admin.role", name=name))

@@ -1,0 +1,218 @@
+"""The worker: consumes the outbox, runs due instances, sends email; once or forever.
+
+``Worker(store).run_once()`` does everything that is due now and returns counts (tests
+drive it with an injected clock).  ``run_forever()`` repeats it, sleeping until the next
+timer comes due, a PostgreSQL NOTIFY arrives (a record changed, an approval came in), or
+the poll interval passes; a heartbeat thread renews the leases it holds meanwhile.
+Any number of workers may run against one PostgreSQL database; on SQLite, one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+
+import sqlalchemy as sa
+
+from ..storage.database import WRITE, is_postgres
+from . import claims
+from . import tables as W
+from .consumer import consume, purge_outbox
+from .mail import Mailer, smtp_url
+from .runner import Batch, load_runs
+from .schedule import seed
+from .tables import ensure_tables
+from .webhooks import call
+
+log = logging.getLogger("xrm.workflow")
+
+
+class Worker:
+    def __init__(
+        self,
+        store,
+        *,
+        name: str | None = None,
+        batch_size: int = 200,
+        outbox_batch: int = 1000,
+        lease: float = 30.0,
+        poll: float = 1.0,
+        retry_base: float = 10.0,
+        smtp: str | None = None,
+        max_rounds: int = 1000,
+        keep_outbox: dt.timedelta = dt.timedelta(days=7),
+    ):
+        self.store = store
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.batch_size = batch_size
+        self.outbox_batch = outbox_batch
+        self.lease = lease
+        self.poll = poll
+        self.retry_base = retry_base
+        self.max_rounds = max_rounds
+        self.keep_outbox = keep_outbox
+        url = smtp if smtp is not None else smtp_url()
+        self.mailer = Mailer(store, url, self.name, retry_base=retry_base * 3) if url else None
+        self._stop = threading.Event()
+        self._seeded_version = None
+        self._purged_at = 0.0
+        ensure_tables(store)
+
+    # ------------------------------------------------------------------ one pass
+    def run_once(self) -> dict:
+        """Do all the work that is due now; returns what was done."""
+        store = self.store
+        catalog = store.refresh()
+        settings = store.settings()
+        tz = settings.get("time_zone") or "UTC"
+        stats: Counter = Counter()
+        stats["reaped"] += claims.reap(store.engine, store.clock.now())
+        if self._seeded_version != catalog.version:
+            stats["scheduled"] += seed(store, catalog, store.clock.now(), tz)
+            self._seeded_version = catalog.version
+        for _ in range(self.max_rounds):
+            read, started = consume(store, catalog, store.clock.now(), tz, self.outbox_batch)
+            stats["events"] += read
+            stats["started"] += started
+            ran = self.run_due(settings)
+            stats["ran"] += ran
+            if not read and not ran:
+                break
+        if self.mailer is not None:
+            while sent := self.mailer.send_due():
+                stats["sent"] += sent
+        if time.monotonic() - self._purged_at > 3600:
+            self._purged_at = time.monotonic()
+            purge_outbox(store, store.clock.now() - self.keep_outbox)
+        return {k: v for k, v in stats.items() if v}
+
+    def run_due(self, settings: dict | None = None) -> int:
+        """Claim and run one batch of due instances; returns how many were claimed."""
+        store = self.store
+        rows = claims.claim_instances(store.engine, self.name, store.clock.now(), self.lease, self.batch_size)
+        if not rows:
+            return 0
+        settings = settings if settings is not None else store.settings()
+        try:
+            pending = self._execute(rows, settings)
+        except Exception:
+            self._give_back([r["id"] for r in rows])
+            raise
+        for run in pending:
+            self._call_out(run, settings)
+        return len(rows)
+
+    def _execute(self, rows: list[dict], settings: dict, io_result=None) -> list:
+        store = self.store
+        with store.transaction() as unit:
+            now = store.clock.now()
+            mine = claims.fence(unit.connection, [r["id"] for r in rows], self.name, now, self.lease)
+            if io_result is not None:  # a continuation: read the row as it is now
+                rows = [dict(r) for r in unit.connection.execute(sa.select(W.instances).where(W.instances.c.id.in_(mine))).mappings()]
+            rows = [r for r in rows if r["id"] in mine]
+            batch = Batch(store, unit, unit.catalog, now, settings=settings, retry_base=self.retry_base)
+            runs = load_runs(batch, rows)
+            for run in runs:
+                if io_result is not None:
+                    run.io_result = io_result
+                batch.execute(run)
+            batch.persist(runs)
+        return [run for run in runs if run.io_step is not None]
+
+    def _call_out(self, run, settings: dict) -> None:
+        """Make a run's outside call after its batch committed, then continue the run."""
+        while run is not None:
+            result = call(run.context["io"])
+            following = self._execute([run.row], settings, io_result=result)
+            run = following[0] if following else None
+
+    def _give_back(self, ids: list[int]) -> None:
+        i = W.instances
+        with self.store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(
+                i.update().where(i.c.id.in_(ids), i.c.lease_owner == self.name, i.c.status == "running").values(status="waiting", lease_owner=None, lease_until=None)
+            )
+
+    # ------------------------------------------------------------------ forever
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        """Work until ``stop()``; errors are logged and retried after the poll interval."""
+        heartbeat = threading.Thread(target=self._heartbeat, name=f"xrm-heartbeat-{self.name}", daemon=True)
+        heartbeat.start()
+        listener = _Listener(self.store.engine) if is_postgres(self.store.engine) else None
+        try:
+            while not self._stop.is_set():
+                try:
+                    stats = self.run_once()
+                except Exception:
+                    log.exception("workflow worker %s: a pass failed", self.name)
+                    stats = {}
+                    self._stop.wait(self.poll)
+                if stats.get("ran") or stats.get("events") or stats.get("sent"):
+                    continue
+                self._sleep(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _sleep(self, listener) -> None:
+        seconds = self.poll
+        try:
+            due = claims.next_due(self.store.engine)
+        except sa.exc.DBAPIError:
+            due = None
+        if due is not None:
+            seconds = max(0.0, min(seconds, (due - self.store.clock.now()).total_seconds()))
+        if seconds <= 0:
+            return
+        if listener is not None:
+            listener.wait(seconds, self._stop)
+        else:
+            self._stop.wait(seconds)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                claims.renew(self.store.engine, self.name, self.store.clock.now(), self.lease)
+            except Exception:
+                log.exception("workflow worker %s: lease renewal failed", self.name)
+
+    def start(self) -> threading.Thread:
+        """Run forever in a daemon thread (the embedded worker beside the web server)."""
+        thread = threading.Thread(target=self.run_forever, name=f"xrm-worker-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+
+class _Listener:
+    """LISTEN on the workflow channel over its own autocommit connection."""
+
+    def __init__(self, engine: sa.Engine):
+        import psycopg
+
+        url = engine.url.set(drivername="postgresql")
+        self.connection = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        self.connection.execute(f"LISTEN {W.CHANNEL}")
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for _ in self.connection.notifies(timeout=min(left, 1.0), stop_after=1):
+                return
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:  # pragma: no cover - closing a broken connection
+            pass
