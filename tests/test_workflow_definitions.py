@@ -107,12 +107,12 @@ def test_a_good_process_compiles(problems_of):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("on: {updated: [prority]}\nsteps: [{stop: true}]\n", "p/processes/x.yaml:3:15: processes.x: on.updated: ticket has no field 'prority'; did you mean 'priority'?"),
+        ("on: {updated: [prority]}\nsteps: [{stop: true}]\n", "p/processes/x.yaml:3:16: processes.x: on.updated: ticket has no field 'prority'; did you mean 'priority'?"),
         ("on: {created: true}\nif: [stauts, eq, new]\nsteps: [{stop: true}]\n", "p/processes/x.yaml:4:5: processes.x: if: stauts: ticket has no field 'stauts'"),
-        ("on: {created: true}\nsteps:\n  - notify: {to: owner, template: helo}\n", "p/processes/x.yaml:5:34: processes.x: unknown template 'helo'; did you mean 'hello'?"),
-        ("on: {created: true}\nsteps:\n  - notify: {to: role:boss, template: hello}\n", "p/processes/x.yaml:5:17: processes.x: unknown role 'boss'"),
+        ("on: {created: true}\nsteps:\n  - notify: {to: owner, template: helo}\n", "p/processes/x.yaml:5:35: processes.x: unknown template 'helo'; did you mean 'hello'?"),
+        ("on: {created: true}\nsteps:\n  - notify: {to: role:boss, template: hello}\n", "p/processes/x.yaml:5:18: processes.x: unknown role 'boss'"),
         ("on: {created: true}\nsteps:\n  - notify: {to: subject, template: hello}\n", "recipient 'subject' is a text field; expected a user or email field"),
-        ("on: {created: true}\nsteps:\n  - set: {subjet: x}\n", "p/processes/x.yaml:5:12: processes.x: ticket has no field 'subjet'; did you mean 'subject'?"),
+        ("on: {created: true}\nsteps:\n  - set: {subjet: x}\n", "p/processes/x.yaml:5:11: processes.x: ticket has no field 'subjet'; did you mean 'subject'?"),
         ("on: {created: true}\nsteps:\n  - set: {subject: '{{ record.nme }}'}\n", "subject: ticket has no field 'nme'"),
         ("on: {created: true}\nsteps:\n  - set: {subject: '{{ recrod.subject }}'}\n", "unknown name 'recrod' in template; did you mean 'record'?"),
         ("on: {created: true}\nsteps:\n  - set: {subject: '{{ record.subject '}\n", "template syntax"),

@@ -80,6 +80,11 @@ class Field:
     choices: tuple[Option, ...] = ()
     solution: str = ""
     position: Position | None = field(default=None, compare=False)
+    #: the options' values, computed once (coercion checks them on every save)
+    choice_values: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "choice_values", tuple(o.value for o in self.choices))
 
     @property
     def kind(self) -> FieldType:
@@ -107,10 +112,6 @@ class Field:
     @property
     def on_delete(self) -> str:
         return self.params.get("on_delete", "set_null" if not self.required else "restrict")
-
-    @property
-    def choice_values(self) -> tuple[str, ...]:
-        return tuple(o.value for o in self.choices)
 
     def option(self, value: str) -> Option | None:
         for option in self.choices:

@@ -30,9 +30,14 @@ class CompiledInsert:
         by_name = {c.name: c for c in self.columns}
         self.processors = [(n, by_name[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
         self.integrity_error = dialect.dbapi.IntegrityError
+        self.copy_sql = None
+        if dialect.name == "postgresql" and not returning:
+            quote = dialect.identifier_preparer.quote
+            columns = ", ".join(quote(n) for n in names)
+            self.copy_sql = f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
         self._memo = [(object(), None)] * len(self.processors)
 
-    def parameters(self, row: dict):
+    def parameters(self, row: dict, positional: bool = False):
         # NULL stays NULL (no JSON 'null'); a batch shares one timestamp object, so the
         # last conversion per column is remembered by identity.  (A hot loop: kept flat.)
         values = []
@@ -50,7 +55,7 @@ class CompiledInsert:
                         memo[index] = (value, out)
                     value = out
             values.append(value)
-        if self.positional:
+        if self.positional or positional:
             return values
         return dict(zip(self.names, values))
 
@@ -69,9 +74,15 @@ class CompiledInsert:
             cursor.close()
 
     def execute_many(self, connection: sa.Connection, rows: Iterable[dict]) -> None:
-        """Insert many rows with the driver's executemany (pipelined on psycopg)."""
+        """Insert many rows: SQLite's executemany loops in C; PostgreSQL takes them with
+        COPY, several times faster than even a pipelined executemany."""
         cursor = self._cursor(connection)
         try:
+            if self.copy_sql is not None:
+                with cursor.copy(self.copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row(self.parameters(row, positional=True))
+                return
             cursor.executemany(self.sql, [self.parameters(row) for row in rows])
         except self.integrity_error as exc:
             raise sa.exc.IntegrityError(self.sql, None, exc) from exc

@@ -103,9 +103,13 @@ class Store(Users):
         problems.raise_if_any()
         return [p for p in packs if p is not None]
 
+    @staticmethod
+    def _pack_key(files: dict, root: str) -> tuple[str, str]:
+        return (root, hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
+
     def _parsed(self, files: dict, root: str, problems: Problems) -> PackSource | None:
         """Parsed packs are kept by content: a catalog change re-reads only what changed."""
-        key = (root, hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
+        key = self._pack_key(files, root)
         found = self._pack_cache.get(key)
         if found is None:
             found = parse_pack(files, root, problems)
@@ -157,7 +161,8 @@ class Store(Users):
                     transaction.rollback()
                     return catalog, plan
                 apply_schema(conn, entity_tables, plan)
-                self._save_packs(conn, packs)
+                by_name = {p.name: p for p in packs}
+                self._save_packs(conn, [by_name[name] for name in catalog.solutions])  # dependency order
                 conn.execute(
                     T.catalog_state.update().where(T.catalog_state.c.id == 1).values(version=version, changed_at=self.clock.now())
                 )
@@ -168,14 +173,16 @@ class Store(Users):
         return catalog, plan
 
     def _save_packs(self, conn, packs: Sequence[PackSource]) -> None:
-        stored = {row.name: row for row in conn.execute(sa.select(T.solutions.c.name, T.solutions.c.version, T.solutions.c.files))}
+        stored = {row.name: row for row in conn.execute(sa.select(T.solutions.c.name, T.solutions.c.version, T.solutions.c.files, T.solutions.c.position))}
         now = self.clock.now()
+        for pack in packs:  # already parsed: the next change need not parse them again
+            self._pack_cache[self._pack_key(pack.files, pack.root)] = pack
         for position, pack in enumerate(packs):
             row = stored.get(pack.name)
             values = {"version": pack.version, "root": pack.root, "files": pack.files, "position": position}
             if row is None:
                 conn.execute(T.solutions.insert().values(name=pack.name, installed_at=now, **values))
-            elif row.files != pack.files or row.version != pack.version:
+            elif row.files != pack.files or row.version != pack.version or row.position != position:
                 conn.execute(T.solutions.update().where(T.solutions.c.name == pack.name).values(**values))
 
     # ------------------------------------------------------------------ packs

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 from marshmallow import ValidationError
 
 from ..metadata import Entity, Field, UnknownEntity
-from ..metadata.fieldtypes import ALL_OPS, EMPTY_OPS, RELATIVE_DATE_OPS, RELATIVE_N_OPS
+from ..metadata.fieldtypes import ALL_OPS, EMPTY_OPS, INT64_MAX, RELATIVE_DATE_OPS, RELATIVE_N_OPS
 from ..metadata.filters import (
     All,
     AnyOf,
@@ -59,9 +61,12 @@ from .problems import (
 )
 
 bp = Blueprint("api", __name__, url_prefix=openapi.API_PREFIX)
+#: A record id in a URL: ids past the 64-bit range cannot exist, so they do not route.
+RECORD_ID = f"<int(min=1, max={INT64_MAX}):record_id>"
 docs = Blueprint("api_docs", __name__, url_prefix="/api")
 
 JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------ request set-up
@@ -382,6 +387,15 @@ def _forbidden(exc: Forbidden):
     return Problem(403, str(exc), type=FORBIDDEN).response()
 
 
+@bp.errorhandler(OverflowError)
+@bp.errorhandler(sa.exc.DataError)
+def _out_of_range(exc: Exception):
+    # A value the records service let through but the database cannot hold (a number
+    # past its column's range): the client's input, not a server fault.
+    log.warning("database refused a value on %s: %s", request.path, exc)
+    return Problem(400, "a value is out of the range the database can hold", type=BAD_REQUEST).response()
+
+
 @bp.errorhandler(Conflict)
 def _conflict(exc: Conflict):
     return Problem(409, str(exc), type=CONFLICT, current_version=exc.current).response()
@@ -416,7 +430,7 @@ def create_record(entity_name: str):
     return json_response(body, 201, {"ETag": tag, "Location": location})
 
 
-@bp.get("/<entity_name>/<int:record_id>")
+@bp.get(f"/<entity_name>/{RECORD_ID}")
 def get_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -443,11 +457,14 @@ def if_match_versions() -> set[int] | None:
     return versions
 
 
-def _expected_version(records, record_id: int) -> int | None:
+def expected_version(records, record_id: int) -> int | None:
+    """Before a write: 404 for a record the principal cannot see (whether or not it
+    exists is none of their business), 412 when ``If-Match`` names another version;
+    the version to hand the records service, which refuses it if it moved since."""
+    current = records.get(record_id, fields=["id"])["version"]
     versions = if_match_versions()
     if versions is None:
         return None
-    current = records.get(record_id, fields=["id"])["version"]  # 404 before 412
     if current not in versions:
         raise Problem(
             412,
@@ -459,7 +476,7 @@ def _expected_version(records, record_id: int) -> int | None:
     return current
 
 
-@bp.patch("/<entity_name>/<int:record_id>")
+@bp.patch(f"/<entity_name>/{RECORD_ID}")
 def update_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -467,7 +484,7 @@ def update_record(entity_name: str, record_id: int):
     values, errors = load_values(entity, data, openapi.input_schema(g.catalog, entity))
     if errors:
         raise validation_failed(errors)
-    version = _expected_version(records, record_id)
+    version = expected_version(records, record_id)
     try:
         updated = records.update(record_id, values, version=version)
     except Conflict as exc:
@@ -484,11 +501,11 @@ def update_record(entity_name: str, record_id: int):
     return json_response(body, headers={"ETag": tag})
 
 
-@bp.delete("/<entity_name>/<int:record_id>")
+@bp.delete(f"/<entity_name>/{RECORD_ID}")
 def delete_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
-    version = _expected_version(records, record_id)
+    version = expected_version(records, record_id)
     try:
         records.delete(record_id, version=version)
     except Conflict as exc:
@@ -548,8 +565,6 @@ def bulk(entity_name: str):
                 creates.append((index, values))
         else:
             updates.append((index, record_id, version, values))
-    if failures and not partial:
-        raise _bulk_failed(failures)
     created: list[int] = []
     updated: list[int] = []
     store = current_store()
@@ -611,7 +626,7 @@ def _bulk_failed(failures: Mapping[int, Mapping[str, list[str]]]) -> Problem:
 
 
 # ------------------------------------------------------------------------ related lists
-@bp.get("/<entity_name>/<int:record_id>/<relation>")
+@bp.get(f"/<entity_name>/{RECORD_ID}/<relation>")
 def related(entity_name: str, record_id: int, relation: str):
     entity = entity_or_404(entity_name)
     records = records_for(entity)

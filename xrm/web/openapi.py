@@ -20,7 +20,7 @@ from marshmallow import Schema, fields, validate
 import xrm
 
 from ..metadata import Catalog, Entity, Field
-from ..metadata.fieldtypes import FIELD_TYPES
+from ..metadata.fieldtypes import FIELD_TYPES, INT64_MAX
 from ..metadata.model import SYSTEM_COLUMNS
 
 API_PREFIX = "/api/v1"
@@ -32,6 +32,8 @@ PROBLEM_JSON = "application/problem+json"
 LIST_PARAMETERS = ("filter", "sort", "fields", "limit", "q", "cursor", "count")
 
 _DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+#: Record ids are positive 64-bit integers.
+ID_RANGE = validate.Range(min=1, max=INT64_MAX)
 
 
 class DecimalText(fields.String):
@@ -51,6 +53,10 @@ def _with_docs(field_obj: fields.Field, f: Field, locale: str = "en") -> fields.
 def _input_field(f: Field) -> fields.Field:
     field_obj = f.kind.marshmallow_field(f)
     params = f.params
+    if f.type in ("lookup", "user"):
+        field_obj.validators.append(ID_RANGE)
+    elif f.type == "many_to_many" and isinstance(field_obj, fields.List):
+        field_obj.inner.validators.append(ID_RANGE)
     # Bounds the records service enforces anyway; stated here so clients (and the
     # generated documentation) know them before they send anything.
     if f.type == "text":
@@ -78,7 +84,10 @@ def input_schema(catalog: Catalog, entity: Entity) -> type[Schema]:
     def build():
         declared = {f.name: _input_field(f) for f in writable_fields(entity)}
         declared["owner"] = fields.Integer(
-            allow_none=True, strict=True, metadata={"title": "Owner", "description": "user id"}
+            allow_none=True,
+            strict=True,
+            validate=ID_RANGE,
+            metadata={"title": "Owner", "description": "user id"},
         )
         return Schema.from_dict(declared, name=f"{entity.name}.Input")
 
@@ -93,12 +102,12 @@ def bulk_item_schema(catalog: Catalog, entity: Entity) -> type[Schema]:
         declared = dict(base._declared_fields)
         declared["id"] = fields.Integer(
             strict=True,
-            validate=validate.Range(min=1),
+            validate=ID_RANGE,
             metadata={"description": "update this record instead of creating one"},
         )
         declared["version"] = fields.Integer(
             strict=True,
-            validate=validate.Range(min=1),
+            validate=validate.Range(min=1, max=INT64_MAX),
             metadata={"description": "with id: the version the change is based on"},
         )
         return Schema.from_dict(declared, name=f"{entity.name}.BulkItem")
@@ -234,7 +243,7 @@ def _id_parameter() -> dict:
         "name": "id",
         "in": "path",
         "required": True,
-        "schema": {"type": "integer", "minimum": 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
         "description": "record id",
     }
 

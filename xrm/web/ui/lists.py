@@ -109,7 +109,7 @@ class Results:
                 {
                     "id": row["id"],
                     "version": row.get("version"),
-                    "cells": [C.display(f, row.get(p)) for p, f in zip(self.columns, self.fields)],
+                    "cells": [C.display(f, row.get(p), link=i > 0) for i, (p, f) in enumerate(zip(self.columns, self.fields))],
                 }
             )
         return self
@@ -325,7 +325,8 @@ def count(view_name: str):
 @bp.get("/views/<view_name>/filter-row")
 def filter_row(view_name: str):
     view, entity = resolve_view(view_name)
-    row = F.BuilderRow(request.args.get("path", ""), request.args.get("op", "eq"), request.args.get("value", ""))
+    path = request.args.get("path") or request.args.get("fb.field", "")
+    row = F.BuilderRow(path, request.args.get("op", ""), request.args.get("value", ""))
     return render_template(
         "ui/_filter_row.html", view=view, row=builder_row(entity, row), builder_fields=builder_fields(entity)
     )

@@ -1,0 +1,334 @@
+/* The generated UI's own script: widgets (tom-select, trix), list selection, the filter
+   builder's rows, kanban drag and drop, the form-layout editor, toasts.  The server
+   renders everything; this only wires vendored libraries to the markup it sends. */
+(function () {
+  "use strict";
+
+  var body = function () { return document.body; };
+  var text = function (key, fallback) { return (body() && body().dataset[key]) || fallback; };
+  var csrf = function () {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  };
+
+  // ------------------------------------------------------------------ toasts
+  function toast(message, level) {
+    var box = document.getElementById("toasts");
+    if (!box) return;
+    var el = document.createElement("div");
+    var bg = level === "danger" ? "danger" : level === "success" ? "success" : level === "warning" ? "warning" : "secondary";
+    el.className = "toast align-items-center border-0 show text-bg-" + bg;
+    el.setAttribute("role", level === "danger" ? "alert" : "status");
+    el.setAttribute("data-xrm-toast", "");
+    el.setAttribute("data-level", level || "info");
+    var inner = document.createElement("div");
+    inner.className = "d-flex";
+    var msg = document.createElement("div");
+    msg.className = "toast-body";
+    msg.textContent = message;
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "btn-close btn-close-white me-2 m-auto";
+    close.setAttribute("data-bs-dismiss", "toast");
+    close.setAttribute("aria-label", "Close");
+    inner.appendChild(msg);
+    inner.appendChild(close);
+    el.appendChild(inner);
+    box.appendChild(el);
+    arm(el);
+  }
+
+  function arm(el) {
+    if (el.dataset.armed) return;
+    el.dataset.armed = "1";
+    var delay = el.dataset.level === "danger" ? 12000 : 6000;
+    setTimeout(function () { el.remove(); }, delay);
+  }
+
+  // ------------------------------------------------------------------ widgets
+  function lookup(el) {
+    if (el.tomselect || typeof TomSelect === "undefined") return;
+    var url = el.dataset.xrmLookup;
+    var multiple = el.multiple;
+    new TomSelect(el, {
+      valueField: "value",
+      labelField: "text",
+      searchField: ["text"],
+      allowEmptyOption: true,
+      maxOptions: 50,
+      loadThrottle: 250,
+      preload: "focus",
+      placeholder: text("textSearch", "Type to search…"),
+      plugins: multiple ? ["remove_button"] : [],
+      score: function () { return function () { return 1; }; },  // the server already matched
+      shouldLoad: function () { return true; },
+      load: function (query, callback) {
+        var sep = url.indexOf("?") >= 0 ? "&" : "?";
+        fetch(url + sep + "q=" + encodeURIComponent(query), { credentials: "same-origin", headers: { Accept: "application/json" } })
+          .then(function (r) { return r.ok ? r.json() : []; })
+          .then(function (rows) { callback(rows); })
+          .catch(function () { callback(); });
+      },
+    });
+  }
+
+  function plainSelect(el) {
+    if (el.tomselect || typeof TomSelect === "undefined") return;
+    new TomSelect(el, { plugins: el.multiple ? ["remove_button"] : [], maxOptions: 500, allowEmptyOption: true });
+  }
+
+  function tags(el) {
+    if (el.tomselect || typeof TomSelect === "undefined") return;
+    new TomSelect(el, {
+      create: true,
+      persist: false,
+      delimiter: ",",
+      placeholder: text("textTags", "Add tags…"),
+      plugins: ["remove_button"],
+      createFilter: function (input) { return input.length <= 64; },
+    });
+  }
+
+  function init(root) {
+    root = root || document;
+    root.querySelectorAll("[data-xrm-lookup]").forEach(lookup);
+    root.querySelectorAll("select[data-xrm-select]").forEach(plainSelect);
+    root.querySelectorAll("input[data-xrm-tags]").forEach(tags);
+    root.querySelectorAll("[data-xrm-toast]").forEach(arm);
+    root.querySelectorAll(".xrm-cards").forEach(kanbanColumn);
+    root.querySelectorAll("[data-xrm-layout]").forEach(layoutEditor);
+    root.querySelectorAll("[data-xrm-columns]").forEach(columnsEditor);
+    root.querySelectorAll(".xrm-filter-op").forEach(syncOperator);
+    updateSelection();
+  }
+
+  // ------------------------------------------------------------------ lists
+  function updateSelection() {
+    var counter = document.querySelector(".xrm-selected-count");
+    if (!counter) return;
+    var n = document.querySelectorAll('input[name="ids"]:checked').length;
+    counter.textContent = n ? counter.dataset.template.replace("{n}", n) : "";
+  }
+
+  function syncOperator(select) {
+    var row = select.closest(".xrm-filter-row");
+    if (!row) return;
+    var option = select.options[select.selectedIndex];
+    var value = row.querySelector(".xrm-filter-value");
+    if (value && option) value.classList.toggle("d-none", option.dataset.novalue === "true");
+  }
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.matches("[data-xrm-select-all]")) {
+      document.querySelectorAll('input[name="ids"]').forEach(function (box) { box.checked = target.checked; });
+      updateSelection();
+    } else if (target.matches('input[name="ids"]')) {
+      updateSelection();
+    } else if (target.matches(".xrm-filter-op")) {
+      syncOperator(target);
+    } else if (target.matches("[data-xrm-autosubmit]")) {
+      target.form && target.form.requestSubmit();
+    } else if (target.matches("[data-xrm-file-name]")) {
+      var label = target.closest("form").querySelector("[data-xrm-file-label]");
+      if (label) label.textContent = target.files.length ? target.files[0].name : "";
+    } else if (target.matches('input[type="file"][data-max-size]') && target.files.length) {
+      var limit = parseInt(target.dataset.maxSize, 10);
+      if (limit && target.files[0].size > limit) {
+        target.classList.add("is-invalid");
+      } else {
+        target.classList.remove("is-invalid");
+      }
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var remove = event.target.closest("[data-xrm-remove-row]");
+    if (remove) {
+      var row = remove.closest(".xrm-filter-row");
+      if (row) row.remove();
+    }
+  });
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.dataset && form.dataset.xrmConfirm && !window.confirm(form.dataset.xrmConfirm)) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+
+  // ------------------------------------------------------------------ kanban
+  function kanbanColumn(el) {
+    if (el.dataset.sortable || typeof Sortable === "undefined") return;
+    var board = el.closest(".xrm-board");
+    if (!board || board.dataset.canMove !== "true") return;
+    el.dataset.sortable = "1";
+    Sortable.create(el, {
+      group: "kanban",
+      animation: 120,
+      forceFallback: true,  // pointer events: the same on touch screens, mice and test drivers
+      fallbackTolerance: 3,
+      onEnd: function (evt) {
+        if (evt.from === evt.to) return;
+        var card = evt.item;
+        var data = new FormData();
+        data.append("id", card.dataset.id);
+        data.append("version", card.dataset.version);
+        data.append("value", evt.to.dataset.value);
+        card.classList.add("xrm-saving");
+        fetch(board.dataset.moveUrl, {
+          method: "POST",
+          body: data,
+          credentials: "same-origin",
+          headers: { "X-CSRFToken": csrf(), Accept: "application/json" },
+        })
+          .then(function (r) { return r.json().catch(function () { return { ok: false }; }); })
+          .then(function (result) {
+            card.classList.remove("xrm-saving");
+            if (result.ok) {
+              card.dataset.version = result.version;
+              counts(board);
+            } else {
+              evt.from.insertBefore(card, evt.from.children[evt.oldIndex] || null);
+              toast(result.message || text("textError", "Something went wrong."), "danger");
+            }
+          })
+          .catch(function () {
+            card.classList.remove("xrm-saving");
+            evt.from.insertBefore(card, evt.from.children[evt.oldIndex] || null);
+            toast(text("textError", "Something went wrong."), "danger");
+          });
+      },
+    });
+  }
+
+  function counts(board) {
+    board.querySelectorAll(".xrm-column").forEach(function (column) {
+      var badge = column.querySelector(".xrm-column-count");
+      if (badge) badge.textContent = column.querySelectorAll(".xrm-card").length;
+    });
+  }
+
+  // ------------------------------------------------------------------ admin: form layout
+  function layoutEditor(root) {
+    if (root.dataset.ready || typeof Sortable === "undefined") return;
+    root.dataset.ready = "1";
+    var arm = function (list) {
+      if (list.dataset.sortable) return;
+      list.dataset.sortable = "1";
+      Sortable.create(list, { group: "fields", animation: 120, forceFallback: true, fallbackTolerance: 3 });
+    };
+    var armSections = function (container) {
+      if (container.dataset.sortable) return;
+      container.dataset.sortable = "1";
+      Sortable.create(container, { group: "sections", animation: 120, handle: ".xrm-handle", forceFallback: true });
+    };
+    root.querySelectorAll(".xrm-layout-fields").forEach(arm);
+    root.querySelectorAll(".xrm-layout-sections").forEach(armSections);
+    var palette = root.querySelector(".xrm-palette");
+    root.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-layout-action]");
+      if (!button) return;
+      var action = button.dataset.layoutAction;
+      if (action === "remove-field") {
+        var item = button.closest("[data-field]");
+        if (palette && item) palette.appendChild(item);
+      } else if (action === "remove-section") {
+        var section = button.closest(".xrm-layout-section");
+        section.querySelectorAll("[data-field]").forEach(function (f) { palette && palette.appendChild(f); });
+        section.remove();
+      } else if (action === "add-section") {
+        var template = root.querySelector("template.xrm-section-template");
+        var tab = button.closest(".xrm-layout-tab");
+        var clone = template.content.firstElementChild.cloneNode(true);
+        tab.querySelector(".xrm-layout-sections").appendChild(clone);
+        clone.querySelectorAll(".xrm-layout-fields").forEach(arm);
+      } else if (action === "add-column") {
+        var row = button.closest(".xrm-layout-section").querySelector(".xrm-layout-columns");
+        if (row.children.length >= 4) return;
+        var ul = document.createElement("ul");
+        ul.className = "xrm-layout-fields list-unstyled col";
+        row.appendChild(ul);
+        arm(ul);
+      } else if (action === "add-tab") {
+        var tabTemplate = root.querySelector("template.xrm-tab-template");
+        var newTab = tabTemplate.content.firstElementChild.cloneNode(true);
+        root.querySelector(".xrm-layout-tabs").appendChild(newTab);
+        newTab.querySelectorAll(".xrm-layout-fields").forEach(arm);
+        newTab.querySelectorAll(".xrm-layout-sections").forEach(armSections);
+      } else if (action === "add-related") {
+        var sel = root.querySelector("[data-related-choice]");
+        if (!sel || !sel.value) return;
+        var relTemplate = root.querySelector("template.xrm-related-template");
+        var rel = relTemplate.content.firstElementChild.cloneNode(true);
+        rel.dataset.related = sel.value;
+        rel.querySelector(".xrm-related-name").textContent = sel.options[sel.selectedIndex].text;
+        root.querySelector(".xrm-layout-tab:last-child .xrm-layout-sections").appendChild(rel);
+        sel.remove(sel.selectedIndex);
+      }
+    });
+    var form = root.closest("form");
+    form.addEventListener("submit", function () {
+      var tabs = [];
+      root.querySelectorAll(".xrm-layout-tab").forEach(function (tab) {
+        var sections = [];
+        tab.querySelectorAll(".xrm-layout-section").forEach(function (section) {
+          var entry = { label: (section.querySelector(".xrm-section-label") || {}).value || "" };
+          if (section.dataset.related) {
+            entry.related = section.dataset.related;
+          } else {
+            entry.columns = [];
+            section.querySelectorAll(".xrm-layout-fields").forEach(function (column) {
+              var names = [];
+              column.querySelectorAll("[data-field]").forEach(function (f) { names.push(f.dataset.field); });
+              entry.columns.push(names);
+            });
+          }
+          sections.push(entry);
+        });
+        tabs.push({ label: (tab.querySelector(".xrm-tab-label") || {}).value || "", sections: sections });
+      });
+      form.querySelector('input[name="layout"]').value = JSON.stringify({ tabs: tabs });
+    });
+  }
+
+  // ------------------------------------------------------------------ admin: view columns
+  function columnsEditor(root) {
+    if (root.dataset.ready || typeof Sortable === "undefined") return;
+    root.dataset.ready = "1";
+    root.querySelectorAll(".xrm-column-list").forEach(function (list) {
+      Sortable.create(list, { group: "columns", animation: 120, forceFallback: true, fallbackTolerance: 3 });
+    });
+    var form = root.closest("form");
+    form.addEventListener("submit", function () {
+      var names = [];
+      root.querySelectorAll(".xrm-column-list.xrm-chosen [data-path]").forEach(function (item) { names.push(item.dataset.path); });
+      form.querySelector('input[name="columns"]').value = names.join(",");
+    });
+  }
+
+  // ------------------------------------------------------------------ htmx
+  document.addEventListener("htmx:load", function (event) { init(event.target); });
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    var holder = document.createElement("div");
+    holder.innerHTML = xhr && xhr.responseText ? xhr.responseText : "";
+    var found = holder.querySelector("[data-xrm-toast] .toast-body");
+    toast(found ? found.textContent.trim() : text("textError", "Something went wrong."), "danger");
+  });
+  document.addEventListener("htmx:sendError", function () { toast(text("textError", "Something went wrong."), "danger"); });
+  // A live-rules answer must not replace the field the user is typing in.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var target = event.detail.target;
+    if (target && document.activeElement && target.contains(document.activeElement) && document.activeElement.tagName !== "BODY") {
+      event.detail.shouldSwap = false;
+    }
+  });
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { init(document); });
+  } else {
+    init(document);
+  }
+})();
