@@ -572,8 +572,9 @@ def test_dry_run_shows_what_would_happen_and_writes_nothing(helpdesk):
     assert [s["kind"] for s in report["steps"]] == ["start", "approval", "end"]
     assert {a["user_id"] for a in report["approvals"]} == {users["boss1"], users["boss2"]}
     report = workflow.dry_run(store, "sla:ticket_sla:breach", ticket["id"])
-    assert report["steps"][-2]["kind"] == "notify"
-    assert {n["title"] for n in report["notifications"]} == {"SLA breached: t (, deadline )"}
+    assert [s["kind"] for s in report["steps"]] == ["start", "if", "set", "notify", "end"]
+    assert {n["title"] for n in report["notifications"]} == {"SLA breached: t (first_response, deadline 2025-03-03T08:00:00+00:00)"}
+    assert {n["user_id"] for n in report["notifications"]} == {users["max"], users["boss1"], users["boss2"]}
     assert [count(store, t) for t in tables] == before
     assert store.records("ticket").get(ticket["id"])["escalated"] is False
     text = workflow.dryrun.describe(report)

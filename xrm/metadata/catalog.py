@@ -41,7 +41,8 @@ class Catalog:
     calendars: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Calendar
     slas: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Sla
     _artifacts: dict = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Re-entrant: building one artifact may ask for another (schemas need tables).
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def entity(self, name: str) -> Entity:
         try:

@@ -163,6 +163,13 @@ class FieldType:
 
 
 def _check_length(field: Field, value: str) -> str:
+    """Length within max_length, and text every database stores: no NUL, valid Unicode."""
+    if "\x00" in value:
+        raise CoercionError("text cannot contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CoercionError("text is not valid Unicode") from None
     limit = field.params.get("max_length")
     if limit and len(value) > limit:
         raise CoercionError(f"at most {limit} characters (got {len(value)})")
@@ -359,7 +366,10 @@ class UrlType(TextType):
             return None
         if "://" not in value:
             value = "https://" + value
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. a malformed IPv6 host
+            raise CoercionError("expected an http(s) address") from None
         if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
             raise CoercionError("expected an http(s) address")
         return _check_length(field, value) if field.params.get("max_length") else value
@@ -1041,15 +1051,18 @@ class TagsType(FieldType):
         return sorted(set(fake.words(nb=rnd.randint(1, 3))))
 
 
+MAX_ID = 2**63 - 1  # BIGINT
+
+
 def _record_id(value) -> int:
     if isinstance(value, bool):
         raise CoercionError("expected a record id")
     if isinstance(value, int):
-        if value <= 0:
+        if not 0 < value <= MAX_ID:
             raise CoercionError("expected a record id")
         return value
     if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+        return _record_id(int(value.strip()))
     if isinstance(value, Mapping) and "id" in value:
         return _record_id(value["id"])
     raise CoercionError("expected a record id")

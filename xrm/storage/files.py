@@ -16,7 +16,9 @@ from . import tables as T
 from .database import WRITE
 
 
-def put_file(store, data: bytes, name: str, content_type: str | None = None, user_id: int | None = None) -> dict:
+def put_file(
+    store, data: bytes, name: str, content_type: str | None = None, user_id: int | None = None
+) -> dict:
     """Store bytes; returns the value a file field takes."""
     key = secrets.token_urlsafe(32)
     value = {
@@ -26,7 +28,11 @@ def put_file(store, data: bytes, name: str, content_type: str | None = None, use
         "content_type": (content_type or "application/octet-stream")[:128],
     }
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        conn.execute(T.files.insert().values(data=data, created_by=user_id, created_at=store.clock.now(), **value))
+        conn.execute(
+            T.files.insert().values(
+                data=data, created_by=user_id, created_at=store.clock.now(), **value
+            )
+        )
     return value
 
 

@@ -314,6 +314,7 @@ class Records:
                 errors.setdefault(f.name, []).append("required")
         self._validate_stage(record, old, errors)
         self._validate_any_lookups(unit, record, old, errors)
+        self._validate_owner(unit, record, old, errors)
         if errors:
             return
         if not self.entity.validations:
@@ -324,6 +325,17 @@ class Records:
             if matches(validation.when, getter, ctx):
                 target = validation.fields[0] if validation.fields else ALL_KEY
                 errors.setdefault(target, []).append(validation.message.get(self.locale))
+
+    def _validate_owner(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict) -> None:
+        owner = record.get("owner")
+        if owner is None or (old is not None and old.get("owner") == owner):
+            return
+        key = ("user-exists", owner)
+        if key not in unit.cache:  # one look per user and transaction
+            found = unit.raw_connection.execute(sa.select(T.users.c.id).where(T.users.c.id == owner)).first()
+            unit.cache[key] = found is not None
+        if not unit.cache[key]:
+            errors.setdefault("owner", []).append(f"user {owner} does not exist")
 
     def _validate_any_lookups(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict) -> None:
         for f in self.plan.any_lookups:

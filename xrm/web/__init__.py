@@ -90,7 +90,7 @@ def instance_secret(folder: Path | None = None) -> str:
 
 def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     """A Flask application serving ``store`` (default: ``xrm.open()`` of the environment)."""
-    from . import api, auth, problems
+    from . import api, auth, problems, ui
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
@@ -126,6 +126,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     auth.protect_api(app, api.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.docs)
+    ui.init_app(app)
 
     @app.before_request
     def _current_catalog():

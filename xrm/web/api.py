@@ -10,7 +10,6 @@ for the signed-in principal, which applies row scopes, field rules and validatio
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -40,7 +39,6 @@ from ..storage.query import BadCursor, search_fields
 from ..storage.records import (
     ALL_KEY,
     SETTABLE_SYSTEM,
-    BulkFailed,
     Conflict,
     Forbidden,
     NotFound,
@@ -61,8 +59,6 @@ from .problems import (
 )
 
 bp = Blueprint("api", __name__, url_prefix=openapi.API_PREFIX)
-#: A record id in a URL: ids past the 64-bit range cannot exist, so they do not route.
-RECORD_ID = f"<int(min=1, max={INT64_MAX}):record_id>"
 docs = Blueprint("api_docs", __name__, url_prefix="/api")
 
 JSON = "application/json"
@@ -73,13 +69,13 @@ log = logging.getLogger(__name__)
 @bp.before_request
 def _authenticate():
     authenticate_api()  # g.catalog is set by the application's first before_request
-
-
-def _records_takes_principal(store) -> bool:
-    try:
-        return "principal" in inspect.signature(store.records).parameters
-    except (TypeError, ValueError):  # pragma: no cover - a C callable
-        return False
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            raise Problem(400, "query parameters may not contain NUL characters", type=BAD_REQUEST)
+    # Ids are positive 64-bit integers: a larger one names no record (and must not reach
+    # the database, which would refuse the parameter).
+    if (request.view_args or {}).get("record_id", 1) > INT64_MAX:
+        raise Problem(404, "no such record", type=NOT_FOUND)
 
 
 def records_for(entity: Entity | str):
@@ -87,11 +83,7 @@ def records_for(entity: Entity | str):
     name = entity if isinstance(entity, str) else entity.name
     cache = g.setdefault("records", {})
     if name not in cache:
-        store = current_store()
-        if _records_takes_principal(store):
-            cache[name] = store.records(name, principal=g.principal)
-        else:  # storage without record-level security yet
-            cache[name] = store.records(name, g.principal.user_id)
+        cache[name] = current_store().records(name, principal=g.principal)
     return cache[name]
 
 
@@ -107,22 +99,16 @@ def entity_or_404(name: str) -> Entity:
 
 
 def locale() -> str:
-    return getattr(g.principal, "locale", None) or "en"
+    return g.principal.locale or "en"
 
 
-def _readable(records) -> set[str] | None:
-    """Field names the principal may read, or None when everything is readable."""
-    method = getattr(records, "readable_fields", None)
-    if method is None:
-        return None
-    return set(method())
+def _readable(records) -> set[str]:
+    """Field names the principal may read (hidden fields left out)."""
+    return set(records.readable_fields())
 
 
-def _writable(records) -> set[str] | None:
-    method = getattr(records, "writable_fields", None)
-    if method is None:
-        return None
-    return set(method())
+def _writable(records) -> set[str]:
+    return set(records.writable_fields())
 
 
 # ------------------------------------------------------------------------ serialization
@@ -135,12 +121,12 @@ def _value_json(f: Field, value):
 class Serializer:
     """Records as JSON objects: each value through its field type's ``to_json``."""
 
-    def __init__(self, entity: Entity, readable: set[str] | None, paths: list[str] | None = None):
+    def __init__(self, entity: Entity, readable: set[str], paths: list[str] | None = None):
         self.fields: dict[str, Field] = {
             name: system_field(entity.name, name) for name in SYSTEM_COLUMNS
         }
         for name, f in entity.fields.items():
-            if f.type != "children" and (readable is None or name in readable):
+            if f.type != "children" and name in readable:
                 self.fields[name] = f
         for path in paths or ():
             if "." in path:
@@ -182,10 +168,48 @@ def json_body() -> Any:
         raise Problem(400, f"malformed JSON: {detail}", type=BAD_REQUEST) from None
 
 
+def _bad_text(value) -> bool:
+    """Text no database column can hold: NUL characters (PostgreSQL refuses them) or
+    unpaired surrogates (not Unicode, so not encodable as UTF-8)."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def text_problems(value, path: str = "") -> dict[str, list[str]]:
+    """Every place in a parsed body holding text that cannot be stored, by dotted path."""
+    found: dict[str, list[str]] = {}
+    if isinstance(value, str):
+        if _bad_text(value):
+            found[path or "__all__"] = [
+                "text may not contain NUL characters or unpaired surrogates"
+            ]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _bad_text(str(key)):
+                found[path or "__all__"] = [
+                    "member names may not contain NUL or unpaired surrogates"
+                ]
+                continue
+            found.update(text_problems(item, where))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.update(text_problems(item, f"{path}.{index}" if path else str(index)))
+    return found
+
+
 def json_object() -> dict:
     data = json_body()
     if not isinstance(data, dict):
         raise Problem(400, "the body must be a JSON object", type=BAD_REQUEST)
+    problems = text_problems(data)
+    if problems:
+        raise validation_failed(problems)
     return data
 
 
@@ -393,7 +417,18 @@ def _out_of_range(exc: Exception):
     # A value the records service let through but the database cannot hold (a number
     # past its column's range): the client's input, not a server fault.
     log.warning("database refused a value on %s: %s", request.path, exc)
-    return Problem(400, "a value is out of the range the database can hold", type=BAD_REQUEST).response()
+    return Problem(
+        400, "a value is out of the range the database can hold", type=BAD_REQUEST
+    ).response()
+
+
+@bp.errorhandler(sa.exc.IntegrityError)
+def _constraint(exc: Exception):
+    # The records service turns constraint failures into field errors; one that slips
+    # through still conflicts with the stored data rather than being a server fault.
+    log.warning("constraint failure on %s: %s", request.path, exc)
+    detail = "the change conflicts with stored data (a linked record is missing or in use)"
+    return Problem(409, detail, type=CONFLICT).response()
 
 
 @bp.errorhandler(Conflict)
@@ -430,7 +465,7 @@ def create_record(entity_name: str):
     return json_response(body, 201, {"ETag": tag, "Location": location})
 
 
-@bp.get(f"/<entity_name>/{RECORD_ID}")
+@bp.get("/<entity_name>/<int:record_id>")
 def get_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -444,15 +479,16 @@ def get_record(entity_name: str, record_id: int):
 
 def if_match_versions() -> set[int] | None:
     """Versions an ``If-Match`` header accepts; None without one (or with ``*``)."""
-    if "If-Match" not in request.headers:
-        return None
-    tags = request.if_match
-    if tags.star_tag:
+    header = request.headers.get("If-Match")
+    if header is None:
         return None
     versions = set()
-    for tag in tags.as_set(include_weak=True):
+    for tag in header.split(","):
         tag = tag.strip()
-        if tag.isdigit():
+        if tag == "*":
+            return None
+        tag = tag.removeprefix("W/").strip('"')
+        if tag.isascii() and tag.isdigit():
             versions.add(int(tag))
     return versions
 
@@ -476,7 +512,7 @@ def expected_version(records, record_id: int) -> int | None:
     return current
 
 
-@bp.patch(f"/<entity_name>/{RECORD_ID}")
+@bp.patch("/<entity_name>/<int:record_id>")
 def update_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -501,7 +537,7 @@ def update_record(entity_name: str, record_id: int):
     return json_response(body, headers={"ETag": tag})
 
 
-@bp.delete(f"/<entity_name>/{RECORD_ID}")
+@bp.delete("/<entity_name>/<int:record_id>")
 def delete_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -573,6 +609,7 @@ def bulk(entity_name: str):
             for index, record_id, version, values in updates:
                 savepoint = unit.connection.begin_nested()
                 try:
+                    records.get(record_id, fields=["id"])  # invisible rows are "not found"
                     records.update(record_id, values, version=version)
                 except (ValidationFailed, NotFound, Conflict, Forbidden) as exc:
                     savepoint.rollback()
@@ -584,19 +621,11 @@ def bulk(entity_name: str):
                 result = records.bulk_create([values for _, values in creates], partial=True)
                 for position, errors in result.failures.items():
                     failures[creates[position][0]] = _record_errors(errors)
-                written = [
-                    index
-                    for position, (index, _) in enumerate(creates)
-                    if position not in result.failures
-                ]
                 created = list(result.ids)
-                assert len(written) == len(created)
             if failures and not partial:
                 raise _Rollback()
     except _Rollback:
         raise _bulk_failed(failures) from None
-    except BulkFailed as exc:  # pragma: no cover - partial=True above; kept for safety
-        raise _bulk_failed({creates[i][0]: e for i, e in exc.failures.items()}) from None
     body = {
         "created": created,
         "updated": updated,
@@ -626,17 +655,13 @@ def _bulk_failed(failures: Mapping[int, Mapping[str, list[str]]]) -> Problem:
 
 
 # ------------------------------------------------------------------------ related lists
-@bp.get(f"/<entity_name>/{RECORD_ID}/<relation>")
+@bp.get("/<entity_name>/<int:record_id>/<relation>")
 def related(entity_name: str, record_id: int, relation: str):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
     f = entity.fields.get(relation)
     readable = _readable(records)
-    if (
-        f is None
-        or f.type not in ("children", "many_to_many")
-        or (readable is not None and relation not in readable)
-    ):
+    if f is None or f.type not in ("children", "many_to_many") or relation not in readable:
         names = [n for n, x in entity.fields.items() if x.type in ("children", "many_to_many")]
         raise Problem(
             404,
@@ -657,11 +682,8 @@ def _option_json(option) -> dict:
 
 
 def _permissions(entity: Entity) -> dict[str, str] | None:
-    access = getattr(records_for(entity), "access", None)
-    allowed = getattr(access, "allowed_actions", None)
-    if allowed is None:
-        return None
-    return dict(allowed(entity.name))
+    access = records_for(entity).access
+    return None if access is None else dict(access.allowed_actions(entity.name))
 
 
 def _entity_summary(entity: Entity) -> dict:
@@ -685,13 +707,18 @@ def _visible(entity: Entity) -> bool:
     return permissions is None or permissions.get("read", "all") != "none"
 
 
-def _field_json(
-    f: Field, writable: set[str] | None, searchable: set[str], system: bool = False
-) -> dict:
+#: Field parameters a client may want (bounds, targets, formats); the rest is internal.
+PUBLIC_PARAMS = frozenset(
+    {"max_length", "min", "max", "currency", "via", "to", "entity", "result", "pattern"}
+    | {"accept", "max_size_mb"}
+)
+
+
+def _field_json(f: Field, writable: set[str], searchable: set[str], system: bool = False) -> dict:
     if system:
         read_only = f.name not in SETTABLE_SYSTEM
     else:
-        read_only = not f.writable or (writable is not None and f.name not in writable)
+        read_only = not f.writable or f.name not in writable
     data = {
         "name": f.name,
         "type": f.type,
@@ -710,24 +737,7 @@ def _field_json(
         "sortable": bool(f.stored and f.kind.json_type not in ("array", "object")),
         "searchable": f.name in searchable and not system,
     }
-    params = {
-        k: v
-        for k, v in f.params.items()
-        if k
-        in (
-            "max_length",
-            "min",
-            "max",
-            "currency",
-            "via",
-            "to",
-            "entity",
-            "result",
-            "pattern",
-            "accept",
-            "max_size_mb",
-        )
-    }
+    params = {k: v for k, v in f.params.items() if k in PUBLIC_PARAMS}
     if params:
         data["params"] = params
     return data
@@ -757,10 +767,7 @@ def _filter_value(f: Field, value):
         return [_filter_value(f, v) for v in value]
     if isinstance(value, int | str | bool) or value is None:
         return value
-    try:
-        return f.kind.to_json(f, value)
-    except Exception:  # a value of another shape than the field's (relative ops)
-        return str(value)
+    return f.kind.to_json(f, value)
 
 
 def _view_json(view) -> dict:
@@ -785,7 +792,7 @@ def _entity_json(entity: Entity) -> dict:
     searchable = {f.name for f in search_fields(entity)}
     listed = []
     for f in entity.fields.values():
-        if readable is None or f.name in readable:
+        if f.name in readable:
             listed.append(_field_json(f, writable, searchable))
     for name in SYSTEM_COLUMNS:
         listed.append(
@@ -793,7 +800,7 @@ def _entity_json(entity: Entity) -> dict:
         )
     relations = []
     for f, target in openapi.relations(g.catalog, entity):
-        if readable is not None and f.name not in readable:
+        if f.name not in readable:
             continue
         relations.append(
             {
@@ -826,7 +833,7 @@ def meta_index():
                 "name": user.name,
                 "locale": user.locale,
                 "time_zone": user.time_zone,
-                "roles": list(getattr(g.principal, "roles", ())),
+                "roles": list(g.principal.roles),
             },
             "entities": [_entity_summary(e) for e in _visible_entities()],
             "csrf_token": generate_csrf() if g.auth_method == "session" else None,

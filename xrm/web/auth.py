@@ -12,7 +12,6 @@ apply row scopes and field rules.
 from __future__ import annotations
 
 import hashlib
-from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from flask import (
@@ -72,25 +71,6 @@ def _load_user(user_id: str):
     return WebUser(row)
 
 
-def principal_for(row):
-    """The principal of a user row: roles, teams, locale and time zone."""
-    store = current_store()
-    loader = getattr(store, "principal", None)
-    if loader is not None:
-        return loader(row.id)
-    # Until the store offers principals: the user alone, with no roles.
-    return SimpleNamespace(
-        user_id=row.id,
-        roles=(),
-        team_ids=(),
-        is_admin=False,
-        locale=row.locale,
-        tz=row.time_zone,
-        email=row.email,
-        name=row.name,
-    )
-
-
 def _unauthorized(detail: str, error: str | None = None) -> Problem:
     challenge = 'Bearer realm="xrm"' + (f', error="{error}"' if error else "")
     return Problem(401, detail, type=UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
@@ -129,7 +109,7 @@ def authenticate_api():
         g.auth_method = "session"
     else:
         raise _unauthorized("sign in or send an API token")
-    principal = principal_for(row) if row is not None else None
+    principal = store.principal(row.id) if row is not None else None
     if principal is None:
         raise _unauthorized("the account is inactive", "invalid_token")
     g.user = row

@@ -68,7 +68,10 @@ def _input_field(f: Field) -> fields.Field:
     elif f.kind.numeric and ("min" in params or "max" in params):
         # Decimals take numbers or exact text; the bounds are documented as numbers.
         bounds = {"minimum": params.get("min"), "maximum": params.get("max")}
-        field_obj.metadata = {**field_obj.metadata, **{k: v for k, v in bounds.items() if v is not None}}
+        field_obj.metadata = {
+            **field_obj.metadata,
+            **{k: v for k, v in bounds.items() if v is not None},
+        }
     elif f.type == "rating":
         field_obj.validators.append(validate.Range(min=0, max=params.get("max", 5)))
     return _with_docs(field_obj, f)
@@ -235,7 +238,7 @@ def _common_errors(*codes: int) -> dict:
         422: _problem("the record is not valid", validation=True),
         429: _problem("rate limit exceeded", headers=_RETRY_AFTER),
     }
-    return {str(c): known[c] for c in (*codes, 401, 429)}
+    return {str(c): known[c] for c in sorted({*codes, 400, 401, 429})}
 
 
 def _id_parameter() -> dict:
@@ -322,6 +325,10 @@ def _json_body(schema_name: str, description: str = "") -> dict:
     }
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) -> None:
     name = entity.name
     label, plural = entity.label.get(locale), entity.plural.get(locale)
@@ -347,7 +354,7 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
             "post": {
                 "tags": [tag],
                 "operationId": f"create_{name}",
-                "summary": f"Create a {label}",
+                "summary": f"Create {_a(label)}",
                 "requestBody": _json_body(f"{name}.Input"),
                 "responses": {
                     "201": {
@@ -400,14 +407,14 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
             "get": {
                 "tags": [tag],
                 "operationId": f"get_{name}",
-                "summary": f"Read a {label}",
+                "summary": f"Read {_a(label)}",
                 "parameters": [_list_parameters()[2]],
                 "responses": {"200": ok_record, **_common_errors(400, 403, 404)},
             },
             "patch": {
                 "tags": [tag],
                 "operationId": f"update_{name}",
-                "summary": f"Change a {label}",
+                "summary": f"Change {_a(label)}",
                 "parameters": [_if_match()],
                 "requestBody": _json_body(f"{name}.Input", "the fields to change"),
                 "responses": {
@@ -418,7 +425,7 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
             "delete": {
                 "tags": [tag],
                 "operationId": f"delete_{name}",
-                "summary": f"Delete a {label}",
+                "summary": f"Delete {_a(label)}",
                 "parameters": [_if_match()],
                 "responses": {
                     "204": {"description": "deleted"},
@@ -435,7 +442,7 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
                 "get": {
                     "tags": [tag],
                     "operationId": f"related_{name}_{relation.name}",
-                    "summary": f"{relation.label.get(locale)} of a {label}",
+                    "summary": f"{relation.label.get(locale)} of {_a(label)}",
                     "parameters": _list_parameters(),
                     "responses": {
                         "200": {

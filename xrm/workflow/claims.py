@@ -15,9 +15,17 @@ import sqlalchemy as sa
 
 from ..storage.database import WRITE
 from . import tables as W
+from .bulk import among
 
 
-def _claim(conn: sa.Connection, table: sa.Table, ready, owner: str, now, lease: float, limit: int, extra: dict, order):
+#: What a run needs of its instance row (not its timestamps).
+RUN_COLUMNS = (
+    "id", "process", "entity", "record_id", "status", "started", "position", "due_at", "attempts", "error",
+    "context", "history", "key", "parent_id", "user_id", "lease_owner", "lease_until",
+)
+
+
+def _claim(conn: sa.Connection, table: sa.Table, ready, owner: str, now, lease: float, limit: int, extra: dict, order, returning=()):
     candidates = (
         sa.select(table.c.id)
         .where(*ready)
@@ -34,7 +42,7 @@ def _claim(conn: sa.Connection, table: sa.Table, ready, owner: str, now, lease: 
             attempts=table.c.attempts + 1,
             **extra,
         )
-        .returning(*table.c)
+        .returning(*(table.c[name] for name in returning) if returning else table.c)
     )
     return [dict(row) for row in conn.execute(statement).mappings()]
 
@@ -52,6 +60,7 @@ def claim_instances(engine: sa.Engine, owner: str, now, lease: float, limit: int
             limit,
             {"status": "running", "updated_at": now},
             i.c.due_at,
+            RUN_COLUMNS,
         )
     rows.sort(key=lambda r: (r["due_at"], r["id"]))
     return rows
@@ -66,16 +75,16 @@ def claim_emails(engine: sa.Engine, owner: str, now, lease: float, limit: int) -
 
 
 def fence(conn: sa.Connection, ids: list[int], owner: str, now, lease: float) -> set[int]:
-    """Renew the lease on rows this worker still holds and lock them for this transaction;
-    the ids returned are the ones still ours (a reaped and re-claimed row is not)."""
+    """Lock, for this transaction, the claimed rows this worker still holds; the ids
+    returned are the ones still ours (a row reaped and claimed again by another worker
+    is not).  The lock keeps the reaper off them until the batch commits."""
     i = W.instances
     if not ids:
         return set()
     statement = (
-        i.update()
-        .where(i.c.id.in_(ids), i.c.lease_owner == owner, i.c.status == "running")
-        .values(lease_until=now + dt.timedelta(seconds=lease))
-        .returning(i.c.id)
+        sa.select(i.c.id)
+        .where(among(conn, i.c.id, ids), i.c.lease_owner == owner, i.c.status == "running")
+        .with_for_update(key_share=True)
     )
     return set(conn.execute(statement).scalars())
 

@@ -18,7 +18,7 @@ from ..metadata import Catalog, CoercionError
 from ..metadata.filters import FilterContext
 from ..metadata.processes import Process, Trigger
 from ..storage import tables as T
-from ..storage.database import WRITE
+from ..storage.database import WRITE, is_postgres
 from . import sla as slas
 from . import tables as W
 from .effects import Effects, new_instance
@@ -27,6 +27,7 @@ from .plan import plan_for
 from .runner import MAX_DEPTH
 
 DEFAULT_DATE_TIME = dt.time(9, 0)
+CONSUMER_LOCK = 0x58524D4F  # "XRMO": held by the worker reading the outbox
 #: A date trigger whose moment passed longer ago than this when scheduled is not run.
 STALE = dt.timedelta(days=1)
 
@@ -225,6 +226,11 @@ def consume(store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500
     """Process one batch of the outbox; returns (rows read, instances started)."""
     o = T.outbox
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        # One consumer at a time keeps each record's events in order (a record created and
+        # then updated is never seen the other way round by two workers); running the
+        # instances, the costly part, stays parallel.  SQLite serializes writers anyway.
+        if is_postgres(conn) and not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": CONSUMER_LOCK}).scalar():
+            return 0, 0
         rows = (
             conn.execute(
                 sa.select(o).where(o.c.processed_at.is_(None)).order_by(o.c.id).limit(limit).with_for_update(skip_locked=True)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Undefined
+from jinja2.utils import concat
 
 from ..metadata import Catalog
 from ..metadata.expressions import compile_template, environment
@@ -160,9 +161,21 @@ def is_template(value) -> bool:
 
 
 def render_text(source: str, context: Mapping) -> str:
+    """Render with ``context`` as the template's whole namespace (it carries the sandbox's
+    globals, see ``base_context``): Template.render would merge the globals into a new
+    dict on every call, which costs more than rendering a short message."""
     if not is_template(source):
         return source
-    return compile_template(source).render(context)
+    template = compile_template(source)
+    try:
+        return concat(template.root_render_func(template.new_context(context, shared=True)))
+    except Exception:
+        return template.environment.handle_exception()
+
+
+def base_context() -> dict:
+    """The sandbox's globals (round, min, max...), for contexts rendered shared."""
+    return dict(environment().globals)
 
 
 def plain(value):
@@ -190,4 +203,4 @@ def render_value(value, context: Mapping):
         if isinstance(result, Undefined):  # StrictUndefined: raise its error
             str(result)
         return plain(result)
-    return compile_template(value).render(context)
+    return render_text(value, context)

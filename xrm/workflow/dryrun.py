@@ -31,7 +31,10 @@ def dry_run(store, process_name: str, record_id: int | None = None, *, payload: 
         with store.transaction() as unit:
             now = store.clock.now()
             batch = Batch(store, unit, catalog, now, settings=store.settings(), dry=True)
-            row = new_instance(process.name, process.entity, record_id, now, key=None, context={"trigger": {"event": "dry_run"}, "payload": payload or {}, "vars": {}})
+            context = {"trigger": {"event": "dry_run"}, "payload": payload or {}, "vars": {}}
+            if process.name.startswith("sla:"):
+                context["sla"] = _sample_sla(catalog, process.name, now)
+            row = new_instance(process.name, process.entity, record_id, now, key=None, context=context)
             row["id"] = 0
             run = Run(row, process)
             if process.entity is not None:
@@ -58,6 +61,15 @@ def dry_run(store, process_name: str, record_id: int | None = None, *, payload: 
     except _Rollback:
         pass
     return report
+
+
+def _sample_sla(catalog, name: str, now) -> dict:
+    """What an SLA's warning or breach steps see, for a dry run (the first metric, due now)."""
+    _, sla_name, kind = name.split(":")
+    sla = catalog.slas[sla_name]
+    metric = sla.metrics[0]
+    target = next(iter(metric.targets.values()))
+    return {"name": sla_name, "metric": metric.name, "kind": kind, "deadline": now.isoformat(), "target": target, "priority": None, "elapsed": target}
 
 
 def describe(report: dict) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from . import tables as W
+from .bulk import insert_new
 
 
 def message_id(key: str, sender: str) -> str:
@@ -46,21 +47,13 @@ class Effects:
         return bool(self.notifications or self.emails or self.approvals or self.instances or self.wake)
 
     def notification(self, key: str, user_id: int, title: str, body: str, entity, record_id, instance_id, now) -> None:
+        # columns left out (read_at) take their defaults
         self.notifications.append(
-            {
-                "key": key,
-                "user_id": user_id,
-                "title": title[:300],
-                "body": body,
-                "entity": entity,
-                "record_id": record_id,
-                "instance_id": instance_id,
-                "created_at": now,
-                "read_at": None,
-            }
+            {"key": key, "user_id": user_id, "title": title[:300], "body": body, "entity": entity, "record_id": record_id, "instance_id": instance_id, "created_at": now}
         )
 
     def email(self, key: str, to: str, subject: str, body: str, sender: str, user_id, entity, record_id, now) -> None:
+        # columns left out (status queued, no attempts, no lease) take their defaults
         self.emails.append(
             {
                 "key": key,
@@ -71,14 +64,8 @@ class Effects:
                 "body": body,
                 "entity": entity,
                 "record_id": record_id,
-                "status": "queued",
-                "attempts": 0,
                 "due_at": now,
-                "lease_owner": None,
-                "lease_until": None,
-                "last_error": None,
                 "created_at": now,
-                "sent_at": None,
             }
         )
 
@@ -89,8 +76,7 @@ class Effects:
             (W.approvals, self.approvals, ["instance_id", "path", "user_id"]),
             (W.instances, self.instances, ["key"]),
         ):
-            if rows:
-                conn.execute(W.dialect_insert(conn, table).on_conflict_do_nothing(index_elements=index), rows)
+            insert_new(conn, table, rows, index)
         if self.wake:
             i = W.instances
             conn.execute(

@@ -11,6 +11,7 @@ from ..metadata.evaluate import matches, record_getter
 from ..metadata.filters import FilterContext
 from ..storage import tables as T
 from ..storage.tables import tables_for
+from .bulk import among
 from .context import Loader
 
 USER_COLUMNS = (T.users.c.id, T.users.c.name, T.users.c.email, T.users.c.locale, T.users.c.time_zone, T.users.c.active)
@@ -33,10 +34,11 @@ def load_records(conn: sa.Connection, catalog: Catalog, entity: str, ids: Iterab
     table = tables_for(catalog)[entity]
     model = catalog.entity(entity)
     found = {}
+    convert = any(f.type == "any_lookup" for f in model.fields.values())
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
-            found[row["id"]] = _as_record(model, row)
+        for row in conn.execute(sa.select(table).where(among(conn, table.c.id, chunk))).mappings():
+            found[row["id"]] = _as_record(model, row) if convert else dict(row)
     return found
 
 

@@ -25,7 +25,8 @@ from ..metadata.filters import FilterContext
 from ..metadata.processes import Process, Step
 from ..storage.records import Records, ValidationFailed
 from . import tables as W
-from .context import RecordView, Today, days, render_text, render_value
+from .bulk import update_by_id
+from .context import RecordView, Today, base_context, days, render_text, render_value
 from .effects import Effects, sender_address
 from .loading import load_records, loader, record_matches
 
@@ -103,6 +104,7 @@ class Run:
     effects: Effects = field(default_factory=Effects)
     io_step: Step | None = None
     io_result: Any = None
+    cache: dict = field(default_factory=dict)
     savepoint: Any = None
     buffers: tuple | None = None
 
@@ -111,7 +113,7 @@ class Run:
         self.status = "running"
         self.started = bool(row["started"])
         self.position = tuple(row["position"]) if row["position"] is not None else None
-        self.context = copy.deepcopy(row["context"] or {})
+        self.context = dict(row["context"] or {})  # freshly read: no one else holds it
         self.history = list(row["history"] or [])
         self.attempts = row["attempts"]
         self.due_at = None
@@ -160,7 +162,9 @@ class Run:
             del self.history[: len(self.history) - HISTORY_LIMIT]
 
     def snapshot(self):
-        return (self.started, self.position, copy.deepcopy(self.context), len(self.history), self.progressed)
+        # steps replace context entries, and add to vars and to an SLA timer's info
+        context = {k: dict(v) if isinstance(v, dict) else v for k, v in self.context.items()}
+        return (self.started, self.position, context, len(self.history), self.progressed)
 
     def restore(self, saved) -> None:
         self.started, self.position, self.context, length, self.progressed = saved
@@ -187,6 +191,7 @@ class Batch:
         self.loader = loader(self.conn, catalog)
         self.effects = Effects()
         self.cache: dict = {}
+        self.globals = base_context()
         self._records: dict[str, Records] = {}
 
     # -- helpers for steps
@@ -199,12 +204,19 @@ class Batch:
         return self._records[entity]
 
     def template_context(self, run: Run, **extra) -> dict:
+        cached = run.cache.get("template")
+        if cached is None or cached[0] is not run.record:
+            cached = (run.record, self._template_context(run))
+            run.cache["template"] = cached
+        return {**cached[1], **extra} if extra else cached[1]
+
+    def _template_context(self, run: Run) -> dict:
         record = old = None
         if run.entity is not None and run.record is not None:
             record = RecordView(self.catalog, run.entity, run.record, self.loader)
             old_values = {**run.record, **(run.context.get("old") or {})}
             old = RecordView(self.catalog, run.entity, old_values, self.loader)
-        context = {
+        context = self.globals | {
             "record": record,
             "old": old,
             "today": self.today(),
@@ -219,7 +231,6 @@ class Batch:
             "user": None,
             "link": self.link(run),
         }
-        context.update(extra)
         return context
 
     def link(self, run: Run) -> str:
@@ -269,7 +280,8 @@ class Batch:
             self._close_savepoint(run, ok=False)
             run.effects = Effects()
             run.io_step = None
-            run.restore(saved)
+            if not self.dry:  # a dry run reports how far it got
+                run.restore(saved)
             self._failed(run, exc)
 
     def _close_savepoint(self, run: Run, *, ok: bool) -> None:
@@ -303,7 +315,7 @@ class Batch:
 
             if not tick(self, run):
                 return False
-        elif run.context.get("sla"):
+        elif run.context.get("sla") and not self.dry:
             from .sla import fire
 
             if not fire(self, run):
@@ -388,9 +400,7 @@ class Batch:
         if self.dry:
             return
         self.effects.flush(self.conn, self.now)
-        rows = [self._row(run) for run in runs]
-        if rows:
-            self.conn.execute(_update_statement(), rows)
+        update_by_id(self.conn, W.instances, [self._row(run) for run in runs], _update_statement())
 
     def _row(self, run: Run) -> dict:
         running = run.io_step is not None
@@ -404,7 +414,7 @@ class Batch:
             "p_status": status,
             "p_started": run.started,
             "p_position": list(run.position) if run.position is not None else None,
-            "p_due_at": run.due_at if status == "waiting" else None,
+            "p_due_at": run.due_at if status == "waiting" else run.row["due_at"],  # kept: when it was due
             "p_wake_on_change": run.wake_on_change and status == "waiting",
             "p_lease_owner": run.row["lease_owner"] if running else None,
             "p_lease_until": run.row["lease_until"] if running else None,

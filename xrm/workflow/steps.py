@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -64,6 +65,15 @@ def _remember(batch: Batch, key: str, kind: str, entity, record_id, result=None)
     batch.conn.execute(
         W.effects.insert().values(key=key, kind=kind, entity=entity, record_id=record_id, result=result, created_at=batch.now)
     )
+
+
+def thaw(value):
+    """A frozen definition value as plain JSON-ready data."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value
 
 
 def _values(batch: Batch, run: Run, raw, **extra) -> dict:
@@ -369,7 +379,7 @@ def step_webhook(batch: Batch, run: Run, step: Step):
             "method": spec.get("method", "POST"),
             "body": json.dumps(payload, default=str, ensure_ascii=False),
             "headers": dict(spec.get("headers") or {}),
-            "secret": spec.get("secret"),
+            "secret": thaw(spec.get("secret")),
             "timeout": parse_span(spec["timeout"]) if spec.get("timeout") else 10,
             "key": run.key(step),
         }

@@ -47,7 +47,6 @@ instances = sa.Table(
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Index("ix_xrm_wf_instance_due", "status", "due_at"),
     sa.Index("ix_xrm_wf_instance_record", "entity", "record_id", "status"),
-    sa.Index("ix_xrm_wf_instance_parent", "parent_id"),
 )
 
 effects = sa.Table(
@@ -105,8 +104,8 @@ emails = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("entity", sa.String(64), nullable=True),
     sa.Column("record_id", ID_TYPE, nullable=True),
-    sa.Column("status", sa.String(16), nullable=False),  # queued, sending, sent, failed
-    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="queued", server_default="queued"),  # sending, sent, failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("due_at", UTCDateTime(), nullable=False),
     sa.Column("lease_owner", sa.String(80), nullable=True),
     sa.Column("lease_until", UTCDateTime(), nullable=True),

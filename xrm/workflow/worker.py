@@ -216,3 +216,24 @@ class _Listener:
             self.connection.close()
         except Exception:  # pragma: no cover - closing a broken connection
             pass
+
+
+def serve(url: str, engine_options: dict | None = None, stop=None, ready=None, **worker_options) -> None:
+    """A worker process: open the store at ``url`` and work until ``stop`` (a
+    multiprocessing Event) is set; ``ready`` (a queue) gets the worker's name once it is
+    up.  ``xrm worker --processes N`` starts N of these."""
+    import signal
+
+    import xrm
+
+    store = xrm.open(url, **(engine_options or {}))
+    worker = Worker(store, **worker_options)
+    if ready is not None:
+        ready.put(worker.name)
+    if stop is not None:
+        threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    try:
+        worker.run_forever()
+    finally:
+        store.close()

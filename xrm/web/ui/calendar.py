@@ -53,7 +53,9 @@ def _events(entity: Entity, date_field: str, base, first: dt.date, end: dt.date)
     title = C.title_path(entity)
     fields = [date_field] + ([title] if title else [])
     try:
-        page = C.records(entity).query(filter=tree, sort=[[date_field, "asc"]], fields=fields, limit=PER_SOURCE)
+        page = C.records(entity).query(
+            filter=tree, sort=[[date_field, "asc"]], fields=fields, limit=PER_SOURCE
+        )
     except (FilterError, RecordError):
         return []
     C.titles().want_records(entity, page.rows, fields)
@@ -89,7 +91,15 @@ def _grid(first: dt.date, events: list[dict]) -> list[list[dict]]:
         by_day.setdefault(event["day"], []).append(event)
     today = dt.datetime.now(ZoneInfo(C.tz())).date()
     return [
-        [{"date": d, "in_month": d.month == first.month, "today": d == today, "events": by_day.get(d, [])} for d in week]
+        [
+            {
+                "date": d,
+                "in_month": d.month == first.month,
+                "today": d == today,
+                "events": by_day.get(d, []),
+            }
+            for d in week
+        ]
         for week in month
     ]
 
@@ -117,7 +127,15 @@ def month_page(view: View, entity: Entity):
     first, end = _bounds(_month(request.args.get("month")))
     base = F.to_raw(view.filter)
     events = _events(entity, view.date_field, base, first, end) if view.date_field else []
-    return _render(C.label(view), first, events, view=view, entity=entity, views=C.catalog().views_of(entity.name), base_url=url_for("ui_lists.view", view_name=view.name))
+    return _render(
+        C.label(view),
+        first,
+        events,
+        view=view,
+        entity=entity,
+        views=C.catalog().views_of(entity.name),
+        base_url=url_for("ui_lists.view", view_name=view.name),
+    )
 
 
 def activity_sources() -> list[tuple[Entity, str]]:
@@ -146,4 +164,11 @@ def activities():
         base = ["owner", "eq", "current_user"] if mine else None
         events.extend(_events(entity, date_field, base, first, end))
     events.sort(key=lambda e: (e["day"], e["time"]))
-    return _render(C._("Calendar"), first, events, base_url=url_for("ui_calendar.activities"), mine=mine, activity=True)
+    return _render(
+        C._("Calendar"),
+        first,
+        events,
+        base_url=url_for("ui_calendar.activities"),
+        mine=mine,
+        activity=True,
+    )

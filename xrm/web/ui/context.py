@@ -21,9 +21,10 @@ from ...metadata import Entity, Field
 from ...metadata.filters import FilterError, resolve_path, system_field
 from ...metadata.model import SYSTEM_COLUMNS
 from ...storage import tables as T
-from ...storage.records import RecordError
+from ...storage.records import RecordError, Records
+from ...storage.security import Access
 from .. import current_store
-from .i18n import language_of, translate
+from .i18n import language_of, translate, translate_error
 
 SETTINGS_TTL = 10.0  # seconds an organization's settings are reused by a worker
 
@@ -41,15 +42,34 @@ def principal():
 
 
 def locale() -> str:
-    return language_of(getattr(g.get("principal"), "locale", None))
+    try:
+        return g.ui_locale
+    except AttributeError:
+        principal = g.get("principal")
+        value = language_of(getattr(principal, "locale", None))
+        if principal is not None:  # known for the rest of the request
+            g.ui_locale = value
+        return value
 
 
 def tz() -> str:
-    return getattr(g.get("principal"), "tz", None) or "UTC"
+    try:
+        return g.ui_tz
+    except AttributeError:
+        principal = g.get("principal")
+        value = getattr(principal, "tz", None) or "UTC"
+        if principal is not None:
+            g.ui_tz = value
+        return value
 
 
 def _(text: str, **values) -> str:
     return translate(text, locale(), **values)
+
+
+def error(message: str) -> str:
+    """A platform message (validation, coercion) in the user's language."""
+    return translate_error(str(message), locale())
 
 
 def is_admin() -> bool:
@@ -58,19 +78,35 @@ def is_admin() -> bool:
 
 
 def records(entity: Entity | str):
-    """The records service of an entity as the request's user sees it."""
+    """The records service of an entity as the request's user sees it, on the catalog the
+    request started with (what ``Store.records`` builds, without asking the database for
+    the catalog version again: every read of one page sees one catalog)."""
     name = entity if isinstance(entity, str) else entity.name
     cache = g.setdefault("ui_records", {})
     if name not in cache:
-        cache[name] = store().records(name, principal=g.principal)
+        who = g.principal
+        cat = catalog()
+        cache[name] = Records(
+            store(),
+            cat,
+            cat.entity(name),
+            who.user_id,
+            tz=who.tz,
+            locale=who.locale,
+            access=access(),
+        )
     return cache[name]
 
 
+def access() -> Access:
+    """What the principal may do, compiled once per catalog version (shared with the
+    records service, which keeps it under the same key)."""
+    cat, who = catalog(), g.principal
+    return cat.artifact(("access", who), lambda: Access(cat, who))
+
+
 def scope(entity: str, action: str) -> str:
-    service = records(entity)
-    if service.access is None:
-        return "all"
-    return service.access.scope_of(entity, action)
+    return access().scope_of(entity, action)
 
 
 def can(entity: str, action: str) -> bool:
@@ -143,10 +179,9 @@ def path_label(entity: Entity, path: str) -> str:
 
 
 def readable_names(entity: Entity) -> set[str]:
-    cache = g.setdefault("ui_readable", {})
-    if entity.name not in cache:
-        cache[entity.name] = set(records(entity).readable_fields())
-    return cache[entity.name]
+    """Fields the user may read (the records service strips the others from every read)."""
+    hidden = access().hidden(entity)
+    return {n for n in entity.fields if n not in hidden}
 
 
 def readable_fields(entity: Entity) -> list[Field]:
@@ -156,7 +191,13 @@ def readable_fields(entity: Entity) -> list[Field]:
 
 
 def writable_names(entity: Entity) -> set[str]:
-    return set(records(entity).writable_fields())
+    """Fields the user may change: not computed, not read-only, not locked by a role."""
+    locked = access().read_only(entity)
+    return {
+        n
+        for n, f in entity.fields.items()
+        if not f.computed and not f.read_only and n not in locked
+    }
 
 
 # ----------------------------------------------------------------------- titles
@@ -221,21 +262,35 @@ class Titles:
             found: dict[int, Any] = {}
             if entity is not None:
                 try:
-                    rows = records(entity).query(
-                        filter=["id", "in", ids], fields=[path] if path else ["id"], limit=len(ids)
-                    ).rows
+                    rows = (
+                        records(entity)
+                        .query(
+                            filter=["id", "in", ids],
+                            fields=[path] if path else ["id"],
+                            limit=len(ids),
+                        )
+                        .rows
+                    )
                 except (FilterError, RecordError):
                     rows = []
                 title_field = field_at(entity, path) if path else None
                 for row in rows:
                     value = row.get(path) if path else None
-                    text = title_field.format(value, locale(), tz()) if value is not None and title_field else ""
+                    text = (
+                        title_field.format(value, locale(), tz())
+                        if value is not None and title_field
+                        else ""
+                    )
                     found[row["id"]] = text or f"#{row['id']}"
             for ident in ids:
                 self.known[(entity_name, ident)] = found.get(ident)
         if self.wanted_users:
             with store().engine.connect() as conn:
-                rows = conn.execute(sa.select(T.users.c.id, T.users.c.name).where(T.users.c.id.in_(list(self.wanted_users))))
+                rows = conn.execute(
+                    sa.select(T.users.c.id, T.users.c.name).where(
+                        T.users.c.id.in_(list(self.wanted_users))
+                    )
+                )
                 self.users.update({row.id: row.name for row in rows})
             self.wanted_users.clear()
 
@@ -272,28 +327,108 @@ def record_title(entity: Entity, record: Mapping) -> str:
 
 
 def record_url(entity: str, ident) -> str:
-    return url_for("ui_forms.edit", entity_name=entity, record_id=ident)
+    """The form of a record (the URL prefix is built once per entity and request)."""
+    prefixes = g.setdefault("ui_record_urls", {})
+    prefix = prefixes.get(entity)
+    if prefix is None:
+        prefix = prefixes[entity] = url_for("ui_forms.edit", entity_name=entity, record_id=0)[:-1]
+    return f"{prefix}{ident}"
 
 
 # ----------------------------------------------------------------------- display
+class Formatter:
+    """Values shown to one user: plain text for lists, exports and the timeline, HTML for
+    cells and read-only fields.  Made once per request, so that a page of cells does not
+    look up the user's locale, zone and currency for each one."""
+
+    def __init__(self):
+        self.locale = locale()
+        self.tz = tz()
+        self.titles = titles()
+        self.default_currency = settings().get("currency") or "USD"
+        self.labels: dict = {}
+
+    def text(self, field: Field, value) -> str:
+        if value is None or value == [] or value == "":
+            return ""
+        kind = field.kind
+        type_ = field.type
+        if type_ in ("lookup", "user"):
+            return self.titles.title(field.target, value)
+        if type_ == "any_lookup":
+            return self.titles.title(value["entity"], value["id"])
+        if type_ == "many_to_many":
+            return ", ".join(self.titles.title(field.target, v) for v in value)
+        money = _money_kind(field)
+        try:
+            if money is not None:
+                code = field.params.get("currency") or self.default_currency
+                return money.format(field, value, self.locale, self.tz, currency=code)
+            return kind.format(field, value, self.locale, self.tz)
+        except (TypeError, ValueError, ArithmeticError, KeyError):
+            return str(value)
+
+    def display(self, field: Field, value, link: bool = True) -> Markup:
+        if value is None or value == [] or value == "":
+            return Markup("")
+        type_ = field.type
+        titles = self.titles
+        if type_ in ("lookup", "user") and field.target != "user":
+            title = titles.title(field.target, value)
+            if link and titles.readable(field.target, value):
+                return Markup('<a href="%s">%s</a>') % (record_url(field.target, value), title)
+            return escape(title)
+        if type_ == "any_lookup":
+            target = catalog().entity_of(value["entity"])
+            title = titles.title(value["entity"], value["id"])
+            if target is None:
+                return escape(title)
+            if link and titles.readable(value["entity"], value["id"]):
+                return Markup(
+                    '<a href="%s">%s</a> <span class="text-body-secondary small">%s</span>'
+                ) % (
+                    record_url(value["entity"], value["id"]),
+                    title,
+                    target.label.get(self.locale),
+                )
+            return escape(title)
+        if type_ == "choice":
+            option = field.option(value)
+            color = option.color if option and option.color else None
+            css = f" xrm-badge-{color}" if color else ""
+            words = option.label.get(self.locale) if option else str(value)
+            return Markup('<span class="badge xrm-badge%s">%s</span>') % (css, words)
+        if type_ == "file":
+            return Markup('<a href="%s"><i class="bi bi-paperclip"></i> %s</a>') % (
+                url_for("ui_shell.download", key=value["key"]),
+                value.get("name") or "file",
+            )
+        if type_ == "url":
+            return Markup('<a href="%s" rel="noopener noreferrer" target="_blank">%s</a>') % (
+                value,
+                value,
+            )
+        if type_ == "email":
+            return Markup('<a href="mailto:%s">%s</a>') % (value, value)
+        if type_ == "rating":
+            return Markup('<span class="xrm-rating" aria-label="%s">%s</span>') % (
+                value,
+                self.text(field, value),
+            )
+        return escape(self.text(field, value))
+
+
+def formatter() -> Formatter:
+    try:
+        return g.ui_formatter
+    except AttributeError:
+        g.ui_formatter = Formatter()
+        return g.ui_formatter
+
+
 def text(field: Field, value) -> str:
     """A value as plain text in the user's locale (lists, exports, the timeline)."""
-    if value is None or value == [] or value == "":
-        return ""
-    kind = field.kind
-    if field.type in ("lookup", "user"):
-        return titles().title(field.target, value)
-    if field.type == "any_lookup":
-        return titles().title(value["entity"], value["id"])
-    if field.type == "many_to_many":
-        return ", ".join(titles().title(field.target, v) for v in value)
-    money = _money_kind(field)
-    try:
-        if money is not None:
-            return money.format(field, value, locale(), tz(), currency=currency(field))
-        return kind.format(field, value, locale(), tz())
-    except (TypeError, ValueError, ArithmeticError, KeyError):
-        return str(value)
+    return formatter().text(field, value)
 
 
 def _money_kind(field: Field):
@@ -307,42 +442,7 @@ def _money_kind(field: Field):
 
 def display(field: Field, value, *, link: bool = True) -> Markup:
     """A value as HTML for a list cell or a read-only field."""
-    if value is None or value == [] or value == "":
-        return Markup("")
-    if field.type in ("lookup", "user") and field.target != "user":
-        title = titles().title(field.target, value)
-        if link and titles().readable(field.target, value):
-            return Markup('<a href="%s">%s</a>') % (record_url(field.target, value), title)
-        return escape(title)
-    if field.type == "any_lookup":
-        target = catalog().entity_of(value["entity"])
-        title = titles().title(value["entity"], value["id"])
-        if target is None:
-            return escape(title)
-        if link and titles().readable(value["entity"], value["id"]):
-            return Markup('<a href="%s">%s</a> <span class="text-body-secondary small">%s</span>') % (
-                record_url(value["entity"], value["id"]),
-                title,
-                label(target),
-            )
-        return escape(title)
-    if field.type == "choice":
-        option = field.option(value)
-        color = option.color if option and option.color else None
-        css = f" xrm-badge-{color}" if color else ""
-        return Markup('<span class="badge xrm-badge%s">%s</span>') % (css, text(field, value))
-    if field.type == "file":
-        return Markup('<a href="%s"><i class="bi bi-paperclip"></i> %s</a>') % (
-            url_for("ui_shell.download", key=value["key"]),
-            value.get("name") or "file",
-        )
-    if field.type == "url":
-        return Markup('<a href="%s" rel="noopener noreferrer" target="_blank">%s</a>') % (value, value)
-    if field.type == "email":
-        return Markup('<a href="mailto:%s">%s</a>') % (value, value)
-    if field.type == "rating":
-        return Markup('<span class="xrm-rating" aria-label="%s">%s</span>') % (value, text(field, value))
-    return escape(text(field, value))
+    return formatter().display(field, value, link)
 
 
 def rich_html(value) -> Markup:

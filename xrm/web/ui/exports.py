@@ -30,7 +30,14 @@ def _rows(entity: Entity, state: F.ListState, columns: list[str]):
     after = None
     sent = 0
     while sent < limit:
-        page = service.query(filter=tree, sort=state.sort_spec, fields=columns, limit=min(BATCH, limit - sent), after=after, search=search)
+        page = service.query(
+            filter=tree,
+            sort=state.sort_spec,
+            fields=columns,
+            limit=min(BATCH, limit - sent),
+            after=after,
+            search=search,
+        )
         titles = C.titles()
         titles.want_records(entity, page.rows, columns)
         titles.resolve()
@@ -90,7 +97,9 @@ def _filename(view: View, fmt: str) -> str:
     return f"{view.name}-{stamp}.{fmt}"
 
 
-def respond(view: View, entity: Entity, state: F.ListState, columns: list[str], fmt: str) -> Response:
+def respond(
+    view: View, entity: Entity, state: F.ListState, columns: list[str], fmt: str
+) -> Response:
     fields = [C.field_at(entity, p) for p in columns]
     headers = [C.path_label(entity, p) for p in columns]
     rows = _rows(entity, state, columns)

@@ -73,7 +73,20 @@ LIST_OPS = frozenset({"in", "not_in", "between"})
 NO_VALUE_OPS = EMPTY_OPS | RELATIVE_DATE_OPS
 
 #: Choices of a date quick filter: a relative period (or N days) per entry.
-DATE_QUICK = ("today", "this_week", "this_month", "this_quarter", "this_year", "last_week", "last_month", "next_month", "last_n_days:7", "last_n_days:30", "next_n_days:7", "next_n_days:30")
+DATE_QUICK = (
+    "today",
+    "this_week",
+    "this_month",
+    "this_quarter",
+    "this_year",
+    "last_week",
+    "last_month",
+    "next_month",
+    "last_n_days:7",
+    "last_n_days:30",
+    "next_n_days:7",
+    "next_n_days:30",
+)
 
 
 def operators_for(field: Field) -> list[str]:
@@ -159,14 +172,16 @@ def rows_of(raw) -> tuple[str, list[BuilderRow]] | None:
         raw = {"all": [raw]}
     if not isinstance(raw, Mapping) or len(raw) != 1:
         return None
-    (mode, items), = raw.items()
+    ((mode, items),) = raw.items()
     if mode not in ("all", "any") or not isinstance(items, list):
         return None
     rows = []
     for item in items:
         if not (isinstance(item, list) and len(item) in (2, 3) and isinstance(item[0], str)):
             return None
-        rows.append(BuilderRow(item[0], str(item[1]), _value_text(item[2]) if len(item) == 3 else ""))
+        rows.append(
+            BuilderRow(item[0], str(item[1]), _value_text(item[2]) if len(item) == 3 else "")
+        )
     return mode, rows
 
 
@@ -201,7 +216,7 @@ def _typed(field: Field, text: str):
             return True
         if lowered in ("false", "no", "0", "нет"):
             return False
-    if field.type in ("lookup", "user", "integer", "rating") and text.isdigit():
+    if (field.type in ("lookup", "user") or field.kind.numeric) and text.lstrip("-").isdigit():
         return int(text)
     if field.type == "user" and text in ("me", "current_user"):
         return "current_user"
@@ -218,7 +233,11 @@ def builder_filter(entity: Entity, entity_of, args) -> Any:
     for index, path in enumerate(paths):
         if not path:
             continue
-        row = BuilderRow(path, ops[index] if index < len(ops) else "eq", values[index] if index < len(values) else "")
+        row = BuilderRow(
+            path,
+            ops[index] if index < len(ops) else "eq",
+            values[index] if index < len(values) else "",
+        )
         conditions.append(row_condition(entity, entity_of, row))
     if not conditions:
         return None
@@ -233,7 +252,9 @@ def quick_condition(field: Field, path: str, value: str):
         return None
     if value == "__empty__":
         return [path, "is_empty"]
-    if field.type in ("date", "datetime") or (field.type == "formula" and field.params.get("result") in ("date", "datetime")):
+    if field.type in ("date", "datetime") or (
+        field.type == "formula" and field.params.get("result") in ("date", "datetime")
+    ):
         op, _, days = value.partition(":")
         if op in RELATIVE_N_OPS and days.isdigit():
             return [path, op, int(days)]
@@ -245,7 +266,11 @@ def quick_condition(field: Field, path: str, value: str):
     if field.type in ("multi_choice", "tags"):
         return [path, "contains", [value]]
     if field.type == "user":
-        return [path, "eq", "current_user" if value == "me" else int(value) if value.isdigit() else value]
+        return [
+            path,
+            "eq",
+            "current_user" if value == "me" else int(value) if value.isdigit() else value,
+        ]
     if field.type == "lookup":
         return [path, "eq", int(value) if value.isdigit() else value]
     if field.type in ("text", "long_text", "email", "phone", "url", "rich_text", "autonumber"):
@@ -295,7 +320,13 @@ class ListState:
         return urlencode(self.params(**changes))
 
     def saved_state(self) -> dict:
-        return {"q": self.q, "sort": self.sort, "quick": dict(self.quick), "filter": self.advanced, "columns": list(self.columns)}
+        return {
+            "q": self.q,
+            "sort": self.sort,
+            "quick": dict(self.quick),
+            "filter": self.advanced,
+            "columns": list(self.columns),
+        }
 
     @property
     def sort_spec(self) -> list[tuple[str, str]]:
@@ -315,7 +346,9 @@ class ListState:
         return None
 
 
-def read_state(view: View, entity: Entity, entity_of, args, saved_state: Mapping | None = None) -> ListState:
+def read_state(
+    view: View, entity: Entity, entity_of, args, saved_state: Mapping | None = None
+) -> ListState:
     """The list state of a request: a saved view's state, overridden by the URL."""
     state = ListState(view=view)
     if saved_state:
@@ -323,7 +356,9 @@ def read_state(view: View, entity: Entity, entity_of, args, saved_state: Mapping
         state.sort = saved_state.get("sort") or ""
         state.quick = dict(saved_state.get("quick") or {})
         state.advanced = saved_state.get("filter")
-        state.columns = tuple(c for c in saved_state.get("columns") or () if _resolves(entity, entity_of, c))
+        state.columns = tuple(
+            c for c in saved_state.get("columns") or () if _resolves(entity, entity_of, c)
+        )
     if "q" in args:
         state.q = args.get("q", "").strip()[:200]
     if "sort" in args:
@@ -359,7 +394,11 @@ def effective_filter(state: ListState, entity: Entity, entity_of):
     """The view's own filter, the quick filters and the advanced filter, all at once."""
     parts = [to_raw(state.view.filter)]
     for path, value in state.quick.items():
-        if not value or path not in state.view.quick_filters and not _is_system_or_field(entity, path):
+        if (
+            not value
+            or path not in state.view.quick_filters
+            and not _is_system_or_field(entity, path)
+        ):
             continue
         try:
             target, _ = resolve_path(entity, path, entity_of)

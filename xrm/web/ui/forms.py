@@ -53,7 +53,9 @@ def _prefetch_titles(entity: Entity, form: Form, record: Mapping, posted: Mappin
     titles.resolve()
 
 
-def build_tabs(entity: Entity, form: Form, record: Mapping, *, posted=None, errors=None, creating=False) -> tuple[list[dict], list[str]]:
+def build_tabs(
+    entity: Entity, form: Form, record: Mapping, *, posted=None, errors=None, creating=False
+) -> tuple[list[dict], list[str]]:
     """The form's tabs as the template renders them, and the editable field names."""
     writable = C.writable_names(entity)
     evaluation = W.evaluation_record(entity, record, posted) if posted is not None else record
@@ -87,7 +89,16 @@ def build_tabs(entity: Entity, form: Form, record: Mapping, *, posted=None, erro
                 for column in section.columns:
                     views = []
                     for item in column:
-                        view = W.field_view(entity, item, record, posted=posted, errors=errors, writable=writable, evaluation=evaluation, creating=creating)
+                        view = W.field_view(
+                            entity,
+                            item,
+                            record,
+                            posted=posted,
+                            errors=errors,
+                            writable=writable,
+                            evaluation=evaluation,
+                            creating=creating,
+                        )
                         if view is None:
                             continue
                         if not view.read_only:
@@ -96,7 +107,13 @@ def build_tabs(entity: Entity, form: Form, record: Mapping, *, posted=None, erro
                     entry["columns"].append(views)
             sections.append(entry)
         if sections:
-            tabs.append({"id": f"tab-{t_index}", "label": C.label(tab.label) if tab.label else C._("General"), "sections": sections})
+            tabs.append(
+                {
+                    "id": f"tab-{t_index}",
+                    "label": C.label(tab.label) if tab.label else C._("General"),
+                    "sections": sections,
+                }
+            )
     return tabs, editable
 
 
@@ -116,7 +133,11 @@ def stage_bar(entity: Entity, record: Mapping) -> dict | None:
     for index, (name, stage) in enumerate(flow.steps.items()):
         option = field.option(name)
         requires = [C.label(entity.fields[n]) for n in stage.requires if n in entity.fields]
-        state = "current" if name == current else ("done" if index < position and not stage.closed else "todo")
+        state = (
+            "current"
+            if name == current
+            else ("done" if index < position and not stage.closed else "todo")
+        )
         steps.append(
             {
                 "name": name,
@@ -140,7 +161,9 @@ def header_of(entity: Entity, record: Mapping) -> list[tuple[str, str]]:
         out.append((C._("Owner"), C.titles().title("user", record["owner"])))
     for name, text in (("created_at", "Created"), ("updated_at", "Modified")):
         if record.get(name):
-            out.append((C._(text), system_field(entity.name, name).format(record[name], locale, tz)))
+            out.append(
+                (C._(text), system_field(entity.name, name).format(record[name], locale, tz))
+            )
     return out
 
 
@@ -152,16 +175,27 @@ def general_errors(entity: Entity, errors: Mapping | None, shown: set[str]) -> l
             continue
         for message in messages:
             if name == ALL_KEY:
-                out.append(message)
+                out.append(C.error(message))
             else:
                 where = C.label(entity.fields[name]) if name in entity.fields else name
-                out.append(f"{where}: {message}")
+                out.append(f"{where}: {C.error(message)}")
     return out
 
 
-def render_form(entity: Entity, record: Mapping, *, posted=None, errors=None, conflict=None, status: int = 200, creating=False):
+def render_form(
+    entity: Entity,
+    record: Mapping,
+    *,
+    posted=None,
+    errors=None,
+    conflict=None,
+    status: int = 200,
+    creating=False,
+):
     form = form_for(C.catalog(), entity)
-    tabs, editable = build_tabs(entity, form, record, posted=posted, errors=errors, creating=creating)
+    tabs, editable = build_tabs(
+        entity, form, record, posted=posted, errors=errors, creating=creating
+    )
     shown = {v.name for t in tabs for s in t["sections"] for c in s["columns"] for v in c}
     ident = record.get("id")
     context = {
@@ -171,13 +205,17 @@ def render_form(entity: Entity, record: Mapping, *, posted=None, errors=None, co
         "creating": creating,
         "tabs": tabs,
         "editable": editable,
-        "title": C._("New %(entity)s", entity=C.label(entity)) if creating else C.record_title(entity, record),
+        "title": C._("New %(entity)s", entity=C.label(entity))
+        if creating
+        else C.record_title(entity, record),
         "header": header_of(entity, record),
         "stage": None if creating else stage_bar(entity, record),
         "errors": errors or {},
         "general_errors": general_errors(entity, errors, shown),
         "conflict": conflict,
-        "action": url_for("ui_forms.new", entity_name=entity.name) if creating else url_for("ui_forms.edit", entity_name=entity.name, record_id=ident),
+        "action": url_for("ui_forms.new", entity_name=entity.name)
+        if creating
+        else url_for("ui_forms.edit", entity_name=entity.name, record_id=ident),
         "list_url": url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name),
         "can_delete": not creating and C.can(entity.name, "delete"),
         "can_update": creating or C.can(entity.name, "update"),
@@ -204,7 +242,9 @@ def new(entity_name: str):
         f = entity.fields.get(name)
         if f is not None and value:
             try:
-                prefill[name] = f.kind.coerce(f, int(value) if f.type in ("lookup", "user") and value.isdigit() else value)
+                prefill[name] = f.kind.coerce(
+                    f, int(value) if f.type in ("lookup", "user") and value.isdigit() else value
+                )
             except (CoercionError, ValueError, TypeError):  # a bad prefill is simply not used
                 continue
     return render_form(entity, prefill, creating=True)
@@ -220,7 +260,13 @@ def create(entity_name: str):
     values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
     _keep_uploads(posted, values)
     preview = W.evaluation_record(entity, {}, posted)
-    errors.update({k: v for k, v in W.form_rule_errors(entity, form_items(form), preview).items() if k not in errors})
+    errors.update(
+        {
+            k: v
+            for k, v in W.form_rule_errors(entity, form_items(form), preview).items()
+            if k not in errors
+        }
+    )
     if errors:
         return render_form(entity, {}, posted=posted, errors=errors, status=422, creating=True)
     try:
@@ -232,7 +278,9 @@ def create(entity_name: str):
 
 
 def _offered(entity: Entity, form: Form) -> list[str]:
-    return [item.field for item in form.fields() if item.field in entity.fields and not item.read_only]
+    return [
+        item.field for item in form.fields() if item.field in entity.fields and not item.read_only
+    ]
 
 
 def _keep_uploads(posted: dict, values: Mapping) -> None:
@@ -273,7 +321,13 @@ def update(entity_name: str, record_id: int):
     values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
     _keep_uploads(posted, values)
     preview = W.evaluation_record(entity, current, posted)
-    errors.update({k: v for k, v in W.form_rule_errors(entity, form_items(form), preview).items() if k not in errors})
+    errors.update(
+        {
+            k: v
+            for k, v in W.form_rule_errors(entity, form_items(form), preview).items()
+            if k not in errors
+        }
+    )
     if errors:
         return render_form(entity, current, posted=posted, errors=errors, status=422)
     try:
@@ -282,7 +336,9 @@ def update(entity_name: str, record_id: int):
         return render_form(entity, current, posted=posted, errors=exc.errors, status=422)
     except Conflict:
         fresh = service.get(record_id)
-        return render_form(entity, fresh, posted=posted, conflict=conflict_of(entity, fresh, values), status=409)
+        return render_form(
+            entity, fresh, posted=posted, conflict=conflict_of(entity, fresh, values), status=409
+        )
     flash(C._("Saved."), "success")
     return _done(entity, record_id)
 
@@ -291,7 +347,7 @@ def conflict_of(entity: Entity, current: Mapping, mine: Mapping) -> dict:
     """What differs between the stored record and the values the user tried to save."""
     rows = []
     titles = C.titles()
-    for name, value in mine.items():
+    for name in mine:
         f = entity.fields.get(name)
         if f is None:
             continue
@@ -302,13 +358,21 @@ def conflict_of(entity: Entity, current: Mapping, mine: Mapping) -> dict:
         if f is None:
             continue
         try:
-            typed = f.kind.coerce(f, value, tz=C.tz()) if f.type == "datetime" else f.kind.coerce(f, value)
+            typed = (
+                f.kind.coerce(f, value, tz=C.tz())
+                if f.type == "datetime"
+                else f.kind.coerce(f, value)
+            )
         except Exception:  # what the user typed may not even be valid: show it as typed
             typed = value
-        if typed == current.get(name) or (typed in (None, [], "") and current.get(name) in (None, [], "")):
+        if typed == current.get(name) or (
+            typed in (None, [], "") and current.get(name) in (None, [], "")
+        ):
             continue
         mine_text = C.text(f, typed) if typed is not value or not isinstance(value, str) else value
-        rows.append({"label": C.label(f), "current": C.text(f, current.get(name)), "mine": mine_text})
+        rows.append(
+            {"label": C.label(f), "current": C.text(f, current.get(name)), "mine": mine_text}
+        )
     return {"rows": rows, "version": current.get("version")}
 
 
@@ -319,9 +383,15 @@ def delete(entity_name: str, record_id: int):
     try:
         C.records(entity).delete(record_id, version=int(version) if version.isdigit() else None)
     except (ValidationFailed, Conflict) as exc:
-        message = "; ".join(m for ms in exc.errors.values() for m in ms) if isinstance(exc, ValidationFailed) else str(exc)
+        message = (
+            "; ".join(m for ms in exc.errors.values() for m in ms)
+            if isinstance(exc, ValidationFailed)
+            else str(exc)
+        )
         flash(message, "danger")
-        return redirect(url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id), code=303)
+        return redirect(
+            url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id), code=303
+        )
     flash(C._("Deleted."), "success")
     target = url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name)
     if htmx():
@@ -363,7 +433,9 @@ def move_stage(entity_name: str, record_id: int):
     service = C.records(entity)
     field = entity.fields[entity.stages.field]
     try:
-        service.update(record_id, {field.name: stage}, version=int(version) if version.isdigit() else None)
+        service.update(
+            record_id, {field.name: stage}, version=int(version) if version.isdigit() else None
+        )
     except ValidationFailed as exc:
         current = service.get(record_id)
         posted = {"_fields": [field.name], field.name: stage}
@@ -371,7 +443,13 @@ def move_stage(entity_name: str, record_id: int):
     except Conflict:
         current = service.get(record_id)
         posted = {"_fields": [field.name], field.name: stage}
-        return render_form(entity, current, posted=posted, conflict=conflict_of(entity, current, {field.name: stage}), status=409)
+        return render_form(
+            entity,
+            current,
+            posted=posted,
+            conflict=conflict_of(entity, current, {field.name: stage}),
+            status=409,
+        )
     option = field.option(stage)
     flash(C._("Moved to %(stage)s.", stage=C.label(option) if option else stage), "success")
     return _done(entity, record_id)
@@ -382,16 +460,26 @@ def move_stage(entity_name: str, record_id: int):
 def related(entity_name: str, record_id: int, field_name: str):
     entity = entity_or_404(entity_name)
     f = entity.fields.get(field_name)
-    if f is None or f.type not in ("children", "many_to_many") or field_name not in C.readable_names(entity):
+    if (
+        f is None
+        or f.type not in ("children", "many_to_many")
+        or field_name not in C.readable_names(entity)
+    ):
         abort(404)
     record = C.records(entity).get(record_id, fields=None if f.type == "many_to_many" else ["id"])
     target = C.catalog().entity_of(f.target)
     if target is None or not C.can(target.name, "read"):
-        return render_template("ui/_related.html", rows=[], columns=[], target=target, new_url=None, all_url=None)
+        return render_template(
+            "ui/_related.html", rows=[], columns=[], target=target, new_url=None, all_url=None
+        )
     view = main_view(C.catalog(), target)
     via = f.params.get("via")
     readable = C.readable_names(target)
-    columns = [c for c in view.columns if c != via and c.split(".")[0] in readable or c in ("owner", "created_at", "updated_at")][:5]
+    columns = [
+        c
+        for c in view.columns
+        if c != via and c.split(".")[0] in readable or c in ("owner", "created_at", "updated_at")
+    ][:5]
     columns = [c for c in columns if C.field_at(target, c).stored] or ["id"]
     if f.type == "children":
         flt = [via, "eq", record_id]
@@ -399,7 +487,9 @@ def related(entity_name: str, record_id: int, field_name: str):
         ids = record.get(field_name) or []
         flt = ["id", "in", ids] if ids else ["id", "eq", 0]
     try:
-        page = C.records(target).query(filter=flt, sort=list(view.sort) or None, fields=columns, limit=RELATED_LIMIT)
+        page = C.records(target).query(
+            filter=flt, sort=list(view.sort) or None, fields=columns, limit=RELATED_LIMIT
+        )
     except FilterError:
         page = C.records(target).query(filter=flt, fields=columns, limit=RELATED_LIMIT)
     titles = C.titles()
@@ -414,8 +504,15 @@ def related(entity_name: str, record_id: int, field_name: str):
     all_url = None
     if f.type == "children":
         if C.can(target.name, "create"):
-            new_url = url_for("ui_forms.new", entity_name=target.name, **{via: record_id}, next=url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id))
-        all_url = url_for("ui_lists.view", view_name=view.name, filter=json.dumps([via, "eq", record_id]))
+            new_url = url_for(
+                "ui_forms.new",
+                entity_name=target.name,
+                **{via: record_id},
+                next=url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id),
+            )
+        all_url = url_for(
+            "ui_lists.view", view_name=view.name, filter=json.dumps([via, "eq", record_id])
+        )
     return render_template(
         "ui/_related.html",
         rows=rows,
@@ -463,10 +560,14 @@ def add_note(entity_name: str, record_id: int):
             errors = exc.errors
         except Forbidden as exc:
             errors = {ALL_KEY: [str(exc)]}
-    if not errors:
-        flash(C._("Note added."), "success")
     entries = timeline_entries(entity, record_id)
     status = 422 if errors else 200
     messages = [m for ms in errors.values() for m in ms]
-    return render_template("ui/_timeline.html", entries=entries, entity=entity, record_id=record_id, note_errors=messages, note_body=body if errors else ""), status
-
+    return render_template(
+        "ui/_timeline.html",
+        entries=entries,
+        entity=entity,
+        record_id=record_id,
+        note_errors=messages,
+        note_body=body if errors else "",
+    ), status

@@ -37,13 +37,27 @@ def require_admin():
     if denied is not None:
         return denied
     if not g.principal.is_admin:
-        return render_template("ui/error.html", message=C._("You may not do this."), status=403), 403
+        return render_template(
+            "ui/error.html", message=C._("You may not do this."), status=403
+        ), 403
     return None
 
 
 def _error_page(message: str, status: int):
+    # A CSRF failure is raised before the request was set up: finish that first.
+    if "catalog" not in g:
+        g.catalog = C.store().refresh()
+    if "principal" not in g:
+        principal = C.store().principal(current_user.id) if current_user.is_authenticated else None
+        if principal is None:
+            return render_template("ui/error_plain.html", message=message, status=status), status
+        g.principal = principal
     if htmx():
-        return render_template("ui/_toast.html", message=message, level="danger"), status, {"HX-Reswap": "none"}
+        return (
+            render_template("ui/_toast.html", message=message, level="danger"),
+            status,
+            {"HX-Reswap": "none"},
+        )
     return render_template("ui/error.html", message=message, status=status), status
 
 
@@ -65,7 +79,10 @@ def guard(bp: Blueprint, *, admin: bool = False) -> Blueprint:
 
     @bp.errorhandler(CSRFError)
     def _csrf(exc):
-        return _error_page(C._("The form expired or was not sent from this site. Reload the page and try again."), 400)
+        return _error_page(
+            C._("The form expired or was not sent from this site. Reload the page and try again."),
+            400,
+        )
 
     @bp.errorhandler(RequestEntityTooLarge)
     def _too_large(exc):

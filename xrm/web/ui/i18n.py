@@ -8,6 +8,8 @@ Dates, numbers and money are formatted by Babel through the field registry, not 
 
 from __future__ import annotations
 
+import re
+
 LANGUAGES = {"en": "English", "ru": "Русский"}
 
 RU: dict[str, str] = {
@@ -248,6 +250,9 @@ RU: dict[str, str] = {
     "What changes": "Что изменится",
     "Database": "База данных",
     "At risk": "Под угрозой",
+    "Kept": "Сохраняется",
+    "%(where)s: %(count)s record(s) hold %(values)s": "%(where)s: записей со значениями %(values)s: %(count)s",
+    "A field named %(field)s exists already.": "Поле %(field)s уже существует.",
     "Nothing is at risk: no data is deleted.": "Ничего не под угрозой: данные не удаляются.",
     "Apply the change": "Применить изменение",
     "The change was applied.": "Изменение применено.",
@@ -257,6 +262,7 @@ RU: dict[str, str] = {
     "Change field %(field)s of %(entity)s": "Изменить поле %(field)s объекта «%(entity)s»",
     "Remove field %(field)s from %(entity)s (its column and data are kept)": "Убрать поле %(field)s из объекта «%(entity)s» (столбец и данные сохраняются)",
     "Add entity %(entity)s": "Добавить объект %(entity)s",
+    "Change entity %(entity)s": "Изменить объект %(entity)s",
     "Change option set %(name)s": "Изменить набор вариантов %(name)s",
     "Change form %(name)s": "Изменить форму %(name)s",
     "Change view %(name)s": "Изменить представление %(name)s",
@@ -317,6 +323,37 @@ RU: dict[str, str] = {
 
 CATALOGS = {"ru": RU}
 
+#: Messages of the records service and the field registry (English) as Russian readers
+#: see them next to their fields; anything not listed is shown as it is.
+RU_ERRORS: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"^required$"), "обязательное поле"),
+    (re.compile(r"^required for stage (.+)$"), r"обязательно для стадии «\1»"),
+    (re.compile(r"^expected a number$"), "ожидается число"),
+    (re.compile(r"^expected a finite number$"), "ожидается конечное число"),
+    (re.compile(r"^expected a whole number$"), "ожидается целое число"),
+    (re.compile(r"^number is too large$"), "слишком большое число"),
+    (re.compile(r"^expected a date \(YYYY-MM-DD\)$"), "ожидается дата"),
+    (re.compile(r"^expected a date and time \(ISO 8601\)$"), "ожидаются дата и время"),
+    (re.compile(r"^expected a time \(HH:MM\)$"), "ожидается время (ЧЧ:ММ)"),
+    (re.compile(r"^expected a duration such as 1h30m$"), "ожидается длительность, например 1h30m"),
+    (re.compile(r"^expected yes or no$"), "ожидается «да» или «нет»"),
+    (re.compile(r"^at most (\d+) characters \(got (\d+)\)$"), r"не более \1 символов (сейчас \2)"),
+    (re.compile(r"^must be at least (.+)$"), r"не меньше \1"),
+    (re.compile(r"^must be at most (.+)$"), r"не больше \1"),
+    (re.compile(r"^rating from 0 to (\d+)$"), r"оценка от 0 до \1"),
+    (re.compile(r"^not a valid email address.*$"), "неверный адрес эл. почты"),
+    (re.compile(r"^not a (possible )?phone number$"), "неверный номер телефона"),
+    (re.compile(r"^expected an http\(s\) address$"), "ожидается адрес http(s)"),
+    (
+        re.compile(r"^another \w+ already has this value$"),
+        "такое значение уже есть у другой записи",
+    ),
+    (re.compile(r"^the linked record does not exist$"), "связанная запись не существует"),
+    (re.compile(r"^cannot move from (.+) to (.+)$"), r"нельзя перейти со стадии «\1» на «\2»"),
+    (re.compile(r"^'(.+)' is not an option.*$"), r"«\1» — нет такого варианта"),
+    (re.compile(r"^does not match the pattern (.+)$"), r"не соответствует шаблону \1"),
+]
+
 
 def language_of(locale: str | None) -> str:
     """``ru_RU`` -> ``ru``; unknown languages fall back to English."""
@@ -328,3 +365,13 @@ def translate(text: str, locale: str | None, **values) -> str:
     catalog = CATALOGS.get(language_of(locale))
     result = catalog.get(text, text) if catalog else text
     return result % values if values else result
+
+
+def translate_error(message: str, locale: str | None) -> str:
+    """A field-level message of the platform in the user's language (when we know it)."""
+    if language_of(locale) != "ru":
+        return message
+    for pattern, replacement in RU_ERRORS:
+        if pattern.match(message):
+            return pattern.sub(replacement, message)
+    return message

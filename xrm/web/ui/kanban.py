@@ -22,11 +22,21 @@ SCAN = 500  # records read to find the columns of a board grouped by a lookup or
 
 def _columns(view: View, entity: Entity, base) -> list[tuple[str, str, str | None]]:
     """(value, label, color) of each column, in order."""
-    field = entity.fields[view.group_by] if view.group_by in entity.fields else C.field_at(entity, view.group_by)
+    field = (
+        entity.fields[view.group_by]
+        if view.group_by in entity.fields
+        else C.field_at(entity, view.group_by)
+    )
     if field.type == "choice":
-        return [(o.value, C.label(o), o.color) for o in field.choices] + [(EMPTY, C._("(empty)"), None)]
+        return [(o.value, C.label(o), o.color) for o in field.choices] + [
+            (EMPTY, C._("(empty)"), None)
+        ]
     if field.type == "boolean":
-        return [("true", C._("Yes"), "green"), ("false", C._("No"), "gray"), (EMPTY, C._("(empty)"), None)]
+        return [
+            ("true", C._("Yes"), "green"),
+            ("false", C._("No"), "gray"),
+            (EMPTY, C._("(empty)"), None),
+        ]
     page = C.records(entity).query(filter=base, fields=[view.group_by], limit=SCAN)
     seen: list = []
     for row in page.rows:
@@ -58,7 +68,11 @@ def board(view: View, entity: Entity):
 
     state = state_for(view, entity)
     readable = C.readable_names(entity)
-    card = [p for p in (view.card or view.columns) if p.split(".")[0] in readable or p in ("owner", "created_at", "updated_at")]
+    card = [
+        p
+        for p in (view.card or view.columns)
+        if p.split(".")[0] in readable or p in ("owner", "created_at", "updated_at")
+    ]
     card = [p for p in card if C.field_at(entity, p).stored] or ["id"]
     fields = [C.field_at(entity, p) for p in card]
     limit = int(current_app.config.get("XRM_KANBAN_CARDS", 25))
@@ -71,7 +85,13 @@ def board(view: View, entity: Entity):
         pages = []
         for value, label, color in _columns(view, entity, base):
             tree = F.combine(base, _condition(view, entity, value))
-            page = service.query(filter=tree, sort=state.sort_spec, fields=[*card, view.group_by], limit=limit, search=search)
+            page = service.query(
+                filter=tree,
+                sort=state.sort_spec,
+                fields=[*card, view.group_by],
+                limit=limit,
+                search=search,
+            )
             counted = service.count(tree, search=search) if page.next_cursor else None
             pages.append((value, label, color, page, counted))
         titles = C.titles()
@@ -85,14 +105,22 @@ def board(view: View, entity: Entity):
                 {
                     "id": row["id"],
                     "version": row["version"],
-                    "title": C.display(fields[0], row.get(card[0]), link=False) if card else row["id"],
-                    "lines": [(C.path_label(entity, p), C.display(f, row.get(p))) for p, f in zip(card[1:], fields[1:]) if row.get(p) not in (None, "", [])],
+                    "title": C.display(fields[0], row.get(card[0]), link=False)
+                    if card
+                    else row["id"],
+                    "lines": [
+                        (C.path_label(entity, p), C.display(f, row.get(p)))
+                        for p, f in zip(card[1:], fields[1:])
+                        if row.get(p) not in (None, "", [])
+                    ],
                     "url": url_for("ui_forms.edit", entity_name=entity.name, record_id=row["id"]),
                 }
                 for row in page.rows
             ]
             more = (counted.value - len(cards)) if counted is not None else 0
-            columns.append({"value": value, "label": label, "color": color, "cards": cards, "more": more})
+            columns.append(
+                {"value": value, "label": label, "color": color, "cards": cards, "more": more}
+            )
     except FilterError as exc:
         error = C._("The filter is not valid: %(detail)s", detail=str(exc))
     can_move = view.group_by in C.writable_names(entity)
@@ -133,19 +161,35 @@ def move(view_name: str):
     else:
         new_value = value
     try:
-        record = C.records(entity).update(int(ident), {view.group_by: new_value}, version=int(version) if version.isdigit() else None)
+        record = C.records(entity).update(
+            int(ident),
+            {view.group_by: new_value},
+            version=int(version) if version.isdigit() else None,
+        )
     except ValidationFailed as exc:
         return jsonify({"ok": False, "message": _message(entity, exc)}), 422
     except Conflict:
-        return jsonify({"ok": False, "message": C._("Someone else changed this record while you were editing it.")}), 409
+        return jsonify(
+            {
+                "ok": False,
+                "message": C._("Someone else changed this record while you were editing it."),
+            }
+        ), 409
     except (Forbidden, NotFound) as exc:
-        return jsonify({"ok": False, "message": str(exc)}), 403 if isinstance(exc, Forbidden) else 404
+        return jsonify({"ok": False, "message": str(exc)}), 403 if isinstance(
+            exc, Forbidden
+        ) else 404
     return jsonify({"ok": True, "version": record["version"]})
 
 
 def _message(entity: Entity, exc: ValidationFailed) -> str:
     parts = []
     for name, messages in exc.errors.items():
-        where = "" if name == ALL_KEY else (C.label(entity.fields[name]) if name in entity.fields else name)
-        parts.append(f"{where}: {'; '.join(messages)}" if where else "; ".join(messages))
+        where = (
+            ""
+            if name == ALL_KEY
+            else (C.label(entity.fields[name]) if name in entity.fields else name)
+        )
+        texts = "; ".join(C.error(m) for m in messages)
+        parts.append(f"{where}: {texts}" if where else texts)
     return C._("Could not move the card: %(detail)s", detail="; ".join(parts))

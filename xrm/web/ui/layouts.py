@@ -17,7 +17,17 @@ from .filtering import to_raw
 
 #: Field types that are not put on a generated form's first columns.
 _RELATED_TYPES = ("children",)
-_LIST_SKIP = ("long_text", "rich_text", "json", "file", "children", "many_to_many", "any_lookup", "tags", "multi_choice")
+_LIST_SKIP = (
+    "long_text",
+    "rich_text",
+    "json",
+    "file",
+    "children",
+    "many_to_many",
+    "any_lookup",
+    "tags",
+    "multi_choice",
+)
 
 
 def form_fields_of(entity: Entity) -> list[str]:
@@ -30,7 +40,9 @@ def default_form(catalog: Catalog, entity: Entity) -> Form:
     def build():
         names = form_fields_of(entity)
         half = (len(names) + 1) // 2
-        columns = tuple(tuple(FormField(n) for n in part) for part in (names[:half], names[half:]) if part)
+        columns = tuple(
+            tuple(FormField(n) for n in part) for part in (names[:half], names[half:]) if part
+        )
         sections = [FormSection(label=None, columns=columns)] if columns else []
         for name, f in entity.fields.items():
             if f.type == "children" or f.type == "many_to_many":
@@ -38,7 +50,13 @@ def default_form(catalog: Catalog, entity: Entity) -> Form:
         if not sections:
             sections.append(FormSection(label=None, columns=()))
         tab = FormTab(label=Label.of({"en": "General", "ru": "Основное"}), sections=tuple(sections))
-        return Form(name=f"{entity.name}_generated", entity=entity.name, label=entity.label, solution="", tabs=(tab,))
+        return Form(
+            name=f"{entity.name}_generated",
+            entity=entity.name,
+            label=entity.label,
+            solution="",
+            tabs=(tab,),
+        )
 
     return catalog.artifact(("ui-default-form", entity.name), build)
 
@@ -59,7 +77,11 @@ def default_view(catalog: Catalog, entity: Entity) -> View:
                 break
             if name not in columns and f.stored and f.type not in _LIST_SKIP:
                 columns.append(name)
-        sort = ((entity.title, "asc"),) if entity.title in entity.fields and entity.fields[entity.title].stored else (("created_at", "desc"),)
+        sort = (
+            ((entity.title, "asc"),)
+            if entity.title in entity.fields and entity.fields[entity.title].stored
+            else (("created_at", "desc"),)
+        )
         return View(
             name=f"{entity.name}__all",
             entity=entity.name,
@@ -105,7 +127,13 @@ def _label(label: Label | None):
 
 
 def _form_field(item: FormField):
-    if item.label is None and item.visible_if is None and item.required_if is None and not item.read_only and item.widget is None:
+    if (
+        item.label is None
+        and item.visible_if is None
+        and item.required_if is None
+        and not item.read_only
+        and item.widget is None
+    ):
         return item.field
     out: dict = {"field": item.field}
     if item.label:
@@ -128,7 +156,9 @@ def section_document(section: FormSection) -> dict:
     if section.related:
         out["related"] = section.related
     else:
-        out["columns"] = [[_form_field(item) for item in column] for column in section.columns] or [[]]
+        out["columns"] = [[_form_field(item) for item in column] for column in section.columns] or [
+            []
+        ]
     if section.visible_if is not None:
         out["visible_if"] = to_raw(section.visible_if)
     return out

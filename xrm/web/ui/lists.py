@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from ...metadata import Entity, View
 from ...metadata.filters import FilterError, resolve_path
@@ -83,7 +93,11 @@ class Results:
         self.next_cursor: str | None = None
         self.error: str | None = None
         self.searchable = bool(search_fields(entity))
-        self.trail = [t for t in request.args.get("trail", "").split(TRAIL_SEPARATOR) if t] if request else []
+        self.trail = (
+            [t for t in request.args.get("trail", "").split(TRAIL_SEPARATOR) if t]
+            if request
+            else []
+        )
 
     def load(self, limit: int = PAGE_SIZE) -> Results:
         state = self.state
@@ -104,12 +118,15 @@ class Results:
         titles.want_records(self.entity, page.rows, self.columns)
         titles.resolve()
         self.next_cursor = page.next_cursor
+        show = C.formatter().display
+        columns = list(enumerate(zip(self.columns, self.fields)))
         for row in page.rows:
             self.rows.append(
                 {
                     "id": row["id"],
+                    "url": C.record_url(self.entity.name, row["id"]),
                     "version": row.get("version"),
-                    "cells": [C.display(f, row.get(p), link=i > 0) for i, (p, f) in enumerate(zip(self.columns, self.fields))],
+                    "cells": [show(f, row.get(p), i > 0) for i, (p, f) in columns],
                 }
             )
         return self
@@ -163,7 +180,13 @@ def quick_filters(view: View, entity: Entity, state: F.ListState) -> list[dict]:
         if head in entity.fields and head not in C.readable_names(entity):
             continue
         value = state.quick.get(path, "")
-        control = {"path": path, "label": C.path_label(entity, path), "value": value, "kind": "text", "options": []}
+        control = {
+            "path": path,
+            "label": C.path_label(entity, path),
+            "value": value,
+            "kind": "text",
+            "options": [],
+        }
         if f.type in ("choice", "multi_choice"):
             control["kind"] = "select"
             control["options"] = [(o.value, C.label(o)) for o in f.choices]
@@ -214,7 +237,16 @@ def builder_fields(entity: Entity) -> list[tuple[str, str]]:
             continue
         target_readable = C.readable_names(target)
         for inner, g_field in target.fields.items():
-            if inner in target_readable and g_field.type in ("choice", "text", "boolean", "date", "money", "integer", "lookup", "user"):
+            if inner in target_readable and g_field.type in (
+                "choice",
+                "text",
+                "boolean",
+                "date",
+                "money",
+                "integer",
+                "lookup",
+                "user",
+            ):
                 out.append((f"{name}.{inner}", f"{C.label(f)} › {C.label(g_field)}"))
     return out
 
@@ -227,16 +259,21 @@ def builder_row(entity: Entity, row: F.BuilderRow) -> dict:
         f = None
     ops = F.operators_for(f) if f is not None else []
     op = row.op if row.op in ops else (ops[0] if ops else "eq")
-    control = {"path": row.path, "op": op, "value": row.value, "operators": [], "input": "text", "options": []}
+    control = {
+        "path": row.path,
+        "op": op,
+        "value": row.value,
+        "operators": [],
+        "input": "text",
+        "options": [],
+    }
     control["operators"] = [(o, C._(F.OPERATOR_WORDS[o]), o in F.NO_VALUE_OPS) for o in ops]
     if f is not None:
         if f.type in ("choice", "multi_choice"):
             control["options"] = [(o.value, C.label(o)) for o in f.choices]
         elif f.type == "boolean":
             control["options"] = [("true", C._("Yes")), ("false", C._("No"))]
-        elif f.type == "date":
-            control["input"] = "date"
-        elif f.type == "datetime":
+        elif f.type == "date" or f.type == "datetime":
             control["input"] = "date"
         elif f.kind.numeric:
             control["input"] = "number"
@@ -252,7 +289,11 @@ def page_context(view: View, entity: Entity, state: F.ListState, results: Result
         mode, rows = rows_mode
         builder_rows = [builder_row(entity, r) for r in rows]
     saved = C.store().saved_views(C.principal().user_id, view.name)
-    bulk_fields = [(n, C.label(f)) for n, f in entity.fields.items() if n in C.writable_names(entity) and f.type not in ("file", "children", "rich_text", "json")]
+    bulk_fields = [
+        (n, C.label(f))
+        for n, f in entity.fields.items()
+        if n in C.writable_names(entity) and f.type not in ("file", "children", "rich_text", "json")
+    ]
     return {
         "view": view,
         "entity": entity,
@@ -263,7 +304,9 @@ def page_context(view: View, entity: Entity, state: F.ListState, results: Result
         "builder_rows": builder_rows,
         "builder_mode": mode,
         "builder_representable": rows_mode is not None,
-        "advanced_json": json.dumps(state.advanced, ensure_ascii=False, indent=1) if state.advanced not in (None, [], {}) else "",
+        "advanced_json": json.dumps(state.advanced, ensure_ascii=False, indent=1)
+        if state.advanced not in (None, [], {})
+        else "",
         "saved_views": saved,
         "views": C.catalog().views_of(entity.name),
         "bulk_fields": bulk_fields,
@@ -316,7 +359,9 @@ def count(view_name: str):
         return ""
     from babel.numbers import format_decimal
 
-    number = format_decimal(counted.value if counted.exact else counted.value - 1, locale=C.locale())
+    number = format_decimal(
+        counted.value if counted.exact else counted.value - 1, locale=C.locale()
+    )
     if counted.exact:
         return C._("%(count)s records", count=number)
     return C._("more than %(count)s records", count=number)
@@ -328,7 +373,10 @@ def filter_row(view_name: str):
     path = request.args.get("path") or request.args.get("fb.field", "")
     row = F.BuilderRow(path, request.args.get("op", ""), request.args.get("value", ""))
     return render_template(
-        "ui/_filter_row.html", view=view, row=builder_row(entity, row), builder_fields=builder_fields(entity)
+        "ui/_filter_row.html",
+        view=view,
+        row=builder_row(entity, row),
+        builder_fields=builder_fields(entity),
     )
 
 
@@ -351,7 +399,9 @@ def delete_saved(saved_id: int):
     view_name = request.form.get("view", "")
     C.store().delete_saved_view(C.principal().user_id, saved_id)
     flash(C._("Saved view removed."), "success")
-    target = url_for("ui_lists.view", view_name=view_name) if view_name else url_for("ui_shell.home")
+    target = (
+        url_for("ui_lists.view", view_name=view_name) if view_name else url_for("ui_shell.home")
+    )
     return redirect(target, code=303)
 
 
@@ -367,7 +417,9 @@ def bulk_value(view_name: str):
 
 
 def _ids() -> list[int]:
-    return [int(v) for v in request.form.getlist("ids") if v.isdigit()][: current_app.config.get("XRM_BULK_MAX", 1000)]
+    return [int(v) for v in request.form.getlist("ids") if v.isdigit()][
+        : current_app.config.get("XRM_BULK_MAX", 1000)
+    ]
 
 
 @bp.post("/views/<view_name>/bulk")
@@ -375,7 +427,9 @@ def bulk(view_name: str):
     view, entity = resolve_view(view_name)
     ids = _ids()
     action = request.form.get("action")
-    back = url_for("ui_lists.view", view_name=view.name) + ("?" + request.form["state"] if request.form.get("state") else "")
+    back = url_for("ui_lists.view", view_name=view.name) + (
+        "?" + request.form["state"] if request.form.get("state") else ""
+    )
     if not ids:
         flash(C._("Select records first."), "warning")
         return _after_bulk(back)
@@ -411,8 +465,13 @@ def _bulk_detail(entity: Entity, exc: RecordError) -> str:
     if isinstance(exc, ValidationFailed):
         parts = []
         for name, messages in exc.errors.items():
-            where = C.label(entity.fields[name]) if name in entity.fields else ("" if name == ALL_KEY else name)
-            parts.append(f"{where}: {'; '.join(messages)}" if where else "; ".join(messages))
+            where = (
+                C.label(entity.fields[name])
+                if name in entity.fields
+                else ("" if name == ALL_KEY else name)
+            )
+            texts = "; ".join(C.error(m) for m in messages)
+            parts.append(f"{where}: {texts}" if where else texts)
         return "; ".join(parts)
     return str(exc)
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 from zoneinfo import available_timezones
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from ...metadata.filters import FilterError
 from ...storage import tables as T
@@ -23,32 +33,65 @@ bp = guard(Blueprint("ui_shell", __name__))
 LOOKUP_LIMIT = 20
 
 
+def _nav_entry(catalog, entity) -> dict:
+    views = [
+        {
+            "name": v.name,
+            "label": C.label(v),
+            "kind": v.kind,
+            "url": url_for("ui_lists.view", view_name=v.name),
+        }
+        for v in catalog.views_of(entity.name)
+    ]
+    return {
+        "name": entity.name,
+        "label": C.plural(entity),
+        "icon": entity.icon or "circle",
+        "url": url_for("ui_lists.view", view_name=main_view(catalog, entity).name),
+        "views": views,
+    }
+
+
 def navigation() -> list[dict]:
-    """Modules (installed packs, in install order) -> entities the user may read -> views."""
+    """Modules (installed packs, in install order) -> entities the user may read -> views.
+    Entities an administrator added (the customization layer) come last.  The same for
+    everyone with the same roles and language, so it is kept per catalog version."""
     catalog = C.catalog()
+    principal = C.principal()
+    key = (C.locale(), principal.roles, principal.is_admin, request.script_root)
+    # A plain dict kept on the catalog: building the menu uses other cached artifacts, so
+    # it must not run under the catalog's artifact lock (two threads may both build it).
+    cache = catalog.artifact("ui-nav", dict)
+    if key not in cache:
+        cache[key] = _navigation(catalog)
+    return cache[key]
+
+
+def _navigation(catalog) -> list[dict]:
     modules = []
     placed: set[str] = set()
     for solution in catalog.solutions.values():
         entities = []
         for entity in catalog.entities.values():
-            if entity.solution != solution.name or entity.name in placed or not C.can(entity.name, "read"):
+            if (
+                entity.solution != solution.name
+                or entity.name in placed
+                or not C.can(entity.name, "read")
+            ):
                 continue
             placed.add(entity.name)
-            views = [
-                {"name": v.name, "label": C.label(v), "kind": v.kind, "url": url_for("ui_lists.view", view_name=v.name)}
-                for v in catalog.views_of(entity.name)
-            ]
-            entities.append(
-                {
-                    "name": entity.name,
-                    "label": C.plural(entity),
-                    "icon": entity.icon or "circle",
-                    "url": url_for("ui_lists.view", view_name=main_view(catalog, entity).name),
-                    "views": views,
-                }
-            )
+            entities.append(_nav_entry(catalog, entity))
         if entities:
-            modules.append({"name": solution.name, "label": C.label(solution), "entities": entities})
+            modules.append(
+                {"name": solution.name, "label": C.label(solution), "entities": entities}
+            )
+    custom = [
+        _nav_entry(catalog, e)
+        for e in catalog.entities.values()
+        if e.name not in placed and C.can(e.name, "read")
+    ]
+    if custom:
+        modules.append({"name": "customization", "label": C._("Customization"), "entities": custom})
     return modules
 
 
@@ -65,7 +108,9 @@ def preferences():
         abort(400)
     if zone and zone not in available_timezones():
         abort(400)
-    C.store().set_preferences(C.principal().user_id, locale=language or None, time_zone=zone or None)
+    C.store().set_preferences(
+        C.principal().user_id, locale=language or None, time_zone=zone or None
+    )
     target = request.form.get("next") or request.referrer or url_for("ui_shell.home")
     if not target.startswith("/") or target.startswith("//"):
         target = url_for("ui_shell.home")
@@ -89,17 +134,25 @@ def _lookup_rows(entity, text: str, limit: int) -> list[dict]:
         if search_fields(entity):
             search = text
         elif path:
-            filter_ = [path, "contains", text] if C.field_at(entity, path).kind.json_type == "string" else None
+            filter_ = (
+                [path, "contains", text]
+                if C.field_at(entity, path).kind.json_type == "string"
+                else None
+            )
     sort = [[path, "asc"]] if path else [["id", "desc"]]
     try:
-        page = service.query(filter=filter_, sort=sort, fields=[path] if path else ["id"], limit=limit, search=search)
+        page = service.query(
+            filter=filter_, sort=sort, fields=[path] if path else ["id"], limit=limit, search=search
+        )
     except (FilterError, RecordError):
         return []
     title_field = C.field_at(entity, path) if path else None
     out = []
     for row in page.rows:
         value = row.get(path) if path else None
-        text_value = C.text(title_field, value) if title_field is not None and value is not None else ""
+        text_value = (
+            C.text(title_field, value) if title_field is not None and value is not None else ""
+        )
         out.append({"value": str(row["id"]), "text": text_value or f"#{row['id']}"})
     return out
 
@@ -117,10 +170,20 @@ def lookup(entity_name: str):
 def lookup_users():
     text = request.args.get("q", "").strip().lower()[:100]
     users = T.users
-    query = sa.select(users.c.id, users.c.name, users.c.email).where(users.c.active.is_(True)).order_by(users.c.name).limit(LOOKUP_LIMIT)
+    query = (
+        sa.select(users.c.id, users.c.name, users.c.email)
+        .where(users.c.active.is_(True))
+        .order_by(users.c.name)
+        .limit(LOOKUP_LIMIT)
+    )
     if text:
         pattern = f"%{text}%"
-        query = query.where(sa.or_(sa.func.lower(users.c.name).like(pattern), sa.func.lower(users.c.email).like(pattern)))
+        query = query.where(
+            sa.or_(
+                sa.func.lower(users.c.name).like(pattern),
+                sa.func.lower(users.c.email).like(pattern),
+            )
+        )
     with C.store().engine.connect() as conn:
         rows = conn.execute(query).all()
     return jsonify([{"value": str(r.id), "text": f"{r.name} <{r.email}>"} for r in rows])
@@ -139,7 +202,9 @@ def lookup_any():
         if entity is None or not C.can(name, "read"):
             continue
         for row in _lookup_rows(entity, text, 5):
-            out.append({"value": f"{name}:{row['value']}", "text": f"{row['text']} ({C.label(entity)})"})
+            out.append(
+                {"value": f"{name}:{row['value']}", "text": f"{row['text']} ({C.label(entity)})"}
+            )
     return jsonify(out[:LOOKUP_LIMIT])
 
 

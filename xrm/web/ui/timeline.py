@@ -66,7 +66,9 @@ def _audit_groups(entity: Entity, record_id: int) -> list[dict]:
                     "at": entry["at"],
                     "exact": exact,
                     "ago": ago,
-                    "who": titles.title("user", entry["user_id"]) if entry["user_id"] else C._("System"),
+                    "who": titles.title("user", entry["user_id"])
+                    if entry["user_id"]
+                    else C._("System"),
                     "action": entry["action"],
                     "changes": [],
                 }
@@ -76,7 +78,11 @@ def _audit_groups(entity: Entity, record_id: int) -> list[dict]:
             if f is None:
                 label, old, new = entry["field"], str(entry["old"] or ""), str(entry["new"] or "")
             else:
-                label = C.label(f) if entry["field"] in entity.fields else C._(C.SYSTEM_LABELS.get(entry["field"], entry["field"]))
+                label = (
+                    C.label(f)
+                    if entry["field"] in entity.fields
+                    else C._(C.SYSTEM_LABELS.get(entry["field"], entry["field"]))
+                )
                 old, new = C.text(f, _typed(f, entry["old"])), C.text(f, _typed(f, entry["new"]))
             groups[-1]["changes"].append({"label": label, "old": old, "new": new})
     return groups
@@ -89,16 +95,37 @@ def _regarding_entries(entity: Entity, record_id: int) -> list[dict]:
     target = {"entity": entity.name, "id": record_id}
     for other in catalog.entities.values():
         f = other.fields.get("regarding")
-        if f is None or f.type != "any_lookup" or not C.can(other.name, "read") or "regarding" not in C.readable_names(other):
+        if (
+            f is None
+            or f.type != "any_lookup"
+            or not C.can(other.name, "read")
+            or "regarding" not in C.readable_names(other)
+        ):
             continue
         allowed = f.params.get("to")
         if allowed and entity.name not in allowed:
             continue
         readable = C.readable_names(other)
-        wanted = [n for n in ("title", "subject", "body", "attachment", "status", "due", "starts_at", "sent_at") if n in other.fields and n in readable and other.fields[n].stored]
+        wanted = [
+            n
+            for n in (
+                "title",
+                "subject",
+                "body",
+                "attachment",
+                "status",
+                "due",
+                "starts_at",
+                "sent_at",
+            )
+            if n in other.fields and n in readable and other.fields[n].stored
+        ]
         try:
             page = C.records(other).query(
-                filter=["regarding", "eq", target], sort=[["created_at", "desc"]], fields=[*wanted, "created_at", "created_by"], limit=LIMIT
+                filter=["regarding", "eq", target],
+                sort=[["created_at", "desc"]],
+                fields=[*wanted, "created_at", "created_by"],
+                limit=LIMIT,
             )
         except (FilterError, RecordError):
             continue
@@ -112,7 +139,9 @@ def _regarding_entries(entity: Entity, record_id: int) -> list[dict]:
                 "at": row["created_at"],
                 "exact": exact,
                 "ago": ago,
-                "who": C.titles().title("user", row["created_by"]) if row.get("created_by") else C._("System"),
+                "who": C.titles().title("user", row["created_by"])
+                if row.get("created_by")
+                else C._("System"),
                 "entity": C.label(other),
                 "icon": other.icon or "circle",
                 "title": C.record_title(other, row),

@@ -89,7 +89,9 @@ def input_text(f: Field, value) -> str:
     """A stored value as the text its input shows (and posts back unchanged)."""
     if value is None:
         return ""
-    if f.type == "datetime" or (f.type in ("formula", "rollup") and f.params.get("result") == "datetime"):
+    if f.type == "datetime" or (
+        f.type in ("formula", "rollup") and f.params.get("result") == "datetime"
+    ):
         if isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
         if value.tzinfo is None:
@@ -157,8 +159,10 @@ def field_view(
     getter = record_getter(dict(evaluated))
     ctx = _filter_context()
     view.visible = item.visible_if is None or matches(item.visible_if, getter, ctx)
-    view.required = f.required or (item.required_if is not None and matches(item.required_if, getter, ctx))
-    view.errors = list((errors or {}).get(f.name, ()))
+    view.required = f.required or (
+        item.required_if is not None and matches(item.required_if, getter, ctx)
+    )
+    view.errors = [C.error(m) for m in (errors or {}).get(f.name, ())]
     value = record.get(f.name)
     if creating and posted is None and value is None and f.default is not None and not f.computed:
         value = _default_value(f)
@@ -200,7 +204,11 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
     if widget in ("lookup", "user"):
         ident = _posted_text(posted, f.name) if posted is not None else value
         view.value = str(ident) if ident not in (None, "") else ""
-        view.extra["url"] = url_for("ui_shell.lookup", entity_name=f.target) if f.type == "lookup" else url_for("ui_shell.lookup_users")
+        view.extra["url"] = (
+            url_for("ui_shell.lookup", entity_name=f.target)
+            if f.type == "lookup"
+            else url_for("ui_shell.lookup_users")
+        )
         if view.value.isdigit():
             view.values = [(view.value, C.titles().title(f.target, int(view.value)))]
         return
@@ -208,7 +216,11 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
         text = _posted_text(posted, f.name) if posted is not None else input_text(f, value)
         view.value = text
         allowed = ",".join(f.params.get("to") or ())
-        view.extra["url"] = url_for("ui_shell.lookup_any", to=allowed) if allowed else url_for("ui_shell.lookup_any")
+        view.extra["url"] = (
+            url_for("ui_shell.lookup_any", to=allowed)
+            if allowed
+            else url_for("ui_shell.lookup_any")
+        )
         entity_name, _, ident = text.partition(":")
         if ident.isdigit():
             target = C.catalog().entity_of(entity_name)
@@ -216,19 +228,29 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
             view.values = [(text, f"{title} ({C.label(target)})" if target else title)]
         return
     if widget == "many_to_many":
-        chosen = _posted_list(posted, f.name) if posted is not None else [str(v) for v in value or ()]
+        chosen = (
+            _posted_list(posted, f.name) if posted is not None else [str(v) for v in value or ()]
+        )
         view.extra["url"] = url_for("ui_shell.lookup", entity_name=f.target)
-        view.values = [(v, C.titles().title(f.target, int(v)) if v.isdigit() else v) for v in chosen]
+        view.values = [
+            (v, C.titles().title(f.target, int(v)) if v.isdigit() else v) for v in chosen
+        ]
         return
     if widget == "boolean":
-        view.value = ("true" if _posted_text(posted, f.name) else "") if posted is not None else input_text(f, value)
+        view.value = (
+            ("true" if _posted_text(posted, f.name) else "")
+            if posted is not None
+            else input_text(f, value)
+        )
         return
     if widget == "rating":
         view.extra["max"] = f.params.get("max", 5)
         view.value = _posted_text(posted, f.name) if posted is not None else input_text(f, value)
         return
     if widget == "file":
-        kept = _posted_text(posted, f"{f.name}__kept") if posted is not None else input_text(f, value)
+        kept = (
+            _posted_text(posted, f"{f.name}__kept") if posted is not None else input_text(f, value)
+        )
         view.value = kept
         current = None
         if kept:
@@ -311,7 +333,9 @@ def _size_text(size: int) -> str:
     return f"{format_decimal(round(size / 1024, 1), locale=C.locale())} KB"
 
 
-def read_values(entity: Entity, posted: Mapping, files, writable: set[str], names: list[str]) -> tuple[dict, dict]:
+def read_values(
+    entity: Entity, posted: Mapping, files, writable: set[str], names: list[str]
+) -> tuple[dict, dict]:
     """The values to save from a posted form, and upload errors (field -> messages).
 
     Only fields the form showed as editable are read, so a user cannot set a field by
@@ -361,12 +385,16 @@ def _store_upload(f: Field, upload) -> tuple[dict | None, str | None]:
     accept = f.params.get("accept")
     name = upload.filename or "file"
     if accept and not any(name.lower().endswith(ext.lower()) for ext in accept):
-        return None, C._("Files of this type are not accepted (expected %(types)s).", types=", ".join(accept))
+        return None, C._(
+            "Files of this type are not accepted (expected %(types)s).", types=", ".join(accept)
+        )
     value = put_file(C.store(), data, name, upload.mimetype, C.principal().user_id)
     return value, None
 
 
-def form_rule_errors(entity: Entity, items: list[FormField], record: Mapping) -> dict[str, list[str]]:
+def form_rule_errors(
+    entity: Entity, items: list[FormField], record: Mapping
+) -> dict[str, list[str]]:
     """``required_if`` rules of the form that the record breaks (on visible fields)."""
     getter = record_getter(dict(record))
     ctx = _filter_context()

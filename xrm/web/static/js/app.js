@@ -108,6 +108,8 @@
     if (!counter) return;
     var n = document.querySelectorAll('input[name="ids"]:checked').length;
     counter.textContent = n ? counter.dataset.template.replace("{n}", n) : "";
+    var bulk = counter.closest(".xrm-bulk");
+    if (bulk) bulk.classList.toggle("d-none", n === 0);
   }
 
   function syncOperator(select) {
@@ -125,6 +127,11 @@
       updateSelection();
     } else if (target.matches('input[name="ids"]')) {
       updateSelection();
+    } else if (target.matches("[data-xrm-filter-field]")) {
+      // another field: the row comes back with that field's operators and value input
+      var filterRow = target.closest(".xrm-filter-row");
+      var url = target.dataset.xrmFilterField + "?path=" + encodeURIComponent(target.value);
+      if (filterRow && window.htmx) htmx.ajax("GET", url, { target: filterRow, swap: "outerHTML" });
     } else if (target.matches(".xrm-filter-op")) {
       syncOperator(target);
     } else if (target.matches("[data-xrm-autosubmit]")) {

@@ -22,7 +22,10 @@ from .schema import NAME, _label, entity_or_404
 @bp.get("/forms")
 def forms():
     catalog = C.catalog()
-    rows = [(e, catalog.form_for(e.name)) for e in sorted(catalog.entities.values(), key=lambda e: C.label(e).lower())]
+    rows = [
+        (e, catalog.form_for(e.name))
+        for e in sorted(catalog.entities.values(), key=lambda e: C.label(e).lower())
+    ]
     return render_template("admin/forms.html", rows=rows)
 
 
@@ -32,9 +35,17 @@ def form_layout(entity_name: str):
     form = form_for(C.catalog(), entity)
     placed = {item.field for item in form.fields()}
     related_placed = {s.related for t in form.tabs for s in t.sections if s.related}
-    available = [f for n, f in entity.fields.items() if n not in placed and f.type not in ("children",)]
-    related = [f for n, f in entity.fields.items() if f.type in ("children", "many_to_many") and n not in related_placed]
-    return render_template("admin/form_layout.html", entity=entity, form=form, available=available, related=related)
+    available = [
+        f for n, f in entity.fields.items() if n not in placed and f.type not in ("children",)
+    ]
+    related = [
+        f
+        for n, f in entity.fields.items()
+        if f.type in ("children", "many_to_many") and n not in related_placed
+    ]
+    return render_template(
+        "admin/form_layout.html", entity=entity, form=form, available=available, related=related
+    )
 
 
 def _relabel(original: Label | None, text: str):
@@ -100,7 +111,11 @@ def save_form_layout(entity_name: str):
         abort(400)
     name, document = layout_document(entity, layout)
     summary = [C._("Change form %(name)s", name=name)]
-    return review([("forms", {"forms": {name: document}})], summary, url_for("ui_admin.form_layout", entity_name=entity.name))
+    return review(
+        [("forms", {"forms": {name: document}})],
+        summary,
+        url_for("ui_admin.form_layout", entity_name=entity.name),
+    )
 
 
 # ------------------------------------------------------------------------ views
@@ -117,7 +132,9 @@ def views():
 
 def _fields_of(entity: Entity) -> list[tuple[str, str]]:
     out = [(n, C.label(f)) for n, f in entity.fields.items() if f.stored]
-    out += [(n, C._(C.SYSTEM_LABELS[n])) for n in ("owner", "created_at", "updated_at", "created_by")]
+    out += [
+        (n, C._(C.SYSTEM_LABELS[n])) for n in ("owner", "created_at", "updated_at", "created_by")
+    ]
     return out
 
 
@@ -128,7 +145,15 @@ def view(name: str):
     creating = view is None
     entity_name = view.entity if view else request.args.get("entity", "")
     entity = entity_or_404(entity_name)
-    document = view_document(view) if view else {"entity": entity.name, "label": {"en": ""}, "columns": [entity.title] if entity.title else []}
+    document = (
+        view_document(view)
+        if view
+        else {
+            "entity": entity.name,
+            "label": {"en": ""},
+            "columns": [entity.title] if entity.title else [],
+        }
+    )
     labels = document["label"] if isinstance(document["label"], dict) else {"en": document["label"]}
     return render_template(
         "admin/view.html",
@@ -138,7 +163,9 @@ def view(name: str):
         document=document,
         labels=labels,
         fields=_fields_of(entity),
-        filter_json=json.dumps(document.get("filter"), ensure_ascii=False, indent=1) if document.get("filter") is not None else "",
+        filter_json=json.dumps(document.get("filter"), ensure_ascii=False, indent=1)
+        if document.get("filter") is not None
+        else "",
     )
 
 
@@ -150,7 +177,15 @@ def save_view(name: str):
     entity = entity_or_404(existing.entity if existing else form.get("entity", ""))
     back = url_for("ui_admin.views")
     if not NAME.match(name):
-        return review([], [C._("Field names use lowercase letters, digits and underscores, starting with a letter.")], back)
+        return review(
+            [],
+            [
+                C._(
+                    "Field names use lowercase letters, digits and underscores, starting with a letter."
+                )
+            ],
+            back,
+        )
     document = view_document(existing) if existing else {"entity": entity.name}
     document["label"] = _label(form.get("label_en", ""), form.get("label_ru", ""), name)
     document["kind"] = form.get("kind") or document.get("kind", "list")
@@ -169,7 +204,11 @@ def save_view(name: str):
         try:
             document["filter"] = json.loads(raw_filter)
         except ValueError:
-            return review([], [C._("The filter is not valid: %(detail)s", detail="JSON")], url_for("ui_admin.view", name=name))
+            return review(
+                [],
+                [C._("The filter is not valid: %(detail)s", detail="JSON")],
+                url_for("ui_admin.view", name=name),
+            )
     else:
         document.pop("filter", None)
     sort_field = form.get("sort_field", "")
@@ -184,4 +223,6 @@ def save_view(name: str):
     if card:
         document["card"] = card
     summary = [C._("Change view %(name)s", name=name)]
-    return review([("views", {"views": {name: document}})], summary, url_for("ui_lists.view", view_name=name))
+    return review(
+        [("views", {"views": {name: document}})], summary, url_for("ui_lists.view", view_name=name)
+    )

@@ -34,7 +34,12 @@ def _user_rows():
 def users():
     rows, teams = _user_rows()
     return render_template(
-        "admin/users.html", rows=rows, teams=teams, roles=C.catalog().roles, languages=LANGUAGES, zones=sorted(available_timezones())
+        "admin/users.html",
+        rows=rows,
+        teams=teams,
+        roles=C.catalog().roles,
+        languages=LANGUAGES,
+        zones=sorted(available_timezones()),
     )
 
 
@@ -50,7 +55,9 @@ def add_user():
             roles=roles,
             teams=[t for t in form.getlist("teams") if t],
             locale=form.get("locale") if form.get("locale") in LANGUAGES else "en",
-            time_zone=form.get("time_zone") if form.get("time_zone") in available_timezones() else "UTC",
+            time_zone=form.get("time_zone")
+            if form.get("time_zone") in available_timezones()
+            else "UTC",
         )
     except UserError as exc:
         flash(str(exc), "danger")
@@ -97,7 +104,9 @@ def change_user(user_id: int):
         store.remove_from_team(user_id, team)
     locale = form.get("locale") if form.get("locale") in LANGUAGES else None
     zone = form.get("time_zone") if form.get("time_zone") in available_timezones() else None
-    store.set_preferences(user_id, locale=locale, time_zone=zone, name=form.get("name", "").strip()[:200] or None)
+    store.set_preferences(
+        user_id, locale=locale, time_zone=zone, name=form.get("name", "").strip()[:200] or None
+    )
     if user_id != C.principal().user_id:  # an administrator cannot lock themselves out
         store.set_active(user_id, bool(form.get("active")))
     if form.get("password"):
@@ -118,7 +127,14 @@ def role(name: str):
     if role is None:
         abort(404)
     entities = ["*", *sorted(C.catalog().entities)]
-    return render_template("admin/role.html", role=role, entities=entities, actions=ACTIONS, scopes=SCOPES, labels=role.label.as_dict())
+    return render_template(
+        "admin/role.html",
+        role=role,
+        entities=entities,
+        actions=ACTIONS,
+        scopes=SCOPES,
+        labels=role.label.as_dict(),
+    )
 
 
 @bp.post("/roles/<name>")
@@ -134,12 +150,19 @@ def change_role(name: str):
             scope = form.get(f"p.{entity}.{action}", "")
             if scope in SCOPES:
                 rules[action] = scope
-        if rules and (entity == "*" or any(v != "none" for v in rules.values()) or entity in role.permissions):
+        if rules and (
+            entity == "*" or any(v != "none" for v in rules.values()) or entity in role.permissions
+        ):
             permissions[entity] = rules
-    document: dict = {"label": _label(form.get("label_en", ""), form.get("label_ru", ""), name), "permissions": permissions}
+    document: dict = {
+        "label": _label(form.get("label_en", ""), form.get("label_ru", ""), name),
+        "permissions": permissions,
+    }
     if form.get("admin"):
         document["admin"] = True
     if role.fields:
         document["fields"] = {e: dict(rules) for e, rules in role.fields.items()}
     summary = [C._("Change role %(name)s", name=name)]
-    return review([("roles", {"roles": {name: document}})], summary, url_for("ui_admin.role", name=name))
+    return review(
+        [("roles", {"roles": {name: document}})], summary, url_for("ui_admin.role", name=name)
+    )

@@ -24,12 +24,27 @@ def _problems(exc: Exception) -> list[str]:
     return [str(exc)]
 
 
-def review(documents: list[tuple[str, dict]], summary: list[str], back: str, risks: list[str] | None = None):
+def review(
+    documents: list[tuple[str, dict]], summary: list[str], back: str, risks: list[str] | None = None
+):
     """The plan page of a change (documents of the customization layer)."""
     errors: list[str] = []
     plan = None
+    if not documents:  # the request itself was refused (the summary says why)
+        return render_template(
+            "admin/plan.html",
+            summary=[],
+            added=[],
+            kept=[],
+            risks=[],
+            errors=summary,
+            documents="[]",
+            back=back,
+        ), 422
     try:
-        _catalog, plan = C.store().customize_all(documents, user_id=C.principal().user_id, dry_run=True)
+        _catalog, plan = C.store().customize_all(
+            documents, user_id=C.principal().user_id, dry_run=True
+        )
     except (DefinitionError, SchemaChangeRefused, ValueError) as exc:
         errors = _problems(exc)
     risks = list(risks or ())
@@ -67,7 +82,12 @@ def _documents(raw: str) -> list[tuple[str, dict]]:
         abort(400)
     out = []
     for item in items:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], dict)
+        ):
             abort(400)
         out.append((item[0], item[1]))
     return out
@@ -85,7 +105,14 @@ def apply():
         C.store().customize_all(documents, user_id=C.principal().user_id)
     except (DefinitionError, SchemaChangeRefused, ValueError) as exc:
         return render_template(
-            "admin/plan.html", summary=[], added=[], kept=[], risks=[], errors=_problems(exc), documents=request.form["documents"], back=back
+            "admin/plan.html",
+            summary=[],
+            added=[],
+            kept=[],
+            risks=[],
+            errors=_problems(exc),
+            documents=request.form["documents"],
+            back=back,
         ), 422
     flash(C._("The change was applied."), "success")
     return redirect(back, code=303)

@@ -86,7 +86,9 @@ def options_text(options) -> str:
     lines = []
     for option in options:
         texts = option.label.as_dict() if option.label else {}
-        lines.append(" | ".join([option.value, texts.get("en", ""), texts.get("ru", "")]).rstrip(" |"))
+        lines.append(
+            " | ".join([option.value, texts.get("en", ""), texts.get("ru", "")]).rstrip(" |")
+        )
     return "\n".join(lines)
 
 
@@ -107,7 +109,10 @@ def _default(type_name: str, text: str):
 @bp.get("/entities")
 def entities():
     catalog = C.catalog()
-    return render_template("admin/entities.html", entities=sorted(catalog.entities.values(), key=lambda e: C.label(e).lower()))
+    return render_template(
+        "admin/entities.html",
+        entities=sorted(catalog.entities.values(), key=lambda e: C.label(e).lower()),
+    )
 
 
 @bp.post("/entities")
@@ -115,16 +120,41 @@ def add_entity():
     form = request.form
     name = form.get("name", "").strip()
     if not NAME.match(name):
-        return review([], [C._("Field names use lowercase letters, digits and underscores, starting with a letter.")], url_for("ui_admin.entities"))
+        return review(
+            [],
+            [
+                C._(
+                    "Field names use lowercase letters, digits and underscores, starting with a letter."
+                )
+            ],
+            url_for("ui_admin.entities"),
+        )
     document = {
         "entity": name,
-        "label": _label(form.get("label_en", ""), form.get("label_ru", ""), name.replace("_", " ").capitalize()),
-        "plural": _label(form.get("plural_en", ""), form.get("plural_ru", ""), name.replace("_", " ").capitalize() + "s"),
+        "label": _label(
+            form.get("label_en", ""), form.get("label_ru", ""), name.replace("_", " ").capitalize()
+        ),
+        "plural": _label(
+            form.get("plural_en", ""),
+            form.get("plural_ru", ""),
+            name.replace("_", " ").capitalize() + "s",
+        ),
         "title": "name",
         "search": ["name"],
-        "fields": {"name": {"type": "text", "required": True, "max_length": 200, "label": {"en": "Name", "ru": "Название"}}},
+        "fields": {
+            "name": {
+                "type": "text",
+                "required": True,
+                "max_length": 200,
+                "label": {"en": "Name", "ru": "Название"},
+            }
+        },
     }
-    return review([("entity", document)], [C._("Add entity %(entity)s", entity=name)], url_for("ui_admin.entity", name=name))
+    return review(
+        [("entity", document)],
+        [C._("Add entity %(entity)s", entity=name)],
+        url_for("ui_admin.entity", name=name),
+    )
 
 
 @bp.get("/entities/<name>")
@@ -138,8 +168,20 @@ def entity(name: str):
             if section.related:
                 continue
             for c_index, _column in enumerate(section.columns or ((),)):
-                where = " › ".join(x for x in (C.label(tab.label) if tab.label else "", C.label(section.label) if section.label else "") if x)
-                placements.append((f"{t_index}:{s_index}:{c_index}", f"{where or C._('Section')} · {C._('Column')} {c_index + 1}"))
+                where = " › ".join(
+                    x
+                    for x in (
+                        C.label(tab.label) if tab.label else "",
+                        C.label(section.label) if section.label else "",
+                    )
+                    if x
+                )
+                placements.append(
+                    (
+                        f"{t_index}:{s_index}:{c_index}",
+                        f"{where or C._('Section')} · {C._('Column')} {c_index + 1}",
+                    )
+                )
     return render_template(
         "admin/entity.html",
         entity=entity,
@@ -152,9 +194,27 @@ def entity(name: str):
     )
 
 
+@bp.post("/entities/<name>/labels")
+def change_entity(name: str):
+    entity = entity_or_404(name)
+    form = request.form
+    document = {
+        "extend": entity.name,
+        "label": _label(form.get("label_en", ""), form.get("label_ru", ""), entity.name),
+        "plural": _label(form.get("plural_en", ""), form.get("plural_ru", ""), entity.name),
+    }
+    summary = [C._("Change entity %(entity)s", entity=entity.name)]
+    return review([("extend", document)], summary, url_for("ui_admin.entity", name=entity.name))
+
+
 def field_spec(form, type_name: str, name: str) -> dict:
     """The definition of a field from the add/edit form."""
-    spec: dict = {"type": type_name, "label": _label(form.get("label_en", ""), form.get("label_ru", ""), name.replace("_", " ").capitalize())}
+    spec: dict = {
+        "type": type_name,
+        "label": _label(
+            form.get("label_en", ""), form.get("label_ru", ""), name.replace("_", " ").capitalize()
+        ),
+    }
     if form.get("required"):
         spec["required"] = True
     default = _default(type_name, form.get("default", ""))
@@ -187,19 +247,40 @@ def add_field(name: str):
     type_name = form.get("type", "text")
     back = url_for("ui_admin.entity", name=entity.name)
     if not NAME.match(field_name) or field_name in SYSTEM_COLUMNS:
-        return review([], [C._("Field names use lowercase letters, digits and underscores, starting with a letter.")], back)
+        return review(
+            [],
+            [
+                C._(
+                    "Field names use lowercase letters, digits and underscores, starting with a letter."
+                )
+            ],
+            back,
+        )
+    if field_name in entity.fields:
+        return review([], [C._("A field named %(field)s exists already.", field=field_name)], back)
     if type_name not in FIELD_TYPES:
         abort(400)
     spec = field_spec(form, type_name, field_name)
-    documents: list[tuple[str, dict]] = [("extend", {"extend": entity.name, "fields": {field_name: spec}})]
-    summary = [C._("Add field %(field)s (%(type)s) to %(entity)s", field=field_name, type=type_name, entity=C.label(entity))]
+    documents: list[tuple[str, dict]] = [
+        ("extend", {"extend": entity.name, "fields": {field_name: spec}})
+    ]
+    summary = [
+        C._(
+            "Add field %(field)s (%(type)s) to %(entity)s",
+            field=field_name,
+            type=type_name,
+            entity=C.label(entity),
+        )
+    ]
     placement = form.get("placement", "")
     if placement:
         document = _placed(entity, field_name, placement)
         if document is not None:
             form_name, form_doc = document
             documents.append(("forms", {"forms": {form_name: form_doc}}))
-            summary.append(C._("Place %(field)s on form %(form)s", field=field_name, form=form_name))
+            summary.append(
+                C._("Place %(field)s on form %(form)s", field=field_name, form=form_name)
+            )
     for view_name in form.getlist("views"):
         view = C.catalog().views.get(view_name)
         if view is None or view.entity != entity.name:
@@ -239,7 +320,9 @@ def edit_field(name: str, field_name: str):
     field = entity.fields.get(field_name)
     if field is None:
         abort(404)
-    inline = field.type in ("choice", "multi_choice") and not isinstance(field.params.get("options"), str)
+    inline = field.type in ("choice", "multi_choice") and not isinstance(
+        field.params.get("options"), str
+    )
     return render_template(
         "admin/field.html",
         entity=entity,
@@ -248,7 +331,11 @@ def edit_field(name: str, field_name: str):
         help=field.help.as_dict() if field.help else {},
         options=options_text(field.choices) if inline else "",
         option_set=field.params.get("options") if not inline else None,
-        default="" if field.default is None else str(field.default).lower() if isinstance(field.default, bool) else str(field.default),
+        default=""
+        if field.default is None
+        else str(field.default).lower()
+        if isinstance(field.default, bool)
+        else str(field.default),
     )
 
 
@@ -259,7 +346,10 @@ def change_field(name: str, field_name: str):
     if field is None:
         abort(404)
     form = request.form
-    spec: dict = {"type": field.type, "label": _label(form.get("label_en", ""), form.get("label_ru", ""), field_name)}
+    spec: dict = {
+        "type": field.type,
+        "label": _label(form.get("label_en", ""), form.get("label_ru", ""), field_name),
+    }
     spec["required"] = bool(form.get("required"))
     default = _default(field.type, form.get("default", ""))
     if default is not None:
@@ -274,7 +364,9 @@ def change_field(name: str, field_name: str):
     # The customization layer overlays the field's definition: keys not given here (its
     # target, limits, formula or rollup) keep what the pack defined.
     document = {"extend": entity.name, "fields": {field_name: spec}}
-    summary = [C._("Change field %(field)s of %(entity)s", field=field_name, entity=C.label(entity))]
+    summary = [
+        C._("Change field %(field)s of %(entity)s", field=field_name, entity=C.label(entity))
+    ]
     return review([("extend", document)], summary, url_for("ui_admin.entity", name=entity.name))
 
 
@@ -284,7 +376,13 @@ def remove_field(name: str, field_name: str):
     if field_name not in entity.fields:
         abort(404)
     document = {"extend": entity.name, "remove": [field_name]}
-    summary = [C._("Remove field %(field)s from %(entity)s (its column and data are kept)", field=field_name, entity=C.label(entity))]
+    summary = [
+        C._(
+            "Remove field %(field)s from %(entity)s (its column and data are kept)",
+            field=field_name,
+            entity=C.label(entity),
+        )
+    ]
     return review([("extend", document)], summary, url_for("ui_admin.entity", name=entity.name))
 
 
@@ -292,7 +390,10 @@ def remove_field(name: str, field_name: str):
 @bp.get("/option_sets")
 def option_sets():
     catalog = C.catalog()
-    return render_template("admin/option_sets.html", option_sets=sorted(catalog.option_sets.values(), key=lambda o: o.name))
+    return render_template(
+        "admin/option_sets.html",
+        option_sets=sorted(catalog.option_sets.values(), key=lambda o: o.name),
+    )
 
 
 @bp.get("/option_sets/<name>")
@@ -301,10 +402,17 @@ def option_set(name: str):
     if option_set is None:
         abort(404)
     used_by = [
-        (e, f) for e in C.catalog().entities.values() for f in e.fields.values() if f.params.get("options") == name
+        (e, f)
+        for e in C.catalog().entities.values()
+        for f in e.fields.values()
+        if f.params.get("options") == name
     ]
     return render_template(
-        "admin/option_set.html", option_set=option_set, labels=option_set.label.as_dict(), options=options_text(option_set.options), used_by=used_by
+        "admin/option_set.html",
+        option_set=option_set,
+        labels=option_set.label.as_dict(),
+        options=options_text(option_set.options),
+        used_by=used_by,
     )
 
 
@@ -321,7 +429,12 @@ def change_option_set(name: str):
             option["color"] = colors[option["value"]]
     document = {
         "option_sets": {
-            name: {"label": _label(request.form.get("label_en", ""), request.form.get("label_ru", ""), name), "options": options}
+            name: {
+                "label": _label(
+                    request.form.get("label_en", ""), request.form.get("label_ru", ""), name
+                ),
+                "options": options,
+            }
         }
     }
     removed = set(current.values) - {o["value"] for o in options}
@@ -337,6 +450,15 @@ def change_option_set(name: str):
                 except Exception:  # counting is advice: a failure must not block the plan
                     continue
                 if counted.value:
-                    risks.append(f"{entity.name}.{f.name}: {counted.value} record(s) hold {', '.join(sorted(removed))}")
+                    risks.append(
+                        C._(
+                            "%(where)s: %(count)s record(s) hold %(values)s",
+                            where=f"{entity.name}.{f.name}",
+                            count=counted.value,
+                            values=", ".join(sorted(removed)),
+                        )
+                    )
     summary = [C._("Change option set %(name)s", name=name)]
-    return review([("option_sets", document)], summary, url_for("ui_admin.option_set", name=name), risks=risks)
+    return review(
+        [("option_sets", document)], summary, url_for("ui_admin.option_set", name=name), risks=risks
+    )

@@ -1,0 +1,107 @@
+"""Browser fixtures: Debian's Chromium driven by playwright (never ``playwright install``),
+the application served over real HTTP by werkzeug on a random loopback port, and a
+screenshot of every page a test visits under ``tests/artifacts/`` (git-ignored).
+
+A missing browser fails the run in CI (``CI`` or ``XRM_TEST_REQUIRE_DB`` set) and skips
+these tests elsewhere."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .support import ARTIFACTS, PASSWORD, PG_URL, Server, make_app, world
+
+CHROMIUM = os.environ.get("XRM_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _required() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("XRM_TEST_REQUIRE_DB"))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        message = f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+        if _required():
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    with world(tmp_path_factory.mktemp("browser")) as built:
+        app = make_app(built.store)
+        with Server(app) as server:
+            built.url = server.url
+            yield built
+
+
+class Visit:
+    """A browser tab for one test: signs in, and photographs every page it shows."""
+
+    def __init__(self, page, base: str, folder: Path):
+        self.page = page
+        self.base = base
+        self.folder = folder
+        self.count = 0
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.set_default_timeout(10_000)
+
+    def shot(self, name: str) -> Path:
+        self.count += 1
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = (
+            self.folder
+            / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
+        )
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def go(self, path: str, name: str | None = None):
+        self.page.goto(self.base + path)
+        self.page.wait_for_load_state("networkidle")
+        self.shot(name or path)
+        return self.page
+
+    def login(self, email: str, password: str = PASSWORD):
+        self.page.goto(self.base + "/login")
+        self.shot("login")
+        self.page.fill("#email", email)
+        self.page.fill("#password", password)
+        self.page.click("button[type=submit]")
+        self.page.wait_for_load_state("networkidle")
+        self.shot("home")
+        return self.page
+
+
+@pytest.fixture
+def visit(browser, site, request):
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    page = context.new_page()
+    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name
+    shutil.rmtree(folder, ignore_errors=True)
+    tab = Visit(page, site.url, folder)
+    yield tab
+    context.close()
+    assert not tab.errors, tab.errors  # no script errors on any page

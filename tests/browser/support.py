@@ -1,0 +1,231 @@
+"""What the UI tests share: a store with the shipped packs, users and a few records; an
+application around it; a test client that signs in and posts with real CSRF tokens; and
+a real WSGI server on a random loopback port for the browser tests.
+
+The database is SQLite, or PostgreSQL when XRM_TEST_DATABASE_URL is set (a fresh schema
+per use, dropped afterwards), as everywhere else in the suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+import xrm
+
+ROOT = Path(__file__).resolve().parents[2]
+SOLUTIONS = ROOT / "solutions"
+PG_URL = os.environ.get("XRM_TEST_DATABASE_URL")
+PASSWORD = "correct horse battery"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+ADMIN = "admin@example.com"
+SELLER = "seller@example.com"
+READER = "reader@example.com"
+
+CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+@contextlib.contextmanager
+def database_url(tmp: Path) -> Iterator[tuple[str, dict]]:
+    """A fresh database: (url, engine options)."""
+    if PG_URL:
+        from xrm.storage.database import normalize_url
+
+        schema = f"ui_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(normalize_url(PG_URL))
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            yield PG_URL, {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5}
+        finally:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+    else:
+        yield f"sqlite:///{tmp / 'ui.db'}", {}
+
+
+class World:
+    """A store with core and sales installed, three users and some records."""
+
+    def __init__(self, store):
+        self.store = store
+        self.admin = store.add_user(ADMIN, "Ada Admin", password=PASSWORD, roles=["administrator"])
+        self.seller = store.add_user(
+            SELLER,
+            "Sam Seller",
+            password=PASSWORD,
+            roles=["user"],
+            teams=["east"],
+            time_zone="Europe/Moscow",
+        )
+        self.reader = store.add_user(
+            READER, "Rita Reader", password=PASSWORD, roles=["read_only"], locale="ru"
+        )
+        accounts = store.records("account", self.seller)
+        self.acme = accounts.create(
+            {
+                "name": "Acme Corporation",
+                "account_type": "customer",
+                "industry": "retail",
+                "owner": self.seller,
+            }
+        )
+        self.globex = accounts.create(
+            {
+                "name": "Globex",
+                "account_type": "prospect",
+                "industry": "technology",
+                "owner": self.seller,
+            }
+        )
+        self.initech = store.records("account", self.admin).create(
+            {
+                "name": "Initech",
+                "account_type": "partner",
+                "industry": "finance",
+                "owner": self.admin,
+            }
+        )
+        contacts = store.records("contact", self.seller)
+        self.jane = contacts.create(
+            {
+                "first_name": "Jane",
+                "last_name": "Doe",
+                "account": self.acme["id"],
+                "email": "jane@acme-corp.com",
+                "owner": self.seller,
+            }
+        )
+        opportunities = store.records("opportunity", self.seller)
+        today = dt.date.today()
+        self.deal = opportunities.create(
+            {
+                "name": "Acme renewal",
+                "account": self.acme["id"],
+                "amount": Decimal("1200.50"),
+                "close_date": today + dt.timedelta(days=20),
+                "owner": self.seller,
+            }
+        )
+        self.big_deal = opportunities.create(
+            {
+                "name": "Globex rollout",
+                "account": self.globex["id"],
+                "amount": Decimal("50000"),
+                "close_date": today + dt.timedelta(days=40),
+                "owner": self.seller,
+            }
+        )
+        self.small_deal = opportunities.create(
+            {
+                "name": "Initech pilot",
+                "account": self.initech["id"],
+                "close_date": today + dt.timedelta(days=5),
+                "owner": self.seller,
+            }
+        )
+
+
+@contextlib.contextmanager
+def world(tmp: Path) -> Iterator[World]:
+    with database_url(tmp) as (url, options):
+        store = xrm.open(url, **options)
+        try:
+            store.install([SOLUTIONS / "core", SOLUTIONS / "sales"])
+            yield World(store)
+        finally:
+            store.close()
+
+
+def make_app(store, **config):
+    from xrm.web import create_app
+
+    settings = {
+        "TESTING": True,
+        "SECRET_KEY": "ui-tests",
+        "SESSION_COOKIE_SECURE": False,
+        "RATELIMIT_ENABLED": False,
+        "XRM_API_RATE_LIMIT": "100000 per minute",
+    }
+    settings.update(config)
+    return create_app(store, settings)
+
+
+class Client:
+    """Flask's test client, signed in, posting forms with the session's CSRF token."""
+
+    def __init__(self, app):
+        self.app = app
+        self.http = app.test_client()
+        self.token: str | None = None
+
+    def login(self, email: str, password: str = PASSWORD) -> Client:
+        page = self.http.get("/login").get_data(as_text=True)
+        token = CSRF_INPUT.search(page).group(1)
+        response = self.http.post(
+            "/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+        assert response.status_code == 303, response.get_data(as_text=True)[:500]
+        self.token = None
+        return self
+
+    def csrf(self) -> str:
+        if self.token is None:
+            page = self.http.get("/me").get_data(as_text=True)
+            self.token = CSRF_META.search(page).group(1)
+        return self.token
+
+    def get(self, url: str, **kwargs):
+        return self.http.get(url, **kwargs)
+
+    def post(self, url: str, data=None, *, csrf: bool = True, htmx: bool = False, **kwargs):
+        data = dict(data or {}) if not isinstance(data, list) else data
+        headers = kwargs.pop("headers", {})
+        if htmx:
+            headers["HX-Request"] = "true"
+        if csrf:
+            if isinstance(data, list):
+                data = [*data, ("csrf_token", self.csrf())]
+            else:
+                data.setdefault("csrf_token", self.csrf())
+        if isinstance(data, list):
+            from werkzeug.datastructures import MultiDict
+
+            data = MultiDict(data)
+        return self.http.post(url, data=data, headers=headers, **kwargs)
+
+
+# ----------------------------------------------------------------------------- server
+class Server:
+    """The application behind werkzeug's WSGI server on 127.0.0.1, in a thread."""
+
+    def __init__(self, app):
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs):  # the tests' output stays readable
+                pass
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
