@@ -51,7 +51,9 @@ CHUNK = 5000
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="xrm bench workflow", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="xrm bench workflow", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--database", default=os.environ.get("XRM_DATABASE_URL"))
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--timers", type=int, default=100_000)
@@ -125,7 +127,9 @@ def count_done(store, process: str = "task_reminder") -> int:
 
     i = W.instances
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).where(i.c.process == process, i.c.status == "done")).scalar_one()
+        return conn.execute(
+            sa.select(sa.func.count()).where(i.c.process == process, i.c.status == "done")
+        ).scalar_one()
 
 
 def wait_until(store, target: int, timeout: float) -> float:
@@ -148,7 +152,9 @@ def make_due(store) -> None:
 
     i = W.instances
     with store.engine.begin() as conn:
-        conn.execute(i.update().where(i.c.status == "waiting").values(due_at=dt.datetime.now(dt.UTC)))
+        conn.execute(
+            i.update().where(i.c.status == "waiting").values(due_at=dt.datetime.now(dt.UTC))
+        )
         W.notify(conn)
 
 
@@ -159,7 +165,12 @@ def start_workers(url, options, count, batch) -> tuple[list, object]:
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     processes = [
-        context.Process(target=serve, args=(url, options), kwargs={"batch_size": batch, "name": f"bench-{n}", "poll": 0.5, "ready": ready}, daemon=True)
+        context.Process(
+            target=serve,
+            args=(url, options),
+            kwargs={"batch_size": batch, "name": f"bench-{n}", "poll": 0.5, "ready": ready},
+            daemon=True,
+        )
         for n in range(count)
     ]
     for process in processes:
@@ -174,11 +185,17 @@ def check_effects(store) -> tuple[int, int]:
     i, n, e = W.instances, W.notifications, W.emails
     with store.engine.connect() as conn:
         per_instance = dict(
-            conn.execute(sa.select(n.c.instance_id, sa.func.count()).group_by(n.c.instance_id)).all()
+            conn.execute(
+                sa.select(n.c.instance_id, sa.func.count()).group_by(n.c.instance_id)
+            ).all()
         )
         emails = dict(conn.execute(sa.select(e.c.key, sa.func.count()).group_by(e.c.key)).all())
-        instances = list(conn.execute(sa.select(i.c.id).where(i.c.process == "task_reminder")).scalars())
-    duplicates = sum(1 for ident in instances if per_instance.get(ident, 0) > 1) + sum(1 for c in emails.values() if c > 1)
+        instances = list(
+            conn.execute(sa.select(i.c.id).where(i.c.process == "task_reminder")).scalars()
+        )
+    duplicates = sum(1 for ident in instances if per_instance.get(ident, 0) > 1) + sum(
+        1 for c in emails.values() if c > 1
+    )
     lost = sum(1 for ident in instances if per_instance.get(ident, 0) == 0)
     lost += max(0, len(instances) - len(emails))
     return duplicates, lost
@@ -190,7 +207,9 @@ def lags(store, since_id: int) -> list[float]:
     i, n = W.instances, W.notifications
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(i.c.due_at, n.c.created_at).join(n, n.c.instance_id == i.c.id).where(i.c.id > since_id, i.c.process == "task_reminder")
+            sa.select(i.c.due_at, n.c.created_at)
+            .join(n, n.c.instance_id == i.c.id)
+            .where(i.c.id > since_id, i.c.process == "task_reminder")
         ).all()
     return sorted((created - due).total_seconds() for due, created in rows)
 
@@ -208,7 +227,10 @@ def save_overhead(url, options, saves: int, keep: bool, quiet: bool) -> float:
 
     folder = Path(tempfile.mkdtemp(prefix="xrm-bench-core-"))
     try:
-        with fresh_database(url, keep, "bench_rules") as (url_a, options_a), fresh_database(url, keep, "bench_norules") as (url_b, options_b):
+        with (
+            fresh_database(url, keep, "bench_rules") as (url_a, options_a),
+            fresh_database(url, keep, "bench_norules") as (url_b, options_b),
+        ):
             with_rules = xrm.open(url_a, **options_a)
             without = xrm.open(url_b, **options_b)
             with_rules.install([CORE])
@@ -229,7 +251,10 @@ def save_overhead(url, options, saves: int, keep: bool, quiet: bool) -> float:
                     timings[side] += time.perf_counter() - started
             with_rules.close()
             without.close()
-            progress(f"saves: {saves / timings[0]:.0f}/s with the rule, {saves / timings[1]:.0f}/s without", not quiet)
+            progress(
+                f"saves: {saves / timings[0]:.0f}/s with the rule, {saves / timings[1]:.0f}/s without",
+                not quiet,
+            )
             return timings[0] / timings[1]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -258,7 +283,9 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         scheduled = consume_all(store)
         schedule_seconds = time.perf_counter() - started
-        say(f"scheduled {scheduled} reminders in {schedule_seconds:.1f}s; starting {workers} workers")
+        say(
+            f"scheduled {scheduled} reminders in {schedule_seconds:.1f}s; starting {workers} workers"
+        )
         processes, ready = start_workers(url, options, workers, args.batch)
         try:
             wait_ready(ready, workers)
@@ -270,11 +297,15 @@ def main(argv=None) -> dict:
 
             with store.engine.connect() as conn:
                 last_id = conn.execute(sa.select(sa.func.max(W.instances.c.id))).scalar() or 0
-            lead = 5.0 + args.lag_timers / 20000  # time for saving and scheduling before the first comes due
+            lead = (
+                5.0 + args.lag_timers / 20000
+            )  # time for saving and scheduling before the first comes due
             first = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
             step = args.lag_window / max(args.lag_timers, 1)
             say(f"phase 2: {args.lag_timers} reminders due over {args.lag_window:.0f}s")
-            create_tasks(store, owner, args.lag_timers, lambda n: first + dt.timedelta(seconds=n * step))
+            create_tasks(
+                store, owner, args.lag_timers, lambda n: first + dt.timedelta(seconds=n * step)
+            )
             wait_until(store, args.timers + args.lag_timers, timeout=lead + args.lag_window + 120)
         finally:
             for process in processes:
@@ -286,7 +317,9 @@ def main(argv=None) -> dict:
         delays = lags(store, last_id)
         duplicates, lost = check_effects(store)
         store.close()
-    overhead = save_overhead(args.database, {}, args.saves, args.keep, args.quiet) if args.saves else None
+    overhead = (
+        save_overhead(args.database, {}, args.saves, args.keep, args.quiet) if args.saves else None
+    )
     return {
         "database": "postgresql" if postgres else "sqlite",
         "workers": workers,

@@ -70,7 +70,13 @@ def store(database):
     app.close()
 
 
-def write_pack(root: Path, name: str, files: dict[str, str], depends: dict | None = None, version: str = "1.0.0") -> Path:
+def write_pack(
+    root: Path,
+    name: str,
+    files: dict[str, str],
+    depends: dict | None = None,
+    version: str = "1.0.0",
+) -> Path:
     """A pack on disk from YAML strings (relative path -> text)."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)

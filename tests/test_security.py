@@ -4,11 +4,10 @@ read-only field, through every read and write channel."""
 from __future__ import annotations
 
 import pytest
+from conftest import write_pack
 
 from xrm.metadata.filters import FilterError
 from xrm.storage.records import Forbidden, NotFound
-
-from conftest import write_pack
 
 ROLES = """
 roles:
@@ -74,8 +73,12 @@ def world(database, tmp_path):
     system = store.records("deal")
     deals = {}
     for who in ("own", "mate", "blue"):
-        deals[who] = system.create({"name": f"deal of {who}", "secret": f"s-{who}", "locked": 1, "owner": users[who]})
-        store.records("note_line").create({"text": f"line of {who}", "deal": deals[who]["id"], "owner": users[who]})
+        deals[who] = system.create(
+            {"name": f"deal of {who}", "secret": f"s-{who}", "locked": 1, "owner": users[who]}
+        )
+        store.records("note_line").create(
+            {"text": f"line of {who}", "deal": deals[who]["id"], "owner": users[who]}
+        )
     yield store, users, deals
     store.close()
 
@@ -105,7 +108,7 @@ def test_list_count_search_get_follow_the_scope(world, who):
     assert _names(records.query(fields=["name"])) == expected
     assert records.count().value == len(expected)
     assert _names(records.query(search="deal", fields=["name"])) == expected
-    for owner, deal in deals.items():
+    for deal in deals.values():
         if deal["name"] in expected:
             assert records.get(deal["id"])["name"] == deal["name"]
         else:
@@ -202,7 +205,9 @@ def test_create_scope(world):
     with pytest.raises(Forbidden):
         _records(store, users, "team").create({"name": "for blue", "owner": users["blue"]})
     with pytest.raises(Forbidden):
-        _records(store, users, "own").bulk_create([{"name": "a"}, {"name": "b", "owner": users["blue"]}])
+        _records(store, users, "own").bulk_create(
+            [{"name": "a"}, {"name": "b", "owner": users["blue"]}]
+        )
 
 
 def test_related_list_uses_the_child_scope(world):
@@ -213,7 +218,12 @@ def test_related_list_uses_the_child_scope(world):
     assert [r["text"] for r in got] == ["line of own"]
     assert lines.query(filter=["deal", "eq", deals["mate"]["id"]]).rows == []
     team_lines = _records(store, users, "team", "note_line")
-    assert sorted(r["text"] for r in team_lines.query(fields=["text"]).rows) == ["line of mate", "line of own"]
+    assert sorted(r["text"] for r in team_lines.query(fields=["text"]).rows) == [
+        "line of mate",
+        "line of own",
+    ]
     # A dotted path into an entity the user may not read at all is refused.
     with pytest.raises(FilterError):
-        store.records("note_line", principal=store.principal(users["none"])).query(fields=["deal.name"])
+        store.records("note_line", principal=store.principal(users["none"])).query(
+            fields=["deal.name"]
+        )

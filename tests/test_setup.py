@@ -15,7 +15,25 @@ def url(tmp_path):
 
 
 def test_setup_installs_modules_admin_and_samples_once(url, capsys):
-    assert main(["setup", "--database", url, "--demo", "--demo-size", "5", "--locale", "ru", "--time-zone", "Europe/Moscow", "--currency", "rub"]) == 0
+    assert (
+        main(
+            [
+                "setup",
+                "--database",
+                url,
+                "--demo",
+                "--demo-size",
+                "5",
+                "--locale",
+                "ru",
+                "--time-zone",
+                "Europe/Moscow",
+                "--currency",
+                "rub",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "solutions core, sales" in out
     password = out.split("password: ")[1].split()[0]
@@ -24,7 +42,11 @@ def test_setup_installs_modules_admin_and_samples_once(url, capsys):
         assert store.check_password("admin@example.com", password) is not None
         assert store.principal(store.user_by_email("admin@example.com").id).is_admin
         settings = store.settings()
-        assert (settings["locale"], settings["currency"], settings["time_zone"]) == ("ru", "RUB", "Europe/Moscow")
+        assert (settings["locale"], settings["currency"], settings["time_zone"]) == (
+            "ru",
+            "RUB",
+            "Europe/Moscow",
+        )
         first = store.records("opportunity").count().value
         assert 0 < first <= 5
         # Samples follow the rules: every opportunity's account exists.
@@ -69,7 +91,24 @@ def test_bad_answers_are_refused_and_change_nothing(url, capsys, option, value, 
 
 def test_user_and_token_commands(url, capsys):
     assert main(["setup", "--database", url, "--admin-password", "correct horse"]) == 0
-    assert main(["user", "add", "rep@example.com", "--role", "user", "--team", "east", "--password", "rep-password", "--database", url]) == 0
+    assert (
+        main(
+            [
+                "user",
+                "add",
+                "rep@example.com",
+                "--role",
+                "user",
+                "--team",
+                "east",
+                "--password",
+                "rep-password",
+                "--database",
+                url,
+            ]
+        )
+        == 0
+    )
     assert main(["user", "add", "rep@example.com", "--database", url]) == 1
     assert "exists already" in capsys.readouterr().err
     assert main(["user", "add", "x@example.com", "--role", "wizard", "--database", url]) == 1

@@ -24,7 +24,11 @@ def _setup(args) -> int:
             "modules": tuple(args.modules.split(",")) if args.modules else None,
         }
         # A second run keeps what the first one chose unless told otherwise.
-        remembered = {k: previous[k] for k in ("organization", "locale", "currency", "time_zone") if k in previous}
+        remembered = {
+            k: previous[k]
+            for k in ("organization", "locale", "currency", "time_zone")
+            if k in previous
+        }
         if "modules" in previous and given["modules"] is None:
             remembered["modules"] = tuple(previous["modules"])
         answers = SetupAnswers(
@@ -41,22 +45,30 @@ def _setup(args) -> int:
         else:
             print(f"set up {answers.organization!r}: solutions {', '.join(result.installed)}")
         if result.sample_counts:
-            print(f"sample data: {sum(result.sample_counts.values())} records in {len(result.sample_counts)} entities")
+            print(
+                f"sample data: {sum(result.sample_counts.values())} records in {len(result.sample_counts)} entities"
+            )
         if result.admin_password:
-            print(f"administrator: {result.admin_email}  password: {result.admin_password}  (shown once)")
+            print(
+                f"administrator: {result.admin_email}  password: {result.admin_password}  (shown once)"
+            )
     return 0
 
 
 @command("setup")
 def _register_setup(sub, name: str) -> None:
-    p = sub.add_parser(name, help="set up a database: organization, administrator, modules, sample data")
+    p = sub.add_parser(
+        name, help="set up a database: organization, administrator, modules, sample data"
+    )
     _add_database(p)
     p.add_argument("--organization", help="organization name")
     p.add_argument("--locale", help="default locale, e.g. en or ru")
     p.add_argument("--currency", help="ISO 4217 currency code, e.g. USD or RUB")
     p.add_argument("--time-zone", help="IANA time zone, e.g. Europe/Moscow")
     p.add_argument("--admin-email", help="administrator's email (default admin@example.com)")
-    p.add_argument("--admin-password", help="administrator's password (default: generated and shown once)")
+    p.add_argument(
+        "--admin-password", help="administrator's password (default: generated and shown once)"
+    )
     p.add_argument("--modules", help="comma-separated solution names (default core,sales)")
     p.add_argument("--demo", action="store_true", help="add sample data (once)")
     p.add_argument("--demo-size", type=int, default=25, help="sample records per entity")
@@ -69,14 +81,19 @@ def _run(args) -> int:
     from .web.server import serve
 
     url = args.database or default_url()
-    print(f"serving on http://{args.host}:{args.port} (database {url.split('@')[-1]})", file=sys.stderr)
+    print(
+        f"serving on http://{args.host}:{args.port} (database {url.split('@')[-1]})",
+        file=sys.stderr,
+    )
     serve(host=args.host, port=args.port, workers=args.workers, database_url=url)
     return 0
 
 
 @command("run")
 def _register_run(sub, name: str) -> None:
-    p = sub.add_parser(name, help="serve the platform with gunicorn (loopback unless told otherwise)")
+    p = sub.add_parser(
+        name, help="serve the platform with gunicorn (loopback unless told otherwise)"
+    )
     p.add_argument("--database", metavar="URL", help=DATABASE_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -110,7 +127,9 @@ def _user_list(args) -> int:
         for user in store.users():
             principal = store.principal(user.id)
             roles = ",".join(principal.roles) if principal else "-"
-            print(f"{user.id:>5}  {user.email:<32} {user.name:<24} {roles}{'' if user.active else '  (inactive)'}")
+            print(
+                f"{user.id:>5}  {user.email:<32} {user.name:<24} {roles}{'' if user.active else '  (inactive)'}"
+            )
     return 0
 
 

@@ -33,11 +33,11 @@ from .model import (
     SYSTEM_COLUMNS,
     Entity,
     Field,
-    Index,
     Form,
     FormField,
     FormSection,
     FormTab,
+    Index,
     Option,
     OptionSet,
     Role,
@@ -50,8 +50,8 @@ from .model import (
     frozen_map,
 )
 from .packs import Document, PackSource
-from .processes import workflow_definitions
 from .problems import Problems, did_you_mean, one_of
+from .processes import workflow_definitions
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .schemas import VERSION_PATTERN
 from .source import Node, Position
@@ -62,7 +62,19 @@ DEFAULT_KEYWORDS = {
     "today": ("date", "datetime"),
     "now": ("datetime",),
 }
-COMMON_KEYS = ("type", "label", "help", "required", "unique", "index", "searchable", "read_only", "default", "formula", "rollup")
+COMMON_KEYS = (
+    "type",
+    "label",
+    "help",
+    "required",
+    "unique",
+    "index",
+    "searchable",
+    "read_only",
+    "default",
+    "formula",
+    "rollup",
+)
 GROUPABLE = ("choice", "lookup", "user", "boolean")
 
 
@@ -109,7 +121,11 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
         except InvalidVersion:
             if not re.match(VERSION_PATTERN, pack.version):
                 continue  # the manifest's schema check has reported it already
-            problems.add(_vpos(pack.manifest, "version", manifest_pos), pack.name, f"invalid version {pack.version!r}")
+            problems.add(
+                _vpos(pack.manifest, "version", manifest_pos),
+                pack.name,
+                f"invalid version {pack.version!r}",
+            )
     graph = graphlib.TopologicalSorter()
     for pack in by_name.values():
         graph.add(pack.name)
@@ -125,9 +141,15 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
                 )
                 continue
             try:
-                accepted = SpecifierSet(str(spec)) if spec not in (None, "", "*") else SpecifierSet()
+                accepted = (
+                    SpecifierSet(str(spec)) if spec not in (None, "", "*") else SpecifierSet()
+                )
             except InvalidSpecifier:
-                problems.add(where, pack.name, f"invalid version range {spec!r} for {dep!r} (expected e.g. '>=1.0,<2')")
+                problems.add(
+                    where,
+                    pack.name,
+                    f"invalid version range {spec!r} for {dep!r} (expected e.g. '>=1.0,<2')",
+                )
                 continue
             try:
                 if Version(by_name[dep].version) not in accepted:
@@ -144,7 +166,11 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
         first = by_name[cycle[0]]
-        problems.add(_pos(first.manifest, "depends", _pos(first.manifest)), first.name, f"dependency cycle: {' -> '.join(cycle)}")
+        problems.add(
+            _pos(first.manifest, "depends", _pos(first.manifest)),
+            first.name,
+            f"dependency cycle: {' -> '.join(cycle)}",
+        )
         order = list(by_name)
     return [by_name[name] for name in order if name in by_name]
 
@@ -157,7 +183,7 @@ def _closure(packs: Sequence[PackSource]) -> dict[str, set[str]]:
         if name in closure:
             return closure[name]
         result: set[str] = set()
-        for dep in (by_name[name].depends if name in by_name else {}):
+        for dep in by_name[name].depends if name in by_name else {}:
             if dep in by_name and dep not in seen:
                 result |= {dep} | deps(dep, seen | {name})
         closure[name] = result
@@ -187,9 +213,13 @@ class _Builder:
         handler = getattr(self, f"_add_{document.kind}")
         handler(solution, data)
 
-    def _owned_elsewhere(self, what: str, name: str, owner: str, solution: str, where: Position) -> bool:
+    def _owned_elsewhere(
+        self, what: str, name: str, owner: str, solution: str, where: Position
+    ) -> bool:
         if owner == solution and solution != LAYER:
-            self.problems.add(where, name, f"{what} {name!r} is defined twice in solution {solution!r}")
+            self.problems.add(
+                where, name, f"{what} {name!r} is defined twice in solution {solution!r}"
+            )
             return True
         if solution == LAYER:
             return False  # the customization layer may redefine; top wins
@@ -197,7 +227,9 @@ class _Builder:
             where,
             name,
             f"{what} {name!r} is already defined by solution {owner!r} "
-            f"(use 'extend: {name}' to add to it)" if what == "entity" else f"{what} {name!r} is already defined by solution {owner!r}",
+            f"(use 'extend: {name}' to add to it)"
+            if what == "entity"
+            else f"{what} {name!r} is already defined by solution {owner!r}",
         )
         return True
 
@@ -220,7 +252,9 @@ class _Builder:
         if spec is None and name in self.rejected:
             return  # its own document's errors are reported; do not echo them here
         if spec is None:
-            self.problems.add(where, name, f"extends unknown entity {name!r}{did_you_mean(name, self.entities)}")
+            self.problems.add(
+                where, name, f"extends unknown entity {name!r}{did_you_mean(name, self.entities)}"
+            )
             return
         if spec.solution != solution and spec.solution not in self.depends.get(solution, set()):
             self.problems.add(
@@ -231,7 +265,9 @@ class _Builder:
             return
         self._merge_into(spec, solution, data)
 
-    def _merge_into(self, spec: _EntitySpec, solution: str, data: Mapping, new: bool = False) -> None:
+    def _merge_into(
+        self, spec: _EntitySpec, solution: str, data: Mapping, new: bool = False
+    ) -> None:
         for key in ("label", "plural", "description", "icon", "title", "audit", "stages"):
             if key in data:
                 spec.labels[key] = (data[key], _vpos(data, key))
@@ -277,7 +313,9 @@ class _Builder:
         views = data["views"]
         for name, spec in views.items():
             where = _pos(views, name)
-            if name in self.views and self._owned_elsewhere("view", name, self.views[name][1], solution, where):
+            if name in self.views and self._owned_elsewhere(
+                "view", name, self.views[name][1], solution, where
+            ):
                 continue
             self.views[name] = (spec, solution, where)
 
@@ -285,7 +323,9 @@ class _Builder:
         roles = data["roles"]
         for name, spec in roles.items():
             where = _pos(roles, name)
-            if name in self.roles and self._owned_elsewhere("role", name, self.roles[name][1], solution, where):
+            if name in self.roles and self._owned_elsewhere(
+                "role", name, self.roles[name][1], solution, where
+            ):
                 continue
             self.roles[name] = (spec, solution, where)
 
@@ -308,7 +348,9 @@ class _Builder:
         forms = data["forms"]
         for name, spec in forms.items():
             where = _pos(forms, name)
-            if name in self.forms and self._owned_elsewhere("form", name, self.forms[name][1], solution, where):
+            if name in self.forms and self._owned_elsewhere(
+                "form", name, self.forms[name][1], solution, where
+            ):
                 continue
             self.forms[name] = (spec, solution, where)
 
@@ -342,7 +384,9 @@ class _Builder:
             options.append(Option(value=value, label=label, color=color))
         return tuple(options)
 
-    def build_fields(self, spec: _EntitySpec, option_sets: Mapping[str, OptionSet]) -> dict[str, Field]:
+    def build_fields(
+        self, spec: _EntitySpec, option_sets: Mapping[str, OptionSet]
+    ) -> dict[str, Field]:
         fields: dict[str, Field] = {}
         for fname, (raw, solution, where) in spec.fields.items():
             if fname in spec.removed:
@@ -350,10 +394,16 @@ class _Builder:
             subject = f"{spec.name}.{fname}"
             reason = reserved_reason(fname)
             if fname in SYSTEM_COLUMNS:
-                self.problems.add(where, subject, f"{fname!r} is a system column every entity has; choose another name")
+                self.problems.add(
+                    where,
+                    subject,
+                    f"{fname!r} is a system column every entity has; choose another name",
+                )
                 continue
             if reason:
-                self.problems.add(where, subject, f"field name {fname!r} is {reason}; choose another name")
+                self.problems.add(
+                    where, subject, f"field name {fname!r} is {reason}; choose another name"
+                )
                 continue
             type_name = raw["type"]
             params = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
@@ -419,7 +469,11 @@ class _Builder:
                     next=tuple(step["next"]) if step.get("next") is not None else None,
                     roles=tuple(step.get("roles") or ()),
                 )
-            stages = StageFlow(field=raw["field"], steps=MappingProxyType(steps), probability_field=raw.get("probability_field"))
+            stages = StageFlow(
+                field=raw["field"],
+                steps=MappingProxyType(steps),
+                probability_field=raw.get("probability_field"),
+            )
         indexes = []
         for item, _solution in spec.indexes:
             columns = tuple(item["fields"])
@@ -462,7 +516,9 @@ def _plain(value):
 def _rollup(raw: Mapping) -> Rollup:
     aggregate = next((k for k in ("sum", "avg", "min", "max", "count") if k in raw), "count")
     target = raw.get(aggregate) if aggregate != "count" else None
-    return Rollup(children=raw["children"], aggregate=aggregate, field=target, filter=raw.get("filter"))
+    return Rollup(
+        children=raw["children"], aggregate=aggregate, field=target, filter=raw.get("filter")
+    )
 
 
 # ---------------------------------------------------------------------- cross-checks
@@ -498,9 +554,13 @@ class _Checker:
         where = _vpos(spec.doc, "entity") if "entity" in spec.doc else _pos(spec.doc)
         reason = reserved_reason(entity.name)
         if reason or entity.name in PLATFORM_NAMES:
-            self.add(where, entity.name, f"entity name {entity.name!r} is {reason or 'kept by the platform'}; choose another name")
-        for field in entity.fields.values():
-            self.check_field(entity, field)
+            self.add(
+                where,
+                entity.name,
+                f"entity name {entity.name!r} is {reason or 'kept by the platform'}; choose another name",
+            )
+        for each in entity.fields.values():
+            self.check_field(entity, each)
         self.check_formula_cycles(entity)
         if entity.title and entity.title not in entity.fields:
             self.add(
@@ -512,18 +572,34 @@ class _Checker:
             if name in spec.removed:
                 continue  # a removed field leaves search quietly (build_entity drops it)
             if name not in entity.fields:
-                self.add(where, entity.name, f"search names unknown field {name!r}{did_you_mean(name, entity.fields)}")
+                self.add(
+                    where,
+                    entity.name,
+                    f"search names unknown field {name!r}{did_you_mean(name, entity.fields)}",
+                )
             elif entity.fields[name].kind.json_type != "string":
-                self.add(where, entity.name, f"search field {name!r} is {entity.fields[name].type}, not text")
+                self.add(
+                    where,
+                    entity.name,
+                    f"search field {name!r} is {entity.fields[name].type}, not text",
+                )
         for item, _solution in spec.indexes:
             if spec.removed.intersection(item["fields"]):
                 continue  # dropped with the removed field (build_entity)
             for index, name in enumerate(item["fields"]):
                 target = entity.fields.get(name)
                 if target is None and name not in SYSTEM_COLUMNS:
-                    self.add(_pos(item["fields"], index, where), entity.name, f"index names unknown field {name!r}{did_you_mean(name, entity.fields)}")
+                    self.add(
+                        _pos(item["fields"], index, where),
+                        entity.name,
+                        f"index names unknown field {name!r}{did_you_mean(name, entity.fields)}",
+                    )
                 elif target is not None and not target.stored:
-                    self.add(_pos(item["fields"], index, where), entity.name, f"index names {name!r}, which has no column ({target.type})")
+                    self.add(
+                        _pos(item["fields"], index, where),
+                        entity.name,
+                        f"index names {name!r}, which has no column ({target.type})",
+                    )
         if entity.stages:
             self.check_stages(entity, spec)
 
@@ -533,19 +609,33 @@ class _Checker:
         if field.type in ("lookup", "many_to_many"):
             target = field.params.get("to")
             if self.unknown(target):
-                self.add(_vpos(raw, "to", field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
+                self.add(
+                    _vpos(raw, "to", field.position),
+                    subject,
+                    f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}",
+                )
         if field.type == "any_lookup":
             for index, target in enumerate(field.params.get("to") or ()):
                 if self.unknown(target):
-                    self.add(_pos(raw.get("to"), index, field.position), subject, f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}")
+                    self.add(
+                        _pos(raw.get("to"), index, field.position),
+                        subject,
+                        f"points at unknown entity {target!r}{did_you_mean(target, self.entities)}",
+                    )
         if field.type == "children":
             self.check_children(entity, field, raw, subject)
         if field.required and field.params.get("on_delete") == "set_null":
-            self.add(_vpos(raw, "on_delete", field.position), subject, "a required lookup cannot use on_delete: set_null (use restrict or cascade)")
+            self.add(
+                _vpos(raw, "on_delete", field.position),
+                subject,
+                "a required lookup cannot use on_delete: set_null (use restrict or cascade)",
+            )
         if field.required and field.computed:
             self.add(field.position, subject, "a computed field cannot be required")
         if field.unique and not field.stored:
-            self.add(field.position, subject, f"{field.type} fields have no column and cannot be unique")
+            self.add(
+                field.position, subject, f"{field.type} fields have no column and cannot be unique"
+            )
         if field.default is not None:
             self.check_default(field, raw, subject)
         if field.formula is not None:
@@ -553,7 +643,9 @@ class _Checker:
         if field.rollup is not None:
             self.check_rollup(entity, field, raw, subject)
         if field.type == "rollup" and field.rollup is None:
-            self.add(field.position, subject, "a rollup field needs 'rollup: {children: ..., sum: ...}'")
+            self.add(
+                field.position, subject, "a rollup field needs 'rollup: {children: ..., sum: ...}'"
+            )
 
     def check_children(self, entity, field, raw, subject):
         child_name, via = field.params.get("entity"), field.params.get("via")
@@ -561,20 +653,34 @@ class _Checker:
         if child is None:
             if not self.unknown(child_name):
                 return
-            self.add(_vpos(raw, "entity", field.position), subject, f"children of unknown entity {child_name!r}{did_you_mean(child_name, self.entities)}")
+            self.add(
+                _vpos(raw, "entity", field.position),
+                subject,
+                f"children of unknown entity {child_name!r}{did_you_mean(child_name, self.entities)}",
+            )
             return
         back = child.fields.get(via)
         if back is None:
-            self.add(_vpos(raw, "via", field.position), subject, f"{child_name} has no field {via!r}{did_you_mean(via, child.fields)}")
+            self.add(
+                _vpos(raw, "via", field.position),
+                subject,
+                f"{child_name} has no field {via!r}{did_you_mean(via, child.fields)}",
+            )
         elif back.type != "lookup" or back.params.get("to") != entity.name:
-            self.add(_vpos(raw, "via", field.position), subject, f"{child_name}.{via} must be a lookup to {entity.name} (it is a {back.type}{' to ' + str(back.target) if back.target else ''})")
+            self.add(
+                _vpos(raw, "via", field.position),
+                subject,
+                f"{child_name}.{via} must be a lookup to {entity.name} (it is a {back.type}{' to ' + str(back.target) if back.target else ''})",
+            )
 
     def check_default(self, field: Field, raw, subject):
         where = _vpos(raw, "default", field.position)
         default = field.default
         if isinstance(default, str) and default in DEFAULT_KEYWORDS:
             if field.type not in DEFAULT_KEYWORDS[default]:
-                self.add(where, subject, f"default {default!r} does not apply to {field.type} fields")
+                self.add(
+                    where, subject, f"default {default!r} does not apply to {field.type} fields"
+                )
             return
         if field.computed:
             self.add(where, subject, "a computed field has no default")
@@ -597,43 +703,69 @@ class _Checker:
             return
         known = set(entity.fields) | set(SYSTEM_COLUMNS)
         for name in sorted(names_in(expr) - known - FORMULA_GLOBALS):
-            self.add(where, subject, f"formula uses unknown field {name!r}{did_you_mean(name, known)}")
+            self.add(
+                where, subject, f"formula uses unknown field {name!r}{did_you_mean(name, known)}"
+            )
         for name, _node in arithmetic_operands(expr):
             other = entity.fields.get(name)
-            if other is not None and not (other.kind.numeric or other.kind.temporal or other.type in ("formula",)):
-                self.add(where, subject, f"formula does arithmetic on {name!r}, which is {other.type}, not a number or date")
+            if other is not None and not (
+                other.kind.numeric or other.kind.temporal or other.type in ("formula",)
+            ):
+                self.add(
+                    where,
+                    subject,
+                    f"formula does arithmetic on {name!r}, which is {other.type}, not a number or date",
+                )
             if other is not None and other.type in ("children", "many_to_many"):
-                self.add(where, subject, f"formula uses {name!r}, which holds many records; use a rollup")
+                self.add(
+                    where, subject, f"formula uses {name!r}, which holds many records; use a rollup"
+                )
         from jinja2 import nodes
 
         for node in find_nodes(expr, (nodes.Getattr, nodes.Getitem)):
             if isinstance(node.node, nodes.Name) and node.node.name in entity.fields:
-                self.add(where, subject, f"formula reads {node.node.name}.{getattr(node, 'attr', '...')}: formulas use this record's own fields only")
+                self.add(
+                    where,
+                    subject,
+                    f"formula reads {node.node.name}.{getattr(node, 'attr', '...')}: formulas use this record's own fields only",
+                )
 
     def check_formula_cycles(self, entity: Entity) -> None:
         graph: dict[str, set[str]] = {}
-        for field in entity.fields.values():
-            if field.formula is None:
+        for each in entity.fields.values():
+            if each.formula is None:
                 continue
             try:
-                expr = parse_expression(field.formula)
+                expr = parse_expression(each.formula)
             except ExpressionError:
                 continue
-            graph[field.name] = {n for n in names_in(expr) if n in entity.fields and entity.fields[n].formula is not None}
+            graph[each.name] = {
+                n
+                for n in names_in(expr)
+                if n in entity.fields and entity.fields[n].formula is not None
+            }
         sorter = graphlib.TopologicalSorter(graph)
         try:
             sorter.prepare()
         except graphlib.CycleError as exc:
             cycle = exc.args[1]
             first = entity.fields[cycle[0]]
-            self.add(first.position, f"{entity.name}.{first.name}", f"formulas form a cycle: {' -> '.join(cycle)}")
+            self.add(
+                first.position,
+                f"{entity.name}.{first.name}",
+                f"formulas form a cycle: {' -> '.join(cycle)}",
+            )
 
     def check_rollup(self, entity: Entity, field: Field, raw, subject):
         rollup = field.rollup
         where = _vpos(raw, "rollup", field.position)
         children = entity.fields.get(rollup.children)
         if children is None or children.type != "children":
-            self.add(where, subject, f"rollup over {rollup.children!r}, which is not a children field of {entity.name}{did_you_mean(rollup.children, [f.name for f in entity.fields.values() if f.type == 'children'])}")
+            self.add(
+                where,
+                subject,
+                f"rollup over {rollup.children!r}, which is not a children field of {entity.name}{did_you_mean(rollup.children, [f.name for f in entity.fields.values() if f.type == 'children'])}",
+            )
             return
         child = self.entities.get(children.params.get("entity"))
         if child is None:
@@ -641,11 +773,31 @@ class _Checker:
         if rollup.aggregate != "count":
             target = child.fields.get(rollup.field)
             if target is None:
-                self.add(where, subject, f"rollup {rollup.aggregate} of unknown field {child.name}.{rollup.field}{did_you_mean(rollup.field, child.fields)}")
-            elif rollup.aggregate in ("sum", "avg") and not target.kind.numeric and target.type not in ("formula",):
-                self.add(where, subject, f"cannot {rollup.aggregate} {child.name}.{rollup.field}, which is {target.type}, not a number")
-            elif rollup.aggregate in ("sum", "avg") and target.type == "formula" and target.params.get("result") not in ("integer", "decimal", "money", "percent"):
-                self.add(where, subject, f"cannot {rollup.aggregate} {child.name}.{rollup.field}, a non-numeric formula")
+                self.add(
+                    where,
+                    subject,
+                    f"rollup {rollup.aggregate} of unknown field {child.name}.{rollup.field}{did_you_mean(rollup.field, child.fields)}",
+                )
+            elif (
+                rollup.aggregate in ("sum", "avg")
+                and not target.kind.numeric
+                and target.type not in ("formula",)
+            ):
+                self.add(
+                    where,
+                    subject,
+                    f"cannot {rollup.aggregate} {child.name}.{rollup.field}, which is {target.type}, not a number",
+                )
+            elif (
+                rollup.aggregate in ("sum", "avg")
+                and target.type == "formula"
+                and target.params.get("result") not in ("integer", "decimal", "money", "percent")
+            ):
+                self.add(
+                    where,
+                    subject,
+                    f"cannot {rollup.aggregate} {child.name}.{rollup.field}, a non-numeric formula",
+                )
             elif field.type != "rollup" and not field.kind.numeric and not field.kind.temporal:
                 self.add(where, subject, f"a {field.type} field cannot hold a rollup")
         if rollup.filter is not None:
@@ -659,24 +811,44 @@ class _Checker:
         flow = entity.stages
         field = entity.fields.get(flow.field)
         if field is None or field.type != "choice":
-            self.add(_vpos(raw, "field", where), entity.name, f"stages need a choice field; {flow.field!r} is {'unknown' if field is None else field.type}{did_you_mean(flow.field, entity.fields) if field is None else ''}")
+            self.add(
+                _vpos(raw, "field", where),
+                entity.name,
+                f"stages need a choice field; {flow.field!r} is {'unknown' if field is None else field.type}{did_you_mean(flow.field, entity.fields) if field is None else ''}",
+            )
             return
         if flow.probability_field is not None:
             target = entity.fields.get(flow.probability_field)
             if target is None or not target.kind.numeric or not target.writable:
-                self.add(_vpos(raw, "probability_field", where), entity.name, f"probability_field {flow.probability_field!r} must be a writable number field{did_you_mean(flow.probability_field, entity.fields) if target is None else ''}")
+                self.add(
+                    _vpos(raw, "probability_field", where),
+                    entity.name,
+                    f"probability_field {flow.probability_field!r} must be a writable number field{did_you_mean(flow.probability_field, entity.fields) if target is None else ''}",
+                )
         steps = raw["steps"]
         for name, stage in flow.steps.items():
             step_where = _pos(steps, name, where)
             step_raw = steps[name] or {}
             if name not in field.choice_values:
-                self.add(step_where, f"{entity.name}.stages", f"stage {name!r} is not an option of {flow.field}{did_you_mean(name, field.choice_values)}")
+                self.add(
+                    step_where,
+                    f"{entity.name}.stages",
+                    f"stage {name!r} is not an option of {flow.field}{did_you_mean(name, field.choice_values)}",
+                )
             for index, required in enumerate(stage.requires):
                 if required not in entity.fields:
-                    self.add(_pos(step_raw.get("requires"), index, step_where), f"{entity.name}.stages.{name}", f"requires unknown field {required!r}{did_you_mean(required, entity.fields)}")
+                    self.add(
+                        _pos(step_raw.get("requires"), index, step_where),
+                        f"{entity.name}.stages.{name}",
+                        f"requires unknown field {required!r}{did_you_mean(required, entity.fields)}",
+                    )
             for index, target in enumerate(stage.next or ()):
                 if target not in flow.steps:
-                    self.add(_pos(step_raw.get("next"), index, step_where), f"{entity.name}.stages.{name}", f"next names unknown stage {target!r}{did_you_mean(target, flow.steps)}")
+                    self.add(
+                        _pos(step_raw.get("next"), index, step_where),
+                        f"{entity.name}.stages.{name}",
+                        f"next names unknown stage {target!r}{did_you_mean(target, flow.steps)}",
+                    )
 
     def validations(self, entity: Entity, spec: _EntitySpec) -> tuple[Validation, ...]:
         result = []
@@ -690,12 +862,20 @@ class _Checker:
             fields = tuple(item.get("fields") or ())
             for name in fields:
                 if name not in entity.fields:
-                    self.add(_vpos(item, "fields", where), f"{entity.name}.validations", f"names unknown field {name!r}{did_you_mean(name, entity.fields)}")
+                    self.add(
+                        _vpos(item, "fields", where),
+                        f"{entity.name}.validations",
+                        f"names unknown field {name!r}{did_you_mean(name, entity.fields)}",
+                    )
             if not fields:  # attach the message to the fields the rule mentions
                 from .filters import conditions_of
 
                 fields = tuple(dict.fromkeys(c.path[0] for c in conditions_of(tree)))
-            result.append(Validation(when=tree, message=Label.of(item["message"]), fields=fields, position=where))
+            result.append(
+                Validation(
+                    when=tree, message=Label.of(item["message"]), fields=fields, position=where
+                )
+            )
         return tuple(result)
 
     def build_roles(self, roles) -> dict[str, Role]:
@@ -705,23 +885,39 @@ class _Checker:
             permissions = raw.get("permissions") or {}
             for entity_name in permissions:
                 if entity_name != "*" and entity_name not in self.entities:
-                    self.add(_pos(permissions, entity_name, where), subject, f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}")
+                    self.add(
+                        _pos(permissions, entity_name, where),
+                        subject,
+                        f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
+                    )
             field_rules = raw.get("fields") or {}
             for entity_name, rules in field_rules.items():
                 entity = self.entities.get(entity_name)
                 if entity is None:
-                    self.add(_pos(field_rules, entity_name, where), subject, f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}")
+                    self.add(
+                        _pos(field_rules, entity_name, where),
+                        subject,
+                        f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
+                    )
                     continue
                 for field_name in rules:
                     if field_name not in entity.fields:
-                        self.add(_pos(rules, field_name, where), subject, f"{entity_name} has no field {field_name!r}{did_you_mean(field_name, entity.fields)}")
+                        self.add(
+                            _pos(rules, field_name, where),
+                            subject,
+                            f"{entity_name} has no field {field_name!r}{did_you_mean(field_name, entity.fields)}",
+                        )
             result[name] = Role(
                 name=name,
                 label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
                 solution=solution,
                 admin=bool(raw.get("admin", False)),
-                permissions=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in permissions.items()}),
-                fields=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in field_rules.items()}),
+                permissions=MappingProxyType(
+                    {k: MappingProxyType(dict(v)) for k, v in permissions.items()}
+                ),
+                fields=MappingProxyType(
+                    {k: MappingProxyType(dict(v)) for k, v in field_rules.items()}
+                ),
                 position=where,
             )
         return result
@@ -732,7 +928,11 @@ class _Checker:
             subject = f"forms.{name}"
             entity = self.entities.get(raw["entity"])
             if entity is None:
-                self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
+                self.add(
+                    _vpos(raw, "entity", where),
+                    subject,
+                    f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
+                )
                 continue
             seen: set[str] = set()
             tabs = []
@@ -746,20 +946,35 @@ class _Checker:
                             spec = {"field": item} if isinstance(item, str) else item
                             item_where = _pos(column_raw, index, where)
                             field = entity.fields.get(spec["field"])
-                            if field is None and spec["field"] in self.builder.entities[entity.name].removed:
+                            if (
+                                field is None
+                                and spec["field"] in self.builder.entities[entity.name].removed
+                            ):
                                 continue  # removed by an administrator: the form drops it
                             if field is None:
-                                self.add(item_where, subject, f"{entity.name} has no field {spec['field']!r}{did_you_mean(spec['field'], entity.fields)}")
+                                self.add(
+                                    item_where,
+                                    subject,
+                                    f"{entity.name} has no field {spec['field']!r}{did_you_mean(spec['field'], entity.fields)}",
+                                )
                                 continue
                             if field.name in seen:
-                                self.add(item_where, subject, f"field {field.name!r} appears twice on the form")
+                                self.add(
+                                    item_where,
+                                    subject,
+                                    f"field {field.name!r} appears twice on the form",
+                                )
                             seen.add(field.name)
                             column.append(
                                 FormField(
                                     field=field.name,
                                     label=Label.of(spec["label"]) if spec.get("label") else None,
-                                    visible_if=self._form_condition(spec.get("visible_if"), entity, item_where, subject),
-                                    required_if=self._form_condition(spec.get("required_if"), entity, item_where, subject),
+                                    visible_if=self._form_condition(
+                                        spec.get("visible_if"), entity, item_where, subject
+                                    ),
+                                    required_if=self._form_condition(
+                                        spec.get("required_if"), entity, item_where, subject
+                                    ),
                                     read_only=bool(spec.get("read_only", False)),
                                     widget=spec.get("widget"),
                                 )
@@ -769,17 +984,30 @@ class _Checker:
                     if related is not None:
                         target = entity.fields.get(related)
                         if target is None or target.type not in ("children", "many_to_many"):
-                            self.add(_vpos(section_raw, "related", where), subject, f"related {related!r} must be a children or many_to_many field of {entity.name}")
+                            self.add(
+                                _vpos(section_raw, "related", where),
+                                subject,
+                                f"related {related!r} must be a children or many_to_many field of {entity.name}",
+                            )
                             related = None
                     sections.append(
                         FormSection(
-                            label=Label.of(section_raw["label"]) if section_raw.get("label") else None,
+                            label=Label.of(section_raw["label"])
+                            if section_raw.get("label")
+                            else None,
                             columns=tuple(columns),
                             related=related,
-                            visible_if=self._form_condition(section_raw.get("visible_if"), entity, _pos(section_raw), subject),
+                            visible_if=self._form_condition(
+                                section_raw.get("visible_if"), entity, _pos(section_raw), subject
+                            ),
                         )
                     )
-                tabs.append(FormTab(label=Label.of(tab_raw["label"]) if tab_raw.get("label") else None, sections=tuple(sections)))
+                tabs.append(
+                    FormTab(
+                        label=Label.of(tab_raw["label"]) if tab_raw.get("label") else None,
+                        sections=tuple(sections),
+                    )
+                )
             result[name] = Form(
                 name=name,
                 entity=entity.name,
@@ -823,7 +1051,11 @@ class _Checker:
             if entity is None:
                 if not self.unknown(raw["entity"]):
                     continue
-                self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
+                self.add(
+                    _vpos(raw, "entity", where),
+                    subject,
+                    f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
+                )
                 continue
             ok = True
             kept = {}
@@ -868,7 +1100,11 @@ class _Checker:
                 if target is None or target.type not in types:
                     ok = False
                     found = "unknown" if target is None else target.type
-                    self.add(_vpos(raw, key, where), subject, f"{key} {value!r} must be a field of type {' or '.join(types)} (it is {found}){did_you_mean(value, entity.fields) if target is None else ''}")
+                    self.add(
+                        _vpos(raw, key, where),
+                        subject,
+                        f"{key} {value!r} must be a field of type {' or '.join(types)} (it is {found}){did_you_mean(value, entity.fields) if target is None else ''}",
+                    )
             if kind == "kanban" and not raw.get("group_by"):
                 ok = False
                 self.add(where, subject, "a kanban view needs group_by")
@@ -931,7 +1167,9 @@ def build_catalog(
             label=Label.of(pack.manifest.get("label"), pack.name.capitalize()),
             depends=frozen_map(_plain(dict(pack.depends))),
             path=pack.root,
-            description=Label.of(pack.manifest["description"]) if pack.manifest.get("description") else None,
+            description=Label.of(pack.manifest["description"])
+            if pack.manifest.get("description")
+            else None,
             position=_pos(pack.manifest),
         )
         for pack in ordered

@@ -26,7 +26,9 @@ def _round(value, digits=0):
 @cache
 def environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    env.globals.update({"round": _round, "abs": abs, "min": min, "max": max, "Decimal": decimal.Decimal})
+    env.globals.update(
+        {"round": _round, "abs": abs, "min": min, "max": max, "Decimal": decimal.Decimal}
+    )
     return env
 
 

@@ -216,10 +216,16 @@ class TextType(FieldType):
             return None  # no general way to invent text for an arbitrary pattern
         limit = field.params.get("max_length") or self.default_length
         name = field.name
-        people = {"first_name": fake.first_name, "last_name": fake.last_name, "full_name": fake.name}
+        people = {
+            "first_name": fake.first_name,
+            "last_name": fake.last_name,
+            "full_name": fake.name,
+        }
         if name in people:
             return people[name]()[:limit]
-        if name in ("company", "company_name") or (name == "name" and field.entity in ("account", "partner")):
+        if name in ("company", "company_name") or (
+            name == "name" and field.entity in ("account", "partner")
+        ):
             return fake.company()[:limit]
         if "city" in name:
             return fake.city()[:limit]
@@ -474,9 +480,7 @@ class DecimalType(_NumberType):
     def column_type(self, field):
         import sqlalchemy as sa
 
-        return sa.Numeric(
-            field.params.get("precision", self.default_precision), self.scale(field)
-        )
+        return sa.Numeric(field.params.get("precision", self.default_precision), self.scale(field))
 
     def coerce(self, field, value):
         if value is None:
@@ -1135,7 +1139,9 @@ class AnyLookupType(FieldType):
         allowed = field.params.get("to")
         if not isinstance(entity, str) or (allowed and entity not in allowed):
             raise CoercionError(
-                f"expected a record of {', '.join(allowed)}" if allowed else "expected an entity name"
+                f"expected a record of {', '.join(allowed)}"
+                if allowed
+                else "expected an entity name"
             )
         return {"entity": entity, "id": _record_id(value["id"])}
 
@@ -1225,7 +1231,9 @@ class AutonumberType(FieldType):
     def counter_scope(pattern: str, today: dt.date) -> str:
         """Numbers restart when the date part of the pattern changes (per year, say)."""
         return AUTONUMBER_TOKEN.sub(
-            lambda m: "" if m.group(1).startswith("#") else AutonumberType.render(m.group(0), 0, today),
+            lambda m: (
+                "" if m.group(1).startswith("#") else AutonumberType.render(m.group(0), 0, today)
+            ),
             pattern,
         )
 
@@ -1238,7 +1246,16 @@ class FormulaType(FieldType):
     params = {
         "expression": {"type": "string"},
         "result": {
-            "enum": ["text", "integer", "decimal", "money", "percent", "boolean", "date", "datetime"]
+            "enum": [
+                "text",
+                "integer",
+                "decimal",
+                "money",
+                "percent",
+                "boolean",
+                "date",
+                "datetime",
+            ]
         },
     }
     required_params = ("expression",)

@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 from .fieldtypes import (
     EMPTY_OPS,
-    ChoiceType,
     RELATIVE_DATE_OPS,
     RELATIVE_N_OPS,
+    ChoiceType,
     CoercionError,
 )
 from .model import SYSTEM_COLUMNS, Entity, Field
@@ -96,7 +96,9 @@ def system_field(entity: str, name: str) -> Field:
     from .labels import Label
 
     type_name, params = _SYSTEM_TYPES[name]
-    return Field(name=name, type=type_name, label=Label.humanize(name), entity=entity, params=params)
+    return Field(
+        name=name, type=type_name, label=Label.humanize(name), entity=entity, params=params
+    )
 
 
 def resolve_path(
@@ -144,7 +146,7 @@ def _parse(raw, entity, entity_of, depth):
     if isinstance(raw, Mapping):
         if len(raw) != 1:
             raise FilterError("a filter node has exactly one of all, any, not")
-        (key, value), = raw.items()
+        ((key, value),) = raw.items()
         if key in ("all", "any"):
             if not isinstance(value, list):
                 raise FilterError(f"{key!r} takes a list of filters")

@@ -30,7 +30,10 @@ def read_pack(folder: Path, problems: Problems) -> PackSource | None:
 
 
 def resolve_packs(
-    paths: Iterable[str | os.PathLike] = (), problems: Problems | None = None, *, with_dependencies: bool = True
+    paths: Iterable[str | os.PathLike] = (),
+    problems: Problems | None = None,
+    *,
+    with_dependencies: bool = True,
 ) -> list[PackSource]:
     """Read the packs at ``paths`` (all discovered packs when empty) and what they need."""
     problems = problems if problems is not None else Problems()
@@ -40,7 +43,9 @@ def resolve_packs(
         for path in paths:
             found = pack_folders(path)
             if not found:
-                problems.add(Position(str(path), 1, 1), "", "no solution.yaml here or in the folders inside")
+                problems.add(
+                    Position(str(path), 1, 1), "", "no solution.yaml here or in the folders inside"
+                )
             folders.extend(found)
     else:
         folders = list(discover().values())

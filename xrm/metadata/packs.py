@@ -36,7 +36,15 @@ DOCUMENT_KINDS = {
 }
 #: Folders whose YAML files hold definitions (other folders, such as data/ or demo/,
 #: are read by later stages).
-DEFINITION_FOLDERS = ("entities", "option_sets", "views", "roles", "forms", "processes", "templates")
+DEFINITION_FOLDERS = (
+    "entities",
+    "option_sets",
+    "views",
+    "roles",
+    "forms",
+    "processes",
+    "templates",
+)
 ENTRY_POINT_GROUP = "xrm.solutions"
 
 
@@ -87,7 +95,11 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
     if manifest is None:
         return None
     if not isinstance(manifest, Mapping):
-        problems.add(Position(_display(root, MANIFEST), 1, 1), "", "expected a mapping with solution: and version:")
+        problems.add(
+            Position(_display(root, MANIFEST), 1, 1),
+            "",
+            "expected a mapping with solution: and version:",
+        )
         return None
     _validate(manifest, "solution", _display(root, MANIFEST), problems)
     pack = PackSource(
@@ -202,10 +214,18 @@ def _report(error, doc, problems: Problems, fallback: Position, subject: str, ty
     path = list(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = list((error.schema.get("properties") or {}).keys())
-        extras = [k for k in error.instance if k not in allowed] if isinstance(error.instance, Mapping) else []
+        extras = (
+            [k for k in error.instance if k not in allowed]
+            if isinstance(error.instance, Mapping)
+            else []
+        )
         for extra in extras:
             where = key_position_of(doc, [*path, extra], fallback)
-            of = f"{type_name} fields" if type_name and not path else (".".join(map(str, path)) or "this definition")
+            of = (
+                f"{type_name} fields"
+                if type_name and not path
+                else (".".join(map(str, path)) or "this definition")
+            )
             problems.add(
                 where,
                 subject,
@@ -238,7 +258,15 @@ def _explain(error) -> str:
         if expected == "^[a-z][a-z0-9_]*$":
             return f"{error.instance!r} is not a valid name (expected lower-case letters, digits and _, starting with a letter)"
         return f"{error.instance!r} does not match {expected}"
-    if validator in ("minItems", "maxItems", "minProperties", "maxProperties", "minimum", "maximum", "maxLength"):
+    if validator in (
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minimum",
+        "maximum",
+        "maxLength",
+    ):
         return f"{error.message}"
     return error.message
 
@@ -297,4 +325,8 @@ def _manifest_name(folder: Path) -> str | None:
         data = load_yaml((folder / MANIFEST).read_text(encoding="utf-8"), str(folder / MANIFEST))
     except (OSError, YamlSyntaxError):
         return folder.name
-    return str(data.get("solution")) if isinstance(data, Mapping) and data.get("solution") else folder.name
+    return (
+        str(data.get("solution"))
+        if isinstance(data, Mapping) and data.get("solution")
+        else folder.name
+    )

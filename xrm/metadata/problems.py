@@ -32,7 +32,9 @@ class DefinitionError(Exception):
         count = len(self.problems)
         head = "\n".join(str(p) for p in self.problems[:50])
         more = f"\n... and {count - 50} more" if count > 50 else ""
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in definitions:\n{head}{more}")
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in definitions:\n{head}{more}"
+        )
 
 
 class Problems:

@@ -57,7 +57,12 @@ def parse_offset(text) -> int:
 def parse_clock(text) -> dt.time:
     """``09:00`` as a time of day; raises ValueError."""
     match = re.fullmatch(r"(\d{1,2}):(\d{2})", str(text).strip())
-    if not match or int(match[1]) > 24 or int(match[2]) > 59 or (int(match[1]) == 24 and int(match[2])):
+    if (
+        not match
+        or int(match[1]) > 24
+        or int(match[2]) > 59
+        or (int(match[1]) == 24 and int(match[2]))
+    ):
         raise ValueError(f"{text!r} is not a time of day (expected HH:MM)")
     hours, minutes = int(match[1]), int(match[2])
     return dt.time(23, 59, 59, 999999) if hours == 24 else dt.time(hours, minutes)
@@ -70,7 +75,9 @@ def normalize_on(data) -> None:
         data["on"] = data.pop(True)
         if isinstance(data, Node):
             data.positions["on"] = data.positions.pop(True, data.position)
-            data.positions[("value", "on")] = data.positions.pop(("value", True), data.positions["on"])
+            data.positions[("value", "on")] = data.positions.pop(
+                ("value", True), data.positions["on"]
+            )
 
 
 # ------------------------------------------------------------------------- the model
@@ -178,7 +185,9 @@ class Calendar:
     country: str | None = None
     subdivision: str | None = None
     closed: frozenset[dt.date] = frozenset()
-    special: Mapping[dt.date, tuple[tuple[dt.time, dt.time], ...]] = field(default_factory=lambda: MappingProxyType({}))
+    special: Mapping[dt.date, tuple[tuple[dt.time, dt.time], ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     solution: str = ""
     position: Position | None = field(default=None, compare=False)
 
@@ -232,11 +241,18 @@ SECRET = {
     "description": "a secret: a literal string, or {env: VARIABLE}",
     "anyOf": [
         {"type": "string", "minLength": 8},
-        {"type": "object", "properties": {"env": {"type": "string"}}, "required": ["env"], "additionalProperties": False},
+        {
+            "type": "object",
+            "properties": {"env": {"type": "string"}},
+            "required": ["env"],
+            "additionalProperties": False,
+        },
     ],
 }
 VALUES = {"type": "object", "description": "field -> a constant or a template", "minProperties": 1}
-ONE_OR_MANY = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+ONE_OR_MANY = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+}
 STEPS_REF = {"type": "array", "items": {"$ref": "#/$defs/step"}}
 
 STEP_KINDS: dict[str, dict] = {
@@ -340,7 +356,10 @@ STEP_KINDS: dict[str, dict] = {
         "type": "object",
         "properties": {
             "process": STRING,
-            "record": {"type": "string", "description": "a template giving the record id (default: this record)"},
+            "record": {
+                "type": "string",
+                "description": "a template giving the record id (default: this record)",
+            },
             "wait": {"type": "boolean"},
         },
         "required": ["process"],
@@ -363,7 +382,12 @@ def step_schema(kind: str) -> dict:
     for branch in BRANCHES.get(kind, ()):
         properties[branch] = STEPS_REF
     required = [kind, "then"] if kind == "if" else [kind]
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 def step_defs() -> dict:
@@ -373,7 +397,8 @@ def step_defs() -> dict:
         "description": "one step: exactly one of " + ", ".join(STEP_KINDS),
         "minProperties": 1,
         "allOf": [
-            {"if": {"required": [kind]}, "then": {"$ref": f"#/$defs/step_{kind}"}} for kind in STEP_KINDS
+            {"if": {"required": [kind]}, "then": {"$ref": f"#/$defs/step_{kind}"}}
+            for kind in STEP_KINDS
         ],
     }
     return defs
@@ -390,7 +415,10 @@ TRIGGERS = {
         "exit_stage": ONE_OR_MANY,
         "schedule": {
             "anyOf": [
-                {"type": "string", "description": "a cron expression: minute hour day month weekday"},
+                {
+                    "type": "string",
+                    "description": "a cron expression: minute hour day month weekday",
+                },
                 {
                     "type": "object",
                     "properties": {"cron": STRING, "time_zone": STRING},
@@ -404,8 +432,14 @@ TRIGGERS = {
             "properties": {
                 "field": {"type": "string", "description": "a date or datetime field"},
                 "offset": OFFSET,
-                "before": {"type": "string", "description": "a duration field subtracted from the date"},
-                "time": {"type": "string", "description": "time of day for a date field (HH:MM, default 09:00)"},
+                "before": {
+                    "type": "string",
+                    "description": "a duration field subtracted from the date",
+                },
+                "time": {
+                    "type": "string",
+                    "description": "time of day for a date field (HH:MM, default 09:00)",
+                },
             },
             "required": ["field"],
             "additionalProperties": False,
@@ -415,7 +449,10 @@ TRIGGERS = {
                 {"const": True},
                 {
                     "type": "object",
-                    "properties": {"label": {"$ref": "#/$defs/label"}, "roles": {"type": "array", "items": STRING}},
+                    "properties": {
+                        "label": {"$ref": "#/$defs/label"},
+                        "roles": {"type": "array", "items": STRING},
+                    },
                     "additionalProperties": False,
                 },
             ]
@@ -479,7 +516,10 @@ def sla_schema(defs: dict, steps: dict | None = None) -> dict:
             "sla": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 60},
             "entity": STRING,
             "label": {"$ref": "#/$defs/label"},
-            "calendar": {"type": "string", "description": "a business-hours calendar (default: around the clock)"},
+            "calendar": {
+                "type": "string",
+                "description": "a business-hours calendar (default: around the clock)",
+            },
             "if": {"$ref": "#/$defs/filter"},
             "priority_field": STRING,
             "pause": {"$ref": "#/$defs/filter"},
@@ -494,7 +534,10 @@ def sla_schema(defs: dict, steps: dict | None = None) -> dict:
                 },
                 "minProperties": 1,
             },
-            "warning": {"type": "string", "description": "75% of the target, or a duration before the deadline"},
+            "warning": {
+                "type": "string",
+                "description": "75% of the target, or a duration before the deadline",
+            },
             "on_warning": steps,
             "on_breach": steps,
         },
@@ -505,8 +548,15 @@ def sla_schema(defs: dict, steps: dict | None = None) -> dict:
 
 
 def calendars_schema(defs: dict) -> dict:
-    hours = {"type": "array", "items": {"type": "string", "pattern": "^\\d{1,2}:\\d{2}-\\d{1,2}:\\d{2}$"}}
-    week = {"type": "object", "properties": {d: hours for d in (*DAYS, "weekdays")}, "additionalProperties": False}
+    hours = {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^\\d{1,2}:\\d{2}-\\d{1,2}:\\d{2}$"},
+    }
+    week = {
+        "type": "object",
+        "properties": {d: hours for d in (*DAYS, "weekdays")},
+        "additionalProperties": False,
+    }
     return _document(
         "Business-hours calendars",
         {
@@ -549,7 +599,10 @@ def templates_schema(defs: dict) -> dict:
                 "additionalProperties": {
                     "type": "object",
                     "properties": {
-                        "entity": {"type": "string", "description": "the record's entity (checks record.* names)"},
+                        "entity": {
+                            "type": "string",
+                            "description": "the record's entity (checks record.* names)",
+                        },
                         "subject": {"$ref": "#/$defs/label"},
                         "body": {"$ref": "#/$defs/label"},
                     },
@@ -582,12 +635,29 @@ def shells(defs: dict) -> dict[str, dict]:
 # ------------------------------------------------------------------------- templates
 #: Names a process template may use besides Jinja's globals.
 TEMPLATE_NAMES = frozenset(
-    {"record", "old", "today", "now", "vars", "trigger", "payload", "instance", "sla", "user", "days", "link", "approval", "related"}
+    {
+        "record",
+        "old",
+        "today",
+        "now",
+        "vars",
+        "trigger",
+        "payload",
+        "instance",
+        "sla",
+        "user",
+        "days",
+        "link",
+        "approval",
+        "related",
+    }
 )
 USER_ATTRIBUTES = ("id", "name", "email", "locale", "time_zone")
 
 
-def template_problems(source: str, entity: Entity | None, entity_of: Callable[[str], Entity | None]) -> list[str]:
+def template_problems(
+    source: str, entity: Entity | None, entity_of: Callable[[str], Entity | None]
+) -> list[str]:
     """What is wrong with a template: syntax, unknown names, unknown record fields."""
     env = environment()
     try:
@@ -689,12 +759,16 @@ class WorkflowDefinitions:
 class WorkflowCompiler:
     """Compiles and cross-checks the four workflow kinds of one catalog build."""
 
-    def __init__(self, problems: Problems, entities: Mapping[str, Entity], roles: Mapping, layer: str):
+    def __init__(
+        self, problems: Problems, entities: Mapping[str, Entity], roles: Mapping, layer: str
+    ):
         self.problems = problems
         self.entities = entities
         self.roles = roles
         self.layer = layer
-        self.raw: dict[str, dict[str, tuple[Mapping, str, Position]]] = {k: {} for k in ("process", "sla", "calendars", "templates")}
+        self.raw: dict[str, dict[str, tuple[Mapping, str, Position]]] = {
+            k: {} for k in ("process", "sla", "calendars", "templates")
+        }
         self.processes: dict[str, Process] = {}
         self.templates: dict[str, Template] = {}
         self.calendars: dict[str, Calendar] = {}
@@ -714,12 +788,21 @@ class WorkflowCompiler:
         else:
             block = data[kind]
             items = {name: (spec, _pos(block, name)) for name, spec in block.items()}
-        what = {"process": "process", "sla": "SLA", "calendars": "calendar", "templates": "template"}[kind]
+        what = {
+            "process": "process",
+            "sla": "SLA",
+            "calendars": "calendar",
+            "templates": "template",
+        }[kind]
         for name, (spec, where) in items.items():
             previous = self.raw[kind].get(name)
             if previous is not None and solution != self.layer:
                 owner = previous[1]
-                text = f"is defined twice in solution {owner!r}" if owner == solution else f"is already defined by solution {owner!r}"
+                text = (
+                    f"is defined twice in solution {owner!r}"
+                    if owner == solution
+                    else f"is already defined by solution {owner!r}"
+                )
                 self.add(where, name, f"{what} {name!r} {text}")
                 continue
             self.raw[kind][name] = (spec, solution, where)
@@ -741,11 +824,23 @@ class WorkflowCompiler:
                 slas[name] = sla
         for step, target, process in self._starts:
             other = self.processes.get(target)
-            where = _vpos(step.spec, "process", step.position) if isinstance(step.spec, Node) else step.position
+            where = (
+                _vpos(step.spec, "process", step.position)
+                if isinstance(step.spec, Node)
+                else step.position
+            )
             if other is None:
-                self.add(step.position, f"processes.{process.name}", f"starts unknown process {target!r}{did_you_mean(target, [p for p in self.processes if ':' not in p])}")
+                self.add(
+                    step.position,
+                    f"processes.{process.name}",
+                    f"starts unknown process {target!r}{did_you_mean(target, [p for p in self.processes if ':' not in p])}",
+                )
             elif "record" not in step.spec and other.entity not in (None, process.entity):
-                self.add(where, f"processes.{process.name}", f"process {target!r} runs on {other.entity}, not {process.entity}; give record: to start it on another record")
+                self.add(
+                    where,
+                    f"processes.{process.name}",
+                    f"process {target!r} runs on {other.entity}, not {process.entity}; give record: to start it on another record",
+                )
         return WorkflowDefinitions(self.processes, self.templates, self.calendars, slas)
 
     def build_template(self, name, raw, solution, where) -> None:
@@ -754,13 +849,27 @@ class WorkflowCompiler:
         if raw.get("entity") is not None:
             entity = self.entities.get(raw["entity"])
             if entity is None:
-                self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
+                self.add(
+                    _vpos(raw, "entity", where),
+                    subject,
+                    f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
+                )
         for key in ("subject", "body"):
             value = raw.get(key)
-            texts = value.items() if isinstance(value, Mapping) else ([("", value)] if value is not None else [])
+            texts = (
+                value.items()
+                if isinstance(value, Mapping)
+                else ([("", value)] if value is not None else [])
+            )
             for locale, text in texts:
                 for problem in template_problems(str(text), entity, self.entity_of):
-                    self.add(_vpos(value, locale, _vpos(raw, key, where)) if locale else _vpos(raw, key, where), subject, f"{key}: {problem}")
+                    self.add(
+                        _vpos(value, locale, _vpos(raw, key, where))
+                        if locale
+                        else _vpos(raw, key, where),
+                        subject,
+                        f"{key}: {problem}",
+                    )
         self.templates[name] = Template(
             name=name,
             subject=Label.of(raw.get("subject")),
@@ -777,7 +886,11 @@ class WorkflowCompiler:
             ZoneInfo(str(raw["time_zone"]))
         except (ZoneInfoNotFoundError, ValueError):
             ok = False
-            self.add(_vpos(raw, "time_zone", where), subject, f"unknown time zone {raw['time_zone']!r} (expected e.g. Europe/Moscow)")
+            self.add(
+                _vpos(raw, "time_zone", where),
+                subject,
+                f"unknown time zone {raw['time_zone']!r} (expected e.g. Europe/Moscow)",
+            )
         week_raw = raw["week"]
         week: list[tuple] = [() for _ in DAYS]
         for key, spans in week_raw.items():
@@ -802,14 +915,22 @@ class WorkflowCompiler:
                 closed.add(dt.date.fromisoformat(str(text)))
             except ValueError:
                 ok = False
-                self.add(_pos(raw["closed"], index, where), subject, f"{text!r} is not a date (expected YYYY-MM-DD)")
+                self.add(
+                    _pos(raw["closed"], index, where),
+                    subject,
+                    f"{text!r} is not a date (expected YYYY-MM-DD)",
+                )
         special = {}
         for text, spans in (raw.get("special") or {}).items():
             try:
                 day = dt.date.fromisoformat(str(text))
             except ValueError:
                 ok = False
-                self.add(_pos(raw["special"], text, where), subject, f"{text!r} is not a date (expected YYYY-MM-DD)")
+                self.add(
+                    _pos(raw["special"], text, where),
+                    subject,
+                    f"{text!r} is not a date (expected YYYY-MM-DD)",
+                )
                 continue
             parsed = self._hours(spans, _vpos(raw["special"], text, where), subject)
             if parsed is None:
@@ -818,7 +939,11 @@ class WorkflowCompiler:
             special[day] = parsed
         if not any(week) and not special:
             ok = False
-            self.add(_vpos(raw, "week", where), subject, "a calendar needs working hours on at least one day")
+            self.add(
+                _vpos(raw, "week", where),
+                subject,
+                "a calendar needs working hours on at least one day",
+            )
         if ok:
             self.calendars[name] = Calendar(
                 name=name,
@@ -846,13 +971,17 @@ class WorkflowCompiler:
                 self.add(where, subject, f"{text!r}: the end must be after the start")
                 return None
             if result and start < result[-1][1]:
-                self.add(where, subject, f"{text!r} overlaps the hours before it (list them in order)")
+                self.add(
+                    where, subject, f"{text!r} overlaps the hours before it (list them in order)"
+                )
                 return None
             result.append((start, end))
         return tuple(result)
 
     # ------------------------------------------------------------------ processes
-    def build_process(self, name, raw, solution, where, *, entity_name=None, triggers=None) -> Process | None:
+    def build_process(
+        self, name, raw, solution, where, *, entity_name=None, triggers=None
+    ) -> Process | None:
         subject = f"processes.{name}"
         ok = True
         entity = None
@@ -860,24 +989,45 @@ class WorkflowCompiler:
         if entity_name is not None:
             entity = self.entities.get(entity_name)
             if entity is None:
-                self.add(_vpos(raw, "entity", where), subject, f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}")
+                self.add(
+                    _vpos(raw, "entity", where),
+                    subject,
+                    f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
+                )
                 return None
         if triggers is None:
-            triggers = self.build_triggers(raw.get("on") or {}, entity, subject, _vpos(raw, "on", where))
+            triggers = self.build_triggers(
+                raw.get("on") or {}, entity, subject, _vpos(raw, "on", where)
+            )
             if triggers is None:
                 ok = False
         condition = self._filter(raw.get("if"), entity, _vpos(raw, "if", where), subject, "if")
         was = self._filter(raw.get("was"), entity, _vpos(raw, "was", where), subject, "was")
-        if raw.get("if") is not None and condition is None or raw.get("was") is not None and was is None:
+        if (
+            raw.get("if") is not None
+            and condition is None
+            or raw.get("was") is not None
+            and was is None
+        ):
             ok = False
-        if raw.get("was") is not None and triggers is not None and not any(t.kind in ("updated", "enter_stage", "exit_stage") for t in triggers):
+        if (
+            raw.get("was") is not None
+            and triggers is not None
+            and not any(t.kind in ("updated", "enter_stage", "exit_stage") for t in triggers)
+        ):
             ok = False
-            self.add(_vpos(raw, "was", where), subject, "was: applies to updated or stage triggers only (a new record has no earlier values)")
+            self.add(
+                _vpos(raw, "was", where),
+                subject,
+                "was: applies to updated or stage triggers only (a new record has no earlier values)",
+            )
         if entity is None and triggers:
             for trigger in triggers:
                 if trigger.kind not in ("schedule", "manual", "webhook"):
                     ok = False
-                    self.add(_vpos(raw, "on", where), subject, f"a {trigger.kind} trigger needs entity:")
+                    self.add(
+                        _vpos(raw, "on", where), subject, f"a {trigger.kind} trigger needs entity:"
+                    )
         steps = self.build_steps(raw.get("steps") or [], (), entity, subject, where, name, set())
         if steps is None:
             ok = False
@@ -914,7 +1064,9 @@ class WorkflowCompiler:
             self.add(where, subject, f"{what}: {exc}")
             return None
 
-    def build_triggers(self, on: Mapping, entity: Entity | None, subject: str, where) -> tuple[Trigger, ...] | None:
+    def build_triggers(
+        self, on: Mapping, entity: Entity | None, subject: str, where
+    ) -> tuple[Trigger, ...] | None:
         result, ok = [], True
         for kind, value in on.items():
             at = _vpos(on, kind, where)
@@ -937,7 +1089,11 @@ class WorkflowCompiler:
             fields = () if value is True else tuple(value)
             for index, name in enumerate(fields):
                 if entity is not None and name not in entity.fields and name != "owner":
-                    self.add(_pos(value, index, at), subject, f"on.updated: {entity.name} has no field {name!r}{did_you_mean(name, entity.fields)}")
+                    self.add(
+                        _pos(value, index, at),
+                        subject,
+                        f"on.updated: {entity.name} has no field {name!r}{did_you_mean(name, entity.fields)}",
+                    )
                     return None
             return Trigger(kind, fields=fields)
         if kind in ("enter_stage", "exit_stage"):
@@ -945,10 +1101,14 @@ class WorkflowCompiler:
             if entity is None:
                 return Trigger(kind, stages=stages)
             if entity.stages is None:
-                raise ValueError(f"{entity.name} has no stage flow (stages: in its entity document)")
+                raise ValueError(
+                    f"{entity.name} has no stage flow (stages: in its entity document)"
+                )
             for stage in stages:
                 if stage not in entity.stages.steps:
-                    raise ValueError(f"{stage!r} is not a stage of {entity.name}{did_you_mean(stage, entity.stages.steps)}")
+                    raise ValueError(
+                        f"{stage!r} is not a stage of {entity.name}{did_you_mean(stage, entity.stages.steps)}"
+                    )
             return Trigger(kind, stages=stages, fields=(entity.stages.field,))
         if kind == "schedule":
             cron = value if isinstance(value, str) else value["cron"]
@@ -968,30 +1128,47 @@ class WorkflowCompiler:
             name = value["field"]
             target = entity.fields.get(name)
             if target is None and name not in ("created_at", "updated_at"):
-                raise ValueError(f"{entity.name} has no field {name!r}{did_you_mean(name, entity.fields)}")
+                raise ValueError(
+                    f"{entity.name} has no field {name!r}{did_you_mean(name, entity.fields)}"
+                )
             if target is not None and target.type not in ("date", "datetime"):
-                raise ValueError(f"{name!r} is a {target.type} field; a date trigger needs a date or datetime field")
+                raise ValueError(
+                    f"{name!r} is a {target.type} field; a date trigger needs a date or datetime field"
+                )
             before = value.get("before")
             if before is not None:
                 duration = entity.fields.get(before)
                 if duration is None or duration.type != "duration":
-                    raise ValueError(f"before: {before!r} must be a duration field of {entity.name}{did_you_mean(before, entity.fields) if duration is None else ''}")
+                    raise ValueError(
+                        f"before: {before!r} must be a duration field of {entity.name}{did_you_mean(before, entity.fields) if duration is None else ''}"
+                    )
             time_of_day = parse_clock(value["time"]) if value.get("time") else None
             if time_of_day is not None and (target is None or target.type != "date"):
                 raise ValueError("time: applies to date fields only")
             offset = parse_offset(value["offset"]) if value.get("offset") else 0
             fields = (name,) + ((before,) if before else ())
-            return Trigger(kind, date_field=name, offset=offset, before_field=before, time=time_of_day, fields=fields)
+            return Trigger(
+                kind,
+                date_field=name,
+                offset=offset,
+                before_field=before,
+                time=time_of_day,
+                fields=fields,
+            )
         if kind == "manual":
             spec = value if isinstance(value, Mapping) else {}
             roles = tuple(spec.get("roles") or ())
             for role in roles:
                 if role not in self.roles:
                     raise ValueError(f"unknown role {role!r}{did_you_mean(role, self.roles)}")
-            return Trigger(kind, label=Label.of(spec.get("label")) if spec.get("label") else None, roles=roles)
+            return Trigger(
+                kind, label=Label.of(spec.get("label")) if spec.get("label") else None, roles=roles
+            )
         if kind == "webhook":
             spec = value if isinstance(value, Mapping) else {}
-            return Trigger(kind, secret=_plain(spec.get("secret")), signature=spec.get("signature", "url"))
+            return Trigger(
+                kind, secret=_plain(spec.get("secret")), signature=spec.get("signature", "url")
+            )
         raise ValueError(f"unknown trigger {kind!r}")
 
     # ------------------------------------------------------------------ steps
@@ -1003,7 +1180,9 @@ class WorkflowCompiler:
             self._step_validators[kind] = Draft202012Validator({**step_schema(kind), "$defs": defs})
         return self._step_validators[kind]
 
-    def build_steps(self, items, prefix: tuple, entity, subject, where, process_name, names: set) -> tuple[Step, ...] | None:
+    def build_steps(
+        self, items, prefix: tuple, entity, subject, where, process_name, names: set
+    ) -> tuple[Step, ...] | None:
         from .packs import _report
 
         steps, ok = [], True
@@ -1014,10 +1193,16 @@ class WorkflowCompiler:
                 ok = False
                 keys = ", ".join(map(str, raw)) if isinstance(raw, Mapping) else type(raw).__name__
                 if kinds:
-                    self.add(at, subject, f"a step has exactly one kind; this one has {', '.join(kinds)}")
+                    self.add(
+                        at, subject, f"a step has exactly one kind; this one has {', '.join(kinds)}"
+                    )
                 else:
                     first = next(iter(raw), "") if isinstance(raw, Mapping) else ""
-                    self.add(at, subject, f"unknown step ({keys}); expected one of {', '.join(STEP_KINDS)}{did_you_mean(first, STEP_KINDS)}")
+                    self.add(
+                        at,
+                        subject,
+                        f"unknown step ({keys}); expected one of {', '.join(STEP_KINDS)}{did_you_mean(first, STEP_KINDS)}",
+                    )
                 continue
             kind = kinds[0]
             errors = list(self._validator(kind).iter_errors(raw))
@@ -1040,7 +1225,11 @@ class WorkflowCompiler:
         name = raw.get("name")
         if name is not None:
             if name in names:
-                self.add(_vpos(raw, "name", at), subject, f"step name {name!r} is used twice in this process")
+                self.add(
+                    _vpos(raw, "name", at),
+                    subject,
+                    f"step name {name!r} is used twice in this process",
+                )
                 return None
             names.add(name)
         condition = None
@@ -1053,20 +1242,36 @@ class WorkflowCompiler:
         branches = {}
         for branch in BRANCHES.get(kind, ()):
             if branch in raw:
-                built = self.build_steps(raw[branch], (*path, branch), entity, subject, _vpos(raw, branch, at), process_name, names)
+                built = self.build_steps(
+                    raw[branch],
+                    (*path, branch),
+                    entity,
+                    subject,
+                    _vpos(raw, branch, at),
+                    process_name,
+                    names,
+                )
                 if built is None:
                     return None
                 branches[branch] = built
         if kind == "wait" and "timed_out" in raw and "timeout" not in spec:
-            self.add(_vpos(raw, "timed_out", at), subject, "timed_out: needs a timeout: in the wait")
+            self.add(
+                _vpos(raw, "timed_out", at), subject, "timed_out: needs a timeout: in the wait"
+            )
             return None
         if kind == "approval" and "timed_out" in raw and "timeout" not in spec:
-            self.add(_vpos(raw, "timed_out", at), subject, "timed_out: needs a timeout: in the approval")
+            self.add(
+                _vpos(raw, "timed_out", at), subject, "timed_out: needs a timeout: in the approval"
+            )
             return None
         for key in ("as",):
             if isinstance(spec, Mapping) and spec.get(key):
                 if spec[key] in names:
-                    self.add(_vpos(spec, key, spec_at), subject, f"as: {spec[key]!r} names another step's result too")
+                    self.add(
+                        _vpos(spec, key, spec_at),
+                        subject,
+                        f"as: {spec[key]!r} names another step's result too",
+                    )
                     return None
                 names.add(spec[key])
         return Step(
@@ -1094,7 +1299,11 @@ class WorkflowCompiler:
             f = target.fields.get(name)
             if f is None and name != "owner":
                 ok = False
-                self.add(where, subject, f"{target.name} has no field {name!r}{did_you_mean(name, target.fields)}")
+                self.add(
+                    where,
+                    subject,
+                    f"{target.name} has no field {name!r}{did_you_mean(name, target.fields)}",
+                )
                 continue
             if f is not None and f.computed:
                 ok = False
@@ -1104,7 +1313,9 @@ class WorkflowCompiler:
                 for problem in template_problems(value, context_entity, self.entity_of):
                     ok = False
                     self.add(_vpos(values, name, where), subject, f"{name}: {problem}")
-            elif f is not None and value is not None and not isinstance(value, str | list | Mapping):
+            elif (
+                f is not None and value is not None and not isinstance(value, str | list | Mapping)
+            ):
                 from .fieldtypes import CoercionError
 
                 try:
@@ -1122,21 +1333,37 @@ class WorkflowCompiler:
     def _check_create(self, spec, at, entity, subject):
         target = self.entities.get(spec["entity"])
         if target is None:
-            self.add(_vpos(spec, "entity", at), subject, f"create: unknown entity {spec['entity']!r}{did_you_mean(spec['entity'], self.entities)}")
+            self.add(
+                _vpos(spec, "entity", at),
+                subject,
+                f"create: unknown entity {spec['entity']!r}{did_you_mean(spec['entity'], self.entities)}",
+            )
             return False
-        return None if self._check_values(spec["values"], target, _vpos(spec, "values", at), subject, entity) else False
+        return (
+            None
+            if self._check_values(
+                spec["values"], target, _vpos(spec, "values", at), subject, entity
+            )
+            else False
+        )
 
     def _check_update(self, spec, at, entity, subject):
         if not self._needs_entity(entity, at, subject, "update"):
             return False
         related = entity.fields.get(spec["related"])
         if related is None or related.type not in ("lookup", "children"):
-            self.add(_vpos(spec, "related", at), subject, f"update: related must be a lookup or children field of {entity.name}{did_you_mean(spec['related'], entity.fields) if related is None else ''}")
+            self.add(
+                _vpos(spec, "related", at),
+                subject,
+                f"update: related must be a lookup or children field of {entity.name}{did_you_mean(spec['related'], entity.fields) if related is None else ''}",
+            )
             return False
         target = self.entities.get(related.target)
         if target is None:
             return False
-        if not self._check_values(spec["values"], target, _vpos(spec, "values", at), subject, entity):
+        if not self._check_values(
+            spec["values"], target, _vpos(spec, "values", at), subject, entity
+        ):
             return False
         if spec.get("if") is not None:
             try:
@@ -1150,7 +1377,9 @@ class WorkflowCompiler:
         ok = True
         for index, item in enumerate(as_list(value)):
             where = _pos(value, index, at) if isinstance(value, list) else at
-            problem = recipient_problem(str(item), entity, self.entity_of, self.roles, users_only=users_only)
+            problem = recipient_problem(
+                str(item), entity, self.entity_of, self.roles, users_only=users_only
+            )
             if problem:
                 ok = False
                 self.add(where, subject, problem)
@@ -1158,16 +1387,31 @@ class WorkflowCompiler:
 
     def _check_notify(self, spec, at, entity, subject):
         ok = self.check_recipients(spec["to"], entity, _vpos(spec, "to", at), subject)
-        return None if self._check_template_ref(spec["template"], entity, _vpos(spec, "template", at), subject) and ok else False
+        return (
+            None
+            if self._check_template_ref(
+                spec["template"], entity, _vpos(spec, "template", at), subject
+            )
+            and ok
+            else False
+        )
 
     def _check_template_ref(self, name, entity, where, subject) -> bool:
         template = self.templates.get(name)
         if template is None:
             if name not in self.raw["templates"]:
-                self.add(where, subject, f"unknown template {name!r}{did_you_mean(name, self.raw['templates'])}")
+                self.add(
+                    where,
+                    subject,
+                    f"unknown template {name!r}{did_you_mean(name, self.raw['templates'])}",
+                )
             return False
         if template.entity is not None and entity is not None and template.entity != entity.name:
-            self.add(where, subject, f"template {name!r} is written for {template.entity}, not {entity.name}")
+            self.add(
+                where,
+                subject,
+                f"template {name!r} is written for {template.entity}, not {entity.name}",
+            )
             return False
         if template.entity is None and entity is not None:
             for label in (template.subject, template.body):
@@ -1186,18 +1430,39 @@ class WorkflowCompiler:
             f = entity.fields.get(target)
             if f is None or f.type != "user":
                 ok = False
-                self.add(_vpos(spec, "field", at), subject, f"assign: field must be a user field of {entity.name}")
+                self.add(
+                    _vpos(spec, "field", at),
+                    subject,
+                    f"assign: field must be a user field of {entity.name}",
+                )
         if "to" not in spec and "rules" not in spec:
             self.add(at, subject, "assign: give to: (a team, role or users) or rules:")
             return False
         if "to" in spec:
-            ok = self.check_recipients(spec["to"], entity, _vpos(spec, "to", at), subject, users_only=True) and ok
+            ok = (
+                self.check_recipients(
+                    spec["to"], entity, _vpos(spec, "to", at), subject, users_only=True
+                )
+                and ok
+            )
         for index, rule in enumerate(spec.get("rules") or ()):
             where = _pos(spec["rules"], index, at)
-            ok = self.check_recipients(rule["to"], entity, _vpos(rule, "to", where), subject, users_only=True) and ok
-            if rule.get("if") is not None and self._filter(rule["if"], entity, _vpos(rule, "if", where), subject, "rules.if") is None:
+            ok = (
+                self.check_recipients(
+                    rule["to"], entity, _vpos(rule, "to", where), subject, users_only=True
+                )
+                and ok
+            )
+            if (
+                rule.get("if") is not None
+                and self._filter(rule["if"], entity, _vpos(rule, "if", where), subject, "rules.if")
+                is None
+            ):
                 ok = False
-        if spec.get("load") is not None and self._filter(spec["load"], entity, _vpos(spec, "load", at), subject, "load") is None:
+        if (
+            spec.get("load") is not None
+            and self._filter(spec["load"], entity, _vpos(spec, "load", at), subject, "load") is None
+        ):
             ok = False
         return None if ok else False
 
@@ -1205,7 +1470,11 @@ class WorkflowCompiler:
         name = spec.get("entity", "task")
         target = self.entities.get(name)
         if target is None:
-            self.add(_vpos(spec, "entity", at), subject, f"activity: unknown entity {name!r}{did_you_mean(name, self.entities)}")
+            self.add(
+                _vpos(spec, "entity", at),
+                subject,
+                f"activity: unknown entity {name!r}{did_you_mean(name, self.entities)}",
+            )
             return False
         ok = True
         if "subject" not in target.fields:
@@ -1215,7 +1484,11 @@ class WorkflowCompiler:
         if spec.get("due") is not None:
             if due_field is None:
                 ok = False
-                self.add(_vpos(spec, "due", at), subject, f"activity: {name} has no due or starts_at field")
+                self.add(
+                    _vpos(spec, "due", at),
+                    subject,
+                    f"activity: {name} has no due or starts_at field",
+                )
             elif "{" not in spec["due"]:
                 try:
                     parse_offset(spec["due"])
@@ -1229,15 +1502,27 @@ class WorkflowCompiler:
         if spec.get("reminder") is not None:
             if "reminder" not in target.fields:
                 ok = False
-                self.add(_vpos(spec, "reminder", at), subject, f"activity: {name} has no reminder field")
+                self.add(
+                    _vpos(spec, "reminder", at), subject, f"activity: {name} has no reminder field"
+                )
             ok = self._span(spec, "reminder", at, subject) and ok
         for problem in template_problems(spec["subject"], entity, self.entity_of):
             ok = False
             self.add(_vpos(spec, "subject", at), subject, f"subject: {problem}")
         if spec.get("owner") is not None:
-            ok = self.check_recipients(spec["owner"], entity, _vpos(spec, "owner", at), subject, users_only=True) and ok
+            ok = (
+                self.check_recipients(
+                    spec["owner"], entity, _vpos(spec, "owner", at), subject, users_only=True
+                )
+                and ok
+            )
         if spec.get("values"):
-            ok = self._check_values(spec["values"], target, _vpos(spec, "values", at), subject, entity) and ok
+            ok = (
+                self._check_values(
+                    spec["values"], target, _vpos(spec, "values", at), subject, entity
+                )
+                and ok
+            )
         return None if ok else False
 
     def _span(self, spec, key, at, subject) -> bool:
@@ -1263,8 +1548,14 @@ class WorkflowCompiler:
             if not self._needs_entity(entity, at, subject, "wait until"):
                 return False
             target = entity.fields.get(spec["until"])
-            if spec["until"] not in ("created_at", "updated_at") and (target is None or target.type not in ("date", "datetime")):
-                self.add(_vpos(spec, "until", at), subject, f"wait: until must be a date or datetime field of {entity.name}{did_you_mean(spec['until'], entity.fields) if target is None else ''}")
+            if spec["until"] not in ("created_at", "updated_at") and (
+                target is None or target.type not in ("date", "datetime")
+            ):
+                self.add(
+                    _vpos(spec, "until", at),
+                    subject,
+                    f"wait: until must be a date or datetime field of {entity.name}{did_you_mean(spec['until'], entity.fields) if target is None else ''}",
+                )
                 return False
             if spec.get("offset"):
                 try:
@@ -1282,16 +1573,25 @@ class WorkflowCompiler:
             self.add(at, subject, "wait: offset: and time: go with until:")
             ok = False
         if "condition" in spec:
-            tree = self._filter(spec["condition"], entity, _vpos(spec, "condition", at), subject, "wait.condition")
+            tree = self._filter(
+                spec["condition"], entity, _vpos(spec, "condition", at), subject, "wait.condition"
+            )
             if tree is None:
                 return False
             return tree if ok else False
         return None if ok else False
 
     def _check_approval(self, spec, at, entity, subject):
-        ok = self.check_recipients(spec["approvers"], entity, _vpos(spec, "approvers", at), subject, users_only=True)
+        ok = self.check_recipients(
+            spec["approvers"], entity, _vpos(spec, "approvers", at), subject, users_only=True
+        )
         if spec.get("template") is not None:
-            ok = self._check_template_ref(spec["template"], entity, _vpos(spec, "template", at), subject) and ok
+            ok = (
+                self._check_template_ref(
+                    spec["template"], entity, _vpos(spec, "template", at), subject
+                )
+                and ok
+            )
         if "timeout" in spec:
             ok = self._span(spec, "timeout", at, subject) and ok
         return None if ok else False
@@ -1305,7 +1605,7 @@ class WorkflowCompiler:
             ok = False
             self.add(_vpos(spec, "url", at), subject, f"url: {spec['url']!r} is not an http(s) URL")
         body = spec.get("body")
-        for key, value in (body.items() if isinstance(body, Mapping) else ()):
+        for key, value in body.items() if isinstance(body, Mapping) else ():
             if isinstance(value, str):
                 for problem in template_problems(value, entity, self.entity_of):
                     ok = False
@@ -1333,13 +1633,21 @@ class WorkflowCompiler:
         subject = f"slas.{name}"
         entity = self.entities.get(raw["entity"])
         if entity is None:
-            self.add(_vpos(raw, "entity", where), subject, f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}")
+            self.add(
+                _vpos(raw, "entity", where),
+                subject,
+                f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
+            )
             return None
         ok = True
         calendar = raw.get("calendar")
         if calendar is not None and calendar not in self.calendars:
             if calendar not in self.raw["calendars"]:
-                self.add(_vpos(raw, "calendar", where), subject, f"unknown calendar {calendar!r}{did_you_mean(calendar, self.raw['calendars'])}")
+                self.add(
+                    _vpos(raw, "calendar", where),
+                    subject,
+                    f"unknown calendar {calendar!r}{did_you_mean(calendar, self.raw['calendars'])}",
+                )
             ok = False
         priority_field = raw.get("priority_field")
         priorities = None
@@ -1347,17 +1655,29 @@ class WorkflowCompiler:
             f = entity.fields.get(priority_field)
             if f is None or f.type != "choice":
                 ok = False
-                self.add(_vpos(raw, "priority_field", where), subject, f"priority_field must be a choice field of {entity.name}{did_you_mean(priority_field, entity.fields) if f is None else ''}")
+                self.add(
+                    _vpos(raw, "priority_field", where),
+                    subject,
+                    f"priority_field must be a choice field of {entity.name}{did_you_mean(priority_field, entity.fields) if f is None else ''}",
+                )
             else:
                 priorities = f.choice_values
         condition = self._filter(raw.get("if"), entity, _vpos(raw, "if", where), subject, "if")
         pause = self._filter(raw.get("pause"), entity, _vpos(raw, "pause", where), subject, "pause")
-        if (raw.get("if") is not None and condition is None) or (raw.get("pause") is not None and pause is None):
+        if (raw.get("if") is not None and condition is None) or (
+            raw.get("pause") is not None and pause is None
+        ):
             ok = False
         metrics = []
         for metric_name, spec in raw["metrics"].items():
             at = _pos(raw["metrics"], metric_name, where)
-            done = self._filter(spec["done"], entity, _vpos(spec, "done", at), subject, f"metrics.{metric_name}.done")
+            done = self._filter(
+                spec["done"],
+                entity,
+                _vpos(spec, "done", at),
+                subject,
+                f"metrics.{metric_name}.done",
+            )
             if done is None:
                 ok = False
             targets = {}
@@ -1365,10 +1685,18 @@ class WorkflowCompiler:
                 key_at = _pos(spec["targets"], key, at)
                 if key != "*" and priorities is not None and key not in priorities:
                     ok = False
-                    self.add(key_at, subject, f"{key!r} is not a value of {priority_field}{did_you_mean(key, priorities)}")
+                    self.add(
+                        key_at,
+                        subject,
+                        f"{key!r} is not a value of {priority_field}{did_you_mean(key, priorities)}",
+                    )
                 if key != "*" and priorities is None:
                     ok = False
-                    self.add(key_at, subject, "targets per priority need priority_field: (or use * for every record)")
+                    self.add(
+                        key_at,
+                        subject,
+                        "targets per priority need priority_field: (or use * for every record)",
+                    )
                 try:
                     targets[key] = parse_span(text)
                     if targets[key] <= 0:
@@ -1376,7 +1704,9 @@ class WorkflowCompiler:
                 except ValueError as exc:
                     ok = False
                     self.add(_vpos(spec["targets"], key, key_at), subject, str(exc))
-            metrics.append(SlaMetric(name=metric_name, done=done, targets=MappingProxyType(targets)))
+            metrics.append(
+                SlaMetric(name=metric_name, done=done, targets=MappingProxyType(targets))
+            )
         warning: float | int = 0.75
         if raw.get("warning") is not None:
             text = str(raw["warning"]).strip()
@@ -1389,13 +1719,19 @@ class WorkflowCompiler:
                     warning = parse_span(text)
             except ValueError as exc:
                 ok = False
-                self.add(_vpos(raw, "warning", where), subject, f"warning: {exc if str(exc) else 'expected 75% or a duration'}")
+                self.add(
+                    _vpos(raw, "warning", where),
+                    subject,
+                    f"warning: {exc if str(exc) else 'expected 75% or a duration'}",
+                )
         hooks = {}
         for key in ("on_warning", "on_breach"):
             if not raw.get(key) and key == "on_warning":
                 continue  # a breach is always recorded on the clock, even with no steps
             process_name = f"sla:{name}:{key.removeprefix('on_')}"
-            steps = self.build_steps(raw.get(key) or [], (), entity, subject, _vpos(raw, key, where), process_name, set())
+            steps = self.build_steps(
+                raw.get(key) or [], (), entity, subject, _vpos(raw, key, where), process_name, set()
+            )
             if steps is None:
                 ok = False
                 continue
@@ -1441,7 +1777,9 @@ def _keep(spec: Mapping) -> Mapping:
 RECIPIENT_PREFIXES = ("role", "team", "user", "email")
 
 
-def recipient_problem(text: str, entity: Entity | None, entity_of, roles, *, users_only=False) -> str | None:
+def recipient_problem(
+    text: str, entity: Entity | None, entity_of, roles, *, users_only=False
+) -> str | None:
     """Why a recipient reference cannot be resolved (None when it can, or needs the database)."""
     prefix, sep, rest = text.partition(":")
     if sep:
@@ -1455,7 +1793,11 @@ def recipient_problem(text: str, entity: Entity | None, entity_of, roles, *, use
             return f"{text!r}: an email address is not a user (use user:EMAIL for a user)"
         return None
     if text in ("owner", "initiator"):
-        return None if entity is not None or text == "initiator" else f"{text!r} needs a process on an entity"
+        return (
+            None
+            if entity is not None or text == "initiator"
+            else f"{text!r} needs a process on an entity"
+        )
     if entity is None:
         return f"{text!r}: a field needs a process on an entity"
     try:
@@ -1498,7 +1840,9 @@ def activity_due_field(entity: Entity) -> str | None:
     return None
 
 
-def workflow_definitions(problems: Problems, entities, roles, documents, layer: str) -> WorkflowDefinitions:
+def workflow_definitions(
+    problems: Problems, entities, roles, documents, layer: str
+) -> WorkflowDefinitions:
     """Compile the workflow documents [(kind, solution, data)] of one catalog build."""
     compiler = WorkflowCompiler(problems, entities, roles, layer)
     for kind, solution, data in documents:

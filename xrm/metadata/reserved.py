@@ -28,7 +28,9 @@ POSTGRESQL_RESERVED = frozenset(
 )
 
 #: Names the platform keeps for its own tables and meanings.
-PLATFORM_NAMES = frozenset({"user", "team", "role", "record", "records", "today", "now", "self", "meta"})
+PLATFORM_NAMES = frozenset(
+    {"user", "team", "role", "record", "records", "today", "now", "self", "meta"}
+)
 
 RESERVED = SQLITE_KEYWORDS | POSTGRESQL_RESERVED
 

@@ -263,7 +263,9 @@ def solution_schema(defs: dict) -> dict:
 def entity_schema(defs: dict, field_ref: dict) -> dict:
     properties = {"entity": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 50}}
     properties.update(_entity_properties(field_ref))
-    return _document("Entity definition", properties, ["entity", "fields"], defs, "entity.schema.json")
+    return _document(
+        "Entity definition", properties, ["entity", "fields"], defs, "entity.schema.json"
+    )
 
 
 def extend_schema(defs: dict, field_ref: dict) -> dict:
@@ -300,7 +302,11 @@ def option_sets_schema(defs: dict) -> dict:
                     "type": "object",
                     "properties": {
                         "label": {"$ref": "#/$defs/label"},
-                        "options": {"type": "array", "items": {"$ref": "#/$defs/option"}, "minItems": 1},
+                        "options": {
+                            "type": "array",
+                            "items": {"$ref": "#/$defs/option"},
+                            "minItems": 1,
+                        },
                     },
                     "required": ["options"],
                     "additionalProperties": False,
@@ -343,7 +349,10 @@ def forms_schema(defs: dict) -> dict:
                 "maxItems": 4,
                 "description": "each column is a list of fields, top to bottom",
             },
-            "related": {"type": "string", "description": "a children or many_to_many field shown as a list"},
+            "related": {
+                "type": "string",
+                "description": "a children or many_to_many field shown as a list",
+            },
             "visible_if": {"$ref": "#/$defs/filter"},
         },
         "additionalProperties": False,
@@ -445,7 +454,12 @@ def roles_schema(defs: dict) -> dict:
                             "description": "entity (or * for every entity) -> scope per action",
                             "additionalProperties": {
                                 "type": "object",
-                                "properties": {"create": scope, "read": scope, "update": scope, "delete": scope},
+                                "properties": {
+                                    "create": scope,
+                                    "read": scope,
+                                    "update": scope,
+                                    "delete": scope,
+                                },
                                 "additionalProperties": False,
                             },
                         },

@@ -99,7 +99,6 @@ class _Loader(_BaseLoader):
             data.append(self.construct_object(child, deep=True))
             data.positions[index] = _pos(self, child.start_mark)
 
-
     # The generic constructor (generators, state stacks) costs more than parsing in C; the
     # tags definitions use are built directly here, anything else goes the generic way.
     def construct_document(self, node):

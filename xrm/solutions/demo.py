@@ -24,7 +24,9 @@ def fill_order(catalog: Catalog) -> list[Entity]:
     graph = {}
     for entity in catalog.entities.values():
         graph[entity.name] = {
-            f.params["to"] for f in entity.fields.values() if f.type == "lookup" and f.params["to"] != entity.name
+            f.params["to"]
+            for f in entity.fields.values()
+            if f.type == "lookup" and f.params["to"] != entity.name
         }
     sorter = graphlib.TopologicalSorter(graph)
     try:
@@ -34,7 +36,9 @@ def fill_order(catalog: Catalog) -> list[Entity]:
     return [catalog.entities[name] for name in order]
 
 
-def _values(entity: Entity, fake: Faker, rnd: random.Random, ids: dict[str, list[int]], users: list[int]) -> dict:
+def _values(
+    entity: Entity, fake: Faker, rnd: random.Random, ids: dict[str, list[int]], users: list[int]
+) -> dict:
     values = {}
     for field in entity.fields.values():
         if field.computed or field.type in ("children", "file", "json", "any_lookup", "autonumber"):
@@ -66,7 +70,14 @@ def _values(entity: Entity, fake: Faker, rnd: random.Random, ids: dict[str, list
     return values
 
 
-def generate(store, per_entity: int = 25, *, locale: str = "en", seed: int = 7, users: list[int] | None = None) -> dict[str, int]:
+def generate(
+    store,
+    per_entity: int = 25,
+    *,
+    locale: str = "en",
+    seed: int = 7,
+    users: list[int] | None = None,
+) -> dict[str, int]:
     """Create ``per_entity`` sample records for each entity; returns counts per entity."""
     catalog = store.refresh()
     fake = Faker(LOCALES.get(locale, locale))
@@ -81,7 +92,16 @@ def generate(store, per_entity: int = 25, *, locale: str = "en", seed: int = 7, 
     return created
 
 
-def _fill(store, entity: Entity, per_entity: int, fake: Faker, rnd: random.Random, ids: dict, users: list[int], created: dict) -> None:
+def _fill(
+    store,
+    entity: Entity,
+    per_entity: int,
+    fake: Faker,
+    rnd: random.Random,
+    ids: dict,
+    users: list[int],
+    created: dict,
+) -> None:
     """One entity's samples; rows that break a rule (a random pair already taken, say) are
     left out, but an entity none of whose rows fit is a bug in its sample values."""
     records = store.records(entity.name)

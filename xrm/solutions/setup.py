@@ -39,15 +39,26 @@ class SetupAnswers:
         try:
             Locale.parse(self.locale)
         except (UnknownLocaleError, ValueError):
-            raise SetupError(f"locale {self.locale!r} is not known (expected e.g. en, ru, en_GB)") from None
+            raise SetupError(
+                f"locale {self.locale!r} is not known (expected e.g. en, ru, en_GB)"
+            ) from None
         if self.time_zone not in available_timezones():
-            raise SetupError(f"time zone {self.time_zone!r} is not known{did_you_mean(self.time_zone, available_timezones())}")
+            raise SetupError(
+                f"time zone {self.time_zone!r} is not known{did_you_mean(self.time_zone, available_timezones())}"
+            )
         ZoneInfo(self.time_zone)
-        if len(self.currency) != 3 or get_currency_name(self.currency.upper(), locale="en") == self.currency.upper():
-            raise SetupError(f"currency {self.currency!r} is not an ISO 4217 code (expected e.g. USD, EUR, RUB)")
+        if (
+            len(self.currency) != 3
+            or get_currency_name(self.currency.upper(), locale="en") == self.currency.upper()
+        ):
+            raise SetupError(
+                f"currency {self.currency!r} is not an ISO 4217 code (expected e.g. USD, EUR, RUB)"
+            )
         for module in self.modules:
             if module not in available:
-                raise SetupError(f"module {module!r} was not found{did_you_mean(module, available)} (found: {', '.join(sorted(available))})")
+                raise SetupError(
+                    f"module {module!r} was not found{did_you_mean(module, available)} (found: {', '.join(sorted(available))})"
+                )
         if "@" not in self.admin_email:
             raise SetupError(f"administrator email {self.admin_email!r} is not an email address")
         if self.admin_password is not None and len(self.admin_password) < 8:
@@ -88,7 +99,9 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
         admin = store.user_by_email(answers.admin_email)
     counts: dict[str, int] = {}
     if answers.sample_data and not settings.get("sample_data"):
-        counts = demo.generate(store, answers.sample_size, locale=answers.locale.split("_")[0], users=[admin.id])
+        counts = demo.generate(
+            store, answers.sample_size, locale=answers.locale.split("_")[0], users=[admin.id]
+        )
     store.save_settings(
         {
             "organization": answers.organization,

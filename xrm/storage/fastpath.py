@@ -17,9 +17,13 @@ class CompiledInsert:
     """An INSERT of every column (``id`` only when ``with_id``), compiled for one dialect;
     ``RETURNING id`` when ``returning``."""
 
-    def __init__(self, table: sa.Table, dialect: sa.Dialect, *, with_id: bool = False, returning: bool = True):
+    def __init__(
+        self, table: sa.Table, dialect: sa.Dialect, *, with_id: bool = False, returning: bool = True
+    ):
         self.columns = [c for c in table.columns if with_id or c.name != "id"]
-        statement = table.insert().values({c.name: sa.bindparam(c.name, type_=c.type) for c in self.columns})
+        statement = table.insert().values(
+            {c.name: sa.bindparam(c.name, type_=c.type) for c in self.columns}
+        )
         if returning:
             statement = statement.returning(table.c.id)
         compiled = statement.compile(dialect=dialect)
@@ -28,13 +32,17 @@ class CompiledInsert:
         names = list(compiled.positiontup) if dialect.positional else [c.name for c in self.columns]
         self.names = names
         by_name = {c.name: c for c in self.columns}
-        self.processors = [(n, by_name[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+        self.processors = [
+            (n, by_name[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names
+        ]
         self.integrity_error = dialect.dbapi.IntegrityError
         self.copy_sql = None
         if dialect.name == "postgresql" and not returning:
             quote = dialect.identifier_preparer.quote
             columns = ", ".join(quote(n) for n in names)
-            self.copy_sql = f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
+            self.copy_sql = (
+                f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
+            )
         self._memo = [(object(), None)] * len(self.processors)
 
     def parameters(self, row: dict, positional: bool = False):
@@ -90,10 +98,14 @@ class CompiledInsert:
             cursor.close()
 
 
-def compiled_insert(catalog, table: sa.Table, dialect: sa.Dialect, *, with_id: bool = False, returning: bool = True) -> CompiledInsert:
+def compiled_insert(
+    catalog, table: sa.Table, dialect: sa.Dialect, *, with_id: bool = False, returning: bool = True
+) -> CompiledInsert:
     """The cached CompiledInsert of a table for this catalog version."""
     key = ("compiled-insert", table.name, dialect.name, with_id, returning)
-    return catalog.artifact(key, lambda: CompiledInsert(table, dialect, with_id=with_id, returning=returning))
+    return catalog.artifact(
+        key, lambda: CompiledInsert(table, dialect, with_id=with_id, returning=returning)
+    )
 
 
 def reserve_ids(connection: sa.Connection, table: sa.Table, count: int) -> list[int]:

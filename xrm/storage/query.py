@@ -65,7 +65,10 @@ class SqlBuilder:
                 target = self.tables[lookup.params["to"]]
                 # Aliases are immutable and costly to build (a proxy per column): one per
                 # path and catalog version serves every query.
-                alias = self.catalog.artifact(("join-alias", self.entity.name, key), lambda t=target, k=key: t.alias(f"j_{'_'.join(k)}"))
+                alias = self.catalog.artifact(
+                    ("join-alias", self.entity.name, key),
+                    lambda t=target, k=key: t.alias(f"j_{'_'.join(k)}"),
+                )
                 self._from = self._from.outerjoin(alias, alias.c.id == current.c[lookup.name])
                 self.joins[key] = alias
             current = alias
@@ -115,7 +118,9 @@ class SqlBuilder:
             return sa.and_(present, sa.not_(self._json_empty(col))) if json_array else present
         if json_array:
             hit = self._json_contains_any(col, value)
-            return sa.and_(present, hit) if op == "contains" else sa.or_(col.is_(None), sa.not_(hit))
+            return (
+                sa.and_(present, hit) if op == "contains" else sa.or_(col.is_(None), sa.not_(hit))
+            )
         if op == "eq":
             return sa.and_(present, col == value)
         if op == "ne":
@@ -128,7 +133,12 @@ class SqlBuilder:
         if op == "not_in":
             return sa.or_(col.is_(None), col.not_in(value)) if value else sa.true()
         if op in ("lt", "le", "gt", "ge"):
-            compare = {"lt": col < value, "le": col <= value, "gt": col > value, "ge": col >= value}[op]
+            compare = {
+                "lt": col < value,
+                "le": col <= value,
+                "gt": col > value,
+                "ge": col >= value,
+            }[op]
             return sa.and_(present, compare)
         if op == "between":
             return sa.and_(present, col >= value[0], col <= value[1])
@@ -137,7 +147,9 @@ class SqlBuilder:
             pattern = f"%{pattern}%" if op == "contains" else f"{pattern}%"
             return sa.and_(present, sa.func.lower(col).like(pattern, escape="\\"))
         # relative dates, as half-open ranges
-        if field.type == "datetime" or (field.type == "formula" and field.params.get("result") == "datetime"):
+        if field.type == "datetime" or (
+            field.type == "formula" and field.params.get("result") == "datetime"
+        ):
             start, end = datetime_range(op, value, self.ctx.current_now(), self.ctx.tz)
         else:
             start, end = date_range(op, value, self.ctx.today())
@@ -149,12 +161,18 @@ class SqlBuilder:
         return sa.and_(*parts)
 
     def _json_type(self, col):
-        return sa.func.jsonb_typeof(col) if self._dialect == "postgresql" else sa.func.json_type(col)
+        return (
+            sa.func.jsonb_typeof(col) if self._dialect == "postgresql" else sa.func.json_type(col)
+        )
 
     def _json_empty(self, col):
         """JSON null or an empty array (the length of a scalar is an error on PostgreSQL)."""
         kind = self._json_type(col)
-        length = sa.func.jsonb_array_length(col) if self._dialect == "postgresql" else sa.func.json_array_length(col)
+        length = (
+            sa.func.jsonb_array_length(col)
+            if self._dialect == "postgresql"
+            else sa.func.json_array_length(col)
+        )
         return sa.or_(kind == "null", sa.case((kind == "array", length), else_=-1) == 0)
 
     def _json_contains_any(self, col, values):
@@ -162,7 +180,9 @@ class SqlBuilder:
         if not values:
             return sa.false()
         if self._dialect == "postgresql":
-            return col.op("?|", is_comparison=True)(sa.cast(sa.literal(values, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text)))
+            return col.op("?|", is_comparison=True)(
+                sa.cast(sa.literal(values, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text))
+            )
         each = sa.func.json_each(col).table_valued("value")
         return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.in_(values)))
 
@@ -263,7 +283,9 @@ class Keyset:
     last_id: int
 
     def encode(self, fields: list[Field]) -> str:
-        encoded = [f.kind.to_json(f, v) if v is not None else None for f, v in zip(fields, self.values)]
+        encoded = [
+            f.kind.to_json(f, v) if v is not None else None for f, v in zip(fields, self.values)
+        ]
         return _encode([sort_signature(self.sort), *encoded, self.last_id])
 
     @classmethod
@@ -277,15 +299,25 @@ class Keyset:
         typed = []
         for field, raw in zip(fields, values[1:-1]):
             try:
-                typed.append(None if raw is None else field.kind.python_value(field, field.kind.coerce(field, raw)))
+                typed.append(
+                    None
+                    if raw is None
+                    else field.kind.python_value(field, field.kind.coerce(field, raw))
+                )
             except (ValueError, TypeError):
                 raise BadCursor("cursor is not valid") from None
         return cls(sort, typed, last_id)
 
 
-def keyset_condition(columns: list[sa.ColumnElement], sort: list[tuple[str, str]], id_col, keyset: Keyset):
+def keyset_condition(
+    columns: list[sa.ColumnElement], sort: list[tuple[str, str]], id_col, keyset: Keyset
+):
     """Rows after the keyset in (sort..., id) order, with empty values sorting last."""
-    id_after = id_col > keyset.last_id if (sort[-1][1] if sort else "asc") == "asc" else id_col < keyset.last_id
+    id_after = (
+        id_col > keyset.last_id
+        if (sort[-1][1] if sort else "asc") == "asc"
+        else id_col < keyset.last_id
+    )
     if not sort:
         return id_after
     # Lexicographic expansion; NULLs sort last in both directions.
@@ -325,7 +357,9 @@ def fts_table_name(entity: Entity) -> str:
     return f"{entity.name}__fts"
 
 
-def search_condition(entity: Entity, table, text: str, dialect: str, exclude: set[str] = frozenset()):
+def search_condition(
+    entity: Entity, table, text: str, dialect: str, exclude: set[str] = frozenset()
+):
     words = _WORD.findall(text or "")[:8]
     fields = search_fields(entity)
     if not words:
@@ -343,19 +377,35 @@ def search_condition(entity: Entity, table, text: str, dialect: str, exclude: se
             fts = sa.table(fts_table_name(entity), sa.column("rowid"))
             return table.c.id.in_(
                 sa.select(fts.c.rowid).where(
-                    sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(fts_query=f"{{{columns}}} : {match}")
+                    sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(
+                        fts_query=f"{{{columns}}} : {match}"
+                    )
                 )
             )
         return sa.and_(
-            *(sa.or_(*(sa.func.lower(table.c[f.name]).like(f"%{_like_escape(w.lower())}%", escape="\\") for f in visible)) for w in words)
+            *(
+                sa.or_(
+                    *(
+                        sa.func.lower(table.c[f.name]).like(
+                            f"%{_like_escape(w.lower())}%", escape="\\"
+                        )
+                        for f in visible
+                    )
+                )
+                for w in words
+            )
         )
     if dialect == "postgresql":
         query = " & ".join(f"{w.lower()}:*" for w in words)
-        return tsvector_expression(table, fields).op("@@")(sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), query))
+        return tsvector_expression(table, fields).op("@@")(
+            sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), query)
+        )
     match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
     fts = sa.table(fts_table_name(entity), sa.column("rowid"))
     return table.c.id.in_(
-        sa.select(fts.c.rowid).where(sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(fts_query=match))
+        sa.select(fts.c.rowid).where(
+            sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(fts_query=match)
+        )
     )
 
 

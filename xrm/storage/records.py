@@ -59,15 +59,24 @@ class BulkFailed(RecordError):
     def __init__(self, failures: dict[int, dict[str, list[str]]]):
         self.failures = failures
         first = next(iter(failures.items()))
-        super().__init__(f"{len(failures)} row(s) invalid, nothing written; first: row {first[0]}: {first[1]}")
+        super().__init__(
+            f"{len(failures)} row(s) invalid, nothing written; first: row {first[0]}: {first[1]}"
+        )
 
 
 class Conflict(RecordError):
     """The record changed since the caller read it (stale ``version``)."""
 
     def __init__(self, entity: str, record_id: int, expected: int, current: int):
-        self.entity, self.record_id, self.expected, self.current = entity, record_id, expected, current
-        super().__init__(f"{entity} {record_id} was changed by someone else (version {current}, you had {expected})")
+        self.entity, self.record_id, self.expected, self.current = (
+            entity,
+            record_id,
+            expected,
+            current,
+        )
+        super().__init__(
+            f"{entity} {record_id} was changed by someone else (version {current}, you had {expected})"
+        )
 
 
 class NotFound(RecordError, LookupError):
@@ -151,7 +160,9 @@ class EntityPlan:
         self.defaults = [f for f in fields.values() if f.default is not None and not f.computed]
         self.unique = [f for f in fields.values() if f.unique and f.stored]
         # Every uniqueness rule as a tuple of columns: unique fields and unique indexes.
-        self.unique_keys = [(f.name,) for f in self.unique] + [ix.fields for ix in entity.indexes if ix.unique]
+        self.unique_keys = [(f.name,) for f in self.unique] + [
+            ix.fields for ix in entity.indexes if ix.unique
+        ]
         self.autonumbers = [f for f in fields.values() if f.type == "autonumber"]
         self.any_lookups = [f for f in fields.values() if f.type == "any_lookup"]
         self.columns = {n: f for n, f in fields.items() if f.stored}
@@ -163,7 +174,11 @@ class EntityPlan:
         graph = {}
         for f in fields.values():
             if f.formula is not None:
-                graph[f.name] = {n for n in names_in(parse_expression(f.formula)) if n in fields and fields[n].formula}
+                graph[f.name] = {
+                    n
+                    for n in names_in(parse_expression(f.formula))
+                    if n in fields and fields[n].formula
+                }
         return [fields[n] for n in graphlib.TopologicalSorter(graph).static_order()]
 
 
@@ -239,14 +254,20 @@ class Records:
             key = ("record", entity_name, ident)
             if key not in unit.cache:
                 table = self.tables[entity_name]
-                row = unit.connection.execute(sa.select(table).where(table.c.id == ident)).mappings().first()
+                row = (
+                    unit.connection.execute(sa.select(table).where(table.c.id == ident))
+                    .mappings()
+                    .first()
+                )
                 unit.cache[key] = dict(row) if row else None
             return unit.cache[key]
 
         return load
 
     # ------------------------------------------------------------------ preparing values
-    def _coerce(self, values: Mapping[str, Any], errors: dict[str, list[str]], creating: bool) -> dict[str, Any]:
+    def _coerce(
+        self, values: Mapping[str, Any], errors: dict[str, list[str]], creating: bool
+    ) -> dict[str, Any]:
         coerced: dict[str, Any] = {}
         fields = self.entity.fields
         writable = self.plan.writable
@@ -265,7 +286,9 @@ class Records:
                 elif name in SYSTEM_COLUMNS:
                     errors.setdefault(name, []).append(f"{name} is set by the platform")
                 else:
-                    errors.setdefault(name, []).append(f"unknown field{did_you_mean(name, writable)}")
+                    errors.setdefault(name, []).append(
+                        f"unknown field{did_you_mean(name, writable)}"
+                    )
                 continue
             if name in self.plan.read_only and self.access is not None:
                 errors.setdefault(name, []).append(f"{name} is read-only")
@@ -305,7 +328,9 @@ class Records:
                 record[f.name] = None
             values[f.name] = record[f.name]
 
-    def _validate(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
+    def _validate(
+        self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict[str, list[str]]
+    ) -> None:
         for f in self.plan.required:
             if f.name in errors:
                 continue
@@ -326,18 +351,24 @@ class Records:
                 target = validation.fields[0] if validation.fields else ALL_KEY
                 errors.setdefault(target, []).append(validation.message.get(self.locale))
 
-    def _validate_owner(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict) -> None:
+    def _validate_owner(
+        self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
+    ) -> None:
         owner = record.get("owner")
         if owner is None or (old is not None and old.get("owner") == owner):
             return
         key = ("user-exists", owner)
         if key not in unit.cache:  # one look per user and transaction
-            found = unit.raw_connection.execute(sa.select(T.users.c.id).where(T.users.c.id == owner)).first()
+            found = unit.raw_connection.execute(
+                sa.select(T.users.c.id).where(T.users.c.id == owner)
+            ).first()
             unit.cache[key] = found is not None
         if not unit.cache[key]:
             errors.setdefault("owner", []).append(f"user {owner} does not exist")
 
-    def _validate_any_lookups(self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict) -> None:
+    def _validate_any_lookups(
+        self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
+    ) -> None:
         for f in self.plan.any_lookups:
             value = record.get(f.name)
             if not value or (old is not None and old.get(f.name) == value) or f.name in errors:
@@ -347,7 +378,12 @@ class Records:
                 errors.setdefault(f.name, []).append(f"unknown entity {value['entity']!r}")
                 continue
             table = self.tables[target.name]
-            if unit.connection.execute(sa.select(table.c.id).where(table.c.id == value["id"])).first() is None:
+            if (
+                unit.connection.execute(
+                    sa.select(table.c.id).where(table.c.id == value["id"])
+                ).first()
+                is None
+            ):
                 errors.setdefault(f.name, []).append(f"{target.name} {value['id']} does not exist")
 
     def _validate_stage(self, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
@@ -367,10 +403,17 @@ class Records:
             if allowed is not None and new_stage not in allowed:
                 label = self.entity.fields[flow.field].format(new_stage, self.locale)
                 errors.setdefault(flow.field, []).append(f"cannot move from {old_stage} to {label}")
-        if stage is not None and stage.roles and self.access is not None and not self.access.is_admin:
-            if not set(stage.roles) & set(self.access.principal.roles):  # the stage's role guard
-                label = self.entity.fields[flow.field].format(new_stage, self.locale)
-                errors.setdefault(flow.field, []).append(f"your role may not move a record to {label}")
+        guarded = (
+            stage is not None
+            and stage.roles
+            and self.access is not None
+            and not self.access.is_admin
+        )
+        if guarded and not set(stage.roles) & set(
+            self.access.principal.roles
+        ):  # the stage's role guard
+            label = self.entity.fields[flow.field].format(new_stage, self.locale)
+            errors.setdefault(flow.field, []).append(f"your role may not move a record to {label}")
         if stage is not None:
             for name in stage.requires:
                 value = record.get(name)
@@ -382,12 +425,18 @@ class Records:
             return f"another {self.entity.name} already has this value"
         return f"another {self.entity.name} already has this combination of {', '.join(key)}"
 
-    def _check_unique(self, unit: UnitOfWork, record: dict, record_id: int | None, errors: dict) -> None:
+    def _check_unique(
+        self, unit: UnitOfWork, record: dict, record_id: int | None, errors: dict
+    ) -> None:
         for key in self.plan.unique_keys:
             values = [record.get(name) for name in key]
             if any(v is None for v in values) or key[0] in errors:
                 continue  # empty values never collide (as in SQL)
-            query = sa.select(self.table.c.id).where(*(self.table.c[n] == v for n, v in zip(key, values))).limit(1)
+            query = (
+                sa.select(self.table.c.id)
+                .where(*(self.table.c[n] == v for n, v in zip(key, values)))
+                .limit(1)
+            )
             if record_id is not None:
                 query = query.where(self.table.c.id != record_id)
             if unit.connection.execute(query).first() is not None:
@@ -482,7 +531,9 @@ class Records:
                     record.pop(name, None)
 
     # ------------------------------------------------------------------ writes
-    def _prepare_new(self, unit: UnitOfWork, values: Mapping, now: dt.datetime, errors: dict) -> dict:
+    def _prepare_new(
+        self, unit: UnitOfWork, values: Mapping, now: dt.datetime, errors: dict
+    ) -> dict:
         record = self._coerce(values, errors, creating=True)
         self._apply_defaults(record, values, now)
         if "owner" not in record:
@@ -509,15 +560,30 @@ class Records:
                 record[f.name] = self._next_number(unit, f, now)
             links = {name: record.pop(name) for name in self.plan.m2m if name in record}
             row = self._columns(record)
-            row.update(created_at=now, updated_at=now, created_by=self.user_id, updated_by=self.user_id, version=1)
+            row.update(
+                created_at=now,
+                updated_at=now,
+                created_by=self.user_id,
+                updated_by=self.user_id,
+                version=1,
+            )
             record_id = self._insert(unit, row)
-            record.update(id=record_id, created_at=now, updated_at=now, created_by=self.user_id, updated_by=self.user_id, version=1)
+            record.update(
+                id=record_id,
+                created_at=now,
+                updated_at=now,
+                created_by=self.user_id,
+                updated_by=self.user_id,
+                version=1,
+            )
             for name, ids in links.items():
                 self._set_links(unit, name, record_id, ids)
                 record[name] = ids
             self._after_write(unit, [record], None, now)
             if self.entity.audit:
-                unit.audit_rows.append(self._audit("create", record_id, None, None, self._snapshot(record), now))
+                unit.audit_rows.append(
+                    self._audit("create", record_id, None, None, self._snapshot(record), now)
+                )
             unit.record_event("created", self.entity.name, record_id, self.user_id, now, None)
             if standalone:  # write now, so that a database refusal names this record's fields
                 try:
@@ -530,17 +596,31 @@ class Records:
         """Reserve the id and defer the row to the unit of work (written in batches)."""
         ident = unit.next_ids(self.table, 1)[0]
         row["id"] = ident
-        unit.defer_insert(compiled_insert(self.catalog, self.table, unit.raw_connection.dialect, with_id=True, returning=False), row)
+        unit.defer_insert(
+            compiled_insert(
+                self.catalog, self.table, unit.raw_connection.dialect, with_id=True, returning=False
+            ),
+            row,
+        )
         return ident
 
-    def _integrity(self, exc: sa.exc.IntegrityError, unit: UnitOfWork | None = None, rows: Sequence[Mapping] = ()) -> RecordError:
+    def _integrity(
+        self,
+        exc: sa.exc.IntegrityError,
+        unit: UnitOfWork | None = None,
+        rows: Sequence[Mapping] = (),
+    ) -> RecordError:
         text = str(exc.orig).lower()
         for f in self.plan.unique:
             if f.name in text:
-                return ValidationFailed({f.name: [f"another {self.entity.name} already has this value"]})
+                return ValidationFailed(
+                    {f.name: [f"another {self.entity.name} already has this value"]}
+                )
         if "foreign key" in text:
             errors = self._missing_links(text, unit, rows)
-            return ValidationFailed(errors or {ALL_KEY: ["a linked record does not exist or is still in use"]})
+            return ValidationFailed(
+                errors or {ALL_KEY: ["a linked record does not exist or is still in use"]}
+            )
         return ValidationFailed({ALL_KEY: [f"rejected by the database: {exc.orig}"]})
 
     def _missing_links(self, text: str, unit: UnitOfWork | None, rows: Sequence[Mapping]) -> dict:
@@ -558,7 +638,11 @@ class Records:
             wanted = {row.get(f.name) for row in rows} - {None}
             if wanted:
                 target = self.tables[f.params["to"]]
-                found = set(unit.connection.execute(sa.select(target.c.id).where(target.c.id.in_(list(wanted)))).scalars())
+                found = set(
+                    unit.connection.execute(
+                        sa.select(target.c.id).where(target.c.id.in_(list(wanted)))
+                    ).scalars()
+                )
                 if wanted - found:
                     errors[f.name] = ["the linked record does not exist"]
         return errors
@@ -568,13 +652,17 @@ class Records:
         unit.connection.execute(link.delete().where(link.c.source_id == record_id))
         if ids:
             try:
-                unit.connection.execute(link.insert(), [{"source_id": record_id, "target_id": i} for i in ids])
+                unit.connection.execute(
+                    link.insert(), [{"source_id": record_id, "target_id": i} for i in ids]
+                )
             except sa.exc.IntegrityError:
                 raise ValidationFailed({name: ["a linked record does not exist"]}) from None
 
     def _snapshot(self, record: Mapping) -> dict:
         fields = self.entity.fields
-        return {n: _jsonable(fields[n], v) for n, v in record.items() if n in fields and v is not None}
+        return {
+            n: _jsonable(fields[n], v) for n, v in record.items() if n in fields and v is not None
+        }
 
     def _audit(self, action, record_id, field_name, old, new, now) -> dict:
         return {
@@ -598,12 +686,20 @@ class Records:
                 for name in self.plan.m2m:
                     link = self.tables.link(self.entity.name, name)
                     record[name] = list(
-                        conn.execute(sa.select(link.c.target_id).where(link.c.source_id == record_id).order_by(link.c.target_id)).scalars()
+                        conn.execute(
+                            sa.select(link.c.target_id)
+                            .where(link.c.source_id == record_id)
+                            .order_by(link.c.target_id)
+                        ).scalars()
                     )
         return record
 
     def _load_for_write(self, unit: UnitOfWork, record_id: int) -> dict:
-        row = unit.connection.execute(sa.select(self.table).where(self.table.c.id == record_id)).mappings().first()
+        row = (
+            unit.connection.execute(sa.select(self.table).where(self.table.c.id == record_id))
+            .mappings()
+            .first()
+        )
         if row is None:
             raise NotFound(self.entity.name, record_id)
         return self._record(row)
@@ -646,7 +742,9 @@ class Records:
             except sa.exc.IntegrityError as exc:
                 raise self._integrity(exc, unit, [row]) from None
             if result.rowcount != 1:
-                current = unit.connection.execute(sa.select(self.table.c.version).where(self.table.c.id == record_id)).scalar()
+                current = unit.connection.execute(
+                    sa.select(self.table.c.version).where(self.table.c.id == record_id)
+                ).scalar()
                 if current is None:
                     raise NotFound(self.entity.name, record_id)
                 raise Conflict(self.entity.name, record_id, old["version"], current)
@@ -660,9 +758,14 @@ class Records:
                 for name, (before, after) in changed.items():
                     f = fields.get(name)
                     conv = (lambda v, f=f: _jsonable(f, v)) if f else (lambda v: v)
-                    unit.audit_rows.append(self._audit("update", record_id, name, conv(before), conv(after), now))
+                    unit.audit_rows.append(
+                        self._audit("update", record_id, name, conv(before), conv(after), now)
+                    )
             changes = {
-                name: [_jsonable(fields[name], b) if name in fields else b, _jsonable(fields[name], a) if name in fields else a]
+                name: [
+                    _jsonable(fields[name], b) if name in fields else b,
+                    _jsonable(fields[name], a) if name in fields else a,
+                ]
                 for name, (b, a) in changed.items()
             }
             unit.record_event("updated", self.entity.name, record_id, self.user_id, now, changes)
@@ -672,7 +775,9 @@ class Records:
         table = self.table
         return self.catalog.artifact(
             ("update-versioned", self.entity.name),
-            lambda: table.update().where(table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_version")),
+            lambda: table.update().where(
+                table.c.id == sa.bindparam("_id"), table.c.version == sa.bindparam("_version")
+            ),
         )
 
     def delete(self, record_id: int, version: int | None = None) -> None:
@@ -686,10 +791,14 @@ class Records:
             try:
                 unit.connection.execute(self.table.delete().where(self.table.c.id == record_id))
             except sa.exc.IntegrityError:
-                raise ValidationFailed({ALL_KEY: [f"this {self.entity.name} is still referenced by other records"]}) from None
+                raise ValidationFailed(
+                    {ALL_KEY: [f"this {self.entity.name} is still referenced by other records"]}
+                ) from None
             self._after_write(unit, [], [old], now)
             if self.entity.audit:
-                unit.audit_rows.append(self._audit("delete", record_id, None, self._snapshot(old), None, now))
+                unit.audit_rows.append(
+                    self._audit("delete", record_id, None, self._snapshot(old), None, now)
+                )
             unit.record_event("deleted", self.entity.name, record_id, self.user_id, now, None)
 
     def _before_cascade(self, unit: UnitOfWork, record_id: int, now) -> None:
@@ -699,9 +808,15 @@ class Records:
             if lookup.on_delete != "cascade" or not plan_for(self.catalog, child).rollup_targets:
                 continue
             table = self.tables[child.name]
-            rows = unit.connection.execute(sa.select(table).where(table.c[lookup.name] == record_id)).mappings().all()
+            rows = (
+                unit.connection.execute(sa.select(table).where(table.c[lookup.name] == record_id))
+                .mappings()
+                .all()
+            )
             if rows:
-                children = Records(self.store, self.catalog, child, self.user_id, tz=self.tz, locale=self.locale)
+                children = Records(
+                    self.store, self.catalog, child, self.user_id, tz=self.tz, locale=self.locale
+                )
                 children._after_write(unit, [], [children._record(r) for r in rows], now)
 
     def _after_write(self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now) -> None:
@@ -716,15 +831,22 @@ class Records:
             if rollup.aggregate in ("sum", "count"):
                 deltas = self._rollup_deltas(unit, lookup, rollup, new, old or ())
                 if deltas:
-                    statement = self.catalog.artifact(("rollup-delta", parent.name, rollup_field.name), lambda p=parent, f=rollup_field: _delta_statement(self.tables[p.name], f))
+                    statement = self.catalog.artifact(
+                        ("rollup-delta", parent.name, rollup_field.name),
+                        lambda p=parent, f=rollup_field: _delta_statement(self.tables[p.name], f),
+                    )
                     unit.add_rollup_deltas(statement, deltas)
                 continue
             ids = {r.get(lookup.name) for r in new} | {r.get(lookup.name) for r in (old or ())}
             ids.discard(None)
             if ids:
-                refresh_rollup(unit.connection, self.catalog, self.entity, lookup, parent, rollup_field, ids)
+                refresh_rollup(
+                    unit.connection, self.catalog, self.entity, lookup, parent, rollup_field, ids
+                )
 
-    def _stage_history(self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now) -> None:
+    def _stage_history(
+        self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now
+    ) -> None:
         """Close the stay in the stage a record leaves and open one in the stage it enters,
         in the same transaction as the change (time in stage, historical funnel)."""
         name = self.entity.stages.field
@@ -738,23 +860,43 @@ class Records:
                 closing.append(record["id"])
             if stage is not None:
                 opening.append(
-                    {"entity": self.entity.name, "record_id": record["id"], "stage": stage, "previous": was, "entered_at": now, "left_at": None, "user_id": self.user_id}
+                    {
+                        "entity": self.entity.name,
+                        "record_id": record["id"],
+                        "stage": stage,
+                        "previous": was,
+                        "entered_at": now,
+                        "left_at": None,
+                        "user_id": self.user_id,
+                    }
                 )
         closing.extend(ident for ident, stage in previous.items() if stage is not None)  # deleted
         history = T.stage_history
         if closing:
             unit.connection.execute(
                 history.update()
-                .where(history.c.entity == self.entity.name, history.c.record_id.in_(closing), history.c.left_at.is_(None))
+                .where(
+                    history.c.entity == self.entity.name,
+                    history.c.record_id.in_(closing),
+                    history.c.left_at.is_(None),
+                )
                 .values(left_at=now)
             )
         for row in opening:
-            unit.defer_insert(compiled_insert(self.catalog, history, unit.raw_connection.dialect, returning=False), row)
+            unit.defer_insert(
+                compiled_insert(
+                    self.catalog, history, unit.raw_connection.dialect, returning=False
+                ),
+                row,
+            )
 
     def _rollup_deltas(self, unit, lookup: Field, rollup, new, old) -> dict:
         tree = None
         if rollup.filter is not None:
-            tree = self.catalog.artifact(("rollup-filter", self.entity.name, lookup.name, id(rollup)), lambda: parse_filter(rollup.filter, self.entity, self.catalog.entity_of))
+            tree = self.catalog.artifact(
+                ("rollup-filter", self.entity.name, lookup.name, id(rollup)),
+                lambda: parse_filter(rollup.filter, self.entity, self.catalog.entity_of),
+            )
         ctx = FilterContext()
         related = self._related(unit)
 
@@ -776,7 +918,9 @@ class Records:
                     deltas[parent_id] = deltas.get(parent_id, 0) + sign * amount
         return {pid: d for pid, d in deltas.items() if d}
 
-    def bulk_create(self, rows: Iterable[Mapping[str, Any]], *, partial: bool = False, batch_size: int = 500) -> BulkResult:
+    def bulk_create(
+        self, rows: Iterable[Mapping[str, Any]], *, partial: bool = False, batch_size: int = 500
+    ) -> BulkResult:
         """Create many records with the same validation, in multi-row batches.
 
         Any invalid row means nothing is written, unless ``partial``: then the valid rows
@@ -802,13 +946,22 @@ class Records:
             if result.failures and not partial:
                 raise BulkFailed(result.failures)
             prepared = [(i, r) for i, r in prepared if i not in result.failures]
-            system = {"created_at": now, "updated_at": now, "created_by": self.user_id, "updated_by": self.user_id, "version": 1}
+            system = {
+                "created_at": now,
+                "updated_at": now,
+                "created_by": self.user_id,
+                "updated_by": self.user_id,
+                "version": 1,
+            }
             for start in range(0, len(prepared), batch_size):
                 batch = prepared[start : start + batch_size]
                 for f in self.plan.autonumbers:
                     for _, record in batch:
                         record[f.name] = self._next_number(unit, f, now)
-                links = [{name: record.pop(name) for name in self.plan.m2m if name in record} for _, record in batch]
+                links = [
+                    {name: record.pop(name) for name in self.plan.m2m if name in record}
+                    for _, record in batch
+                ]
                 column_rows = [{**self._columns(record), **system} for _, record in batch]
                 column_rows = _uniform(column_rows)
                 try:
@@ -822,7 +975,9 @@ class Records:
                         self._set_links(unit, name, ident, target_ids)
                     records.append(record)
                     if self.entity.audit:
-                        unit.audit_rows.append(self._audit("create", ident, None, None, self._snapshot(record), now))
+                        unit.audit_rows.append(
+                            self._audit("create", ident, None, None, self._snapshot(record), now)
+                        )
                     unit.record_event("created", self.entity.name, ident, self.user_id, now, None)
                 self._after_write(unit, records, None, now)
                 unit.flush()
@@ -835,10 +990,14 @@ class Records:
         for row, ident in zip(rows, ids):
             row["id"] = ident
         conn = unit.connection
-        compiled_insert(self.catalog, self.table, conn.dialect, with_id=True, returning=False).execute_many(conn, rows)
+        compiled_insert(
+            self.catalog, self.table, conn.dialect, with_id=True, returning=False
+        ).execute_many(conn, rows)
         return ids
 
-    def _bulk_unique(self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult) -> None:
+    def _bulk_unique(
+        self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult
+    ) -> None:
         for key in self.plan.unique_keys:
             seen: dict[Any, int] = {}
             for index, record in prepared:
@@ -846,7 +1005,9 @@ class Records:
                 if any(v is None for v in value):
                     continue
                 if value in seen:
-                    result.failures.setdefault(index, {}).setdefault(key[0], []).append(f"duplicates row {seen[value]}")
+                    result.failures.setdefault(index, {}).setdefault(key[0], []).append(
+                        f"duplicates row {seen[value]}"
+                    )
                 else:
                     seen[value] = index
             values = list(seen)
@@ -854,14 +1015,20 @@ class Records:
             for start in range(0, len(values), 500):
                 chunk = values[start : start + 500]
                 if len(key) == 1:
-                    found = unit.connection.execute(sa.select(columns[0]).where(columns[0].in_([v[0] for v in chunk])))
+                    found = unit.connection.execute(
+                        sa.select(columns[0]).where(columns[0].in_([v[0] for v in chunk]))
+                    )
                     taken = {(v,) for v in found.scalars()}
                 else:
-                    found = unit.connection.execute(sa.select(*columns).where(sa.tuple_(*columns).in_(chunk)))
+                    found = unit.connection.execute(
+                        sa.select(*columns).where(sa.tuple_(*columns).in_(chunk))
+                    )
                     taken = {tuple(row) for row in found}
                 for value in taken:
                     if value in seen:
-                        result.failures.setdefault(seen[value], {}).setdefault(key[0], []).append(self._unique_message(key))
+                        result.failures.setdefault(seen[value], {}).setdefault(key[0], []).append(
+                            self._unique_message(key)
+                        )
 
     # ------------------------------------------------------------------ reads
     def parse_filter(self, raw):
@@ -873,13 +1040,19 @@ class Records:
     def _select(self, fields: Sequence[str] | None, builder: Q.SqlBuilder):
         if fields is None:
             return [self.table], None
-        columns, labels = [self.table.c.id.label("id"), self.table.c.version.label("version")], ["id", "version"]
+        columns, labels = (
+            [self.table.c.id.label("id"), self.table.c.version.label("version")],
+            ["id", "version"],
+        )
         for path in fields:
             if path in ("id", "version"):
                 continue
             f, _ = Q.resolve_path(self.entity, path, self.catalog.entity_of)
             if f.type == "any_lookup" and "." not in path:
-                columns += [self.table.c[f"{path}_entity"].label(f"{path}_entity"), self.table.c[f"{path}_id"].label(f"{path}_id")]
+                columns += [
+                    self.table.c[f"{path}_entity"].label(f"{path}_entity"),
+                    self.table.c[f"{path}_id"].label(f"{path}_id"),
+                ]
                 continue
             if not f.stored:
                 raise FilterError(f"{f.type} field cannot be selected in a list", path)
@@ -906,16 +1079,30 @@ class Records:
         """A keyset page of records; ``after`` is the ``next_cursor`` of the previous page."""
         limit = max(1, min(int(limit), Q.MAX_PAGE))
         prepared = self._prepared(filter, sort, fields, search)
-        base, sort_spec, sort_columns, sort_fields, sort_labels = prepared.base, prepared.sort_spec, prepared.sort_columns, prepared.sort_fields, prepared.sort_labels
+        base, sort_spec, sort_columns, sort_fields, sort_labels = (
+            prepared.base,
+            prepared.sort_spec,
+            prepared.sort_columns,
+            prepared.sort_fields,
+            prepared.sort_labels,
+        )
         conditions = list(prepared.conditions)
         keyset = Q.Keyset.decode(after, sort_spec, sort_fields) if after else None
         with self._reading() as conn:
             if len(sort_spec) == 1:
-                rows = self._two_phase_page(conn, base, conditions, sort_columns[0], sort_spec[0][1], keyset, limit)
+                rows = self._two_phase_page(
+                    conn, base, conditions, sort_columns[0], sort_spec[0][1], keyset, limit
+                )
             else:
                 if keyset is not None:
-                    conditions.append(Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset))
-                statement = base.where(*conditions).order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id)).limit(limit + 1)
+                    conditions.append(
+                        Q.keyset_condition(sort_columns, sort_spec, self.table.c.id, keyset)
+                    )
+                statement = (
+                    base.where(*conditions)
+                    .order_by(*Q.order_by(sort_columns, sort_spec, self.table.c.id))
+                    .limit(limit + 1)
+                )
                 rows = conn.execute(statement).all()
         more = len(rows) > limit
         rows = rows[:limit]
@@ -939,7 +1126,18 @@ class Records:
         checks and statement building.  Relative dates resolve per day in the user's zone,
         so the day and zone are part of the key."""
         ctx = self.context()
-        key = repr((filter, sort, tuple(fields) if fields is not None else None, search, self.user_id, self.access.principal if self.access else None, ctx.today(), self.tz))
+        key = repr(
+            (
+                filter,
+                sort,
+                tuple(fields) if fields is not None else None,
+                search,
+                self.user_id,
+                self.access.principal if self.access else None,
+                ctx.today(),
+                self.tz,
+            )
+        )
         cache = self.catalog.artifact(("query-cache", self.entity.name), lambda: LRU(512))
         found = cache.get(key)
         if found is not None:
@@ -949,7 +1147,9 @@ class Records:
         self._check_reads(tree, [*(fields or ()), *(p for p, _ in sort_spec)])
         builder = Q.builder(self.catalog, self.entity, ctx, self.dialect)
         sort_columns = [builder.column(path) for path, _ in sort_spec]
-        sort_fields = [Q.resolve_path(self.entity, path, self.catalog.entity_of)[0] for path, _ in sort_spec]
+        sort_fields = [
+            Q.resolve_path(self.entity, path, self.catalog.entity_of)[0] for path, _ in sort_spec
+        ]
         columns, _labels = self._select(fields, builder)
         conditions = []
         if tree is not None:
@@ -960,8 +1160,12 @@ class Records:
         if search:
             conditions.append(self._search(search))
         sort_labels = [f"_sort{i}" for i in range(len(sort_columns))]
-        base = sa.select(*columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels))).select_from(builder.from_clause)
-        prepared = PreparedQuery(base, tuple(conditions), sort_spec, sort_columns, sort_fields, sort_labels)
+        base = sa.select(
+            *columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels))
+        ).select_from(builder.from_clause)
+        prepared = PreparedQuery(
+            base, tuple(conditions), sort_spec, sort_columns, sort_fields, sort_labels
+        )
         cache.put(key, prepared)
         return prepared
 
@@ -977,7 +1181,10 @@ class Records:
         if not in_null_phase:
             where = [*conditions, column.is_not(None)]
             if keyset is not None:
-                start = sa.tuple_(sa.literal(keyset.values[0], column.type), sa.literal(keyset.last_id, id_col.type))
+                start = sa.tuple_(
+                    sa.literal(keyset.values[0], column.type),
+                    sa.literal(keyset.last_id, id_col.type),
+                )
                 pair = sa.tuple_(column, id_col)
                 where.append(pair > start if ascending else pair < start)
             order = (column.asc(), id_col.asc()) if ascending else (column.desc(), id_col.desc())
@@ -987,7 +1194,9 @@ class Records:
             if in_null_phase:
                 where.append(id_col > keyset.last_id if ascending else id_col < keyset.last_id)
             order = id_col.asc() if ascending else id_col.desc()
-            rows += conn.execute(base.where(*where).order_by(order).limit(limit + 1 - len(rows))).all()
+            rows += conn.execute(
+                base.where(*where).order_by(order).limit(limit + 1 - len(rows))
+            ).all()
         return rows
 
     def count(self, filter=None, *, search: str | None = None, cap: int = 10_000) -> Count:
@@ -1003,7 +1212,13 @@ class Records:
             conditions.append(scope)
         if search:
             conditions.append(self._search(search))
-        inner = sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions).limit(cap + 1).subquery()
+        inner = (
+            sa.select(self.table.c.id)
+            .select_from(builder.from_clause)
+            .where(*conditions)
+            .limit(cap + 1)
+            .subquery()
+        )
         with self._reading() as conn:
             value = conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
             if value <= cap:
@@ -1017,7 +1232,9 @@ class Records:
 
     def _estimate(self, conn, builder, conditions) -> int:
         if self.dialect == "postgresql":
-            statement = sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions)
+            statement = (
+                sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions)
+            )
             compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
             plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
             plan = plan if isinstance(plan, list) else __import__("json").loads(plan)
@@ -1074,7 +1291,15 @@ def _delta_statement(table: sa.Table, rollup_field: Field):
     )
 
 
-def refresh_rollup(conn, catalog: Catalog, child: Entity, lookup: Field, parent: Entity, rollup_field: Field, parent_ids) -> None:
+def refresh_rollup(
+    conn,
+    catalog: Catalog,
+    child: Entity,
+    lookup: Field,
+    parent: Entity,
+    rollup_field: Field,
+    parent_ids,
+) -> None:
     """Recompute one rollup for some parent records with a single correlated UPDATE."""
     tables = tables_for(catalog)
     child_table, parent_table = tables[child.name], tables[parent.name]
@@ -1092,5 +1317,7 @@ def refresh_rollup(conn, catalog: Catalog, child: Entity, lookup: Field, parent:
         if rollup.aggregate == "sum":
             value = sa.select(sa.func.coalesce(function(column), 0)).where(*where)
     conn.execute(
-        parent_table.update().where(parent_table.c.id.in_(list(parent_ids))).values({rollup_field.name: value.scalar_subquery()})
+        parent_table.update()
+        .where(parent_table.c.id.in_(list(parent_ids)))
+        .values({rollup_field.name: value.scalar_subquery()})
     )

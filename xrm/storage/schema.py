@@ -43,7 +43,11 @@ def _family(type_: sa.types.TypeEngine) -> tuple:
         return ("time",)
     if isinstance(type_, sa.JSON) or name in ("JSON", "JSONB"):
         return ("json",)
-    if isinstance(type_, sa.Text) and not isinstance(type_, sa.String | sa.Unicode) or name == "TEXT":
+    if (
+        isinstance(type_, sa.Text)
+        and not isinstance(type_, sa.String | sa.Unicode)
+        or name == "TEXT"
+    ):
         return ("text", None)
     if isinstance(type_, sa.String):
         return ("text", type_.length)
@@ -51,7 +55,11 @@ def _family(type_: sa.types.TypeEngine) -> tuple:
 
 
 def _declared(column: sa.Column, dialect) -> tuple:
-    return _family(column.type.dialect_impl(dialect) if not isinstance(column.type, sa.types.TypeDecorator) else column.type)
+    return _family(
+        column.type.dialect_impl(dialect)
+        if not isinstance(column.type, sa.types.TypeDecorator)
+        else column.type
+    )
 
 
 @dataclass
@@ -73,7 +81,9 @@ class SchemaPlan:
     type_changes: list[TypeChange] = field(default_factory=list)
     kept_columns: list[tuple[str, str]] = field(default_factory=list)
     kept_tables: list[str] = field(default_factory=list)
-    search_indexes: list[str] = field(default_factory=list)  # entities whose search index is (re)built
+    search_indexes: list[str] = field(
+        default_factory=list
+    )  # entities whose search index is (re)built
 
     @property
     def refused(self) -> list[TypeChange]:
@@ -97,10 +107,17 @@ class SchemaPlan:
         out += [f"- index {n} on {t} (no longer needed)" for t, n in self.drop_indexes]
         for change in self.type_changes:
             verdict = "change" if change.safe else "REFUSED"
-            out.append(f"~ {verdict} {change.table}.{change.column}: {change.old} -> {change.new}{' (' + change.reason + ')' if change.reason else ''}")
+            out.append(
+                f"~ {verdict} {change.table}.{change.column}: {change.old} -> {change.new}{' (' + change.reason + ')' if change.reason else ''}"
+            )
         out += [f"+ search index for {e}" for e in self.search_indexes]
-        out += [f"= kept column {t}.{c} (no longer defined; data kept until purge)" for t, c in self.kept_columns]
-        out += [f"= kept table {t} (no longer defined; data kept until purge)" for t in self.kept_tables]
+        out += [
+            f"= kept column {t}.{c} (no longer defined; data kept until purge)"
+            for t, c in self.kept_columns
+        ]
+        out += [
+            f"= kept table {t} (no longer defined; data kept until purge)" for t in self.kept_tables
+        ]
         return out or ["nothing to change"]
 
     def as_dict(self) -> dict:
@@ -110,7 +127,13 @@ class SchemaPlan:
             "add_indexes": [f"{t}.{n}" for t, n in self.add_indexes],
             "drop_indexes": [f"{t}.{n}" for t, n in self.drop_indexes],
             "type_changes": [
-                {"column": f"{c.table}.{c.column}", "old": list(c.old), "new": list(c.new), "safe": c.safe, "reason": c.reason}
+                {
+                    "column": f"{c.table}.{c.column}",
+                    "old": list(c.old),
+                    "new": list(c.new),
+                    "safe": c.safe,
+                    "reason": c.reason,
+                }
                 for c in self.type_changes
             ],
             "kept_columns": [f"{t}.{c}" for t, c in self.kept_columns],
@@ -132,7 +155,9 @@ def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange 
     if old[0] == new[0] == "text":
         if new[1] is None or (old[1] is not None and new[1] >= old[1]):
             return TypeChange(table, column, old, new, True, "wider")
-        return TypeChange(table, column, old, new, False, f"would shorten text to {new[1]} characters")
+        return TypeChange(
+            table, column, old, new, False, f"would shorten text to {new[1]} characters"
+        )
     if old[0] == new[0] == "numeric":
         op, os_ = old[1] or 0, old[2] or 0
         np_, ns = new[1] or 0, new[2] or 0
@@ -143,14 +168,26 @@ def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange 
         return TypeChange(table, column, old, new, True, "integer to decimal")
     if new == ("text", None) and old[0] in ("text",):
         return TypeChange(table, column, old, new, True, "to unbounded text")
-    return TypeChange(table, column, old, new, False, f"{old[0]} cannot become {new[0]} without a declared conversion")
+    return TypeChange(
+        table,
+        column,
+        old,
+        new,
+        False,
+        f"{old[0]} cannot become {new[0]} without a declared conversion",
+    )
 
 
 def table_signature(table: sa.Table) -> tuple:
     """What the schema of a table depends on: its columns, their types, its indexes."""
     return (
-        tuple((c.name, repr(c.type), tuple(fk.target_fullname for fk in c.foreign_keys)) for c in table.columns),
-        tuple(sorted((ix.name, tuple(c.name for c in ix.columns), ix.unique) for ix in table.indexes)),
+        tuple(
+            (c.name, repr(c.type), tuple(fk.target_fullname for fk in c.foreign_keys))
+            for c in table.columns
+        ),
+        tuple(
+            sorted((ix.name, tuple(c.name for c in ix.columns), ix.unique) for ix in table.indexes)
+        ),
     )
 
 
@@ -160,15 +197,23 @@ def changed_tables(old: EntityTables | None, new: EntityTables) -> set[str] | No
     if old is None:
         return None
     before = {t.name: table_signature(t) for t in [*old.tables.values(), *old.links.values()]}
-    changed = {t.name for t in [*new.tables.values(), *new.links.values()] if before.get(t.name) != table_signature(t)}
+    changed = {
+        t.name
+        for t in [*new.tables.values(), *new.links.values()]
+        if before.get(t.name) != table_signature(t)
+    }
     for name, entity in new.catalog.entities.items():
         previous = old.catalog.entities.get(name)
-        if previous is None or [f.name for f in previous.fields.values() if f.searchable] != [f.name for f in entity.fields.values() if f.searchable]:
+        if previous is None or [f.name for f in previous.fields.values() if f.searchable] != [
+            f.name for f in entity.fields.values() if f.searchable
+        ]:
             changed.add(name)
     return changed
 
 
-def plan_schema(connection: sa.Connection, tables: EntityTables, only: set[str] | None = None) -> SchemaPlan:
+def plan_schema(
+    connection: sa.Connection, tables: EntityTables, only: set[str] | None = None
+) -> SchemaPlan:
     """Compare the catalog's tables with the database.  With ``only``, tables outside it are
     known to be unchanged since the last sync and are not reflected (a field added to one
     entity inspects one table, not all of them)."""
@@ -179,7 +224,9 @@ def plan_schema(connection: sa.Connection, tables: EntityTables, only: set[str] 
     if only is not None:
         wanted = [t for t in wanted if t.name in only or t.name not in existing]
     dialect = connection.dialect
-    search_owned = {search.index_name(e) for e in tables.catalog.entities.values()}  # not ours to drop
+    search_owned = {
+        search.index_name(e) for e in tables.catalog.entities.values()
+    }  # not ours to drop
     for table in wanted:
         if table.name not in existing:
             plan.create_tables.append(table.name)
@@ -189,7 +236,12 @@ def plan_schema(connection: sa.Connection, tables: EntityTables, only: set[str] 
             if column.name not in columns:
                 plan.add_columns.append((table.name, column.name))
                 continue
-            change = _type_change(table.name, column.name, _family(columns[column.name]["type"]), _declared(column, dialect))
+            change = _type_change(
+                table.name,
+                column.name,
+                _family(columns[column.name]["type"]),
+                _declared(column, dialect),
+            )
             # SQLite's declared types are affinities: a widening needs no DDL there, and
             # listing it would leave it pending in every later plan.
             if change is not None and not (change.safe and dialect.name == "sqlite"):
@@ -204,16 +256,26 @@ def plan_schema(connection: sa.Connection, tables: EntityTables, only: set[str] 
             if index.name not in present:
                 plan.add_indexes.append((table.name, index.name))
         for name in present - declared:
-            if name and name.startswith(("ix_", "uq_")) and not name.startswith(f"ix_{PLATFORM_PREFIX}") and name not in search_owned:
+            if (
+                name
+                and name.startswith(("ix_", "uq_"))
+                and not name.startswith(f"ix_{PLATFORM_PREFIX}")
+                and name not in search_owned
+            ):
                 plan.drop_indexes.append((table.name, name))
     plan.search_indexes = [
         e.name
         for e in tables.catalog.entities.values()
-        if (only is None or e.name in only or e.name not in existing) and search.needs_rebuild(connection, inspector, e)
+        if (only is None or e.name in only or e.name not in existing)
+        and search.needs_rebuild(connection, inspector, e)
     ]
     known = {t.name for t in [*tables.tables.values(), *tables.links.values()]}
     for name in sorted(existing - known):
-        if not name.startswith(PLATFORM_PREFIX) and not name.startswith("sqlite_") and "__fts" not in name:
+        if (
+            not name.startswith(PLATFORM_PREFIX)
+            and not name.startswith("sqlite_")
+            and "__fts" not in name
+        ):
             plan.kept_tables.append(name)
     return plan
 
@@ -228,7 +290,9 @@ def _create_tables(connection: sa.Connection, new_tables: list[sa.Table]) -> Non
         return
     for table, constraints in sa.schema.sort_tables_and_constraints(new_tables):
         if table is not None:
-            connection.execute(sa.schema.CreateTable(table, include_foreign_key_constraints=constraints))
+            connection.execute(
+                sa.schema.CreateTable(table, include_foreign_key_constraints=constraints)
+            )
             for index in table.indexes:
                 index.create(connection)
         else:
@@ -236,7 +300,9 @@ def _create_tables(connection: sa.Connection, new_tables: list[sa.Table]) -> Non
                 connection.execute(sa.schema.AddConstraint(constraint))
 
 
-def _add_lookup_column_sqlite(connection: sa.Connection, table_name: str, column: sa.Column) -> None:
+def _add_lookup_column_sqlite(
+    connection: sa.Connection, table_name: str, column: sa.Column
+) -> None:
     """SQLite cannot add a constraint to a table, but it takes one inline in ADD COLUMN
     (Alembic would need a batch rebuild of the table for it)."""
     preparer = connection.dialect.identifier_preparer
@@ -261,8 +327,13 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
         if connection.dialect.name == "sqlite" and column.foreign_keys:
             _add_lookup_column_sqlite(connection, table_name, column)
             continue
-        foreign_keys = [sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete, name=fk.name) for fk in column.foreign_keys]
-        ops.add_column(table_name, sa.Column(column.name, column.type, *foreign_keys, nullable=True))
+        foreign_keys = [
+            sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete, name=fk.name)
+            for fk in column.foreign_keys
+        ]
+        ops.add_column(
+            table_name, sa.Column(column.name, column.type, *foreign_keys, nullable=True)
+        )
     for table_name, index_name in plan.drop_indexes:
         ops.drop_index(index_name, table_name=table_name)
     for table_name, index_name in plan.add_indexes:

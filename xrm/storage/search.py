@@ -30,11 +30,16 @@ def needs_rebuild(conn: sa.Connection, inspector, entity: Entity) -> bool:
         if not wanted:
             return False
         row = conn.execute(
-            sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = :n"), {"n": index_name(entity)}
+            sa.text(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = :n"
+            ),
+            {"n": index_name(entity)},
         ).first()
         return row is None or _pg_columns(row[0]) != wanted
     name = fts_table_name(entity)
-    exists = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type='table' AND name=:n"), {"n": name}).first()
+    exists = conn.execute(
+        sa.text("SELECT sql FROM sqlite_master WHERE type='table' AND name=:n"), {"n": name}
+    ).first()
     if not wanted:
         return exists is not None
     return exists is None or _sqlite_signature(wanted) not in exists[0]
@@ -57,7 +62,11 @@ def rebuild(conn: sa.Connection, entity: Entity, table: sa.Table) -> None:
             # An expression index needs a table to be created against; a detached copy keeps
             # it out of the catalog's cached Table (whose indexes are the planned ones).
             shadow = table.to_metadata(sa.MetaData())
-            index = sa.Index(index_name(entity), tsvector_expression(shadow, search_fields(entity)), postgresql_using="gin")
+            index = sa.Index(
+                index_name(entity),
+                tsvector_expression(shadow, search_fields(entity)),
+                postgresql_using="gin",
+            )
             shadow.append_constraint(index)
             index.create(conn)
         return
@@ -80,11 +89,11 @@ def rebuild(conn: sa.Connection, entity: Entity, table: sa.Table) -> None:
     )
     conn.exec_driver_sql(
         f'CREATE TRIGGER "{name}_ad" AFTER DELETE ON "{entity.name}" BEGIN '
-        f"INSERT INTO \"{name}\"(\"{name}\", rowid, {cols}) VALUES ('delete', old.id, {old}); END"
+        f'INSERT INTO "{name}"("{name}", rowid, {cols}) VALUES (\'delete\', old.id, {old}); END'
     )
     conn.exec_driver_sql(
         f'CREATE TRIGGER "{name}_au" AFTER UPDATE OF {cols} ON "{entity.name}" BEGIN '
-        f"INSERT INTO \"{name}\"(\"{name}\", rowid, {cols}) VALUES ('delete', old.id, {old}); "
+        f'INSERT INTO "{name}"("{name}", rowid, {cols}) VALUES (\'delete\', old.id, {old}); '
         f'INSERT INTO "{name}"(rowid, {cols}) VALUES (new.id, {new}); END'
     )
-    conn.exec_driver_sql(f"INSERT INTO \"{name}\"(\"{name}\") VALUES ('rebuild')")
+    conn.exec_driver_sql(f'INSERT INTO "{name}"("{name}") VALUES (\'rebuild\')')

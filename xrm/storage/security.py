@@ -58,7 +58,11 @@ class Access:
             if self.is_admin:
                 scope = "all"
             else:
-                scope = max((r.scope(entity, action) for r in self._roles), key=SCOPE_ORDER.__getitem__, default="none")
+                scope = max(
+                    (r.scope(entity, action) for r in self._roles),
+                    key=SCOPE_ORDER.__getitem__,
+                    default="none",
+                )
             self._scopes[key] = scope
         return self._scopes[key]
 
@@ -96,7 +100,9 @@ class Access:
             return sa.false()
         if scope == "own":
             return table.c.owner == uid
-        members = sa.select(T.team_members.c.user_id).where(T.team_members.c.team_id.in_(list(self.principal.team_ids) or [-1]))
+        members = sa.select(T.team_members.c.user_id).where(
+            T.team_members.c.team_id.in_(list(self.principal.team_ids) or [-1])
+        )
         return sa.or_(table.c.owner == uid, table.c.owner.in_(members))
 
     # -- records service hooks
@@ -136,7 +142,8 @@ class Access:
         with records.store.engine.connect() as conn:
             found = conn.execute(
                 sa.select(T.team_members.c.user_id).where(
-                    T.team_members.c.user_id == owner, T.team_members.c.team_id.in_(list(self.principal.team_ids))
+                    T.team_members.c.user_id == owner,
+                    T.team_members.c.team_id.in_(list(self.principal.team_ids)),
                 )
             ).first()
         return found is not None
@@ -146,8 +153,18 @@ def load_principal(conn: sa.Connection, catalog: Catalog, user_id: int) -> Princ
     user = conn.execute(sa.select(T.users).where(T.users.c.id == user_id)).first()
     if user is None or not user.active:
         return None
-    roles = tuple(conn.execute(sa.select(T.user_roles.c.role).where(T.user_roles.c.user_id == user_id).order_by(T.user_roles.c.role)).scalars())
-    teams = tuple(conn.execute(sa.select(T.team_members.c.team_id).where(T.team_members.c.user_id == user_id)).scalars())
+    roles = tuple(
+        conn.execute(
+            sa.select(T.user_roles.c.role)
+            .where(T.user_roles.c.user_id == user_id)
+            .order_by(T.user_roles.c.role)
+        ).scalars()
+    )
+    teams = tuple(
+        conn.execute(
+            sa.select(T.team_members.c.team_id).where(T.team_members.c.user_id == user_id)
+        ).scalars()
+    )
     is_admin = any(catalog.roles[r].admin for r in roles if r in catalog.roles)
     return Principal(
         user_id=user.id,

@@ -28,8 +28,8 @@ from ..metadata.problems import Problems
 from . import tables as T
 from .database import WRITE, create_engine, default_url, is_postgres
 from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema
-from .tables import tables_for
 from .security import Access, Principal, load_principal
+from .tables import tables_for
 from .unit import UnitOfWork
 from .users import Users
 
@@ -51,7 +51,9 @@ class Store(Users):
         self._catalog: Catalog | None = None
         self._pack_cache: dict[tuple[str, str], PackSource] = {}
         self._lock = threading.RLock()
-        self._current: ContextVar[UnitOfWork | None] = ContextVar(f"xrm-uow-{id(self)}", default=None)
+        self._current: ContextVar[UnitOfWork | None] = ContextVar(
+            f"xrm-uow-{id(self)}", default=None
+        )
         self.ensure_platform()
         self.refresh()
 
@@ -62,7 +64,9 @@ class Store(Users):
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             T.platform.create_all(conn, checkfirst=True)
             if conn.execute(sa.select(T.catalog_state.c.version)).first() is None:
-                conn.execute(T.catalog_state.insert().values(id=1, version=0, changed_at=self.clock.now()))
+                conn.execute(
+                    T.catalog_state.insert().values(id=1, version=0, changed_at=self.clock.now())
+                )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -127,7 +131,10 @@ class Store(Users):
 
     def change_catalog(
         self,
-        change: Callable[[sa.Connection, list[PackSource], list[Document]], tuple[list[PackSource], list[Document]]],
+        change: Callable[
+            [sa.Connection, list[PackSource], list[Document]],
+            tuple[list[PackSource], list[Document]],
+        ],
         *,
         dry_run: bool = False,
         after: Callable[[sa.Connection, Catalog], None] | None = None,
@@ -144,49 +151,73 @@ class Store(Users):
         raise AssertionError("unreachable")
 
     def _change_catalog(self, change, dry_run, after):
-        with self.engine.connect().execution_options(**WRITE) as conn:
-            with conn.begin() as transaction:
-                if is_postgres(conn):
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-                    conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
-                packs, layer = change(conn, self._stored_packs(conn), self._stored_layer(conn))
-                version = self.stored_version(conn) + 1
-                catalog = build_catalog(packs, layer, version)
-                entity_tables = tables_for(catalog)
-                current = self._catalog
-                in_sync = current is not None and current.version == version - 1
-                only = changed_tables(tables_for(current), entity_tables) if in_sync else None
-                plan = plan_schema(conn, entity_tables, only)
-                if dry_run:
-                    transaction.rollback()
-                    return catalog, plan
-                apply_schema(conn, entity_tables, plan)
-                by_name = {p.name: p for p in packs}
-                self._save_packs(conn, [by_name[name] for name in catalog.solutions])  # dependency order
-                conn.execute(
-                    T.catalog_state.update().where(T.catalog_state.c.id == 1).values(version=version, changed_at=self.clock.now())
-                )
-                if after is not None:
-                    after(conn, catalog)
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin() as transaction:
+            if is_postgres(conn):
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            packs, layer = change(conn, self._stored_packs(conn), self._stored_layer(conn))
+            version = self.stored_version(conn) + 1
+            catalog = build_catalog(packs, layer, version)
+            entity_tables = tables_for(catalog)
+            current = self._catalog
+            in_sync = current is not None and current.version == version - 1
+            only = changed_tables(tables_for(current), entity_tables) if in_sync else None
+            plan = plan_schema(conn, entity_tables, only)
+            if dry_run:
+                transaction.rollback()
+                return catalog, plan
+            apply_schema(conn, entity_tables, plan)
+            by_name = {p.name: p for p in packs}
+            self._save_packs(
+                conn, [by_name[name] for name in catalog.solutions]
+            )  # dependency order
+            conn.execute(
+                T.catalog_state.update()
+                .where(T.catalog_state.c.id == 1)
+                .values(version=version, changed_at=self.clock.now())
+            )
+            if after is not None:
+                after(conn, catalog)
         with self._lock:
             self._catalog = catalog
         return catalog, plan
 
     def _save_packs(self, conn, packs: Sequence[PackSource]) -> None:
-        stored = {row.name: row for row in conn.execute(sa.select(T.solutions.c.name, T.solutions.c.version, T.solutions.c.files, T.solutions.c.position))}
+        stored = {
+            row.name: row
+            for row in conn.execute(
+                sa.select(
+                    T.solutions.c.name,
+                    T.solutions.c.version,
+                    T.solutions.c.files,
+                    T.solutions.c.position,
+                )
+            )
+        }
         now = self.clock.now()
         for pack in packs:  # already parsed: the next change need not parse them again
             self._pack_cache[self._pack_key(pack.files, pack.root)] = pack
         for position, pack in enumerate(packs):
             row = stored.get(pack.name)
-            values = {"version": pack.version, "root": pack.root, "files": pack.files, "position": position}
+            values = {
+                "version": pack.version,
+                "root": pack.root,
+                "files": pack.files,
+                "position": position,
+            }
             if row is None:
-                conn.execute(T.solutions.insert().values(name=pack.name, installed_at=now, **values))
+                conn.execute(
+                    T.solutions.insert().values(name=pack.name, installed_at=now, **values)
+                )
             elif row.files != pack.files or row.version != pack.version or row.position != position:
-                conn.execute(T.solutions.update().where(T.solutions.c.name == pack.name).values(**values))
+                conn.execute(
+                    T.solutions.update().where(T.solutions.c.name == pack.name).values(**values)
+                )
 
     # ------------------------------------------------------------------ packs
-    def install(self, paths: Iterable[str | Path], *, dry_run: bool = False) -> tuple[Catalog, SchemaPlan]:
+    def install(
+        self, paths: Iterable[str | Path], *, dry_run: bool = False
+    ) -> tuple[Catalog, SchemaPlan]:
         """Install (or update) packs and what they depend on; all or nothing."""
         problems = Problems()
         new = resolve_packs(paths, problems)
@@ -205,7 +236,9 @@ class Store(Users):
         with self.engine.connect() as conn:
             return plan_schema(conn, tables_for(self.refresh()))
 
-    def customize(self, kind: str, document: dict, *, user_id: int | None = None, dry_run: bool = False):
+    def customize(
+        self, kind: str, document: dict, *, user_id: int | None = None, dry_run: bool = False
+    ):
         """Add a document to the customization layer (what administrators change)."""
         problems = Problems()
         _validate(document, kind, "customization", problems)  # the JSON Schemas packs pass
@@ -221,7 +254,13 @@ class Store(Users):
 
         return self.change_catalog(change, dry_run=dry_run, after=after)
 
-    def customize_all(self, documents: Sequence[tuple[str, dict]], *, user_id: int | None = None, dry_run: bool = False):
+    def customize_all(
+        self,
+        documents: Sequence[tuple[str, dict]],
+        *,
+        user_id: int | None = None,
+        dry_run: bool = False,
+    ):
         """Several customization documents (kind, document) as one change: one plan, and
         all of them applied or none (a field added together with its place on a form)."""
         problems = Problems()
@@ -229,12 +268,20 @@ class Store(Users):
             _validate(document, kind, "customization", problems)
         problems.raise_if_any()
         rows = [
-            {"kind": kind, "target": str(document.get("extend") or document.get("entity") or kind), "document": document, "created_by": user_id}
+            {
+                "kind": kind,
+                "target": str(document.get("extend") or document.get("entity") or kind),
+                "document": document,
+                "created_by": user_id,
+            }
             for kind, document in documents
         ]
 
         def change(conn, packs, layer):
-            return packs, [*layer, *(Document(kind, document, "customization") for kind, document in documents)]
+            return packs, [
+                *layer,
+                *(Document(kind, document, "customization") for kind, document in documents),
+            ]
 
         def after(conn, catalog):
             now = self.clock.now()
@@ -266,7 +313,9 @@ class Store(Users):
     def current_unit(self) -> UnitOfWork | None:
         return self._current.get()
 
-    def records(self, entity: str, user_id: int | None = None, *, principal: Principal | None = None):
+    def records(
+        self, entity: str, user_id: int | None = None, *, principal: Principal | None = None
+    ):
         """The records service for one entity.  With a principal, its roles apply to every
         read and write; without one, the caller is the platform itself (full access)."""
         from .records import Records
@@ -276,7 +325,13 @@ class Store(Users):
             return Records(self, catalog, catalog.entity(entity), user_id)
         access = catalog.artifact(("access", principal), lambda: Access(catalog, principal))
         return Records(
-            self, catalog, catalog.entity(entity), principal.user_id, tz=principal.tz, locale=principal.locale, access=access
+            self,
+            catalog,
+            catalog.entity(entity),
+            principal.user_id,
+            tz=principal.tz,
+            locale=principal.locale,
+            access=access,
         )
 
     def settings(self) -> dict:
@@ -289,7 +344,9 @@ class Store(Users):
             existing = set(conn.execute(sa.select(T.settings.c.key)).scalars())
             for key, value in values.items():
                 if key in existing:
-                    conn.execute(T.settings.update().where(T.settings.c.key == key).values(value=value))
+                    conn.execute(
+                        T.settings.update().where(T.settings.c.key == key).values(value=value)
+                    )
                 else:
                     conn.execute(T.settings.insert().values(key=key, value=value))
 

@@ -11,7 +11,7 @@ import hashlib
 import sqlalchemy as sa
 
 from ..metadata import Catalog, Entity, Field
-from ..metadata.fieldtypes import ID_TYPE, UTCDateTime, json_column
+from ..metadata.fieldtypes import ID_TYPE, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -85,7 +85,9 @@ users = sa.Table(
 user_roles = sa.Table(
     "xrm_user_role",
     platform,
-    sa.Column("user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True
+    ),
     sa.Column("role", sa.String(64), primary_key=True),
 )
 
@@ -111,8 +113,12 @@ teams = sa.Table(
 team_members = sa.Table(
     "xrm_team_member",
     platform,
-    sa.Column("team_id", ID_TYPE, sa.ForeignKey("xrm_team.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "team_id", ID_TYPE, sa.ForeignKey("xrm_team.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True
+    ),
 )
 
 audit = sa.Table(
@@ -220,7 +226,9 @@ def field_columns(entity: Entity, field: Field) -> list[sa.Column]:
             )
         elif field.type == "user":
             constraints.append(
-                sa.ForeignKey("xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{name}"))
+                sa.ForeignKey(
+                    "xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{name}")
+                )
             )
         columns.append(sa.Column(name, type_, *constraints, nullable=True))
     return columns
@@ -228,7 +236,9 @@ def field_columns(entity: Entity, field: Field) -> list[sa.Column]:
 
 def system_columns(entity: Entity) -> list[sa.Column]:
     def user_fk(column: str):
-        return sa.ForeignKey("xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{column}"))
+        return sa.ForeignKey(
+            "xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{column}")
+        )
 
     return [
         sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
@@ -273,9 +283,20 @@ def planned_indexes(catalog: Catalog, entity: Entity) -> dict[str, tuple[tuple[s
             if "." not in path and path in entity.fields:
                 want((path, "id"))
         for condition in conditions_of(view.filter):
-            if len(condition.path) == 1 and condition.field.stored and condition.field.kind.json_type != "array":
-                if condition.field.type not in ("long_text", "rich_text", "json", "file", "any_lookup"):
-                    want((condition.path[0],))
+            indexable = condition.field.type not in (
+                "long_text",
+                "rich_text",
+                "json",
+                "file",
+                "any_lookup",
+            )
+            if (
+                len(condition.path) == 1
+                and condition.field.stored
+                and condition.field.kind.json_type != "array"
+                and indexable
+            ):
+                want((condition.path[0],))
     return wanted
 
 
@@ -311,8 +332,22 @@ class EntityTables:
         return sa.Table(
             name,
             self.metadata,
-            sa.Column("source_id", ID_TYPE, sa.ForeignKey(f"{entity.name}.id", ondelete="CASCADE", name=short_name(f"fk_{name}_source")), primary_key=True),
-            sa.Column("target_id", ID_TYPE, sa.ForeignKey(f"{target}.id", ondelete="CASCADE", name=short_name(f"fk_{name}_target")), primary_key=True),
+            sa.Column(
+                "source_id",
+                ID_TYPE,
+                sa.ForeignKey(
+                    f"{entity.name}.id", ondelete="CASCADE", name=short_name(f"fk_{name}_source")
+                ),
+                primary_key=True,
+            ),
+            sa.Column(
+                "target_id",
+                ID_TYPE,
+                sa.ForeignKey(
+                    f"{target}.id", ondelete="CASCADE", name=short_name(f"fk_{name}_target")
+                ),
+                primary_key=True,
+            ),
             sa.Index(short_name(f"ix_{name}_target"), "target_id"),
         )
 

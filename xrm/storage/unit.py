@@ -28,7 +28,9 @@ class UnitOfWork:
     database to be current goes through ``connection``, which writes the deferred rows
     first, in the order they were created (so foreign keys always find their targets)."""
 
-    def __init__(self, store: Store, connection: sa.Connection, catalog: Catalog, user_id: int | None):
+    def __init__(
+        self, store: Store, connection: sa.Connection, catalog: Catalog, user_id: int | None
+    ):
         self.store = store
         self._connection = connection
         self.pending: list[tuple[Any, dict]] = []  # (CompiledInsert, row), in creation order
@@ -85,11 +87,26 @@ class UnitOfWork:
         taken, self._ids[table.name] = block[:count], block[count:]
         return taken
 
-    def record_event(self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None) -> None:
+    def record_event(
+        self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None
+    ) -> None:
         self.outbox_rows.append(
-            {"entity": entity, "record_id": record_id, "event": event, "changes": changes, "user_id": user_id, "at": at, "processed_at": None}
+            {
+                "entity": entity,
+                "record_id": record_id,
+                "event": event,
+                "changes": changes,
+                "user_id": user_id,
+                "at": at,
+                "processed_at": None,
+            }
         )
-        self.events.append((event, {"entity": entity, "record_id": record_id, "user_id": user_id, "changes": changes}))
+        self.events.append(
+            (
+                event,
+                {"entity": entity, "record_id": record_id, "user_id": user_id, "changes": changes},
+            )
+        )
 
     def add_rollup_deltas(self, statement, deltas: dict[int, Any]) -> None:
         pending = self.rollup_deltas.setdefault(statement, {})
@@ -106,10 +123,14 @@ class UnitOfWork:
         self.rollup_deltas = {}
         dialect = self.connection.dialect
         if self.audit_rows:
-            compiled_insert(self.catalog, T.audit, dialect, returning=False).execute_many(self.connection, self.audit_rows)
+            compiled_insert(self.catalog, T.audit, dialect, returning=False).execute_many(
+                self.connection, self.audit_rows
+            )
             self.audit_rows = []
         if self.outbox_rows:
-            compiled_insert(self.catalog, T.outbox, dialect, returning=False).execute_many(self.connection, self.outbox_rows)
+            compiled_insert(self.catalog, T.outbox, dialect, returning=False).execute_many(
+                self.connection, self.outbox_rows
+            )
             self.outbox_rows = []
 
     def after_commit(self) -> None:

@@ -55,7 +55,9 @@ class Users:
         catalog = self.refresh()
         unknown = [r for r in roles if r not in catalog.roles]
         if unknown:
-            raise UserError(f"unknown role {unknown[0]!r} (known: {', '.join(sorted(catalog.roles)) or 'none'})")
+            raise UserError(
+                f"unknown role {unknown[0]!r} (known: {', '.join(sorted(catalog.roles)) or 'none'})"
+            )
         if password is not None:
             password_hash = generate_password_hash(password)
         with self._write() as conn, conn.begin():
@@ -63,13 +65,24 @@ class Users:
                 raise UserError(f"a user with email {email} exists already")
             user_id = conn.execute(
                 T.users.insert()
-                .values(email=email, name=name or email.split("@")[0], locale=locale, time_zone=time_zone, password_hash=password_hash, created_at=self.clock.now())
+                .values(
+                    email=email,
+                    name=name or email.split("@")[0],
+                    locale=locale,
+                    time_zone=time_zone,
+                    password_hash=password_hash,
+                    created_at=self.clock.now(),
+                )
                 .returning(T.users.c.id)
             ).scalar_one()
             for role in roles:
                 conn.execute(T.user_roles.insert().values(user_id=user_id, role=role))
             for team in teams:
-                conn.execute(T.team_members.insert().values(team_id=self._team_id(conn, team), user_id=user_id))
+                conn.execute(
+                    T.team_members.insert().values(
+                        team_id=self._team_id(conn, team), user_id=user_id
+                    )
+                )
         return user_id
 
     def _team_id(self, conn, name: str) -> int:
@@ -88,7 +101,9 @@ class Users:
         with self._write() as conn, conn.begin():
             team_id = self._team_id(conn, team)
             exists = conn.execute(
-                sa.select(T.team_members.c.user_id).where(T.team_members.c.team_id == team_id, T.team_members.c.user_id == user_id)
+                sa.select(T.team_members.c.user_id).where(
+                    T.team_members.c.team_id == team_id, T.team_members.c.user_id == user_id
+                )
             ).first()
             if not exists:
                 conn.execute(T.team_members.insert().values(team_id=team_id, user_id=user_id))
@@ -96,7 +111,11 @@ class Users:
 
     def set_password(self, user_id: int, password: str) -> None:
         with self._write() as conn, conn.begin():
-            conn.execute(T.users.update().where(T.users.c.id == user_id).values(password_hash=generate_password_hash(password)))
+            conn.execute(
+                T.users.update()
+                .where(T.users.c.id == user_id)
+                .values(password_hash=generate_password_hash(password))
+            )
 
     def user(self, user_id: int):
         with self.engine.connect() as conn:
@@ -104,7 +123,9 @@ class Users:
 
     def user_by_email(self, email: str):
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(T.users).where(T.users.c.email == email.strip().lower())).first()
+            return conn.execute(
+                sa.select(T.users).where(T.users.c.email == email.strip().lower())
+            ).first()
 
     def check_password(self, email: str, password: str):
         """The active user with this email and password, or None."""
@@ -118,7 +139,14 @@ class Users:
     def create_token(self, user_id: int, name: str = "") -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._write() as conn, conn.begin():
-            conn.execute(T.tokens.insert().values(user_id=user_id, name=name, token_hash=_digest(token), created_at=self.clock.now()))
+            conn.execute(
+                T.tokens.insert().values(
+                    user_id=user_id,
+                    name=name,
+                    token_hash=_digest(token),
+                    created_at=self.clock.now(),
+                )
+            )
         return token
 
     def user_for_token(self, token: str):
@@ -128,20 +156,40 @@ class Users:
             return conn.execute(
                 sa.select(T.users)
                 .join(T.tokens, T.tokens.c.user_id == T.users.c.id)
-                .where(T.tokens.c.token_hash == _digest(token), T.tokens.c.revoked.is_(False), T.users.c.active.is_(True))
+                .where(
+                    T.tokens.c.token_hash == _digest(token),
+                    T.tokens.c.revoked.is_(False),
+                    T.users.c.active.is_(True),
+                )
             ).first()
 
     def revoke_token(self, token: str) -> bool:
         with self._write() as conn, conn.begin():
-            return conn.execute(T.tokens.update().where(T.tokens.c.token_hash == _digest(token)).values(revoked=True)).rowcount == 1
+            return (
+                conn.execute(
+                    T.tokens.update()
+                    .where(T.tokens.c.token_hash == _digest(token))
+                    .values(revoked=True)
+                ).rowcount
+                == 1
+            )
 
     def users(self) -> list:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(T.users).order_by(T.users.c.id)).all()
 
-    def set_preferences(self, user_id: int, *, locale: str | None = None, time_zone: str | None = None, name: str | None = None) -> None:
+    def set_preferences(
+        self,
+        user_id: int,
+        *,
+        locale: str | None = None,
+        time_zone: str | None = None,
+        name: str | None = None,
+    ) -> None:
         """A user's language, time zone and display name (what is None stays)."""
-        values = {k: v for k, v in (("locale", locale), ("time_zone", time_zone), ("name", name)) if v}
+        values = {
+            k: v for k, v in (("locale", locale), ("time_zone", time_zone), ("name", name)) if v
+        }
         if values:
             with self._write() as conn, conn.begin():
                 conn.execute(T.users.update().where(T.users.c.id == user_id).values(**values))
@@ -149,19 +197,34 @@ class Users:
     def set_active(self, user_id: int, active: bool) -> None:
         """Deactivate (or reactivate) a user: an inactive user cannot sign in or use tokens."""
         with self._write() as conn, conn.begin():
-            conn.execute(T.users.update().where(T.users.c.id == user_id).values(active=bool(active)))
+            conn.execute(
+                T.users.update().where(T.users.c.id == user_id).values(active=bool(active))
+            )
 
     def remove_from_team(self, user_id: int, team: str) -> None:
         with self._write() as conn, conn.begin():
             team_id = conn.execute(sa.select(T.teams.c.id).where(T.teams.c.name == team)).scalar()
             if team_id is not None:
-                conn.execute(T.team_members.delete().where(T.team_members.c.team_id == team_id, T.team_members.c.user_id == user_id))
+                conn.execute(
+                    T.team_members.delete().where(
+                        T.team_members.c.team_id == team_id, T.team_members.c.user_id == user_id
+                    )
+                )
 
     def teams(self) -> dict[str, list[int]]:
         """Team name -> ids of its members."""
         with self.engine.connect() as conn:
-            result: dict[str, list[int]] = {name: [] for name in conn.execute(sa.select(T.teams.c.name).order_by(T.teams.c.name)).scalars()}
-            rows = conn.execute(sa.select(T.teams.c.name, T.team_members.c.user_id).join(T.team_members, T.team_members.c.team_id == T.teams.c.id))
+            result: dict[str, list[int]] = {
+                name: []
+                for name in conn.execute(
+                    sa.select(T.teams.c.name).order_by(T.teams.c.name)
+                ).scalars()
+            }
+            rows = conn.execute(
+                sa.select(T.teams.c.name, T.team_members.c.user_id).join(
+                    T.team_members, T.team_members.c.team_id == T.teams.c.id
+                )
+            )
             for name, user_id in rows:
                 result[name].append(user_id)
             return result
@@ -170,7 +233,9 @@ class Users:
         """User id -> the names of their roles."""
         with self.engine.connect() as conn:
             result: dict[int, list[str]] = {}
-            for user_id, role in conn.execute(sa.select(T.user_roles.c.user_id, T.user_roles.c.role).order_by(T.user_roles.c.role)):
+            for user_id, role in conn.execute(
+                sa.select(T.user_roles.c.user_id, T.user_roles.c.role).order_by(T.user_roles.c.role)
+            ):
                 result.setdefault(user_id, []).append(role)
             return result
 
@@ -190,16 +255,27 @@ class Users:
         with self._write() as conn, conn.begin():
             table = T.saved_views
             found = conn.execute(
-                sa.select(table.c.id).where(table.c.user_id == user_id, table.c.view == view, table.c.name == name)
+                sa.select(table.c.id).where(
+                    table.c.user_id == user_id, table.c.view == view, table.c.name == name
+                )
             ).scalar()
             if found is not None:
                 conn.execute(table.update().where(table.c.id == found).values(state=state))
                 return found
             return conn.execute(
-                table.insert().values(user_id=user_id, view=view, name=name, state=state, created_at=self.clock.now()).returning(table.c.id)
+                table.insert()
+                .values(
+                    user_id=user_id, view=view, name=name, state=state, created_at=self.clock.now()
+                )
+                .returning(table.c.id)
             ).scalar_one()
 
     def delete_saved_view(self, user_id: int, saved_id: int) -> bool:
         with self._write() as conn, conn.begin():
             table = T.saved_views
-            return conn.execute(table.delete().where(table.c.id == saved_id, table.c.user_id == user_id)).rowcount == 1
+            return (
+                conn.execute(
+                    table.delete().where(table.c.id == saved_id, table.c.user_id == user_id)
+                ).rowcount
+                == 1
+            )
