@@ -158,7 +158,7 @@ def shop(tmp_path_factory):
     pack = write_pack(tmp, "shop", SHOP, depends={"core": ">=1.0"})
     clock = MovableClock()
     with fresh_database(tmp) as database:
-        store = database.open(clock=clock)
+        store = database.open(clock=clock, outbox="all")
         try:
             store.install([SOLUTIONS / "core", pack])
             yield Shop(database, store, clock)

@@ -44,10 +44,19 @@ class Clock:
 
 
 class Store(Users):
-    def __init__(self, url: str | None = None, *, clock: Clock | None = None, **engine_options):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        outbox: str = "watched",
+        **engine_options,
+    ):
         self.url = url or default_url()
         self.engine = create_engine(self.url, **engine_options)
         self.clock = clock or Clock()
+        #: "watched": outbox rows for entities a process or SLA listens to; "all": for every change
+        self.outbox = outbox
         self._catalog: Catalog | None = None
         self._pack_cache: dict[tuple[str, str], PackSource] = {}
         self._lock = threading.RLock()

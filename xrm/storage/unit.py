@@ -22,6 +22,18 @@ _SIGNALS = {
 }
 
 
+def watched_entities(catalog: Catalog) -> frozenset[str]:
+    """Entities some process or SLA listens to: only their changes need outbox rows (the
+    workflow engine reads nothing else), which keeps saves without rules cheap."""
+
+    def build():
+        watched = {getattr(p, "entity", None) for p in catalog.processes.values()}
+        watched |= {getattr(s, "entity", None) for s in catalog.slas.values()}
+        return frozenset(w for w in watched if w)
+
+    return catalog.artifact("outbox-entities", build)
+
+
 class UnitOfWork:
     """Inserts of new records are deferred: their ids are reserved up front, so ``create``
     returns at once, and the rows go out in executemany batches.  Anything that needs the
@@ -90,6 +102,22 @@ class UnitOfWork:
     def record_event(
         self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None
     ) -> None:
+        if self.store.outbox == "all" or entity in watched_entities(self.catalog):
+            self._outbox(event, entity, record_id, user_id, at, changes)
+        else:
+            self.events.append(
+                (
+                    event,
+                    {
+                        "entity": entity,
+                        "record_id": record_id,
+                        "user_id": user_id,
+                        "changes": changes,
+                    },
+                )
+            )
+
+    def _outbox(self, event, entity, record_id, user_id, at, changes) -> None:
         self.outbox_rows.append(
             {
                 "entity": entity,
