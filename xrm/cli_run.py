@@ -3,6 +3,7 @@ and giving people access.  Registered into the ``xrm`` command by ``xrm/cli.py``
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .cli import DATABASE_HELP, CommandError, _add_database, _store, command
@@ -77,15 +78,36 @@ def _register_setup(sub, name: str) -> None:
 
 # ------------------------------------------------------------------------------ run
 def _run(args) -> int:
+    import multiprocessing
+
     from .storage.database import default_url
     from .web.server import serve
+    from .workflow.worker import serve as work
 
     url = args.database or default_url()
+    parent = os.getpid()
+    worker = None
+    if not args.no_worker:
+        # The embedded workflow worker (processes, reminders, email) runs beside the web
+        # server in its own process, so reminders work with this one command on SQLite.
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        worker = context.Process(
+            target=work, args=(url,), kwargs={"stop": stop}, name="xrm-worker", daemon=True
+        )
+        worker.start()
     print(
         f"serving on http://{args.host}:{args.port} (database {url.split('@')[-1]})",
         file=sys.stderr,
     )
-    serve(host=args.host, port=args.port, workers=args.workers, database_url=url)
+    try:
+        serve(host=args.host, port=args.port, workers=args.workers, database_url=url)
+    finally:
+        # gunicorn's forked workers leave serve() through here too; only the parent
+        # owns the workflow worker process.
+        if worker is not None and os.getpid() == parent:
+            stop.set()
+            worker.join(10)
     return 0
 
 
@@ -98,6 +120,9 @@ def _register_run(sub, name: str) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     p.add_argument("--workers", type=int, help="gunicorn worker processes")
+    p.add_argument(
+        "--no-worker", action="store_true", help="do not start the embedded workflow worker"
+    )
     p.set_defaults(handler=_run, parser=p)
 
 
@@ -172,3 +197,18 @@ def _register_token(sub, name: str) -> None:
     create.add_argument("email")
     create.add_argument("--name", help="what the token is for")
     create.set_defaults(handler=_token_create, parser=create)
+
+
+# ------------------------------------------------------------------------------ workflow
+@command("worker")
+def _register_worker(sub, name: str) -> None:
+    from .workflow.commands import add_worker
+
+    add_worker(sub, _store)
+
+
+@command("process")
+def _register_process(sub, name: str) -> None:
+    from .workflow.commands import add_process
+
+    add_process(sub, _store)
