@@ -644,7 +644,7 @@ def test_stage_rules(shop):
     record = invoices.create({})
     with pytest.raises(ValidationFailed) as caught:
         invoices.update(record["id"], {"status": "paid"})
-    assert caught.value.errors["status"] == ["cannot move from draft to Paid"]
+    assert caught.value.errors["status"] == ["cannot move from Draft to Paid"]
     with pytest.raises(ValidationFailed) as caught:
         invoices.update(record["id"], {"status": "sent"})
     assert caught.value.errors == {"customer": ["required for stage sent"]}
@@ -656,7 +656,7 @@ def test_stage_rules(shop):
     invoices.update(record["id"], {"status": "paid", "code": unique_code()})
     with pytest.raises(ValidationFailed) as caught:  # paid is final (next: [])
         invoices.update(record["id"], {"status": "cancelled"})
-    assert caught.value.errors == {"status": ["cannot move from paid to Cancelled"]}
+    assert caught.value.errors == {"status": ["cannot move from Paid to Cancelled"]}
     assert invoices.get(record["id"])["status"] == "paid"
     # a stage without `next` may move anywhere; a new record is checked against `requires`
     cancelled = invoices.create({"status": "cancelled"})

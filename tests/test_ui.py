@@ -287,3 +287,9 @@ def test_a_file_is_downloaded_by_its_key(w, seller):
     assert response.data == b"hello"
     assert "attachment" in response.headers["Content-Disposition"]
     assert seller.get("/files/unknown-key").status_code == 404
+
+
+def test_preferences_never_redirect_elsewhere(seller):
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example/"):
+        response = seller.post("/preferences", {"locale": "en", "next": target})
+        assert response.status_code == 303 and response.location == "/"

@@ -5,6 +5,7 @@ parking, idempotency under repeated and concurrent runs, dry runs and manual sta
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 
 import pytest
@@ -21,12 +22,18 @@ from xrm.workflow import tables as W
 
 def count(store, table, *where) -> int:
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(*where)
+        ).scalar_one()
 
 
 def rows(store, table, *where, order=None) -> list[dict]:
     with store.engine.connect() as conn:
-        query = sa.select(table).where(*where).order_by(order if order is not None else table.c[list(table.c.keys())[0]])
+        query = (
+            sa.select(table)
+            .where(*where)
+            .order_by(order if order is not None else table.c[list(table.c.keys())[0]])
+        )
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
@@ -57,9 +64,18 @@ def test_an_opportunity_moved_to_proposal_gets_a_follow_up_task_three_days_befor
         seller = store.add_user("seller@example.com", "Seller", roles=["user"], locale="ru")
         worker = Worker(store)
         account = store.records("account", seller).create({"name": "ACME"})
-        contact = store.records("contact", seller).create({"last_name": "Roe", "account": account["id"]})
+        contact = store.records("contact", seller).create(
+            {"last_name": "Roe", "account": account["id"]}
+        )
         deals = store.records("opportunity", seller)
-        deal = deals.create({"name": "Big deal", "account": account["id"], "contact": contact["id"], "close_date": "2025-03-20"})
+        deal = deals.create(
+            {
+                "name": "Big deal",
+                "account": account["id"],
+                "contact": contact["id"],
+                "close_date": "2025-03-20",
+            }
+        )
         worker.run_once()
         deals.update(deal["id"], {"stage": "qualification"})
         worker.run_once()
@@ -68,26 +84,45 @@ def test_an_opportunity_moved_to_proposal_gets_a_follow_up_task_three_days_befor
         inbox = workflow.notifications(store, seller)
         assert [n["title"] for n in inbox] == ["Стадия КП: Big deal"]  # the owner's language
         assert count(store, T.tables_for(store.catalog)["task"]) == 0
-        clock.set(dt.datetime(2025, 3, 17, 8, 59, tzinfo=dt.UTC))  # 09:00 UTC three days before is not yet here
+        clock.set(
+            dt.datetime(2025, 3, 17, 8, 59, tzinfo=dt.UTC)
+        )  # 09:00 UTC three days before is not yet here
         worker.run_once()
         assert store.records("task").count().value == 0
         clock.advance(minutes=1)
         worker.run_once()
-        tasks = store.records("task").query(fields=["subject", "due", "owner", "regarding", "reminder"]).rows
+        tasks = (
+            store.records("task")
+            .query(fields=["subject", "due", "owner", "regarding", "reminder"])
+            .rows
+        )
         assert len(tasks) == 1
         task = tasks[0]
         assert task["subject"] == "Follow up: Big deal" and task["owner"] == seller
         assert task["regarding"] == {"entity": "opportunity", "id": deal["id"]}
-        assert task["due"] == dt.datetime(2025, 3, 18, 9, 0, tzinfo=dt.UTC) and task["reminder"] == 3600
+        assert (
+            task["due"] == dt.datetime(2025, 3, 18, 9, 0, tzinfo=dt.UTC)
+            and task["reminder"] == 3600
+        )
         clock.advance(days=30)
         worker.run_once()
         assert store.records("task").count().value == 1  # never twice
         # the new task's own reminder fired an hour before its due time
-        assert [n["title"] for n in workflow.notifications(store, seller)][0] == "Напоминание: Follow up: Big deal"
+        assert [n["title"] for n in workflow.notifications(store, seller)][
+            0
+        ] == "Напоминание: Follow up: Big deal"
         history = workflow.instances(store, process="proposal_follow_up")
         assert [i["status"] for i in history] == ["done"]
         steps = workflow.instance(store, history[0]["id"])["history"]
-        assert [s["kind"] for s in steps] == ["start", "notify", "wait", "wait", "if", "activity", "end"]
+        assert [s["kind"] for s in steps] == [
+            "start",
+            "notify",
+            "wait",
+            "wait",
+            "if",
+            "activity",
+            "end",
+        ]
     finally:
         store.close()
 
@@ -101,8 +136,16 @@ def test_a_follow_up_is_not_created_when_the_deal_closed_meanwhile(database):
         worker = Worker(store)
         account = store.records("account", seller).create({"name": "ACME"})
         deals = store.records("opportunity", seller)
-        deal = deals.create({"name": "D", "account": account["id"], "close_date": "2025-03-20", "amount": 10})
-        deals.update(deal["id"], {"stage": "qualification", "contact": store.records("contact").create({"last_name": "X"})["id"]})
+        deal = deals.create(
+            {"name": "D", "account": account["id"], "close_date": "2025-03-20", "amount": 10}
+        )
+        deals.update(
+            deal["id"],
+            {
+                "stage": "qualification",
+                "contact": store.records("contact").create({"last_name": "X"})["id"],
+            },
+        )
         deals.update(deal["id"], {"stage": "proposal"})
         worker.run_once()
         deals.update(deal["id"], {"stage": "won"})
@@ -127,7 +170,9 @@ def test_an_approval_with_two_approvers_needs_both(helpdesk):
     line = store.records("purchase_line").create({"purchase": purchase["id"], "item": "laptop"})
     small = purchases.create({"title": "Pens", "amount": "10"})
     worker.run_once()
-    assert workflow.instances(store, process="purchase_approval", record_id=small["id"]) == []  # condition
+    assert (
+        workflow.instances(store, process="purchase_approval", record_id=small["id"]) == []
+    )  # condition
     first = workflow.pending_approvals(store, users["boss1"])
     second = workflow.pending_approvals(store, users["boss2"])
     assert len(first) == len(second) == 1 and first[0]["record_id"] == purchase["id"]
@@ -143,7 +188,9 @@ def test_an_approval_with_two_approvers_needs_both(helpdesk):
     worker.run_once()
     assert purchases.get(purchase["id"])["status"] == "approved"
     assert store.records("purchase_line").get(line["id"])["state"] == "ordered"  # update related
-    assert [n["title"] for n in workflow.notifications(store, users["ann"])] == ["Purchase Laptops: approved"]
+    assert [n["title"] for n in workflow.notifications(store, users["ann"])] == [
+        "Purchase Laptops: approved"
+    ]
     [instance] = workflow.instances(store, process="purchase_approval")
     assert instance["status"] == "done"
 
@@ -165,7 +212,9 @@ def test_one_rejection_rejects_and_a_delegate_may_decide(helpdesk):
 
 def test_an_approval_times_out(helpdesk):
     store, clock, worker = helpdesk
-    purchase = store.records("purchase", store.users_by_name["ann"]).create({"title": "Boat", "amount": "9000"})
+    purchase = store.records("purchase", store.users_by_name["ann"]).create(
+        {"title": "Boat", "amount": "9000"}
+    )
     worker.run_once()
     clock.advance(days=3)
     worker.run_once()
@@ -182,11 +231,15 @@ def test_an_sla_breach_escalates_a_ticket(helpdesk):
     assert tickets.get(ticket["id"])["agent"] in (users["ann"], users["bob"])  # round robin
     clocks = {c["metric"]: c for c in workflow.sla_clocks(store, "ticket", ticket["id"])}
     assert clocks["first_response"]["deadline"] == dt.datetime(2025, 3, 3, 13, 0, tzinfo=dt.UTC)
-    assert clocks["resolution"]["deadline"] == dt.datetime(2025, 3, 4, 17, 0, tzinfo=dt.UTC)  # 16 office hours
+    assert clocks["resolution"]["deadline"] == dt.datetime(
+        2025, 3, 4, 17, 0, tzinfo=dt.UTC
+    )  # 16 office hours
     clock.set(dt.datetime(2025, 3, 3, 12, 0, tzinfo=dt.UTC))  # 75% of 4h after 09:00
     worker.run_once()
     agent = tickets.get(ticket["id"])["agent"]
-    assert [n["title"] for n in workflow.notifications(store, agent)] == ["SLA warning: Printer on fire (first_response)"]
+    assert [n["title"] for n in workflow.notifications(store, agent)] == [
+        "SLA warning: Printer on fire (first_response)"
+    ]
     clock.set(dt.datetime(2025, 3, 3, 12, 59, tzinfo=dt.UTC))
     worker.run_once()
     assert tickets.get(ticket["id"])["escalated"] is False
@@ -196,9 +249,15 @@ def test_an_sla_breach_escalates_a_ticket(helpdesk):
     assert escalated["escalated"] is True and escalated["priority"] == "urgent"
     for manager in ("max", "boss1", "boss2"):
         titles = [n["title"] for n in workflow.notifications(store, users[manager])]
-        assert titles == ["SLA breached: Printer on fire (first_response, deadline 2025-03-03T13:00:00+00:00)"]
+        assert titles == [
+            "SLA breached: Printer on fire (first_response, deadline 2025-03-03T13:00:00+00:00)"
+        ]
     emails = workflow.mail.outbox(store)
-    assert {e["to_address"] for e in emails if e["subject"].startswith("SLA breached")} == {"max@example.com", "boss1@example.com", "boss2@example.com"}
+    assert {e["to_address"] for e in emails if e["subject"].startswith("SLA breached")} == {
+        "max@example.com",
+        "boss1@example.com",
+        "boss2@example.com",
+    }
     clocks = {c["metric"]: c for c in workflow.sla_clocks(store, "ticket", ticket["id"])}
     assert clocks["first_response"]["breached_at"] == dt.datetime(2025, 3, 3, 13, 0, tzinfo=dt.UTC)
     # the escalation made it urgent: resolution is re-targeted to 4h from the start (13:00)
@@ -225,7 +284,10 @@ def test_sla_clocks_pause_resume_and_stop(helpdesk):
     tickets.update(ticket["id"], {"status": "open", "first_response_at": clock.now()})
     worker.run_once()
     clocks = {c["metric"]: c for c in workflow.sla_clocks(store, "ticket", ticket["id"])}
-    assert clocks["first_response"]["status"] == "done" and clocks["first_response"]["elapsed_s"] == 2 * 3600
+    assert (
+        clocks["first_response"]["status"] == "done"
+        and clocks["first_response"]["elapsed_s"] == 2 * 3600
+    )
     # 40h target, 2h used: 38 office hours from Wednesday 10:00 -> next Tuesday 16:00
     assert clocks["resolution"]["deadline"] == dt.datetime(2025, 3, 11, 16, 0, tzinfo=dt.UTC)
     tickets.update(ticket["id"], {"status": "resolved"})
@@ -242,7 +304,9 @@ def test_a_task_reminder_reaches_its_owner_on_time_in_app_and_by_email(helpdesk)
     store, clock, worker = helpdesk
     ann = store.users_by_name["ann"]
     tasks = store.records("task", ann)
-    task = tasks.create({"subject": "Call Bob", "due": START + dt.timedelta(hours=2), "reminder": "15m"})
+    task = tasks.create(
+        {"subject": "Call Bob", "due": START + dt.timedelta(hours=2), "reminder": "15m"}
+    )
     tasks.create({"subject": "No reminder", "due": START + dt.timedelta(hours=2)})
     worker.run_once()
     assert workflow.unread_count(store, ann) == 0
@@ -263,12 +327,22 @@ def test_a_task_reminder_reaches_its_owner_on_time_in_app_and_by_email(helpdesk)
     worker.run_once()
     assert workflow.unread_count(store, ann) == 2
     # a done task gets no reminder
-    late = tasks.create({"subject": "Done already", "due": clock.now() + dt.timedelta(hours=1), "reminder": "30m", "status": "done"})
+    late = tasks.create(
+        {
+            "subject": "Done already",
+            "due": clock.now() + dt.timedelta(hours=1),
+            "reminder": "30m",
+            "status": "done",
+        }
+    )
     worker.run_once()
     clock.advance(hours=1)
     worker.run_once()
     assert workflow.unread_count(store, ann) == 2
-    assert [i["status"] for i in workflow.instances(store, process="task_reminder", record_id=late["id"])] == ["skipped"]
+    assert [
+        i["status"]
+        for i in workflow.instances(store, process="task_reminder", record_id=late["id"])
+    ] == ["skipped"]
     [first] = workflow.notifications(store, ann, limit=1)
     assert workflow.mark_read(store, ann, [first["id"]]) == 1
     assert workflow.unread_count(store, ann) == 1
@@ -278,14 +352,18 @@ def test_a_task_reminder_reaches_its_owner_on_time_in_app_and_by_email(helpdesk)
 def test_deleting_a_task_cancels_its_reminder(helpdesk):
     store, clock, worker = helpdesk
     tasks = store.records("task", store.users_by_name["ann"])
-    task = tasks.create({"subject": "Call", "due": START + dt.timedelta(hours=2), "reminder": "15m"})
+    task = tasks.create(
+        {"subject": "Call", "due": START + dt.timedelta(hours=2), "reminder": "15m"}
+    )
     worker.run_once()
     tasks.delete(task["id"])
     worker.run_once()
     clock.advance(hours=3)
     worker.run_once()
     assert count(store, W.notifications) == 0
-    assert [i["status"] for i in workflow.instances(store, process="task_reminder")] == ["cancelled"]
+    assert [i["status"] for i in workflow.instances(store, process="task_reminder")] == [
+        "cancelled"
+    ]
 
 
 # ------------------------------------------------------------------------ stage flows
@@ -301,7 +379,9 @@ def test_stage_history_is_written_with_the_change_and_roles_guard_stages(helpdes
     with pytest.raises(ValidationFailed) as refused:
         tickets.update(ticket["id"], {"status": "closed"})
     assert refused.value.errors == {"status": ["your role may not move a record to Closed"]}
-    store.records("ticket", principal=store.principal(users["max"])).update(ticket["id"], {"status": "closed"})
+    store.records("ticket", principal=store.principal(users["max"])).update(
+        ticket["id"], {"status": "closed"}
+    )
     history = workflow.stage_history(store, "ticket", ticket["id"])
     assert [(h["stage"], h["previous"], h["seconds"]) for h in history] == [
         ("new", None, 3600),
@@ -329,7 +409,9 @@ def test_updated_triggers_see_old_values_and_watch_only_their_fields(helpdesk):
     worker.run_once()
     tickets.update(ticket["id"], {"priority": "urgent"})  # was high: `was` does not hold
     worker.run_once()
-    notes = [n for n in workflow.notifications(store, users["bob"]) if n["title"].startswith("Ticket")]
+    notes = [
+        n for n in workflow.notifications(store, users["bob"]) if n["title"].startswith("Ticket")
+    ]
     assert [(n["title"], n["body"]) for n in notes] == [("Ticket T2", "Priority high, was normal")]
 
 
@@ -390,12 +472,16 @@ def test_waiting_for_a_condition_wakes_on_change_or_times_out(database, tmp_path
         assert tickets.get(quick["id"])["counter"] == 1
         clock.advance(hours=23)
         worker.run_once()
-        assert tickets.get(slow["id"])["escalated"] is True and tickets.get(slow["id"])["counter"] == 0
+        assert (
+            tickets.get(slow["id"])["escalated"] is True and tickets.get(slow["id"])["counter"] == 0
+        )
     finally:
         store.close()
 
 
-def test_a_failing_step_retries_with_back_off_then_parks_without_blocking_others(database, tmp_path):
+def test_a_failing_step_retries_with_back_off_then_parks_without_blocking_others(
+    database, tmp_path
+):
     extra = {
         "processes/breaks.yaml": """
             process: breaks
@@ -429,7 +515,9 @@ def test_a_failing_step_retries_with_back_off_then_parks_without_blocking_others
         assert failing["due_at"] == START + dt.timedelta(seconds=60)
         clock.advance(seconds=60)
         worker.run_once()
-        assert workflow.instance(store, failing["id"])["due_at"] == clock.now() + dt.timedelta(seconds=120)
+        assert workflow.instance(store, failing["id"])["due_at"] == clock.now() + dt.timedelta(
+            seconds=120
+        )
         clock.advance(seconds=120)
         worker.run_once()
         parked = workflow.instance(store, failing["id"])
@@ -549,7 +637,9 @@ def test_manual_start_checks_roles_and_access(database, tmp_path):
         with pytest.raises(PermissionError, match="only manager may start"):
             workflow.start(store, "escalate", ticket["id"], user_id=ann)
         with pytest.raises(PermissionError):
-            workflow.start(store, "ticket_assign", ticket["id"], user_id=max_)  # not a manual process
+            workflow.start(
+                store, "ticket_assign", ticket["id"], user_id=max_
+            )  # not a manual process
         with pytest.raises(PermissionError, match="may not update this ticket"):
             workflow.start(store, "escalate", ticket["id"], user_id=stranger)  # not their team's
         ident = workflow.start(store, "escalate", ticket["id"], user_id=max_)
@@ -564,7 +654,9 @@ def test_dry_run_shows_what_would_happen_and_writes_nothing(helpdesk):
     store, clock, worker = helpdesk
     users = store.users_by_name
     purchase = store.records("purchase", users["ann"]).create({"title": "Desk", "amount": "2000"})
-    ticket = store.records("ticket", users["ann"]).create({"subject": "t", "agent": users["bob"], "priority": "high"})
+    ticket = store.records("ticket", users["ann"]).create(
+        {"subject": "t", "agent": users["bob"], "priority": "high"}
+    )
     tables = [W.instances, W.notifications, W.emails, W.approvals, T.audit, T.outbox]
     before = [count(store, t) for t in tables]
     report = workflow.dry_run(store, "purchase_approval", purchase["id"])
@@ -573,8 +665,14 @@ def test_dry_run_shows_what_would_happen_and_writes_nothing(helpdesk):
     assert {a["user_id"] for a in report["approvals"]} == {users["boss1"], users["boss2"]}
     report = workflow.dry_run(store, "sla:ticket_sla:breach", ticket["id"])
     assert [s["kind"] for s in report["steps"]] == ["start", "if", "set", "notify", "end"]
-    assert {n["title"] for n in report["notifications"]} == {"SLA breached: t (first_response, deadline 2025-03-03T08:00:00+00:00)"}
-    assert {n["user_id"] for n in report["notifications"]} == {users["max"], users["boss1"], users["boss2"]}
+    assert {n["title"] for n in report["notifications"]} == {
+        "SLA breached: t (first_response, deadline 2025-03-03T08:00:00+00:00)"
+    }
+    assert {n["user_id"] for n in report["notifications"]} == {
+        users["max"],
+        users["boss1"],
+        users["boss2"],
+    }
     assert [count(store, t) for t in tables] == before
     assert store.records("ticket").get(ticket["id"])["escalated"] is False
     text = workflow.dryrun.describe(report)
@@ -586,10 +684,15 @@ def test_concurrent_workers_run_each_reminder_once(database, tmp_path):
     try:
         owner = store.add_user("ann@example.com")
         due = START + dt.timedelta(minutes=30)
-        store.records("task", owner).bulk_create([{"subject": f"t{n}", "due": due, "reminder": "10m"} for n in range(300)])
+        store.records("task", owner).bulk_create(
+            [{"subject": f"t{n}", "due": due, "reminder": "10m"} for n in range(300)]
+        )
         Worker(store).run_once()  # schedules the 300 reminders
         clock.set(due)
-        workers = [Worker(store, batch_size=25, name=f"w{n}") for n in range(3 if database.dialect == "postgresql" else 2)]
+        workers = [
+            Worker(store, batch_size=25, name=f"w{n}")
+            for n in range(3 if database.dialect == "postgresql" else 2)
+        ]
         errors = []
 
         def work(w):
@@ -614,7 +717,9 @@ def test_concurrent_workers_run_each_reminder_once(database, tmp_path):
 def test_a_dead_workers_claims_are_re_readied_and_run_once(helpdesk):
     store, clock, worker = helpdesk
     ann = store.users_by_name["ann"]
-    store.records("task", ann).create({"subject": "x", "due": START + dt.timedelta(minutes=20), "reminder": "5m"})
+    store.records("task", ann).create(
+        {"subject": "x", "due": START + dt.timedelta(minutes=20), "reminder": "5m"}
+    )
     worker.run_once()
     clock.advance(minutes=15)
     from xrm.workflow import claims
@@ -643,11 +748,21 @@ def test_created_records_are_not_doubled_when_a_step_is_repeated(helpdesk):
     i = W.instances
     with store.engine.begin() as conn:
         ident = conn.execute(
-            i.insert().values(**workflow.effects.new_instance("purchase_approval", "purchase", deal["id"], clock.now(), key=None)).returning(i.c.id)
+            i.insert()
+            .values(
+                **workflow.effects.new_instance(
+                    "purchase_approval", "purchase", deal["id"], clock.now(), key=None
+                )
+            )
+            .returning(i.c.id)
         ).scalar_one()
     from xrm.metadata.processes import Step
 
-    step = Step(kind="create", path=(9,), spec={"entity": "note", "values": {"body": "hello", "regarding": f"purchase:{deal['id']}"}})
+    step = Step(
+        kind="create",
+        path=(9,),
+        spec={"entity": "note", "values": {"body": "hello", "regarding": f"purchase:{deal['id']}"}},
+    )
     from xrm.workflow.steps import step_create
 
     for _ in range(2):
@@ -676,16 +791,75 @@ def test_inbound_webhooks_need_the_secret_and_start_once_per_key(database, tmp_p
         from xrm.workflow.webhooks import WebhookRefused, sign
 
         ticket = store.records("ticket").create({"subject": "old"})
-        body = ('{"record_id": %d, "subject": "from outside"}' % ticket["id"]).encode()
+        body = json.dumps({"record_id": ticket["id"], "subject": "from outside"}).encode()
         import time
 
         header = sign("s3cret-s3cret", body, int(time.time()))
         with pytest.raises(WebhookRefused):
-            workflow.receive_webhook(store, "inbound", body, {"X-XRM-Signature": sign("wrong-secret", body, int(time.time()))})
-        first = workflow.receive_webhook(store, "inbound", body, {"X-XRM-Signature": header, "Idempotency-Key": "k1"})
-        again = workflow.receive_webhook(store, "inbound", body, {"X-XRM-Signature": header, "Idempotency-Key": "k1"})
+            workflow.receive_webhook(
+                store,
+                "inbound",
+                body,
+                {"X-XRM-Signature": sign("wrong-secret", body, int(time.time()))},
+            )
+        first = workflow.receive_webhook(
+            store, "inbound", body, {"X-XRM-Signature": header, "Idempotency-Key": "k1"}
+        )
+        again = workflow.receive_webhook(
+            store, "inbound", body, {"X-XRM-Signature": header, "Idempotency-Key": "k1"}
+        )
         assert first == again
         Worker(store).run_once()
         assert store.records("ticket").get(ticket["id"])["subject"] == "from outside"
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------ the long-running worker
+def test_a_running_worker_wakes_when_a_record_changes(database, tmp_path):
+    """PostgreSQL: LISTEN/NOTIFY wakes it long before its (here 30 s) poll; SQLite: it polls."""
+    import time
+
+    store = database.open()  # the real clock
+    try:
+        store.install([SOLUTIONS / "core", helpdesk_pack(tmp_path)])
+        ann = store.add_user("ann@example.com", teams=["support"])
+        poll = 30.0 if database.dialect == "postgresql" else 0.2
+        worker = Worker(store, poll=poll)
+        thread = worker.start()
+        time.sleep(1.0)  # the worker has looked for work and sleeps
+        ticket = store.records("ticket").create({"subject": "wake up"})
+        started = time.monotonic()
+        while time.monotonic() - started < 10 and store.records("ticket").get(ticket["id"])["agent"] is None:
+            time.sleep(0.05)
+        assert store.records("ticket").get(ticket["id"])["agent"] == ann
+        assert time.monotonic() - started < 5
+        worker.stop()
+        thread.join(timeout=35)
+        assert not thread.is_alive()
+    finally:
+        store.close()
+
+
+def test_users_and_teams_named_by_processes_are_checked_against_the_database(database, tmp_path):
+    from xrm.workflow.checks import database_problems
+
+    extra = {
+        "processes/names.yaml": """
+            process: names
+            entity: ticket
+            on: {created: true}
+            steps:
+              - notify: {to: [user:ghost@example.com, team:support], template: ticket_note}
+              - assign: {to: team:nobody}
+        """
+    }
+    store, clock = open_helpdesk(database, tmp_path, extra)
+    try:
+        store.add_user("ann@example.com", teams=["support"])
+        problems = sorted(str(p).split("/helpdesk/")[1] for p in database_problems(store))
+        assert problems[0].startswith("processes/names.yaml:5:5: processes.names: no active user with email 'ghost@example.com'")
+        assert problems[1] == "processes/names.yaml:6:5: processes.names: no team 'nobody' in this database"
+        assert [p.split(": ")[0] for p in problems[2:]] == ["processes/purchase_approval.yaml:6:5"] * 2  # boss1, boss2
     finally:
         store.close()

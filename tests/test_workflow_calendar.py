@@ -69,7 +69,12 @@ def test_public_holidays_and_closed_days_are_skipped():
 
 def test_daylight_saving_days_are_shorter_or_longer():
     hours = BusinessHours(
-        Calendar(name="n", label=Label.of("n"), time_zone="America/New_York", week=tuple(((dt.time(0), dt.time(23, 59, 59, 999999)),) for _ in range(7)))
+        Calendar(
+            name="n",
+            label=Label.of("n"),
+            time_zone="America/New_York",
+            week=tuple(((dt.time(0), dt.time(23, 59, 59, 999999)),) for _ in range(7)),
+        )
     )
     # 2025-03-09: clocks jump forward, the local day has 23 hours
     start = at("2025-03-09 00:00", "America/New_York")

@@ -50,7 +50,11 @@ def problems_of(tmp_path, monkeypatch):
     monkeypatch.delenv("XRM_SOLUTIONS_PATH", raising=False)
 
     def run(files: dict[str, str]) -> list[str]:
-        base = {"p/solution.yaml": MANIFEST, "p/entities/ticket.yaml": ENTITY, "p/templates/t.yaml": TEMPLATES}
+        base = {
+            "p/solution.yaml": MANIFEST,
+            "p/entities/ticket.yaml": ENTITY,
+            "p/templates/t.yaml": TEMPLATES,
+        }
         for relative, text in {**base, **files}.items():
             path = tmp_path / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,9 @@ def process(body: str) -> dict[str, str]:
 
 def test_the_shipped_packs_define_their_processes():
     catalog = load_catalog([SALES])
-    assert {"task_reminder", "meeting_reminder", "proposal_follow_up", "opportunity_closed"} <= set(catalog.processes)
+    assert {"task_reminder", "meeting_reminder", "proposal_follow_up", "opportunity_closed"} <= set(
+        catalog.processes
+    )
     follow_up = catalog.processes["proposal_follow_up"]
     assert follow_up.entity == "opportunity"
     assert [t.kind for t in follow_up.triggers] == ["enter_stage"]
@@ -80,9 +86,10 @@ def test_the_shipped_packs_define_their_processes():
 
 
 def test_a_good_process_compiles(problems_of):
-    assert problems_of(
-        process(
-            """\
+    assert (
+        problems_of(
+            process(
+                """\
             on: {updated: [priority], created: true}
             if: [priority, in, [high, urgent]]
             was: [priority, not_in, [high, urgent]]
@@ -100,36 +107,104 @@ def test_a_good_process_compiles(problems_of):
               - create: {entity: note, values: {body: "{{ record.account.name }}", regarding: "ticket:{{ record.id }}"}}
               - start: {process: x}
             """
+            )
         )
-    ) == []
+        == []
+    )
 
 
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("on: {updated: [prority]}\nsteps: [{stop: true}]\n", "p/processes/x.yaml:3:16: processes.x: on.updated: ticket has no field 'prority'; did you mean 'priority'?"),
-        ("on: {created: true}\nif: [stauts, eq, new]\nsteps: [{stop: true}]\n", "p/processes/x.yaml:4:5: processes.x: if: stauts: ticket has no field 'stauts'"),
-        ("on: {created: true}\nsteps:\n  - notify: {to: owner, template: helo}\n", "p/processes/x.yaml:5:35: processes.x: unknown template 'helo'; did you mean 'hello'?"),
-        ("on: {created: true}\nsteps:\n  - notify: {to: role:boss, template: hello}\n", "p/processes/x.yaml:5:18: processes.x: unknown role 'boss'"),
-        ("on: {created: true}\nsteps:\n  - notify: {to: subject, template: hello}\n", "recipient 'subject' is a text field; expected a user or email field"),
-        ("on: {created: true}\nsteps:\n  - set: {subjet: x}\n", "p/processes/x.yaml:5:11: processes.x: ticket has no field 'subjet'; did you mean 'subject'?"),
-        ("on: {created: true}\nsteps:\n  - set: {subject: '{{ record.nme }}'}\n", "subject: ticket has no field 'nme'"),
-        ("on: {created: true}\nsteps:\n  - set: {subject: '{{ recrod.subject }}'}\n", "unknown name 'recrod' in template; did you mean 'record'?"),
-        ("on: {created: true}\nsteps:\n  - set: {subject: '{{ record.subject '}\n", "template syntax"),
-        ("on: {created: true}\nsteps:\n  - create: {entity: tsk, values: {subject: x}}\n", "create: unknown entity 'tsk'; did you mean 'task'?"),
-        ("on: {created: true}\nsteps:\n  - wait: {until: subject}\n", "wait: until must be a date or datetime field of ticket"),
-        ("on: {created: true}\nsteps:\n  - wait: {for: 3 days}\n", "for: '3 days' is not a duration"),
-        ("on: {created: true}\nsteps:\n  - notfy: {to: owner}\n", "unknown step (notfy); expected one of set, create"),
-        ("on: {created: true}\nsteps:\n  - notify: {to: owner, template: hello, chanels: [app]}\n", "unknown key 'chanels'"),
-        ("on: {created: true}\nsteps:\n  - start: {process: nope}\n", "starts unknown process 'nope'"),
-        ("on: {date: {field: subject}}\nsteps: [{stop: true}]\n", "on.date: 'subject' is a text field; a date trigger needs a date or datetime field"),
-        ("on: {date: {field: due_on, offset: soon}}\nsteps: [{stop: true}]\n", "'soon' is not a duration"),
+        (
+            "on: {updated: [prority]}\nsteps: [{stop: true}]\n",
+            "p/processes/x.yaml:3:16: processes.x: on.updated: ticket has no field 'prority'; did you mean 'priority'?",
+        ),
+        (
+            "on: {created: true}\nif: [stauts, eq, new]\nsteps: [{stop: true}]\n",
+            "p/processes/x.yaml:4:5: processes.x: if: stauts: ticket has no field 'stauts'",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - notify: {to: owner, template: helo}\n",
+            "p/processes/x.yaml:5:35: processes.x: unknown template 'helo'; did you mean 'hello'?",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - notify: {to: role:boss, template: hello}\n",
+            "p/processes/x.yaml:5:18: processes.x: unknown role 'boss'",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - notify: {to: subject, template: hello}\n",
+            "recipient 'subject' is a text field; expected a user or email field",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - set: {subjet: x}\n",
+            "p/processes/x.yaml:5:11: processes.x: ticket has no field 'subjet'; did you mean 'subject'?",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - set: {subject: '{{ record.nme }}'}\n",
+            "subject: ticket has no field 'nme'",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - set: {subject: '{{ recrod.subject }}'}\n",
+            "unknown name 'recrod' in template; did you mean 'record'?",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - set: {subject: '{{ record.subject '}\n",
+            "template syntax",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - create: {entity: tsk, values: {subject: x}}\n",
+            "create: unknown entity 'tsk'; did you mean 'task'?",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - wait: {until: subject}\n",
+            "wait: until must be a date or datetime field of ticket",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - wait: {for: 3 days}\n",
+            "for: '3 days' is not a duration",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - notfy: {to: owner}\n",
+            "unknown step (notfy); expected one of set, create",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - notify: {to: owner, template: hello, chanels: [app]}\n",
+            "unknown key 'chanels'",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - start: {process: nope}\n",
+            "starts unknown process 'nope'",
+        ),
+        (
+            "on: {date: {field: subject}}\nsteps: [{stop: true}]\n",
+            "on.date: 'subject' is a text field; a date trigger needs a date or datetime field",
+        ),
+        (
+            "on: {date: {field: due_on, offset: soon}}\nsteps: [{stop: true}]\n",
+            "'soon' is not a duration",
+        ),
         ("on: {schedule: '61 * * * *'}\nsteps: [{stop: true}]\n", "is not a cron expression"),
-        ("on: {enter_stage: closed}\nsteps: [{stop: true}]\n", "on.enter_stage: 'closed' is not a stage of ticket"),
-        ("on: {created: true}\nwas: [status, eq, new]\nsteps: [{stop: true}]\n", "was: applies to updated or stage triggers only"),
-        ("on: {created: true}\nsteps:\n  - assign: {to: email:x@example.com}\n", "an email address is not a user"),
-        ("on: {created: true}\nsteps:\n  - wait: {condition: [status, eq, new]}\n    timed_out: [{stop: true}]\n", "timed_out: needs a timeout: in the wait"),
-        ("on: {manual: {roles: [boss]}}\nsteps: [{stop: true}]\n", "on.manual: unknown role 'boss'"),
+        (
+            "on: {enter_stage: closed}\nsteps: [{stop: true}]\n",
+            "on.enter_stage: 'closed' is not a stage of ticket",
+        ),
+        (
+            "on: {created: true}\nwas: [status, eq, new]\nsteps: [{stop: true}]\n",
+            "was: applies to updated or stage triggers only",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - assign: {to: email:x@example.com}\n",
+            "an email address is not a user",
+        ),
+        (
+            "on: {created: true}\nsteps:\n  - wait: {condition: [status, eq, new]}\n    timed_out: [{stop: true}]\n",
+            "timed_out: needs a timeout: in the wait",
+        ),
+        (
+            "on: {manual: {roles: [boss]}}\nsteps: [{stop: true}]\n",
+            "on.manual: unknown role 'boss'",
+        ),
     ],
 )
 def test_mistakes_are_reported_where_they_are(problems_of, body, expected):
@@ -172,11 +247,17 @@ def test_template_and_calendar_and_sla_mistakes(problems_of):
         }
     )
     text = "\n".join(problems)
-    assert "p/templates/u.yaml:4:14: templates.bad: subject: ticket has no field 'subjct'; did you mean 'subject'?" in text
+    assert (
+        "p/templates/u.yaml:4:14: templates.bad: subject: ticket has no field 'subjct'; did you mean 'subject'?"
+        in text
+    )
     assert "p/processes/cal.yaml:3:16: calendars.office: unknown time zone 'Europe/Mosow'" in text
     assert "'10:00-09:00': the end must be after the start" in text
     assert "unknown holiday country 'XX'" in text
-    assert "p/processes/sla.yaml:3:11: slas.ticket_sla: unknown calendar 'offic'; did you mean 'office'?" in text
+    assert (
+        "p/processes/sla.yaml:3:11: slas.ticket_sla: unknown calendar 'offic'; did you mean 'office'?"
+        in text
+    )
     assert "'critical' is not a value of priority" in text
     assert "'never' is not a duration" in text
 
@@ -203,25 +284,37 @@ def test_stage_role_guards_name_known_roles_and_sla_compiles(problems_of, tmp_pa
     catalog = load_catalog([tmp_path / "p", CORE])
     sla = catalog.slas["ticket_sla"]
     assert sla.warning == 0.8 and sla.warning_before(3600) == 720
-    assert sla.target(sla.metrics[0], "urgent") == 4 * 3600 and sla.target(sla.metrics[0], "low") == 2 * 86400
+    assert (
+        sla.target(sla.metrics[0], "urgent") == 4 * 3600
+        and sla.target(sla.metrics[0], "low") == 2 * 86400
+    )
     assert catalog.processes["sla:ticket_sla:breach"].steps[0].kind == "notify"
 
 
 def test_spans_and_offsets():
     assert parse_span("15m") == 900 and parse_span("1h30m") == 5400 and parse_span("1w") == 604800
-    assert parse_offset("-3d") == -3 * 86400 and parse_offset("+2h") == 7200 and parse_offset("-15m") == -900
+    assert (
+        parse_offset("-3d") == -3 * 86400
+        and parse_offset("+2h") == 7200
+        and parse_offset("-15m") == -900
+    )
     for bad in ("3", "soon", "-", ""):
         with pytest.raises(ValueError):
             parse_offset(bad)
 
 
-@pytest.mark.parametrize("name", ["process.schema.json", "sla.schema.json", "calendars.schema.json", "templates.schema.json"])
+@pytest.mark.parametrize(
+    "name",
+    ["process.schema.json", "sla.schema.json", "calendars.schema.json", "templates.schema.json"],
+)
 def test_published_workflow_schemas_are_valid(name):
     Draft202012Validator.check_schema(json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8")))
 
 
 def test_shipped_processes_validate_against_the_published_schema():
-    validator = Draft202012Validator(json.loads((SCHEMA_DIR / "process.schema.json").read_text(encoding="utf-8")))
+    validator = Draft202012Validator(
+        json.loads((SCHEMA_DIR / "process.schema.json").read_text(encoding="utf-8"))
+    )
     files = sorted((ROOT / "solutions").glob("*/processes/*.yaml"))
     assert files
     for path in files:

@@ -32,7 +32,14 @@ class Inbox:
         self.messages = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)))
+        self.messages.append(
+            (
+                envelope.rcpt_tos,
+                message_from_bytes(
+                    envelope.original_content or envelope.content, policy=policy.default
+                ),
+            )
+        )
         return "250 OK"
 
 
@@ -55,7 +62,9 @@ def test_a_reminder_email_arrives_at_the_smtp_server(database, tmp_path, smtp_se
         ann = store.add_user("ann@example.com", "Ann", locale="ru")
         store.save_settings({"mail_from": "crm@example.org"})
         worker = Worker(store, smtp=smtp_server.url)
-        store.records("task", ann).create({"subject": "Позвонить", "due": START + dt.timedelta(hours=1), "reminder": "15m"})
+        store.records("task", ann).create(
+            {"subject": "Позвонить", "due": START + dt.timedelta(hours=1), "reminder": "15m"}
+        )
         worker.run_once()
         assert smtp_server.messages == []
         clock.set(START + dt.timedelta(minutes=45))
@@ -67,7 +76,9 @@ def test_a_reminder_email_arrives_at_the_smtp_server(database, tmp_path, smtp_se
         assert message["From"] == "crm@example.org"
         [row] = workflow.mail.outbox(store)
         assert row["status"] == "sent" and row["sent_at"] == clock.now()
-        assert message["Message-ID"] == row["message_id"] and row["message_id"].endswith("@example.org>")
+        assert message["Message-ID"] == row["message_id"] and row["message_id"].endswith(
+            "@example.org>"
+        )
         worker.run_once()
         assert len(smtp_server.messages) == 1  # sent once
     finally:
@@ -78,11 +89,17 @@ def test_an_unreachable_smtp_server_is_retried_later(database, tmp_path, smtp_se
     store, clock = open_helpdesk(database, tmp_path)
     try:
         ann = store.add_user("ann@example.com")
-        store.records("task", ann).create({"subject": "x", "due": START + dt.timedelta(minutes=10), "reminder": "10m"})
+        store.records("task", ann).create(
+            {"subject": "x", "due": START + dt.timedelta(minutes=10), "reminder": "10m"}
+        )
         down = Worker(store, smtp=f"smtp://127.0.0.1:{free_port()}", retry_base=10)
         down.run_once()
         [row] = workflow.mail.outbox(store)
-        assert row["status"] == "queued" and row["attempts"] == 1 and "cannot connect" in row["last_error"]
+        assert (
+            row["status"] == "queued"
+            and row["attempts"] == 1
+            and "cannot connect" in row["last_error"]
+        )
         assert row["due_at"] == clock.now() + dt.timedelta(seconds=30)
         up = Worker(store, smtp=smtp_server.url, retry_base=10)
         up.run_once()
@@ -91,7 +108,10 @@ def test_an_unreachable_smtp_server_is_retried_later(database, tmp_path, smtp_se
         up.run_once()
         assert len(smtp_server.messages) == 1
         [row] = workflow.mail.outbox(store)
-        assert row["status"] == "sent" and smtp_server.messages[0][1]["Message-ID"] == row["message_id"]
+        assert (
+            row["status"] == "sent"
+            and smtp_server.messages[0][1]["Message-ID"] == row["message_id"]
+        )
     finally:
         store.close()
 
@@ -166,7 +186,9 @@ def test_a_webhook_is_signed_retried_with_back_off_and_succeeds(database, tmp_pa
         assert store.records("ticket").get(ticket["id"])["escalated"] is True  # from the response
         (first_headers, first_body), (headers, body) = receiver.requests
         assert json.loads(body) == {"ticket": ticket["id"], "subject": "Broken"}
-        assert headers["idempotency-key"] == first_headers["idempotency-key"] == f"i{instance['id']}/0"
+        assert (
+            headers["idempotency-key"] == first_headers["idempotency-key"] == f"i{instance['id']}/0"
+        )
         assert verify("erp-secret-123", body, headers["x-xrm-signature"])
         assert not verify("another-secret", body, headers["x-xrm-signature"])
     finally:

@@ -23,7 +23,10 @@ from xrm.workflow import tables as W
 from xrm.workflow.consumer import consume
 from xrm.workflow.worker import serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (XRM_TEST_DATABASE_URL)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (XRM_TEST_DATABASE_URL)"),
+]
 
 TIMERS = int(os.environ.get("XRM_FAULT_TIMERS", "20000"))
 WORKERS = 4
@@ -45,7 +48,9 @@ def test_killed_workers_lose_nothing_and_double_nothing(database, record_propert
     # replacements fork from a server that imported the engine already, so a new worker
     # only has to open its store before it works (a killed worker's successor is up fast)
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["xrm.workflow.worker", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"])
+    context.set_forkserver_preload(
+        ["xrm.workflow.worker", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"]
+    )
     processes: list = []
     try:
         store.install([SOLUTIONS / "core"])
@@ -54,24 +59,42 @@ def test_killed_workers_lose_nothing_and_double_nothing(database, record_propert
         later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
         tasks = store.records("task", owner)
         for start in range(0, TIMERS, 5000):
-            tasks.bulk_create([{"subject": f"t{n}", "due": later, "reminder": "10m"} for n in range(start, min(TIMERS, start + 5000))])
+            tasks.bulk_create(
+                [
+                    {"subject": f"t{n}", "due": later, "reminder": "10m"}
+                    for n in range(start, min(TIMERS, start + 5000))
+                ]
+            )
         while consume(store, store.refresh(), store.clock.now(), "UTC", 5000)[0]:
             pass
         i, n, e = W.instances, W.notifications, W.emails
         assert scalar(store, sa.select(sa.func.count()).where(i.c.status == "waiting")) == TIMERS
 
-        options = {"smtp": f"smtp://127.0.0.1:{port}", "lease": 3.0, "poll": 0.5, "batch_size": 200, "retry_base": 0.5}
+        options = {
+            "smtp": f"smtp://127.0.0.1:{port}",
+            "lease": 3.0,
+            "poll": 0.5,
+            "batch_size": 200,
+            "retry_base": 0.5,
+        }
 
         def spawn(number: int):
             # no shared locks or events: a process killed while holding one would leave it
             # held for good; workers stop on SIGTERM
-            process = context.Process(target=serve, args=(database.url, database.engine_options), kwargs={**options, "name": f"fault-{number}"}, daemon=True)
+            process = context.Process(
+                target=serve,
+                args=(database.url, database.engine_options),
+                kwargs={**options, "name": f"fault-{number}"},
+                daemon=True,
+            )
             process.start()
             return process
 
         processes = [spawn(k) for k in range(WORKERS)]
         with store.engine.begin() as conn:  # all due at once
-            conn.execute(i.update().where(i.c.status == "waiting").values(due_at=dt.datetime.now(dt.UTC)))
+            conn.execute(
+                i.update().where(i.c.status == "waiting").values(due_at=dt.datetime.now(dt.UTC))
+            )
         kills, spawned = 0, WORKERS
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -79,7 +102,20 @@ def test_killed_workers_lose_nothing_and_double_nothing(database, record_propert
             done = scalar(store, sa.select(sa.func.count()).where(i.c.status == "done"))
             sent = scalar(store, sa.select(sa.func.count()).where(e.c.status == "sent"))
             if os.environ.get("XRM_FAULT_VERBOSE"):
-                print(f"{time.monotonic() - deadline + 600:5.0f}s: {done} reminders done, {sent} emails sent, {kills} kills")
+                with store.engine.connect() as conn:
+                    states = dict(
+                        conn.execute(
+                            sa.select(e.c.status, sa.func.count()).group_by(e.c.status)
+                        ).all()
+                    )
+                    errors = conn.execute(
+                        sa.select(e.c.attempts, e.c.last_error, e.c.due_at)
+                        .where(e.c.last_error.is_not(None))
+                        .limit(2)
+                    ).all()
+                print(
+                    f"{time.monotonic() - deadline + 600:5.0f}s: {done} reminders done, {sent} emails sent, {kills} kills {states} {errors}"
+                )
             if done == TIMERS and sent == TIMERS:
                 break
             victim = random.randrange(len(processes))
@@ -93,7 +129,11 @@ def test_killed_workers_lose_nothing_and_double_nothing(database, record_propert
 
         # every reminder fired exactly once: one notification and one email each
         assert scalar(store, sa.select(sa.func.count()).where(i.c.status == "done")) == TIMERS
-        per_instance = sa.select(n.c.instance_id, sa.func.count().label("c")).group_by(n.c.instance_id).subquery()
+        per_instance = (
+            sa.select(n.c.instance_id, sa.func.count().label("c"))
+            .group_by(n.c.instance_id)
+            .subquery()
+        )
         assert scalar(store, sa.select(sa.func.count()).select_from(per_instance)) == TIMERS
         assert scalar(store, sa.select(sa.func.max(per_instance.c.c))) == 1
         assert scalar(store, sa.select(sa.func.count()).select_from(e)) == TIMERS
@@ -109,7 +149,9 @@ def test_killed_workers_lose_nothing_and_double_nothing(database, record_propert
         repeats = sum(c - 1 for c in delivered.values())
         record_property("kills", kills)
         record_property("second_deliveries", repeats)
-        print(f"\n{kills} workers killed; {repeats} emails delivered twice (killed between send and commit)")
+        print(
+            f"\n{kills} workers killed; {repeats} emails delivered twice (killed between send and commit)"
+        )
         assert kills >= 3
     finally:
         for process in processes:

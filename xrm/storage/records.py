@@ -402,7 +402,8 @@ class Records:
             allowed = flow.steps[old_stage].next
             if allowed is not None and new_stage not in allowed:
                 label = self.entity.fields[flow.field].format(new_stage, self.locale)
-                errors.setdefault(flow.field, []).append(f"cannot move from {old_stage} to {label}")
+                before = self.entity.fields[flow.field].format(old_stage, self.locale)
+                errors.setdefault(flow.field, []).append(f"cannot move from {before} to {label}")
         guarded = (
             stage is not None
             and stage.roles

@@ -6,8 +6,8 @@ button, the API); ``dry_run`` and ``diagram`` for a process definition; the inbo
 functions (notifications, approvals); ``receive`` for inbound webhooks.
 """
 
-from .dryrun import dry_run
 from .diagram import diagram
+from .dryrun import dry_run
 from .inbox import decide, delegate, mark_read, notifications, pending_approvals, unread_count
 from .instances import cancel, instance, instances, retry, stage_history, start
 from .sla import clocks as sla_clocks

@@ -30,12 +30,16 @@ def _stage(conn: sa.Connection, table: sa.Table) -> tuple[object, str]:
     name = f"xrm_stage_{table.name}"
     if name not in staged:
         # same columns, no constraints or defaults: rows may carry only some columns
-        conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS SELECT * FROM "{table.name}" WITH NO DATA')
+        conn.exec_driver_sql(
+            f'CREATE TEMP TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS SELECT * FROM "{table.name}" WITH NO DATA'
+        )
         staged.add(name)
     return raw, name
 
 
-def _copy(conn: sa.Connection, name: str, columns: list[str], rows: list[dict], json_columns: set[str]) -> None:
+def _copy(
+    conn: sa.Connection, name: str, columns: list[str], rows: list[dict], json_columns: set[str]
+) -> None:
     from psycopg.types.json import Json
 
     raw = conn.connection.driver_connection
@@ -64,14 +68,18 @@ def insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict], conflict:
     if not rows:
         return
     if not _postgres(conn):
-        conn.execute(W.dialect_insert(conn, table).on_conflict_do_nothing(index_elements=conflict), rows)
+        conn.execute(
+            W.dialect_insert(conn, table).on_conflict_do_nothing(index_elements=conflict), rows
+        )
         return
     columns = list(rows[0])
     _raw, name = _stage(conn, table)
     _copy(conn, name, columns, rows, {c.name for c in table.c if isinstance(c.type, sa.JSON)})
     names = ", ".join(f'"{c}"' for c in columns)
     target = ", ".join(f'"{c}"' for c in conflict)
-    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{name}" ON CONFLICT ({target}) DO NOTHING')
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{name}" ON CONFLICT ({target}) DO NOTHING'
+    )
     conn.exec_driver_sql(f'DELETE FROM "{name}"')
 
 
@@ -88,7 +96,9 @@ def update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict], stateme
     plain = [{key[2:]: value for key, value in row.items()} for row in rows]
     _copy(conn, name, columns, plain, {c.name for c in table.c if isinstance(c.type, sa.JSON)})
     assignments = ", ".join(f'"{c}" = s."{c}"' for c in columns if c != "id")
-    conn.exec_driver_sql(f'UPDATE "{table.name}" AS t SET {assignments} FROM "{name}" AS s WHERE t.id = s.id')
+    conn.exec_driver_sql(
+        f'UPDATE "{table.name}" AS t SET {assignments} FROM "{name}" AS s WHERE t.id = s.id'
+    )
     conn.exec_driver_sql(f'DELETE FROM "{name}"')
 
 

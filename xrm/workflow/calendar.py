@@ -55,7 +55,9 @@ class BusinessHours:
         for start, end in hours:
             begin = dt.datetime.combine(day, start, self.zone).astimezone(UTC)
             if end == dt.time(23, 59, 59, 999999):
-                finish = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone).astimezone(UTC)
+                finish = dt.datetime.combine(
+                    day + dt.timedelta(days=1), dt.time(), self.zone
+                ).astimezone(UTC)
             else:
                 finish = dt.datetime.combine(day, end, self.zone).astimezone(UTC)
             if finish > begin:
@@ -93,7 +95,9 @@ class BusinessHours:
             if remaining <= length:
                 return begin + dt.timedelta(seconds=remaining)
             remaining -= length
-        raise ValueError(f"calendar {self.calendar.name if self.calendar else '24x7'} has no working time ahead")
+        raise ValueError(
+            f"calendar {self.calendar.name if self.calendar else '24x7'} has no working time ahead"
+        )
 
     def subtract(self, deadline: dt.datetime, seconds: int, not_before: dt.datetime) -> dt.datetime:
         """The instant ``seconds`` of business time before ``deadline`` (found forwards from

@@ -20,7 +20,9 @@ def referenced(catalog: Catalog):
     for process in catalog.processes.values():
         for step in process.walk():
             spec = step.spec if isinstance(step.spec, dict) or hasattr(step.spec, "items") else {}
-            values = [spec.get(key) for key in RECIPIENT_KEYS] + [rule.get("to") for rule in spec.get("rules") or ()]
+            values = [spec.get(key) for key in RECIPIENT_KEYS] + [
+                rule.get("to") for rule in spec.get("rules") or ()
+            ]
             for value in values:
                 for item in as_list(value):
                     prefix, sep, rest = str(item).partition(":")
@@ -31,14 +33,26 @@ def referenced(catalog: Catalog):
 def database_problems(store) -> list[Problem]:
     catalog = store.refresh()
     with store.engine.connect() as conn:
-        emails = set(conn.execute(sa.select(T.users.c.email).where(T.users.c.active.is_(True))).scalars())
+        emails = set(
+            conn.execute(sa.select(T.users.c.email).where(T.users.c.active.is_(True))).scalars()
+        )
         teams = set(conn.execute(sa.select(T.teams.c.name)).scalars())
     problems = []
     for step, process, kind, name in referenced(catalog):
         where = step.position or Position(f"processes/{process}", 1, 1)
         subject = f"processes.{process}"
         if kind == "user" and name.strip().lower() not in emails:
-            problems.append(Problem(where, subject, f"no active user with email {name!r} in this database{did_you_mean(name, emails)}"))
+            problems.append(
+                Problem(
+                    where,
+                    subject,
+                    f"no active user with email {name!r} in this database{did_you_mean(name, emails)}",
+                )
+            )
         elif kind == "team" and name not in teams:
-            problems.append(Problem(where, subject, f"no team {name!r} in this database{did_you_mean(name, teams)}"))
+            problems.append(
+                Problem(
+                    where, subject, f"no team {name!r} in this database{did_you_mean(name, teams)}"
+                )
+            )
     return problems

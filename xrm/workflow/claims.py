@@ -17,15 +17,40 @@ from ..storage.database import WRITE
 from . import tables as W
 from .bulk import among
 
-
 #: What a run needs of its instance row (not its timestamps).
 RUN_COLUMNS = (
-    "id", "process", "entity", "record_id", "status", "started", "position", "due_at", "attempts", "error",
-    "context", "history", "key", "parent_id", "user_id", "lease_owner", "lease_until",
+    "id",
+    "process",
+    "entity",
+    "record_id",
+    "status",
+    "started",
+    "position",
+    "due_at",
+    "attempts",
+    "error",
+    "context",
+    "history",
+    "key",
+    "parent_id",
+    "user_id",
+    "lease_owner",
+    "lease_until",
 )
 
 
-def _claim(conn: sa.Connection, table: sa.Table, ready, owner: str, now, lease: float, limit: int, extra: dict, order, returning=()):
+def _claim(
+    conn: sa.Connection,
+    table: sa.Table,
+    ready,
+    owner: str,
+    now,
+    lease: float,
+    limit: int,
+    extra: dict,
+    order,
+    returning=(),
+):
     candidates = (
         sa.select(table.c.id)
         .where(*ready)
@@ -70,7 +95,15 @@ def claim_emails(engine: sa.Engine, owner: str, now, lease: float, limit: int) -
     e = W.emails
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
         return _claim(
-            conn, e, (e.c.status == "queued", e.c.due_at <= now), owner, now, lease, limit, {"status": "sending"}, e.c.due_at
+            conn,
+            e,
+            (e.c.status == "queued", e.c.due_at <= now),
+            owner,
+            now,
+            lease,
+            limit,
+            {"status": "sending"},
+            e.c.due_at,
         )
 
 
@@ -96,7 +129,9 @@ def renew(engine: sa.Engine, owner: str, now, lease: float) -> int:
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
         for table, status in ((W.instances, "running"), (W.emails, "sending")):
             result = conn.execute(
-                table.update().where(table.c.lease_owner == owner, table.c.status == status).values(lease_until=until)
+                table.update()
+                .where(table.c.lease_owner == owner, table.c.status == status)
+                .values(lease_until=until)
             )
             count += result.rowcount
     return count
@@ -106,7 +141,10 @@ def reap(engine: sa.Engine, now) -> int:
     """Make rows whose lease ran out due again (their worker died or hung)."""
     count = 0
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        for table, running, ready in ((W.instances, "running", "waiting"), (W.emails, "sending", "queued")):
+        for table, running, ready in (
+            (W.instances, "running", "waiting"),
+            (W.emails, "sending", "queued"),
+        ):
             result = conn.execute(
                 table.update()
                 .where(table.c.status == running, table.c.lease_until < now)
@@ -135,7 +173,11 @@ def next_due(engine: sa.Engine):
     """When the earliest waiting instance or queued email comes due (None: nothing timed)."""
     i, e = W.instances, W.emails
     with engine.connect() as conn:
-        first = conn.execute(sa.select(sa.func.min(i.c.due_at)).where(i.c.status == "waiting")).scalar()
-        mail = conn.execute(sa.select(sa.func.min(e.c.due_at)).where(e.c.status == "queued")).scalar()
+        first = conn.execute(
+            sa.select(sa.func.min(i.c.due_at)).where(i.c.status == "waiting")
+        ).scalar()
+        mail = conn.execute(
+            sa.select(sa.func.min(e.c.due_at)).where(e.c.status == "queued")
+        ).scalar()
     found = [d for d in (first, mail) if d is not None]
     return min(found) if found else None

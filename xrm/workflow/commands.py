@@ -17,7 +17,9 @@ import sys
 def add_worker(sub, store_of) -> None:
     p = sub.add_parser("worker", help="run workflow workers: processes, timers, reminders, email")
     p.add_argument("--database", metavar="URL")
-    p.add_argument("--processes", type=int, default=1, help="worker processes (PostgreSQL; SQLite: 1)")
+    p.add_argument(
+        "--processes", type=int, default=1, help="worker processes (PostgreSQL; SQLite: 1)"
+    )
     p.add_argument("--once", action="store_true", help="do what is due now and exit")
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--lease", type=float, default=30.0)
@@ -45,7 +47,9 @@ def run_worker(args, store_of) -> int:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=serve, args=(url, {}), kwargs=options) for _ in range(args.processes)]
+    processes = [
+        context.Process(target=serve, args=(url, {}), kwargs=options) for _ in range(args.processes)
+    ]
     for process in processes:
         process.start()
     print(f"xrm worker: {len(processes)} processes working (Ctrl-C to stop)", file=sys.stderr)
@@ -61,10 +65,14 @@ def run_worker(args, store_of) -> int:
 
 
 def add_process(sub, store_of) -> None:
-    p = sub.add_parser("process", help="business processes: list, dry-run, diagram, instances, retry")
+    p = sub.add_parser(
+        "process", help="business processes: list, dry-run, diagram, instances, retry"
+    )
     commands = p.add_subparsers(dest="process_command", required=True)
     listing = commands.add_parser("list", help="the processes of the installed packs")
-    dry = commands.add_parser("dry-run", help="what a process would do to a record, without writing")
+    dry = commands.add_parser(
+        "dry-run", help="what a process would do to a record, without writing"
+    )
     dry.add_argument("name")
     dry.add_argument("--record", type=int)
     dry.add_argument("--json", action="store_true")
@@ -91,12 +99,17 @@ def run_process(args, store_of) -> int:
         if command == "list":
             for process in sorted(catalog.processes.values(), key=lambda p: p.name):
                 triggers = ", ".join(t.kind for t in process.triggers) or "-"
-                print(f"{process.name}\t{process.entity or '-'}\t{triggers}\t{'' if process.enabled else 'disabled'}")
+                print(
+                    f"{process.name}\t{process.entity or '-'}\t{triggers}\t{'' if process.enabled else 'disabled'}"
+                )
             return 0
         if command in ("dry-run", "diagram") and args.name not in catalog.processes:
             from ..metadata.problems import did_you_mean
 
-            print(f"xrm: unknown process {args.name!r}{did_you_mean(args.name, catalog.processes)}", file=sys.stderr)
+            print(
+                f"xrm: unknown process {args.name!r}{did_you_mean(args.name, catalog.processes)}",
+                file=sys.stderr,
+            )
             return 2
         if command == "dry-run":
             report = dry_run(store, args.name, args.record)
@@ -112,7 +125,9 @@ def run_process(args, store_of) -> int:
             return 0
         if command == "instances":
             for row in instances(store, process=args.process, status=args.status):
-                print(f"{row['id']}\t{row['process']}\t{row['entity'] or '-'}:{row['record_id'] or '-'}\t{row['status']}\t{row['due_at'] or ''}\t{row['error'] or ''}")
+                print(
+                    f"{row['id']}\t{row['process']}\t{row['entity'] or '-'}:{row['record_id'] or '-'}\t{row['status']}\t{row['due_at'] or ''}\t{row['error'] or ''}"
+                )
             return 0
         if command == "retry":
             if retry(store, args.id):

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..metadata import Catalog, CoercionError
+from ..metadata import Catalog
 from ..metadata.filters import FilterContext
 from ..metadata.processes import Process, Trigger
 from ..storage import tables as T
@@ -22,30 +22,14 @@ from ..storage.database import WRITE, is_postgres
 from . import sla as slas
 from . import tables as W
 from .effects import Effects, new_instance
-from .loading import load_records, loader, record_matches
+from .loading import load_records, loader, python_values, record_matches
 from .plan import plan_for
 from .runner import MAX_DEPTH
 
 DEFAULT_DATE_TIME = dt.time(9, 0)
-CONSUMER_LOCK = 0x58524D4F  # "XRMO": held by the worker reading the outbox
+CONSUMER_LOCK = 0x58524D4F  # "XRMO", with the schema: held by the worker reading the outbox
 #: A date trigger whose moment passed longer ago than this when scheduled is not run.
 STALE = dt.timedelta(days=1)
-
-
-def python_values(catalog: Catalog, entity: str, values: dict) -> dict:
-    """Values from an outbox row's JSON (ISO dates...) back as Python values."""
-    model = catalog.entity(entity)
-    out = {}
-    for name, value in values.items():
-        f = model.fields.get(name)
-        if f is None or value is None:
-            out[name] = value
-            continue
-        try:
-            out[name] = f.kind.coerce(f, value)
-        except (CoercionError, TypeError, ValueError):
-            out[name] = value
-    return out
 
 
 def date_moment(trigger: Trigger, record: dict, tz: str) -> dt.datetime | None:
@@ -56,7 +40,9 @@ def date_moment(trigger: Trigger, record: dict, tz: str) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         moment = value
     else:
-        moment = dt.datetime.combine(value, trigger.time or DEFAULT_DATE_TIME, ZoneInfo(tz)).astimezone(dt.UTC)
+        moment = dt.datetime.combine(
+            value, trigger.time or DEFAULT_DATE_TIME, ZoneInfo(tz)
+        ).astimezone(dt.UTC)
     moment += dt.timedelta(seconds=trigger.offset)
     if trigger.before_field is not None:
         before = record.get(trigger.before_field)
@@ -95,7 +81,11 @@ class Consumer:
                 .group_by(h.c.record_id)
                 .subquery()
             )
-            rows = self.conn.execute(sa.select(h.c.record_id, h.c.stage, h.c.previous).join(first, first.c.first == h.c.id))
+            rows = self.conn.execute(
+                sa.select(h.c.record_id, h.c.stage, h.c.previous).join(
+                    first, first.c.first == h.c.id
+                )
+            )
             for record_id, stage, previous in rows:
                 if previous is None:
                     self.initial_stages[(entity, record_id)] = stage
@@ -108,20 +98,41 @@ class Consumer:
         changes = dict(row["changes"] or {})
         origin = changes.pop("_origin", None) or {}
         depth = int(origin.get("depth", 0))
-        old_json = {name: pair[0] for name, pair in changes.items() if isinstance(pair, list | tuple) and len(pair) == 2}
-        old = {**(record or {}), **python_values(self.catalog, row["entity"], old_json)} if record is not None else None
+        old_json = {
+            name: pair[0]
+            for name, pair in changes.items()
+            if isinstance(pair, list | tuple) and len(pair) == 2
+        }
+        old = (
+            {**(record or {}), **python_values(self.catalog, row["entity"], old_json)}
+            if record is not None
+            else None
+        )
         if event == "deleted":
             self._cancel_record(row)
             record = self._snapshot(row)
-        for process, trigger in self._matching(entity_plan, event, changes, record, old, row["record_id"]):
+        for process, trigger in self._matching(
+            entity_plan, event, changes, record, old, row["record_id"]
+        ):
             if depth > MAX_DEPTH:
                 continue  # a chain of processes re-triggering each other stops here
-            if process.was is not None and not record_matches(process.was, old or {}, self.loader, self.ctx):
+            if process.was is not None and not record_matches(
+                process.was, old or {}, self.loader, self.ctx
+            ):
                 continue
-            if process.condition is not None and not record_matches(process.condition, record or {}, self.loader, self.ctx):
+            if process.condition is not None and not record_matches(
+                process.condition, record or {}, self.loader, self.ctx
+            ):
                 continue
             context = {
-                "trigger": {"event": event, "kind": trigger.kind, "changed": sorted(changes), "at": row["at"].isoformat(), "user_id": row["user_id"], "outbox": row["id"]},
+                "trigger": {
+                    "event": event,
+                    "kind": trigger.kind,
+                    "changed": sorted(changes),
+                    "at": row["at"].isoformat(),
+                    "user_id": row["user_id"],
+                    "outbox": row["id"],
+                },
                 "old": old_json,
                 "depth": depth,
                 "checked": True,
@@ -130,7 +141,15 @@ class Consumer:
             if event == "deleted":
                 context["snapshot"] = _jsonable(self.catalog, row["entity"], record or {})
             self.effects.instances.append(
-                new_instance(process.name, process.entity, row["record_id"], self.now, key=f"o{row['id']}:{process.name}", context=context, user_id=row["user_id"])
+                new_instance(
+                    process.name,
+                    process.entity,
+                    row["record_id"],
+                    self.now,
+                    key=f"o{row['id']}:{process.name}",
+                    context=context,
+                    user_id=row["user_id"],
+                )
             )
             self.started += 1
         if event != "deleted" and record is not None:
@@ -144,7 +163,12 @@ class Consumer:
             i = W.instances
             self.conn.execute(
                 i.update()
-                .where(i.c.entity == row["entity"], i.c.record_id == row["record_id"], i.c.status == "waiting", i.c.wake_on_change.is_(True))
+                .where(
+                    i.c.entity == row["entity"],
+                    i.c.record_id == row["record_id"],
+                    i.c.status == "waiting",
+                    i.c.wake_on_change.is_(True),
+                )
                 .values(due_at=self.now, updated_at=self.now)
             )
 
@@ -169,9 +193,15 @@ class Consumer:
         elif event == "deleted":
             yield from ((p, p.trigger("deleted")) for p in plan.deleted)
 
-    def _schedule_date(self, process: Process, trigger: Trigger, row, record: dict, *, fresh: bool) -> None:
+    def _schedule_date(
+        self, process: Process, trigger: Trigger, row, record: dict, *, fresh: bool
+    ) -> None:
         moment = date_moment(trigger, record, self.tz)
-        key = f"date:{process.name}:{row['record_id']}:{moment.isoformat()}" if moment is not None else None
+        key = (
+            f"date:{process.name}:{row['record_id']}:{moment.isoformat()}"
+            if moment is not None
+            else None
+        )
         if not fresh:
             i = W.instances
             self.conn.execute(
@@ -188,15 +218,42 @@ class Consumer:
             )
         if moment is None or moment < self.now - STALE:
             return
-        context = {"trigger": {"event": "date", "kind": "date", "field": trigger.date_field, "at": moment.isoformat()}, "vars": {}}
-        self.effects.instances.append(new_instance(process.name, process.entity, row["record_id"], self.now, key=key, due_at=moment, context=context))
+        context = {
+            "trigger": {
+                "event": "date",
+                "kind": "date",
+                "field": trigger.date_field,
+                "at": moment.isoformat(),
+            },
+            "vars": {},
+        }
+        self.effects.instances.append(
+            new_instance(
+                process.name,
+                process.entity,
+                row["record_id"],
+                self.now,
+                key=key,
+                due_at=moment,
+                context=context,
+            )
+        )
 
     def _cancel_record(self, row) -> None:
         i = W.instances
         self.conn.execute(
             i.update()
-            .where(i.c.entity == row["entity"], i.c.record_id == row["record_id"], i.c.status == "waiting")
-            .values(status="cancelled", finished_at=self.now, updated_at=self.now, error="the record was deleted")
+            .where(
+                i.c.entity == row["entity"],
+                i.c.record_id == row["record_id"],
+                i.c.status == "waiting",
+            )
+            .values(
+                status="cancelled",
+                finished_at=self.now,
+                updated_at=self.now,
+                error="the record was deleted",
+            )
         )
 
     def _snapshot(self, row) -> dict:
@@ -204,7 +261,11 @@ class Consumer:
         a = T.audit
         old = self.conn.execute(
             sa.select(a.c.old)
-            .where(a.c.entity == row["entity"], a.c.record_id == row["record_id"], a.c.action == "delete")
+            .where(
+                a.c.entity == row["entity"],
+                a.c.record_id == row["record_id"],
+                a.c.action == "delete",
+            )
             .order_by(a.c.id.desc())
             .limit(1)
         ).scalar()
@@ -218,22 +279,37 @@ def _jsonable(catalog: Catalog, entity: str, record: dict) -> dict:
     out = {}
     for name, value in record.items():
         f = model.fields.get(name)
-        out[name] = f.kind.to_json(f, value) if f is not None and value is not None else (value.isoformat() if isinstance(value, dt.datetime) else value)
+        out[name] = (
+            f.kind.to_json(f, value)
+            if f is not None and value is not None
+            else (value.isoformat() if isinstance(value, dt.datetime) else value)
+        )
     return out
 
 
-def consume(store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500) -> tuple[int, int]:
+def consume(
+    store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500
+) -> tuple[int, int]:
     """Process one batch of the outbox; returns (rows read, instances started)."""
     o = T.outbox
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         # One consumer at a time keeps each record's events in order (a record created and
         # then updated is never seen the other way round by two workers); running the
         # instances, the costly part, stays parallel.  SQLite serializes writers anyway.
-        if is_postgres(conn) and not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": CONSUMER_LOCK}).scalar():
+        if (
+            is_postgres(conn)
+            and not conn.execute(
+                sa.text("SELECT pg_try_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": CONSUMER_LOCK}
+            ).scalar()
+        ):
             return 0, 0
         rows = (
             conn.execute(
-                sa.select(o).where(o.c.processed_at.is_(None)).order_by(o.c.id).limit(limit).with_for_update(skip_locked=True)
+                sa.select(o)
+                .where(o.c.processed_at.is_(None))
+                .order_by(o.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
             .mappings()
             .all()
@@ -247,7 +323,11 @@ def consume(store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500
             entity_plan = plan.of(row["entity"])
             if entity_plan is not None and not entity_plan.empty and row["event"] != "deleted":
                 wanted.setdefault(row["entity"], set()).add(row["record_id"])
-        current = {entity: load_records(conn, catalog, entity, ids) for entity, ids in wanted.items() if entity in catalog.entities}
+        current = {
+            entity: load_records(conn, catalog, entity, ids)
+            for entity, ids in wanted.items()
+            if entity in catalog.entities
+        }
         for entity, records in current.items():
             for ident, record in records.items():
                 consumer.loader.records[(entity, ident)] = record
@@ -258,7 +338,9 @@ def consume(store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500
         consumer.effects.flush(conn, now)
         ids = [row["id"] for row in rows]
         for start in range(0, len(ids), 900):
-            conn.execute(o.update().where(o.c.id.in_(ids[start : start + 900])).values(processed_at=now))
+            conn.execute(
+                o.update().where(o.c.id.in_(ids[start : start + 900])).values(processed_at=now)
+            )
     return len(rows), consumer.started
 
 
@@ -267,7 +349,12 @@ def purge_outbox(store, before: dt.datetime, limit: int = 10000) -> int:
     o = T.outbox
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         ids = list(
-            conn.execute(sa.select(o.c.id).where(o.c.processed_at.is_not(None), o.c.processed_at < before).order_by(o.c.id).limit(limit)).scalars()
+            conn.execute(
+                sa.select(o.c.id)
+                .where(o.c.processed_at.is_not(None), o.c.processed_at < before)
+                .order_by(o.c.id)
+                .limit(limit)
+            ).scalars()
         )
         if ids:
             conn.execute(o.delete().where(o.c.id.in_(ids)))

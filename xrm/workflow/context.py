@@ -30,7 +30,9 @@ class Today(dt.date):
         if isinstance(other, int) and not isinstance(other, bool):
             other = dt.timedelta(days=other)
         result = dt.date.__add__(self, other)
-        return Today(result.year, result.month, result.day) if isinstance(result, dt.date) else result
+        return (
+            Today(result.year, result.month, result.day) if isinstance(result, dt.date) else result
+        )
 
     __radd__ = __add__
 
@@ -81,9 +83,13 @@ class RecordView:
 
     def __init__(self, catalog: Catalog, entity: str, values: Mapping, loader: Loader):
         self._catalog = catalog
-        self._entity = catalog.entity(entity)
+        self._entity = model = catalog.entity(entity)
         self._values = values
         self._loader = loader
+        # Plain values are found by ordinary attribute lookup (templates read them a lot);
+        # lookups and users, followed on demand, go through __getattr__.
+        lazy = _lazy_fields(catalog, model)
+        self.__dict__.update((k, v) for k, v in values.items() if k not in lazy and k != "id")
 
     @property
     def id(self):
@@ -99,7 +105,11 @@ class RecordView:
         if value is None:
             return None
         f = self._entity.fields.get(name)
-        kind = "user" if name in ("owner", "created_by", "updated_by") else (f.type if f is not None else None)
+        kind = (
+            "user"
+            if name in ("owner", "created_by", "updated_by")
+            else (f.type if f is not None else None)
+        )
         if kind == "user":
             user = self._loader.user(value)
             return UserView(user) if user else value
@@ -127,10 +137,24 @@ class RecordView:
         return hash((self._entity.name, self.id))
 
 
+def _lazy_fields(catalog: Catalog, entity) -> frozenset[str]:
+    return catalog.artifact(
+        ("template-lazy-fields", entity.name),
+        lambda: frozenset(
+            {"owner", "created_by", "updated_by"}
+            | {n for n, f in entity.fields.items() if f.type in ("user", "lookup")}
+        ),
+    )
+
+
 class Loader:
     """Related records and users for templates and conditions, cached for one batch."""
 
-    def __init__(self, load_record: Callable[[str, Any], dict | None], load_user: Callable[[Any], dict | None]):
+    def __init__(
+        self,
+        load_record: Callable[[str, Any], dict | None],
+        load_user: Callable[[Any], dict | None],
+    ):
         self._load_record = load_record
         self._load_user = load_user
         self.records: dict = {}
@@ -168,7 +192,13 @@ def render_text(source: str, context: Mapping) -> str:
         return source
     template = compile_template(source)
     try:
-        return concat(template.root_render_func(template.new_context(context, shared=True)))
+        env = template.environment
+        # the context is the template's whole namespace: no globals to merge or list
+        return concat(
+            template.root_render_func(
+                env.context_class(env, context, template.name, template.blocks)
+            )
+        )
     except Exception:
         return template.environment.handle_exception()
 

@@ -59,7 +59,7 @@ def _condition_text(raw) -> str:
     if isinstance(raw, list | tuple):
         return " ".join(str(p) for p in raw)
     if isinstance(raw, dict) or hasattr(raw, "items"):
-        (key, value), = raw.items()
+        ((key, value),) = raw.items()
         if key == "not":
             return "not (" + _condition_text(value) + ")"
         return f" {key} ".join("(" + _condition_text(v) + ")" for v in value)
@@ -67,7 +67,11 @@ def _condition_text(raw) -> str:
 
 
 def _text(step: Step) -> str:
-    text = step.label.get() if step.label else (step.name.replace("_", " ") if step.name else _summary(step))
+    text = (
+        step.label.get()
+        if step.label
+        else (step.name.replace("_", " ") if step.name else _summary(step))
+    )
     return text if len(text) <= 34 else text[:33] + "…"
 
 
@@ -76,10 +80,16 @@ class _Block:
         self.items = []
         width, height = BOX_W, 0
         for step in steps:
-            branches = [(name, _Block(step.branches.get(name, ()))) for name in BRANCHES.get(step.kind, ()) if name in step.branches or step.kind == "if"]
+            branches = [
+                (name, _Block(step.branches.get(name, ())))
+                for name in BRANCHES.get(step.kind, ())
+                if name in step.branches or step.kind == "if"
+            ]
             if step.kind == "approval" and not branches:
                 branches = []
-            branch_width = sum(b.width for _, b in branches) + COLUMN_GAP * max(len(branches) - 1, 0)
+            branch_width = sum(b.width for _, b in branches) + COLUMN_GAP * max(
+                len(branches) - 1, 0
+            )
             branch_height = max((b.height for _, b in branches), default=0)
             item_height = BOX_H + GAP + ((branch_height + GAP * 2) if branches else 0)
             self.items.append((step, branches, item_height))
@@ -99,7 +109,11 @@ def _trigger_text(process: Process) -> str:
         elif t.kind == "schedule":
             parts.append(f"schedule {t.cron}")
         elif t.kind == "date":
-            parts.append(f"{t.date_field}" + (f" - {t.before_field}" if t.before_field else "") + (f" {t.offset:+d}s" if t.offset else ""))
+            parts.append(
+                f"{t.date_field}"
+                + (f" - {t.before_field}" if t.before_field else "")
+                + (f" {t.offset:+d}s" if t.offset else "")
+            )
         else:
             parts.append(t.kind)
     head = f"{process.entity}: " if process.entity else ""
@@ -133,7 +147,15 @@ def diagram(process: Process) -> str:
 
 def _draw(out: list[str], block: _Block, center: float, y: float) -> float:
     for step, branches, item_height in block.items:
-        _box(out, center, y, _text(step), COLORS.get(step.kind, "#ffffff"), step.kind, diamond=step.kind == "if")
+        _box(
+            out,
+            center,
+            y,
+            _text(step),
+            COLORS.get(step.kind, "#ffffff"),
+            step.kind,
+            diamond=step.kind == "if",
+        )
         bottom = y + BOX_H
         if not branches:
             _line(out, center, bottom, center, bottom + GAP)
@@ -145,10 +167,16 @@ def _draw(out: list[str], block: _Block, center: float, y: float) -> float:
         end = y + item_height - GAP
         for name, sub in branches:
             middle = left + sub.width / 2
-            out.append(f'<path d="M {center:.1f} {bottom:.1f} V {bottom + GAP / 2:.1f} H {middle:.1f} V {top:.1f}" fill="none" stroke="#5f6368" marker-end="url(#arrow)"/>')
-            out.append(f'<text x="{middle + 4:.1f}" y="{bottom + GAP / 2 - 3:.1f}" fill="#5f6368">{escape(name.replace("_", " "))}</text>')
+            out.append(
+                f'<path d="M {center:.1f} {bottom:.1f} V {bottom + GAP / 2:.1f} H {middle:.1f} V {top:.1f}" fill="none" stroke="#5f6368" marker-end="url(#arrow)"/>'
+            )
+            out.append(
+                f'<text x="{middle + 4:.1f}" y="{bottom + GAP / 2 - 3:.1f}" fill="#5f6368">{escape(name.replace("_", " "))}</text>'
+            )
             branch_end = _draw(out, sub, middle, top) if sub.items else top
-            out.append(f'<path d="M {middle:.1f} {branch_end:.1f} V {end - GAP / 2:.1f} H {center:.1f}" fill="none" stroke="#5f6368"/>')
+            out.append(
+                f'<path d="M {middle:.1f} {branch_end:.1f} V {end - GAP / 2:.1f} H {center:.1f}" fill="none" stroke="#5f6368"/>'
+            )
             left += sub.width + COLUMN_GAP
         _line(out, center, end - GAP / 2, center, end + GAP)
         y = end + GAP
@@ -158,16 +186,28 @@ def _draw(out: list[str], block: _Block, center: float, y: float) -> float:
 def _box(out, center, y, text, fill, kind, diamond=False) -> None:
     x = center - BOX_W / 2
     radius = 22 if diamond else 6
-    out.append(f'<g class="step step-{kind}"><rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="{radius}" fill="{fill}" stroke="#5f6368"/>')
-    out.append(f'<text x="{center:.1f}" y="{y + 18:.1f}" text-anchor="middle" fill="#5f6368" font-size="10">{escape(kind)}</text>')
-    out.append(f'<text x="{center:.1f}" y="{y + 34:.1f}" text-anchor="middle" fill="#202124">{escape(text)}</text></g>')
+    out.append(
+        f'<g class="step step-{kind}"><rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="{radius}" fill="{fill}" stroke="#5f6368"/>'
+    )
+    out.append(
+        f'<text x="{center:.1f}" y="{y + 18:.1f}" text-anchor="middle" fill="#5f6368" font-size="10">{escape(kind)}</text>'
+    )
+    out.append(
+        f'<text x="{center:.1f}" y="{y + 34:.1f}" text-anchor="middle" fill="#202124">{escape(text)}</text></g>'
+    )
 
 
 def _pill(out, center, y, text, fill) -> None:
     x = center - BOX_W / 2
-    out.append(f'<g class="terminal"><rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="{BOX_H / 2}" fill="{fill}" stroke="#5f6368"/>')
-    out.append(f'<text x="{center:.1f}" y="{y + 28:.1f}" text-anchor="middle" fill="#202124">{escape(text)}</text></g>')
+    out.append(
+        f'<g class="terminal"><rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="{BOX_H / 2}" fill="{fill}" stroke="#5f6368"/>'
+    )
+    out.append(
+        f'<text x="{center:.1f}" y="{y + 28:.1f}" text-anchor="middle" fill="#202124">{escape(text)}</text></g>'
+    )
 
 
 def _line(out, x1, y1, x2, y2) -> None:
-    out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#5f6368" marker-end="url(#arrow)"/>')
+    out.append(
+        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#5f6368" marker-end="url(#arrow)"/>'
+    )

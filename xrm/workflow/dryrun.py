@@ -18,12 +18,16 @@ class _Rollback(Exception):
     pass
 
 
-def dry_run(store, process_name: str, record_id: int | None = None, *, payload: dict | None = None) -> dict:
+def dry_run(
+    store, process_name: str, record_id: int | None = None, *, payload: dict | None = None
+) -> dict:
     ensure_tables(store)
     catalog = store.refresh()
     process = catalog.processes.get(process_name)
     if process is None:
-        raise LookupError(f"unknown process {process_name!r}{did_you_mean(process_name, catalog.processes)}")
+        raise LookupError(
+            f"unknown process {process_name!r}{did_you_mean(process_name, catalog.processes)}"
+        )
     if process.entity is not None and record_id is None:
         raise ValueError(f"process {process_name!r} runs on a {process.entity} record; give its id")
     report: dict = {}
@@ -34,14 +38,20 @@ def dry_run(store, process_name: str, record_id: int | None = None, *, payload: 
             context = {"trigger": {"event": "dry_run"}, "payload": payload or {}, "vars": {}}
             if process.name.startswith("sla:"):
                 context["sla"] = _sample_sla(catalog, process.name, now)
-            row = new_instance(process.name, process.entity, record_id, now, key=None, context=context)
+            row = new_instance(
+                process.name, process.entity, record_id, now, key=None, context=context
+            )
             row["id"] = 0
             run = Run(row, process)
             if process.entity is not None:
                 run.record = batch.loader.record(process.entity, record_id)
                 if run.record is None:
                     raise LookupError(f"{process.entity} {record_id} not found")
-            condition = batch.matches(process.condition, run.record) if process.condition is not None else True
+            condition = (
+                batch.matches(process.condition, run.record)
+                if process.condition is not None
+                else True
+            )
             batch.execute(run)
             effects = batch.effects
             report = {
@@ -52,8 +62,14 @@ def dry_run(store, process_name: str, record_id: int | None = None, *, payload: 
                 "status": run.status if run.status != "running" else "done",
                 "error": run.error,
                 "steps": run.history,
-                "notifications": [{"user_id": n["user_id"], "title": n["title"], "body": n["body"]} for n in effects.notifications],
-                "emails": [{"to": e["to_address"], "subject": e["subject"], "body": e["body"]} for e in effects.emails],
+                "notifications": [
+                    {"user_id": n["user_id"], "title": n["title"], "body": n["body"]}
+                    for n in effects.notifications
+                ],
+                "emails": [
+                    {"to": e["to_address"], "subject": e["subject"], "body": e["body"]}
+                    for e in effects.emails
+                ],
                 "approvals": [{"user_id": a["user_id"]} for a in effects.approvals],
                 "vars": run.vars,
             }
@@ -69,12 +85,23 @@ def _sample_sla(catalog, name: str, now) -> dict:
     sla = catalog.slas[sla_name]
     metric = sla.metrics[0]
     target = next(iter(metric.targets.values()))
-    return {"name": sla_name, "metric": metric.name, "kind": kind, "deadline": now.isoformat(), "target": target, "priority": None, "elapsed": target}
+    return {
+        "name": sla_name,
+        "metric": metric.name,
+        "kind": kind,
+        "deadline": now.isoformat(),
+        "target": target,
+        "priority": None,
+        "elapsed": target,
+    }
 
 
 def describe(report: dict) -> str:
     """A dry run's report as lines of text (for the command line)."""
-    lines = [f"process {report['process']}" + (f" on {report['entity']} {report['record_id']}" if report.get("entity") else "")]
+    lines = [
+        f"process {report['process']}"
+        + (f" on {report['entity']} {report['record_id']}" if report.get("entity") else "")
+    ]
     lines.append(f"  condition: {'holds' if report['condition'] else 'does not hold'}")
     for entry in report["steps"]:
         where = f"[{entry['path']}] " if entry.get("path") else ""

@@ -44,15 +44,39 @@ class Effects:
         self.wake |= other.wake
 
     def __bool__(self) -> bool:
-        return bool(self.notifications or self.emails or self.approvals or self.instances or self.wake)
-
-    def notification(self, key: str, user_id: int, title: str, body: str, entity, record_id, instance_id, now) -> None:
-        # columns left out (read_at) take their defaults
-        self.notifications.append(
-            {"key": key, "user_id": user_id, "title": title[:300], "body": body, "entity": entity, "record_id": record_id, "instance_id": instance_id, "created_at": now}
+        return bool(
+            self.notifications or self.emails or self.approvals or self.instances or self.wake
         )
 
-    def email(self, key: str, to: str, subject: str, body: str, sender: str, user_id, entity, record_id, now) -> None:
+    def notification(
+        self, key: str, user_id: int, title: str, body: str, entity, record_id, instance_id, now
+    ) -> None:
+        # columns left out (read_at) take their defaults
+        self.notifications.append(
+            {
+                "key": key,
+                "user_id": user_id,
+                "title": title[:300],
+                "body": body,
+                "entity": entity,
+                "record_id": record_id,
+                "instance_id": instance_id,
+                "created_at": now,
+            }
+        )
+
+    def email(
+        self,
+        key: str,
+        to: str,
+        subject: str,
+        body: str,
+        sender: str,
+        user_id,
+        entity,
+        record_id,
+        now,
+    ) -> None:
         # columns left out (status queued, no attempts, no lease) take their defaults
         self.emails.append(
             {

@@ -19,10 +19,14 @@ def unread_count(store, user_id: int) -> int:
     ensure_tables(store)
     n = W.notifications
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).where(n.c.user_id == user_id, n.c.read_at.is_(None))).scalar_one()
+        return conn.execute(
+            sa.select(sa.func.count()).where(n.c.user_id == user_id, n.c.read_at.is_(None))
+        ).scalar_one()
 
 
-def notifications(store, user_id: int, *, unread: bool = False, limit: int = 50, before: int | None = None) -> list[dict]:
+def notifications(
+    store, user_id: int, *, unread: bool = False, limit: int = 50, before: int | None = None
+) -> list[dict]:
     """Newest first; ``before`` (an id) pages back."""
     ensure_tables(store)
     n = W.notifications
@@ -39,7 +43,11 @@ def mark_read(store, user_id: int, ids: list[int] | None = None) -> int:
     """Mark some (or all) of a user's notifications read; returns how many changed."""
     ensure_tables(store)
     n = W.notifications
-    statement = n.update().where(n.c.user_id == user_id, n.c.read_at.is_(None)).values(read_at=store.clock.now())
+    statement = (
+        n.update()
+        .where(n.c.user_id == user_id, n.c.read_at.is_(None))
+        .values(read_at=store.clock.now())
+    )
     if ids is not None:
         statement = statement.where(n.c.id.in_(list(ids)))
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
@@ -60,7 +68,9 @@ def pending_approvals(store, user_id: int) -> list[dict]:
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def decide(store, approval_id: int, user_id: int, decision: str, comment: str | None = None) -> None:
+def decide(
+    store, approval_id: int, user_id: int, decision: str, comment: str | None = None
+) -> None:
     """Record an approver's decision and wake the waiting instance to weigh it."""
     if decision not in ("approved", "rejected"):
         raise ApprovalError("decision is approved or rejected")
@@ -69,12 +79,22 @@ def decide(store, approval_id: int, user_id: int, decision: str, comment: str | 
     now = store.clock.now()
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         row = _pending(conn, approval_id, user_id)
-        conn.execute(a.update().where(a.c.id == approval_id).values(decision=decision, comment=comment, decided_at=now))
-        conn.execute(i.update().where(i.c.id == row["instance_id"], i.c.status == "waiting").values(due_at=now, updated_at=now))
+        conn.execute(
+            a.update()
+            .where(a.c.id == approval_id)
+            .values(decision=decision, comment=comment, decided_at=now)
+        )
+        conn.execute(
+            i.update()
+            .where(i.c.id == row["instance_id"], i.c.status == "waiting")
+            .values(due_at=now, updated_at=now)
+        )
         W.notify(conn)
 
 
-def delegate(store, approval_id: int, user_id: int, to_user_id: int, comment: str | None = None) -> int:
+def delegate(
+    store, approval_id: int, user_id: int, to_user_id: int, comment: str | None = None
+) -> int:
     """Hand an approval to someone else; returns the delegate's approval id."""
     ensure_tables(store)
     a = W.approvals
@@ -84,14 +104,29 @@ def delegate(store, approval_id: int, user_id: int, to_user_id: int, comment: st
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         row = _pending(conn, approval_id, user_id)
         existing = conn.execute(
-            sa.select(a.c.id).where(a.c.instance_id == row["instance_id"], a.c.path == row["path"], a.c.user_id == to_user_id)
+            sa.select(a.c.id).where(
+                a.c.instance_id == row["instance_id"],
+                a.c.path == row["path"],
+                a.c.user_id == to_user_id,
+            )
         ).scalar()
         if existing is not None:
             raise ApprovalError("that user is an approver of this step already")
-        conn.execute(a.update().where(a.c.id == approval_id).values(decision="delegated", comment=comment, decided_at=now))
+        conn.execute(
+            a.update()
+            .where(a.c.id == approval_id)
+            .values(decision="delegated", comment=comment, decided_at=now)
+        )
         return conn.execute(
             a.insert()
-            .values(instance_id=row["instance_id"], path=row["path"], user_id=to_user_id, decision=None, delegated_from=user_id, created_at=now)
+            .values(
+                instance_id=row["instance_id"],
+                path=row["path"],
+                user_id=to_user_id,
+                decision=None,
+                delegated_from=user_id,
+                created_at=now,
+            )
             .returning(a.c.id)
         ).scalar_one()
 

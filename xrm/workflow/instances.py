@@ -37,7 +37,9 @@ def start(
     if process is None or not process.enabled:
         raise StartRefused(f"no enabled process {process_name!r}")
     if process.entity is not None and record_id is None:
-        raise StartRefused(f"process {process_name!r} runs on a {process.entity} record; give its id")
+        raise StartRefused(
+            f"process {process_name!r} runs on a {process.entity} record; give its id"
+        )
     if user_id is not None:
         manual = process.trigger("manual")
         if manual is None:
@@ -54,8 +56,14 @@ def start(
     elif process.entity is not None:
         store.records(process.entity).get(record_id, fields=["id"])  # NotFound for a bad id
     now = store.clock.now()
-    context = {"trigger": {"event": trigger, "kind": trigger, "at": now.isoformat(), "user_id": user_id}, "payload": payload or {}, "vars": {}}
-    row = new_instance(process.name, process.entity, record_id, now, key=key, context=context, user_id=user_id)
+    context = {
+        "trigger": {"event": trigger, "kind": trigger, "at": now.isoformat(), "user_id": user_id},
+        "payload": payload or {},
+        "vars": {},
+    }
+    row = new_instance(
+        process.name, process.entity, record_id, now, key=key, context=context, user_id=user_id
+    )
     i = W.instances
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         if key is not None:
@@ -70,17 +78,34 @@ def start(
 def instance(store, instance_id: int) -> dict | None:
     ensure_tables(store)
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(W.instances).where(W.instances.c.id == instance_id)).mappings().first()
+        row = (
+            conn.execute(sa.select(W.instances).where(W.instances.c.id == instance_id))
+            .mappings()
+            .first()
+        )
     return dict(row) if row else None
 
 
-def instances(store, *, process: str | None = None, entity: str | None = None, record_id: int | None = None, status: str | None = None, limit: int = 100) -> list[dict]:
+def instances(
+    store,
+    *,
+    process: str | None = None,
+    entity: str | None = None,
+    record_id: int | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[dict]:
     """Newest first, without the bulky context and history columns."""
     ensure_tables(store)
     i = W.instances
     columns = [c for c in i.c if c.name not in ("context", "history")]
     query = sa.select(*columns).order_by(i.c.id.desc()).limit(limit)
-    for column, value in ((i.c.process, process), (i.c.entity, entity), (i.c.record_id, record_id), (i.c.status, status)):
+    for column, value in (
+        (i.c.process, process),
+        (i.c.entity, entity),
+        (i.c.record_id, record_id),
+        (i.c.status, status),
+    ):
         if value is not None:
             query = query.where(column == value)
     with store.engine.connect() as conn:
@@ -89,12 +114,16 @@ def instances(store, *, process: str | None = None, entity: str | None = None, r
 
 def retry(store, instance_id: int) -> bool:
     """Make a parked (failed) instance run again now, from the step that failed."""
-    return _set(store, instance_id, ("failed",), status="waiting", attempts=0, due_at=store.clock.now())
+    return _set(
+        store, instance_id, ("failed",), status="waiting", attempts=0, due_at=store.clock.now()
+    )
 
 
 def cancel(store, instance_id: int) -> bool:
     now = store.clock.now()
-    return _set(store, instance_id, ("waiting", "failed"), status="cancelled", due_at=None, finished_at=now)
+    return _set(
+        store, instance_id, ("waiting", "failed"), status="cancelled", due_at=None, finished_at=now
+    )
 
 
 def _set(store, instance_id: int, from_status, **values) -> bool:
@@ -102,7 +131,9 @@ def _set(store, instance_id: int, from_status, **values) -> bool:
     i = W.instances
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         result = conn.execute(
-            i.update().where(i.c.id == instance_id, i.c.status.in_(from_status)).values(updated_at=store.clock.now(), **values)
+            i.update()
+            .where(i.c.id == instance_id, i.c.status.in_(from_status))
+            .values(updated_at=store.clock.now(), **values)
         )
         W.notify(conn)
     return result.rowcount == 1
@@ -114,7 +145,9 @@ def stage_history(store, entity: str, record_id: int) -> list[dict]:
     now = store.clock.now()
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(h).where(h.c.entity == entity, h.c.record_id == record_id).order_by(h.c.entered_at, h.c.id)
+            sa.select(h)
+            .where(h.c.entity == entity, h.c.record_id == record_id)
+            .order_by(h.c.entered_at, h.c.id)
         ).mappings()
         result = []
         for row in rows:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from ..metadata import Catalog
+from ..metadata import Catalog, CoercionError
 from ..metadata.evaluate import matches, record_getter
 from ..metadata.filters import FilterContext
 from ..storage import tables as T
@@ -14,7 +14,14 @@ from ..storage.tables import tables_for
 from .bulk import among
 from .context import Loader
 
-USER_COLUMNS = (T.users.c.id, T.users.c.name, T.users.c.email, T.users.c.locale, T.users.c.time_zone, T.users.c.active)
+USER_COLUMNS = (
+    T.users.c.id,
+    T.users.c.name,
+    T.users.c.email,
+    T.users.c.locale,
+    T.users.c.time_zone,
+    T.users.c.active,
+)
 
 
 def _as_record(entity, row) -> dict:
@@ -26,7 +33,9 @@ def _as_record(entity, row) -> dict:
     return record
 
 
-def load_records(conn: sa.Connection, catalog: Catalog, entity: str, ids: Iterable[int]) -> dict[int, dict]:
+def load_records(
+    conn: sa.Connection, catalog: Catalog, entity: str, ids: Iterable[int]
+) -> dict[int, dict]:
     """id -> record (stored fields and system columns) for the ids that exist."""
     ids = sorted({i for i in ids if i is not None})
     if not ids:
@@ -62,3 +71,19 @@ def record_matches(tree, record: dict, loader: Loader, ctx: FilterContext) -> bo
     if tree is None:
         return True
     return matches(tree, record_getter(record, loader.record), ctx)
+
+
+def python_values(catalog: Catalog, entity: str, values: dict) -> dict:
+    """Values from an outbox row's JSON (ISO dates...) back as Python values."""
+    model = catalog.entity(entity)
+    out = {}
+    for name, value in values.items():
+        f = model.fields.get(name)
+        if f is None or value is None:
+            out[name] = value
+            continue
+        try:
+            out[name] = f.kind.coerce(f, value)
+        except (CoercionError, TypeError, ValueError):
+            out[name] = value
+    return out

@@ -11,6 +11,7 @@ URL forms: ``smtp://host:25``, ``smtp://user:password@host:587?starttls=1``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import smtplib
@@ -60,7 +61,16 @@ def smtp_url() -> str | None:
 
 
 class Mailer:
-    def __init__(self, store, url: str, owner: str, *, lease: float = 60.0, batch: int = 50, retry_base: float = 30.0):
+    def __init__(
+        self,
+        store,
+        url: str,
+        owner: str,
+        *,
+        lease: float = 60.0,
+        batch: int = 50,
+        retry_base: float = 30.0,
+    ):
         self.store = store
         self.settings = SmtpSettings(url)
         self.owner = owner
@@ -91,7 +101,9 @@ class Mailer:
             client = self.settings.connect()
         except (OSError, smtplib.SMTPException) as exc:
             for row in rows:
-                self._failed(row, f"cannot connect to {self.settings.host}:{self.settings.port}: {exc}")
+                self._failed(
+                    row, f"cannot connect to {self.settings.host}:{self.settings.port}: {exc}"
+                )
             return 0
         try:
             for row in rows:
@@ -106,10 +118,8 @@ class Mailer:
                 self._sent(row)
                 sent += 1
         finally:
-            try:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
                 client.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
         return sent
 
     def _sent(self, row: dict) -> None:
@@ -118,7 +128,13 @@ class Mailer:
             conn.execute(
                 e.update()
                 .where(e.c.id == row["id"], e.c.lease_owner == self.owner)
-                .values(status="sent", sent_at=self.store.clock.now(), lease_owner=None, lease_until=None, last_error=None)
+                .values(
+                    status="sent",
+                    sent_at=self.store.clock.now(),
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=None,
+                )
             )
 
     def _failed(self, row: dict, error: str, final: bool = False) -> None:
@@ -126,11 +142,20 @@ class Mailer:
         now = self.store.clock.now()
         attempts = row["attempts"]
         done = final or attempts >= MAX_ATTEMPTS
-        values = {"status": "failed" if done else "queued", "lease_owner": None, "lease_until": None, "last_error": error[:2000]}
+        values = {
+            "status": "failed" if done else "queued",
+            "lease_owner": None,
+            "lease_until": None,
+            "last_error": error[:2000],
+        }
         if not done:
             values["due_at"] = now + dt.timedelta(seconds=backoff(attempts, self.retry_base))
         with self.store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            conn.execute(e.update().where(e.c.id == row["id"], e.c.lease_owner == self.owner).values(**values))
+            conn.execute(
+                e.update()
+                .where(e.c.id == row["id"], e.c.lease_owner == self.owner)
+                .values(**values)
+            )
 
 
 def outbox(store, *, status: str | None = None, limit: int = 100) -> list[dict]:

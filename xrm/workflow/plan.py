@@ -28,7 +28,14 @@ class EntityPlan:
     @property
     def empty(self) -> bool:
         return not (
-            self.created or self.updated or self.deleted or self.enter_stage or self.exit_stage or self.date or self.slas or self.waits_on_change
+            self.created
+            or self.updated
+            or self.deleted
+            or self.enter_stage
+            or self.exit_stage
+            or self.date
+            or self.slas
+            or self.waits_on_change
         )
 
 
@@ -45,14 +52,24 @@ def build_plan(catalog: Catalog) -> WorkflowPlan:
     entities: dict[str, EntityPlan] = defaultdict(EntityPlan)
     schedules = []
     for process in catalog.processes.values():
-        if process.entity is not None and any(step.kind == "wait" and ("until" in step.spec or step.condition is not None) for step in process.walk()):
+        if process.entity is not None and any(
+            step.kind == "wait" and ("until" in step.spec or step.condition is not None)
+            for step in process.walk()
+        ):
             entities[process.entity].waits_on_change = True
         if not process.enabled:
             continue
         for trigger in process.triggers:
             if trigger.kind == "schedule":
                 schedules.append(process)
-            elif trigger.kind in ("created", "updated", "deleted", "enter_stage", "exit_stage", "date"):
+            elif trigger.kind in (
+                "created",
+                "updated",
+                "deleted",
+                "enter_stage",
+                "exit_stage",
+                "date",
+            ):
                 getattr(entities[process.entity], trigger.kind).append(process)
     for sla in catalog.slas.values():
         entities[sla.entity].slas.append(sla)

@@ -24,7 +24,9 @@ def _users_where(batch: Batch, key, condition) -> list[dict]:
     cache = batch.cache.setdefault("recipients", {})
     if key not in cache:
         rows = batch.conn.execute(
-            sa.select(*USER_COLUMNS).where(condition, T.users.c.active.is_(True)).order_by(T.users.c.id)
+            sa.select(*USER_COLUMNS)
+            .where(condition, T.users.c.active.is_(True))
+            .order_by(T.users.c.id)
         ).mappings()
         cache[key] = [dict(r) for r in rows]
         for row in cache[key]:
@@ -58,7 +60,9 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
             )
             found = _users_where(batch, ("team", rest), T.users.c.id.in_(members))
         elif sep and prefix == "user":
-            found = _users_where(batch, ("user", rest.lower()), T.users.c.email == rest.strip().lower())
+            found = _users_where(
+                batch, ("user", rest.lower()), T.users.c.email == rest.strip().lower()
+            )
             if not found:
                 raise RecipientError(f"no active user with email {rest}")
         elif sep and prefix == "email":

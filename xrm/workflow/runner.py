@@ -28,7 +28,7 @@ from . import tables as W
 from .bulk import update_by_id
 from .context import RecordView, Today, base_context, days, render_text, render_value
 from .effects import Effects, sender_address
-from .loading import load_records, loader, record_matches
+from .loading import load_records, loader, python_values, record_matches
 
 MAX_DEPTH = 8  # processes started by processes' own changes, at most this deep
 MAX_CLAIMS = 25  # claims without getting through a batch before a run is parked
@@ -77,7 +77,9 @@ def after(process: Process, path) -> tuple | None:
     path = tuple(path)
     while path:
         parent = path[:-1]
-        siblings = process.steps if not parent else process.step_at(parent[:-1]).branches[parent[-1]]
+        siblings = (
+            process.steps if not parent else process.step_at(parent[:-1]).branches[parent[-1]]
+        )
         if path[-1] + 1 < len(siblings):
             return (*parent, path[-1] + 1)
         if not parent:
@@ -89,6 +91,19 @@ def after(process: Process, path) -> tuple | None:
 def enter(process: Process, path, name: str) -> tuple | None:
     items = process.step_at(path).branches.get(name) or ()
     return (*tuple(path), name, 0) if items else after(process, path)
+
+
+_ISO: dict = {}
+
+
+def _iso(moment: dt.datetime) -> str:
+    """A batch notes many entries at one moment: format it once."""
+    text = _ISO.get(moment)
+    if text is None:
+        if len(_ISO) > 64:
+            _ISO.clear()
+        text = _ISO[moment] = moment.isoformat()
+    return text
 
 
 def path_text(path) -> str:
@@ -149,8 +164,15 @@ class Run:
     def key(self, step: Step | None, suffix: str = "") -> str:
         return f"i{self.id}/{path_text(step.path) if step else 'start'}{suffix}"
 
-    def note(self, now, kind: str, status: str, *, path=None, title=None, result=None, ms=None) -> None:
-        entry = {"at": now.isoformat(), "path": path_text(path) if path is not None else None, "kind": kind, "status": status}
+    def note(
+        self, now, kind: str, status: str, *, path=None, title=None, result=None, ms=None
+    ) -> None:
+        entry = {
+            "at": _iso(now),
+            "path": path_text(path) if path is not None else None,
+            "kind": kind,
+            "status": status,
+        }
         if title:
             entry["title"] = title
         if result is not None:
@@ -175,7 +197,17 @@ class Run:
 class Batch:
     """The runs of one transaction, with the caches and buffers they share."""
 
-    def __init__(self, store, unit, catalog: Catalog, now: dt.datetime, *, settings: dict, dry: bool = False, retry_base: float = 10.0):
+    def __init__(
+        self,
+        store,
+        unit,
+        catalog: Catalog,
+        now: dt.datetime,
+        *,
+        settings: dict,
+        dry: bool = False,
+        retry_base: float = 10.0,
+    ):
         self.store = store
         self.unit = unit
         self.conn = unit.connection
@@ -200,7 +232,14 @@ class Batch:
 
     def records(self, entity: str) -> Records:
         if entity not in self._records:
-            self._records[entity] = Records(self.store, self.catalog, self.catalog.entity(entity), None, tz=self.tz, locale=self.locale)
+            self._records[entity] = Records(
+                self.store,
+                self.catalog,
+                self.catalog.entity(entity),
+                None,
+                tz=self.tz,
+                locale=self.locale,
+            )
         return self._records[entity]
 
     def template_context(self, run: Run, **extra) -> dict:
@@ -213,9 +252,13 @@ class Batch:
     def _template_context(self, run: Run) -> dict:
         record = old = None
         if run.entity is not None and run.record is not None:
-            record = RecordView(self.catalog, run.entity, run.record, self.loader)
-            old_values = {**run.record, **(run.context.get("old") or {})}
-            old = RecordView(self.catalog, run.entity, old_values, self.loader)
+            record = old = RecordView(self.catalog, run.entity, run.record, self.loader)
+            if run.context.get("old"):  # the values before the change that started it
+                old_values = {
+                    **run.record,
+                    **python_values(self.catalog, run.entity, run.context["old"]),
+                }
+                old = RecordView(self.catalog, run.entity, old_values, self.loader)
         context = self.globals | {
             "record": record,
             "old": old,
@@ -252,7 +295,12 @@ class Batch:
         """Open the run's savepoint before its first write through the records service."""
         if run.savepoint is None:
             unit = self.unit
-            run.buffers = (len(unit.audit_rows), len(unit.outbox_rows), len(unit.events), copy.deepcopy(unit.rollup_deltas))
+            run.buffers = (
+                len(unit.audit_rows),
+                len(unit.outbox_rows),
+                len(unit.events),
+                copy.deepcopy(unit.rollup_deltas),
+            )
             run.savepoint = self.conn.begin_nested()
         return _Tagging(self, run)
 
@@ -264,7 +312,9 @@ class Batch:
         if run.attempts > MAX_CLAIMS:
             run.failed_now = True
             run.status = "failed"
-            run.error = f"claimed {run.attempts} times without finishing (does its worker crash on it?)"
+            run.error = (
+                f"claimed {run.attempts} times without finishing (does its worker crash on it?)"
+            )
             run.note(self.now, "park", "failed", result=run.error)
             return
         saved = run.snapshot()
@@ -320,9 +370,15 @@ class Batch:
 
             if not fire(self, run):
                 run.status = "skipped"
-                run.note(self.now, "sla", "skipped", result="the deadline moved, or the clock stopped")
+                run.note(
+                    self.now, "sla", "skipped", result="the deadline moved, or the clock stopped"
+                )
                 return False
-        if process.condition is not None and not run.context.get("checked") and not self.matches(process.condition, run.record):
+        if (
+            process.condition is not None
+            and not run.context.get("checked")
+            and not self.matches(process.condition, run.record)
+        ):
             run.status = "skipped"
             run.note(self.now, "condition", "skipped", result="the condition does not hold")
             return False
@@ -349,11 +405,19 @@ class Batch:
                 run.io_step = step
                 run.note(self.now, step.kind, "calling", path=step.path, title=step.title, ms=ms)
                 return
-            status = {"wait": "waiting", "branch": "ok", "next": "ok", "stop": "stopped"}[outcome.kind]
+            status = {"wait": "waiting", "branch": "ok", "next": "ok", "stop": "stopped"}[
+                outcome.kind
+            ]
             result = outcome.result
             if outcome.kind == "branch":
-                result = {"branch": outcome.branch, **(result or {})} if isinstance(result, dict) or result is None else result
-            run.note(self.now, step.kind, status, path=step.path, title=step.title, result=result, ms=ms)
+                result = (
+                    {"branch": outcome.branch, **(result or {})}
+                    if isinstance(result, dict) or result is None
+                    else result
+                )
+            run.note(
+                self.now, step.kind, status, path=step.path, title=step.title, result=result, ms=ms
+            )
             if outcome.kind == "wait":
                 run.status = "waiting"
                 run.due_at = outcome.due_at
@@ -380,7 +444,13 @@ class Batch:
             message = f"{type(exc).__name__}: {exc}"
         run.error = message[:2000]
         step = run.process.step_at(run.position) if run.position is not None else None
-        run.note(self.now, step.kind if step else "start", "error", path=step.path if step else None, result=message[:500])
+        run.note(
+            self.now,
+            step.kind if step else "start",
+            "error",
+            path=step.path if step else None,
+            result=message[:500],
+        )
         if self.dry:
             run.status = "failed"
             run.context["traceback"] = traceback.format_exc(limit=5)
@@ -414,7 +484,9 @@ class Batch:
             "p_status": status,
             "p_started": run.started,
             "p_position": list(run.position) if run.position is not None else None,
-            "p_due_at": run.due_at if status == "waiting" else run.row["due_at"],  # kept: when it was due
+            "p_due_at": run.due_at
+            if status == "waiting"
+            else run.row["due_at"],  # kept: when it was due
             "p_wake_on_change": run.wake_on_change and status == "waiting",
             "p_lease_owner": run.row["lease_owner"] if running else None,
             "p_lease_until": run.row["lease_until"] if running else None,
@@ -429,8 +501,26 @@ class Batch:
 
 def _update_statement():
     i = W.instances
-    names = ("status", "started", "position", "due_at", "wake_on_change", "lease_owner", "lease_until", "attempts", "error", "context", "history", "updated_at", "finished_at")
-    return i.update().where(i.c.id == sa.bindparam("p_id")).values({i.c[n]: sa.bindparam(f"p_{n}", type_=i.c[n].type) for n in names})
+    names = (
+        "status",
+        "started",
+        "position",
+        "due_at",
+        "wake_on_change",
+        "lease_owner",
+        "lease_until",
+        "attempts",
+        "error",
+        "context",
+        "history",
+        "updated_at",
+        "finished_at",
+    )
+    return (
+        i.update()
+        .where(i.c.id == sa.bindparam("p_id"))
+        .values({i.c[n]: sa.bindparam(f"p_{n}", type_=i.c[n].type) for n in names})
+    )
 
 
 def backoff(attempts: int, base: float) -> float:

@@ -33,7 +33,13 @@ def next_time(cron: str, after: dt.datetime, tz: str) -> dt.datetime:
 
 def _tick(process_name: str, entity, at: dt.datetime, now) -> dict:
     return new_instance(
-        process_name, entity, None, now, key=f"cron:{process_name}:{at.isoformat()}", due_at=at, context={"tick": True, "at": at.isoformat(), "vars": {}}
+        process_name,
+        entity,
+        None,
+        now,
+        key=f"cron:{process_name}:{at.isoformat()}",
+        due_at=at,
+        context={"tick": True, "at": at.isoformat(), "vars": {}},
     )
 
 
@@ -49,12 +55,19 @@ def seed(store, catalog: Catalog, now: dt.datetime, tz: str) -> int:
             trigger = process.trigger("schedule")
             pending = conn.execute(
                 sa.select(i.c.id)
-                .where(i.c.process == process.name, i.c.status.in_(("waiting", "running")), i.c.key.like(f"cron:{process.name}:%"))
+                .where(
+                    i.c.process == process.name,
+                    i.c.status.in_(("waiting", "running")),
+                    i.c.key.like(f"cron:{process.name}:%"),
+                )
                 .limit(1)
             ).first()
             if pending is None:
                 at = next_time(trigger.cron, now, trigger.time_zone or tz)
-                conn.execute(W.dialect_insert(conn, i).on_conflict_do_nothing(index_elements=["key"]), [_tick(process.name, process.entity, at, now)])
+                conn.execute(
+                    W.dialect_insert(conn, i).on_conflict_do_nothing(index_elements=["key"]),
+                    [_tick(process.name, process.entity, at, now)],
+                )
                 added += 1
     return added
 
@@ -80,14 +93,31 @@ def tick(batch: Batch, run: Run) -> bool:
     conditions = [builder.compile(process.condition)] if process.condition is not None else []
     ids = list(
         batch.conn.execute(
-            sa.select(table.c.id).select_from(builder.from_clause).where(*conditions).order_by(table.c.id).limit(MAX_RECORDS_PER_TICK)
+            sa.select(table.c.id)
+            .select_from(builder.from_clause)
+            .where(*conditions)
+            .order_by(table.c.id)
+            .limit(MAX_RECORDS_PER_TICK)
         ).scalars()
     )
     for ident in ids:
-        context = {"trigger": {"event": "schedule", "kind": "schedule", "at": at}, "checked": True, "vars": {}}
+        context = {
+            "trigger": {"event": "schedule", "kind": "schedule", "at": at},
+            "checked": True,
+            "vars": {},
+        }
         run.effects.instances.append(
-            new_instance(process.name, entity.name, ident, batch.now, key=f"cron:{process.name}:{at}:{ident}", context=context)
+            new_instance(
+                process.name,
+                entity.name,
+                ident,
+                batch.now,
+                key=f"cron:{process.name}:{at}:{ident}",
+                context=context,
+            )
         )
     run.status = "done"
-    run.note(batch.now, "schedule", "ok", result={"started": len(ids), "next": following.isoformat()})
+    run.note(
+        batch.now, "schedule", "ok", result={"started": len(ids), "next": following.isoformat()}
+    )
     return False

@@ -29,7 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def hours_for(catalog: Catalog, sla: Sla) -> BusinessHours:
-    return catalog.artifact(("business-hours", sla.calendar), lambda: BusinessHours(catalog.calendars.get(sla.calendar) if sla.calendar else None))
+    return catalog.artifact(
+        ("business-hours", sla.calendar),
+        lambda: BusinessHours(catalog.calendars.get(sla.calendar) if sla.calendar else None),
+    )
 
 
 def on_event(consumer: Consumer, sla: Sla, row, record: dict | None, changes: dict) -> None:
@@ -38,11 +41,19 @@ def on_event(consumer: Consumer, sla: Sla, row, record: dict | None, changes: di
     at = row["at"]
     clocks = {
         r["metric"]: dict(r)
-        for r in conn.execute(sa.select(c).where(c.c.sla == sla.name, c.c.entity == row["entity"], c.c.record_id == row["record_id"])).mappings()
+        for r in conn.execute(
+            sa.select(c).where(
+                c.c.sla == sla.name, c.c.entity == row["entity"], c.c.record_id == row["record_id"]
+            )
+        ).mappings()
     }
     if row["event"] == "deleted" or record is None:
         if clocks:
-            conn.execute(c.update().where(c.c.id.in_([k["id"] for k in clocks.values()])).values(status="cancelled", resumed_at=None, deadline=None, updated_at=at))
+            conn.execute(
+                c.update()
+                .where(c.c.id.in_([k["id"] for k in clocks.values()]))
+                .values(status="cancelled", resumed_at=None, deadline=None, updated_at=at)
+            )
             _replace_timers(consumer, sla, row, [])
         return
     hours = hours_for(catalog, sla)
@@ -76,7 +87,9 @@ def on_event(consumer: Consumer, sla: Sla, row, record: dict | None, changes: di
             elif paused:
                 values.update(status="paused", resumed_at=None, deadline=None, done_at=None)
             else:
-                values.update(status="running", resumed_at=at, deadline=hours.add(at, target), done_at=None)
+                values.update(
+                    status="running", resumed_at=at, deadline=hours.add(at, target), done_at=None
+                )
             values["id"] = conn.execute(c.insert().values(**values).returning(c.c.id)).scalar_one()
             clocks[metric.name] = values
             changed = True
@@ -84,15 +97,35 @@ def on_event(consumer: Consumer, sla: Sla, row, record: dict | None, changes: di
         if clock["status"] in ("done", "cancelled"):
             continue
         running = clock["status"] == "running"
-        elapsed = clock["elapsed_s"] + (hours.elapsed(clock["resumed_at"], at) if running and clock["resumed_at"] else 0)
+        elapsed = clock["elapsed_s"] + (
+            hours.elapsed(clock["resumed_at"], at) if running and clock["resumed_at"] else 0
+        )
         update: dict | None = None
         if finished:
-            update = {"status": "done", "elapsed_s": elapsed, "resumed_at": None, "deadline": None, "done_at": at}
+            update = {
+                "status": "done",
+                "elapsed_s": elapsed,
+                "resumed_at": None,
+                "deadline": None,
+                "done_at": at,
+            }
         elif paused and running:
-            update = {"status": "paused", "elapsed_s": elapsed, "resumed_at": None, "deadline": None}
+            update = {
+                "status": "paused",
+                "elapsed_s": elapsed,
+                "resumed_at": None,
+                "deadline": None,
+            }
         elif not paused and (not running or (target is not None and target != clock["target_s"])):
             target = target if target is not None else clock["target_s"]
-            update = {"status": "running", "elapsed_s": elapsed, "resumed_at": at, "deadline": hours.add(at, max(target - elapsed, 0)), "target_s": target, "priority": priority}
+            update = {
+                "status": "running",
+                "elapsed_s": elapsed,
+                "resumed_at": at,
+                "deadline": hours.add(at, max(target - elapsed, 0)),
+                "target_s": target,
+                "priority": priority,
+            }
         elif paused and target is not None and target != clock["target_s"]:
             update = {"target_s": target, "priority": priority}
         if update is None:
@@ -102,7 +135,9 @@ def on_event(consumer: Consumer, sla: Sla, row, record: dict | None, changes: di
         clock.update(update)
         changed = True
     if changed:
-        _replace_timers(consumer, sla, row, [k for k in clocks.values() if k["status"] == "running"])
+        _replace_timers(
+            consumer, sla, row, [k for k in clocks.values() if k["status"] == "running"]
+        )
 
 
 def _replace_timers(consumer: Consumer, sla: Sla, row, running: list[dict]) -> None:
@@ -112,15 +147,40 @@ def _replace_timers(consumer: Consumer, sla: Sla, row, running: list[dict]) -> N
     wanted = []
     for clock in running:
         deadline = clock["deadline"]
-        base = {"name": sla.name, "metric": clock["metric"], "clock": clock["id"], "deadline": deadline.isoformat(), "target": clock["target_s"], "priority": clock.get("priority")}
+        base = {
+            "name": sla.name,
+            "metric": clock["metric"],
+            "clock": clock["id"],
+            "deadline": deadline.isoformat(),
+            "target": clock["target_s"],
+            "priority": clock.get("priority"),
+        }
         if sla.breach_process and clock.get("breached_at") is None:
-            wanted.append((sla.breach_process, f"sla:{clock['id']}:breach:{deadline.isoformat()}", deadline, {**base, "kind": "breach"}))
+            wanted.append(
+                (
+                    sla.breach_process,
+                    f"sla:{clock['id']}:breach:{deadline.isoformat()}",
+                    deadline,
+                    {**base, "kind": "breach"},
+                )
+            )
         if sla.warning_process and clock.get("warned_at") is None:
             before = sla.warning_before(clock["target_s"])
             left_at_warning = clock["target_s"] - before - clock["elapsed_s"]
-            warn_at = hours.add(clock["resumed_at"], left_at_warning) if left_at_warning > 0 else clock["resumed_at"]
+            warn_at = (
+                hours.add(clock["resumed_at"], left_at_warning)
+                if left_at_warning > 0
+                else clock["resumed_at"]
+            )
             if warn_at < deadline:
-                wanted.append((sla.warning_process, f"sla:{clock['id']}:warning:{deadline.isoformat()}", warn_at, {**base, "kind": "warning"}))
+                wanted.append(
+                    (
+                        sla.warning_process,
+                        f"sla:{clock['id']}:warning:{deadline.isoformat()}",
+                        warn_at,
+                        {**base, "kind": "warning"},
+                    )
+                )
     i = W.instances
     processes = [p for p in (sla.breach_process, sla.warning_process) if p]
     if processes:
@@ -137,7 +197,19 @@ def _replace_timers(consumer: Consumer, sla: Sla, row, running: list[dict]) -> N
         )
     for process, key, due, info in wanted:
         consumer.effects.instances.append(
-            new_instance(process, sla.entity, row["record_id"], now, key=key, due_at=due, context={"trigger": {"event": "sla", "kind": info["kind"]}, "sla": info, "vars": {}})
+            new_instance(
+                process,
+                sla.entity,
+                row["record_id"],
+                now,
+                key=key,
+                due_at=due,
+                context={
+                    "trigger": {"event": "sla", "kind": info["kind"]},
+                    "sla": info,
+                    "vars": {},
+                },
+            )
         )
 
 
@@ -155,7 +227,11 @@ def fire(batch: Batch, run: Run) -> bool:
     if clock[column] is not None:
         return False
     with batch.write(run):
-        batch.conn.execute(c.update().where(c.c.id == clock["id"]).values({column: batch.now, "updated_at": batch.now}))
+        batch.conn.execute(
+            c.update()
+            .where(c.c.id == clock["id"])
+            .values({column: batch.now, "updated_at": batch.now})
+        )
     hours = hours_for(batch.catalog, batch.catalog.slas[info["name"]])
     info["elapsed"] = clock["elapsed_s"] + hours.elapsed(clock["resumed_at"], batch.now)
     return True
@@ -170,7 +246,15 @@ def clocks(store, entity: str, record_id: int) -> list[dict]:
     now = store.clock.now()
     c = W.sla_clocks
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(c).where(c.c.entity == entity, c.c.record_id == record_id).order_by(c.c.sla, c.c.metric)).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(c)
+                .where(c.c.entity == entity, c.c.record_id == record_id)
+                .order_by(c.c.sla, c.c.metric)
+            )
+            .mappings()
+            .all()
+        )
     result = []
     for row in rows:
         item = dict(row)
@@ -180,6 +264,8 @@ def clocks(store, entity: str, record_id: int) -> list[dict]:
             elapsed += hours_for(catalog, sla).elapsed(row["resumed_at"], now)
         item["used_s"] = elapsed
         item["left_s"] = row["target_s"] - elapsed
-        item["breached"] = row["breached_at"] is not None or (row["status"] == "running" and row["deadline"] is not None and row["deadline"] <= now)
+        item["breached"] = row["breached_at"] is not None or (
+            row["status"] == "running" and row["deadline"] is not None and row["deadline"] <= now
+        )
         result.append(item)
     return result

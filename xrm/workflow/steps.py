@@ -57,13 +57,24 @@ def _filter(batch: Batch, run: Run, step: Step, key, raw, entity: str):
 
 def _remembered(batch: Batch, key: str) -> dict | None:
     e = W.effects
-    row = batch.conn.execute(sa.select(e.c.record_id, e.c.result).where(e.c.key == key)).mappings().first()
+    row = (
+        batch.conn.execute(sa.select(e.c.record_id, e.c.result).where(e.c.key == key))
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
 def _remember(batch: Batch, key: str, kind: str, entity, record_id, result=None) -> None:
     batch.conn.execute(
-        W.effects.insert().values(key=key, kind=kind, entity=entity, record_id=record_id, result=result, created_at=batch.now)
+        W.effects.insert().values(
+            key=key,
+            kind=kind,
+            entity=entity,
+            record_id=record_id,
+            result=result,
+            created_at=batch.now,
+        )
     )
 
 
@@ -153,7 +164,11 @@ def step_update(batch: Batch, run: Run, step: Step):
     else:
         target, via = related.params["entity"], related.params["via"]
         table = tables_for(batch.catalog)[target]
-        ids = list(batch.conn.execute(sa.select(table.c.id).where(table.c[via] == run.record_id).order_by(table.c.id)).scalars())
+        ids = list(
+            batch.conn.execute(
+                sa.select(table.c.id).where(table.c[via] == run.record_id).order_by(table.c.id)
+            ).scalars()
+        )
     changed = []
     for ident, values in load_records(batch.conn, batch.catalog, target, ids).items():
         if step.condition is not None and not batch.matches(step.condition, values):
@@ -168,7 +183,9 @@ def step_update(batch: Batch, run: Run, step: Step):
 
 
 def _next_counter(batch: Batch, key: str) -> int:
-    insert = (postgresql.insert if batch.conn.dialect.name == "postgresql" else sqlite.insert)(T.counters)
+    insert = (postgresql.insert if batch.conn.dialect.name == "postgresql" else sqlite.insert)(
+        T.counters
+    )
     statement = (
         insert.values(key=key[:200], value=1)
         .on_conflict_do_update(index_elements=["key"], set_={"value": T.counters.c.value + 1})
@@ -182,7 +199,11 @@ def step_assign(batch: Batch, run: Run, step: Step):
     field_name = spec.get("field", "owner")
     to = spec.get("to")
     for index, rule in enumerate(spec.get("rules") or ()):
-        tree = _filter(batch, run, step, ("rule", index), rule["if"], run.entity) if rule.get("if") is not None else None
+        tree = (
+            _filter(batch, run, step, ("rule", index), rule["if"], run.entity)
+            if rule.get("if") is not None
+            else None
+        )
         if tree is None or batch.matches(tree, run.record):
             to = rule["to"]
             break
@@ -202,16 +223,22 @@ def step_assign(batch: Batch, run: Run, step: Step):
             chosen = candidates[(turn - 1) % len(candidates)]
         run.record = batch.records(run.entity).update(run.record_id, {field_name: chosen})
     batch.loader.records[(run.entity, run.record_id)] = run.record
-    return done({"field": field_name, "user": chosen, "method": method, "candidates": len(candidates)})
+    return done(
+        {"field": field_name, "user": chosen, "method": method, "candidates": len(candidates)}
+    )
 
 
-def _least_loaded(batch: Batch, run: Run, step: Step, field_name: str, candidates: list[int]) -> int:
+def _least_loaded(
+    batch: Batch, run: Run, step: Step, field_name: str, candidates: list[int]
+) -> int:
     entity = batch.catalog.entity(run.entity)
     table = tables_for(batch.catalog)[entity.name]
     builder = Q.builder(batch.catalog, entity, batch.ctx, batch.conn.dialect.name)
     conditions = [table.c[field_name].in_(candidates), table.c.id != run.record_id]
     if step.spec.get("load") is not None:
-        conditions.append(builder.compile(_filter(batch, run, step, "load", step.spec["load"], entity.name)))
+        conditions.append(
+            builder.compile(_filter(batch, run, step, "load", step.spec["load"], entity.name))
+        )
     statement = (
         sa.select(table.c[field_name], sa.func.count())
         .select_from(builder.from_clause)
@@ -223,7 +250,9 @@ def _least_loaded(batch: Batch, run: Run, step: Step, field_name: str, candidate
 
 
 # ------------------------------------------------------------------------ messages
-def message(batch: Batch, run: Run, template_name: str, locale: str, user: dict | None) -> tuple[str, str]:
+def message(
+    batch: Batch, run: Run, template_name: str, locale: str, user: dict | None
+) -> tuple[str, str]:
     template = batch.catalog.templates[template_name]
     context = batch.template_context(run, user=UserView(user) if user else None)
     subject = render_text(template.subject.get(locale), context).strip()
@@ -237,13 +266,42 @@ def send(batch: Batch, run: Run, step: Step, users, addresses, channels, render)
         locale = (user.get("locale") or batch.locale).split("_")[0]
         subject, body = render(locale, user)
         if "app" in channels:
-            run.effects.notification(run.key(step, f"/n{user['id']}"), user["id"], subject, body, run.entity, run.record_id, run.id, batch.now)
+            run.effects.notification(
+                run.key(step, f"/n{user['id']}"),
+                user["id"],
+                subject,
+                body,
+                run.entity,
+                run.record_id,
+                run.id,
+                batch.now,
+            )
         if "email" in channels and user.get("email"):
-            run.effects.email(run.key(step, f"/e{user['id']}"), user["email"], subject, body, batch.sender, user["id"], run.entity, run.record_id, batch.now)
+            run.effects.email(
+                run.key(step, f"/e{user['id']}"),
+                user["email"],
+                subject,
+                body,
+                batch.sender,
+                user["id"],
+                run.entity,
+                run.record_id,
+                batch.now,
+            )
     if "email" in channels:
         for address in addresses:
             subject, body = render(batch.locale, None)
-            run.effects.email(run.key(step, f"/a{address.lower()}"), address, subject, body, batch.sender, None, run.entity, run.record_id, batch.now)
+            run.effects.email(
+                run.key(step, f"/a{address.lower()}"),
+                address,
+                subject,
+                body,
+                batch.sender,
+                None,
+                run.entity,
+                run.record_id,
+                batch.now,
+            )
     return {"users": [u["id"] for u in users], "addresses": addresses}
 
 
@@ -251,7 +309,15 @@ def step_notify(batch: Batch, run: Run, step: Step):
     spec = step.spec
     users, addresses = resolve(batch, run, spec["to"])
     channels = tuple(spec.get("channels") or ("app", "email"))
-    result = send(batch, run, step, users, addresses, channels, lambda locale, user: message(batch, run, spec["template"], locale, user))
+    result = send(
+        batch,
+        run,
+        step,
+        users,
+        addresses,
+        channels,
+        lambda locale, user: message(batch, run, spec["template"], locale, user),
+    )
     return done(result)
 
 
@@ -265,7 +331,9 @@ def _date_moment(batch: Batch, run: Run, name: str, offset: int, time_of_day) ->
     if isinstance(value, dt.datetime):
         moment = value
     else:
-        moment = dt.datetime.combine(value, time_of_day or DEFAULT_DATE_TIME, ZoneInfo(batch.tz)).astimezone(dt.UTC)
+        moment = dt.datetime.combine(
+            value, time_of_day or DEFAULT_DATE_TIME, ZoneInfo(batch.tz)
+        ).astimezone(dt.UTC)
     return moment + dt.timedelta(seconds=offset)
 
 
@@ -274,22 +342,46 @@ def step_wait(batch: Batch, run: Run, step: Step):
     state = _waiting_here(run, step)
     now = batch.now
     if "for" in spec:
-        until = _parse_iso(state["until"]) if state else now + dt.timedelta(seconds=parse_span(spec["for"]))
+        until = (
+            _parse_iso(state["until"])
+            if state
+            else now + dt.timedelta(seconds=parse_span(spec["for"]))
+        )
     elif "until" in spec:
         time_of_day = parse_clock(spec["time"]) if spec.get("time") else None
-        until = _date_moment(batch, run, spec["until"], parse_offset(spec["offset"]) if spec.get("offset") else 0, time_of_day)
+        until = _date_moment(
+            batch,
+            run,
+            spec["until"],
+            parse_offset(spec["offset"]) if spec.get("offset") else 0,
+            time_of_day,
+        )
         if until is None:
             return done({"skipped": f"{spec['until']} is empty"})
     else:
-        timeout = _parse_iso(state.get("timeout")) if state else (now + dt.timedelta(seconds=parse_span(spec["timeout"])) if spec.get("timeout") else None)
+        timeout = (
+            _parse_iso(state.get("timeout"))
+            if state
+            else (
+                now + dt.timedelta(seconds=parse_span(spec["timeout"]))
+                if spec.get("timeout")
+                else None
+            )
+        )
         if batch.matches(step.condition, run.record):
             return done({"condition": "met"})
         if batch.dry:
             return done({"would wait": "until the condition holds", "timeout": _iso(timeout)})
         if timeout is not None and now >= timeout:
             return branch("timed_out", {"timed_out": True})
-        run.context["wait"] = {"path": list(step.path), "kind": "condition", "timeout": _iso(timeout)}
-        return wait(timeout, wake_on_change=True, result={"until": "condition", "timeout": _iso(timeout)})
+        run.context["wait"] = {
+            "path": list(step.path),
+            "kind": "condition",
+            "timeout": _iso(timeout),
+        }
+        return wait(
+            timeout, wake_on_change=True, result={"until": "condition", "timeout": _iso(timeout)}
+        )
     if now >= until:
         return done({"waited until": _iso(until)})
     if batch.dry:
@@ -327,10 +419,21 @@ def step_approval(batch: Batch, run: Run, step: Step):
         approvers = user_ids(batch, run, spec["approvers"])
         if not approvers:
             raise StepError(f"no active approvers among {spec['approvers']}")
-        timeout = now + dt.timedelta(seconds=parse_span(spec["timeout"])) if spec.get("timeout") else None
+        timeout = (
+            now + dt.timedelta(seconds=parse_span(spec["timeout"])) if spec.get("timeout") else None
+        )
         for user in approvers:
             run.effects.approvals.append(
-                {"instance_id": run.id, "path": path_text(step.path), "user_id": user, "decision": None, "comment": None, "delegated_from": None, "created_at": now, "decided_at": None}
+                {
+                    "instance_id": run.id,
+                    "path": path_text(step.path),
+                    "user_id": user,
+                    "decision": None,
+                    "comment": None,
+                    "delegated_from": None,
+                    "created_at": now,
+                    "decided_at": None,
+                }
             )
         users = [batch.loader.user(u) for u in approvers]
 
@@ -339,25 +442,39 @@ def step_approval(batch: Batch, run: Run, step: Step):
                 return message(batch, run, spec["template"], locale, user)
             subject, body = APPROVAL_TEXT.get(locale, APPROVAL_TEXT["en"])
             label = run.process.label.get(locale)
-            return subject.format(process=label, link=batch.link(run)), body.format(process=label, link=batch.link(run))
+            return subject.format(process=label, link=batch.link(run)), body.format(
+                process=label, link=batch.link(run)
+            )
 
         send(batch, run, step, [u for u in users if u], [], ("app", "email"), render)
         result = {"approvers": approvers, "require": require, "timeout": _iso(timeout)}
         if batch.dry:
             return Outcome("stop", result={**result, "would wait for": "the approvers' decisions"})
-        run.context["wait"] = {"path": list(step.path), "kind": "approval", "timeout": _iso(timeout)}
+        run.context["wait"] = {
+            "path": list(step.path),
+            "kind": "approval",
+            "timeout": _iso(timeout),
+        }
         return wait(timeout, result=result)
     a = W.approvals
-    rows = batch.conn.execute(
-        sa.select(a.c.user_id, a.c.decision, a.c.comment).where(a.c.instance_id == run.id, a.c.path == path_text(step.path)).order_by(a.c.id)
-    ).mappings().all()
+    rows = (
+        batch.conn.execute(
+            sa.select(a.c.user_id, a.c.decision, a.c.comment)
+            .where(a.c.instance_id == run.id, a.c.path == path_text(step.path))
+            .order_by(a.c.id)
+        )
+        .mappings()
+        .all()
+    )
     outcome = outcome_of([r["decision"] for r in rows], require)
     timeout = _parse_iso(state.get("timeout"))
     if outcome is None and timeout is not None and now >= timeout:
         outcome = "timed_out"
     if outcome is None:
         return wait(timeout)
-    decisions = [{"user": r["user_id"], "decision": r["decision"], "comment": r["comment"]} for r in rows]
+    decisions = [
+        {"user": r["user_id"], "decision": r["decision"], "comment": r["comment"]} for r in rows
+    ]
     run.vars["approval"] = {"outcome": outcome, "decisions": decisions}
     return branch(outcome, {"decisions": decisions})
 
@@ -369,7 +486,12 @@ def step_webhook(batch: Batch, run: Run, step: Step):
         url = batch.text(run, spec["url"]).strip()
         body = spec.get("body")
         if body is None:
-            payload = {"process": run.process.name, "instance": run.id, "entity": run.entity, "record": _json_record(batch, run)}
+            payload = {
+                "process": run.process.name,
+                "instance": run.id,
+                "entity": run.entity,
+                "record": _json_record(batch, run),
+            }
         else:
             payload = batch.value(run, body)
         if batch.dry:
@@ -390,7 +512,9 @@ def step_webhook(batch: Batch, run: Run, step: Step):
         if spec.get("as"):
             run.vars[spec["as"]] = {"status": result["status"], "body": result.get("body")}
         return done({"status": result["status"], "url": request.get("url")})
-    raise StepError(f"webhook {request.get('url')} failed: {result.get('error') or result.get('status')}")
+    raise StepError(
+        f"webhook {request.get('url')} failed: {result.get('error') or result.get('status')}"
+    )
 
 
 def _json_record(batch: Batch, run: Run) -> dict | None:
@@ -414,20 +538,39 @@ def step_start(batch: Batch, run: Run, step: Step):
         record_id = int(record_id) if record_id not in (None, "", "None") else None
         if batch.dry:
             return done({"would start": target.name, "record": record_id})
-        context = {"trigger": {"event": "subprocess", "parent": run.id}, "depth": run.depth + 1, "vars": {}}
+        context = {
+            "trigger": {"event": "subprocess", "parent": run.id},
+            "depth": run.depth + 1,
+            "vars": {},
+        }
         run.effects.instances.append(
-            new_instance(target.name, target.entity, record_id, batch.now, key=key, context=context, parent_id=run.id, user_id=run.user_id)
+            new_instance(
+                target.name,
+                target.entity,
+                record_id,
+                batch.now,
+                key=key,
+                context=context,
+                parent_id=run.id,
+                user_id=run.user_id,
+            )
         )
         if not spec.get("wait"):
             return done({"started": target.name, "record": record_id})
         run.context["wait"] = {"path": list(step.path), "kind": "process", "key": key}
         return wait(None, result={"started": target.name, "record": record_id})
     i = W.instances
-    child = batch.conn.execute(sa.select(i.c.id, i.c.status, i.c.error).where(i.c.key == key)).mappings().first()
+    child = (
+        batch.conn.execute(sa.select(i.c.id, i.c.status, i.c.error).where(i.c.key == key))
+        .mappings()
+        .first()
+    )
     if child is None or child["status"] not in FINISHED:
         return wait(None)
     if child["status"] == "failed":
-        raise StepError(f"sub-process {target.name} (instance {child['id']}) failed: {child['error']}")
+        raise StepError(
+            f"sub-process {target.name} (instance {child['id']}) failed: {child['error']}"
+        )
     return done({"sub-process": child["status"], "instance": child["id"]})
 
 

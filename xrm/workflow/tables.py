@@ -104,7 +104,9 @@ emails = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("entity", sa.String(64), nullable=True),
     sa.Column("record_id", ID_TYPE, nullable=True),
-    sa.Column("status", sa.String(16), nullable=False, default="queued", server_default="queued"),  # sending, sent, failed
+    sa.Column(
+        "status", sa.String(16), nullable=False, default="queued", server_default="queued"
+    ),  # sending, sent, failed
     sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("due_at", UTCDateTime(), nullable=False),
     sa.Column("lease_owner", sa.String(80), nullable=True),

@@ -43,7 +43,9 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify(secret: str, body: bytes, header: str | None, *, tolerance: int = 300, now: float | None = None) -> bool:
+def verify(
+    secret: str, body: bytes, header: str | None, *, tolerance: int = 300, now: float | None = None
+) -> bool:
     if not header:
         return False
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
@@ -53,13 +55,20 @@ def verify(secret: str, body: bytes, header: str | None, *, tolerance: int = 300
         return False
     if abs((now or time.time()) - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, body, timestamp), f"t={timestamp},v1={parts.get('v1', '')}")
+    return hmac.compare_digest(
+        sign(secret, body, timestamp), f"t={timestamp},v1={parts.get('v1', '')}"
+    )
 
 
 def call(request: dict) -> dict:
     """Perform one outbound call described by a webhook step; never raises."""
     body = request["body"].encode()
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Idempotency-Key": request["key"], **request.get("headers", {})}
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": request["key"],
+        **request.get("headers", {}),
+    }
     try:
         secret = secret_value(request.get("secret"))
     except LookupError as exc:
@@ -72,7 +81,11 @@ def call(request: dict) -> dict:
     try:
         with urllib.request.urlopen(outbound, timeout=request.get("timeout", 10)) as response:
             text = response.read(1_000_000).decode("utf-8", "replace")
-            return {"ok": 200 <= response.status < 300, "status": response.status, "body": _parse(text)}
+            return {
+                "ok": 200 <= response.status < 300,
+                "status": response.status,
+                "body": _parse(text),
+            }
     except urllib.error.HTTPError as exc:
         return {"ok": False, "status": exc.code, "error": f"HTTP {exc.code}"}
     except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -86,7 +99,9 @@ def _parse(text: str):
         return text[:2000]
 
 
-def receive(store, process_name: str, body: bytes, headers: Mapping[str, str], *, token: str | None = None) -> int:
+def receive(
+    store, process_name: str, body: bytes, headers: Mapping[str, str], *, token: str | None = None
+) -> int:
     """Start a process from an inbound webhook; returns the instance id.
 
     ``signature: url`` compares ``token`` (from the URL) with the secret; ``signature: hmac``
@@ -116,4 +131,11 @@ def receive(store, process_name: str, body: bytes, headers: Mapping[str, str], *
         raise WebhookRefused("the body is not JSON") from None
     record_id = payload.get("record_id") if isinstance(payload, dict) and process.entity else None
     key = lowered.get("idempotency-key")
-    return start(store, process_name, record_id, payload=payload if isinstance(payload, dict) else {"body": payload}, key=f"hook:{process_name}:{key}" if key else None, trigger="webhook")
+    return start(
+        store,
+        process_name,
+        record_id,
+        payload=payload if isinstance(payload, dict) else {"body": payload},
+        key=f"hook:{process_name}:{key}" if key else None,
+        trigger="webhook",
+    )

@@ -9,6 +9,7 @@ Any number of workers may run against one PostgreSQL database; on SQLite, one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -58,7 +59,9 @@ class Worker:
         self.max_rounds = max_rounds
         self.keep_outbox = keep_outbox
         url = smtp if smtp is not None else smtp_url()
-        self.mailer = Mailer(store, url, self.name, retry_base=retry_base * 3) if url else None
+        self.mailer = (
+            Mailer(store, url, self.name, lease=lease, retry_base=retry_base * 3) if url else None
+        )
         self._stop = threading.Event()
         self._seeded_version = None
         self._purged_at = 0.0
@@ -95,7 +98,9 @@ class Worker:
     def run_due(self, settings: dict | None = None) -> int:
         """Claim and run one batch of due instances; returns how many were claimed."""
         store = self.store
-        rows = claims.claim_instances(store.engine, self.name, store.clock.now(), self.lease, self.batch_size)
+        rows = claims.claim_instances(
+            store.engine, self.name, store.clock.now(), self.lease, self.batch_size
+        )
         if not rows:
             return 0
         settings = settings if settings is not None else store.settings()
@@ -112,11 +117,20 @@ class Worker:
         store = self.store
         with store.transaction() as unit:
             now = store.clock.now()
-            mine = claims.fence(unit.connection, [r["id"] for r in rows], self.name, now, self.lease)
+            mine = claims.fence(
+                unit.connection, [r["id"] for r in rows], self.name, now, self.lease
+            )
             if io_result is not None:  # a continuation: read the row as it is now
-                rows = [dict(r) for r in unit.connection.execute(sa.select(W.instances).where(W.instances.c.id.in_(mine))).mappings()]
+                rows = [
+                    dict(r)
+                    for r in unit.connection.execute(
+                        sa.select(W.instances).where(W.instances.c.id.in_(mine))
+                    ).mappings()
+                ]
             rows = [r for r in rows if r["id"] in mine]
-            batch = Batch(store, unit, unit.catalog, now, settings=settings, retry_base=self.retry_base)
+            batch = Batch(
+                store, unit, unit.catalog, now, settings=settings, retry_base=self.retry_base
+            )
             runs = load_runs(batch, rows)
             for run in runs:
                 if io_result is not None:
@@ -136,7 +150,9 @@ class Worker:
         i = W.instances
         with self.store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             conn.execute(
-                i.update().where(i.c.id.in_(ids), i.c.lease_owner == self.name, i.c.status == "running").values(status="waiting", lease_owner=None, lease_until=None)
+                i.update()
+                .where(i.c.id.in_(ids), i.c.lease_owner == self.name, i.c.status == "running")
+                .values(status="waiting", lease_owner=None, lease_until=None)
             )
 
     # ------------------------------------------------------------------ forever
@@ -145,7 +161,9 @@ class Worker:
 
     def run_forever(self) -> None:
         """Work until ``stop()``; errors are logged and retried after the poll interval."""
-        heartbeat = threading.Thread(target=self._heartbeat, name=f"xrm-heartbeat-{self.name}", daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat, name=f"xrm-heartbeat-{self.name}", daemon=True
+        )
         heartbeat.start()
         listener = _Listener(self.store.engine) if is_postgres(self.store.engine) else None
         try:
@@ -187,7 +205,9 @@ class Worker:
 
     def start(self) -> threading.Thread:
         """Run forever in a daemon thread (the embedded worker beside the web server)."""
-        thread = threading.Thread(target=self.run_forever, name=f"xrm-worker-{self.name}", daemon=True)
+        thread = threading.Thread(
+            target=self.run_forever, name=f"xrm-worker-{self.name}", daemon=True
+        )
         thread.start()
         return thread
 
@@ -199,7 +219,9 @@ class _Listener:
         import psycopg
 
         url = engine.url.set(drivername="postgresql")
-        self.connection = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        self.connection = psycopg.connect(
+            url.render_as_string(hide_password=False), autocommit=True
+        )
         self.connection.execute(f"LISTEN {W.CHANNEL}")
 
     def wait(self, seconds: float, stop: threading.Event) -> None:
@@ -212,13 +234,13 @@ class _Listener:
                 return
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a broken connection
             self.connection.close()
-        except Exception:  # pragma: no cover - closing a broken connection
-            pass
 
 
-def serve(url: str, engine_options: dict | None = None, stop=None, ready=None, **worker_options) -> None:
+def serve(
+    url: str, engine_options: dict | None = None, stop=None, ready=None, **worker_options
+) -> None:
     """A worker process: open the store at ``url`` and work until ``stop`` (a
     multiprocessing Event) is set; ``ready`` (a queue) gets the worker's name once it is
     up.  ``xrm worker --processes N`` starts N of these."""

@@ -72,6 +72,13 @@ def error(message: str) -> str:
     return translate_error(str(message), locale())
 
 
+def safe_next(target: str | None) -> str | None:
+    """A path on this site to go back to, or None (never a redirect to elsewhere)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
 def is_admin() -> bool:
     p = g.get("principal")
     return bool(p and p.is_admin)

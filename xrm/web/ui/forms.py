@@ -60,7 +60,7 @@ def build_tabs(
     writable = C.writable_names(entity)
     evaluation = W.evaluation_record(entity, record, posted) if posted is not None else record
     _prefetch_titles(entity, form, record, posted)
-    getter_ctx = W._filter_context()
+    getter_ctx = W.filter_context()
     from ...metadata.evaluate import matches, record_getter
 
     getter = record_getter(dict(evaluation))
@@ -107,13 +107,19 @@ def build_tabs(
                     entry["columns"].append(views)
             sections.append(entry)
         if sections:
+            invalid = any(v.errors for s in sections for c in s["columns"] for v in c)
             tabs.append(
                 {
                     "id": f"tab-{t_index}",
                     "label": C.label(tab.label) if tab.label else C._("General"),
                     "sections": sections,
+                    "invalid": invalid,
                 }
             )
+    # the first tab with an error opens, so that no message hides behind another tab
+    active = next((t for t in tabs if t["invalid"]), tabs[0] if tabs else None)
+    for tab in tabs:
+        tab["active"] = tab is active
     return tabs, editable
 
 
@@ -220,15 +226,9 @@ def render_form(
         "can_delete": not creating and C.can(entity.name, "delete"),
         "can_update": creating or C.can(entity.name, "update"),
         "has_notes": not creating and "note" in C.catalog().entities and C.can("note", "read"),
-        "next_url": _safe_next(request.values.get("next")),
+        "next_url": C.safe_next(request.values.get("next")),
     }
     return render_template("ui/form.html", **context), status
-
-
-def _safe_next(target: str | None) -> str | None:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
 
 
 # ------------------------------------------------------------------------ pages
@@ -292,7 +292,7 @@ def _keep_uploads(posted: dict, values: Mapping) -> None:
 
 def _done(entity: Entity, ident: int):
     close = request.form.get("_close")
-    target = _safe_next(request.form.get("next")) if close else None
+    target = C.safe_next(request.form.get("next")) if close else None
     if close and not target:
         target = url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name)
     if not target:

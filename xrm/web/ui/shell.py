@@ -111,9 +111,7 @@ def preferences():
     C.store().set_preferences(
         C.principal().user_id, locale=language or None, time_zone=zone or None
     )
-    target = request.form.get("next") or request.referrer or url_for("ui_shell.home")
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("ui_shell.home")
+    target = C.safe_next(request.form.get("next")) or url_for("ui_shell.home")
     flash(translate("Preferences saved.", language or C.locale()), "success")
     return redirect(target, code=303)
 

@@ -157,7 +157,7 @@ def field_view(
     view.conditional = item.visible_if is not None or item.required_if is not None
     evaluated = evaluation if evaluation is not None else record
     getter = record_getter(dict(evaluated))
-    ctx = _filter_context()
+    ctx = filter_context()
     view.visible = item.visible_if is None or matches(item.visible_if, getter, ctx)
     view.required = f.required or (
         item.required_if is not None and matches(item.required_if, getter, ctx)
@@ -270,7 +270,7 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
     view.value = _posted_text(posted, f.name) if posted is not None else input_text(f, value)
 
 
-def _filter_context() -> FilterContext:
+def filter_context() -> FilterContext:
     p = C.principal()
     return FilterContext(user_id=p.user_id, tz=C.tz(), now=C.store().clock.now())
 
@@ -397,7 +397,7 @@ def form_rule_errors(
 ) -> dict[str, list[str]]:
     """``required_if`` rules of the form that the record breaks (on visible fields)."""
     getter = record_getter(dict(record))
-    ctx = _filter_context()
+    ctx = filter_context()
     errors: dict[str, list[str]] = {}
     for item in items:
         if item.required_if is None or item.field not in entity.fields:

@@ -117,7 +117,14 @@
     if (!row) return;
     var option = select.options[select.selectedIndex];
     var value = row.querySelector(".xrm-filter-value");
-    if (value && option) value.classList.toggle("d-none", option.dataset.novalue === "true");
+    if (value && option) {
+      value.classList.toggle("d-none", option.dataset.novalue === "true");
+      // a date picker holds one date: lists, ranges and day counts are typed as text
+      if (value.dataset.input === "date") {
+        var typed = ["in", "not_in", "between", "last_n_days", "next_n_days", "older_than_days"].indexOf(option.value) >= 0;
+        value.type = typed ? "text" : "date";
+      }
+    }
   }
 
   document.addEventListener("change", function (event) {
@@ -162,6 +169,20 @@
     if (form.dataset && form.dataset.xrmConfirm && !window.confirm(form.dataset.xrmConfirm)) {
       event.preventDefault();
       event.stopImmediatePropagation();
+      return;
+    }
+    // a file over its limit is refused here, before the whole form travels for nothing
+    var inputs = form.querySelectorAll ? form.querySelectorAll('input[type="file"][data-max-size]') : [];
+    for (var i = 0; i < inputs.length; i++) {
+      var input = inputs[i];
+      var limit = parseInt(input.dataset.maxSize, 10);
+      if (limit && input.files.length && input.files[0].size > limit) {
+        event.preventDefault();
+        event.stopImmediatePropagation();
+        input.classList.add("is-invalid");
+        toast(input.dataset.tooLarge || text("textError", "Something went wrong."), "danger");
+        return;
+      }
     }
   }, true);
 
