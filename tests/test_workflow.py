@@ -830,7 +830,10 @@ def test_a_running_worker_wakes_when_a_record_changes(database, tmp_path):
         time.sleep(1.0)  # the worker has looked for work and sleeps
         ticket = store.records("ticket").create({"subject": "wake up"})
         started = time.monotonic()
-        while time.monotonic() - started < 10 and store.records("ticket").get(ticket["id"])["agent"] is None:
+        while (
+            time.monotonic() - started < 10
+            and store.records("ticket").get(ticket["id"])["agent"] is None
+        ):
             time.sleep(0.05)
         assert store.records("ticket").get(ticket["id"])["agent"] == ann
         assert time.monotonic() - started < 5
@@ -858,8 +861,87 @@ def test_users_and_teams_named_by_processes_are_checked_against_the_database(dat
     try:
         store.add_user("ann@example.com", teams=["support"])
         problems = sorted(str(p).split("/helpdesk/")[1] for p in database_problems(store))
-        assert problems[0].startswith("processes/names.yaml:5:5: processes.names: no active user with email 'ghost@example.com'")
-        assert problems[1] == "processes/names.yaml:6:5: processes.names: no team 'nobody' in this database"
-        assert [p.split(": ")[0] for p in problems[2:]] == ["processes/purchase_approval.yaml:6:5"] * 2  # boss1, boss2
+        assert problems[0].startswith(
+            "processes/names.yaml:5:5: processes.names: no active user with email 'ghost@example.com'"
+        )
+        assert (
+            problems[1]
+            == "processes/names.yaml:6:5: processes.names: no team 'nobody' in this database"
+        )
+        assert [p.split(": ")[0] for p in problems[2:]] == [
+            "processes/purchase_approval.yaml:6:5"
+        ] * 2  # boss1, boss2
+    finally:
+        store.close()
+
+
+def test_the_command_line_entry_points(helpdesk, capsys, tmp_path):
+    """xrm worker --once, xrm process list / dry-run / diagram / instances / retry (the CLI
+    registers these parsers; here they run on the fixture's store)."""
+    import argparse
+    import contextlib
+
+    from xrm.workflow import commands
+
+    store, clock, worker = helpdesk
+
+    @contextlib.contextmanager
+    def store_of(args):
+        yield store
+
+    parser = argparse.ArgumentParser(prog="xrm")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands.add_worker(sub, store_of)
+    commands.add_process(sub, store_of)
+
+    def run(*argv) -> tuple[int, str]:
+        args = parser.parse_args(list(argv))
+        code = args.handler(args)
+        return code, capsys.readouterr().out
+
+    purchase = store.records("purchase", store.users_by_name["ann"]).create(
+        {"title": "Desk", "amount": "2000"}
+    )
+    code, out = run("process", "list")
+    assert code == 0 and "purchase_approval\tpurchase\tcreated" in out
+    code, out = run("process", "dry-run", "purchase_approval", "--record", str(purchase["id"]))
+    assert code == 0 and "approval" in out and "nothing was written" in out
+    code, out = run("process", "diagram", "purchase_approval", "--out", str(tmp_path / "p.svg"))
+    assert code == 0 and (tmp_path / "p.svg").read_text().startswith("<svg")
+    assert run("process", "dry-run", "purchase_aproval")[0] == 2
+    code, out = run("worker", "--once")
+    assert code == 0 and json.loads(out)["started"] >= 1
+    code, out = run("process", "instances", "--process", "purchase_approval")
+    assert code == 0 and "\twaiting\t" in out
+    assert run("process", "retry", "1")[0] == 1  # not parked
+
+
+def test_a_run_that_fails_after_creating_a_record_leaves_no_record_and_retries_once(
+    database, tmp_path
+):
+    extra = {
+        "processes/create_then_set.yaml": """
+            process: create_then_set
+            entity: ticket
+            on: {created: true}
+            steps:
+              - create: {entity: note, values: {body: "about {{ record.id }}", regarding: "ticket:{{ record.id }}"}}
+              - set: {subject: "{{ record.hook_url.nope if record.hook_url == 'bad' else record.hook_url }}"}
+        """
+    }
+    store, clock = open_helpdesk(database, tmp_path, extra)
+    try:
+        worker = Worker(store, retry_base=60)
+        ticket = store.records("ticket").create({"subject": "s", "hook_url": "bad"})
+        worker.run_once()  # the set step fails before it touches the database
+        assert store.records("note").count().value == 0
+        [instance] = workflow.instances(store, process="create_then_set")
+        assert instance["status"] == "waiting" and instance["error"]
+        store.records("ticket").update(ticket["id"], {"hook_url": "short"})
+        clock.advance(seconds=60)
+        worker.run_once()
+        assert workflow.instance(store, instance["id"])["status"] == "done"
+        assert store.records("note").count().value == 1
+        assert store.records("ticket").get(ticket["id"])["subject"] == "short"
     finally:
         store.close()

@@ -60,6 +60,10 @@ class Store(Users):
         self._catalog: Catalog | None = None
         self._pack_cache: dict[tuple[str, str], PackSource] = {}
         self._lock = threading.RLock()
+        self._pinned: ContextVar[Catalog | None] = ContextVar(
+            f"xrm-catalog-{id(self)}", default=None
+        )
+        self._principals: dict[tuple[int, int], tuple[float, Principal | None]] = {}
         self._current: ContextVar[UnitOfWork | None] = ContextVar(
             f"xrm-uow-{id(self)}", default=None
         )
@@ -99,7 +103,13 @@ class Store(Users):
             return own.execute(query).scalar_one()
 
     def refresh(self) -> Catalog:
-        """The current catalog, rebuilt if another process moved the version."""
+        """The current catalog, rebuilt if another process moved the version.
+
+        Inside ``pinned()`` (a web request, a worker's job) the catalog checked when the
+        scope began is used throughout, without asking the database again."""
+        pinned = self._pinned.get()
+        if pinned is not None:
+            return pinned
         version = self.stored_version()
         if self._catalog is not None and self._catalog.version == version:
             return self._catalog
@@ -108,6 +118,26 @@ class Store(Users):
                 with self.engine.connect() as conn, conn.begin():
                     self._catalog = self._load_catalog(conn)
         return self._catalog
+
+    @contextlib.contextmanager
+    def pinned(self):
+        """One catalog check for a whole unit of work such as a request: ``refresh()``
+        once, then every call inside sees that catalog."""
+        if self._pinned.get() is not None:
+            yield self._pinned.get()
+            return
+        token = self._pinned.set(self.refresh())
+        try:
+            yield self._pinned.get()
+        finally:
+            self._pinned.reset(token)
+
+    def pin(self):
+        """``refresh()`` and pin the result until ``unpin(token)`` (for request hooks)."""
+        return self._pinned.set(self.refresh())
+
+    def unpin(self, token) -> None:
+        self._pinned.reset(token)
 
     def _stored_packs(self, conn) -> list[PackSource]:
         rows = conn.execute(sa.select(T.solutions).order_by(T.solutions.c.position)).all()
@@ -359,8 +389,25 @@ class Store(Users):
                 else:
                     conn.execute(T.settings.insert().values(key=key, value=value))
 
+    #: How long a loaded principal is reused.  Changes made through this store clear it at
+    #: once; changes made by another process are seen within this many seconds.
+    PRINCIPAL_TTL = 1.0
+
     def principal(self, user_id: int) -> Principal | None:
         """The active user's principal (roles and teams), or None."""
         catalog = self.refresh()
+        key = (user_id, catalog.version)
+        cached = self._principals.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.PRINCIPAL_TTL:
+            return cached[1]
         with self.engine.connect() as conn:
-            return load_principal(conn, catalog, user_id)
+            principal = load_principal(conn, catalog, user_id)
+        if len(self._principals) > 10_000:
+            self._principals.clear()
+        self._principals[key] = (now, principal)
+        return principal
+
+    def forget_principals(self) -> None:
+        """Called whenever users, roles or teams change through this store."""
+        self._principals.clear()

@@ -34,6 +34,8 @@ class Users:
     engine: sa.Engine
 
     def _write(self):
+        # Any change to people may change someone's principal: drop the cached ones.
+        self.forget_principals()
         return self.engine.connect().execution_options(**WRITE)
 
     def add_user(

@@ -130,9 +130,17 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def _current_catalog():
-        # Every request works on the catalog in force when it started.
+        # Every request works on the catalog in force when it started: one version check,
+        # then every store call of the request uses that catalog.
         if request.endpoint != "static":
+            g.catalog_pin = store.pin()
             g.catalog = store.refresh()
+
+    @app.teardown_request
+    def _release_catalog(_exc):
+        token = g.pop("catalog_pin", None)
+        if token is not None:
+            store.unpin(token)
 
     @app.after_request
     def _security_headers(response):

@@ -299,7 +299,8 @@ def consume(
         if (
             is_postgres(conn)
             and not conn.execute(
-                sa.text("SELECT pg_try_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": CONSUMER_LOCK}
+                sa.text("SELECT pg_try_advisory_xact_lock(:k, hashtext(current_schema()))"),
+                {"k": CONSUMER_LOCK},
             ).scalar()
         ):
             return 0, 0

@@ -295,11 +295,13 @@ class Batch:
         """Open the run's savepoint before its first write through the records service."""
         if run.savepoint is None:
             unit = self.unit
+            unit.write_pending()  # earlier runs' deferred inserts are not this run's to undo
             run.buffers = (
                 len(unit.audit_rows),
                 len(unit.outbox_rows),
                 len(unit.events),
                 copy.deepcopy(unit.rollup_deltas),
+                len(unit.pending),
             )
             run.savepoint = self.conn.begin_nested()
         return _Tagging(self, run)
@@ -324,6 +326,10 @@ class Batch:
                 self.effects.merge(run.effects)
                 return
             self._advance(run)
+            if run.savepoint is not None:
+                # the records service defers inserts: write this run's inside its savepoint,
+                # so that a row the database refuses fails this run, not the whole batch
+                self.unit.write_pending()
             self._close_savepoint(run, ok=True)
             self.effects.merge(run.effects)
         except Exception as exc:  # a failing step parks or retries its own run only
@@ -340,13 +346,15 @@ class Batch:
         if ok:
             run.savepoint.commit()
         else:
-            run.savepoint.rollback()
             unit = self.unit
-            audit, outbox, events, deltas = run.buffers
+            audit, outbox, events, deltas, pending = run.buffers
+            del unit.pending[pending:]  # deferred inserts of the failed run: never written
+            run.savepoint.rollback()
             del unit.audit_rows[audit:]
             del unit.outbox_rows[outbox:]
             del unit.events[events:]
             unit.rollup_deltas = deltas
+            unit.cache.clear()  # it may remember rows the rollback took back
         run.savepoint = None
         run.buffers = None
 
