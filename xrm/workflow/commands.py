@@ -112,7 +112,11 @@ def run_process(args, store_of) -> int:
             )
             return 2
         if command == "dry-run":
-            report = dry_run(store, args.name, args.record)
+            try:
+                report = dry_run(store, args.name, args.record)
+            except (LookupError, ValueError) as exc:
+                print(f"xrm: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+                return 2
             print(json.dumps(report, default=str, indent=2) if args.json else describe(report))
             return 0 if report.get("status") != "failed" else 1
         if command == "diagram":

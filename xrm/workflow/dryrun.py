@@ -29,7 +29,9 @@ def dry_run(
             f"unknown process {process_name!r}{did_you_mean(process_name, catalog.processes)}"
         )
     if process.entity is not None and record_id is None:
-        raise ValueError(f"process {process_name!r} runs on a {process.entity} record; give its id")
+        raise ValueError(
+            f"process {process_name!r} runs on {process.entity} records: give a record id"
+        )
     report: dict = {}
     try:
         with store.transaction() as unit:

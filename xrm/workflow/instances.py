@@ -38,7 +38,7 @@ def start(
         raise StartRefused(f"no enabled process {process_name!r}")
     if process.entity is not None and record_id is None:
         raise StartRefused(
-            f"process {process_name!r} runs on a {process.entity} record; give its id"
+            f"process {process_name!r} runs on {process.entity} records: give a record id"
         )
     if user_id is not None:
         manual = process.trigger("manual")
