@@ -4,6 +4,7 @@ server fails the run instead of skipping)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -34,31 +35,39 @@ class Database:
         return "postgresql" if self.url.startswith("postgres") else "sqlite"
 
 
+@contextlib.contextmanager
+def fresh_database(tmp_path):
+    """A fresh SQLite file, or a fresh PostgreSQL schema dropped afterwards (for fixtures of
+    any scope)."""
+    if not PG_URL:
+        yield Database(f"sqlite:///{tmp_path / 'xrm.db'}", {}, lambda: None)
+        return
+    from xrm.storage.database import normalize_url
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalize_url(PG_URL))
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+    try:
+        yield Database(
+            PG_URL,
+            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
+            lambda: None,
+        )
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture
 def database(tmp_path):
-    if PG_URL:
-        from xrm.storage.database import normalize_url
-
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(normalize_url(PG_URL))
-        try:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        except sa.exc.OperationalError as exc:
-            admin.dispose()
-            pytest.fail(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
-        options = {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5}
-
-        def cleanup():
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
-
-        db = Database(PG_URL, options, cleanup)
-    else:
-        db = Database(f"sqlite:///{tmp_path / 'xrm.db'}", {}, lambda: None)
-    yield db
-    db._cleanup()
+    with fresh_database(tmp_path) as db:
+        yield db
 
 
 @pytest.fixture

@@ -11,23 +11,21 @@ the records service, random filter trees are drawn over them, and the ids that
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
-import uuid
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, SOLUTIONS, Database, write_pack
+from conftest import SOLUTIONS, fresh_database, write_pack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xrm.metadata.evaluate import matches, record_getter
 from xrm.metadata.fieldtypes import EMPTY_OPS, RELATIVE_DATE_OPS, RELATIVE_N_OPS
 from xrm.metadata.filters import FilterContext, FilterError, parse_filter, resolve_path
-from xrm.storage.database import WRITE, normalize_url
+from xrm.storage.database import WRITE
 from xrm.storage.records import Records
 from xrm.storage.store import Clock
 
@@ -80,28 +78,6 @@ class MovableClock(Clock):
 
     def now(self) -> dt.datetime:
         return self.at
-
-
-@contextlib.contextmanager
-def fresh_database(tmp_path):
-    """conftest's ``database`` for a module-scoped store: a SQLite file or a PG schema."""
-    if not PG_URL:
-        yield Database(f"sqlite:///{tmp_path / 'xrm.db'}", {}, lambda: None)
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalize_url(PG_URL))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield Database(
-            PG_URL,
-            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
-            lambda: None,
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 class Lab:

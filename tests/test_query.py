@@ -8,20 +8,17 @@ one independent, fully ordered SQL query.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
 import math
 import random
-import uuid
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, SOLUTIONS, Database, write_pack
+from conftest import SOLUTIONS, fresh_database, write_pack
 
 from xrm.metadata.filters import FilterError
-from xrm.storage.database import normalize_url
 from xrm.storage.query import MAX_PAGE, BadCursor
 from xrm.storage.records import Records
 
@@ -52,28 +49,6 @@ fields:
   size: {type: integer}
 """,
 }
-
-
-@contextlib.contextmanager
-def fresh_database(tmp_path):
-    """conftest's ``database`` for a module-scoped store: a SQLite file or a PG schema."""
-    if not PG_URL:
-        yield Database(f"sqlite:///{tmp_path / 'xrm.db'}", {}, lambda: None)
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalize_url(PG_URL))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield Database(
-            PG_URL,
-            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
-            lambda: None,
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def entry_rows(account_ids: list[int], contact_ids: list[int]) -> list[dict]:

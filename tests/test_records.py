@@ -17,12 +17,11 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, SOLUTIONS, Database, write_pack
+from conftest import SOLUTIONS, Database, fresh_database, write_pack
 
 import xrm
 from xrm.storage import signals
 from xrm.storage import tables as T
-from xrm.storage.database import normalize_url
 from xrm.storage.records import BulkFailed, Conflict, NotFound, Records, ValidationFailed
 from xrm.storage.store import Clock
 
@@ -93,28 +92,6 @@ class MovableClock(Clock):
 
     def now(self) -> dt.datetime:
         return self.at or dt.datetime.now(UTC)
-
-
-@contextlib.contextmanager
-def fresh_database(tmp_path):
-    """conftest's ``database`` for a module-scoped store: a SQLite file or a PG schema."""
-    if not PG_URL:
-        yield Database(f"sqlite:///{tmp_path / 'xrm.db'}", {}, lambda: None)
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalize_url(PG_URL))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield Database(
-            PG_URL,
-            {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 5},
-            lambda: None,
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 class Shop:
