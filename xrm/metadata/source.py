@@ -57,6 +57,24 @@ class DuplicateKey(yaml.MarkedYAMLError):
     pass
 
 
+def _check_key(node, key_node, key, data) -> None:
+    """A mapping key must be a plain scalar and appear once (PyYAML keeps the last)."""
+    if not isinstance(key, str | int | float | bool) and key is not None:
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping",
+            node.start_mark,
+            "found an unhashable key",
+            key_node.start_mark,
+        )
+    if key in data:
+        raise DuplicateKey(
+            "while constructing a mapping",
+            node.start_mark,
+            f"found duplicate key {key!r}",
+            key_node.start_mark,
+        )
+
+
 def _pos(loader: _Loader, mark) -> Position:
     return Position(loader.source_name, mark.line + 1, mark.column + 1)
 
@@ -72,20 +90,7 @@ class _Loader(_BaseLoader):
         self.flatten_mapping(node)
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    "found an unhashable key",
-                    key_node.start_mark,
-                )
-            if key in data:
-                raise DuplicateKey(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
+            _check_key(node, key_node, key, data)
             data[key] = self.construct_object(value_node, deep=True)
             data.positions[key] = _pos(self, key_node.start_mark)
             data.positions[("value", key)] = _pos(self, value_node.start_mark)
@@ -127,20 +132,7 @@ class _Loader(_BaseLoader):
             self.flatten_mapping(node)
             for key_node, value_node in node.value:
                 key = self._build(key_node)
-                if not isinstance(key, str | int | float | bool) and key is not None:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        "found an unhashable key",
-                        key_node.start_mark,
-                    )
-                if key in data:
-                    raise DuplicateKey(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r}",
-                        key_node.start_mark,
-                    )
+                _check_key(node, key_node, key, data)
                 data[key] = self._build(value_node)
                 mark = key_node.start_mark
                 positions[key] = Position(path, mark.line + 1, mark.column + 1)
