@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_pack
-from test_security import ENTITIES, VISIBLE, WRITABLE
+from test_security import VISIBLE, WRITABLE, build_world
 
 from xrm.web import create_app
 
@@ -39,25 +38,7 @@ class Client:
 @pytest.fixture
 def world(database, tmp_path):
     store = database.open()
-    store.install([write_pack(tmp_path, "perm", ENTITIES)])
-    users = {
-        "none": store.add_user("none@x.test", roles=["none_role"]),
-        "own": store.add_user("own@x.test", roles=["own_role"], teams=["red"]),
-        "mate": store.add_user("mate@x.test", roles=["own_role"], teams=["red"]),
-        "team": store.add_user("team@x.test", roles=["team_role"], teams=["red"]),
-        "all": store.add_user("all@x.test", roles=["all_role"]),
-        "blue": store.add_user("blue@x.test", roles=["own_role"], teams=["blue"]),
-        "boss": store.add_user("boss@x.test", roles=["boss"]),
-    }
-    system = store.records("deal")
-    deals = {}
-    for who in ("own", "mate", "blue"):
-        deals[who] = system.create(
-            {"name": f"deal of {who}", "secret": f"s-{who}", "locked": 1, "owner": users[who]}
-        )
-        store.records("note_line").create(
-            {"text": f"line of {who}", "deal": deals[who]["id"], "owner": users[who]}
-        )
+    users, deals = build_world(store, tmp_path)
     app = create_app(store, {"TESTING": True, "RATELIMIT_ENABLED": False})
     http = app.test_client()
     clients = {who: Client(http, store.create_token(user_id)) for who, user_id in users.items()}

@@ -56,11 +56,10 @@ fields:
 }
 
 
-@pytest.fixture
-def world(database, tmp_path):
-    store = database.open()
-    pack = write_pack(tmp_path, "perm", ENTITIES)
-    store.install([pack])
+def build_world(store, tmp_path):
+    """The permission pack installed, seven users, and a deal with one line for each of
+    three owners (shared with the HTTP permission tests)."""
+    store.install([write_pack(tmp_path, "perm", ENTITIES)])
     users = {
         "none": store.add_user("none@x.test", roles=["none_role"]),
         "own": store.add_user("own@x.test", roles=["own_role"], teams=["red"]),
@@ -79,6 +78,13 @@ def world(database, tmp_path):
         store.records("note_line").create(
             {"text": f"line of {who}", "deal": deals[who]["id"], "owner": users[who]}
         )
+    return users, deals
+
+
+@pytest.fixture
+def world(database, tmp_path):
+    store = database.open()
+    users, deals = build_world(store, tmp_path)
     yield store, users, deals
     store.close()
 
