@@ -198,6 +198,44 @@ def test_check_reports_problems_and_exits_1(capsys, tmp_path):
     assert err.strip().endswith("found")
 
 
+def test_check_with_a_database_reports_unknown_users_and_teams_at_their_line(capsys, tmp_path, db):
+    import xrm
+
+    pack = write_pack(tmp_path / "packs", "gadgets", {"entities/gadget.yaml": GOOD_ENTITY})
+    (pack / "processes").mkdir()
+    (pack / "templates").mkdir()
+    (pack / "templates" / "gadget.yaml").write_text(
+        "templates:\n  hello: {subject: Hello, body: A gadget}\n", encoding="utf-8"
+    )
+    process = pack / "processes" / "hello.yaml"
+    process.write_text(
+        "process: hello\nentity: gadget\non: {created: true}\nsteps:\n"
+        "  - notify: {to: [user:ann@example.com, team:support], template: hello}\n",
+        encoding="utf-8",
+    )
+    store = xrm.open(db)
+    try:
+        store.install([SOLUTIONS / "core"])
+        ann = store.add_user("ann@example.com")
+    finally:
+        store.close()
+
+    code, out, err = run(capsys, "check", str(pack), "--database", db)
+    assert code == 1
+    assert out.strip().endswith(
+        "gadgets/processes/hello.yaml:5:5: processes.hello: no team 'support' in this database"
+    )
+    assert "1 problem found" in err
+
+    store = xrm.open(db)
+    try:
+        store.add_to_team(ann, "support")
+    finally:
+        store.close()
+    code, out, _ = run(capsys, "check", str(pack), "--database", db)
+    assert code == 0 and out.startswith("ok: ")
+
+
 # ------------------------------------------------------------------------------ bench
 STORAGE_FIGURES = (
     "create_per_s",

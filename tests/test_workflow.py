@@ -203,6 +203,12 @@ def test_one_rejection_rejects_and_a_delegate_may_decide(helpdesk):
     [mine] = workflow.pending_approvals(store, users["boss1"])
     delegated = workflow.delegate(store, mine["id"], users["boss1"], users["max"])
     assert workflow.pending_approvals(store, users["boss1"]) == []
+    assert workflow.unread_count(store, users["max"]) == 0
+    worker.run_once()  # the delegation woke the instance: the delegate is asked, once
+    worker.run_once()
+    [asked] = workflow.notifications(store, users["max"])
+    assert asked["title"].startswith("Approval requested") and asked["record_id"] == purchase["id"]
+    assert sum(m["user_id"] == users["max"] for m in workflow.mail.outbox(store)) == 1
     workflow.decide(store, delegated, users["max"], "approved")
     [other] = workflow.pending_approvals(store, users["boss2"])
     workflow.decide(store, other["id"], users["boss2"], "rejected", "too expensive")
@@ -347,6 +353,38 @@ def test_a_task_reminder_reaches_its_owner_on_time_in_app_and_by_email(helpdesk)
     assert workflow.mark_read(store, ann, [first["id"]]) == 1
     assert workflow.unread_count(store, ann) == 1
     assert workflow.mark_read(store, ann) == 1 and workflow.unread_count(store, ann) == 0
+
+
+def test_a_reminder_at_an_explicit_time_fires_then_and_follows_changes(helpdesk):
+    store, clock, worker = helpdesk
+    ann = store.users_by_name["ann"]
+    tasks = store.records("task", ann)
+    at = START + dt.timedelta(hours=5, minutes=30)
+    task = tasks.create({"subject": "Send quote", "remind_at": at})
+    worker.run_once()
+    clock.set(at - dt.timedelta(seconds=1))
+    worker.run_once()
+    assert workflow.unread_count(store, ann) == 0
+    clock.set(at)
+    worker.run_once()
+    assert workflow.unread_count(store, ann) == 1
+    [note] = workflow.notifications(store, ann)
+    assert note["title"] == "Reminder: Send quote"
+    # a new moment arms it again, once; clearing it arms nothing
+    later = at + dt.timedelta(days=1)
+    tasks.update(task["id"], {"remind_at": later})
+    worker.run_once()
+    clock.set(later)
+    worker.run_once()
+    worker.run_once()
+    assert workflow.unread_count(store, ann) == 2
+    tasks.update(task["id"], {"remind_at": later + dt.timedelta(days=1)})
+    worker.run_once()
+    tasks.update(task["id"], {"remind_at": None})
+    worker.run_once()
+    clock.advance(days=2)
+    worker.run_once()
+    assert workflow.unread_count(store, ann) == 2
 
 
 def test_deleting_a_task_cancels_its_reminder(helpdesk):

@@ -114,6 +114,15 @@ def _check(args) -> int:
     if problems:
         _print_problems(problems)
         return 1
+    if args.database:
+        # Users and teams that processes name by email or name exist only in a database.
+        from .workflow.checks import database_problems
+
+        with _store(args) as store:
+            problems = database_problems(store, catalog)
+        if problems:
+            _print_problems(problems, f"xrm: against {_masked(args.database)}:")
+            return 1
     print(f"ok: {catalog.summary()} checked in {elapsed:.0f} ms")
     return 0
 
@@ -400,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "paths", nargs="*", help="pack folders, or folders of packs (default: all found)"
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="also check the users and teams that processes name against this database",
     )
     p.set_defaults(handler=_check, parser=p)
 

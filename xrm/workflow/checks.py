@@ -30,8 +30,10 @@ def referenced(catalog: Catalog):
                         yield step, process.name, prefix, rest
 
 
-def database_problems(store) -> list[Problem]:
-    catalog = store.refresh()
+def database_problems(store, catalog: Catalog | None = None) -> list[Problem]:
+    """Problems of ``catalog`` (default: the store's own) against the store's users and
+    teams."""
+    catalog = catalog or store.refresh()
     with store.engine.connect() as conn:
         emails = set(
             conn.execute(sa.select(T.users.c.email).where(T.users.c.active.is_(True))).scalars()

@@ -75,7 +75,7 @@ def decide(
     if decision not in ("approved", "rejected"):
         raise ApprovalError("decision is approved or rejected")
     ensure_tables(store)
-    a, i = W.approvals, W.instances
+    a = W.approvals
     now = store.clock.now()
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         row = _pending(conn, approval_id, user_id)
@@ -84,12 +84,7 @@ def decide(
             .where(a.c.id == approval_id)
             .values(decision=decision, comment=comment, decided_at=now)
         )
-        conn.execute(
-            i.update()
-            .where(i.c.id == row["instance_id"], i.c.status == "waiting")
-            .values(due_at=now, updated_at=now)
-        )
-        W.notify(conn)
+        _wake(conn, row["instance_id"], now)
 
 
 def delegate(
@@ -117,6 +112,7 @@ def delegate(
             .where(a.c.id == approval_id)
             .values(decision="delegated", comment=comment, decided_at=now)
         )
+        _wake(conn, row["instance_id"], now)  # so the worker asks the delegate
         return conn.execute(
             a.insert()
             .values(
@@ -129,6 +125,17 @@ def delegate(
             )
             .returning(a.c.id)
         ).scalar_one()
+
+
+def _wake(conn, instance_id: int, now) -> None:
+    """Make a waiting instance due now, so a worker weighs the approvals again."""
+    i = W.instances
+    conn.execute(
+        i.update()
+        .where(i.c.id == instance_id, i.c.status == "waiting")
+        .values(due_at=now, updated_at=now)
+    )
+    W.notify(conn)
 
 
 def _pending(conn, approval_id: int, user_id: int) -> dict:

@@ -410,6 +410,23 @@ APPROVAL_TEXT = {
 }
 
 
+def _ask_approvers(batch: Batch, run: Run, step: Step, user_ids) -> None:
+    """Ask approvers in-app and by email (the step's template, or the standard text)."""
+    spec = step.spec
+
+    def render(locale, user):
+        if spec.get("template"):
+            return message(batch, run, spec["template"], locale, user)
+        subject, body = APPROVAL_TEXT.get(locale, APPROVAL_TEXT["en"])
+        label = run.process.label.get(locale)
+        return subject.format(process=label, link=batch.link(run)), body.format(
+            process=label, link=batch.link(run)
+        )
+
+    users = [u for u in (batch.loader.user(i) for i in user_ids) if u]
+    send(batch, run, step, users, [], ("app", "email"), render)
+
+
 def step_approval(batch: Batch, run: Run, step: Step):
     spec = step.spec
     require = spec.get("require", "all")
@@ -435,18 +452,7 @@ def step_approval(batch: Batch, run: Run, step: Step):
                     "decided_at": None,
                 }
             )
-        users = [batch.loader.user(u) for u in approvers]
-
-        def render(locale, user):
-            if spec.get("template"):
-                return message(batch, run, spec["template"], locale, user)
-            subject, body = APPROVAL_TEXT.get(locale, APPROVAL_TEXT["en"])
-            label = run.process.label.get(locale)
-            return subject.format(process=label, link=batch.link(run)), body.format(
-                process=label, link=batch.link(run)
-            )
-
-        send(batch, run, step, [u for u in users if u], [], ("app", "email"), render)
+        _ask_approvers(batch, run, step, approvers)
         result = {"approvers": approvers, "require": require, "timeout": _iso(timeout)}
         if batch.dry:
             return Outcome("stop", result={**result, "would wait for": "the approvers' decisions"})
@@ -459,13 +465,18 @@ def step_approval(batch: Batch, run: Run, step: Step):
     a = W.approvals
     rows = (
         batch.conn.execute(
-            sa.select(a.c.user_id, a.c.decision, a.c.comment)
+            sa.select(a.c.user_id, a.c.decision, a.c.comment, a.c.delegated_from)
             .where(a.c.instance_id == run.id, a.c.path == path_text(step.path))
             .order_by(a.c.id)
         )
         .mappings()
         .all()
     )
+    # A delegation wakes the instance: the delegate is asked like the first approvers (the
+    # messages' keys make a repeated wake send nothing twice).
+    delegates = [r["user_id"] for r in rows if r["delegated_from"] and r["decision"] is None]
+    if delegates:
+        _ask_approvers(batch, run, step, delegates)
     outcome = outcome_of([r["decision"] for r in rows], require)
     timeout = _parse_iso(state.get("timeout"))
     if outcome is None and timeout is not None and now >= timeout:
