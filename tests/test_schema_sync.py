@@ -315,6 +315,11 @@ def test_a_removed_field_keeps_its_column_and_data(core):
     with pytest.raises(FilterError, match="has no field 'legacy_code'"):
         accounts.query(["legacy_code", "eq", "L-42"])
     accounts.update(ident, {"name": "Renamed"})
+    # defined again with a type its data does not fit: the kept column's type is compared
+    with pytest.raises(SchemaChangeRefused, match="account.legacy_code: text cannot become int"):
+        core.customize(
+            "extend", {"extend": "account", "fields": {"legacy_code": {"type": "integer"}}}
+        )
     # defined again, the data is there
     core.customize("extend", {"extend": "account", "fields": {"legacy_code": {"type": "text"}}})
     assert core.records("account").get(ident)["legacy_code"] == "L-42"

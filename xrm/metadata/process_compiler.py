@@ -5,6 +5,7 @@ through ``Problems`` at the file and line of the mistake."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,24 +65,39 @@ def template_problems(
     source: str, entity: Entity | None, entity_of: Callable[[str], Entity | None]
 ) -> list[str]:
     """What is wrong with a template: syntax, unknown names, unknown record fields."""
+    syntax, unknown, chains = _template_shape(source)
+    if syntax:
+        return [syntax]
+    found = [
+        f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}"
+        for name in unknown
+    ]
+    if entity is not None:
+        for chain in chains:
+            problem = _check_chain(entity, list(chain), entity_of)
+            if problem:
+                found.append(problem)
+    return list(dict.fromkeys(found))
+
+
+@functools.lru_cache(maxsize=4096)
+def _template_shape(source: str) -> tuple[str | None, tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """(syntax error, unknown names, record/old attribute chains) of a template: parsed once
+    per text, since every catalog version re-checks the same templates."""
     env = environment()
     try:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
-        return [f"template syntax: {exc.message} (line {exc.lineno})"]
-    found = []
+        return f"template syntax: {exc.message} (line {exc.lineno})", (), ()
     stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     known = TEMPLATE_NAMES | set(env.globals) | stored
-    for name in sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - known):
-        found.append(f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}")
-    if entity is not None:
-        for node in tree.find_all(nodes.Getattr):
-            chain = _attribute_chain(node)
-            if chain and chain[0] in ("record", "old") and len(chain) > 1:
-                problem = _check_chain(entity, chain[1:], entity_of)
-                if problem:
-                    found.append(problem)
-    return list(dict.fromkeys(found))
+    unknown = tuple(sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - known))
+    chains = []
+    for node in tree.find_all(nodes.Getattr):
+        chain = _attribute_chain(node)
+        if chain and chain[0] in ("record", "old") and len(chain) > 1:
+            chains.append(tuple(chain[1:]))
+    return None, unknown, tuple(chains)
 
 
 def _attribute_chain(node) -> list[str] | None:

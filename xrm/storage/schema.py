@@ -10,6 +10,8 @@ Adding a nullable column never rewrites a table on either database.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -178,11 +180,33 @@ def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange 
     )
 
 
+def type_key(type_: sa.types.TypeEngine) -> tuple:
+    """A comparable description of a declared type: its class and the constructor settings
+    ``repr`` would show, at a fraction of its cost (every column of a catalog version is
+    compared on each change)."""
+    key: tuple = (type(type_).__name__,) + tuple(
+        getattr(type_, name, None) for name in _settings(type(type_))
+    )
+    if isinstance(type_, sa.types.TypeDecorator):
+        key += type_key(type_.impl_instance)
+    return key
+
+
+@functools.cache
+def _settings(kind: type) -> tuple[str, ...]:
+    parameters = inspect.signature(kind.__init__).parameters.values()
+    return tuple(
+        p.name
+        for p in parameters
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+
+
 def table_signature(table: sa.Table) -> tuple:
     """What the schema of a table depends on: its columns, their types, its indexes."""
     return (
         tuple(
-            (c.name, repr(c.type), tuple(fk.target_fullname for fk in c.foreign_keys))
+            (c.name, type_key(c.type), tuple(fk.target_fullname for fk in c.foreign_keys))
             for c in table.columns
         ),
         tuple(
@@ -191,17 +215,25 @@ def table_signature(table: sa.Table) -> tuple:
     )
 
 
+def signatures(tables: EntityTables) -> dict[str, tuple]:
+    """Table name -> signature for every table of a catalog version (kept with the tables:
+    the next change compares against them without recomputing)."""
+    found = getattr(tables, "_signatures", None)
+    if found is None:
+        found = {
+            t.name: table_signature(t) for t in [*tables.tables.values(), *tables.links.values()]
+        }
+        tables._signatures = found
+    return found
+
+
 def changed_tables(old: EntityTables | None, new: EntityTables) -> set[str] | None:
     """Names of the tables whose definition differs between two catalogs (None: unknown,
     compare everything).  Search indexes depend on the entity's searchable fields."""
     if old is None:
         return None
-    before = {t.name: table_signature(t) for t in [*old.tables.values(), *old.links.values()]}
-    changed = {
-        t.name
-        for t in [*new.tables.values(), *new.links.values()]
-        if before.get(t.name) != table_signature(t)
-    }
+    before = signatures(old)
+    changed = {name for name, sig in signatures(new).items() if before.get(name) != sig}
     for name, entity in new.catalog.entities.items():
         previous = old.catalog.entities.get(name)
         if previous is None or [f.name for f in previous.fields.values() if f.searchable] != [
@@ -211,14 +243,84 @@ def changed_tables(old: EntityTables | None, new: EntityTables) -> set[str] | No
     return changed
 
 
+def _names_in_database(
+    connection: sa.Connection, tables: list[str]
+) -> tuple[set[str], dict[str, tuple[set, set]]]:
+    """Every table's name, and column and index names of some tables, in one query: enough
+    to plan a change that only adds to tables known to match their previous definition."""
+    found: dict[str, tuple[set, set]] = {}
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            sa.text(
+                "SELECT 't', relname, NULL FROM pg_catalog.pg_class"
+                " WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')"
+                " UNION ALL SELECT 'c', c.relname, a.attname FROM pg_catalog.pg_attribute a"
+                " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+                " WHERE c.relnamespace = current_schema()::regnamespace"
+                " AND c.relkind IN ('r', 'p') AND c.relname = ANY(:names)"
+                " AND a.attnum > 0 AND NOT a.attisdropped"
+                " UNION ALL SELECT 'i', tablename, indexname FROM pg_catalog.pg_indexes"
+                " WHERE schemaname = current_schema() AND tablename = ANY(:names)"
+            ),
+            {"names": tables},
+        )
+    else:
+        marks = ", ".join(f":t{i}" for i in range(len(tables))) or "NULL"
+        rows = connection.execute(
+            sa.text(
+                "SELECT 't', name, NULL FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%'"
+                " UNION ALL SELECT 'c', m.name, p.name FROM sqlite_master m,"
+                f" pragma_table_info(m.name) p WHERE m.type = 'table' AND m.name IN ({marks})"
+                " UNION ALL SELECT 'i', tbl_name, name FROM sqlite_master"
+                f" WHERE type = 'index' AND tbl_name IN ({marks})"
+            ),
+            {f"t{i}": name for i, name in enumerate(tables)},
+        )
+    existing = set()
+    for kind, table, name in rows:
+        if kind == "t":
+            existing.add(table)
+            continue
+        columns, indexes = found.setdefault(table, (set(), set()))
+        (columns if kind == "c" else indexes).add(name)
+    return existing, found
+
+
+def _additions_only(table: sa.Table, previous: sa.Table | None, in_database: set) -> bool:
+    """True when ``table`` keeps every column of its previous definition unchanged and adds
+    only columns the database does not have yet: then names alone plan it, no types."""
+    if previous is None:
+        return False
+    before = {c[0]: c for c in table_signature(previous)[0]}
+    for column in table_signature(table)[0]:
+        old = before.get(column[0])
+        if old is None and column[0] in in_database:
+            return False  # a column kept from an earlier definition: compare its type
+        if old is not None and old != column:
+            return False
+    return True
+
+
 def plan_schema(
-    connection: sa.Connection, tables: EntityTables, only: set[str] | None = None
+    connection: sa.Connection,
+    tables: EntityTables,
+    only: set[str] | None = None,
+    previous: EntityTables | None = None,
 ) -> SchemaPlan:
     """Compare the catalog's tables with the database.  With ``only``, tables outside it are
     known to be unchanged since the last sync and are not reflected (a field added to one
-    entity inspects one table, not all of them)."""
+    entity inspects one table, not all of them).  With ``previous`` (the tables of the
+    version the database is known to match), a table that only gains columns is planned
+    from column and index names, one query for all of them, instead of full reflection."""
     inspector = sa.inspect(connection)
-    existing = set(inspector.get_table_names())
+    names: dict[str, tuple[set, set]] = {}
+    before: dict[str, sa.Table] = {}
+    if previous is not None and only is not None:
+        existing, names = _names_in_database(connection, sorted(only))
+        before = {t.name: t for t in [*previous.tables.values(), *previous.links.values()]}
+    else:
+        existing = set(inspector.get_table_names())
     plan = SchemaPlan()
     wanted = list(tables.tables.values()) + list(tables.links.values())
     if only is not None:
@@ -231,6 +333,17 @@ def plan_schema(
         if table.name not in existing:
             plan.create_tables.append(table.name)
             continue
+        if table.name in names:
+            in_database, present = names[table.name]
+            if _additions_only(table, before.get(table.name), in_database):
+                plan.add_columns += [
+                    (table.name, c.name) for c in table.columns if c.name not in in_database
+                ]
+                plan.kept_columns += [
+                    (table.name, n) for n in sorted(in_database) if n not in table.columns
+                ]
+                _plan_indexes(plan, table, present, search_owned)
+                continue
         columns = {c["name"]: c for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in columns:
@@ -251,18 +364,7 @@ def plan_schema(
                 plan.kept_columns.append((table.name, name))
         present = {ix["name"] for ix in inspector.get_indexes(table.name)}
         present |= {uq["name"] for uq in inspector.get_unique_constraints(table.name)}
-        declared = {ix.name for ix in table.indexes}
-        for index in table.indexes:
-            if index.name not in present:
-                plan.add_indexes.append((table.name, index.name))
-        for name in present - declared:
-            if (
-                name
-                and name.startswith(("ix_", "uq_"))
-                and not name.startswith(f"ix_{PLATFORM_PREFIX}")
-                and name not in search_owned
-            ):
-                plan.drop_indexes.append((table.name, name))
+        _plan_indexes(plan, table, present, search_owned)
     plan.search_indexes = [
         e.name
         for e in tables.catalog.entities.values()
@@ -278,6 +380,22 @@ def plan_schema(
         ):
             plan.kept_tables.append(name)
     return plan
+
+
+def _plan_indexes(plan: SchemaPlan, table: sa.Table, present: set, search_owned: set) -> None:
+    """Indexes the table declares and the database lacks; ours the table no longer wants."""
+    declared = {ix.name for ix in table.indexes}
+    for index in table.indexes:
+        if index.name not in present:
+            plan.add_indexes.append((table.name, index.name))
+    for name in present - declared:
+        if (
+            name
+            and name.startswith(("ix_", "uq_"))
+            and not name.startswith(f"ix_{PLATFORM_PREFIX}")
+            and name not in search_owned
+        ):
+            plan.drop_indexes.append((table.name, name))
 
 
 def _create_tables(connection: sa.Connection, new_tables: list[sa.Table]) -> None:

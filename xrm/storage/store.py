@@ -59,6 +59,8 @@ class Store(Users):
         self.outbox = outbox
         self._catalog: Catalog | None = None
         self._pack_cache: dict[tuple[str, str], PackSource] = {}
+        # (version, packs, layer) of the catalog version this process last read or wrote.
+        self._sources: tuple[int, list[PackSource], list[Document]] | None = None
         self._lock = threading.RLock()
         self._pinned: ContextVar[Catalog | None] = ContextVar(
             f"xrm-catalog-{id(self)}", default=None
@@ -166,7 +168,19 @@ class Store(Users):
 
     def _load_catalog(self, conn) -> Catalog:
         version = self.stored_version(conn)
-        return build_catalog(self._stored_packs(conn), self._stored_layer(conn), version)
+        packs, layer = self._stored_sources(conn, version)
+        return build_catalog(packs, layer, version)
+
+    def _stored_sources(self, conn, version: int) -> tuple[list[PackSource], list[Document]]:
+        """The packs and customizations of a stored catalog version.  Every change to them
+        bumps the version in the same transaction, so the ones this process last read or
+        wrote serve again while the version is the same."""
+        remembered = self._sources
+        if remembered is not None and remembered[0] == version:
+            return remembered[1], remembered[2]
+        packs, layer = self._stored_packs(conn), self._stored_layer(conn)
+        self._sources = (version, packs, layer)
+        return packs, layer
 
     def change_catalog(
         self,
@@ -194,22 +208,25 @@ class Store(Users):
             if is_postgres(conn):
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
                 conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
-            packs, layer = change(conn, self._stored_packs(conn), self._stored_layer(conn))
-            version = self.stored_version(conn) + 1
+            stored_version = self.stored_version(conn)
+            stored_packs, stored_layer = self._stored_sources(conn, stored_version)
+            packs, layer = change(conn, list(stored_packs), list(stored_layer))
+            version = stored_version + 1
             catalog = build_catalog(packs, layer, version)
             entity_tables = tables_for(catalog)
             current = self._catalog
             in_sync = current is not None and current.version == version - 1
-            only = changed_tables(tables_for(current), entity_tables) if in_sync else None
-            plan = plan_schema(conn, entity_tables, only)
+            previous = tables_for(current) if in_sync else None
+            only = changed_tables(previous, entity_tables) if in_sync else None
+            plan = plan_schema(conn, entity_tables, only, previous)
             if dry_run:
                 transaction.rollback()
                 return catalog, plan
             apply_schema(conn, entity_tables, plan)
             by_name = {p.name: p for p in packs}
-            self._save_packs(
-                conn, [by_name[name] for name in catalog.solutions]
-            )  # dependency order
+            ordered = [by_name[name] for name in catalog.solutions]  # dependency order
+            if [id(p) for p in ordered] != [id(p) for p in stored_packs]:
+                self._save_packs(conn, ordered)
             conn.execute(
                 T.catalog_state.update()
                 .where(T.catalog_state.c.id == 1)
@@ -219,6 +236,7 @@ class Store(Users):
                 after(conn, catalog)
         with self._lock:
             self._catalog = catalog
+            self._sources = (version, ordered, layer)
         return catalog, plan
 
     def _save_packs(self, conn, packs: Sequence[PackSource]) -> None:
@@ -279,19 +297,7 @@ class Store(Users):
         self, kind: str, document: dict, *, user_id: int | None = None, dry_run: bool = False
     ):
         """Add a document to the customization layer (what administrators change)."""
-        problems = Problems()
-        _validate(document, kind, "customization", problems)  # the JSON Schemas packs pass
-        problems.raise_if_any()
-        target = str(document.get("extend") or document.get("entity") or kind)
-        row = {"kind": kind, "target": target, "document": document, "created_by": user_id}
-
-        def change(conn, packs, layer):
-            return packs, [*layer, Document(kind, document, "customization")]
-
-        def after(conn, catalog):
-            conn.execute(T.customizations.insert().values(created_at=self.clock.now(), **row))
-
-        return self.change_catalog(change, dry_run=dry_run, after=after)
+        return self.customize_all([(kind, document)], user_id=user_id, dry_run=dry_run)
 
     def customize_all(
         self,
@@ -304,30 +310,30 @@ class Store(Users):
         all of them applied or none (a field added together with its place on a form)."""
         problems = Problems()
         for kind, document in documents:
-            _validate(document, kind, "customization", problems)
+            _validate(document, kind, "customization", problems)  # the JSON Schemas packs pass
         problems.raise_if_any()
-        rows = [
-            {
-                "kind": kind,
-                "target": str(document.get("extend") or document.get("entity") or kind),
-                "document": document,
-                "created_by": user_id,
-            }
-            for kind, document in documents
-        ]
 
         def change(conn, packs, layer):
-            return packs, [
-                *layer,
-                *(Document(kind, document, "customization") for kind, document in documents),
-            ]
-
-        def after(conn, catalog):
+            # Stored first, inside the change's transaction, so the documents carry the ids
+            # that name them in messages; a refused change rolls the rows back with it.
             now = self.clock.now()
-            for row in rows:
-                conn.execute(T.customizations.insert().values(created_at=now, **row))
+            added = []
+            for kind, document in documents:
+                ident = conn.execute(
+                    T.customizations.insert()
+                    .values(
+                        kind=kind,
+                        target=str(document.get("extend") or document.get("entity") or kind),
+                        document=document,
+                        created_by=user_id,
+                        created_at=now,
+                    )
+                    .returning(T.customizations.c.id)
+                ).scalar_one()
+                added.append(Document(kind, document, f"customization#{ident}"))
+            return packs, [*layer, *added]
 
-        return self.change_catalog(change, dry_run=dry_run, after=after)
+        return self.change_catalog(change, dry_run=dry_run)
 
     # ------------------------------------------------------------------ work
     @contextlib.contextmanager
