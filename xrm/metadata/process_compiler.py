@@ -69,8 +69,7 @@ def template_problems(
     if syntax:
         return [syntax]
     found = [
-        f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}"
-        for name in unknown
+        f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}" for name in unknown
     ]
     if entity is not None:
         for chain in chains:

@@ -95,3 +95,17 @@ def is_sqlite(engine_or_conn) -> bool:
 
 def is_postgres(engine_or_conn) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
+
+
+SCHEMA_LOCK_KEY = 0x58524D  # "XRM"
+
+
+def lock_schema(conn: sa.Connection) -> None:
+    """Hold, until the transaction ends, the lock of whoever changes this schema's tables
+    (on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers).  The key names the
+    schema, so stores in other schemas of one database never wait on each other."""
+    if is_postgres(conn):
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"),
+            {"k": SCHEMA_LOCK_KEY},
+        )

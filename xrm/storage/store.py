@@ -26,14 +26,12 @@ from ..metadata.loader import resolve_packs
 from ..metadata.packs import PackSource, _validate
 from ..metadata.problems import Problems
 from . import tables as T
-from .database import WRITE, create_engine, default_url, is_postgres
+from .database import WRITE, create_engine, default_url, is_postgres, lock_schema
 from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema
 from .security import Access, Principal, load_principal
 from .tables import tables_for
 from .unit import UnitOfWork
 from .users import Users
-
-SCHEMA_LOCK_KEY = 0x58524D  # "XRM": advisory lock taken by whoever changes the schema
 
 
 class Clock:
@@ -75,8 +73,7 @@ class Store(Users):
     # ------------------------------------------------------------------ lifecycle
     def ensure_platform(self) -> None:
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            if is_postgres(conn):
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            lock_schema(conn)
             T.platform.create_all(conn, checkfirst=True)
             if conn.execute(sa.select(T.catalog_state.c.version)).first() is None:
                 conn.execute(
@@ -205,8 +202,8 @@ class Store(Users):
 
     def _change_catalog(self, change, dry_run, after):
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin() as transaction:
+            lock_schema(conn)
             if is_postgres(conn):
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
                 conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
             stored_version = self.stored_version(conn)
             stored_packs, stored_layer = self._stored_sources(conn, stored_version)

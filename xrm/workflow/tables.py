@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ..metadata.fieldtypes import ID_TYPE, UTCDateTime
-from ..storage.database import WRITE, is_postgres
+from ..storage.database import WRITE, is_postgres, lock_schema
 from ..storage.tables import NAMING
 
 metadata = sa.MetaData(naming_convention=NAMING)
@@ -153,11 +153,8 @@ def ensure_tables(store) -> None:
     """Create the workflow tables (and, on PostgreSQL, the wake-up trigger) once per store."""
     if getattr(store, "_xrm_workflow_tables", False):
         return
-    from ..storage.store import SCHEMA_LOCK_KEY
-
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        if is_postgres(conn):
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        lock_schema(conn)
         existing = set(sa.inspect(conn).get_table_names())
         metadata.create_all(conn, checkfirst=True)
         if is_postgres(conn) and "xrm_wf_instance" not in existing:
