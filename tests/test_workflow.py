@@ -216,6 +216,29 @@ def test_one_rejection_rejects_and_a_delegate_may_decide(helpdesk):
     assert store.records("purchase").get(purchase["id"])["status"] == "rejected"
 
 
+def test_an_outcome_or_a_cancel_withdraws_the_unanswered_approvals(helpdesk):
+    store, clock, worker = helpdesk
+    users = store.users_by_name
+    purchases = store.records("purchase", users["ann"])
+    purchases.create({"title": "Desk", "amount": "2000"})
+    worker.run_once()
+    [first] = workflow.pending_approvals(store, users["boss1"])
+    [second] = workflow.pending_approvals(store, users["boss2"])
+    workflow.decide(store, first["id"], users["boss1"], "rejected", "no")
+    worker.run_once()
+    assert workflow.pending_approvals(store, users["boss2"]) == []  # no longer asked
+    with pytest.raises(workflow.inbox.ApprovalError, match="already withdrawn"):
+        workflow.decide(store, second["id"], users["boss2"], "approved")
+    # cancelling an instance that waits for approvals withdraws them too
+    purchases.create({"title": "Chair", "amount": "3000"})
+    worker.run_once()
+    assert len(workflow.pending_approvals(store, users["boss1"])) == 1
+    [waiting] = workflow.instances(store, process="purchase_approval", status="waiting")
+    assert workflow.cancel(store, waiting["id"])
+    assert workflow.pending_approvals(store, users["boss1"]) == []
+    assert workflow.pending_approvals(store, users["boss2"]) == []
+
+
 def test_an_approval_times_out(helpdesk):
     store, clock, worker = helpdesk
     purchase = store.records("purchase", store.users_by_name["ann"]).create(
@@ -325,6 +348,7 @@ def test_a_task_reminder_reaches_its_owner_on_time_in_app_and_by_email(helpdesk)
     [email] = workflow.mail.outbox(store)
     assert email["to_address"] == "ann@example.com" and email["subject"] == "Reminder: Call Bob"
     assert email["message_id"].startswith("<") and email["message_id"].endswith("@localhost>")
+    assert email["body"].rstrip().endswith(f"/r/task/{task['id']}")  # the task's form
     # moving the due time re-arms the reminder for the new time, once
     tasks.update(task["id"], {"due": START + dt.timedelta(days=1)})
     worker.run_once()

@@ -30,6 +30,8 @@ POSTGRESQL_RESERVED = frozenset(
 #: Names the platform keeps for its own tables and meanings.
 PLATFORM_NAMES = frozenset(
     {"user", "team", "role", "record", "records", "today", "now", "self", "meta"}
+    # the workflow's routes beside /api/v1/<entity>
+    | {"notifications", "approvals", "processes", "instances"}
 )
 
 RESERVED = SQLITE_KEYWORDS | POSTGRESQL_RESERVED

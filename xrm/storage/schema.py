@@ -19,7 +19,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
 from . import search
-from .tables import EntityTables
+from .tables import EntityTables, column_specs
 
 PLATFORM_PREFIX = "xrm_"
 
@@ -215,14 +215,28 @@ def table_signature(table: sa.Table) -> tuple:
     )
 
 
+def spec_signature(tables: EntityTables, entity) -> tuple:
+    """``table_signature`` of an entity's table, from its column specs (nothing built)."""
+    return (
+        tuple(
+            (s.name, type_key(s.type), (s.references,) if s.references else ())
+            for s in column_specs(entity)
+        ),
+        tuple(
+            sorted((name, cols, unique) for name, (cols, unique) in tables.indexes(entity).items())
+        ),
+    )
+
+
 def signatures(tables: EntityTables) -> dict[str, tuple]:
     """Table name -> signature for every table of a catalog version (kept with the tables:
     the next change compares against them without recomputing)."""
     found = getattr(tables, "_signatures", None)
     if found is None:
-        found = {
-            t.name: table_signature(t) for t in [*tables.tables.values(), *tables.links.values()]
-        }
+        found = {e.table_name: spec_signature(tables, e) for e in tables.catalog.entities.values()}
+        for entity, field in tables.link_fields():
+            link = tables.link(entity.name, field.name)
+            found[link.name] = table_signature(link)
         tables._signatures = found
     return found
 
@@ -244,38 +258,46 @@ def changed_tables(old: EntityTables | None, new: EntityTables) -> set[str] | No
 
 
 def _names_in_database(
-    connection: sa.Connection, tables: list[str]
+    connection: sa.Connection, known: list[str], tables: list[str]
 ) -> tuple[set[str], dict[str, tuple[set, set]]]:
-    """Every table's name, and column and index names of some tables, in one query: enough
-    to plan a change that only adds to tables known to match their previous definition."""
+    """Which of the ``known`` tables exist, and the column and index names of ``tables``, in
+    one query of the system catalogs' name indexes: enough to plan a change that only adds
+    to tables known to match their previous definition."""
     found: dict[str, tuple[set, set]] = {}
     if connection.dialect.name == "postgresql":
         rows = connection.execute(
             sa.text(
-                "SELECT 't', relname, NULL FROM pg_catalog.pg_class"
-                " WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')"
+                "WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace"
+                " WHERE nspname = current_schema())"
+                " SELECT 't', c.relname, NULL FROM pg_catalog.pg_class c, ns"
+                " WHERE c.relname = ANY(:known) AND c.relnamespace = ns.oid"
+                " AND c.relkind IN ('r', 'p')"
                 " UNION ALL SELECT 'c', c.relname, a.attname FROM pg_catalog.pg_attribute a"
-                " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-                " WHERE c.relnamespace = current_schema()::regnamespace"
-                " AND c.relkind IN ('r', 'p') AND c.relname = ANY(:names)"
+                " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid, ns"
+                " WHERE c.relname = ANY(:names) AND c.relnamespace = ns.oid"
                 " AND a.attnum > 0 AND NOT a.attisdropped"
-                " UNION ALL SELECT 'i', tablename, indexname FROM pg_catalog.pg_indexes"
-                " WHERE schemaname = current_schema() AND tablename = ANY(:names)"
+                " UNION ALL SELECT 'i', c.relname, i.relname FROM pg_catalog.pg_index x"
+                " JOIN pg_catalog.pg_class c ON c.oid = x.indrelid"
+                " JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid, ns"
+                " WHERE c.relname = ANY(:names) AND c.relnamespace = ns.oid"
             ),
-            {"names": tables},
+            {"known": known, "names": tables},
         )
     else:
+        params = {f"k{i}": name for i, name in enumerate(known)}
+        params.update({f"t{i}": name for i, name in enumerate(tables)})
+        known_marks = ", ".join(f":k{i}" for i in range(len(known))) or "NULL"
         marks = ", ".join(f":t{i}" for i in range(len(tables))) or "NULL"
         rows = connection.execute(
             sa.text(
-                "SELECT 't', name, NULL FROM sqlite_master WHERE type = 'table'"
-                " AND name NOT LIKE 'sqlite_%'"
+                f"SELECT 't', name, NULL FROM sqlite_master WHERE type = 'table'"
+                f" AND name IN ({known_marks})"
                 " UNION ALL SELECT 'c', m.name, p.name FROM sqlite_master m,"
                 f" pragma_table_info(m.name) p WHERE m.type = 'table' AND m.name IN ({marks})"
                 " UNION ALL SELECT 'i', tbl_name, name FROM sqlite_master"
                 f" WHERE type = 'index' AND tbl_name IN ({marks})"
             ),
-            {f"t{i}": name for i, name in enumerate(tables)},
+            params,
         )
     existing = set()
     for kind, table, name in rows:
@@ -316,15 +338,21 @@ def plan_schema(
     inspector = sa.inspect(connection)
     names: dict[str, tuple[set, set]] = {}
     before: dict[str, sa.Table] = {}
+    known = tables.table_names()
     if previous is not None and only is not None:
-        existing, names = _names_in_database(connection, sorted(only))
-        before = {t.name: t for t in [*previous.tables.values(), *previous.links.values()]}
+        # Tables the catalog does not define are left to full plans (``xrm db plan``).
+        existing, names = _names_in_database(connection, sorted(known), sorted(only))
+        before = {
+            name: previous.by_table_name(name) for name in names if name in previous.table_names()
+        }
     else:
         existing = set(inspector.get_table_names())
     plan = SchemaPlan()
-    wanted = list(tables.tables.values()) + list(tables.links.values())
-    if only is not None:
-        wanted = [t for t in wanted if t.name in only or t.name not in existing]
+    wanted = [
+        tables.by_table_name(name)
+        for name in known
+        if only is None or name in only or name not in existing
+    ]
     dialect = connection.dialect
     search_owned = {
         search.index_name(e) for e in tables.catalog.entities.values()
@@ -371,8 +399,7 @@ def plan_schema(
         if (only is None or e.name in only or e.name not in existing)
         and search.needs_rebuild(connection, inspector, e)
     ]
-    known = {t.name for t in [*tables.tables.values(), *tables.links.values()]}
-    for name in sorted(existing - known):
+    for name in sorted(existing - set(known)):
         if (
             not name.startswith(PLATFORM_PREFIX)
             and not name.startswith("sqlite_")
@@ -438,10 +465,12 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
     if plan.refused:
         raise SchemaChangeRefused(plan)
     ops = Operations(MigrationContext.configure(connection))
-    by_name = {t.name: t for t in [*tables.tables.values(), *tables.links.values()]}
-    _create_tables(connection, [by_name[name] for name in plan.create_tables])
+    if plan.create_tables:
+        tables.tables  # noqa: B018 - every table built, so new foreign keys resolve
+    by_name = tables.by_table_name
+    _create_tables(connection, [by_name(name) for name in plan.create_tables])
     for table_name, column_name in plan.add_columns:
-        column = by_name[table_name].c[column_name]
+        column = by_name(table_name).c[column_name]
         if connection.dialect.name == "sqlite" and column.foreign_keys:
             _add_lookup_column_sqlite(connection, table_name, column)
             continue
@@ -455,12 +484,12 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
     for table_name, index_name in plan.drop_indexes:
         ops.drop_index(index_name, table_name=table_name)
     for table_name, index_name in plan.add_indexes:
-        index = next(ix for ix in by_name[table_name].indexes if ix.name == index_name)
+        index = next(ix for ix in by_name(table_name).indexes if ix.name == index_name)
         index.create(connection)
     for name in plan.search_indexes:
-        search.rebuild(connection, tables.catalog.entity(name), by_name[name])
+        search.rebuild(connection, tables.catalog.entity(name), tables[name])
     for change in plan.type_changes:
         if not change.safe or connection.dialect.name == "sqlite":
             continue  # SQLite's column types are affinities; widening needs no rewrite
-        column = by_name[change.table].c[change.column]
+        column = by_name(change.table).c[change.column]
         ops.alter_column(change.table, change.column, type_=column.type, existing_nullable=True)

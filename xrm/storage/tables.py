@@ -7,6 +7,8 @@ MetaData; the platform tables never change shape at run time.
 from __future__ import annotations
 
 import hashlib
+import threading
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -211,44 +213,85 @@ def link_table_name(entity: Entity, field: Field) -> str:
     return short_name(f"{entity.name}__{field.name}")
 
 
-def field_columns(entity: Entity, field: Field) -> list[sa.Column]:
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """One column as the catalog wants it: what a Table is built from and what schema
+    changes compare (without building SQLAlchemy columns)."""
+
+    name: str
+    type: sa.types.TypeEngine
+    references: str | None = None  # "table.column" of a foreign key
+    on_delete: str | None = None
+    constraint: str | None = None
+    primary_key: bool = False
+    nullable: bool = True
+    server_default: str | None = None
+
+    def column(self) -> sa.Column:
+        constraints = (
+            [sa.ForeignKey(self.references, ondelete=self.on_delete, name=self.constraint)]
+            if self.references
+            else []
+        )
+        return sa.Column(
+            self.name,
+            self.type,
+            *constraints,
+            primary_key=self.primary_key,
+            autoincrement=True if self.primary_key else "auto",
+            nullable=self.nullable,
+            server_default=self.server_default,
+        )
+
+
+def field_specs(entity: Entity, field: Field) -> list[ColumnSpec]:
     """The columns of one field, with foreign keys for lookups."""
-    columns = []
+    specs = []
     for name, type_ in field.kind.columns(field):
-        constraints = []
+        constraint = short_name(f"fk_{entity.name}_{name}")
         if field.type == "lookup":
-            constraints.append(
-                sa.ForeignKey(
+            specs.append(
+                ColumnSpec(
+                    name,
+                    type_,
                     f"{field.params['to']}.id",
-                    ondelete=ON_DELETE_SQL[field.on_delete],
-                    name=short_name(f"fk_{entity.name}_{name}"),
+                    ON_DELETE_SQL[field.on_delete],
+                    constraint,
                 )
             )
         elif field.type == "user":
-            constraints.append(
-                sa.ForeignKey(
-                    "xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{name}")
-                )
-            )
-        columns.append(sa.Column(name, type_, *constraints, nullable=True))
-    return columns
+            specs.append(ColumnSpec(name, type_, "xrm_user.id", "SET NULL", constraint))
+        else:
+            specs.append(ColumnSpec(name, type_))
+    return specs
 
 
-def system_columns(entity: Entity) -> list[sa.Column]:
-    def user_fk(column: str):
-        return sa.ForeignKey(
-            "xrm_user.id", ondelete="SET NULL", name=short_name(f"fk_{entity.name}_{column}")
+def system_specs(entity: Entity) -> list[ColumnSpec]:
+    def user(column: str) -> ColumnSpec:
+        return ColumnSpec(
+            column,
+            ID_TYPE,
+            "xrm_user.id",
+            "SET NULL",
+            short_name(f"fk_{entity.name}_{column}"),
         )
 
     return [
-        sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("created_by", ID_TYPE, user_fk("created_by"), nullable=True),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_by", ID_TYPE, user_fk("updated_by"), nullable=True),
-        sa.Column("owner", ID_TYPE, user_fk("owner"), nullable=True),
-        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+        ColumnSpec("id", ID_TYPE, primary_key=True, nullable=False),
+        ColumnSpec("created_at", UTCDateTime(), nullable=False),
+        user("created_by"),
+        ColumnSpec("updated_at", UTCDateTime(), nullable=False),
+        user("updated_by"),
+        user("owner"),
+        ColumnSpec("version", sa.Integer(), nullable=False, server_default="1"),
     ]
+
+
+def column_specs(entity: Entity) -> list[ColumnSpec]:
+    specs = system_specs(entity)
+    for field in entity.fields.values():
+        specs.extend(field_specs(entity, field))
+    return specs
 
 
 def planned_indexes(catalog: Catalog, entity: Entity) -> dict[str, tuple[tuple[str, ...], bool]]:
@@ -301,7 +344,12 @@ def planned_indexes(catalog: Catalog, entity: Entity) -> dict[str, tuple[tuple[s
 
 
 class EntityTables:
-    """The tables of one catalog version: entity name -> Table, plus link tables."""
+    """The tables of one catalog version: entity name -> Table, plus link tables.
+
+    Each table is built the first time it is asked for (a schema change compares column
+    specs, not tables, and a request builds only the tables it touches); ``tables`` and
+    ``links`` build them all.  Building is locked: one version serves many threads.
+    """
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
@@ -309,22 +357,85 @@ class EntityTables:
         # Entity tables point at users only: copying that one platform table in lets their
         # foreign keys resolve (copying them all cost a third of building a version).
         users.to_metadata(self.metadata)
-        self.tables: dict[str, sa.Table] = {}
-        self.links: dict[tuple[str, str], sa.Table] = {}
-        for entity in catalog.entities.values():
-            columns = system_columns(entity)
+        self._tables: dict[str, sa.Table] = {}
+        self._links: dict[tuple[str, str], sa.Table] = {}
+        self._all: tuple[dict, dict] | None = None
+        self._names: dict[str, tuple[str, str | None]] | None = None
+        self._lock = threading.RLock()
+
+    def __getitem__(self, entity: str) -> sa.Table:
+        table = self._tables.get(entity)
+        return table if table is not None else self._build(entity)
+
+    def link(self, entity: str, field: str) -> sa.Table:
+        table = self._links.get((entity, field))
+        if table is None:
+            with self._lock:
+                table = self._links.get((entity, field))
+                if table is None:
+                    source = self.catalog.entities[entity]
+                    table = self._link_table(source, source.fields[field])
+                    self._links[(entity, field)] = table
+        return table
+
+    @property
+    def tables(self) -> dict[str, sa.Table]:
+        """Every entity table, in catalog order."""
+        return self._everything()[0]
+
+    @property
+    def links(self) -> dict[tuple[str, str], sa.Table]:
+        return self._everything()[1]
+
+    def link_fields(self):
+        """(entity, field) of every many-to-many field, whose link tables these are."""
+        for entity in self.catalog.entities.values():
             for field in entity.fields.values():
-                columns.extend(field_columns(entity, field))
+                if field.type == "many_to_many":
+                    yield entity, field
+
+    def indexes(self, entity: Entity) -> dict[str, tuple[tuple[str, ...], bool]]:
+        return planned_indexes(self.catalog, entity)
+
+    def table_names(self) -> dict[str, tuple[str, str | None]]:
+        """Every table's name -> (entity, many-to-many field or None), without building."""
+        names = self._names
+        if names is None:
+            names = {e.table_name: (e.name, None) for e in self.catalog.entities.values()}
+            for entity, field in self.link_fields():
+                names[link_table_name(entity, field)] = (entity.name, field.name)
+            self._names = names
+        return names
+
+    def by_table_name(self, name: str) -> sa.Table:
+        entity, field = self.table_names()[name]
+        return self[entity] if field is None else self.link(entity, field)
+
+    def _everything(self) -> tuple[dict, dict]:
+        if self._all is None:
+            with self._lock:
+                if self._all is None:
+                    tables = {name: self[name] for name in self.catalog.entities}
+                    links = {
+                        (e.name, f.name): self.link(e.name, f.name) for e, f in self.link_fields()
+                    }
+                    self._all = (tables, links)
+        return self._all
+
+    def _build(self, name: str) -> sa.Table:
+        with self._lock:
+            table = self._tables.get(name)
+            if table is not None:
+                return table
+            entity = self.catalog.entities[name]
+            columns = [spec.column() for spec in column_specs(entity)]
             # AUTOINCREMENT: SQLite would otherwise hand a deleted newest row's id to the next
             # record, which would inherit its audit trail and outbox history.
             table = sa.Table(entity.table_name, self.metadata, *columns, sqlite_autoincrement=True)
-            for name, (cols, unique) in planned_indexes(catalog, entity).items():
-                sa.Index(name, *(table.c[c] for c in cols), unique=unique)
-            self.tables[entity.name] = table
-        for entity in catalog.entities.values():
-            for field in entity.fields.values():
-                if field.type == "many_to_many":
-                    self.links[(entity.name, field.name)] = self._link_table(entity, field)
+            for index, (cols, unique) in self.indexes(entity).items():
+                sa.Index(index, *(table.c[c] for c in cols), unique=unique)
+            self._tables[name] = table
+            return table
 
     def _link_table(self, entity: Entity, field: Field) -> sa.Table:
         name = link_table_name(entity, field)
@@ -350,12 +461,6 @@ class EntityTables:
             ),
             sa.Index(short_name(f"ix_{name}_target"), "target_id"),
         )
-
-    def __getitem__(self, entity: str) -> sa.Table:
-        return self.tables[entity]
-
-    def link(self, entity: str, field: str) -> sa.Table:
-        return self.links[(entity, field)]
 
 
 def tables_for(catalog: Catalog) -> EntityTables:

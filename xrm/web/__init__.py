@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "PERMANENT_SESSION_LIFETIME": dt.timedelta(hours=12),
     "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session it is bound to
     "XRM_API_RATE_LIMIT": "600 per minute",
+    "XRM_HOOK_RATE_LIMIT": "120 per minute",  # inbound webhooks per process and address
     "XRM_LOGIN_RATE_LIMIT": "5 per minute",  # failed sign-ins per account
     "XRM_LOGIN_IP_RATE_LIMIT": "30 per minute",  # failed sign-ins per address
     "XRM_BULK_MAX": 1000,
@@ -90,7 +91,7 @@ def instance_secret(folder: Path | None = None) -> str:
 
 def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     """A Flask application serving ``store`` (default: ``xrm.open()`` of the environment)."""
-    from . import api, auth, problems, ui
+    from . import api, api_workflow, auth, hooks, problems, ui
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
@@ -124,8 +125,11 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     problems.register(app)
     auth.init_app(app)
     auth.protect_api(app, api.bp)
+    auth.protect_api(app, api_workflow.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_workflow.bp)
     app.register_blueprint(api.docs)
+    hooks.init_app(app)
     ui.init_app(app)
 
     @app.before_request

@@ -755,6 +755,10 @@ def build_document(catalog: Catalog, locale: str = "en") -> dict:
     for entity in entities:
         _entity_paths(spec, catalog, entity, locale)
     _meta_paths(spec)
+    from . import api_workflow, hooks  # routes outside the records API describe themselves
+
+    api_workflow.document(spec)
+    hooks.document(spec)
     document = spec.to_dict()
     _close_objects(document)
     return document

@@ -136,9 +136,11 @@ def diagram(process: Process) -> str:
     y = _draw(out, block, center, y)
     _pill(out, center, y, "end", "#f1f3f4")
     title = escape(process.label.get())
+    # the label also sits in an attribute, where a quote would end it: escape quotes there
+    title_attribute = escape(process.label.get(), {'"': "&quot;", "'": "&#x27;"})
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'font-family="system-ui, sans-serif" font-size="12" role="img" aria-label="{title}">'
+        f'font-family="system-ui, sans-serif" font-size="12" role="img" aria-label="{title_attribute}">'
         f"<title>{title}</title>"
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse">'
         '<path d="M 0 0 L 10 5 L 0 10 z" fill="#5f6368"/></marker></defs>' + "".join(out) + "</svg>"

@@ -120,21 +120,35 @@ def retry(store, instance_id: int) -> bool:
 
 
 def cancel(store, instance_id: int) -> bool:
+    """Stop a waiting or parked instance; approvals it was waiting for are withdrawn."""
     now = store.clock.now()
     return _set(
-        store, instance_id, ("waiting", "failed"), status="cancelled", due_at=None, finished_at=now
+        store,
+        instance_id,
+        ("waiting", "failed"),
+        withdraw=True,
+        status="cancelled",
+        due_at=None,
+        finished_at=now,
     )
 
 
-def _set(store, instance_id: int, from_status, **values) -> bool:
+def _set(store, instance_id: int, from_status, *, withdraw: bool = False, **values) -> bool:
     ensure_tables(store)
-    i = W.instances
+    i, a = W.instances, W.approvals
+    now = store.clock.now()
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         result = conn.execute(
             i.update()
             .where(i.c.id == instance_id, i.c.status.in_(from_status))
-            .values(updated_at=store.clock.now(), **values)
+            .values(updated_at=now, **values)
         )
+        if withdraw and result.rowcount == 1:
+            conn.execute(
+                a.update()
+                .where(a.c.instance_id == instance_id, a.c.decision.is_(None))
+                .values(decision="withdrawn", decided_at=now)
+            )
         W.notify(conn)
     return result.rowcount == 1
 

@@ -279,7 +279,7 @@ class Batch:
     def link(self, run: Run) -> str:
         base = (self.settings.get("base_url") or "").rstrip("/")
         if run.entity and run.record_id:
-            return f"{base}/{run.entity}/{run.record_id}"
+            return f"{base}/r/{run.entity}/{run.record_id}"  # the record form's address
         return base or ""
 
     def value(self, run: Run, raw, **extra):

@@ -392,7 +392,7 @@ def step_wait(batch: Batch, run: Run, step: Step):
 
 # ------------------------------------------------------------------------ approvals
 def outcome_of(decisions: list[str | None], require: str) -> str | None:
-    active = [d for d in decisions if d != "delegated"]
+    active = [d for d in decisions if d not in ("delegated", "withdrawn")]
     if not active:
         return None
     if require == "any":
@@ -486,6 +486,17 @@ def step_approval(batch: Batch, run: Run, step: Step):
     decisions = [
         {"user": r["user_id"], "decision": r["decision"], "comment": r["comment"]} for r in rows
     ]
+    if not batch.dry:
+        # Approvers who had not answered are no longer asked (their inboxes drop the item).
+        batch.conn.execute(
+            a.update()
+            .where(
+                a.c.instance_id == run.id,
+                a.c.path == path_text(step.path),
+                a.c.decision.is_(None),
+            )
+            .values(decision="withdrawn", decided_at=now)
+        )
     run.vars["approval"] = {"outcome": outcome, "decisions": decisions}
     return branch(outcome, {"decisions": decisions})
 

@@ -67,7 +67,9 @@ approvals = sa.Table(
     sa.Column("instance_id", ID_TYPE, nullable=False),
     sa.Column("path", sa.String(200), nullable=False),
     sa.Column("user_id", ID_TYPE, nullable=False),
-    sa.Column("decision", sa.String(16), nullable=True),  # approved, rejected; None: pending
+    sa.Column(
+        "decision", sa.String(16), nullable=True
+    ),  # approved rejected delegated withdrawn; None: pending
     sa.Column("comment", sa.Text, nullable=True),
     sa.Column("delegated_from", ID_TYPE, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),

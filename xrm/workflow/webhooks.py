@@ -55,8 +55,8 @@ def verify(
         return False
     if abs((now or time.time()) - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(
-        sign(secret, body, timestamp), f"t={timestamp},v1={parts.get('v1', '')}"
+    return hmac.compare_digest(  # bytes: a non-ASCII header is a mismatch, not an error
+        sign(secret, body, timestamp).encode(), f"t={timestamp},v1={parts.get('v1', '')}".encode()
     )
 
 
@@ -123,7 +123,7 @@ def receive(
     if trigger.signature == "hmac":
         if not verify(secret, body, lowered.get(SIGNATURE_HEADER.lower())):
             raise WebhookRefused("bad or missing signature")
-    elif token is None or not hmac.compare_digest(token, secret):
+    elif token is None or not hmac.compare_digest(token.encode(), secret.encode()):
         raise WebhookRefused("bad token")
     try:
         payload = json.loads(body or b"{}")

@@ -1,4 +1,5 @@
-"""The generated web UI: the shell, lists, record forms, kanban, calendar and administration.
+"""The generated web UI: the shell, lists, record forms, kanban, calendar, the inbox and
+administration.
 
 ``init_app(app)`` attaches it to an application built by ``xrm.web.create_app``.  Every
 page is rendered on the server from the catalog of the request (Jinja templates, htmx for
@@ -16,7 +17,7 @@ from .i18n import LANGUAGES
 
 
 def _jinja_globals(app: Flask) -> None:
-    from . import shell
+    from . import inbox, shell
 
     app.jinja_env.globals.update(
         _=C._,
@@ -27,15 +28,16 @@ def _jinja_globals(app: Flask) -> None:
         rich_html=C.rich_html,
         languages=LANGUAGES,
         navigation=shell.navigation,
+        inbox_counts=inbox.counts,
         is_htmx=htmx,
     )
 
 
 def init_app(app: Flask) -> None:
     """Register the UI's blueprints, template helpers and static files on ``app``."""
-    from . import admin, calendar, forms, kanban, lists, shell
+    from . import admin, calendar, forms, inbox, kanban, lists, shell
 
-    for module in (shell, lists, forms, kanban, calendar, admin):
+    for module in (shell, lists, forms, kanban, calendar, inbox, admin):
         app.register_blueprint(module.bp)
     _jinja_globals(app)
     app.config.setdefault("XRM_EXPORT_MAX", 100_000)

@@ -1,7 +1,8 @@
 """Record forms: tabs, sections and columns from the form definition (or a generated one),
 a widget per field type, visible_if/required_if re-evaluated on the server as the user
 edits, field errors shown in place without losing input, stale saves shown as conflicts,
-the stage bar, related lists, the history timeline and notes with attachments."""
+the stage bar, related lists, the history timeline, notes with attachments, and buttons
+for the processes the user may start by hand (posted to ``inbox.start``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ...storage.records import ALL_KEY, Conflict, Forbidden, ValidationFailed
 from . import context as C
 from . import widgets as W
 from .guards import guard, htmx
+from .inbox import record_actions
 from .layouts import form_for, main_view
 from .timeline import timeline_entries
 
@@ -226,6 +228,7 @@ def render_form(
         "can_delete": not creating and C.can(entity.name, "delete"),
         "can_update": creating or C.can(entity.name, "update"),
         "has_notes": not creating and "note" in C.catalog().entities and C.can("note", "read"),
+        "actions": [] if creating else record_actions(entity, record),
         "next_url": C.safe_next(request.values.get("next")),
     }
     return render_template("ui/form.html", **context), status

@@ -1,6 +1,7 @@
 """List views: columns from the view definition, quick filters, the advanced filter builder,
-sort by column, search, keyset pages, personal saved views, bulk update and delete, and
-export of what the list shows.  Kanban and calendar views are dispatched from here too."""
+sort by column, search, keyset pages, personal saved views, bulk update and delete, manual
+processes started for the selected rows, and export of what the list shows.  Kanban and
+calendar views are dispatched from here too."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from . import context as C
 from . import filtering as F
 from . import widgets as W
 from .guards import guard, htmx
+from .inbox import action_label, manual_actions, start_many
 from .layouts import main_view, view_named
 
 bp = guard(Blueprint("ui_lists", __name__))
@@ -313,6 +315,7 @@ def page_context(view: View, entity: Entity, state: F.ListState, results: Result
         "can_create": C.can(entity.name, "create"),
         "can_update": C.can(entity.name, "update"),
         "can_delete": C.can(entity.name, "delete"),
+        "processes": manual_actions(entity) if C.can(entity.name, "update") else [],
     }
 
 
@@ -433,6 +436,8 @@ def bulk(view_name: str):
     if not ids:
         flash(C._("Select records first."), "warning")
         return _after_bulk(back)
+    if action and action.startswith("start:"):
+        return _bulk_start(entity, action.partition(":")[2], ids, back)
     service = C.records(entity)
     try:
         if action == "delete":
@@ -458,6 +463,30 @@ def bulk(view_name: str):
             abort(400)
     except (ValidationFailed, Forbidden, NotFound, Conflict) as exc:
         flash(C._("Nothing was changed: %(detail)s", detail=_bulk_detail(entity, exc)), "danger")
+    return _after_bulk(back)
+
+
+def _bulk_start(entity: Entity, process_name: str, ids: list[int], back: str):
+    """One instance of a manual process per selected record.  Unlike update and delete this
+    is not all or nothing: each start is checked on its own (roles, the right to update the
+    record), and the message says how many started and why the others did not."""
+    label = action_label(entity, process_name)
+    started, refused, reasons = start_many(entity, process_name, ids)
+    if started:
+        flash(
+            C._("%(process)s started for %(count)s records.", process=label, count=started),
+            "success",
+        )
+    if refused:
+        flash(
+            C._(
+                "%(process)s was refused for %(count)s records: %(detail)s",
+                process=label,
+                count=refused,
+                detail="; ".join(reasons),
+            ),
+            "danger" if not started else "warning",
+        )
     return _after_bulk(back)
 
 

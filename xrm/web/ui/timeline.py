@@ -18,7 +18,8 @@ from . import context as C
 LIMIT = 50
 
 
-def _when(at: dt.datetime) -> tuple[str, str]:
+def when(at: dt.datetime) -> tuple[str, str]:
+    """A moment as (the exact time in the user's zone and language, how long ago)."""
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
     now = C.store().clock.now()
@@ -58,7 +59,7 @@ def _audit_groups(entity: Entity, record_id: int) -> list[dict]:
     for entry in history:
         key = (entry["at"], entry["user_id"], entry["action"])
         if not groups or groups[-1]["key"] != key:
-            exact, ago = _when(entry["at"])
+            exact, ago = when(entry["at"])
             groups.append(
                 {
                     "key": key,
@@ -133,7 +134,7 @@ def _regarding_entries(entity: Entity, record_id: int) -> list[dict]:
             C.titles().want("user", row.get("created_by"))
         C.titles().resolve()
         for row in page.rows:
-            exact, ago = _when(row["created_at"])
+            exact, ago = when(row["created_at"])
             entry = {
                 "kind": "note" if other.name == "note" else "activity",
                 "at": row["created_at"],

@@ -1,5 +1,5 @@
 """Administration in the browser (administrators only): entities and fields, option sets,
-form layouts, views, users, teams and roles, the audit log.  Every schema change is first
+form layouts, views, users, teams and roles, the audit log, processes and their instances.  Every schema change is first
 shown as its plan, then applied to the customization layer (plans.py)."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def index():
         forms=len(catalog.forms),
         roles=len(catalog.roles),
         users=len(C.store().users()),
+        # SLA hooks are compiled into processes named sla:<sla>:<hook>; count the pack's own
+        processes=sum(1 for name in catalog.processes if ":" not in name),
     )
 
 
-from . import audit, layouts, people, plans, schema  # noqa: E402,F401  (routes on bp)
+from . import audit, layouts, people, plans, processes, schema  # noqa: E402,F401  (routes on bp)

@@ -1,0 +1,68 @@
+"""The inbox in a real browser: a seller starts a review from the record form's button
+(htmx, a toast, the page stays), the worker asks the manager, the manager sees the badge
+in the top bar, opens the inbox, approves with a comment, and the badge drops without a
+reload; the worker then finishes the process."""
+
+from __future__ import annotations
+
+import pytest
+from test_ui_inbox import MANAGER, deal, install_review_pack
+
+from xrm import workflow
+from xrm.workflow import Worker
+
+from .conftest import ARTIFACTS, PG_URL, Visit
+from .support import SELLER, Server, make_app, world
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The shared browser world with the review pack and its approver installed."""
+    with world(tmp_path_factory.mktemp("browser-inbox")) as built:
+        built.manager = install_review_pack(built.store, tmp_path_factory.mktemp("packs"))
+        with Server(make_app(built.store)) as server:
+            built.url = server.url
+            yield built
+
+
+def test_approve_from_the_inbox_and_the_badge_drops(browser, visit, site, request):
+    record = deal(site, "Browser review")
+    # the seller presses the record's button, in a browser context of their own
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name / "seller"
+    seller = Visit(context.new_page(), site.url, folder)
+    try:
+        page = seller.login(SELLER)
+        seller.go(f"/r/opportunity/{record['id']}", "record with its button")
+        page.click('[data-testid="start-deal_review"]')
+        toast = page.locator('[data-xrm-toast][data-level="success"]')
+        toast.wait_for()
+        seller.shot("started")
+        assert "Started: Request review." in toast.inner_text()
+        assert page.url.endswith(f"/r/opportunity/{record['id']}")
+        assert not seller.errors, seller.errors
+    finally:
+        context.close()
+    Worker(site.store).run_once()
+    [pending] = workflow.pending_approvals(site.store, site.manager)
+
+    page = visit.login(MANAGER)
+    approvals = page.locator('[data-testid="inbox-approvals"]')
+    assert approvals.inner_text().strip() == "1"
+    assert page.locator('[data-testid="inbox-unread"]').inner_text().strip() == "1"
+    page.click('[data-testid="inbox-link"]')
+    page.wait_for_url(f"{site.url}/inbox")
+    page.wait_for_load_state("networkidle")
+    visit.shot("inbox")
+    card = page.locator(f'[data-testid="approval-{pending["id"]}"]')
+    assert "Deal review" in card.inner_text() and "Browser review" in card.inner_text()
+    page.fill(f"#comment-{pending['id']}", "Good to go")
+    page.click(f'[data-testid="approve-{pending["id"]}"]')
+    card.wait_for(state="detached")
+    approvals.wait_for(state="detached")  # the badge, swapped out of band
+    page.locator('[data-xrm-toast][data-level="success"]', has_text="Approved.").wait_for()
+    visit.shot("approved")
+    assert page.locator('[data-testid="inbox-link"]').get_attribute("data-approvals") == "0"
+    assert page.locator('[data-testid="no-approvals"]').is_visible()
+    Worker(site.store).run_once()
+    assert site.store.records("opportunity").get(record["id"])["next_step"] == "Review approved"
