@@ -173,6 +173,12 @@ def test_only_administrators_reach_processes_and_instances(w, app):
         == 403
     )
     assert workflow.instance(w, parked["id"])["status"] == "failed"  # nothing moved
+    mine = w.records("ticket").create(
+        {"subject": "agent's own", "owner": w.user_by_email(AGENT).id}
+    )
+    form = agent.get(f"/r/ticket/{mine['id']}")
+    assert form.status_code == 200  # the agent reads their ticket, without the admin's link
+    assert 'data-testid="record-processes"' not in form.get_data(as_text=True)
 
 
 def test_posts_without_a_csrf_token_are_refused(w, admin):
@@ -296,8 +302,9 @@ def test_a_parked_instance_shows_its_error_and_retry_runs_it_again(w, admin):
     error = re.search(r'data-testid="instance-error">(.*?)</div>', page, re.S).group(1)
     assert "at most 80 characters" in error
     history = re.search(r'data-testid="instance-history">(.*?)</table>', page, re.S).group(1)
-    # the run rolled back as a whole, so the engine notes its error where it started
+    # the run rolled back as a whole, yet its error names the step that failed
     assert 'data-status="error"' in history and "subject" in history
+    assert re.search(r'data-kind="set" data-status="error"', history), history
     assert 'data-kind="park" data-status="failed"' in history
     assert "When a record is created" not in page  # the trigger is said as an event:
     assert "The record was created" in page
@@ -378,6 +385,9 @@ def test_instances_filter_by_record_and_page_newest_first(w, admin):
     )
     assert len(ids) >= 2
     url = f"/admin/instances?entity=ticket&record_id={record['id']}"
+    form = text(admin.get(f"/r/ticket/{record['id']}"))  # the record's form links here
+    link = re.search(r'href="([^"]+)" data-testid="record-processes"', form).group(1)
+    assert html.unescape(link) == url
     page = text(admin.get(url))
     assert [int(i) for i in re.findall(r'data-instance="(\d+)"', page)] == ids
     first = text(admin.get(url + "&limit=1"))

@@ -410,10 +410,11 @@ def test_a_wrong_approver_is_refused_with_a_message(w, seller, manager):
 def test_manual_buttons_follow_the_triggers_roles(w, seller, manager, admin, reader):
     record = deal(w, "Buttons")
     url = f"/r/opportunity/{record['id']}"
-    page = text(seller.get(url))  # a user: only the process open to everyone
+    page = text(seller.get(url))  # a user: the process open to everyone, and sales' own
     assert 'data-testid="start-deal_review"' in page and "Request review" in page
+    assert 'data-testid="start-opportunity_review"' in page and "Request deal review" in page
     assert 'data-testid="start-escalate_deal"' not in page
-    assert 'data-testid="actions-menu"' not in page  # one process: a button
+    assert 'data-testid="actions-menu"' in page  # several processes: a menu
     assert "retired_review" not in page  # switched off
     for client in (manager, admin):  # a manager by role, an administrator always
         page = text(client.get(url))

@@ -18,6 +18,7 @@ from xrm.storage import tables as T
 from xrm.storage.records import ValidationFailed
 from xrm.workflow import Worker
 from xrm.workflow import tables as W
+from xrm.workflow.instances import StartRefused
 
 
 def count(store, table, *where) -> int:
@@ -123,6 +124,37 @@ def test_an_opportunity_moved_to_proposal_gets_a_follow_up_task_three_days_befor
             "activity",
             "end",
         ]
+    finally:
+        store.close()
+
+
+def test_the_shipped_deal_review_asks_a_manager_and_tells_the_owner(database):
+    store = database.open(clock=MovableClock())
+    try:
+        store.install([SOLUTIONS / "sales"])
+        seller = store.add_user("seller@example.com", roles=["user"])
+        boss = store.add_user("boss@example.com", roles=["manager"], locale="ru")
+        reader = store.add_user("reader@example.com", roles=["read_only"])
+        worker = Worker(store)
+        account = store.records("account", seller).create({"name": "ACME"})
+        deals = store.records("opportunity", seller)
+        deal = deals.create(
+            {"name": "Big", "account": account["id"], "close_date": "2025-03-20", "amount": 900}
+        )
+        with pytest.raises(StartRefused):
+            workflow.start(store, "opportunity_review", deal["id"], user_id=reader)
+        workflow.start(store, "opportunity_review", deal["id"], user_id=seller)
+        worker.run_once()
+        assert deals.get(deal["id"])["review"] == "requested"
+        [asked] = workflow.pending_approvals(store, boss)
+        [note] = workflow.notifications(store, boss)
+        assert note["title"] == "Согласование сделки: Big"  # in the manager's language
+        workflow.decide(store, asked["id"], boss, "approved", "Go ahead")
+        worker.run_once()
+        assert deals.get(deal["id"])["review"] == "approved"
+        [told] = workflow.notifications(store, seller)
+        assert told["title"] == "Deal review of Big: approved"
+        assert told["body"].startswith("Go ahead\n")
     finally:
         store.close()
 
@@ -584,7 +616,10 @@ def test_a_failing_step_retries_with_back_off_then_parks_without_blocking_others
         worker.run_once()
         parked = workflow.instance(store, failing["id"])
         assert parked["status"] == "failed" and "at most 80 characters" in parked["error"]
-        assert [h["status"] for h in parked["history"]].count("error") == 3
+        errors = [h for h in parked["history"] if h["status"] == "error"]
+        assert len(errors) == 3
+        # each names the step that failed (the second set), though its run rolled back
+        assert {(e["kind"], e["path"]) for e in errors} == {("set", "1")}
         clock.advance(days=1)
         worker.run_once()
         assert workflow.instance(store, failing["id"])["status"] == "failed"  # parked stays parked

@@ -34,6 +34,7 @@ def test_approve_from_the_inbox_and_the_badge_drops(browser, visit, site, reques
     try:
         page = seller.login(SELLER)
         seller.go(f"/r/opportunity/{record['id']}", "record with its button")
+        page.click('[data-testid="actions-menu"]')  # two processes: in the Actions menu
         page.click('[data-testid="start-deal_review"]')
         toast = page.locator('[data-xrm-toast][data-level="success"]')
         toast.wait_for()

@@ -333,12 +333,13 @@ class Batch:
             self._close_savepoint(run, ok=True)
             self.effects.merge(run.effects)
         except Exception as exc:  # a failing step parks or retries its own run only
+            failed_at = run.position if run.started else None  # before restore moves it back
             self._close_savepoint(run, ok=False)
             run.effects = Effects()
             run.io_step = None
             if not self.dry:  # a dry run reports how far it got
                 run.restore(saved)
-            self._failed(run, exc)
+            self._failed(run, exc, failed_at)
 
     def _close_savepoint(self, run: Run, *, ok: bool) -> None:
         if run.savepoint is None:
@@ -444,14 +445,15 @@ class Batch:
         if run.row.get("parent_id"):
             run.effects.wake.add(run.row["parent_id"])
 
-    def _failed(self, run: Run, exc: Exception) -> None:
+    def _failed(self, run: Run, exc: Exception, failed_at=None) -> None:
         run.failed_now = True
         if isinstance(exc, ValidationFailed | StepError):
             message = str(exc)
         else:
             message = f"{type(exc).__name__}: {exc}"
         run.error = message[:2000]
-        step = run.process.step_at(run.position) if run.position is not None else None
+        position = failed_at if failed_at is not None else run.position
+        step = run.process.step_at(position) if position is not None else None
         run.note(
             self.now,
             step.kind if step else "start",
