@@ -66,12 +66,33 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------ request set-up
+def guard_api(blueprint: Blueprint) -> None:
+    """What every API blueprint does: authenticate each request, refuse NUL characters in
+    the query, and answer NotFound and Forbidden as problem documents."""
+
+    @blueprint.before_request
+    def _authenticate():
+        authenticate_api()  # g.catalog is set by the application's first before_request
+        for name, value in request.args.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                raise Problem(
+                    400, "query parameters may not contain NUL characters", type=BAD_REQUEST
+                )
+
+    @blueprint.errorhandler(NotFound)
+    def _not_found(exc: NotFound):
+        return Problem(404, str(exc), type=NOT_FOUND).response()
+
+    @blueprint.errorhandler(Forbidden)
+    def _forbidden(exc: Forbidden):
+        return Problem(403, str(exc), type=FORBIDDEN).response()
+
+
+guard_api(bp)
+
+
 @bp.before_request
-def _authenticate():
-    authenticate_api()  # g.catalog is set by the application's first before_request
-    for name, value in request.args.items(multi=True):
-        if "\x00" in name or "\x00" in value:
-            raise Problem(400, "query parameters may not contain NUL characters", type=BAD_REQUEST)
+def _record_id_in_range():
     # Ids are positive 64-bit integers: a larger one names no record (and must not reach
     # the database, which would refuse the parameter).
     if (request.view_args or {}).get("record_id", 1) > INT64_MAX:
@@ -320,7 +341,7 @@ def query_filter(entity: Entity):
     return records_for(entity).parse_filter(parts[0] if len(parts) == 1 else {"all": parts})
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -333,7 +354,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _bool_arg(name: str, default: bool) -> bool:
+def bool_arg(name: str, default: bool) -> bool:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -364,14 +385,14 @@ def list_page(entity: Entity, extra=None) -> Response:
         tree = extra_tree if tree is None else All((extra_tree, tree))
     sort = request.args.get("sort") or None
     paths = fields_arg(entity)
-    limit = _int_arg("limit", openapi.DEFAULT_LIMIT, 1, openapi.MAX_LIMIT)
+    limit = int_arg("limit", openapi.DEFAULT_LIMIT, 1, openapi.MAX_LIMIT)
     search = request.args.get("q") or None
     cursor = request.args.get("cursor") or None
     page = records.query(
         filter=tree, sort=sort, fields=paths, limit=limit, after=cursor, search=search
     )
     count = None
-    if _bool_arg("count", True):
+    if bool_arg("count", True):
         counted = records.count(tree, search=search)
         count = {"value": counted.value, "exact": counted.exact}
     serialize = Serializer(entity, _readable(records), paths)
@@ -399,16 +420,6 @@ def _bad_cursor(exc: BadCursor):
 @bp.errorhandler(ValidationFailed)
 def _invalid(exc: ValidationFailed):
     return validation_failed(_record_errors(exc.errors)).response()
-
-
-@bp.errorhandler(NotFound)
-def _not_found(exc: NotFound):
-    return Problem(404, str(exc), type=NOT_FOUND).response()
-
-
-@bp.errorhandler(Forbidden)
-def _forbidden(exc: Forbidden):
-    return Problem(403, str(exc), type=FORBIDDEN).response()
 
 
 @bp.errorhandler(OverflowError)

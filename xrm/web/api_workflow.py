@@ -28,8 +28,15 @@ from ..workflow import tables as W
 from ..workflow.inbox import ApprovalError
 from ..workflow.instances import StartRefused
 from . import current_store, openapi
-from .api import _bool_arg, _int_arg, json_object, json_response, locale, records_for
-from .auth import authenticate_api
+from .api import (
+    bool_arg,
+    guard_api,
+    int_arg,
+    json_object,
+    json_response,
+    locale,
+    records_for,
+)
 from .problems import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, Problem, validation_failed
 
 bp = Blueprint("api_workflow", __name__, url_prefix=openapi.API_PREFIX)
@@ -39,23 +46,7 @@ DECISIONS = ("approved", "rejected")
 COMMENT_MAX = 2000
 
 
-# ------------------------------------------------------------------------ request set-up
-@bp.before_request
-def _authenticate():
-    authenticate_api()
-    for name, value in request.args.items(multi=True):
-        if "\x00" in name or "\x00" in value:
-            raise Problem(400, "query parameters may not contain NUL characters", type=BAD_REQUEST)
-
-
-@bp.errorhandler(NotFound)
-def _not_found(exc: NotFound):
-    return Problem(404, str(exc), type=NOT_FOUND).response()
-
-
-@bp.errorhandler(Forbidden)
-def _forbidden(exc: Forbidden):
-    return Problem(403, str(exc), type=FORBIDDEN).response()
+guard_api(bp)
 
 
 def _user_id() -> int:
@@ -71,11 +62,11 @@ def _path_id(value: int, what: str) -> int:
 
 
 def _optional_id(name: str) -> int | None:
-    return _int_arg(name, 0, 1, INT64_MAX) or None
+    return int_arg(name, 0, 1, INT64_MAX) or None
 
 
 def _page_size() -> int:
-    return _int_arg("limit", openapi.DEFAULT_LIMIT, 1, openapi.MAX_LIMIT)
+    return int_arg("limit", openapi.DEFAULT_LIMIT, 1, openapi.MAX_LIMIT)
 
 
 def _body(allowed: tuple[str, ...]) -> dict:
@@ -172,7 +163,7 @@ def list_notifications():
     rows = workflow.notifications(
         current_store(),
         _user_id(),
-        unread=_bool_arg("unread", False),
+        unread=bool_arg("unread", False),
         limit=limit,
         before=_optional_id("before"),
     )
