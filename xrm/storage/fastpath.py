@@ -43,26 +43,28 @@ class CompiledInsert:
             self.copy_sql = (
                 f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
             )
+        # Only the columns with a bind processor need a look at their value; the rest are
+        # taken as they are, by one C-level map over the row.
+        self._converted = [(i, p) for i, (_n, p) in enumerate(self.processors) if p is not None]
         self._memo = [(object(), None)] * len(self.processors)
 
     def parameters(self, row: dict, positional: bool = False):
         # NULL stays NULL (no JSON 'null'); a batch shares one timestamp object, so the
         # last conversion per column is remembered by identity.  (A hot loop: kept flat.)
-        values = []
+        values = list(map(row.get, self.names))
         memo = self._memo
-        get = row.get
-        for index, (name, processor) in enumerate(self.processors):
-            value = get(name)
-            if value is not None and processor is not None:
-                last = memo[index]
-                if last[0] is value:
-                    value = last[1]
-                else:
-                    out = processor(value)
-                    if not isinstance(value, str | int):
-                        memo[index] = (value, out)
-                    value = out
-            values.append(value)
+        for index, processor in self._converted:
+            value = values[index]
+            if value is None:
+                continue
+            last = memo[index]
+            if last[0] is value:
+                values[index] = last[1]
+            else:
+                out = processor(value)
+                if not isinstance(value, str | int):
+                    memo[index] = (value, out)
+                values[index] = out
         if self.positional or positional:
             return values
         return dict(zip(self.names, values))
@@ -118,10 +120,11 @@ def reserve_ids(connection: sa.Connection, table: sa.Table, count: int) -> list[
     if count <= 0:
         return []
     if connection.dialect.name == "postgresql":
-        statement = sa.text(
-            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"
+        statement = sa.text(  # one row back, however large the block
+            "SELECT array_agg(nextval(pg_get_serial_sequence(:table, 'id')))"
+            " FROM generate_series(1, :count)"
         )
-        return list(connection.execute(statement, {"table": table.name, "count": count}).scalars())
+        return connection.execute(statement, {"table": table.name, "count": count}).scalar_one()
     # Entity tables use AUTOINCREMENT, so ids of deleted records are never handed out
     # again (their audit trail and outbox rows stay theirs): start after the larger of the
     # sequence and the current maximum.

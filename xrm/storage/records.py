@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..metadata import Catalog, CoercionError, Entity, Field
 from ..metadata.evaluate import matches, record_getter
 from ..metadata.expressions import evaluate_formula, names_in, parse_expression
-from ..metadata.fieldtypes import AutonumberType
+from ..metadata.fieldtypes import AutonumberType, FieldType
 from ..metadata.filters import All, AnyOf, Condition, FilterContext, FilterError, Not, parse_filter
 from ..metadata.model import SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
@@ -168,6 +168,11 @@ class EntityPlan:
         self.columns = {n: f for n, f in fields.items() if f.stored}
         self.formulas = self._formula_order(fields)
         self.rollup_targets = list(_rollup_targets(catalog, entity))
+        # Fields whose values are not JSON as they are (dates, decimals): audit snapshots
+        # convert only these.
+        self.json_converted = [
+            f for f in fields.values() if type(f.kind).to_json is not FieldType.to_json
+        ]
 
     @staticmethod
     def _formula_order(fields: Mapping[str, Field]) -> list[Field]:
@@ -549,7 +554,7 @@ class Records:
         self._check_writes(values)
         standalone = self.store.current_unit() is None
         with self._unit() as unit:
-            now = self.store.clock.now()
+            now = unit.now
             errors: dict[str, list[str]] = {}
             record = self._prepare_new(unit, values, now, errors)
             if self.access is not None:
@@ -661,9 +666,12 @@ class Records:
 
     def _snapshot(self, record: Mapping) -> dict:
         fields = self.entity.fields
-        return {
-            n: _jsonable(fields[n], v) for n, v in record.items() if n in fields and v is not None
-        }
+        snapshot = {n: v for n, v in record.items() if v is not None and n in fields}
+        for f in self.plan.json_converted:
+            value = snapshot.get(f.name)
+            if value is not None:
+                snapshot[f.name] = f.kind.to_json(f, value)
+        return snapshot
 
     def _audit(self, action, record_id, field_name, old, new, now) -> dict:
         return {
@@ -708,7 +716,7 @@ class Records:
     def update(self, record_id: int, values: Mapping[str, Any], version: int | None = None) -> dict:
         """Change fields of a record.  With ``version``, a stale write is a Conflict."""
         with self._unit() as unit:
-            now = self.store.clock.now()
+            now = unit.now
             old = self._load_for_write(unit, record_id)
             self._check_access("update", old)
             self._check_writes(values)
@@ -783,7 +791,7 @@ class Records:
 
     def delete(self, record_id: int, version: int | None = None) -> None:
         with self._unit() as unit:
-            now = self.store.clock.now()
+            now = unit.now
             old = self._load_for_write(unit, record_id)
             self._check_access("delete", old)
             if version is not None and old["version"] != version:
@@ -931,7 +939,7 @@ class Records:
         result = BulkResult()
         rows = list(rows)
         with self._unit() as unit:
-            now = self.store.clock.now()
+            now = unit.now
             prepared: list[tuple[int, dict]] = []
             for index, values in enumerate(rows):
                 self._check_writes(values)

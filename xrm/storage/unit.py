@@ -51,6 +51,7 @@ class UnitOfWork:
         self._next_sqlite_id: dict[str, int] = {}
         self.catalog = catalog
         self.user_id = user_id
+        self._now = None
         self.audit_rows: list[dict] = []
         self.outbox_rows: list[dict] = []
         self.events: list[tuple[str, dict]] = []
@@ -104,6 +105,15 @@ class UnitOfWork:
             block.extend(reserve_ids(self._connection, table, size))
         taken, self._ids[table.name] = block[:count], block[count:]
         return taken
+
+    @property
+    def now(self):
+        """The unit's time: taken at its first write and kept for all of them, as
+        PostgreSQL's ``now()`` is the transaction's start (records saved together carry one
+        timestamp, and the driver converts it once)."""
+        if self._now is None:
+            self._now = self.store.clock.now()
+        return self._now
 
     def record_event(
         self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None
