@@ -1208,6 +1208,21 @@ class Records:
             ).all()
         return rows
 
+    def aggregate(
+        self,
+        group_by: Sequence[str] = (),
+        measures: Sequence[str] = ("count",),
+        filter=None,
+        *,
+        search: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict]:
+        """Groups and measures over the records this user may read (``aggregate.py``):
+        ``aggregate(["stage", "close_date:month"], ["count", "sum:amount"], filter)``."""
+        from .aggregate import aggregate
+
+        return aggregate(self, group_by, measures, filter, search=search, limit=limit)
+
     def count(self, filter=None, *, search: str | None = None, cap: int = 10_000) -> Count:
         """Exact up to ``cap``; beyond it an estimate (``exact`` is False)."""
         tree = self.parse_filter(filter)

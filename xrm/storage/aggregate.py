@@ -1,0 +1,311 @@
+"""Aggregates over records, the base of reports, dashboards and funnels: group by fields
+(dates in buckets, datetimes in the user's time zone) and measures (count, sum, average,
+minimum, maximum, distinct values), with the filter language, search and permissions of
+every other read.
+
+A group is ``"stage"``, ``"account.industry"`` or ``"close_date:month"`` (buckets: day,
+week (starting Monday), month, quarter, year); a measure is ``"count"`` or
+``"sum:amount"``, ``"avg:amount"``, ``"min:close_date"``, ``"max:amount"``,
+``"distinct:account"``.  Each result row maps the group and measure strings to values:
+a bucket is the date it starts on, sums of money are Decimals, counts are integers.
+
+Date buckets are SQL on both databases.  A datetime bucket is a local date in the user's
+zone: PostgreSQL converts with ``AT TIME ZONE``; SQLite, which has no time zones, gets the
+buckets' boundaries in UTC from Python (zoneinfo, so daylight saving is right) as one
+CASE over the column's range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from ..metadata import Field
+from ..metadata.filters import FilterError, resolve_path
+from . import query as Q
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .records import Records
+
+BUCKETS = ("day", "week", "month", "quarter", "year")
+MEASURES = ("count", "sum", "avg", "min", "max", "distinct")
+MAX_SQLITE_BUCKETS = 5000  # boundaries in one CASE; a coarser bucket fits a longer range
+GROUPABLE = frozenset(
+    {
+        "text",
+        "email",
+        "phone",
+        "url",
+        "integer",
+        "rating",
+        "boolean",
+        "date",
+        "datetime",
+        "choice",
+        "lookup",
+        "user",
+        "autonumber",
+    }
+)
+ORDERED = frozenset(
+    {"integer", "decimal", "money", "percent", "duration", "rating", "date", "datetime", "time"}
+)
+SUMMABLE = frozenset({"integer", "decimal", "money", "percent", "duration", "rating"})
+
+
+def value_type(f: Field) -> str:
+    """The type a field's values have (a formula or rollup: its result's)."""
+    result = getattr(f.kind, "result_type", None)
+    return result(f).name if result is not None else f.type
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    path: str
+    field: Field
+    bucket: str | None
+
+
+@dataclass(frozen=True)
+class Measure:
+    key: str
+    kind: str
+    path: str | None
+    field: Field | None
+
+
+def parse_group(records: Records, spec: str) -> Group:
+    path, _, bucket = str(spec).partition(":")
+    field, _lookups = resolve_path(records.entity, path, records.catalog.entity_of)
+    kind = value_type(field)
+    if not field.stored or kind not in GROUPABLE:
+        raise FilterError(f"cannot group by a {field.type} field", spec)
+    if bucket:
+        if kind not in ("date", "datetime"):
+            raise FilterError(f"only dates have buckets, and {path} is a {kind}", spec)
+        if bucket not in BUCKETS:
+            raise FilterError(
+                f"unknown bucket {bucket!r} (expected one of {', '.join(BUCKETS)})", spec
+            )
+    elif kind == "datetime":
+        bucket = "day"  # a moment is grouped by its local day
+    return Group(str(spec), path, field, bucket or None)
+
+
+def parse_measure(records: Records, spec: str) -> Measure:
+    kind, _, path = str(spec).partition(":")
+    if kind not in MEASURES:
+        raise FilterError(f"unknown measure {kind!r} (expected one of {', '.join(MEASURES)})", spec)
+    if kind == "count":
+        if path:
+            raise FilterError("count takes no field (use distinct:FIELD)", spec)
+        return Measure("count", "count", None, None)
+    if not path:
+        raise FilterError(f"{kind} needs a field, as in {kind}:amount", spec)
+    field, _lookups = resolve_path(records.entity, path, records.catalog.entity_of)
+    value = value_type(field)
+    if not field.stored:
+        raise FilterError(f"{field.type} field {path!r} has no column", spec)
+    if kind in ("sum", "avg") and value not in SUMMABLE:
+        raise FilterError(f"{kind} needs a number, and {path} is a {value}", spec)
+    if kind in ("min", "max") and value not in ORDERED:
+        raise FilterError(f"{kind} needs a number, date or time, and {path} is a {value}", spec)
+    if kind == "distinct" and value not in GROUPABLE:
+        raise FilterError(f"cannot count distinct values of a {field.type} field", spec)
+    return Measure(str(spec), kind, path, field)
+
+
+def aggregate(
+    records: Records,
+    group_by: Sequence[str] = (),
+    measures: Sequence[str] = ("count",),
+    filter=None,
+    *,
+    search: str | None = None,
+    limit: int = 1000,
+) -> list[dict]:
+    """Group the records the user may read; one dict per group, sorted by the groups."""
+    groups = [parse_group(records, spec) for spec in group_by]
+    wanted = [parse_measure(records, spec) for spec in measures or ("count",)]
+    tree = records.parse_filter(filter)
+    records._check_reads(tree, [g.path for g in groups] + [m.path for m in wanted if m.path])
+    ctx = records.context()
+    builder = Q.builder(records.catalog, records.entity, ctx, records.dialect)
+    conditions = []
+    if tree is not None:
+        conditions.append(builder.compile(tree))
+    scope = records.scope(builder)
+    if scope is not None:
+        conditions.append(scope)
+    if search:
+        conditions.append(records._search(search))
+    with records._reading() as conn:
+        keys = [
+            _group_expression(conn, builder, conditions, g, records.tz).label(f"g{i}")
+            for i, g in enumerate(groups)
+        ]
+        values = [_measure_expression(builder, m).label(f"m{i}") for i, m in enumerate(wanted)]
+        statement = (
+            sa.select(*keys, *values)
+            .select_from(builder.from_clause)
+            .where(*conditions)
+            .group_by(*(k.element for k in keys))
+            .order_by(*(k.element.asc().nulls_last() for k in keys))
+            .limit(limit)
+        )
+        rows = conn.execute(statement).all()
+    result = []
+    for row in rows:
+        item = {g.key: _group_value(g, row[i]) for i, g in enumerate(groups)}
+        offset = len(groups)
+        for i, m in enumerate(wanted):
+            item[m.key] = _measure_value(m, row[offset + i])
+        result.append(item)
+    return result
+
+
+# ------------------------------------------------------------------------ SQL
+def _group_expression(conn, builder, conditions, group: Group, tz: str):
+    column = builder.column(group.path)
+    if group.bucket is None:
+        return column
+    if value_type(group.field) == "date":
+        return _date_bucket(column, group.bucket, conn.dialect.name)
+    if conn.dialect.name == "postgresql":
+        # stored as UTC without a zone: read it as UTC, then as the zone's wall clock
+        local = sa.func.timezone(tz, sa.func.timezone("UTC", column))
+        return sa.cast(sa.func.date_trunc(group.bucket, local), sa.Date)
+    return _sqlite_moment_bucket(conn, builder, conditions, column, group, ZoneInfo(tz))
+
+
+def _date_bucket(column, bucket: str, dialect: str):
+    if dialect == "postgresql":
+        return sa.cast(sa.func.date_trunc(bucket, column), sa.Date)
+    f = sa.func
+    if bucket == "day":
+        return f.date(column)
+    if bucket == "month":
+        return f.strftime("%Y-%m-01", column)
+    if bucket == "year":
+        return f.strftime("%Y-01-01", column)
+    if bucket == "week":  # back to Monday (%w: Sunday is 0)
+        back = (sa.cast(f.strftime("%w", column), sa.Integer) + 6) % 7
+        return f.date(column, sa.literal("-") + sa.cast(back, sa.String) + sa.literal(" days"))
+    month = sa.cast(f.strftime("%m", column), sa.Integer)
+    first = (month - 1) // 3 * 3 + 1
+    quarter = f.printf("%s-%02d-01", f.strftime("%Y", column), first)
+    return sa.case((column.is_(None), None), else_=quarter)  # printf makes text of NULLs
+
+
+def _sqlite_moment_bucket(conn, builder, conditions, column, group: Group, zone: ZoneInfo):
+    low, high = conn.execute(
+        sa.select(sa.func.min(column), sa.func.max(column))
+        .select_from(builder.from_clause)
+        .where(*conditions)
+    ).one()
+    if low is None:
+        return sa.literal(None, sa.String)
+    low, high = _as_utc(low), _as_utc(high)
+    starts = []
+    start = _bucket_start(low.astimezone(zone).date(), group.bucket)
+    end = high.astimezone(zone).date()
+    while start <= end:
+        starts.append(start)
+        if len(starts) > MAX_SQLITE_BUCKETS:
+            raise FilterError(
+                f"more than {MAX_SQLITE_BUCKETS} {group.bucket} buckets: choose a longer one",
+                group.key,
+            )
+        start = _next_start(start, group.bucket)
+    column_type = column.type
+    whens = [
+        (column >= sa.literal(_local_midnight(day, zone), column_type), day.isoformat())
+        for day in reversed(starts)
+    ]
+    return sa.case(*whens, else_=None)
+
+
+def _as_utc(value) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)
+
+
+def _bucket_start(day: dt.date, bucket: str) -> dt.date:
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if bucket == "month":
+        return day.replace(day=1)
+    if bucket == "quarter":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    return day.replace(month=1, day=1)
+
+
+def _next_start(day: dt.date, bucket: str) -> dt.date:
+    if bucket == "day":
+        return day + dt.timedelta(days=1)
+    if bucket == "week":
+        return day + dt.timedelta(days=7)
+    months = {"month": 1, "quarter": 3, "year": 12}[bucket]
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _measure_expression(builder, measure: Measure):
+    if measure.kind == "count":
+        return sa.func.count()
+    column = builder.column(measure.path)
+    if measure.kind == "distinct":
+        return sa.func.count(sa.distinct(column))
+    return getattr(sa.func, measure.kind)(column)
+
+
+# ------------------------------------------------------------------------ values
+def _group_value(group: Group, value):
+    if value is None:
+        return None
+    if group.bucket is not None:
+        return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+    return (
+        group.field.kind.coerce(group.field, value)
+        if value_type(group.field) == "boolean"
+        else value
+    )
+
+
+def _measure_value(measure: Measure, value):
+    if measure.kind in ("count", "distinct"):
+        return int(value or 0)
+    if value is None:
+        return None
+    field = measure.field
+    kind = value_type(field)
+    result_type = getattr(field.kind, "result_type", None)
+    field_type = result_type(field) if result_type is not None else field.kind
+    if measure.kind == "avg":
+        return (
+            decimal.Decimal(str(value)) if kind in ("decimal", "money", "percent") else float(value)
+        )
+    if kind in ("decimal", "money", "percent"):
+        places = field_type.scale(field) if hasattr(field_type, "scale") else 4
+        return decimal.Decimal(str(value)).quantize(decimal.Decimal(1).scaleb(-places))
+    if kind in ("integer", "duration", "rating"):
+        return int(value)
+    if kind == "date" and isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    if kind == "datetime":
+        return _as_utc(value)
+    return value
