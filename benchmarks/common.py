@@ -59,6 +59,25 @@ def median_ms(func: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(timings(func, repeats, warmup)) * 1000
 
 
+def paired_median_ms(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int, warmup: int = 1
+) -> tuple[float, float]:
+    """Median milliseconds of two calls timed in turns (the one going first alternates), so
+    that a change of load on the machine (autovacuum after a fill, another process) falls
+    on both alike."""
+    for _ in range(warmup):
+        first()
+        second()
+    a: list[float] = []
+    b: list[float] = []
+    for turn in range(repeats):
+        for func, out in ((first, a), (second, b)) if turn % 2 == 0 else ((second, b), (first, a)):
+            started = clock()
+            func()
+            out.append(clock() - started)
+    return statistics.median(a) * 1000, statistics.median(b) * 1000
+
+
 def median(values) -> float:
     return statistics.median(values)
 
