@@ -195,6 +195,52 @@ def test_saved_views_are_personal(w, app, seller):
     assert "Big deals" not in text(seller.get("/views/open_opportunities"))
 
 
+def headers_of(page: str) -> list[str]:
+    return re.findall(r'<th scope="col"[^>]*data-path="([^"]+)"', page)
+
+
+def test_users_choose_the_columns_and_their_order(w, seller):
+    page = text(seller.get("/views/open_opportunities?cols=stage,name,account.industry"))
+    assert headers_of(page) == ["stage", "name", "account.industry"]
+    # the chooser offers every column, the shown ones first and ticked, in their order
+    chooser = re.search(r'data-testid="columns-form"(.*?)</form>', page, re.S).group(1)
+    offered = re.findall(r'data-path="([^"]+)"', chooser)
+    assert offered[:3] == ["stage", "name", "account.industry"] and "amount" in offered[3:]
+    ticked = re.findall(r'value="([^"]+)" id="col-\d+" checked', chooser)
+    assert ticked == ["stage", "name", "account.industry"]
+    assert "lines" not in offered  # no column behind a children field
+    # what does not resolve is dropped; nothing left means the view's own columns
+    assert headers_of(text(seller.get("/views/open_opportunities?cols=nope,amount"))) == ["amount"]
+    default = ["name", "account", "amount", "close_date", "stage", "probability", "owner"]
+    assert headers_of(text(seller.get("/views/open_opportunities?cols="))) == default
+    assert headers_of(text(seller.get("/views/open_opportunities?cols=nope"))) == default
+    # without scripts the checkboxes arrive one by one
+    page = text(
+        seller.get("/views/open_opportunities?columns_form=1&col=amount&col=name&cols_ignored=1")
+    )
+    assert headers_of(page) == ["amount", "name"]
+    # the choice rides along with sorting and filtering links
+    page = text(seller.get("/views/open_opportunities?cols=name,amount&sort=-amount"))
+    assert 'name="cols" value="name,amount"' in page  # kept in the controls form
+    assert "cols=name%2Camount" in page  # and in the column-sort links
+
+
+def test_a_saved_view_keeps_its_columns_and_exports_follow_them(w, seller):
+    response = seller.post(
+        "/views/open_opportunities/saved",
+        {"name": "Narrow", "cols": "name,amount", "sort": "-amount"},
+        htmx=True,
+    )
+    assert response.status_code == 204  # htmx: the browser is sent to the saved view
+    saved = parse_qs(urlsplit(response.headers["HX-Redirect"]).query)["saved"][0]
+    page = text(seller.get(f"/views/open_opportunities?saved={saved}"))
+    assert headers_of(page) == ["name", "amount"]
+    assert names(page)[0] == "Globex rollout"
+    exported = seller.get(f"/views/open_opportunities/export.csv?saved={saved}")
+    rows = list(csv.reader(io.StringIO(exported.get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows[0] == ["Name", "Amount"]
+
+
 # ------------------------------------------------------------------------ bulk
 def test_bulk_update_and_delete(w, seller):
     a, b = deal(w, "Bulk A"), deal(w, "Bulk B")

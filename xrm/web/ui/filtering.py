@@ -279,6 +279,9 @@ def quick_condition(field: Field, path: str, value: str):
 
 
 # ------------------------------------------------------------------------ list state
+MAX_COLUMNS = 40  # columns a list may be asked to show
+
+
 @dataclass
 class ListState:
     """Everything that decides what a list shows, as read from (and written to) the URL."""
@@ -308,6 +311,8 @@ class ListState:
             out["filter"] = json.dumps(self.advanced, ensure_ascii=False, separators=(",", ":"))
         if self.after:
             out["after"] = self.after
+        if self.columns:
+            out["cols"] = ",".join(self.columns)
         for key, value in changes.items():
             key = key.replace("__", ".")
             if value is None:
@@ -378,6 +383,15 @@ def read_state(
                 raise FilterError("the filter is not valid JSON") from None
     if "fb.field" in args:
         state.advanced = builder_filter(entity, entity_of, args)
+    if "cols" in args or "columns_form" in args:
+        # "cols": a comma list (links, the chooser with scripts); the chooser's checkboxes
+        # ("col") without them.  Empty: the view's own columns again.
+        if "columns_form" in args and "cols" not in args:
+            chosen = args.getlist("col")
+        else:
+            chosen = args.get("cols", "").split(",")
+        paths = [c.strip() for c in chosen if c.strip()][:MAX_COLUMNS]
+        state.columns = tuple(dict.fromkeys(c for c in paths if _resolves(entity, entity_of, c)))
     state.after = args.get("after") or None
     return state
 

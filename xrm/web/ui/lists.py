@@ -220,6 +220,23 @@ def _relative_label(value: str) -> str:
     return words.replace("N", days) if days else words
 
 
+def column_choices(entity: Entity, shown: list[str]) -> list[dict]:
+    """The columns a user may pick for a list: what the filter builder offers that has a
+    column, the ones shown first and in their order."""
+    labels = dict(builder_fields(entity))
+    entity_of = C.catalog().entity_of
+
+    def stored(path: str) -> bool:
+        try:
+            return resolve_path(entity, path, entity_of)[0].stored
+        except FilterError:
+            return False
+
+    offered = [p for p in labels if stored(p)]
+    ordered = [p for p in shown if p in labels] + [p for p in offered if p not in shown]
+    return [{"path": p, "label": labels[p], "shown": p in shown} for p in ordered]
+
+
 def builder_fields(entity: Entity) -> list[tuple[str, str]]:
     """Fields the filter builder offers: the entity's readable, filterable fields, the
     system columns, and one step through each lookup."""
@@ -303,6 +320,7 @@ def page_context(view: View, entity: Entity, state: F.ListState, results: Result
         "results": results,
         "quick": quick_filters(view, entity, state),
         "builder_fields": builder_fields(entity),
+        "column_choices": column_choices(entity, results.columns),
         "builder_rows": builder_rows,
         "builder_mode": mode,
         "builder_representable": rows_mode is not None,
@@ -394,7 +412,10 @@ def save_view(view_name: str):
         return redirect(url_for("ui_lists.view", view_name=view.name, **state.params()))
     saved_id = C.store().save_view(C.principal().user_id, view.name, name, state.saved_state())
     flash(C._("View saved."), "success")
-    return redirect(url_for("ui_lists.view", view_name=view.name, saved=saved_id), code=303)
+    target = url_for("ui_lists.view", view_name=view.name, saved=saved_id)
+    if htmx():
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, code=303)
 
 
 @bp.post("/saved/<int:saved_id>/delete")

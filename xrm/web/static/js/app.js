@@ -98,6 +98,7 @@
     root.querySelectorAll(".xrm-cards").forEach(kanbanColumn);
     root.querySelectorAll("[data-xrm-layout]").forEach(layoutEditor);
     root.querySelectorAll("[data-xrm-columns]").forEach(columnsEditor);
+    root.querySelectorAll("[data-xrm-column-chooser]").forEach(columnChooser);
     root.querySelectorAll(".xrm-filter-op").forEach(syncOperator);
     updateSelection();
   }
@@ -333,6 +334,26 @@
       var names = [];
       root.querySelectorAll(".xrm-column-list.xrm-chosen [data-path]").forEach(function (item) { names.push(item.dataset.path); });
       form.querySelector('input[name="columns"]').value = names.join(",");
+    });
+  }
+
+  // ------------------------------------------------------------------ list: column chooser
+  // The ticked columns, in the order they were dragged to, go out as one "cols" value
+  // (without scripts the checkboxes go out as "col" values, in page order).
+  function columnChooser(form) {
+    if (form.dataset.ready) return;
+    form.dataset.ready = "1";
+    var list = form.querySelector(".xrm-column-options");
+    if (typeof Sortable !== "undefined") {
+      Sortable.create(list, { animation: 120, handle: ".xrm-handle", forceFallback: true, fallbackTolerance: 3 });
+    }
+    form.addEventListener("htmx:configRequest", function (event) {
+      if (event.target !== form) return;  // the Reset button sends its own "cols"
+      var names = [];
+      list.querySelectorAll('input[name="col"]').forEach(function (box) { if (box.checked) names.push(box.value); });
+      delete event.detail.parameters.col;
+      delete event.detail.parameters.columns_form;
+      event.detail.parameters.cols = names.join(",");
     });
   }
 
