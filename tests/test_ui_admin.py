@@ -329,6 +329,40 @@ def test_roles_change_through_the_plan(w, app, admin):
     assert role.scope("task", "create") == "own" and role.scope("account", "create") == "none"
 
 
+def test_field_rules_are_edited_on_the_role_page(w, app, admin):
+    page = text(admin.get("/admin/roles/user"))
+    assert 'name="f.account.annual_revenue"' in page and 'data-testid="field-rules-account"' in page
+    form = {
+        key: value
+        for key, value in re.findall(
+            r'<select[^>]*name="(p\.[^"]+)"[^>]*>.*?<option value="([^"]*)" selected', page, re.S
+        )
+    }
+    form.update(
+        {"label_en": "User", "f.account.annual_revenue": "hidden", "f.account.phone": "read_only"}
+    )
+    _, documents = plan_of(admin.post("/admin/roles/user", form))
+    assert documents[0][1]["roles"]["user"]["fields"] == {
+        "account": {"annual_revenue": "hidden", "phone": "read_only"}
+    }
+    assert apply(admin, documents).status_code == 303
+    role = w.store.refresh().roles["user"]
+    assert dict(role.fields["account"]) == {"annual_revenue": "hidden", "phone": "read_only"}
+    assert role.scope("account", "read") == w.store.catalog.roles["user"].scope("account", "read")
+    seller = Client(app).login(SELLER)
+    record = text(seller.get(f"/r/account/{w.acme['id']}"))
+    assert 'name="annual_revenue"' not in record and "Annual revenue" not in record
+    assert 'name="phone"' not in record  # shown as text, not as an input
+    # the page shows the rules back, open; clearing them removes them
+    page = text(admin.get("/admin/roles/user"))
+    assert re.search(r'name="f.account.annual_revenue".*?value="hidden" selected', page, re.S)
+    form.update({"f.account.annual_revenue": "", "f.account.phone": ""})
+    _, documents = plan_of(admin.post("/admin/roles/user", form))
+    assert "fields" not in documents[0][1]["roles"]["user"]
+    assert apply(admin, documents).status_code == 303
+    assert not w.store.refresh().roles["user"].fields.get("account")
+
+
 def test_users_teams_and_deactivation(w, app, admin):
     response = admin.post(
         "/admin/users",

@@ -1,5 +1,6 @@
 """Users (add, roles, teams, language, deactivate, password), teams, and roles (scopes
-per entity and action, changed through the plan page like any customization)."""
+per entity and action, hidden and read-only fields; changed through the plan page like any
+customization)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .plans import review
 from .schema import _label
 
 SCOPES = ("none", "own", "team", "all")
+FIELD_RULES = ("read_only", "hidden")
 
 
 # ------------------------------------------------------------------------ users
@@ -126,13 +128,29 @@ def role(name: str):
     role = C.catalog().roles.get(name)
     if role is None:
         abort(404)
-    entities = ["*", *sorted(C.catalog().entities)]
+    catalog = C.catalog()
+    entities = ["*", *sorted(catalog.entities)]
+    # Field rules per entity, the entities with rules first and open.
+    field_entities = sorted(
+        (
+            {
+                "name": entity.name,
+                "label": C.label(entity),
+                "rules": dict(role.fields.get(entity.name, {})),
+                "fields": [(f.name, C.label(f)) for f in entity.fields.values()],
+            }
+            for entity in catalog.entities.values()
+        ),
+        key=lambda e: (not e["rules"], e["label"].lower()),
+    )
     return render_template(
         "admin/role.html",
         role=role,
         entities=entities,
         actions=ACTIONS,
         scopes=SCOPES,
+        field_rules=FIELD_RULES,
+        field_entities=field_entities,
         labels=role.label.as_dict(),
     )
 
@@ -160,8 +178,14 @@ def change_role(name: str):
     }
     if form.get("admin"):
         document["admin"] = True
-    if role.fields:
-        document["fields"] = {e: dict(rules) for e, rules in role.fields.items()}
+    fields: dict[str, dict[str, str]] = {}
+    for entity in C.catalog().entities.values():
+        for field_name in entity.fields:
+            rule = form.get(f"f.{entity.name}.{field_name}", "")
+            if rule in FIELD_RULES:
+                fields.setdefault(entity.name, {})[field_name] = rule
+    if fields:
+        document["fields"] = fields
     summary = [C._("Change role %(name)s", name=name)]
     return review(
         [("roles", {"roles": {name: document}})], summary, url_for("ui_admin.role", name=name)
