@@ -77,25 +77,33 @@ def _register_setup(sub, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------ run
+# The embedded worker's program: the URL comes in the environment, not on the command line,
+# where any user could read a password in it.
+WORKER_PROGRAM = (
+    "import os; from xrm.workflow.worker import serve; "
+    "serve(os.environ['XRM_WORKER_DATABASE_URL'], parent=int(os.environ['XRM_WORKER_PARENT']))"
+)
+
+
 def _run(args) -> int:
-    import multiprocessing
+    import subprocess
 
     from .storage.database import default_url
     from .web.server import serve
-    from .workflow.worker import serve as work
 
     url = args.database or default_url()
     parent = os.getpid()
     worker = None
     if not args.no_worker:
         # The embedded workflow worker (processes, reminders, email) runs beside the web
-        # server in its own process, so reminders work with this one command on SQLite.
-        context = multiprocessing.get_context("spawn")
-        stop = context.Event()
-        worker = context.Process(
-            target=work, args=(url,), kwargs={"stop": stop}, name="xrm-worker", daemon=True
+        # server in a process of its own, so reminders work with this one command on
+        # SQLite.  A plain subprocess rather than multiprocessing: gunicorn forks its web
+        # workers from this process, and they would inherit multiprocessing's bookkeeping
+        # of a child that is not theirs.  It stops on SIGTERM, or when this process is gone.
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER_PROGRAM],
+            env={**os.environ, "XRM_WORKER_DATABASE_URL": url, "XRM_WORKER_PARENT": str(parent)},
         )
-        worker.start()
     print(
         f"serving on http://{args.host}:{args.port} (database {url.split('@')[-1]})",
         file=sys.stderr,
@@ -106,8 +114,11 @@ def _run(args) -> int:
         # gunicorn's forked workers leave serve() through here too; only the parent
         # owns the workflow worker process.
         if worker is not None and os.getpid() == parent:
-            stop.set()
-            worker.join(10)
+            worker.terminate()  # SIGTERM: the worker finishes its batch and stops
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     return 0
 
 

@@ -159,6 +159,10 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def run_forever(self) -> None:
         """Work until ``stop()``; errors are logged and retried after the poll interval."""
         heartbeat = threading.Thread(
@@ -239,22 +243,40 @@ class _Listener:
 
 
 def serve(
-    url: str, engine_options: dict | None = None, stop=None, ready=None, **worker_options
+    url: str,
+    engine_options: dict | None = None,
+    ready=None,
+    parent: int | None = None,
+    **worker_options,
 ) -> None:
-    """A worker process: open the store at ``url`` and work until ``stop`` (a
-    multiprocessing Event) is set; ``ready`` (a queue) gets the worker's name once it is
-    up.  ``xrm worker --processes N`` starts N of these."""
+    """A worker process: open the store at ``url`` and work until SIGTERM, or until the
+    process that started it is gone; ``ready`` (a queue) gets the worker's name once it is
+    up.  ``xrm worker --processes N`` and ``xrm run`` start these.
+
+    A parent stops its workers with SIGTERM rather than a shared multiprocessing Event: a
+    process that dies while waiting on such an Event leaves it unusable, and the parent's
+    ``set()`` then waits forever for the dead waiter.  ``parent`` is the pid to outlive
+    no longer (default: the parent now; given, a parent that died while this process was
+    still starting is noticed too)."""
     import signal
 
     import xrm
 
+    parent = parent or os.getppid()
     store = xrm.open(url, **(engine_options or {}))
     worker = Worker(store, **worker_options)
     if ready is not None:
         ready.put(worker.name)
-    if stop is not None:
-        threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
+
+    def watch_parent():
+        while not worker.stopped:
+            if os.getppid() != parent:  # orphaned: the parent was killed
+                worker.stop()
+                return
+            time.sleep(1)
+
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    threading.Thread(target=watch_parent, name="xrm-parent-watch", daemon=True).start()
     try:
         worker.run_forever()
     finally:
