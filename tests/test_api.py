@@ -815,3 +815,69 @@ def test_serve_runs_the_app_under_gunicorn(tmp_path):
         except subprocess.TimeoutExpired:  # pragma: no cover
             process.kill()
             process.wait()
+
+
+# ---------------------------------------------------------------------------------- aggregates
+def test_aggregates_group_measure_and_filter(api, store, app):
+    acme = create(api, "account", {"name": "Acme", "industry": "retail"})["id"]
+    globex = create(api, "account", {"name": "Globex", "industry": "technology"})["id"]
+    for name, account, amount, day in (
+        ("A", acme, "100.50", "2025-01-10"),
+        ("B", acme, "200.25", "2025-01-20"),
+        ("C", globex, "1000.00", "2025-02-05"),
+        ("D", globex, None, "2025-02-06"),
+    ):
+        values = {"name": name, "account": account, "close_date": day}
+        if amount:
+            values["amount"] = amount
+        create(api, "opportunity", values)
+    response = api.get(
+        "/opportunity/aggregate?group_by=account.industry,close_date:month"
+        "&measures=count,sum:amount,max:close_date"
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["data"] == [
+        {
+            "account.industry": "retail",
+            "close_date:month": "2025-01-01",
+            "count": 2,
+            "sum:amount": "300.75",
+            "max:close_date": "2025-01-20",
+        },
+        {
+            "account.industry": "technology",
+            "close_date:month": "2025-02-01",
+            "count": 2,
+            "sum:amount": "1000.00",
+            "max:close_date": "2025-02-06",
+        },
+    ]
+    # the list's filters apply: JSON, field=value shortcuts, search
+    narrowed = api.get("/opportunity/aggregate?account=" + str(acme) + "&measures=count")
+    assert narrowed.get_json()["data"] == [{"count": 2}]
+    filtered = api.get(
+        "/opportunity/aggregate?group_by=account&filter=" + json.dumps(["amount", "gt", 150])
+    )
+    assert filtered.get_json()["data"] == [
+        {"account": acme, "count": 1},
+        {"account": globex, "count": 1},
+    ]
+    # bad specs are 400 problems that say what is wrong
+    assert (
+        "only dates have buckets"
+        in problem(api.get("/opportunity/aggregate?group_by=name:month"), 400)["detail"]
+    )
+    assert (
+        "unknown measure 'median'"
+        in problem(api.get("/opportunity/aggregate?measures=median:amount"), 400)["detail"]
+    )
+    assert problem(api.get("/nothing/aggregate"), 404)
+    # the caller's scope: a user who reads only their own opportunities counts only those
+    seller = store.add_user("own@example.com", roles=["user"])
+    store.records("opportunity").create(
+        {"name": "Mine", "account": acme, "close_date": "2025-03-01", "owner": seller}
+    )
+    own = Client(app.test_client(), store.create_token(seller, "t"))
+    mine = own.get("/opportunity/aggregate").get_json()["data"]
+    everyone = api.get("/opportunity/aggregate").get_json()["data"]
+    assert everyone == [{"count": 5}] and mine == [{"count": 1}]

@@ -10,9 +10,11 @@ for the signed-in principal, which applies row scopes, field rules and validatio
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -305,8 +307,9 @@ def _split_param(name: str) -> tuple[str, str]:
     return name, "eq"
 
 
-def query_filter(entity: Entity):
-    """The filter of a list request: ``filter`` JSON plus ``field[__op]=value`` params."""
+def query_filter(entity: Entity, reserved: tuple[str, ...] = openapi.LIST_PARAMETERS):
+    """The filter of a list request: ``filter`` JSON plus ``field[__op]=value`` params
+    (every parameter not ``reserved`` by the endpoint)."""
     parts = []
     raw = request.args.get("filter")
     if raw is not None and raw.strip():
@@ -319,7 +322,7 @@ def query_filter(entity: Entity):
         if parsed:
             parts.append(parsed)
     for name, values in request.args.lists():
-        if name in openapi.LIST_PARAMETERS:
+        if name in reserved:
             continue
         path, op = _split_param(name)
         try:
@@ -451,6 +454,37 @@ def _conflict(exc: Conflict):
 @bp.get("/<entity_name>")
 def list_records(entity_name: str):
     return list_page(entity_or_404(entity_name))
+
+
+@bp.get("/<entity_name>/aggregate")
+def aggregate_records(entity_name: str):
+    """Groups and measures over the records the caller may read (``Records.aggregate``)."""
+    entity = entity_or_404(entity_name)
+    tree = query_filter(entity, openapi.AGGREGATE_PARAMETERS)
+    specs = {}
+    for name, default in (("group_by", ""), ("measures", "count")):
+        specs[name] = [p.strip() for p in request.args.get(name, default).split(",") if p.strip()]
+        if len(specs[name]) > 10:
+            raise Problem(400, f"{name}: at most 10", type=BAD_REQUEST)
+    rows = records_for(entity).aggregate(
+        specs["group_by"],
+        specs["measures"] or ["count"],
+        tree,
+        search=request.args.get("q") or None,
+        limit=int_arg("limit", openapi.MAX_GROUPS, 1, openapi.MAX_GROUPS),
+    )
+    return json_response({"data": [{k: _plain(v) for k, v in row.items()} for row in rows]})
+
+
+def _plain(value):
+    """An aggregate's value as JSON: dates as ISO text, decimals as exact strings."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value
 
 
 def _fresh(entity: Entity, record_id: int, fallback: Mapping) -> tuple[dict, str]:

@@ -30,6 +30,8 @@ PROBLEM_JSON = "application/problem+json"
 
 #: Query parameters of list endpoints; any other parameter is a ``field[__op]=value`` filter.
 LIST_PARAMETERS = ("filter", "sort", "fields", "limit", "q", "cursor", "count")
+AGGREGATE_PARAMETERS = ("filter", "q", "group_by", "measures", "limit")
+MAX_GROUPS = 1000  # groups an aggregate answers with at most
 
 _DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 #: Record ids are positive 64-bit integers.
@@ -434,6 +436,57 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
             },
         },
     )
+    spec.path(
+        path=f"{base}/aggregate",
+        operations={
+            "get": {
+                "tags": [tag],
+                "operationId": f"aggregate_{name}",
+                "summary": f"Group and measure {plural}",
+                "description": (
+                    "Groups (fields, dotted paths through lookups, dates in buckets: "
+                    "close_date:month; day, week, month, quarter, year; datetimes in the "
+                    "caller's time zone) and measures (count, sum:F, avg:F, min:F, max:F, "
+                    "distinct:F) over the records the caller may read, with the list's "
+                    "filter and search.  Each row maps the group and measure strings to "
+                    "values: a bucket is the date it starts on, sums of decimals are strings."
+                ),
+                "parameters": [
+                    _list_parameters()[0],
+                    _list_parameters()[4],
+                    {
+                        "name": "group_by",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "comma-separated groups: stage,close_date:month",
+                    },
+                    {
+                        "name": "measures",
+                        "in": "query",
+                        "schema": {"type": "string", "default": "count"},
+                        "description": "comma-separated measures: count,sum:amount",
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_GROUPS,
+                            "default": MAX_GROUPS,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "one row per group, sorted by the groups",
+                        "content": {"application/json": {"schema": _ref("Aggregate")}},
+                    },
+                    **_common_errors(400, 403),
+                },
+            }
+        },
+    )
     for relation, target in relations(catalog, entity):
         spec.path(
             path=f"{base}/{{id}}/{relation.name}",
@@ -541,6 +594,22 @@ _SHARED_SCHEMAS = {
                 "type": "object",
                 "additionalProperties": {"type": "array", "items": {"type": "string"}},
             },
+        },
+    },
+    "Aggregate": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "description": "group and measure strings to values",
+                    "additionalProperties": {
+                        "type": ["string", "integer", "number", "boolean", "null"]
+                    },
+                },
+            }
         },
     },
     "BulkResult": {
