@@ -4,7 +4,9 @@ process behind."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,11 +14,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from conftest import fresh_database
 
+PASSWORD = "a long enough password"
 XRM = [str(Path(sys.executable).with_name("xrm"))]  # the installed command, as users run it
 
 
@@ -75,7 +78,6 @@ def instance(tmp_path):
             **os.environ,
             "XRM_INSTANCE_PATH": str(tmp_path),
             "XRM_DATABASE_URL": url,
-            "XRM_COOKIE_SECURE": "0",
         }
 
 
@@ -83,7 +85,7 @@ def instance(tmp_path):
 def installed(instance):
     env = instance
     setup = subprocess.run(
-        [*XRM, "setup", "--admin-password", "a long enough password"],
+        [*XRM, "setup", "--admin-password", PASSWORD],
         env=env,
         capture_output=True,
         text=True,
@@ -91,6 +93,22 @@ def installed(instance):
     )
     assert setup.returncode == 0, setup.stderr
     return env
+
+
+def sign_in(port: int) -> None:
+    """The administrator signs in over plain HTTP on loopback, as a browser would: the
+    session cookie must come back for the home page to open."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    base = f"http://127.0.0.1:{port}"
+    page = opener.open(f"{base}/login", timeout=10).read().decode()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "email": "admin@example.com", "password": PASSWORD}
+    with opener.open(
+        urllib.request.Request(f"{base}/login", data=urlencode(form).encode()), timeout=10
+    ) as response:
+        assert "/login" not in response.url  # signed in: the home page, not the form again
+        assert 'data-testid="admin-link"' in response.read().decode()
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
@@ -114,6 +132,7 @@ def test_stopping_the_server_stops_everything_it_started(installed, tmp_path, st
                 return False
 
         wait_until(answers, 60, "the server to answer")
+        sign_in(port)
         started = children_of(server.pid)
         worker = [
             pid

@@ -85,6 +85,9 @@ WORKER_PROGRAM = (
 )
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _run(args) -> int:
     import subprocess
 
@@ -92,6 +95,11 @@ def _run(args) -> int:
     from .web.server import serve
 
     url = args.database or default_url()
+    if args.host in LOOPBACK and "XRM_COOKIE_SECURE" not in os.environ:
+        # Served on loopback over plain HTTP, a Secure session cookie would not come back
+        # from every browser; traffic that never leaves the machine needs no TLS.  Served
+        # on another address (behind a TLS proxy), cookies stay Secure.
+        os.environ["XRM_COOKIE_SECURE"] = "0"
     parent = os.getpid()
     worker = None
     if not args.no_worker:
