@@ -59,10 +59,14 @@ ORDERED = frozenset(
 SUMMABLE = frozenset({"integer", "decimal", "money", "percent", "duration", "rating"})
 
 
-def value_type(f: Field) -> str:
-    """The type a field's values have (a formula or rollup: its result's)."""
+def value_kind(f: Field):
+    """The field type whose values a field holds (a formula or rollup: its result's)."""
     result = getattr(f.kind, "result_type", None)
-    return result(f).name if result is not None else f.type
+    return result(f) if result is not None else f.kind
+
+
+def value_type(f: Field) -> str:
+    return value_kind(f).name
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class Measure:
     kind: str
     path: str | None
     field: Field | None
+    value: str | None = None  # the type of the values measured
+    quantum: decimal.Decimal | None = None  # a decimal sum's places, as 0.01
 
 
 def parse_group(records: Records, spec: str) -> Group:
@@ -119,7 +125,12 @@ def parse_measure(records: Records, spec: str) -> Measure:
         raise FilterError(f"{kind} needs a number, date or time, and {path} is a {value}", spec)
     if kind == "distinct" and value not in GROUPABLE:
         raise FilterError(f"cannot count distinct values of a {field.type} field", spec)
-    return Measure(str(spec), kind, path, field)
+    quantum = None
+    if value in ("decimal", "money", "percent"):
+        kind_of = value_kind(field)
+        places = kind_of.scale(field) if hasattr(kind_of, "scale") else 4
+        quantum = decimal.Decimal(1).scaleb(-places)
+    return Measure(str(spec), kind, path, field, value, quantum)
 
 
 def aggregate(
@@ -136,16 +147,8 @@ def aggregate(
     wanted = [parse_measure(records, spec) for spec in measures or ("count",)]
     tree = records.parse_filter(filter)
     records._check_reads(tree, [g.path for g in groups] + [m.path for m in wanted if m.path])
-    ctx = records.context()
-    builder = Q.builder(records.catalog, records.entity, ctx, records.dialect)
-    conditions = []
-    if tree is not None:
-        conditions.append(builder.compile(tree))
-    scope = records.scope(builder)
-    if scope is not None:
-        conditions.append(scope)
-    if search:
-        conditions.append(records._search(search))
+    builder = Q.builder(records.catalog, records.entity, records.context(), records.dialect)
+    conditions = records.conditions(builder, tree, search)
     with records._reading() as conn:
         keys = [
             _group_expression(conn, builder, conditions, g, records.tz).label(f"g{i}")
@@ -291,17 +294,11 @@ def _measure_value(measure: Measure, value):
         return int(value or 0)
     if value is None:
         return None
-    field = measure.field
-    kind = value_type(field)
-    result_type = getattr(field.kind, "result_type", None)
-    field_type = result_type(field) if result_type is not None else field.kind
+    kind = measure.value
     if measure.kind == "avg":
-        return (
-            decimal.Decimal(str(value)) if kind in ("decimal", "money", "percent") else float(value)
-        )
-    if kind in ("decimal", "money", "percent"):
-        places = field_type.scale(field) if hasattr(field_type, "scale") else 4
-        return decimal.Decimal(str(value)).quantize(decimal.Decimal(1).scaleb(-places))
+        return decimal.Decimal(str(value)) if measure.quantum is not None else float(value)
+    if measure.quantum is not None:
+        return decimal.Decimal(str(value)).quantize(measure.quantum)
     if kind in ("integer", "duration", "rating"):
         return int(value)
     if kind == "date" and isinstance(value, str):

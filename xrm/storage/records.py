@@ -1069,6 +1069,18 @@ class Records:
             labels.append(path)
         return columns, labels
 
+    def conditions(self, builder: Q.SqlBuilder, tree, search: str | None = None) -> list:
+        """What every read of this user filters by: the filter, the row scope, the search."""
+        conditions = []
+        if tree is not None:
+            conditions.append(builder.compile(tree))
+        scope = self.scope(builder)
+        if scope is not None:
+            conditions.append(scope)
+        if search:
+            conditions.append(self._search(search))
+        return conditions
+
     def scope(self, builder: Q.SqlBuilder, action: str = "read"):
         """Row-level security: the condition every read of this user includes."""
         if self.access is None:
@@ -1160,14 +1172,7 @@ class Records:
             Q.resolve_path(self.entity, path, self.catalog.entity_of)[0] for path, _ in sort_spec
         ]
         columns, _labels = self._select(fields, builder)
-        conditions = []
-        if tree is not None:
-            conditions.append(builder.compile(tree))
-        scope = self.scope(builder)
-        if scope is not None:
-            conditions.append(scope)
-        if search:
-            conditions.append(self._search(search))
+        conditions = self.conditions(builder, tree, search)
         sort_labels = [f"_sort{i}" for i in range(len(sort_columns))]
         base = sa.select(
             *columns, *(c.label(n) for c, n in zip(sort_columns, sort_labels))
@@ -1228,14 +1233,7 @@ class Records:
         tree = self.parse_filter(filter)
         self._check_reads(tree, ())
         builder = Q.builder(self.catalog, self.entity, self.context(), self.dialect)
-        conditions = []
-        if tree is not None:
-            conditions.append(builder.compile(tree))
-        scope = self.scope(builder)
-        if scope is not None:
-            conditions.append(scope)
-        if search:
-            conditions.append(self._search(search))
+        conditions = self.conditions(builder, tree, search)
         inner = (
             sa.select(self.table.c.id)
             .select_from(builder.from_clause)

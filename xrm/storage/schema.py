@@ -309,13 +309,14 @@ def _names_in_database(
     return existing, found
 
 
-def _additions_only(table: sa.Table, previous: sa.Table | None, in_database: set) -> bool:
-    """True when ``table`` keeps every column of its previous definition unchanged and adds
-    only columns the database does not have yet: then names alone plan it, no types."""
+def _additions_only(signature: tuple, previous: tuple | None, in_database: set) -> bool:
+    """True when a table (its signature) keeps every column of its previous definition
+    unchanged and adds only columns the database does not have yet: then names alone plan
+    it, no types."""
     if previous is None:
         return False
-    before = {c[0]: c for c in table_signature(previous)[0]}
-    for column in table_signature(table)[0]:
+    before = {c[0]: c for c in previous[0]}
+    for column in signature[0]:
         old = before.get(column[0])
         if old is None and column[0] in in_database:
             return False  # a column kept from an earlier definition: compare its type
@@ -337,14 +338,12 @@ def plan_schema(
     from column and index names, one query for all of them, instead of full reflection."""
     inspector = sa.inspect(connection)
     names: dict[str, tuple[set, set]] = {}
-    before: dict[str, sa.Table] = {}
+    before: dict[str, tuple] = {}
     known = tables.table_names()
     if previous is not None and only is not None:
         # Tables the catalog does not define are left to full plans (``xrm db plan``).
         existing, names = _names_in_database(connection, sorted(known), sorted(only))
-        before = {
-            name: previous.by_table_name(name) for name in names if name in previous.table_names()
-        }
+        before = signatures(previous)  # computed by changed_tables already
     else:
         existing = set(inspector.get_table_names())
     plan = SchemaPlan()
@@ -363,7 +362,7 @@ def plan_schema(
             continue
         if table.name in names:
             in_database, present = names[table.name]
-            if _additions_only(table, before.get(table.name), in_database):
+            if _additions_only(signatures(tables)[table.name], before.get(table.name), in_database):
                 plan.add_columns += [
                     (table.name, c.name) for c in table.columns if c.name not in in_database
                 ]

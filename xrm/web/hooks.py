@@ -39,9 +39,8 @@ from .problems import (
     BAD_REQUEST,
     FORBIDDEN,
     NOT_FOUND,
-    RATE_LIMITED,
     Problem,
-    retry_after_seconds,
+    rate_limited,
     validation_failed,
 )
 
@@ -213,14 +212,7 @@ def elsewhere(rest: str):
 @bp.errorhandler(HTTPException)
 def _http_problem(exc: HTTPException):
     if exc.code == 429:
-        seconds = retry_after_seconds()
-        return Problem(
-            429,
-            f"too many webhook calls; retry in {seconds} s",
-            type=RATE_LIMITED,
-            headers={"Retry-After": str(seconds)},
-            retry_after=seconds,
-        ).response()
+        return rate_limited("webhook calls").response()
     headers = dict(exc.get_headers()) if exc.code == 405 else {}
     headers.pop("Content-Type", None)
     return Problem(exc.code or 500, exc.description, headers=headers).response()

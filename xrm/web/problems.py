@@ -104,6 +104,18 @@ def _from_http(exc: HTTPException) -> Problem:
     return Problem(exc.code or 500, detail, type=type_, headers=headers)
 
 
+def rate_limited(what: str = "requests") -> Problem:
+    """The 429 problem for a spent request budget, with when to come back."""
+    seconds = retry_after_seconds()
+    return Problem(
+        429,
+        f"too many {what}; retry in {seconds} s",
+        type=RATE_LIMITED,
+        headers={"Retry-After": str(seconds)},
+        retry_after=seconds,
+    )
+
+
 def retry_after_seconds() -> int:
     """Seconds until the rate limit that refused this request lets it through again."""
     for limiter in current_app.extensions.get("limiter") or ():
@@ -127,17 +139,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         if exc.code == 429:
-            seconds = retry_after_seconds()
             if wants_problem():
-                return Problem(
-                    429,
-                    f"too many requests; retry in {seconds} s",
-                    type=RATE_LIMITED,
-                    headers={"Retry-After": str(seconds)},
-                    retry_after=seconds,
-                ).response()
+                return rate_limited().response()
             response = exc.get_response()
-            response.headers["Retry-After"] = str(seconds)
+            response.headers["Retry-After"] = str(retry_after_seconds())
             return response
         if exc.code == 400 and isinstance(exc, CSRFError) and wants_problem():
             return Problem(400, exc.description, type=CSRF, title="CSRF check failed").response()

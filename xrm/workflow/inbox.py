@@ -54,14 +54,41 @@ def mark_read(store, user_id: int, ids: list[int] | None = None) -> int:
         return conn.execute(statement).rowcount
 
 
+def counts(store, user_id: int) -> tuple[int, int]:
+    """(unread notifications, approvals waiting) of a user, in one statement: what the
+    inbox badge on every page shows."""
+    ensure_tables(store)
+    n, a, i = W.notifications, W.approvals, W.instances
+    unread = (
+        sa.select(sa.func.count())
+        .select_from(n)
+        .where(n.c.user_id == user_id, n.c.read_at.is_(None))
+        .scalar_subquery()
+    )
+    pending = (
+        sa.select(sa.func.count())
+        .select_from(a.join(i, i.c.id == a.c.instance_id))
+        .where(*_waiting_for(user_id))
+        .scalar_subquery()
+    )
+    with store.engine.connect() as conn:
+        return tuple(conn.execute(sa.select(unread, pending)).one())
+
+
 # --------------------------------------------------------------------------- approvals
+def _waiting_for(user_id: int) -> tuple:
+    """Approvals a user has yet to decide, of instances still waiting for them."""
+    a, i = W.approvals, W.instances
+    return (a.c.user_id == user_id, a.c.decision.is_(None), i.c.status == "waiting")
+
+
 def pending_approvals(store, user_id: int) -> list[dict]:
     ensure_tables(store)
     a, i = W.approvals, W.instances
     query = (
         sa.select(a, i.c.process, i.c.entity, i.c.record_id)
         .join(i, i.c.id == a.c.instance_id)
-        .where(a.c.user_id == user_id, a.c.decision.is_(None), i.c.status == "waiting")
+        .where(*_waiting_for(user_id))
         .order_by(a.c.id)
     )
     with store.engine.connect() as conn:

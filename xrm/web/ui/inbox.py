@@ -38,29 +38,12 @@ def counts() -> dict:
     cached = g.get("ui_inbox_counts")
     if cached is not None:
         return cached
-    store = C.store()
-    workflow.ensure_tables(store)  # a no-op after the first call of the store
-    user_id = C.principal().user_id
-    n, a, i = W.notifications, W.approvals, W.instances
-    unread = (
-        sa.select(sa.func.count())
-        .select_from(n)
-        .where(n.c.user_id == user_id, n.c.read_at.is_(None))
-        .scalar_subquery()
-    )
-    pending = (
-        sa.select(sa.func.count())
-        .select_from(a.join(i, i.c.id == a.c.instance_id))
-        .where(a.c.user_id == user_id, a.c.decision.is_(None), i.c.status == "waiting")
-        .scalar_subquery()
-    )
-    with store.engine.connect() as conn:
-        row = conn.execute(sa.select(unread.label("unread"), pending.label("approvals"))).one()
+    unread, approvals = workflow.inbox.counts(C.store(), C.principal().user_id)
     result = {
-        "unread": row.unread,
-        "approvals": row.approvals,
-        "unread_text": _capped(row.unread),
-        "approvals_text": _capped(row.approvals),
+        "unread": unread,
+        "approvals": approvals,
+        "unread_text": _capped(unread),
+        "approvals_text": _capped(approvals),
     }
     g.ui_inbox_counts = result
     return result

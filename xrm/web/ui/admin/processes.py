@@ -71,19 +71,15 @@ def clock_text(status: str) -> str:
 
 
 def entry_text(status: str) -> str:
-    """The status of one history entry (a step's outcome)."""
+    """The status of one history entry (a step's outcome); an instance's own statuses
+    read as in ``status_text``."""
     words = {
         "ok": C._("OK"),
-        "waiting": C._("Waiting"),
         "stopped": C._("Stopped"),
         "calling": C._("Calling out"),
         "error": C._("Error"),
-        "failed": C._("Parked"),
-        "skipped": C._("Skipped"),
-        "cancelled": C._("Cancelled"),
-        "done": C._("Done"),
     }
-    return words.get(status, status)
+    return words[status] if status in words else status_text(status)
 
 
 def when(value) -> str:
