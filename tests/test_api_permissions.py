@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from browser.support import CSRF_INPUT, PASSWORD
 from test_security import VISIBLE, WRITABLE, build_world
 
 from xrm.web import create_app
@@ -217,3 +218,72 @@ def test_admin_writes_everything_but_read_only(world):
     assert store.records("deal").get(target)["secret"] == "new"
     assert client.delete(f"/deal/{target}").status_code == 204
     assert store.records("deal").query(filter=["id", "eq", target]).rows == []
+
+
+# ----------------------------------------------------------------- indirect channels
+@pytest.mark.parametrize("who", ["own", "team"])
+def test_lookup_paths_carry_the_target_scope_over_http(world, who):
+    """The own user's deal points (set by the platform) at the blue user's firm; no read
+    channel shows that firm through the path, and pointing at it is refused."""
+    store, clients, deals = world
+    client = clients[who]
+    firms = {r["name"]: r["id"] for r in store.records("firm").query(fields=["name"]).rows}
+    mine = f"/deal/{deals['own']['id']}"
+    refused = client.patch(mine, {"firm": firms["firm of blue"]})
+    _problem(refused, 422)
+    missing = client.patch(mine, {"firm": 999_999})
+    assert refused.get_json()["errors"] == missing.get_json()["errors"]
+    store.records("deal").update(deals["own"]["id"], {"firm": firms["firm of blue"]})
+    responses = [
+        client.get(mine, fields="name,firm.name,firm.phone"),
+        client.get("/deal", fields="name,firm.name,firm.phone"),
+        client.get("/deal", filter='["firm.name", "starts_with", "firm of b"]'),
+        client.get("/deal", sort="firm.name", fields="name,firm.name"),
+        client.get("/deal", sort="-firm.name", fields="name,firm.name"),
+        client.get("/deal/aggregate", group_by="firm.name", measures="count"),
+        client.get("/deal/aggregate", group_by="firm.phone", measures="count"),
+    ]
+    for response in responses:
+        assert response.status_code == 200, response.get_data(as_text=True)
+        text = response.get_data(as_text=True)
+        assert "firm of blue" not in text and "+15550002" not in text
+    assert responses[2].get_json()["data"] == []
+    # The UI export with the path as a column.
+    http = client.client
+    page = http.get("/login").get_data(as_text=True)
+    http.post(
+        "/login",
+        data={
+            "email": f"{who}@x.test",
+            "password": PASSWORD,
+            "csrf_token": CSRF_INPUT.search(page).group(1),
+        },
+    )
+    export = http.get("/views/all_deals/export.csv", query_string={"cols": "name,firm.name"})
+    assert export.status_code == 200, export.get_data(as_text=True)[:300]
+    assert "deal of own" in export.get_data(as_text=True)
+    assert "firm of blue" not in export.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("who", ["own", "team", "all"])
+def test_formulas_and_rollups_over_http(world, who):
+    store, clients, deals = world
+    client = clients[who]
+    got = client.get(f"/deal/{deals['own']['id']}").get_json()
+    assert "expected" not in got and "amount" not in got and got["locked_twice"] == 2
+    for response in (
+        client.get("/deal", fields="name,expected"),
+        client.get("/deal", filter='["expected", "gt", 0]'),
+        client.get("/deal", sort="expected_twice"),
+        client.get("/deal/aggregate", measures="sum:expected"),
+    ):
+        _problem(response, 400, 403)
+        assert "1000" not in response.get_data(as_text=True)
+    firms = {r["name"]: r["id"] for r in store.records("firm").query(fields=["name"]).rows}
+    store.records("deal").create(
+        {"name": "other", "locked": 5, "firm": firms["firm of own"], "owner": None}
+    )
+    firm = client.get(f"/firm/{firms['firm of own']}")
+    assert firm.status_code == 200
+    assert firm.get_json()["deal_count"] == (2 if who == "all" else 1)
+    assert "amount_sum" not in firm.get_json()

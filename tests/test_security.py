@@ -1,13 +1,15 @@
 """The permission matrix at the records-service level: every scope, a hidden and a
-read-only field, through every read and write channel."""
+read-only field, through every read and write channel, including the indirect ones: a
+dotted path through a lookup, a formula over a hidden field and a rollup over children."""
 
 from __future__ import annotations
 
 import pytest
+from browser.support import PASSWORD
 from conftest import write_pack
 
 from xrm.metadata.filters import FilterError
-from xrm.storage.records import Forbidden, NotFound
+from xrm.storage.records import Forbidden, NotFound, ValidationFailed
 
 ROLES = """
 roles:
@@ -18,19 +20,26 @@ roles:
     permissions:
       deal: {create: own, read: own, update: own, delete: own}
       note_line: {create: all, read: own, update: own, delete: own}
+      firm: {create: own, read: own, update: own, delete: own}
     fields:
-      deal: {secret: hidden, locked: read_only}
+      deal: {secret: hidden, locked: read_only, amount: hidden}
   team_role:
     permissions:
       deal: {create: team, read: team, update: team, delete: team}
       note_line: {read: team}
+      firm: {read: team}
     fields:
-      deal: {secret: hidden, locked: read_only}
+      deal: {secret: hidden, locked: read_only, amount: hidden}
   all_role:
     permissions:
       "*": {create: all, read: all, update: all, delete: all}
     fields:
-      deal: {secret: hidden, locked: read_only}
+      deal: {secret: hidden, locked: read_only, amount: hidden}
+  viewer_role:
+    permissions:
+      deal: {create: own, read: all, update: own}
+      note_line: {create: all, read: all}
+      firm: {read: all}
   boss:
     admin: true
 """
@@ -44,7 +53,25 @@ fields:
   name: {type: text, required: true}
   secret: {type: text}
   locked: {type: integer}
+  amount: {type: decimal}
+  probability: {type: integer}
+  expected: {type: decimal, formula: "amount * probability / 100"}
+  expected_twice: {type: decimal, formula: "expected * 2"}
+  locked_twice: {type: integer, formula: "locked * 2"}
+  firm: {type: lookup, to: firm}
   lines: {type: children, entity: note_line, via: deal}
+  line_count: {type: integer, rollup: {children: lines, count: true}}
+""",
+    "entities/firm.yaml": """
+entity: firm
+title: name
+fields:
+  name: {type: text, required: true}
+  phone: {type: text}
+  deals: {type: children, entity: deal, via: firm}
+  deal_count: {type: integer, rollup: {children: deals, count: true}}
+  locked_sum: {type: integer, rollup: {children: deals, sum: locked}}
+  amount_sum: {type: decimal, rollup: {children: deals, sum: amount}}
 """,
     "entities/note_line.yaml": """
 entity: note_line
@@ -53,6 +80,12 @@ fields:
   deal: {type: lookup, to: deal, on_delete: cascade}
 """,
     "roles/roles.yaml": ROLES,
+    "views/deals.yaml": """
+views:
+  all_deals:
+    entity: deal
+    columns: [name, firm]
+""",
 }
 
 
@@ -61,19 +94,35 @@ def build_world(store, tmp_path):
     three owners (shared with the HTTP permission tests)."""
     store.install([write_pack(tmp_path, "perm", ENTITIES)])
     users = {
-        "none": store.add_user("none@x.test", roles=["none_role"]),
-        "own": store.add_user("own@x.test", roles=["own_role"], teams=["red"]),
-        "mate": store.add_user("mate@x.test", roles=["own_role"], teams=["red"]),
-        "team": store.add_user("team@x.test", roles=["team_role"], teams=["red"]),
-        "all": store.add_user("all@x.test", roles=["all_role"]),
-        "blue": store.add_user("blue@x.test", roles=["own_role"], teams=["blue"]),
-        "boss": store.add_user("boss@x.test", roles=["boss"]),
+        "none": store.add_user("none@x.test", password=PASSWORD, roles=["none_role"]),
+        "own": store.add_user("own@x.test", password=PASSWORD, roles=["own_role"], teams=["red"]),
+        "mate": store.add_user("mate@x.test", password=PASSWORD, roles=["own_role"], teams=["red"]),
+        "team": store.add_user(
+            "team@x.test", password=PASSWORD, roles=["team_role"], teams=["red"]
+        ),
+        "all": store.add_user("all@x.test", password=PASSWORD, roles=["all_role"]),
+        "blue": store.add_user(
+            "blue@x.test", password=PASSWORD, roles=["own_role"], teams=["blue"]
+        ),
+        "boss": store.add_user("boss@x.test", password=PASSWORD, roles=["boss"]),
+        "viewer": store.add_user("viewer@x.test", password=PASSWORD, roles=["viewer_role"]),
     }
     system = store.records("deal")
     deals = {}
     for who in ("own", "mate", "blue"):
+        firm = store.records("firm").create(
+            {"name": f"firm of {who}", "phone": f"+1555000{len(deals)}", "owner": users[who]}
+        )
         deals[who] = system.create(
-            {"name": f"deal of {who}", "secret": f"s-{who}", "locked": 1, "owner": users[who]}
+            {
+                "name": f"deal of {who}",
+                "secret": f"s-{who}",
+                "locked": 1,
+                "amount": 1000 + len(deals),
+                "probability": 100,
+                "firm": firm["id"],
+                "owner": users[who],
+            }
         )
         store.records("note_line").create(
             {"text": f"line of {who}", "deal": deals[who]["id"], "owner": users[who]}
@@ -233,3 +282,163 @@ def test_related_list_uses_the_child_scope(world):
         store.records("note_line", principal=store.principal(users["none"])).query(
             fields=["deal.name"]
         )
+
+
+# ----------------------------------------------------------------- indirect channels
+def _firms(store):
+    return {r["name"]: r["id"] for r in store.records("firm").query(fields=["name"]).rows}
+
+
+@pytest.fixture
+def crossed(world):
+    """The own user's deal pointed (by the platform) at the blue user's firm."""
+    store, users, deals = world
+    firms = _firms(store)
+    store.records("deal").update(deals["own"]["id"], {"firm": firms["firm of blue"]})
+    return store, users, deals, firms
+
+
+@pytest.mark.parametrize("who", ["own", "team"])
+def test_lookup_path_carries_the_target_scope(crossed, who):
+    store, users, deals, firms = crossed
+    records = _records(store, users, who)
+    mine = deals["own"]["id"]
+    row = records.query(filter=["id", "eq", mine], fields=["name", "firm.name", "firm.phone"])
+    assert row.rows[0]["firm.name"] is None and row.rows[0]["firm.phone"] is None
+    assert records.query(filter=["firm.name", "starts_with", "firm of b"]).rows == []
+    assert records.count(filter=["firm.name", "is_not_empty"]).value == (
+        0 if who == "own" else 1  # the team user reads the mate's firm through the mate's deal
+    )
+    ordered = records.query(sort=[["firm.name", "desc"]], fields=["name", "firm.name"]).rows
+    assert "firm of blue" not in [r["firm.name"] for r in ordered]
+    groups = records.aggregate(["firm.name"], ["count"])
+    assert "firm of blue" not in [g["firm.name"] for g in groups]
+    # Someone who may read every firm sees it through the same path.
+    everyone = _records(store, users, "all")
+    row = everyone.query(filter=["id", "eq", mine], fields=["firm.name"]).rows[0]
+    assert row["firm.name"] == "firm of blue"
+
+
+def test_a_lookup_may_only_point_at_a_readable_record(world):
+    store, users, deals = world
+    firms = _firms(store)
+    records = _records(store, users, "own")
+    failures = {}
+    for label, target in (("not yours", firms["firm of blue"]), ("missing", 999_999)):
+        with pytest.raises(ValidationFailed) as caught:
+            records.update(deals["own"]["id"], {"firm": target})
+        failures[label] = caught.value.errors
+        with pytest.raises(ValidationFailed):
+            records.create({"name": "new", "firm": target})
+    # The same answer for a record that is not yours and one that does not exist.
+    assert (
+        failures["not yours"]
+        == failures["missing"]
+        == {"firm": ["the linked record does not exist"]}
+    )
+    assert store.records("deal").get(deals["own"]["id"])["firm"] == firms["firm of own"]
+    records.update(deals["own"]["id"], {"firm": firms["firm of own"], "name": "kept"})
+    # A value left as it was is not checked again (the platform may have set it).
+    store.records("deal").update(deals["own"]["id"], {"firm": firms["firm of blue"]})
+    records.update(deals["own"]["id"], {"name": "renamed"})
+
+
+@pytest.mark.parametrize("who", ["own", "team", "all"])
+def test_formula_over_a_hidden_field_is_hidden(world, who):
+    store, users, deals = world
+    records = _records(store, users, who)
+    mine = deals["own"]["id"]
+    record = records.get(mine)
+    assert "expected" not in record and "expected_twice" not in record
+    assert record["locked_twice"] == 2  # a formula over visible fields stays visible
+    for path in ("expected", "expected_twice"):
+        with pytest.raises(FilterError):
+            records.query(filter=[path, "gt", 0])
+        with pytest.raises(FilterError):
+            records.query(sort=[[path, "asc"]])
+        with pytest.raises(FilterError):
+            records.aggregate([], [f"sum:{path}"])
+        with pytest.raises(FilterError):
+            records.query(fields=["name", path])
+    assert {"expected", "expected_twice", "amount"}.isdisjoint(records.readable_fields())
+    store.records("deal").update(mine, {"amount": 5000})
+    for entry in records.history(mine):
+        assert entry["field"] not in ("amount", "expected", "expected_twice")
+        for key in ("old", "new"):
+            if isinstance(entry[key], dict):
+                assert {"amount", "expected", "expected_twice"}.isdisjoint(entry[key])
+    # Through a lookup path as well.
+    with pytest.raises(FilterError):
+        _records(store, users, who, "note_line").query(fields=["deal.expected"])
+    admin = _records(store, users, "boss").get(mine)
+    assert admin["expected"] == admin["amount"] == 5000
+
+
+def test_rollups_count_what_the_reader_may_read(world):
+    store, users, deals = world
+    firms = _firms(store)
+    own_firm = firms["firm of own"]
+    # A deal of the mate's on the own user's firm: the stored count is 2.
+    store.records("deal").create(
+        {"name": "mate's deal at own's firm", "locked": 5, "firm": own_firm, "owner": users["mate"]}
+    )
+    assert store.records("firm").get(own_firm)["deal_count"] == 2
+    expected = {"own": (1, 1), "team": (2, 6), "all": (2, 6), "boss": (2, 6)}
+    for who, (count, locked) in expected.items():
+        firm_rows = _records(store, users, who, "firm")
+        record = firm_rows.get(own_firm)
+        assert (record["deal_count"], record["locked_sum"]) == (count, locked), who
+        assert firm_rows.count(filter=["deal_count", "eq", count]).value >= 1
+        assert firm_rows.aggregate([], ["sum:deal_count"])[0]["sum:deal_count"] >= count
+        row = firm_rows.query(filter=["id", "eq", own_firm], fields=["deal_count"]).rows[0]
+        assert row["deal_count"] == count
+        # A rollup over a field hidden from the reader is hidden.
+        assert ("amount_sum" in record) == (who == "boss")
+    # Through a lookup path: the own user's deal reads its firm's count as theirs.
+    deal_rows = _records(store, users, "own")
+    path = deal_rows.query(filter=["id", "eq", deals["own"]["id"]], fields=["firm.deal_count"])
+    assert path.rows[0]["firm.deal_count"] == 1
+
+
+def test_children_only_on_parents_the_writer_may_update(world):
+    store, users, deals = world
+    viewer = _records(store, users, "viewer", "note_line")
+    own_lines = _records(store, users, "own", "note_line")
+    before = store.records("deal").get(deals["mate"]["id"])
+    # Not readable: answered as missing.
+    with pytest.raises(ValidationFailed) as caught:
+        own_lines.create({"text": "x", "deal": deals["mate"]["id"]})
+    assert caught.value.errors == {"deal": ["the linked record does not exist"]}
+    # Readable but not updatable: the parent's rollup would change, so it is refused.
+    with pytest.raises(ValidationFailed) as caught:
+        viewer.create({"text": "x", "deal": deals["mate"]["id"]})
+    assert caught.value.errors == {"deal": ["you may not change this deal"]}
+    after = store.records("deal").get(deals["mate"]["id"])
+    assert after["line_count"] == before["line_count"] and after["version"] == before["version"]
+    # A line of the own user's on their own deal is fine; deleting a line under a deal
+    # the user may not update is refused.
+    own_lines.create({"text": "mine", "deal": deals["own"]["id"]})
+    mate_line = store.records("note_line").create(
+        {"text": "given", "deal": deals["mate"]["id"], "owner": users["own"]}
+    )
+    with pytest.raises(Forbidden):
+        own_lines.delete(mate_line["id"])
+
+
+def test_giving_a_record_away_obeys_the_create_scope(world):
+    store, users, deals = world
+    with pytest.raises(Forbidden):
+        _records(store, users, "own").update(deals["own"]["id"], {"owner": users["mate"]})
+    assert store.records("deal").get(deals["own"]["id"])["owner"] == users["own"]
+    _records(store, users, "team").update(deals["own"]["id"], {"owner": users["mate"]})
+    with pytest.raises(Forbidden):
+        _records(store, users, "team").update(deals["mate"]["id"], {"owner": users["blue"]})
+
+
+def test_count_estimates_with_bound_values(world):
+    """Past the cap a count is estimated; the estimate must not render values into SQL."""
+    store, users, deals = world
+    system = store.records("deal")
+    system.create({"name": "odd :x 'quoted' %s name"})
+    result = system.count(filter=["name", "in", ["odd :x 'quoted' %s name", ":y"]], cap=0)
+    assert not result.exact and result.value >= 1

@@ -28,7 +28,6 @@ import sqlalchemy as sa
 
 from ..metadata import Field
 from ..metadata.filters import FilterError, resolve_path
-from . import query as Q
 
 if TYPE_CHECKING:  # pragma: no cover
     from .records import Records
@@ -147,7 +146,7 @@ def aggregate(
     wanted = [parse_measure(records, spec) for spec in measures or ("count",)]
     tree = records.parse_filter(filter)
     records._check_reads(tree, [g.path for g in groups] + [m.path for m in wanted if m.path])
-    builder = Q.builder(records.catalog, records.entity, records.context(), records.dialect)
+    builder = records.builder()
     conditions = records.conditions(builder, tree, search)
     with records._reading() as conn:
         keys = [

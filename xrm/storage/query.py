@@ -27,8 +27,10 @@ from ..metadata.filters import (
     Not,
     date_range,
     datetime_range,
+    parse_filter,
     resolve_path,
 )
+from .security import rollup_child
 from .tables import EntityTables, tables_for
 
 MAX_PAGE = 1000
@@ -45,11 +47,22 @@ def _like_escape(text: str) -> str:
 class SqlBuilder:
     """Compiles typed filter trees for one entity, adding outer joins for dotted paths."""
 
-    def __init__(self, catalog: Catalog, entity: Entity, tables: EntityTables, ctx: FilterContext):
+    def __init__(
+        self,
+        catalog: Catalog,
+        entity: Entity,
+        tables: EntityTables,
+        ctx: FilterContext,
+        access=None,
+    ):
         self.catalog = catalog
         self.entity = entity
         self.tables = tables
         self.ctx = ctx
+        # With an ``Access``, every join carries the target's read scope: a path through a
+        # lookup to a record the reader may not see reads as empty, in selects, filters,
+        # sorts and groups alike.
+        self.access = access
         self.base = tables[entity.name]
         self.joins: dict[tuple[str, ...], sa.FromClause] = {}
         self._from: sa.FromClause = self.base
@@ -69,7 +82,12 @@ class SqlBuilder:
                     ("join-alias", self.entity.name, key),
                     lambda t=target, k=key: t.alias(f"j_{'_'.join(k)}"),
                 )
-                self._from = self._from.outerjoin(alias, alias.c.id == current.c[lookup.name])
+                on = alias.c.id == current.c[lookup.name]
+                if self.access is not None:
+                    scope = self.access.scope_condition(alias, lookup.params["to"], "read")
+                    if scope is not None:
+                        on = sa.and_(on, scope)
+                self._from = self._from.outerjoin(alias, on)
                 self.joins[key] = alias
             current = alias
         return current
@@ -81,7 +99,47 @@ class SqlBuilder:
         table = self.table_for(lookups)
         if field.type == "any_lookup":
             return table.c[f"{field.name}_id"]
+        return self.value_column(table, lookups, field)
+
+    def value_column(self, table: sa.FromClause, lookups, field: Field) -> sa.ColumnElement:
+        """A field's value in a joined table: its column, or a rollup as the reader sees it."""
+        if field.rollup is not None and self.access is not None:
+            owner = self.catalog.entity(lookups[-1].params["to"]) if lookups else self.entity
+            scoped = self.rollup_column(table, owner, field)
+            if scoped is not None:
+                return scoped
         return table.c[field.name]
+
+    def rollup_column(self, table: sa.FromClause, entity: Entity, field: Field):
+        """A rollup as this reader sees it: over the children they may read, when their
+        read scope on the child entity is not ``all`` (a correlated subquery; the stored
+        total would count records they may not see).  None: the stored column serves."""
+        if self.access is None or field.name not in self.access.scoped_rollups(entity):
+            return None
+        child, via = rollup_child(self.catalog, entity, field)
+        rows = self.tables[child.name].alias()
+        inner = SqlBuilder(self.catalog, child, self.tables, self.ctx, self.access)
+        inner._dialect = self._dialect
+        inner.base = inner._from = rows
+        where = [rows.c[via] == table.c.id]
+        scope = self.access.scope_condition(rows, child.name, "read")
+        if scope is not None:
+            where.append(scope)
+        rollup = field.rollup
+        if rollup.filter is not None:
+            tree = self.catalog.artifact(
+                ("rollup-filter-tree", entity.name, field.name),
+                lambda: parse_filter(rollup.filter, child, self.catalog.entity_of),
+            )
+            where.append(inner.compile(tree))
+        if rollup.aggregate == "count":
+            value = sa.func.count(rows.c.id)
+        else:
+            value = getattr(sa.func, rollup.aggregate)(rows.c[rollup.field])
+        if rollup.aggregate in ("count", "sum"):
+            value = sa.func.coalesce(value, 0)
+        subquery = sa.select(value).select_from(inner.from_clause).where(*where).scalar_subquery()
+        return sa.type_coerce(subquery, table.c[field.name].type)
 
     @property
     def from_clause(self) -> sa.FromClause:
@@ -107,7 +165,7 @@ class SqlBuilder:
             return self._m2m(cond, table, value)
         if field.type == "any_lookup":
             return self._any_lookup(cond, table, value)
-        col = table.c[field.name]
+        col = self.value_column(table, cond.lookups, field)
         present = col.is_not(None)
         json_array = field.kind.json_type == "array"
         if field.kind.json_type in ("array", "object"):  # None may be stored as JSON null
@@ -208,8 +266,11 @@ class SqlBuilder:
     _dialect = "sqlite"
 
 
-def builder(catalog: Catalog, entity: Entity, ctx: FilterContext, dialect: str) -> SqlBuilder:
-    b = SqlBuilder(catalog, entity, tables_for(catalog), ctx)
+def builder(
+    catalog: Catalog, entity: Entity, ctx: FilterContext, dialect: str, access=None
+) -> SqlBuilder:
+    """A builder for one read; with ``access``, joined paths follow the reader's scopes."""
+    b = SqlBuilder(catalog, entity, tables_for(catalog), ctx, access)
     b._dialect = dialect
     return b
 

@@ -168,6 +168,10 @@ class EntityPlan:
         self.columns = {n: f for n, f in fields.items() if f.stored}
         self.formulas = self._formula_order(fields)
         self.rollup_targets = list(_rollup_targets(catalog, entity))
+        self.lookups = [f for f in fields.values() if f.type == "lookup" and f.stored]
+        # Master-detail lookups: the child is part of its parent (deleted with it), so
+        # adding, moving or deleting a child is changing the parent.
+        self.detail_of = {f.name for f in self.lookups if f.on_delete == "cascade"}
         # Fields whose values are not JSON as they are (dates, decimals): audit snapshots
         # convert only these.
         self.json_converted = [
@@ -345,6 +349,7 @@ class Records:
         self._validate_stage(record, old, errors)
         self._validate_any_lookups(unit, record, old, errors)
         self._validate_owner(unit, record, old, errors)
+        self._validate_link_access(unit, record, old, errors)
         if errors:
             return
         if not self.entity.validations:
@@ -371,6 +376,52 @@ class Records:
         if not unit.cache[key]:
             errors.setdefault("owner", []).append(f"user {owner} does not exist")
 
+    def _may(self, unit: UnitOfWork, entity_name: str, ids, action: str) -> bool:
+        """Whether this user may ``action`` every one of these records (one query per
+        entity, action and set of ids in a transaction)."""
+        ids = [i for i in ids if i is not None]
+        if not ids or self.access is None:
+            return True
+        table = self.tables[entity_name]
+        scope = self.access.scope_condition(table, entity_name, action)
+        if scope is None:
+            return True
+        key = ("may", entity_name, action, tuple(sorted(set(ids))))
+        if key not in unit.cache:
+            found = unit.connection.execute(
+                sa.select(sa.func.count()).where(table.c.id.in_(set(ids)), scope)
+            ).scalar_one()
+            unit.cache[key] = found == len(set(ids))
+        return unit.cache[key]
+
+    def _validate_link_access(
+        self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
+    ) -> None:
+        """A user may only link to records they may read (a record they may not read is
+        answered as missing), and may only add a detail record to a parent (a lookup with
+        ``on_delete: cascade``) or move one away from it when they may update the parent."""
+        if self.access is None or self.access.is_admin:
+            return
+        for f in self.plan.lookups:
+            if f.name in errors:
+                continue
+            value, before = record.get(f.name), (old or {}).get(f.name)
+            if value == before:
+                continue
+            target = f.params["to"]
+            if not self._may(unit, target, [value], "read"):
+                errors.setdefault(f.name, []).append("the linked record does not exist")
+            elif f.name in self.plan.detail_of and not self._may(
+                unit, target, [value, before], "update"
+            ):
+                errors.setdefault(f.name, []).append(f"you may not change this {target}")
+        for name in self.plan.m2m:
+            value = record.get(name)
+            if value and name not in errors and value != (old or {}).get(name):
+                target = self.entity.fields[name].params["to"]
+                if not self._may(unit, target, value, "read"):
+                    errors.setdefault(name, []).append("a linked record does not exist")
+
     def _validate_any_lookups(
         self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
     ) -> None:
@@ -383,12 +434,13 @@ class Records:
                 errors.setdefault(f.name, []).append(f"unknown entity {value['entity']!r}")
                 continue
             table = self.tables[target.name]
-            if (
+            exists = (
                 unit.connection.execute(
                     sa.select(table.c.id).where(table.c.id == value["id"])
                 ).first()
-                is None
-            ):
+                is not None
+            )
+            if not exists or not self._may(unit, target.name, [value["id"]], "read"):
                 errors.setdefault(f.name, []).append(f"{target.name} {value['id']} does not exist")
 
     def _validate_stage(self, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
@@ -596,7 +648,7 @@ class Records:
                     unit.write_pending()
                 except sa.exc.IntegrityError as exc:
                     raise self._integrity(exc, unit, [row]) from None
-            return record
+            return self._as_seen(record)
 
     def _insert(self, unit: UnitOfWork, row: dict) -> int:
         """Reserve the id and defer the row to the unit of work (written in batches)."""
@@ -720,6 +772,9 @@ class Records:
             old = self._load_for_write(unit, record_id)
             self._check_access("update", old)
             self._check_writes(values)
+            if self.access is not None and "owner" in values and values["owner"] != old["owner"]:
+                # Giving a record away is creating it for someone else: the create scope.
+                self.access.check_owner(self, T_ID(values["owner"]) if values["owner"] else None)
             if version is not None and old["version"] != version:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
             errors: dict[str, list[str]] = {}
@@ -739,7 +794,7 @@ class Records:
             if "owner" in given and given["owner"] != old.get("owner"):
                 changed["owner"] = (old.get("owner"), given["owner"])
             if not changed and not links:
-                return record
+                return self._as_seen(record)
             row = self._columns({n: record[n] for n in changed if n in record})
             if "owner" in changed:
                 row["owner"] = changed["owner"][1]
@@ -778,7 +833,7 @@ class Records:
                 for name, (b, a) in changed.items()
             }
             unit.record_event("updated", self.entity.name, record_id, self.user_id, now, changes)
-            return record
+            return self._as_seen(record)
 
     def _update_statement(self):
         table = self.table
@@ -796,6 +851,7 @@ class Records:
             self._check_access("delete", old)
             if version is not None and old["version"] != version:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
+            self._check_parents_on_delete(unit, old)
             self._before_cascade(unit, record_id, now)
             try:
                 unit.connection.execute(self.table.delete().where(self.table.c.id == record_id))
@@ -809,6 +865,26 @@ class Records:
                     self._audit("delete", record_id, None, self._snapshot(old), None, now)
                 )
             unit.record_event("deleted", self.entity.name, record_id, self.user_id, now, None)
+
+    def _check_parents_on_delete(self, unit: UnitOfWork, old: dict) -> None:
+        """Deleting a detail record changes its parent: the user must be able to update it."""
+        if self.access is None or self.access.is_admin:
+            return
+        for f in self.plan.lookups:
+            parent = old.get(f.name)
+            feeds = f.name in self.plan.detail_of and parent is not None
+            if feeds and not self._may(unit, f.params["to"], [parent], "update"):
+                raise Forbidden(f"you may not change this {f.params['to']}")
+
+    def _as_seen(self, record: dict) -> dict:
+        """A written record as its writer may read it: fields hidden from them left out,
+        and rollups they see only in part (read the record back to see their share)."""
+        if self.access is None:
+            return record
+        drop = self.access.hidden(self.entity) | self.access.scoped_rollups(self.entity)
+        if not drop:
+            return record
+        return {k: v for k, v in record.items() if k not in drop}
 
     def _before_cascade(self, unit: UnitOfWork, record_id: int, now) -> None:
         """Children that the database deletes with this record (on_delete: cascade) leave
@@ -1048,7 +1124,16 @@ class Records:
 
     def _select(self, fields: Sequence[str] | None, builder: Q.SqlBuilder):
         if fields is None:
-            return [self.table], None
+            scoped = {}
+            if self.access is not None:
+                for name in self.access.scoped_rollups(self.entity):
+                    column = builder.rollup_column(
+                        self.table, self.entity, self.entity.fields[name]
+                    )
+                    scoped[name] = column.label(name)
+            if not scoped:
+                return [self.table], None
+            return [scoped.get(c.key, c) for c in self.table.c], None
         columns, labels = (
             [self.table.c.id.label("id"), self.table.c.version.label("version")],
             ["id", "version"],
@@ -1068,6 +1153,12 @@ class Records:
             columns.append(builder.column(path).label(path))
             labels.append(path)
         return columns, labels
+
+    def builder(self, ctx: FilterContext | None = None) -> Q.SqlBuilder:
+        """The SQL builder of every read of this user: joins carry the targets' scopes."""
+        return Q.builder(
+            self.catalog, self.entity, ctx or self.context(), self.dialect, self.access
+        )
 
     def conditions(self, builder: Q.SqlBuilder, tree, search: str | None = None) -> list:
         """What every read of this user filters by: the filter, the row scope, the search."""
@@ -1166,7 +1257,7 @@ class Records:
         tree = self.parse_filter(filter)
         sort_spec = Q.normalize_sort(self.entity, self.catalog, sort)
         self._check_reads(tree, [*(fields or ()), *(p for p, _ in sort_spec)])
-        builder = Q.builder(self.catalog, self.entity, ctx, self.dialect)
+        builder = self.builder(ctx)
         sort_columns = [builder.column(path) for path, _ in sort_spec]
         sort_fields = [
             Q.resolve_path(self.entity, path, self.catalog.entity_of)[0] for path, _ in sort_spec
@@ -1232,7 +1323,7 @@ class Records:
         """Exact up to ``cap``; beyond it an estimate (``exact`` is False)."""
         tree = self.parse_filter(filter)
         self._check_reads(tree, ())
-        builder = Q.builder(self.catalog, self.entity, self.context(), self.dialect)
+        builder = self.builder()
         conditions = self.conditions(builder, tree, search)
         inner = (
             sa.select(self.table.c.id)
@@ -1257,8 +1348,12 @@ class Records:
             statement = (
                 sa.select(self.table.c.id).select_from(builder.from_clause).where(*conditions)
             )
-            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
-            plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
+            # The compiled statement with its bound parameters: values are never rendered
+            # into the SQL text (a value holding ":x" or a quote stays a value).
+            compiled = statement.compile(conn, compile_kwargs={"render_postcompile": True})
+            plan = conn.exec_driver_sql(
+                f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params
+            ).scalar_one()
             plan = plan if isinstance(plan, list) else __import__("json").loads(plan)
             return int(plan[0]["Plan"]["Plan Rows"])
         if not conditions:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..metadata import Catalog, Entity
+from ..metadata.expressions import names_in, parse_expression
+from ..metadata.filters import conditions_of, parse_filter
 from ..metadata.model import ACTIONS, SCOPE_ORDER
 from . import tables as T
 
@@ -49,7 +51,7 @@ class Access:
         roles = [catalog.roles[r] for r in principal.roles if r in catalog.roles]
         self.is_admin = principal.is_admin or any(r.admin for r in roles)
         self._roles = roles
-        self._scopes: dict[tuple[str, str], str] = {}
+        self._scopes: dict[tuple[str, str], object] = {}
         self._rules: dict[str, dict[str, str]] = {}
 
     def scope_of(self, entity: str, action: str) -> str:
@@ -67,7 +69,13 @@ class Access:
         return self._scopes[key]
 
     def field_rules(self, entity: Entity) -> dict[str, str]:
-        """field -> hidden | read_only, for the fields that are not simply visible."""
+        """field -> hidden | read_only, for the fields that are not simply visible.
+
+        Besides the roles' rules, a computed field is hidden when it would disclose what
+        the reader may not read: a formula over a hidden field (transitively), and a rollup
+        whose summed field or filter touches a field hidden in the child entity.  A formula
+        over a rollup that the reader sees only in part (``scoped_rollups``) is hidden too,
+        since its stored value was computed over every child."""
         if entity.name not in self._rules:
             rules: dict[str, str] = {}
             if not self.is_admin and self._roles:
@@ -78,8 +86,61 @@ class Access:
                     )
                     if best != VISIBLE:
                         rules[name] = best
+            # Stored before the derived rules: a rollup of an entity over itself reads the
+            # declared rules instead of recursing.
             self._rules[entity.name] = rules
+            if not self.is_admin:
+                self._derive_hidden(entity, rules)
         return self._rules[entity.name]
+
+    def _derive_hidden(self, entity: Entity, rules: dict[str, str]) -> None:
+        computed = [f for f in entity.fields.values() if f.formula or f.rollup]
+        changed = True
+        while changed:  # to a fixed point: formulas over formulas over hidden fields
+            changed = False
+            for f in computed:
+                if rules.get(f.name) == HIDDEN:
+                    continue
+                if f.rollup is not None:
+                    leaks = self._rollup_inputs_hidden(entity, f)
+                else:
+                    inputs = formula_inputs(self.catalog, entity, f)
+                    leaks = any(
+                        rules.get(n) == HIDDEN or n in self.scoped_rollups(entity) for n in inputs
+                    )
+                if leaks:
+                    rules[f.name] = HIDDEN
+                    changed = True
+
+    def _rollup_inputs_hidden(self, entity: Entity, f) -> bool:
+        child, _via = rollup_child(self.catalog, entity, f)
+        hidden = self.hidden(child)
+        if f.rollup.field in hidden:
+            return True
+        for condition in rollup_conditions(self.catalog, entity, f):
+            current = child
+            for step, lookup in zip(condition.path, condition.lookups):
+                if step in self.hidden(current):
+                    return True
+                current = self.catalog.entity(lookup.params["to"])
+            if condition.path[-1] in self.hidden(current):
+                return True
+        return False
+
+    def scoped_rollups(self, entity: Entity) -> frozenset[str]:
+        """Rollups this reader sees computed over the children they may read (their read
+        scope on the child entity is not ``all``), instead of the stored total."""
+        key = ("scoped", entity.name)
+        if key not in self._scopes:
+            names = set()
+            if not self.is_admin:
+                for f in entity.fields.values():
+                    if f.rollup is not None:
+                        child, _via = rollup_child(self.catalog, entity, f)
+                        if self.scope_of(child.name, "read") != "all":
+                            names.add(f.name)
+            self._scopes[key] = frozenset(names)
+        return self._scopes[key]
 
     def hidden(self, entity: Entity) -> set[str]:
         return {n for n, r in self.field_rules(entity).items() if r == HIDDEN}
@@ -176,3 +237,30 @@ def load_principal(conn: sa.Connection, catalog: Catalog, user_id: int) -> Princ
         email=user.email,
         name=user.name,
     )
+
+
+# ---------------------------------------------------------------- computed fields' inputs
+def formula_inputs(catalog: Catalog, entity: Entity, f) -> frozenset[str]:
+    """The fields of ``entity`` a formula reads (parsed once per catalog version)."""
+    return catalog.artifact(
+        ("formula-inputs", entity.name, f.name),
+        lambda: frozenset(n for n in names_in(parse_expression(f.formula)) if n in entity.fields),
+    )
+
+
+def rollup_child(catalog: Catalog, entity: Entity, f) -> tuple[Entity, str]:
+    """The child entity a rollup reads and the child's lookup back to ``entity``."""
+    children = entity.fields[f.rollup.children]
+    return catalog.entity(children.params["entity"]), children.params["via"]
+
+
+def rollup_conditions(catalog: Catalog, entity: Entity, f) -> tuple:
+    """The conditions of a rollup's filter, checked over the child entity."""
+    if f.rollup.filter is None:
+        return ()
+
+    def build():
+        child, _via = rollup_child(catalog, entity, f)
+        return tuple(conditions_of(parse_filter(f.rollup.filter, child, catalog.entity_of)))
+
+    return catalog.artifact(("rollup-conditions", entity.name, f.name), build)
