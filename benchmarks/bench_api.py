@@ -49,7 +49,7 @@ from benchmarks.bench_storage import _dialect, bench_database
 from benchmarks.common import clock, environment, profiled, progress, ratio, rounded, to_json
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
+SOLUTIONS = ROOT / "xrm" / "solutions" / "packs"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 ENTITY = "opportunity"
 PAGE = 50

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "solutions"
+SHIPPED = ROOT / "xrm" / "solutions" / "packs"
 TARGETS = {"load_shipped_packs_ms": 300, "load_500_entities_ms": 3000, "rss_mb": 150}
 
 # Runs in a fresh interpreter; prints one line of JSON.  Timing starts before `import xrm`.

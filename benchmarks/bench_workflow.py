@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script
 from benchmarks.common import environment, per_second, progress, rounded
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "solutions" / "core"
+CORE = ROOT / "xrm" / "solutions" / "packs" / "core"
 CHUNK = 5000
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import xrm
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
+SOLUTIONS = ROOT / "xrm" / "solutions" / "packs"
 PG_URL = os.environ.get("XRM_TEST_DATABASE_URL")
 
 

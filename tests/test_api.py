@@ -18,7 +18,7 @@ import pytest
 
 from xrm.web import create_app
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+SOLUTIONS = Path(__file__).resolve().parents[1] / "xrm" / "solutions" / "packs"
 API = "/api/v1"
 PROBLEM = "application/problem+json"
 

@@ -21,7 +21,7 @@ from schemathesis.checks import (
 
 from xrm.web import create_app
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+SOLUTIONS = Path(__file__).resolve().parents[1] / "xrm" / "solutions" / "packs"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

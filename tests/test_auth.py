@@ -11,7 +11,7 @@ import pytest
 from xrm.storage import tables as T
 from xrm.web import create_app
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+SOLUTIONS = Path(__file__).resolve().parents[1] / "xrm" / "solutions" / "packs"
 PASSWORD = "correct horse battery"
 TOKEN_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 

@@ -10,7 +10,7 @@ import pytest
 from xrm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
+SOLUTIONS = ROOT / "xrm" / "solutions" / "packs"
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from xrm.metadata.schemas import SCHEMA_DIR, published_schemas, render
 from xrm.metadata.source import YamlSyntaxError, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "solutions" / "core"
+CORE = ROOT / "xrm" / "solutions" / "packs" / "core"
 PACKS = Path(__file__).resolve().parent / "packs"
 MANIFEST = "solution: p\nversion: 1.0.0\n"
 
@@ -747,7 +747,7 @@ def test_planted_pack_reports_exactly_its_ten_mistakes(monkeypatch):
 # -------------------------------------------------------------------------------- the CLI
 def test_cli_check_core_in_process(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    assert xrm_main(["check", "solutions/core"]) == 0
+    assert xrm_main(["check", "xrm/solutions/packs/core"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ok: 1 solution, ")
     assert " entities, " in out and " checked in " in out
@@ -755,7 +755,7 @@ def test_cli_check_core_in_process(capsys, monkeypatch):
 
 def test_cli_check_core_in_a_subprocess():
     result = subprocess.run(
-        [sys.executable, "-m", "xrm.cli", "check", "solutions/core"],
+        [sys.executable, "-m", "xrm.cli", "check", "xrm/solutions/packs/core"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -17,8 +17,8 @@ from xrm.metadata.schemas import SCHEMA_DIR
 from xrm.workflow import diagram
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "solutions" / "core"
-SALES = ROOT / "solutions" / "sales"
+CORE = ROOT / "xrm" / "solutions" / "packs" / "core"
+SALES = ROOT / "xrm" / "solutions" / "packs" / "sales"
 
 MANIFEST = "solution: p\nversion: 1.0.0\ndepends: {core: '>=1.0'}\n"
 ENTITY = """\
@@ -315,7 +315,7 @@ def test_shipped_processes_validate_against_the_published_schema():
     validator = Draft202012Validator(
         json.loads((SCHEMA_DIR / "process.schema.json").read_text(encoding="utf-8"))
     )
-    files = sorted((ROOT / "solutions").glob("*/processes/*.yaml"))
+    files = sorted((ROOT / "xrm" / "solutions" / "packs").glob("*/processes/*.yaml"))
     assert files
     for path in files:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

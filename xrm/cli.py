@@ -257,7 +257,7 @@ def _register_solution(sub, name: str) -> None:
         description="Install or update packs and what they depend on, all or nothing: the schema "
         "plan is printed, then applied with the catalog change in one transaction.",
         epilog="A NAME is looked up on the solution search path (XRM_SOLUTIONS_PATH, the shipped "
-        "solutions/ folder, the xrm.solutions entry points); a PATH is a pack folder or a "
+        "packs, the xrm.solutions entry points); a PATH is a pack folder or a "
         f"folder of packs. {EXIT_CODES}",
     )
     install.add_argument(

@@ -272,16 +272,17 @@ def _explain(error) -> str:
 
 
 # --------------------------------------------------------------------------- discovery
-def repository_solutions() -> Path:
-    """The shipped packs' folder next to the package (a source checkout or editable install)."""
-    return Path(__file__).resolve().parents[2] / "solutions"
+def shipped_solutions() -> Path:
+    """The shipped packs' folder: package data of ``xrm.solutions``, so a wheel carries the
+    packs as a source checkout does."""
+    return Path(__file__).resolve().parents[1] / "solutions" / "packs"
 
 
 def search_path(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
     paths = [Path(p) for p in extra]
     env = os.environ.get("XRM_SOLUTIONS_PATH", "")
     paths += [Path(p) for p in env.split(os.pathsep) if p]
-    shipped = repository_solutions()
+    shipped = shipped_solutions()
     if shipped.is_dir():
         paths.append(shipped)
     return paths
