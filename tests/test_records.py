@@ -361,7 +361,7 @@ def totals(shop, invoice_id: int) -> tuple:
 def test_rollups_follow_children_created_updated_moved_and_deleted(shop):
     invoices, lines = shop.records("invoice"), shop.records("invoice_line")
     a, b = invoices.create({})["id"], invoices.create({})["id"]
-    assert totals(shop, a) == (None, None, None)  # never computed: no children yet
+    assert totals(shop, a) == (Decimal("0"), 0, Decimal("0"))  # no children: sums and counts are 0
     first = lines.create({"invoice": a, "amount": "50"})["id"]
     second = lines.create({"invoice": a, "amount": "150.25"})["id"]
     assert totals(shop, a) == (Decimal("200.25"), 2, Decimal("150.25"))
@@ -388,7 +388,7 @@ def test_rollups_change_in_the_childs_transaction(shop):
         lines.update(first, {"invoice": other})
         raise RuntimeError("roll back")
     assert totals(shop, parent)[:2] == (Decimal("10.00"), 1)  # rolled back with the children
-    assert totals(shop, other)[:2] == (None, None)
+    assert totals(shop, other)[:2] == (Decimal("0"), 0)
     with shop.store.transaction():
         lines.create({"invoice": parent, "amount": 5})
         lines.update(first, {"invoice": other})
@@ -806,7 +806,7 @@ def test_bulk_create_is_all_or_nothing(shop):
     }
     assert "3 row(s) invalid, nothing written" in str(caught.value)
     assert (shop.count(lines.table), shop.count(T.audit), shop.count(T.outbox)) == before
-    assert totals(shop, invoice) == (None, None, None)
+    assert totals(shop, invoice) == (Decimal("0"), 0, Decimal("0"))
 
 
 def test_bulk_create_partial_writes_the_good_rows_and_reports_the_bad(shop):

@@ -164,6 +164,16 @@ class EntityPlan:
             ix.fields for ix in entity.indexes if ix.unique
         ]
         self.autonumbers = [f for f in fields.values() if f.type == "autonumber"]
+        # Numbers are drawn after validation (a refused record takes none); formulas that
+        # read one are computed again once it is drawn.
+        numbered = {f.name for f in self.autonumbers}
+        self.formulas_read_numbers = any(
+            numbered & names_in(parse_expression(f.formula)) for f in fields.values() if f.formula
+        )
+        # Sums and counts start at 0: a parent without children has a total of 0.
+        self.zero_rollups = [
+            f for f in fields.values() if f.rollup and f.rollup.aggregate in ("sum", "count")
+        ]
         self.any_lookups = [f for f in fields.values() if f.type == "any_lookup"]
         self.columns = {n: f for n, f in fields.items() if f.stored}
         self.formulas = self._formula_order(fields)
@@ -443,6 +453,20 @@ class Records:
             if not exists or not self._may(unit, target.name, [value["id"]], "read"):
                 errors.setdefault(f.name, []).append(f"{target.name} {value['id']} does not exist")
 
+    def _apply_stage(self, record: dict, old: dict | None) -> None:
+        """A record entering a stage takes the stage's probability (before formulas run,
+        so that ``expected_revenue`` reads the new one)."""
+        flow = self.entity.stages
+        if flow is None or not flow.probability_field:
+            return
+        new_stage = record.get(flow.field)
+        if new_stage is None or (old is not None and old.get(flow.field) == new_stage):
+            return
+        stage = flow.steps.get(new_stage)
+        if stage is not None and stage.probability is not None:
+            target = self.entity.fields[flow.probability_field]
+            record[flow.probability_field] = target.kind.coerce(target, stage.probability)
+
     def _validate_stage(self, record: dict, old: dict | None, errors: dict[str, list[str]]) -> None:
         flow = self.entity.stages
         if flow is None:
@@ -452,9 +476,6 @@ class Records:
         if new_stage is None or new_stage == old_stage:
             return
         stage = flow.steps.get(new_stage)
-        if stage is not None and stage.probability is not None and flow.probability_field:
-            target = self.entity.fields[flow.probability_field]
-            record[flow.probability_field] = target.kind.coerce(target, stage.probability)
         if old_stage is not None and old_stage in flow.steps:
             allowed = flow.steps[old_stage].next
             if allowed is not None and new_stage not in allowed:
@@ -594,8 +615,11 @@ class Records:
     ) -> dict:
         record = self._coerce(values, errors, creating=True)
         self._apply_defaults(record, values, now)
+        for f in self.plan.zero_rollups:
+            record[f.name] = f.kind.coerce(f, 0)
         if "owner" not in record:
             record["owner"] = self.user_id
+        self._apply_stage(record, None)
         self._compute(record, now)
         self._validate(unit, record, None, errors)
         return record
@@ -616,6 +640,8 @@ class Records:
                 raise ValidationFailed(errors)
             for f in self.plan.autonumbers:
                 record[f.name] = self._next_number(unit, f, now)
+            if self.plan.formulas_read_numbers:
+                self._compute(record, now)
             links = {name: record.pop(name) for name in self.plan.m2m if name in record}
             row = self._columns(record)
             row.update(
@@ -781,6 +807,7 @@ class Records:
             given = self._coerce(values, errors, creating=False)
             links = {name: given.pop(name) for name in list(given) if name in self.plan.m2m}
             record = {**old, **given}
+            self._apply_stage(record, old)
             self._compute(record, now)
             self._validate(unit, record, old, errors)
             self._check_unique(unit, record, record_id, errors)
@@ -1043,6 +1070,9 @@ class Records:
                 for f in self.plan.autonumbers:
                     for _, record in batch:
                         record[f.name] = self._next_number(unit, f, now)
+                if self.plan.formulas_read_numbers:
+                    for _, record in batch:
+                        self._compute(record, now)
                 links = [
                     {name: record.pop(name) for name in self.plan.m2m if name in record}
                     for _, record in batch

@@ -1,0 +1,86 @@
+"""What the save computes, in the order a user expects: stage defaults, defaults and
+autonumbers before formulas; sums and counts of rollups start at 0."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from conftest import SOLUTIONS, write_pack
+
+
+@pytest.fixture
+def sales(database):
+    app = database.open()
+    app.install([SOLUTIONS / "core", SOLUTIONS / "sales"])
+    yield app
+    app.close()
+
+
+def test_formulas_read_the_probability_of_the_stage_just_entered(sales):
+    account = sales.records("account").create({"name": "Acme"})
+    contact = sales.records("contact").create({"last_name": "Lee", "account": account["id"]})
+    deals = sales.records("opportunity")
+    deal = deals.create(
+        {
+            "name": "Big",
+            "account": account["id"],
+            "stage": "prospecting",
+            "amount": 1000,
+            "close_date": "2027-01-31",
+        }
+    )
+    assert (deal["probability"], deal["expected_revenue"]) == (10, Decimal("100"))
+    steps = [("qualification", 20, {"contact": contact["id"]}), ("proposal", 50, {})]
+    for stage, probability, extra in steps:
+        deal = deals.update(deal["id"], {"stage": stage, **extra})
+        stored = deals.get(deal["id"])
+        assert stored["probability"] == probability
+        assert stored["expected_revenue"] == Decimal(10 * probability)
+        assert deal["expected_revenue"] == stored["expected_revenue"]
+    # The amount and the stage in one save: both are read by the formula.
+    deals.update(deal["id"], {"stage": "negotiation", "amount": 2000, "close_date": "2027-01-31"})
+    assert deals.get(deal["id"])["expected_revenue"] == Decimal("1600")
+
+
+def test_formulas_read_defaults_and_autonumbers(database, tmp_path):
+    pack = write_pack(
+        tmp_path,
+        "numbers",
+        {
+            "entities/ticket.yaml": """
+entity: ticket
+fields:
+  number: {type: autonumber, pattern: "T-{####}"}
+  priority: {type: integer, default: 3}
+  heading: {type: formula, expression: "number ~ ' (p' ~ priority ~ ')'", result: text}
+  weight: {type: integer, formula: "priority * 10"}
+""",
+        },
+    )
+    app = database.open()
+    try:
+        app.install([pack])
+        tickets = app.records("ticket")
+        first = tickets.create({})
+        assert first["heading"] == "T-0001 (p3)" and first["weight"] == 30
+        assert tickets.get(first["id"])["heading"] == "T-0001 (p3)"
+        tickets.bulk_create([{"priority": 1}, {}])
+        headings = [r["heading"] for r in tickets.query(sort=[["number", "asc"]]).rows]
+        assert headings == ["T-0001 (p3)", "T-0002 (p1)", "T-0003 (p3)"]
+    finally:
+        app.close()
+
+
+def test_sums_and_counts_without_children_are_zero(sales):
+    deal = sales.records("opportunity").create(
+        {
+            "name": "Empty",
+            "close_date": "2027-01-31",
+            "account": sales.records("account").create({"name": "A"})["id"],
+        }
+    )
+    stored = sales.records("opportunity").get(deal["id"])
+    assert stored["line_count"] == 0 and stored["total"] == Decimal("0")
+    account = sales.records("account").get(stored["account"])
+    assert account["won_revenue"] == Decimal("0")
