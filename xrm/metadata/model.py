@@ -220,6 +220,9 @@ class Role:
     admin: bool = False
     permissions: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: EMPTY)
     fields: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: EMPTY)
+    # entity -> the user fields that make a record "mine" for the own and team scopes
+    # (``own: [owner, agent]``); the owner alone when not given.
+    own_fields: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
     position: Position | None = field(default=None, compare=False)
 
     def scope(self, entity: str, action: str) -> str:

@@ -459,6 +459,15 @@ def roles_schema(defs: dict) -> dict:
                                     "read": scope,
                                     "update": scope,
                                     "delete": scope,
+                                    "own": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "minItems": 1,
+                                        "uniqueItems": True,
+                                        "description": "the user fields that make a record "
+                                        "the user's own (for the own and team scopes); "
+                                        "default [owner]",
+                                    },
                                 },
                                 "additionalProperties": False,
                             },

@@ -634,7 +634,7 @@ class Records:
             errors: dict[str, list[str]] = {}
             record = self._prepare_new(unit, values, now, errors)
             if self.access is not None:
-                self.access.check_owner(self, record.get("owner"))
+                self.access.check_owner(self, record.get("owner"), record)
             self._check_unique(unit, record, None, errors)
             if errors:
                 raise ValidationFailed(errors)
@@ -1049,7 +1049,7 @@ class Records:
                 errors: dict[str, list[str]] = {}
                 record = self._prepare_new(unit, values, now, errors)
                 if self.access is not None and not errors:
-                    self.access.check_owner(self, record.get("owner"))
+                    self.access.check_owner(self, record.get("owner"), record)
                 if errors:
                     result.failures[index] = errors
                 else:

@@ -151,6 +151,22 @@ class Access:
     def allowed_actions(self, entity: str) -> dict[str, str]:
         return {action: self.scope_of(entity, action) for action in ACTIONS}
 
+    def own_fields(self, entity: str) -> tuple[str, ...]:
+        """The user fields that make a record this user's own: what each role names with
+        ``own: [...]`` for the entity (``owner`` when it names none), over all their roles."""
+        key = ("own-fields", entity)
+        if key not in self._scopes:
+            names: dict[str, None] = {}
+            for role in self._roles or [None]:
+                own = role.own_fields.get(entity) if role is not None else None
+                names.update(dict.fromkeys(own or ("owner",)))
+            self._scopes[key] = tuple(names)
+        return self._scopes[key]
+
+    def is_own(self, entity: str, record: dict) -> bool:
+        uid = self.principal.user_id
+        return uid is not None and any(record.get(f) == uid for f in self.own_fields(entity))
+
     # -- SQL
     def scope_condition(self, table: sa.Table, entity: str, action: str):
         scope = self.scope_of(entity, action)
@@ -159,12 +175,13 @@ class Access:
         uid = self.principal.user_id
         if scope == "none" or uid is None:
             return sa.false()
+        columns = [table.c[f] for f in self.own_fields(entity)]
         if scope == "own":
-            return table.c.owner == uid
+            return sa.or_(*(c == uid for c in columns))
         members = sa.select(T.team_members.c.user_id).where(
             T.team_members.c.team_id.in_(list(self.principal.team_ids) or [-1])
         )
-        return sa.or_(table.c.owner == uid, table.c.owner.in_(members))
+        return sa.or_(*(c == uid for c in columns), *(c.in_(members) for c in columns))
 
     # -- records service hooks
     def scope(self, records: Records, builder, action: str):
@@ -177,21 +194,24 @@ class Access:
         scope = self.scope_of(entity, action)
         if scope == "none":
             raise Forbidden(f"you may not {action} {entity} records")
-        if record is None or scope == "all":
+        if record is None or scope == "all" or self.is_own(entity, record):
             return
-        owner, uid = record.get("owner"), self.principal.user_id
-        if owner == uid:
-            return
-        if scope == "team" and owner is not None and self._same_team(records, owner):
-            return
+        if scope == "team":
+            users = {record.get(f) for f in self.own_fields(entity)} - {None}
+            if any(self._same_team(records, user) for user in users):
+                return
         raise Forbidden(f"you may not {action} this {entity}")
 
-    def check_owner(self, records: Records, owner) -> None:
-        """On create with scope own/team, the new record must belong to the user (or team)."""
+    def check_owner(self, records: Records, owner, record: dict | None = None) -> None:
+        """On create with scope own/team, the new record must belong to the user (or team):
+        its owner, or another of the entity's own fields (``own: [owner, agent]``)."""
         from .records import Forbidden
 
-        scope = self.scope_of(records.entity.name, "create")
+        entity = records.entity.name
+        scope = self.scope_of(entity, "create")
         if scope == "all" or owner == self.principal.user_id:
+            return
+        if record is not None and self.is_own(entity, {**record, "owner": owner}):
             return
         if scope == "team" and owner is not None and self._same_team(records, owner):
             return
