@@ -162,7 +162,9 @@ def test_wrong_value_type(problems_of):
     problem = only(
         problems_of(entity("entity: a\nfields:\n  name: {type: text, required: maybe}\n"))
     )
-    assert problem == "p/entities/a.yaml:3:32: a.name: required: expected boolean, got str 'maybe'"
+    assert (
+        problem == "p/entities/a.yaml:3:32: a.name: required: expected boolean, got string 'maybe'"
+    )
 
 
 def test_wrong_value_type_in_a_parameter(problems_of):

@@ -123,7 +123,21 @@ def _check(args) -> int:
         if problems:
             _print_problems(problems, f"xrm: against {_masked(args.database)}:")
             return 1
-    print(f"ok: {catalog.summary()} checked in {elapsed:.0f} ms")
+    deep = ""
+    if args.deep:
+        # What only shows when steps run: each process dry-run on sample records.
+        from .deepcheck import deep_check
+
+        started = time.perf_counter()
+        report = deep_check(args.paths)
+        elapsed += (time.perf_counter() - started) * 1000
+        for line in report.skipped:
+            print(f"xrm: --deep: not run: {line}", file=sys.stderr)
+        if report.problems:
+            _print_problems(report.problems)
+            return 1
+        deep = f", {report.ran} process{'es' if report.ran != 1 else ''} dry-run on sample records,"
+    print(f"ok: {catalog.summary()} checked{deep} in {elapsed:.0f} ms")
     return 0
 
 
@@ -414,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--database",
         metavar="URL",
         help="also check the users and teams that processes name against this database",
+    )
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also dry-run every process on sample records in a throwaway SQLite database",
     )
     p.set_defaults(handler=_check, parser=p)
 

@@ -84,8 +84,19 @@ class Catalog:
         return sum(len(e.fields) for e in self.entities.values())
 
     def summary(self) -> str:
-        return (
-            f"{len(self.solutions)} solution{'s' if len(self.solutions) != 1 else ''}, "
-            f"{len(self.entities)} entities, {self.field_count} fields, "
-            f"{len(self.option_sets)} option sets, {len(self.views)} views"
+        """What the catalog holds, one count per kind of definition (``xrm check`` prints it)."""
+        processes = [name for name in self.processes if ":" not in name]  # not SLA steps
+        counts = (
+            (len(self.solutions), "solution", "solutions"),
+            (len(self.entities), "entity", "entities"),
+            (self.field_count, "field", "fields"),
+            (len(self.option_sets), "option set", "option sets"),
+            (len(self.views), "view", "views"),
+            (len(self.forms), "form", "forms"),
+            (len(self.roles), "role", "roles"),
+            (len(processes), "process", "processes"),
+            (len(self.slas), "SLA", "SLAs"),
+            (len(self.calendars), "calendar", "calendars"),
+            (len(self.templates), "template", "templates"),
         )
+        return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)

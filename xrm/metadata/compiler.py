@@ -27,7 +27,7 @@ from .expressions import (
     parse_expression,
 )
 from .fieldtypes import FIELD_TYPES, CoercionError
-from .filters import FilterError, parse_filter, resolve_path
+from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
 from .labels import Label
 from .model import (
     SYSTEM_COLUMNS,
@@ -50,7 +50,7 @@ from .model import (
     frozen_map,
 )
 from .packs import Document, PackSource
-from .problems import Problems, did_you_mean, one_of
+from .problems import Problems, did_you_mean, one_of, yaml_text
 from .processes import workflow_definitions
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .schemas import VERSION_PATTERN
@@ -535,6 +535,10 @@ class _Checker:
         """Not defined anywhere; an entity whose document was refused is not reported again."""
         return name not in self.entities and name not in self.builder.rejected
 
+    def follows_on(self, entity: Entity, exc: FilterError) -> bool:
+        """A path error caused by a lookup to an unknown entity, which its field reports."""
+        return bool(exc.path) and through_unknown_entity(entity, exc.path, self.entity_of)
+
     def run(self, views: Mapping[str, tuple[Mapping, str, Position]]) -> dict[str, Entity]:
         final = {}
         for entity in self.entities.values():
@@ -688,10 +692,10 @@ class _Checker:
         try:
             value = field.coerce(_plain(default) if not isinstance(default, str) else default)
         except CoercionError as exc:
-            self.add(where, subject, f"default {default!r} does not fit: {exc.message}")
+            self.add(where, subject, f"default {yaml_text(default)} does not fit: {exc.message}")
             return
         if value is None and default not in (None, ""):
-            self.add(where, subject, f"default {default!r} does not fit this field")
+            self.add(where, subject, f"default {yaml_text(default)} does not fit this field")
 
     def check_formula(self, entity: Entity, field: Field, raw, subject):
         key = "expression" if field.type == "formula" else "formula"
@@ -857,7 +861,8 @@ class _Checker:
             try:
                 tree = parse_filter(item["when"], entity, self.entity_of)
             except FilterError as exc:
-                self.add(where, f"{entity.name}.validations", str(exc))
+                if not self.follows_on(entity, exc):
+                    self.add(where, f"{entity.name}.validations", str(exc))
                 continue
             fields = tuple(item.get("fields") or ())
             for name in fields:
@@ -884,7 +889,7 @@ class _Checker:
             subject = f"roles.{name}"
             permissions = raw.get("permissions") or {}
             for entity_name in permissions:
-                if entity_name != "*" and entity_name not in self.entities:
+                if entity_name != "*" and self.unknown(entity_name):
                     self.add(
                         _pos(permissions, entity_name, where),
                         subject,
@@ -894,6 +899,8 @@ class _Checker:
             for entity_name, rules in field_rules.items():
                 entity = self.entities.get(entity_name)
                 if entity is None:
+                    if not self.unknown(entity_name):
+                        continue
                     self.add(
                         _pos(field_rules, entity_name, where),
                         subject,
@@ -928,6 +935,8 @@ class _Checker:
             subject = f"forms.{name}"
             entity = self.entities.get(raw["entity"])
             if entity is None:
+                if not self.unknown(raw["entity"]):
+                    continue
                 self.add(
                     _vpos(raw, "entity", where),
                     subject,
@@ -1025,7 +1034,8 @@ class _Checker:
         try:
             return parse_filter(raw, entity, self.entity_of)
         except FilterError as exc:
-            self.add(where, subject, f"condition: {exc}")
+            if not self.follows_on(entity, exc):
+                self.add(where, subject, f"condition: {exc}")
             return None
 
     def removed_path(self, entity: Entity, path: str) -> bool:
@@ -1069,7 +1079,8 @@ class _Checker:
                         resolve_path(entity, path, self.entity_of)
                     except FilterError as exc:
                         ok = False
-                        self.add(_pos(raw[key], index, where), subject, f"{key}: {exc.message}")
+                        if not self.follows_on(entity, exc):
+                            self.add(_pos(raw[key], index, where), subject, f"{key}: {exc.message}")
             sort = []
             for index, (path, direction) in enumerate(raw.get("sort") or ()):
                 try:
@@ -1078,7 +1089,8 @@ class _Checker:
                         raise FilterError(f"cannot sort by {field.type} field {path!r}")
                 except FilterError as exc:
                     ok = False
-                    self.add(_pos(raw["sort"], index, where), subject, f"sort: {exc.message}")
+                    if not self.follows_on(entity, exc):
+                        self.add(_pos(raw["sort"], index, where), subject, f"sort: {exc.message}")
                 sort.append((path, direction))
             tree = None
             if raw.get("filter") is not None:
@@ -1086,7 +1098,8 @@ class _Checker:
                     tree = parse_filter(raw["filter"], entity, self.entity_of)
                 except FilterError as exc:
                     ok = False
-                    self.add(_vpos(raw, "filter", where), subject, f"filter: {exc}")
+                    if not self.follows_on(entity, exc):
+                        self.add(_vpos(raw, "filter", where), subject, f"filter: {exc}")
             kind = raw.get("kind", "list")
             for key, types in (("group_by", GROUPABLE), ("date_field", ("date", "datetime"))):
                 value = raw.get(key)
@@ -1158,7 +1171,9 @@ def build_catalog(
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
     forms = checker.build_forms(builder.forms)
-    workflow = workflow_definitions(problems, entities, roles, builder.workflow, LAYER)
+    workflow = workflow_definitions(
+        problems, entities, roles, builder.workflow, LAYER, rejected=builder.rejected
+    )
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(

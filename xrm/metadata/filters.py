@@ -131,6 +131,22 @@ def resolve_path(
     raise AssertionError("unreachable")
 
 
+def through_unknown_entity(
+    entity: Entity, dotted: str, entity_of: Callable[[str], Entity | None]
+) -> bool:
+    """Does ``a.b.c`` pass through a lookup whose entity does not exist?  That lookup's own
+    definition is reported already, so checks of paths through it stay silent."""
+    current = entity
+    for part in str(dotted).split(".")[:-1]:
+        field = current.fields.get(part)
+        if field is None or field.type != "lookup":
+            return False
+        current = entity_of(field.target)
+        if current is None:
+            return True
+    return False
+
+
 def parse_filter(
     raw: Any, entity: Entity, entity_of: Callable[[str], Entity | None], *, max_depth: int = 12
 ):

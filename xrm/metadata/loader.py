@@ -8,7 +8,15 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .compiler import build_catalog
-from .packs import Document, PackSource, discover, pack_folders, parse_pack, read_pack_files
+from .packs import (
+    Document,
+    PackSource,
+    discover,
+    pack_folders,
+    parse_pack,
+    read_pack_files,
+    unknown_folders,
+)
 from .problems import DefinitionError, Problems
 from .source import Position
 
@@ -26,7 +34,10 @@ def read_pack(folder: Path, problems: Problems) -> PackSource | None:
     except OSError as exc:
         problems.add(Position(str(folder), 1, 1), "", f"cannot read pack: {exc}")
         return None
-    return parse_pack(files, _display_root(folder), problems)
+    pack = parse_pack(files, _display_root(folder), problems)
+    if pack is not None:
+        unknown_folders(folder, pack.root, pack.name, problems)
+    return pack
 
 
 def resolve_packs(

@@ -16,35 +16,41 @@ from pathlib import Path
 
 from jsonschema.exceptions import best_match
 
-from .problems import Problems, did_you_mean
+from .problems import Problems, did_you_mean, yaml_text, yaml_type
 from .schemas import validators
 from .source import Node, Position, YamlSyntaxError, key_position_of, load_yaml, position_of
 
 MANIFEST = "solution.yaml"
-#: Top-level key of a document -> its kind.
-DOCUMENT_KINDS = {
-    "entity": "entity",
-    "extend": "extend",
-    "option_sets": "option_sets",
-    "views": "views",
-    "roles": "roles",
-    "forms": "forms",
-    "process": "process",
-    "sla": "sla",
-    "calendars": "calendars",
-    "templates": "templates",
-}
-#: Folders whose YAML files hold definitions (other folders, such as data/ or demo/,
-#: are read by later stages).
-DEFINITION_FOLDERS = (
-    "entities",
-    "option_sets",
-    "views",
-    "roles",
-    "forms",
-    "processes",
-    "templates",
+
+
+@dataclass(frozen=True)
+class DefinitionKind:
+    """One kind of definition document: the top-level key that names it, the pack folder
+    its files go in, and what messages call it."""
+
+    key: str
+    folder: str
+    noun: str
+
+
+#: Every kind of definition a pack holds.  The folders a pack may have, and the folder a
+#: document of each kind must be in, come from here: adding a kind adds its folder.
+DEFINITION_KINDS = (
+    DefinitionKind("entity", "entities", "an entity"),
+    DefinitionKind("extend", "entities", "an entity extension"),
+    DefinitionKind("option_sets", "option_sets", "an option-set"),
+    DefinitionKind("views", "views", "a view"),
+    DefinitionKind("roles", "roles", "a role"),
+    DefinitionKind("forms", "forms", "a form"),
+    DefinitionKind("process", "processes", "a process"),
+    DefinitionKind("sla", "processes", "an SLA"),
+    DefinitionKind("calendars", "processes", "a calendar"),
+    DefinitionKind("templates", "templates", "a template"),
 )
+#: Top-level key of a document -> its kind.
+KINDS = {kind.key: kind for kind in DEFINITION_KINDS}
+#: Folders whose YAML files hold definitions, in the order messages list them.
+DEFINITION_FOLDERS = tuple(dict.fromkeys(kind.folder for kind in DEFINITION_KINDS))
 ENTRY_POINT_GROUP = "xrm.solutions"
 
 
@@ -89,6 +95,25 @@ def read_pack_files(directory: Path) -> dict[str, str]:
     return files
 
 
+def unknown_folders(directory: Path, root: str, subject: str, problems: Problems) -> None:
+    """One problem per folder of the pack that holds YAML files no kind reads (a typo such
+    as ``entites/``, or a kind this platform does not have): they would be left out
+    without a word.  Hidden and Python folders (``.schemas``, ``__pycache__``) are not
+    the pack's definitions and are passed over."""
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if not path.is_dir() or name in DEFINITION_FOLDERS or name.startswith((".", "_")):
+            continue
+        if next(path.rglob("*.y*ml"), None) is None:
+            continue
+        problems.add(
+            Position(_display(root, name), 1, 1),
+            subject,
+            f"unknown folder {name!r}: a pack's folders are {', '.join(DEFINITION_FOLDERS)}"
+            f"{did_you_mean(name, DEFINITION_FOLDERS)}",
+        )
+
+
 def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackSource | None:
     """Parse and schema-check a pack's files, adding every problem found."""
     manifest = _parse(files.get(MANIFEST), _display(root, MANIFEST), problems)
@@ -116,8 +141,12 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
         data = _parse(text, display, problems)
         if data is None:
             continue
-        kind = _kind_of(data, display, problems)
+        kind = _kind_of(data, relative, display, problems)
         if kind is None:
+            continue
+        if not _in_its_folder(data, kind, relative, display, problems):
+            if kind == "entity" and isinstance(data.get("entity"), str):
+                pack.rejected.add(data["entity"])
             continue
         if kind == "process":
             from .processes import normalize_on
@@ -144,20 +173,53 @@ def _parse(text: str | None, display: str, problems: Problems):
     return data
 
 
-def _kind_of(data, display: str, problems: Problems) -> str | None:
-    if isinstance(data, Mapping):
-        for key in data:
-            if key in DOCUMENT_KINDS:
-                return DOCUMENT_KINDS[key]
-    first = next(iter(data), "") if isinstance(data, Mapping) else ""
-    position = getattr(data, "position", Position(display, 1, 1))
+def _kind_of(data, relative: str, display: str, problems: Problems) -> str | None:
+    """The document's kind: its first top-level key that names one.  Keys before that one
+    must belong to the kind too; otherwise the file is of a kind this platform does not
+    read (a report's ``entity:`` key does not make it an entity), and one message says so
+    instead of a schema error per key."""
+    first = next(iter(data), None) if isinstance(data, Mapping) else None
+    if first is None:
+        problems.add(
+            getattr(data, "position", Position(display, 1, 1)),
+            "",
+            f"expected a mapping starting with one of {', '.join(f'{k}:' for k in KINDS)}",
+        )
+        return None
+    for key in data:
+        if key in KINDS:
+            properties = validators().documents[key].schema.get("properties", {})
+            # YAML 1.1 reads a process's ``on:`` key as true (normalize_on renames it later)
+            if first == key or first in properties or (first is True and "on" in properties):
+                return key
+            break
+    folder = relative.split("/", 1)[0] if "/" in relative else None
+    keys = [kind.key for kind in DEFINITION_KINDS if kind.folder == folder]
+    expected = (
+        f"a file in {folder}/ starts with {' or '.join(f'{k}:' for k in keys)}"
+        if keys
+        else f"a definition starts with one of {', '.join(f'{k}:' for k in KINDS)}"
+    )
     problems.add(
-        position,
+        key_position_of(data, [first], Position(display, 1, 1)),
         "",
-        f"unknown kind of definition (expected a document starting with one of "
-        f"{', '.join(DOCUMENT_KINDS)}){did_you_mean(first, DOCUMENT_KINDS)}",
+        f"unknown kind of definition {str(first)!r}: {expected}{did_you_mean(str(first), KINDS)}",
     )
     return None
+
+
+def _in_its_folder(data, kind: str, relative: str, display: str, problems: Problems) -> bool:
+    """A document must be in its kind's folder, where readers of the pack look for it."""
+    folder = relative.split("/", 1)[0] if "/" in relative else None
+    expected = KINDS[kind].folder
+    if folder is None or folder == expected:
+        return True
+    problems.add(
+        key_position_of(data, [kind], Position(display, 1, 1)),
+        _subject(kind, data, []),
+        f"this is {KINDS[kind].noun} definition; put it in {expected}/",
+    )
+    return False
 
 
 def _validate(data, kind: str, display: str, problems: Problems) -> bool:
@@ -229,7 +291,7 @@ def _report(error, doc, problems: Problems, fallback: Position, subject: str, ty
             problems.add(
                 where,
                 subject,
-                f"unknown key {extra!r} in {of} (expected one of {', '.join(allowed)})"
+                f"unknown key {yaml_text(extra)} in {of} (expected one of {', '.join(allowed)})"
                 f"{did_you_mean(extra, allowed)}",
             )
         return
@@ -244,30 +306,49 @@ def _report(error, doc, problems: Problems, fallback: Position, subject: str, ty
     problems.add(where, subject, f"{key}: {_explain(error)}")
 
 
+#: JSON Schema's names of types as a YAML author knows them.
+_SCHEMA_TYPES = {"object": "mapping", "array": "list"}
+
+
 def _explain(error) -> str:
-    validator, expected = error.validator, error.validator_value
-    got = type(error.instance).__name__.replace("YamlMap", "mapping").replace("YamlList", "list")
+    """A schema error in YAML terms (``expected true``, ``got null``), never Python's."""
+    validator, expected, instance = error.validator, error.validator_value, error.instance
     if validator == "type":
         names = expected if isinstance(expected, list) else [expected]
-        return f"expected {' or '.join(names)}, got {got} {error.instance!r}"
+        got = yaml_type(instance)
+        shown = "" if instance is None else f" {yaml_text(instance)}"
+        return f"expected {' or '.join(_SCHEMA_TYPES.get(n, n) for n in names)}, got {got}{shown}"
     if validator == "enum":
-        return f"{error.instance!r} is not allowed (expected one of {', '.join(map(str, expected))}){did_you_mean(error.instance, map(str, expected))}"
+        choices = [yaml_text(v) if not isinstance(v, str) else v for v in expected]
+        return (
+            f"{yaml_text(instance)} is not allowed (expected one of {', '.join(choices)})"
+            f"{did_you_mean(instance, map(str, expected)) if isinstance(instance, str) else ''}"
+        )
     if validator == "const":
-        return f"expected {expected!r}"
+        return f"expected {yaml_text(expected)}"
     if validator == "pattern":
         if expected == "^[a-z][a-z0-9_]*$":
-            return f"{error.instance!r} is not a valid name (expected lower-case letters, digits and _, starting with a letter)"
-        return f"{error.instance!r} does not match {expected}"
-    if validator in (
-        "minItems",
-        "maxItems",
-        "minProperties",
-        "maxProperties",
-        "minimum",
-        "maximum",
-        "maxLength",
-    ):
-        return f"{error.message}"
+            return f"{yaml_text(instance)} is not a valid name (expected lower-case letters, digits and _, starting with a letter)"
+        return f"{yaml_text(instance)} does not match {expected}"
+    plural = "" if expected == 1 else "s"
+    if validator == "minItems":
+        return f"expected at least {expected} item{plural}"
+    if validator == "maxItems":
+        return f"expected at most {expected} item{plural}"
+    if validator == "minProperties":
+        return f"expected at least {expected} key{plural}"
+    if validator == "maxProperties":
+        return f"expected at most {expected} key{plural}"
+    if validator == "minimum":
+        return f"{yaml_text(instance)} is less than the minimum of {expected}"
+    if validator == "maximum":
+        return f"{yaml_text(instance)} is more than the maximum of {expected}"
+    if validator == "exclusiveMinimum":
+        return f"{yaml_text(instance)} is not more than {expected}"
+    if validator == "minLength":
+        return f"expected at least {expected} character{plural}"
+    if validator == "maxLength":
+        return f"at most {expected} character{plural} (got {len(instance)})"
     return error.message
 
 

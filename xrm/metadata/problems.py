@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .source import Position
@@ -67,3 +69,53 @@ def one_of(choices: Iterable[str], limit: int = 12) -> str:
     items = sorted(choices)
     shown = ", ".join(items[:limit])
     return shown + (", ..." if len(items) > limit else "")
+
+
+def yaml_text(value) -> str:
+    """A value spelled the way YAML (and the definitions) write it, for messages:
+    ``true``, ``null``, ``'text'``, ``[1, 'a']``, ``{a: 1}`` rather than Python's
+    ``True``, ``None``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{yaml_key(k)}: {yaml_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+    return str(value)
+
+
+def yaml_key(key) -> str:
+    """A mapping key as YAML writes it: names bare, other values as ``yaml_text``."""
+    return key if isinstance(key, str) and key.isidentifier() else yaml_text(key)
+
+
+def yaml_type(value) -> str:
+    """What a YAML author calls the type of a value: string, integer, boolean, null,
+    list, mapping (JSON Schema's names, not Python's ``str`` or ``NoneType``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "mapping"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, dt.datetime):
+        return "datetime"
+    if isinstance(value, dt.date):
+        return "date"
+    return type(value).__name__

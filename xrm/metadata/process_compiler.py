@@ -16,7 +16,13 @@ from jinja2 import TemplateSyntaxError, nodes
 from jsonschema import Draft202012Validator
 
 from .expressions import environment
-from .filters import FilterError, parse_filter, resolve_path
+from .filters import (
+    FilterError,
+    parse_filter,
+    resolve_path,
+    system_field,
+    through_unknown_entity,
+)
 from .labels import Label
 from .model import SYSTEM_COLUMNS, Entity
 from .problems import Problems, did_you_mean
@@ -139,6 +145,136 @@ def _check_chain(entity: Entity, chain: list[str], entity_of) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------------- value types
+#: ``{{ expression }}`` and nothing else: the runner keeps such a template's value as it is
+#: rather than rendering text (the same test as ``xrm/workflow/context.py``).
+SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+#: A value of each type whose fit a check can decide for every record: the runner hands
+#: dates, times and booleans to the records service as they are.
+_REPRESENTATIVE = {
+    "date": dt.date(2000, 1, 31),
+    "datetime": dt.datetime(2000, 1, 31, 9, 0, tzinfo=dt.UTC),
+    "time": dt.time(9, 0),
+    "boolean": True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateValue:
+    """What a one-expression template gives on every run: a value of a field type, a
+    record (the runner passes it on as its id) or a user (likewise)."""
+
+    type: str  # a field type name, "record" or "user"
+    entity: str | None = None  # whose record, for "record"
+    path: str = ""  # the expression, e.g. record.account
+    always: bool = False  # never empty (today, now, a required field of the record itself)
+
+
+@functools.lru_cache(maxsize=4096)
+def _single_chain(source: str) -> tuple[str, ...] | None:
+    """``{{ record.account }}`` as ('record', 'account'); None for anything else."""
+    match = SINGLE_EXPRESSION.match(source)
+    if not match:
+        return None
+    try:
+        tree = environment().parse("{{" + match["expr"] + "}}")
+    except TemplateSyntaxError:
+        return None
+    if len(tree.body) != 1 or len(getattr(tree.body[0], "nodes", ())) != 1:
+        return None
+    chain = _attribute_chain(tree.body[0].nodes[0])
+    return tuple(chain) if chain else None
+
+
+def template_value(
+    source: str, names: Mapping[str, Entity], entity_of: Callable[[str], Entity | None]
+) -> TemplateValue | None:
+    """The kind of value a template gives whatever the record holds, when one expression
+    of a known name or field decides it; ``names`` maps record names (record, old,
+    related) to their entities."""
+    chain = _single_chain(source) if isinstance(source, str) else None
+    if not chain:
+        return None
+    path = ".".join(chain)
+    if chain == ("today",):
+        return TemplateValue("date", path=path, always=True)
+    if chain == ("now",):
+        return TemplateValue("datetime", path=path, always=True)
+    entity = names.get(chain[0])
+    if entity is None:
+        return None
+    if len(chain) == 1:
+        return TemplateValue("record", entity.name, path)
+    try:
+        field, walked = resolve_path(entity, ".".join(chain[1:]), entity_of)
+    except FilterError:
+        return None  # not a field path (template_problems reports unknown fields)
+    if field.name == "id":
+        return TemplateValue("record", walked[-1].target if walked else entity.name, path)
+    if field.type == "lookup":
+        return TemplateValue("record", field.target, path)
+    if field.type == "user":
+        return TemplateValue("user", path=path)
+    if field.type == "formula":
+        result = field.params.get("result")
+        return TemplateValue(result, path=path) if result else None
+    return TemplateValue(field.type, path=path, always=field.required and not walked)
+
+
+def value_problem(value: TemplateValue, target) -> str | None:
+    """Why every value ``value`` stands for would be refused by the field ``target``."""
+    where = f"{target.entity}.{target.name}"
+    shown = "{{ " + value.path + " }}"
+    if value.type == "record":
+        what = f"{shown} is {_a(value.entity)} record (its id)"
+        if target.type == "any_lookup":
+            allowed = target.params.get("to")
+            if allowed and value.entity not in allowed:
+                return f"{what}, but {where} takes records of {', '.join(allowed)} only"
+            reference = value.path if value.path.endswith(".id") else f"{value.path}.id"
+            return (
+                f"{what}, but {where} is an any_lookup, which needs the entity too: "
+                f'write "{value.entity}:{{{{ {reference} }}}}"'
+            )
+        if target.type == "lookup" and target.target != value.entity:
+            return f"{what}, but {where} points at {target.target}"
+        if target.type == "user":
+            return f"{what}, but {where} is a user field"
+        if target.type == "lookup":
+            return None
+        representative = 1
+    elif value.type == "user":
+        what = f"{shown} is a user"
+        if target.type in ("lookup", "any_lookup"):
+            return f"{what}, but {where} points at {target.target or 'records'}, not users"
+        if target.type == "user":
+            return None
+        representative = 1
+    elif value.type in _REPRESENTATIVE:
+        what = f"{shown} is {_a(value.type)}"
+        representative = _REPRESENTATIVE[value.type]
+    else:
+        return None  # text and numbers fit or not depending on the value itself
+    from .fieldtypes import CoercionError
+
+    try:
+        target.coerce(representative)
+    except CoercionError as exc:
+        hint = ""
+        if value.type == "date" and target.type == "datetime" and value.always:
+            hint = (
+                f'; add a time of day: "{shown}T09:00:00" is 09:00 in the organization\'s time zone'
+            )
+        if value.path == "now" and target.type == "date":
+            hint = '; today\'s date is "{{ today }}"'
+        return f"{what}, but {where} is {_a(target.type)} field ({exc.message}){hint}"
+    return None
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 # ------------------------------------------------------------------------- compiling
 def _pos(node, key=None, fallback: Position | None = None) -> Position:
     if isinstance(node, Node):
@@ -172,10 +308,17 @@ class WorkflowCompiler:
     """Compiles and cross-checks the four workflow kinds of one catalog build."""
 
     def __init__(
-        self, problems: Problems, entities: Mapping[str, Entity], roles: Mapping, layer: str
+        self,
+        problems: Problems,
+        entities: Mapping[str, Entity],
+        roles: Mapping,
+        layer: str,
+        rejected: frozenset[str] | set[str] = frozenset(),
     ):
         self.problems = problems
         self.entities = entities
+        #: entities whose own document was refused (and reported): not reported again
+        self.rejected = rejected
         self.roles = roles
         self.layer = layer
         self.raw: dict[str, dict[str, tuple[Mapping, str, Position]]] = {
@@ -192,6 +335,19 @@ class WorkflowCompiler:
 
     def add(self, where, subject, message):
         self.problems.add(where, subject, message)
+
+    def unknown_entity(self, name, where, subject, prefix: str = "") -> None:
+        """Report a name that is no entity, unless its own document was refused already."""
+        if name not in self.rejected:
+            self.add(
+                where,
+                subject,
+                f"{prefix}unknown entity {name!r}{did_you_mean(name, self.entities)}",
+            )
+
+    def follows_on(self, entity: Entity, exc: FilterError) -> bool:
+        """A path error caused by a lookup to an unknown entity, which its field reports."""
+        return bool(exc.path) and through_unknown_entity(entity, exc.path, self.entity_of)
 
     # ------------------------------------------------------------------ collecting
     def collect(self, kind: str, solution: str, data: Mapping) -> None:
@@ -261,11 +417,7 @@ class WorkflowCompiler:
         if raw.get("entity") is not None:
             entity = self.entities.get(raw["entity"])
             if entity is None:
-                self.add(
-                    _vpos(raw, "entity", where),
-                    subject,
-                    f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
-                )
+                self.unknown_entity(raw["entity"], _vpos(raw, "entity", where), subject)
         for key in ("subject", "body"):
             value = raw.get(key)
             texts = (
@@ -401,11 +553,7 @@ class WorkflowCompiler:
         if entity_name is not None:
             entity = self.entities.get(entity_name)
             if entity is None:
-                self.add(
-                    _vpos(raw, "entity", where),
-                    subject,
-                    f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
-                )
+                self.unknown_entity(entity_name, _vpos(raw, "entity", where), subject)
                 return None
         if triggers is None:
             triggers = self.build_triggers(
@@ -473,7 +621,8 @@ class WorkflowCompiler:
         try:
             return parse_filter(raw, entity, self.entity_of)
         except FilterError as exc:
-            self.add(where, subject, f"{what}: {exc}")
+            if not self.follows_on(entity, exc):
+                self.add(where, subject, f"{what}: {exc}")
             return None
 
     def build_triggers(
@@ -704,7 +853,17 @@ class WorkflowCompiler:
             return False
         return True
 
-    def _check_values(self, values: Mapping, target: Entity, at, subject, context_entity) -> bool:
+    def _template_fit(self, source, field, context_entity, related=None) -> str | None:
+        """Why a one-expression template's value never fits ``field`` (None: it may)."""
+        names = {"record": context_entity, "old": context_entity} if context_entity else {}
+        if related is not None:
+            names["related"] = related
+        value = template_value(source, names, self.entity_of)
+        return value_problem(value, field) if value is not None else None
+
+    def _check_values(
+        self, values: Mapping, target: Entity, at, subject, context_entity, related=None
+    ) -> bool:
         ok = True
         for name, value in values.items():
             where = _pos(values, name, at)
@@ -722,7 +881,12 @@ class WorkflowCompiler:
                 self.add(where, subject, f"{target.name}.{name} is computed and cannot be set")
                 continue
             if isinstance(value, str) and ("{{" in value or "{%" in value):
-                for problem in template_problems(value, context_entity, self.entity_of):
+                found = template_problems(value, context_entity, self.entity_of)
+                if not found:
+                    field = f if f is not None else system_field(target.name, "owner")
+                    fit = self._template_fit(value, field, context_entity, related)
+                    found = [fit] if fit else []
+                for problem in found:
                     ok = False
                     self.add(_vpos(values, name, where), subject, f"{name}: {problem}")
             elif (
@@ -745,11 +909,7 @@ class WorkflowCompiler:
     def _check_create(self, spec, at, entity, subject):
         target = self.entities.get(spec["entity"])
         if target is None:
-            self.add(
-                _vpos(spec, "entity", at),
-                subject,
-                f"create: unknown entity {spec['entity']!r}{did_you_mean(spec['entity'], self.entities)}",
-            )
+            self.unknown_entity(spec["entity"], _vpos(spec, "entity", at), subject, "create: ")
             return False
         return (
             None
@@ -774,14 +934,15 @@ class WorkflowCompiler:
         if target is None:
             return False
         if not self._check_values(
-            spec["values"], target, _vpos(spec, "values", at), subject, entity
+            spec["values"], target, _vpos(spec, "values", at), subject, entity, related=target
         ):
             return False
         if spec.get("if") is not None:
             try:
                 return parse_filter(spec["if"], target, self.entity_of)
             except FilterError as exc:
-                self.add(_vpos(spec, "if", at), subject, f"update.if: {exc}")
+                if not self.follows_on(target, exc):
+                    self.add(_vpos(spec, "if", at), subject, f"update.if: {exc}")
                 return False
         return None
 
@@ -818,6 +979,8 @@ class WorkflowCompiler:
                     f"unknown template {name!r}{did_you_mean(name, self.raw['templates'])}",
                 )
             return False
+        if template.entity is not None and template.entity not in self.entities:
+            return False  # the template's unknown entity is reported at the template
         if template.entity is not None and entity is not None and template.entity != entity.name:
             self.add(
                 where,
@@ -882,11 +1045,7 @@ class WorkflowCompiler:
         name = spec.get("entity", "task")
         target = self.entities.get(name)
         if target is None:
-            self.add(
-                _vpos(spec, "entity", at),
-                subject,
-                f"activity: unknown entity {name!r}{did_you_mean(name, self.entities)}",
-            )
+            self.unknown_entity(name, _vpos(spec, "entity", at), subject, "activity: ")
             return False
         ok = True
         if "subject" not in target.fields:
@@ -908,7 +1067,11 @@ class WorkflowCompiler:
                     ok = False
                     self.add(_vpos(spec, "due", at), subject, f"due: {exc}")
             else:
-                for problem in template_problems(spec["due"], entity, self.entity_of):
+                found = template_problems(spec["due"], entity, self.entity_of)
+                if not found:
+                    fit = self._template_fit(spec["due"], target.fields[due_field], entity)
+                    found = [fit] if fit else []
+                for problem in found:
                     ok = False
                     self.add(_vpos(spec, "due", at), subject, f"due: {problem}")
         if spec.get("reminder") is not None:
@@ -1045,11 +1208,7 @@ class WorkflowCompiler:
         subject = f"slas.{name}"
         entity = self.entities.get(raw["entity"])
         if entity is None:
-            self.add(
-                _vpos(raw, "entity", where),
-                subject,
-                f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
-            )
+            self.unknown_entity(raw["entity"], _vpos(raw, "entity", where), subject)
             return None
         ok = True
         calendar = raw.get("calendar")
@@ -1215,6 +1374,8 @@ def recipient_problem(
     try:
         f, _ = resolve_path(entity, text, entity_of)
     except FilterError as exc:
+        if through_unknown_entity(entity, text, entity_of):
+            return None  # the lookup to an unknown entity is reported at its field
         return f"recipient {text!r}: {exc.message}"
     if f.type == "user" or (not users_only and f.type == "email"):
         return None
@@ -1246,10 +1407,11 @@ def holiday_problem(country: str, subdivision) -> str | None:
 
 
 def workflow_definitions(
-    problems: Problems, entities, roles, documents, layer: str
+    problems: Problems, entities, roles, documents, layer: str, rejected=frozenset()
 ) -> WorkflowDefinitions:
-    """Compile the workflow documents [(kind, solution, data)] of one catalog build."""
-    compiler = WorkflowCompiler(problems, entities, roles, layer)
+    """Compile the workflow documents [(kind, solution, data)] of one catalog build;
+    ``rejected`` names entities whose refused documents are reported already."""
+    compiler = WorkflowCompiler(problems, entities, roles, layer, rejected)
     for kind, solution, data in documents:
         compiler.collect(kind, solution, data)
     return compiler.build()
