@@ -883,17 +883,51 @@ class _Checker:
             )
         return tuple(result)
 
+    def _own_fields(self, entity_name: str, names, where, subject: str) -> tuple[str, ...]:
+        """``own: [owner, agent]``: the entity's user fields that make a record one's own."""
+        entity = self.entities.get(entity_name)
+        if entity_name == "*" or entity is None:
+            self.add(where, subject, "own fields are named per entity, not under '*'")
+            return ()
+        users = [n for n, f in entity.fields.items() if f.type == "user"]
+        result = []
+        for name in names:
+            if name == "owner" or name in users:
+                result.append(name)
+            elif name in entity.fields:
+                kind = entity.fields[name].type
+                self.add(
+                    where,
+                    subject,
+                    f"{entity_name}.{name} is a {kind} field; own names user fields (or owner)",
+                )
+            else:
+                self.add(
+                    where,
+                    subject,
+                    f"{entity_name} has no user field {name!r}"
+                    f"{did_you_mean(name, ['owner', *users])}",
+                )
+        return tuple(result)
+
     def build_roles(self, roles) -> dict[str, Role]:
         result = {}
         for name, (raw, solution, where) in roles.items():
             subject = f"roles.{name}"
             permissions = raw.get("permissions") or {}
-            for entity_name in permissions:
-                if entity_name != "*" and self.unknown(entity_name):
-                    self.add(
-                        _pos(permissions, entity_name, where),
-                        subject,
-                        f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
+            own_fields = {}
+            for entity_name, rules in permissions.items():
+                if entity_name != "*" and entity_name not in self.entities:
+                    if self.unknown(entity_name):  # else its refused document is reported
+                        self.add(
+                            _pos(permissions, entity_name, where),
+                            subject,
+                            f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
+                        )
+                    continue
+                if "own" in rules:
+                    own_fields[entity_name] = self._own_fields(
+                        entity_name, rules["own"], _pos(rules, "own", where), subject
                     )
             field_rules = raw.get("fields") or {}
             for entity_name, rules in field_rules.items():
@@ -920,8 +954,12 @@ class _Checker:
                 solution=solution,
                 admin=bool(raw.get("admin", False)),
                 permissions=MappingProxyType(
-                    {k: MappingProxyType(dict(v)) for k, v in permissions.items()}
+                    {
+                        k: MappingProxyType({a: s for a, s in v.items() if a != "own"})
+                        for k, v in permissions.items()
+                    }
                 ),
+                own_fields=MappingProxyType(own_fields),
                 fields=MappingProxyType(
                     {k: MappingProxyType(dict(v)) for k, v in field_rules.items()}
                 ),
