@@ -4,7 +4,10 @@ process behind."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -18,6 +21,10 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from conftest import fresh_database
+
+import xrm
+from xrm import workflow
+from xrm.workflow import heartbeat
 
 PASSWORD = "a long enough password"
 XRM = [str(Path(sys.executable).with_name("xrm"))]  # the installed command, as users run it
@@ -58,11 +65,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(check, seconds: float, what: str) -> None:
+def wait_until(check, seconds: float, what: str):
+    """``check()``'s first true value, asked every 0.2 s for up to ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if check():
-            return
+        if value := check():
+            return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -155,3 +163,99 @@ def test_stopping_the_server_stops_everything_it_started(installed, tmp_path, st
         log.close()
     output = (tmp_path / "run.log").read_text()
     assert "Traceback" not in output, output
+
+
+@contextlib.contextmanager
+def running(env: dict, log: Path, cwd: Path | None = None):
+    """``xrm run`` on a free port until the block ends; yields the port."""
+    port = free_port()
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [*XRM, "run", "--port", str(port), "--workers", "1"],
+            env=env,
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(lambda: health(port) is not None, 60, "the server to answer")
+            yield port
+        finally:
+            server.terminate()
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            for pid in children_of(server.pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            return json.load(answer)
+    except OSError:
+        return None
+
+
+def workers_of(port: int) -> list[int]:
+    """The workflow worker processes under the server listening on ``port``."""
+    server = next(
+        pid
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if f"--port\x00{port}\x00".encode() in _cmdline(pid)
+    )
+    return [pid for pid in children_of(server) if b"xrm.workflow.worker" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def opened(env: dict):
+    return contextlib.closing(xrm.open(env["XRM_DATABASE_URL"]))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_a_folder_named_xrm_where_it_starts_cannot_stop_the_worker(installed, tmp_path):
+    """``python -c`` would import ./xrm instead of the platform: the worker must not."""
+    project = tmp_path / "project"
+    (project / "xrm").mkdir(parents=True)
+    (project / "xrm" / "__init__.py").write_text('raise ImportError("not the platform")\n')
+    log = tmp_path / "run.log"
+    with running(installed, log, cwd=project) as port:
+        wait_until(lambda: (health(port) or {}).get("status") == "ok", 60, "a worker's heartbeat")
+        with opened(installed) as store:
+            admin = store.user_by_email("admin@example.com").id
+            now = dt.datetime.now(dt.UTC)
+            store.records("task", admin).create({"subject": "Ring back", "remind_at": now})
+            wait_until(lambda: workflow.unread_count(store, admin), 60, "the reminder to run")
+            [note] = workflow.notifications(store, admin)
+            assert note["title"] == "Reminder: Ring back"
+    output = log.read_text()
+    assert "Traceback" not in output and "not the platform" not in output, output
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_a_worker_that_dies_is_started_again_and_beats(installed, tmp_path):
+    log = tmp_path / "run.log"
+    with running(installed, log) as port:
+        [first] = wait_until(lambda: workers_of(port), 60, "the worker to start")
+        wait_until(lambda: (health(port) or {}).get("status") == "ok", 60, "its heartbeat")
+        os.kill(first, signal.SIGKILL)
+        [second] = wait_until(
+            lambda: [p for p in workers_of(port) if p != first], 60, "a new worker"
+        )
+        with opened(installed) as store:
+            wait_until(
+                lambda: (heartbeat.latest(store) or {}).get("pid") == second,
+                60,
+                "the new worker's heartbeat",
+            )
+        assert health(port)["status"] == "ok"
+    output = log.read_text()
+    assert f"the workflow worker (pid {first}) was killed by SIGKILL" in output, output
+    assert f"the workflow worker is started again (pid {second})" in output, output

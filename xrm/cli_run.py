@@ -77,20 +77,13 @@ def _register_setup(sub, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------ run
-# The embedded worker's program: the URL comes in the environment, not on the command line,
-# where any user could read a password in it.
-WORKER_PROGRAM = (
-    "import os; from xrm.workflow.worker import serve; "
-    "serve(os.environ['XRM_WORKER_DATABASE_URL'], parent=int(os.environ['XRM_WORKER_PARENT']))"
-)
-
-
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _run(args) -> int:
     import subprocess
 
+    from . import supervisor
     from .storage.database import default_url
     from .web.server import serve
 
@@ -101,15 +94,16 @@ def _run(args) -> int:
         # on another address (behind a TLS proxy), cookies stay Secure.
         os.environ["XRM_COOKIE_SECURE"] = "0"
     parent = os.getpid()
-    worker = None
+    keeper = None
     if not args.no_worker:
         # The embedded workflow worker (processes, reminders, email) runs beside the web
-        # server in a process of its own, so reminders work with this one command on
-        # SQLite.  A plain subprocess rather than multiprocessing: gunicorn forks its web
-        # workers from this process, and they would inherit multiprocessing's bookkeeping
-        # of a child that is not theirs.  It stops on SIGTERM, or when this process is gone.
-        worker = subprocess.Popen(
-            [sys.executable, "-c", WORKER_PROGRAM],
+        # server, so reminders work with this one command on SQLite; its keeper
+        # (xrm/supervisor.py) starts it again whenever it dies.  A plain subprocess rather
+        # than multiprocessing: gunicorn forks its web workers from this process, and they
+        # would inherit multiprocessing's bookkeeping of a child that is not theirs.  It
+        # stops on SIGTERM, or when this process is gone.
+        keeper = subprocess.Popen(
+            supervisor.command(),
             env={**os.environ, "XRM_WORKER_DATABASE_URL": url, "XRM_WORKER_PARENT": str(parent)},
         )
     print(
@@ -120,13 +114,13 @@ def _run(args) -> int:
         serve(host=args.host, port=args.port, workers=args.workers, database_url=url)
     finally:
         # gunicorn's forked workers leave serve() through here too; only the parent
-        # owns the workflow worker process.
-        if worker is not None and os.getpid() == parent:
-            worker.terminate()  # SIGTERM: the worker finishes its batch and stops
+        # owns the workflow worker's keeper.
+        if keeper is not None and os.getpid() == parent:
+            keeper.terminate()  # SIGTERM: the worker finishes its batch, then both stop
             try:
-                worker.wait(30)
+                keeper.wait(supervisor.STOP_GRACE + 5)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                keeper.kill()  # the worker notices its keeper is gone and stops
     return 0
 
 

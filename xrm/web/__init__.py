@@ -91,7 +91,7 @@ def instance_secret(folder: Path | None = None) -> str:
 
 def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     """A Flask application serving ``store`` (default: ``xrm.open()`` of the environment)."""
-    from . import api, api_workflow, auth, hooks, problems, ui
+    from . import api, api_workflow, auth, health, hooks, problems, ui
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
@@ -129,6 +129,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(api_workflow.bp)
     app.register_blueprint(api.docs)
+    app.register_blueprint(health.bp)
     hooks.init_app(app)
     ui.init_app(app)
 
@@ -136,7 +137,8 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     def _current_catalog():
         # Every request works on the catalog in force when it started: one version check,
         # then every store call of the request uses that catalog.
-        if request.endpoint != "static":
+        # /health answers 503 itself when the database is gone, so it reads no catalog.
+        if request.endpoint not in ("static", "health.health"):
             g.catalog_pin = store.pin()
             g.catalog = store.refresh()
 

@@ -1,6 +1,6 @@
 """Command-line entry points of the workflow engine, for ``xrm/cli.py`` to register:
 
-    xrm worker [--database URL] [--processes N] [--once] [--batch N] [--lease S] [--poll S]
+    xrm worker [--database URL] [--processes N] [--once [--now ISO]] [--batch N] [--lease S] [--poll S]
     xrm process list|dry-run NAME --record ID|diagram NAME [--out FILE]|instances|retry ID
 
 Each ``add_*`` function takes the CLI's subparsers and a ``store`` context manager factory
@@ -10,8 +10,12 @@ Each ``add_*`` function takes the CLI's subparsers and a ``store`` context manag
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import sys
+
+from ..storage.store import Clock
 
 
 def add_worker(sub, store_of) -> None:
@@ -21,18 +25,39 @@ def add_worker(sub, store_of) -> None:
         "--processes", type=int, default=1, help="worker processes (PostgreSQL; SQLite: 1)"
     )
     p.add_argument("--once", action="store_true", help="do what is due now and exit")
+    p.add_argument(
+        "--now",
+        metavar="ISO",
+        type=_moment,
+        help="with --once: do what is due at this moment instead, e.g. 2026-03-05T09:00Z "
+        "(ISO 8601; UTC unless an offset is given), to see what timers will do",
+    )
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--lease", type=float, default=30.0)
     p.add_argument("--poll", type=float, default=1.0)
     p.set_defaults(handler=lambda args: run_worker(args, store_of), parser=p)
 
 
+def _moment(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 moment: {text!r} (e.g. 2026-03-05T09:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def run_worker(args, store_of) -> int:
     from .worker import Worker, serve
 
+    if args.now is not None and not args.once:
+        args.parser.error("--now needs --once: a worker that keeps running follows the real clock")
     options = {"batch_size": args.batch, "lease": args.lease, "poll": args.poll}
     with store_of(args) as store:
         if args.once:
+            if args.now is not None:
+                store.clock = _ClockFrom(args.now)
             print(json.dumps(Worker(store, **options).run_once()))
             return 0
         if args.processes <= 1 or store.engine.dialect.name != "postgresql":
@@ -62,6 +87,17 @@ def run_worker(args, store_of) -> int:
         for process in processes:
             process.join(timeout=30)
     return 0
+
+
+class _ClockFrom(Clock):
+    """Time that starts at a given moment and runs on from there, so the records and
+    instances one round writes keep their order."""
+
+    def __init__(self, moment: dt.datetime):
+        self.offset = moment - dt.datetime.now(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
 
 
 def add_process(sub, store_of) -> None:

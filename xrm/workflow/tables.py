@@ -119,6 +119,19 @@ emails = sa.Table(
     sa.Index("ix_xrm_email_due", "status", "due_at"),
 )
 
+# One row per running worker (``heartbeat.py``): who it is and when it last beat, so the
+# web side can tell whether anyone is doing the work.  ``name`` is the worker's lease owner.
+workers = sa.Table(
+    "xrm_wf_worker",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("beat_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_xrm_wf_worker_beat", "beat_at"),
+)
+
 sla_clocks = sa.Table(
     "xrm_sla_clock",
     metadata,

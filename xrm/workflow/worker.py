@@ -22,7 +22,7 @@ from collections import Counter
 import sqlalchemy as sa
 
 from ..storage.database import WRITE, is_postgres
-from . import claims
+from . import claims, heartbeat
 from . import tables as W
 from .consumer import consume, purge_outbox
 from .mail import Mailer, smtp_url
@@ -164,11 +164,16 @@ class Worker:
         return self._stop.is_set()
 
     def run_forever(self) -> None:
-        """Work until ``stop()``; errors are logged and retried after the poll interval."""
-        heartbeat = threading.Thread(
+        """Work until ``stop()``; errors are logged and retried after the poll interval.
+        The worker's heartbeat row says it runs meanwhile (``heartbeat.py``)."""
+        try:
+            heartbeat.register(self.store, self.name)
+        except Exception:  # the next beat registers it again
+            log.exception("workflow worker %s: registering its heartbeat failed", self.name)
+        beating = threading.Thread(
             target=self._heartbeat, name=f"xrm-heartbeat-{self.name}", daemon=True
         )
-        heartbeat.start()
+        beating.start()
         listener = _Listener(self.store.engine) if is_postgres(self.store.engine) else None
         try:
             while not self._stop.is_set():
@@ -184,6 +189,8 @@ class Worker:
         finally:
             if listener is not None:
                 listener.close()
+            with contextlib.suppress(Exception):  # gone either way; the row would age out
+                heartbeat.forget(self.store, self.name)
 
     def _sleep(self, listener) -> None:
         seconds = self.poll
@@ -201,11 +208,15 @@ class Worker:
             self._stop.wait(seconds)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.lease / 3):
+        while not self._stop.wait(min(self.lease / 3, heartbeat.BEAT_EVERY)):
             try:
                 claims.renew(self.store.engine, self.name, self.store.clock.now(), self.lease)
             except Exception:
                 log.exception("workflow worker %s: lease renewal failed", self.name)
+            try:
+                heartbeat.beat(self.store, self.name)
+            except Exception:
+                log.exception("workflow worker %s: heartbeat failed", self.name)
 
     def start(self) -> threading.Thread:
         """Run forever in a daemon thread (the embedded worker beside the web server)."""

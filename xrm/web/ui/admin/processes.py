@@ -21,6 +21,7 @@ from ....metadata import Entity
 from ....metadata.fieldtypes import format_duration
 from ....metadata.filters import All, AnyOf, Condition, CurrentUser, Not, system_field
 from ....metadata.processes import Process, Trigger
+from ....workflow import heartbeat
 from ....workflow import tables as W
 from .. import context as C
 from ..filtering import NO_VALUE_OPS, OPERATOR_WORDS
@@ -349,7 +350,16 @@ def processes():
         rows=rows,
         gone=[(name, counts[name]) for name in gone],
         slas=slas,
+        worker=_worker(),
     )
+
+
+def _worker() -> dict | None:
+    """The worker that beat last, with how long ago in words; None when none ever did."""
+    worker = heartbeat.latest(C.store())
+    if worker is not None:
+        worker["ago"] = format_duration(max(1, round(worker["age_s"])))
+    return worker
 
 
 def _targets_text(entity: Entity | None, sla, metric) -> str:
