@@ -3,7 +3,8 @@
 Views raise :class:`Problem`; the handlers registered here also turn every HTTP error
 under ``/api/`` (404 of an unknown route, 405, 413 of an oversize body, 429 of a rate
 limit, a CSRF failure) into the same shape, so an API client never has to parse HTML.
-An unexpected exception becomes a 500 problem that names no internals.
+An unexpected exception becomes a 500 problem that names no internals.  Outside the API,
+an error is answered by the UI's page for it (:func:`html_error`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,24 @@ def retry_after_seconds() -> int:
     return 60
 
 
+#: Where the UI puts its error pages (``ui.init_app``): ``render(exc)`` answers an HTML
+#: request's error, or returns ``exc`` for werkzeug's plain page.
+ERROR_PAGE = "xrm_error_page"
+
+
+def html_error(exc: HTTPException):
+    """An error outside the API as the UI's page, else werkzeug's (no UI, or its page
+    failed too: the first failure is what gets logged)."""
+    render = current_app.extensions.get(ERROR_PAGE)
+    if render is None:
+        return exc
+    try:
+        return render(exc)
+    except Exception:
+        log.exception("the error page for a %s failed", exc.code)
+        return exc
+
+
 def register(app: Flask) -> None:
     """Install the handlers that answer API errors with problem documents."""
 
@@ -147,7 +166,7 @@ def register(app: Flask) -> None:
         if exc.code == 400 and isinstance(exc, CSRFError) and wants_problem():
             return Problem(400, exc.description, type=CSRF, title="CSRF check failed").response()
         if not wants_problem():
-            return exc
+            return html_error(exc)
         return _from_http(exc).response()
 
     @app.errorhandler(Exception)
@@ -156,5 +175,5 @@ def register(app: Flask) -> None:
             return _http(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not wants_problem():
-            return InternalServerError()
+            return html_error(InternalServerError(original_exception=exc))
         return Problem(500, "an unexpected error occurred; it has been logged").response()

@@ -9,10 +9,11 @@ on the next page anyone loads, in every worker, with no restart.
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, current_app, send_from_directory
 
+from ..problems import ERROR_PAGE
 from . import context as C
-from .guards import htmx
+from .guards import error_page, htmx
 from .i18n import LANGUAGES
 
 
@@ -33,6 +34,14 @@ def _jinja_globals(app: Flask) -> None:
     )
 
 
+def _favicon():
+    """The icon where browsers look without a page's ``<link rel="icon">`` (the API
+    documents, downloads): the same SVG."""
+    return send_from_directory(
+        current_app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400
+    )
+
+
 def init_app(app: Flask) -> None:
     """Register the UI's blueprints, template helpers and static files on ``app``."""
     from . import admin, calendar, forms, inbox, kanban, lists, shell
@@ -40,5 +49,7 @@ def init_app(app: Flask) -> None:
     for module in (shell, lists, forms, kanban, calendar, inbox, admin):
         app.register_blueprint(module.bp)
     _jinja_globals(app)
+    app.extensions[ERROR_PAGE] = error_page
+    app.add_url_rule("/favicon.ico", "favicon", _favicon)
     app.config.setdefault("XRM_EXPORT_MAX", 100_000)
     app.config.setdefault("XRM_KANBAN_CARDS", 25)

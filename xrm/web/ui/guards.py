@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as HTTPNotFound
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from ...storage.records import Forbidden, NotFound
 from . import context as C
+
+log = logging.getLogger(__name__)
 
 
 def htmx() -> bool:
@@ -59,6 +63,26 @@ def _error_page(message: str, status: int):
             {"HX-Reswap": "none"},
         )
     return render_template("ui/error.html", message=message, status=status), status
+
+
+def error_page(exc: HTTPException):
+    """The page for an error no UI blueprint answered: an unknown path (404) or an
+    unexpected exception (500, logged by ``problems``), in the app's layout for a
+    signed-in user and on the sign-in layout otherwise.  Other errors keep werkzeug's."""
+    messages = {
+        404: lambda: C._("Page not found."),
+        500: lambda: C._("Something went wrong on our side. It has been logged; please try again."),
+    }
+    if exc.code not in messages:
+        return exc
+    message = messages[exc.code]()
+    try:
+        return _error_page(message, exc.code)
+    except Exception:
+        # The layout reads the catalog and the user; when that is what failed (a database
+        # gone), the plain page still answers.
+        log.exception("the %s page in the app's layout failed", exc.code)
+        return render_template("ui/error_plain.html", message=message, status=exc.code), exc.code
 
 
 def guard(bp: Blueprint, *, admin: bool = False) -> Blueprint:

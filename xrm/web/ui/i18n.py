@@ -32,6 +32,7 @@ RU: dict[str, str] = {
     "Nothing here yet.": "Здесь пока ничего нет.",
     "Preferences saved.": "Настройки сохранены.",
     "Page not found.": "Страница не найдена.",
+    "Something went wrong on our side. It has been logged; please try again.": "Что-то пошло не так на нашей стороне. Ошибка записана в журнал; попробуйте ещё раз.",
     "You may not do this.": "У вас нет прав на это действие.",
     "The form expired or was not sent from this site. Reload the page and try again.": "Форма устарела или отправлена не с этого сайта. Обновите страницу и попробуйте снова.",
     "Something went wrong.": "Что-то пошло не так.",
