@@ -75,23 +75,16 @@ def wait_until(check, seconds: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def instance(tmp_path):
-    with fresh_database(tmp_path) as database:
-        url = database.url
-        options = database.engine_options.get("connect_args", {}).get("options")
-        if options:  # a PostgreSQL schema of its own, named in the URL for the child processes
-            url = f"{url}?options={quote(options)}"
-        yield {
-            **os.environ,
-            "XRM_INSTANCE_PATH": str(tmp_path),
-            "XRM_DATABASE_URL": url,
-        }
+def environment(database, folder: Path) -> dict:
+    """What the child processes need to find the test's instance folder and database."""
+    url = database.url
+    options = database.engine_options.get("connect_args", {}).get("options")
+    if options:  # a PostgreSQL schema of its own, named in the URL for the child processes
+        url = f"{url}?options={quote(options)}"
+    return {**os.environ, "XRM_INSTANCE_PATH": str(folder), "XRM_DATABASE_URL": url}
 
 
-@pytest.fixture
-def installed(instance):
-    env = instance
+def set_up(env: dict) -> dict:
     setup = subprocess.run(
         [*XRM, "setup", "--admin-password", PASSWORD],
         env=env,
@@ -101,6 +94,17 @@ def installed(instance):
     )
     assert setup.returncode == 0, setup.stderr
     return env
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with fresh_database(tmp_path) as database:
+        yield environment(database, tmp_path)
+
+
+@pytest.fixture
+def installed(instance):
+    return set_up(instance)
 
 
 def sign_in(port: int) -> None:
@@ -219,43 +223,49 @@ def opened(env: dict):
     return contextlib.closing(xrm.open(env["XRM_DATABASE_URL"]))
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
-def test_a_folder_named_xrm_where_it_starts_cannot_stop_the_worker(installed, tmp_path):
-    """``python -c`` would import ./xrm instead of the platform: the worker must not."""
-    project = tmp_path / "project"
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One ``xrm run`` for the worker's tests, started from a folder that holds a folder
+    named ``xrm`` with a broken ``__init__.py``: ``python -c`` would import it instead of
+    the platform.  Yields the environment, the port and the server's log."""
+    folder = tmp_path_factory.mktemp("served")
+    project = folder / "project"
     (project / "xrm").mkdir(parents=True)
     (project / "xrm" / "__init__.py").write_text('raise ImportError("not the platform")\n')
-    log = tmp_path / "run.log"
-    with running(installed, log, cwd=project) as port:
-        wait_until(lambda: (health(port) or {}).get("status") == "ok", 60, "a worker's heartbeat")
-        with opened(installed) as store:
-            admin = store.user_by_email("admin@example.com").id
-            now = dt.datetime.now(dt.UTC)
-            store.records("task", admin).create({"subject": "Ring back", "remind_at": now})
-            wait_until(lambda: workflow.unread_count(store, admin), 60, "the reminder to run")
-            [note] = workflow.notifications(store, admin)
-            assert note["title"] == "Reminder: Ring back"
-    output = log.read_text()
+    log = folder / "run.log"
+    with fresh_database(folder) as database:
+        env = set_up(environment(database, folder))
+        with running(env, log, cwd=project) as port:
+            wait_until(lambda: (health(port) or {}).get("status") == "ok", 60, "a heartbeat")
+            yield {"env": env, "port": port, "log": log}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_a_folder_named_xrm_where_it_starts_cannot_stop_the_worker(served):
+    with opened(served["env"]) as store:
+        admin = store.user_by_email("admin@example.com").id
+        now = dt.datetime.now(dt.UTC)
+        store.records("task", admin).create({"subject": "Ring back", "remind_at": now})
+        wait_until(lambda: workflow.unread_count(store, admin), 60, "the reminder to run")
+        [note] = workflow.notifications(store, admin)
+        assert note["title"] == "Reminder: Ring back"
+    output = served["log"].read_text()
     assert "Traceback" not in output and "not the platform" not in output, output
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
-def test_a_worker_that_dies_is_started_again_and_beats(installed, tmp_path):
-    log = tmp_path / "run.log"
-    with running(installed, log) as port:
-        [first] = wait_until(lambda: workers_of(port), 60, "the worker to start")
-        wait_until(lambda: (health(port) or {}).get("status") == "ok", 60, "its heartbeat")
-        os.kill(first, signal.SIGKILL)
-        [second] = wait_until(
-            lambda: [p for p in workers_of(port) if p != first], 60, "a new worker"
+def test_a_worker_that_dies_is_started_again_and_beats(served):
+    port = served["port"]
+    [first] = wait_until(lambda: workers_of(port), 60, "the worker")
+    os.kill(first, signal.SIGKILL)
+    [second] = wait_until(lambda: [p for p in workers_of(port) if p != first], 60, "a new worker")
+    with opened(served["env"]) as store:
+        wait_until(
+            lambda: (heartbeat.latest(store) or {}).get("pid") == second,
+            60,
+            "the new worker's heartbeat",
         )
-        with opened(installed) as store:
-            wait_until(
-                lambda: (heartbeat.latest(store) or {}).get("pid") == second,
-                60,
-                "the new worker's heartbeat",
-            )
-        assert health(port)["status"] == "ok"
-    output = log.read_text()
+    assert health(port)["status"] == "ok"
+    output = served["log"].read_text()
     assert f"the workflow worker (pid {first}) was killed by SIGKILL" in output, output
     assert f"the workflow worker is started again (pid {second})" in output, output
