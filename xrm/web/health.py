@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 def health():
     try:
         latest = heartbeat.latest(current_store())
-    except sa.exc.DBAPIError as exc:
-        log.warning("health: the database does not answer: %s", exc.orig or exc)
+    except sa.exc.SQLAlchemyError as exc:  # refused, timed out, no connection left in the pool
+        log.warning("health: the database does not answer: %s", getattr(exc, "orig", None) or exc)
         response = jsonify(status="unavailable")
         response.status_code = 503
     else:
