@@ -28,15 +28,12 @@ from .expressions import (
 )
 from .fieldtypes import FIELD_TYPES, CoercionError
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
+from .form_compiler import build_forms
 from .labels import Label
 from .model import (
     SYSTEM_COLUMNS,
     Entity,
     Field,
-    Form,
-    FormField,
-    FormSection,
-    FormTab,
     Index,
     Option,
     OptionSet,
@@ -202,6 +199,12 @@ class _Builder:
         self.views: dict[str, tuple[Mapping, str, Position]] = {}
         self.roles: dict[str, tuple[Mapping, str, Position]] = {}
         self.forms: dict[str, tuple[Mapping, str, Position]] = {}
+        # a pack's form the customization layer replaced (its extensions are checked on it)
+        self.pack_forms: dict[str, tuple[Mapping, str, Position]] = {}
+        self.form_extensions: dict[str, tuple[Mapping, str, Position]] = {}
+        self.solution_labels = {
+            p.name: Label.of(p.manifest.get("label"), p.name.capitalize()) for p in packs
+        }
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
@@ -348,10 +351,34 @@ class _Builder:
         forms = data["forms"]
         for name, spec in forms.items():
             where = _pos(forms, name)
-            if name in self.forms and self._owned_elsewhere(
-                "form", name, self.forms[name][1], solution, where
-            ):
+            if name in self.form_extensions:
+                self._owned_elsewhere("form", name, self.form_extensions[name][1], solution, where)
+                if solution == LAYER:
+                    self.problems.add(
+                        where,
+                        f"forms.{name}",
+                        f"{name!r} is an extension of solution "
+                        f"{self.form_extensions[name][1]!r}; change the form it extends",
+                    )
                 continue
+            if "extend" in spec:
+                if solution == LAYER:
+                    self.problems.add(
+                        _vpos(spec, "extend", where),
+                        f"forms.{name}",
+                        "the customization layer changes a form by writing it whole; "
+                        "extend belongs in a pack",
+                    )
+                elif name not in self.forms or not self._owned_elsewhere(
+                    "form", name, self.forms[name][1], solution, where
+                ):
+                    self.form_extensions[name] = (spec, solution, where)
+                continue
+            if name in self.forms:
+                if self._owned_elsewhere("form", name, self.forms[name][1], solution, where):
+                    continue
+                if self.forms[name][1] != LAYER:
+                    self.pack_forms[name] = self.forms[name]
             self.forms[name] = (spec, solution, where)
 
     # ------------------------------------------------------------------ freezing
@@ -967,115 +994,6 @@ class _Checker:
             )
         return result
 
-    def build_forms(self, forms) -> dict[str, Form]:
-        result = {}
-        for name, (raw, solution, where) in forms.items():
-            subject = f"forms.{name}"
-            entity = self.entities.get(raw["entity"])
-            if entity is None:
-                if not self.unknown(raw["entity"]):
-                    continue
-                self.add(
-                    _vpos(raw, "entity", where),
-                    subject,
-                    f"unknown entity {raw['entity']!r}{did_you_mean(raw['entity'], self.entities)}",
-                )
-                continue
-            seen: set[str] = set()
-            tabs = []
-            for tab_raw in raw["tabs"]:
-                sections = []
-                for section_raw in tab_raw["sections"]:
-                    columns = []
-                    for column_raw in section_raw.get("columns") or ():
-                        column = []
-                        for index, item in enumerate(column_raw):
-                            spec = {"field": item} if isinstance(item, str) else item
-                            item_where = _pos(column_raw, index, where)
-                            field = entity.fields.get(spec["field"])
-                            if (
-                                field is None
-                                and spec["field"] in self.builder.entities[entity.name].removed
-                            ):
-                                continue  # removed by an administrator: the form drops it
-                            if field is None:
-                                self.add(
-                                    item_where,
-                                    subject,
-                                    f"{entity.name} has no field {spec['field']!r}{did_you_mean(spec['field'], entity.fields)}",
-                                )
-                                continue
-                            if field.name in seen:
-                                self.add(
-                                    item_where,
-                                    subject,
-                                    f"field {field.name!r} appears twice on the form",
-                                )
-                            seen.add(field.name)
-                            column.append(
-                                FormField(
-                                    field=field.name,
-                                    label=Label.of(spec["label"]) if spec.get("label") else None,
-                                    visible_if=self._form_condition(
-                                        spec.get("visible_if"), entity, item_where, subject
-                                    ),
-                                    required_if=self._form_condition(
-                                        spec.get("required_if"), entity, item_where, subject
-                                    ),
-                                    read_only=bool(spec.get("read_only", False)),
-                                    widget=spec.get("widget"),
-                                )
-                            )
-                        columns.append(tuple(column))
-                    related = section_raw.get("related")
-                    if related is not None:
-                        target = entity.fields.get(related)
-                        if target is None or target.type not in ("children", "many_to_many"):
-                            self.add(
-                                _vpos(section_raw, "related", where),
-                                subject,
-                                f"related {related!r} must be a children or many_to_many field of {entity.name}",
-                            )
-                            related = None
-                    sections.append(
-                        FormSection(
-                            label=Label.of(section_raw["label"])
-                            if section_raw.get("label")
-                            else None,
-                            columns=tuple(columns),
-                            related=related,
-                            visible_if=self._form_condition(
-                                section_raw.get("visible_if"), entity, _pos(section_raw), subject
-                            ),
-                        )
-                    )
-                tabs.append(
-                    FormTab(
-                        label=Label.of(tab_raw["label"]) if tab_raw.get("label") else None,
-                        sections=tuple(sections),
-                    )
-                )
-            result[name] = Form(
-                name=name,
-                entity=entity.name,
-                label=Label.of(raw.get("label"), entity.label.get()),
-                solution=solution,
-                tabs=tuple(tabs),
-                default=bool(raw.get("default", False)),
-                position=where,
-            )
-        return result
-
-    def _form_condition(self, raw, entity, where, subject):
-        if raw is None:
-            return None
-        try:
-            return parse_filter(raw, entity, self.entity_of)
-        except FilterError as exc:
-            if not self.follows_on(entity, exc):
-                self.add(where, subject, f"condition: {exc}")
-            return None
-
     def removed_path(self, entity: Entity, path: str) -> bool:
         """Does a (dotted) path run into a field that the customization layer removed?"""
         current = entity
@@ -1208,7 +1126,7 @@ def build_catalog(
     entities = checker.run(builder.views)
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
-    forms = checker.build_forms(builder.forms)
+    forms = build_forms(checker, builder, LAYER)
     workflow = workflow_definitions(
         problems, entities, roles, builder.workflow, LAYER, rejected=builder.rejected
     )

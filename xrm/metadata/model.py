@@ -267,6 +267,9 @@ class Form:
     solution: str
     tabs: tuple[FormTab, ...]
     default: bool = False
+    #: the entity's fields the form does not show; the form editor writes them back as
+    #: ``left_out`` so that extensions and the generated tab do not bring them back
+    left_out: tuple[str, ...] = ()
     position: Position | None = field(default=None, compare=False)
 
     def fields(self):

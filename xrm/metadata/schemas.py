@@ -366,8 +366,27 @@ def forms_schema(defs: dict) -> dict:
         "required": ["sections"],
         "additionalProperties": False,
     }
+    added_tab = {
+        "type": "object",
+        "properties": {
+            **tab["properties"],
+            "tab": {
+                "type": "string",
+                "description": "add the sections to the extended form's tab with this "
+                "English label (a tab whose label matches one of the form's joins it too)",
+            },
+            "after": {
+                "type": "string",
+                "description": "put this new tab after the tab with this English label "
+                "(default: at the end)",
+            },
+        },
+        "required": ["sections"],
+        "additionalProperties": False,
+    }
+    names = {"type": "array", "items": {"type": "string"}}
     return _document(
-        "Forms (tabs -> sections -> columns of fields)",
+        "Forms (tabs -> sections -> columns of fields) and extensions of other packs' forms",
         {
             "forms": {
                 "type": "object",
@@ -376,12 +395,35 @@ def forms_schema(defs: dict) -> dict:
                     "type": "object",
                     "properties": {
                         "entity": {"type": "string"},
+                        "extend": {
+                            "type": "string",
+                            "description": "the name of a form of a pack this one depends on: "
+                            "this entry adds its tabs to that form",
+                        },
                         "label": {"$ref": "#/$defs/label"},
                         "default": {"type": "boolean", "description": "the entity's main form"},
-                        "tabs": {"type": "array", "items": tab, "minItems": 1},
+                        "left_out": {
+                            **names,
+                            "description": "fields kept off the form on purpose: extensions "
+                            "and the generated tab do not add them (the form editor writes it)",
+                        },
+                        "tabs": {"type": "array", "minItems": 1},
                     },
-                    "required": ["entity", "tabs"],
+                    "required": ["tabs"],
                     "additionalProperties": False,
+                    "if": {"required": ["extend"]},
+                    "then": {
+                        "properties": {
+                            "extend": {"type": "string"},
+                            "entity": {
+                                "type": "string",
+                                "description": "optional; the extended form's entity",
+                            },
+                            "tabs": {"items": added_tab},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "else": {"properties": {"tabs": {"items": tab}}, "required": ["entity"]},
                 },
             }
         },

@@ -5,7 +5,9 @@ list per children field); an entity without a list view gets a generated view (t
 and the first few simple fields).  Both are cached per catalog version.  The admin pages
 change forms and views by writing a whole new definition into the customization layer
 (top wins), so ``form_document``/``view_document`` turn the compiled model back into the
-pack format.
+pack format.  A form document written back is the merged form (pack extensions and
+generated tabs included) with ``left_out`` naming the fields it does not show, so that
+the extensions applied to it again add only the fields of packs installed afterwards.
 """
 
 from __future__ import annotations
@@ -179,7 +181,22 @@ def form_document(form: Form) -> dict:
         entry["sections"] = [section_document(s) for s in tab.sections]
         tabs.append(entry)
     out["tabs"] = tabs
+    if form.left_out:
+        out["left_out"] = list(form.left_out)
     return out
+
+
+def left_out_of(entity: Entity, document: dict) -> list[str]:
+    """The entity's fields a form document shows neither as a field nor as a related
+    list: saved with the form, so that pack extensions do not bring them back."""
+    shown = set()
+    for tab in document.get("tabs") or ():
+        for section in tab.get("sections") or ():
+            if section.get("related"):
+                shown.add(section["related"])
+            for column in section.get("columns") or ():
+                shown.update(item if isinstance(item, str) else item["field"] for item in column)
+    return [name for name in entity.fields if name not in shown]
 
 
 def view_document(view: View) -> dict:

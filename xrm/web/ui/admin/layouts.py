@@ -11,7 +11,7 @@ from flask import abort, render_template, request, url_for
 from ....metadata import Entity
 from ....metadata.labels import Label
 from ....metadata.model import FormField
-from ...ui.layouts import _form_field, form_document, form_for, view_document
+from ...ui.layouts import _form_field, form_document, form_for, left_out_of, view_document
 from .. import context as C
 from . import bp
 from .plans import review
@@ -96,6 +96,10 @@ def layout_document(entity: Entity, layout: dict) -> tuple[str, dict]:
     document = form_document(form)
     document["tabs"] = tabs
     document["default"] = True
+    document.pop("left_out", None)
+    left_out = left_out_of(entity, document)
+    if left_out:
+        document["left_out"] = left_out
     name = form.name if form.solution else f"{entity.name}_main"
     return name, document
 
