@@ -93,6 +93,32 @@ def field_type(name: str) -> FieldType:
 
 _LABEL_SCHEMA = {"$ref": "#/$defs/label"}
 
+# -------------------------------------------------------------------------------- bounds
+#: The dates and moments a field may hold, and the longest duration.  A bounded date plus
+#: or minus a bounded duration, seen in any time zone (at most 14 hours off UTC), stays
+#: well inside Python's years 1-9999, so no arithmetic the platform does on stored values
+#: (reminders before a start, date triggers, calendars, report buckets) can overflow.
+MIN_DATE = dt.date(1000, 1, 1)
+MAX_DATE = dt.date(9899, 12, 31)
+MIN_MOMENT = dt.datetime.combine(MIN_DATE, dt.time(), UTC)
+MAX_MOMENT = dt.datetime.combine(MAX_DATE, dt.time.max, UTC)
+MAX_DURATION = 36_500 * 86_400  # 100 years of 365 days, in seconds, either way
+DATE_RANGE_TEXT = f"must be between {MIN_DATE} and {MAX_DATE}"
+MOMENT_RANGE_TEXT = f"must be between {MIN_DATE} and {MAX_DATE} (UTC)"
+DURATION_RANGE_TEXT = "must be at most 100 years (36500d) long"
+
+
+def in_zone(moment: dt.datetime, tz: str) -> dt.datetime:
+    """A moment on the wall clock of ``tz``.  One too close to year 1 or 9999 to convert
+    (stored before the bounds, or written around the records service) stays in UTC, so
+    showing it can never fail."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(ZoneInfo(tz))
+    except OverflowError:
+        return moment.astimezone(UTC)
+
 
 class FieldType:
     name: ClassVar[str]
@@ -689,16 +715,17 @@ class DateType(FieldType):
         if isinstance(value, dt.datetime):
             raise CoercionError("expected a date without time")
         if isinstance(value, dt.date):
-            return value
+            return _date_within(value)
         if isinstance(value, str):
             text = value.strip()
             if text == "":
                 return None
             for parse in (dt.date.fromisoformat, _parse_dmy):
                 try:
-                    return parse(text)
+                    parsed = parse(text)
                 except ValueError:
                     continue
+                return _date_within(parsed)
         raise CoercionError("expected a date (YYYY-MM-DD)")
 
     def python_value(self, field, value):
@@ -723,6 +750,12 @@ class DateType(FieldType):
 
     def sample(self, field, fake, rnd):
         return dt.date.today() + dt.timedelta(days=rnd.randint(-365, 365))
+
+
+def _date_within(value: dt.date) -> dt.date:
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise CoercionError(DATE_RANGE_TEXT)
+    return value
 
 
 def _parse_dmy(text: str) -> dt.date:
@@ -764,7 +797,13 @@ class DateTimeType(FieldType):
         if value.tzinfo is None:
             # A naive time is read in the user's zone (forms), else as UTC.
             value = value.replace(tzinfo=ZoneInfo(tz) if tz else UTC)
-        return value.astimezone(UTC)
+        try:
+            moment = value.astimezone(UTC)
+        except OverflowError:  # within a day of year 1 or 9999: far outside the bounds
+            raise CoercionError(MOMENT_RANGE_TEXT) from None
+        if not MIN_MOMENT <= moment <= MAX_MOMENT:
+            raise CoercionError(MOMENT_RANGE_TEXT)
+        return moment
 
     def python_value(self, field, value):
         if isinstance(value, str):
@@ -788,7 +827,8 @@ class DateTimeType(FieldType):
             return ""
         from babel.dates import format_datetime
 
-        return format_datetime(value, format="medium", tzinfo=ZoneInfo(tz), locale=locale)
+        local = in_zone(value, tz)
+        return format_datetime(local, format="medium", tzinfo=local.tzinfo, locale=locale)
 
     def sample(self, field, fake, rnd):
         base = dt.datetime.now(UTC).replace(microsecond=0)
@@ -892,12 +932,16 @@ class DurationType(IntegerType):
             if value.strip() == "":
                 return None
             try:
-                return parse_duration(value)
-            except ValueError:
+                seconds = parse_duration(value)
+            except (ValueError, OverflowError):
                 raise CoercionError("expected a duration such as 1h30m") from None
-        if isinstance(value, dt.timedelta):
-            return int(value.total_seconds())
-        return super().coerce(field, value)
+        elif isinstance(value, dt.timedelta):
+            seconds = int(value.total_seconds())
+        else:
+            seconds = super().coerce(field, value)
+        if seconds is not None and not -MAX_DURATION <= seconds <= MAX_DURATION:
+            raise CoercionError(DURATION_RANGE_TEXT)
+        return seconds
 
     def to_text(self, field, value):
         return "" if value is None else format_duration(value)

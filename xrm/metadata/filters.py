@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from .fieldtypes import (
     EMPTY_OPS,
+    MAX_DURATION,
     RELATIVE_DATE_OPS,
     RELATIVE_N_OPS,
     ChoiceType,
@@ -229,8 +230,9 @@ def _coerce_one(field: Field, value):
 
 def _coerce_value(field: Field, op: str, value):
     if op in RELATIVE_N_OPS:
-        if type(value) is not int or value < 0:
-            raise CoercionError("expected a whole number of days")
+        # at most the longest duration: today plus or minus it stays a representable date
+        if type(value) is not int or not 0 <= value <= MAX_DURATION // 86_400:
+            raise CoercionError(f"expected a whole number of days up to {MAX_DURATION // 86_400}")
         return value
     if op in ("in", "not_in"):
         if not isinstance(value, list | tuple):

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .records import Records
 
 BUCKETS = ("day", "week", "month", "quarter", "year")
+#: A local time PostgreSQL buckets is kept within what Python's dates hold.
+_FIRST_LOCAL = sa.literal(dt.datetime(1, 1, 1), sa.DateTime())
+_LAST_LOCAL = sa.literal(dt.datetime(9999, 12, 31, 23, 59, 59), sa.DateTime())
 MEASURES = ("count", "sum", "avg", "min", "max", "distinct")
 MAX_SQLITE_BUCKETS = 5000  # boundaries in one CASE; a coarser bucket fits a longer range
 GROUPABLE = frozenset(
@@ -181,8 +184,12 @@ def _group_expression(conn, builder, conditions, group: Group, tz: str):
     if value_type(group.field) == "date":
         return _date_bucket(column, group.bucket, conn.dialect.name)
     if conn.dialect.name == "postgresql":
-        # stored as UTC without a zone: read it as UTC, then as the zone's wall clock
+        # stored as UTC without a zone: read it as UTC, then as the zone's wall clock,
+        # kept within the dates Python holds (a moment stored near year 1 or 9999 falls
+        # into the first or the last bucket rather than failing the whole report)
         local = sa.func.timezone(tz, sa.func.timezone("UTC", column))
+        kept = sa.func.least(sa.func.greatest(local, _FIRST_LOCAL), _LAST_LOCAL)
+        local = sa.case((column.is_(None), None), else_=kept)  # GREATEST skips NULLs
         return sa.cast(sa.func.date_trunc(group.bucket, local), sa.Date)
     return _sqlite_moment_bucket(conn, builder, conditions, column, group, ZoneInfo(tz))
 
@@ -216,9 +223,9 @@ def _sqlite_moment_bucket(conn, builder, conditions, column, group: Group, zone:
         return sa.literal(None, sa.String)
     low, high = _as_utc(low), _as_utc(high)
     starts = []
-    start = _bucket_start(low.astimezone(zone).date(), group.bucket)
-    end = high.astimezone(zone).date()
-    while start <= end:
+    start = _bucket_start(_local_day(low, zone), group.bucket)
+    end = _local_day(high, zone)
+    while start is not None and start <= end:
         starts.append(start)
         if len(starts) > MAX_SQLITE_BUCKETS:
             raise FilterError(
@@ -229,15 +236,25 @@ def _sqlite_moment_bucket(conn, builder, conditions, column, group: Group, zone:
     column_type = column.type
     whens = [
         (column >= sa.literal(_local_midnight(day, zone), column_type), day.isoformat())
-        for day in reversed(starts)
+        for day in reversed(starts[1:])
     ]
-    return sa.case(*whens, else_=None)
+    # the first bucket takes every moment before the second, so a moment whose local date
+    # is before year 1 (clamped into it above) lands there too
+    return sa.case((column.is_(None), None), *whens, else_=starts[0].isoformat())
 
 
 def _as_utc(value) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _local_day(moment: dt.datetime, zone: ZoneInfo) -> dt.date:
+    """The local date of a moment, clamped like PostgreSQL's buckets above."""
+    try:
+        return moment.astimezone(zone).date()
+    except OverflowError:  # the zone's wall clock is past year 9999, or before year 1
+        return dt.date.max if moment.year > 1 else dt.date.min
 
 
 def _local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
@@ -256,14 +273,18 @@ def _bucket_start(day: dt.date, bucket: str) -> dt.date:
     return day.replace(month=1, day=1)
 
 
-def _next_start(day: dt.date, bucket: str) -> dt.date:
-    if bucket == "day":
-        return day + dt.timedelta(days=1)
-    if bucket == "week":
-        return day + dt.timedelta(days=7)
-    months = {"month": 1, "quarter": 3, "year": 12}[bucket]
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
+def _next_start(day: dt.date, bucket: str) -> dt.date | None:
+    """The bucket after the one starting on ``day`` (None: it would be past year 9999)."""
+    try:
+        if bucket == "day":
+            return day + dt.timedelta(days=1)
+        if bucket == "week":
+            return day + dt.timedelta(days=7)
+        months = {"month": 1, "quarter": 3, "year": 12}[bucket]
+        index = day.year * 12 + day.month - 1 + months
+        return dt.date(index // 12, index % 12 + 1, 1)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _measure_expression(builder, measure: Measure):

@@ -20,7 +20,13 @@ from marshmallow import Schema, fields, validate
 import xrm
 
 from ..metadata import Catalog, Entity, Field
-from ..metadata.fieldtypes import FIELD_TYPES, INT64_MAX
+from ..metadata.fieldtypes import (
+    DATE_RANGE_TEXT,
+    FIELD_TYPES,
+    INT64_MAX,
+    MAX_DURATION,
+    MOMENT_RANGE_TEXT,
+)
 from ..metadata.model import SYSTEM_COLUMNS
 
 API_PREFIX = "/api/v1"
@@ -43,11 +49,16 @@ class DecimalText(fields.String):
 
 
 # ------------------------------------------------------------------------ input schemas
-def _with_docs(field_obj: fields.Field, f: Field, locale: str = "en") -> fields.Field:
+def _with_docs(
+    field_obj: fields.Field, f: Field, locale: str = "en", note: str | None = None
+) -> fields.Field:
     metadata = dict(field_obj.metadata)
     metadata["title"] = f.label.get(locale)
-    if f.help:
-        metadata["description"] = f.help.get(locale)
+    texts = [f.help.get(locale)] if f.help else []
+    if note:  # JSON Schema has no keyword for a range of dates: say it in words
+        texts.append(note)
+    if texts:
+        metadata["description"] = "; ".join(texts)
     field_obj.metadata = metadata
     return field_obj
 
@@ -65,7 +76,9 @@ def _input_field(f: Field) -> fields.Field:
         field_obj.validators.append(validate.Length(max=params.get("max_length") or 255))
     elif f.type in ("long_text", "rich_text") and params.get("max_length"):
         field_obj.validators.append(validate.Length(max=params["max_length"]))
-    elif f.type in ("integer", "duration") and ("min" in params or "max" in params):
+    elif f.type == "duration":
+        field_obj.validators.append(validate.Range(min=-MAX_DURATION, max=MAX_DURATION))
+    elif f.type == "integer" and ("min" in params or "max" in params):
         field_obj.validators.append(validate.Range(min=params.get("min"), max=params.get("max")))
     elif f.kind.numeric and ("min" in params or "max" in params):
         # Decimals take numbers or exact text; the bounds are documented as numbers.
@@ -76,7 +89,8 @@ def _input_field(f: Field) -> fields.Field:
         }
     elif f.type == "rating":
         field_obj.validators.append(validate.Range(min=0, max=params.get("max", 5)))
-    return _with_docs(field_obj, f)
+    note = {"date": DATE_RANGE_TEXT, "datetime": MOMENT_RANGE_TEXT}.get(f.type)
+    return _with_docs(field_obj, f, note=note)
 
 
 def writable_fields(entity: Entity) -> list[Field]:

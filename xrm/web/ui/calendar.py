@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_date, format_time, get_day_names
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, abort, render_template, request, url_for
 
 from ...metadata import Entity, View
+from ...metadata.fieldtypes import MAX_DATE, MAX_MOMENT, MIN_DATE, MIN_MOMENT, in_zone
 from ...metadata.filters import FilterError
 from ...storage.records import RecordError
 from . import context as C
@@ -25,15 +26,28 @@ PER_SOURCE = 500
 DATE_PREFERENCE = ("due", "starts_at", "sent_at", "scheduled_at", "date")
 
 
+FIRST_MONTH, LAST_MONTH = MIN_DATE.replace(day=1), MAX_DATE.replace(day=1)
+
+
 def _month(arg: str | None) -> dt.date:
+    """The month asked for (unreadable: this month).  Months outside the dates a field can
+    hold are refused: nothing is there, and the weeks around them would not be dates."""
     today = dt.datetime.now(ZoneInfo(C.tz())).date()
     if arg:
         try:
             year, month = (int(p) for p in arg.split("-"))
-            return dt.date(year, month, 1)
+            first = dt.date(year, month, 1)
         except ValueError:
-            pass
+            return today.replace(day=1)
+        if not FIRST_MONTH <= first <= LAST_MONTH:
+            abort(400, f"a month from {FIRST_MONTH:%Y-%m} to {LAST_MONTH:%Y-%m}")
+        return first
     return today.replace(day=1)
+
+
+def _month_arg(first: dt.date) -> str | None:
+    """A neighbouring month for a link, None past the range."""
+    return first.strftime("%Y-%m") if FIRST_MONTH <= first <= LAST_MONTH else None
 
 
 def _bounds(first: dt.date):
@@ -45,11 +59,15 @@ def _events(entity: Entity, date_field: str, base, first: dt.date, end: dt.date)
     field = C.field_at(entity, date_field)
     zone = ZoneInfo(C.tz())
     if field.type == "datetime":
-        low = dt.datetime.combine(first, dt.time(), zone).isoformat()
-        high = dt.datetime.combine(end, dt.time(), zone).isoformat()
+        # in far zones the first and the last month reach past the moments a field holds
+        low = max(dt.datetime.combine(first, dt.time(), zone), MIN_MOMENT)
+        high = dt.datetime.combine(end, dt.time(), zone)
+        lower = ["ge", low.isoformat()]
+        upper = ["lt", high.isoformat()] if high <= MAX_MOMENT else ["le", MAX_MOMENT.isoformat()]
     else:
-        low, high = first.isoformat(), end.isoformat()
-    tree = F.combine(base, [date_field, "ge", low], [date_field, "lt", high])
+        lower = ["ge", first.isoformat()]
+        upper = ["le", (end - dt.timedelta(days=1)).isoformat()]
+    tree = F.combine(base, [date_field, *lower], [date_field, *upper])
     title = C.title_path(entity)
     fields = [date_field] + ([title] if title else [])
     try:
@@ -66,7 +84,7 @@ def _events(entity: Entity, date_field: str, base, first: dt.date, end: dt.date)
         if value is None:
             continue
         if isinstance(value, dt.datetime):
-            local = (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(zone)
+            local = in_zone(value, C.tz())
             day, time_text = local.date(), format_time(local, format="short", locale=C.locale())
         else:
             day, time_text = value, ""
@@ -116,8 +134,8 @@ def _render(title: str, first: dt.date, events: list[dict], **extra):
         month_label=format_date(first, format="LLLL yyyy", locale=C.locale()).capitalize(),
         weeks=_grid(first, events),
         weekdays=weekdays,
-        previous=previous.strftime("%Y-%m"),
-        following=following.strftime("%Y-%m"),
+        previous=_month_arg(previous),
+        following=_month_arg(following),
         current=dt.datetime.now(ZoneInfo(C.tz())).strftime("%Y-%m"),
         **extra,
     )

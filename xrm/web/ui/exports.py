@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import Response, current_app
 
 from ...metadata import Entity, Field, View
+from ...metadata.fieldtypes import in_zone
 from ...storage.query import search_fields
 from . import context as C
 from . import filtering as F
@@ -62,8 +63,7 @@ def _plain(field: Field, value):
     if effective == "boolean" and isinstance(value, bool):
         return value
     if effective == "datetime" and isinstance(value, dt.datetime):
-        local = value.astimezone(ZoneInfo(C.tz()))
-        return local.replace(tzinfo=None)
+        return in_zone(value, C.tz()).replace(tzinfo=None)
     if effective == "date" and isinstance(value, dt.date):
         return value
     return C.text(field, value)

@@ -4,12 +4,12 @@ and activities (tasks, calls, meetings, emails) whose ``regarding`` points at it
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime, format_timedelta
 from flask import url_for
 
 from ...metadata import Entity, Field
+from ...metadata.fieldtypes import in_zone
 from ...metadata.filters import FilterError, system_field
 from ...metadata.model import SYSTEM_COLUMNS
 from ...storage.records import RecordError
@@ -23,7 +23,8 @@ def when(at: dt.datetime) -> tuple[str, str]:
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
     now = C.store().clock.now()
-    exact = format_datetime(at, format="medium", tzinfo=ZoneInfo(C.tz()), locale=C.locale())
+    local = in_zone(at, C.tz())
+    exact = format_datetime(local, format="medium", tzinfo=local.tzinfo, locale=C.locale())
     ago = format_timedelta(at - now, add_direction=True, locale=C.locale())
     return exact, ago
 

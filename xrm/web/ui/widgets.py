@@ -14,14 +14,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import current_app, url_for
 from markupsafe import Markup
 
 from ...metadata import Entity, Field
 from ...metadata.evaluate import matches, record_getter
-from ...metadata.fieldtypes import CoercionError
+from ...metadata.fieldtypes import CoercionError, in_zone
 from ...metadata.filters import FilterContext
 from ...metadata.model import FormField
 from ...storage.files import put_file
@@ -94,9 +93,7 @@ def input_text(f: Field, value) -> str:
     ):
         if isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.astimezone(ZoneInfo(C.tz())).strftime("%Y-%m-%dT%H:%M")
+        return in_zone(value, C.tz()).strftime("%Y-%m-%dT%H:%M")
     if f.type == "date":
         return value.isoformat() if isinstance(value, dt.date) else str(value)
     if f.type == "time":
