@@ -2,6 +2,7 @@
 
     xrm worker [--database URL] [--processes N] [--once [--now ISO]] [--batch N] [--lease S] [--poll S]
     xrm process list|dry-run NAME --record ID|diagram NAME [--out FILE]|instances|retry ID
+    xrm process dead-letters [--all] [--json]|retry-change ID
 
 Each ``add_*`` function takes the CLI's subparsers and a ``store`` context manager factory
 (the CLI's ``_store(args)``, which turns database failures into messages) and sets
@@ -102,7 +103,8 @@ class _ClockFrom(Clock):
 
 def add_process(sub, store_of) -> None:
     p = sub.add_parser(
-        "process", help="business processes: list, dry-run, diagram, instances, retry"
+        "process",
+        help="business processes: list, dry-run, diagram, instances, retry, dead letters",
     )
     commands = p.add_subparsers(dest="process_command", required=True)
     listing = commands.add_parser("list", help="the processes of the installed packs")
@@ -120,13 +122,22 @@ def add_process(sub, store_of) -> None:
     shown.add_argument("--status")
     again = commands.add_parser("retry", help="run a parked instance again")
     again.add_argument("id", type=int)
-    for parser in (listing, dry, picture, shown, again):
+    letters = commands.add_parser(
+        "dead-letters", help="record changes the engine could not handle, with their errors"
+    )
+    letters.add_argument("--all", action="store_true", help="also the ones retried since")
+    letters.add_argument("--json", action="store_true")
+    change = commands.add_parser(
+        "retry-change", help="handle a dead-lettered change again (after fixing its data)"
+    )
+    change.add_argument("id", type=int)
+    for parser in (listing, dry, picture, shown, again, letters, change):
         parser.add_argument("--database", metavar="URL")
         parser.set_defaults(handler=lambda args: run_process(args, store_of), parser=parser)
 
 
 def run_process(args, store_of) -> int:
-    from . import diagram, dry_run, instances, retry
+    from . import dead_letters, diagram, dry_run, instances, retry, retry_change
     from .dryrun import describe
 
     with store_of(args) as store:
@@ -175,4 +186,26 @@ def run_process(args, store_of) -> int:
                 return 0
             print(f"xrm: instance {args.id} is not parked", file=sys.stderr)
             return 1
+        if command == "dead-letters":
+            rows = dead_letters(store, status=None if args.all else "failed")
+            if args.json:
+                print(json.dumps(rows, default=str, indent=2))
+                return 0
+            for row in rows:
+                error = " ".join((row["error"] or "").split())  # one line per change
+                print(
+                    f"{row['id']}\t{row['status']}\t{row['entity'] or '-'}:{row['record_id'] or '-'}\t{row['event'] or '-'}\t{row['attempts']}\t{row['failed_at'].isoformat()}\t{error}"
+                )
+            return 0
+        if command == "retry-change":
+            try:
+                error = retry_change(store, args.id)
+            except LookupError:
+                print(f"xrm: change {args.id} is not waiting for a retry", file=sys.stderr)
+                return 1
+            if error:
+                print(f"xrm: change {args.id} failed again: {error}", file=sys.stderr)
+                return 1
+            print(f"change {args.id} went through")
+            return 0
     return 2

@@ -5,11 +5,16 @@ It reads a batch of unprocessed outbox rows (``FOR UPDATE SKIP LOCKED`` on Postg
 several workers share the feed), evaluates each listening process's trigger and
 condition against the record as it is now (and ``was:`` against the values before the
 change), and marks the rows processed in the same transaction as everything it wrote.
+
+A batch that fails is handled again row by row, each row in a savepoint; a row that fails
+by itself is dead-lettered (``failures``) and the others go through.  The happy path pays
+nothing for this: no savepoints unless a batch has failed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -22,9 +27,13 @@ from ..storage.database import WRITE, is_postgres
 from . import sla as slas
 from . import tables as W
 from .effects import Effects, new_instance
+from .failures import as_change, error_text, park_change, settle, transient
 from .loading import load_records, loader, python_values, record_matches
 from .plan import plan_for
 from .runner import MAX_DEPTH
+from .tables import ensure_tables
+
+log = logging.getLogger("xrm.workflow")
 
 DEFAULT_DATE_TIME = dt.time(9, 0)
 CONSUMER_LOCK = 0x58524D4F  # "XRMO", with the schema: held by the worker reading the outbox
@@ -66,6 +75,52 @@ class Consumer:
         #: (entity, record id) -> the stage a record was created in (from stage history:
         #: the record may have moved on by the time its created event is read)
         self.initial_stages: dict = {}
+        #: entity -> record id -> the record as it is now
+        self.current: dict[str, dict[int, dict]] = {}
+
+    def preload(self, rows) -> None:
+        """Read the records the rows are about (one query per entity) and the stages new
+        records were created in."""
+        wanted: dict[str, set] = {}
+        for row in rows:
+            entity_plan = self.plan.of(row["entity"])
+            if entity_plan is not None and not entity_plan.empty and row["event"] != "deleted":
+                wanted.setdefault(row["entity"], set()).add(row["record_id"])
+        for entity, ids in wanted.items():
+            if entity not in self.catalog.entities:
+                continue
+            records = load_records(self.conn, self.catalog, entity, ids)
+            self.current.setdefault(entity, {}).update(records)
+            for ident, record in records.items():
+                self.loader.records[(entity, ident)] = record
+        self.read_initial_stages(rows)
+
+    def record_of(self, row) -> dict | None:
+        return self.current.get(row["entity"], {}).get(row["record_id"])
+
+    def handle_alone(self, outbox_id: int, row: dict | None = None) -> tuple[dict | None, str]:
+        """Read (unless given) and handle one change in a savepoint of its own, writing its
+        effects there.  Returns the row as read and the error text ("" when it went
+        through); a failed row's own work is rolled back, the others' stays."""
+        started = self.started
+        savepoint = self.conn.begin_nested()
+        try:
+            if row is None:
+                o = T.outbox
+                row = self.conn.execute(sa.select(o).where(o.c.id == outbox_id)).mappings().one()
+            self.preload([row])
+            self.handle(row, self.record_of(row))
+            self.effects.flush(self.conn, self.now)
+            savepoint.commit()
+            return row, ""
+        except Exception as exc:
+            savepoint.rollback()
+            if transient(exc):
+                raise
+            self.started = started
+            return row, error_text(exc)
+        finally:
+            self.effects = Effects()
 
     def read_initial_stages(self, rows) -> None:
         created: dict[str, set] = {}
@@ -290,59 +345,101 @@ def _jsonable(catalog: Catalog, entity: str, record: dict) -> dict:
 def consume(
     store, catalog: Catalog, now: dt.datetime, tz: str, limit: int = 500
 ) -> tuple[int, int]:
-    """Process one batch of the outbox; returns (rows read, instances started)."""
+    """Process one batch of the outbox; returns (rows read, instances started).
+
+    The batch is handled in one transaction.  Should that fail for a reason other than
+    the database's, it is handled again row by row, and the rows that fail by themselves
+    are dead-lettered: one hostile row never holds back the changes behind it."""
+    try:
+        return _consume(store, catalog, now, tz, limit, alone=False)
+    except Exception as exc:
+        if transient(exc):
+            raise
+        log.warning("workflow: an outbox batch failed (%s); handling it row by row", exc)
+    return _consume(store, catalog, now, tz, limit, alone=True)
+
+
+def _consume(
+    store, catalog: Catalog, now: dt.datetime, tz: str, limit: int, *, alone: bool
+) -> tuple[int, int]:
     o = T.outbox
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        # One consumer at a time keeps each record's events in order (a record created and
-        # then updated is never seen the other way round by two workers); running the
-        # instances, the costly part, stays parallel.  SQLite serializes writers anyway.
-        if (
-            is_postgres(conn)
-            and not conn.execute(
-                sa.text("SELECT pg_try_advisory_xact_lock(:k, hashtext(current_schema()))"),
-                {"k": CONSUMER_LOCK},
-            ).scalar()
-        ):
+        if not _lock(conn):
             return 0, 0
-        rows = (
-            conn.execute(
-                sa.select(o)
-                .where(o.c.processed_at.is_(None))
-                .order_by(o.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            .mappings()
-            .all()
+        pending = (
+            sa.select(o.c.id if alone else o)
+            .where(o.c.processed_at.is_(None))
+            .order_by(o.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        if not rows:
+        if alone:
+            # only the ids: a row whose JSON cannot be read fails by itself, below
+            ids = list(conn.execute(pending).scalars())
+            consumer = Consumer(conn, catalog, now, tz)
+            for ident in ids:
+                row, error = consumer.handle_alone(ident)
+                if error:
+                    log.warning("workflow: outbox row %s dead-lettered: %s", ident, error)
+                    park_change(conn, ident, row, error, now)
+        else:
+            rows = conn.execute(pending).mappings().all()
+            if not rows:
+                return 0, 0
+            ids = [row["id"] for row in rows]
+            consumer = Consumer(conn, catalog, now, tz)
+            consumer.preload(rows)
+            for row in rows:
+                consumer.handle(row, consumer.record_of(row))
+            consumer.effects.flush(conn, now)
+        if not ids:
             return 0, 0
-        consumer = Consumer(conn, catalog, now, tz)
-        plan = consumer.plan
-        wanted: dict[str, set] = {}
-        for row in rows:
-            entity_plan = plan.of(row["entity"])
-            if entity_plan is not None and not entity_plan.empty and row["event"] != "deleted":
-                wanted.setdefault(row["entity"], set()).add(row["record_id"])
-        current = {
-            entity: load_records(conn, catalog, entity, ids)
-            for entity, ids in wanted.items()
-            if entity in catalog.entities
-        }
-        for entity, records in current.items():
-            for ident, record in records.items():
-                consumer.loader.records[(entity, ident)] = record
-        consumer.read_initial_stages(rows)
-        for row in rows:
-            record = current.get(row["entity"], {}).get(row["record_id"])
-            consumer.handle(row, record)
-        consumer.effects.flush(conn, now)
-        ids = [row["id"] for row in rows]
         for start in range(0, len(ids), 900):
             conn.execute(
-                o.update().where(o.c.id.in_(ids[start : start + 900])).values(processed_at=now)
+                o.update()
+                .where(o.c.id.in_(ids[start : start + 900]), o.c.processed_at.is_(None))
+                .values(processed_at=now)
             )
-    return len(rows), consumer.started
+    return len(ids), consumer.started
+
+
+def _lock(conn: sa.Connection, *, wait: bool = False) -> bool:
+    """One consumer at a time keeps each record's events in order (a record created and
+    then updated is never seen the other way round by two workers); running the
+    instances, the costly part, stays parallel.  SQLite serializes writers anyway."""
+    if not is_postgres(conn):
+        return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    taken = conn.execute(
+        sa.text(f"SELECT {function}(:k, hashtext(current_schema()))"), {"k": CONSUMER_LOCK}
+    ).scalar()
+    return wait or bool(taken)
+
+
+def retry_change(store, letter_id: int) -> str:
+    """Handle a dead-lettered change again now (once its data is fixed).  Returns ""
+    when it went through (the dead letter is then done), else the new error (its
+    attempts count up).  LookupError: no failed change with that id."""
+    ensure_tables(store)
+    catalog = store.refresh()
+    tz = store.settings().get("time_zone") or "UTC"
+    now = store.clock.now()
+    d = W.dead_letters
+    with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        _lock(conn, wait=True)  # in order with the worker that reads the outbox
+        letter = (
+            conn.execute(
+                sa.select(d).where(d.c.id == letter_id, d.c.status == "failed").with_for_update()
+            )
+            .mappings()
+            .first()
+        )
+        if letter is None:
+            raise LookupError(f"no failed change {letter_id}")
+        change = as_change(dict(letter))
+        _row, error = Consumer(conn, catalog, now, tz).handle_alone(change["id"], change)
+        settle(conn, letter_id, error or None, now)
+    return error
 
 
 def purge_outbox(store, before: dt.datetime, limit: int = 10000) -> int:

@@ -1,5 +1,5 @@
 """The workflow engine's tables: instances (which are also its timers), effects, approvals,
-in-app notifications, the email outbox and SLA clocks.
+in-app notifications, the email outbox, SLA clocks and dead-lettered outbox changes.
 
 An instance row is the unit of durable work: ``status = 'waiting'`` with a ``due_at`` is a
 timer, claimed by a worker once it is due; a row that waits for something outside itself
@@ -153,6 +153,29 @@ sla_clocks = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("sla", "metric", "entity", "record_id"),
     sa.Index("ix_xrm_sla_clock_record", "entity", "record_id"),
+)
+
+# Outbox rows the consumer could not turn into instances, timers and clock moves (a record
+# whose values make a trigger's arithmetic fail, a malformed row): a copy of the change, so
+# that a retry still has it after the outbox is purged, with the error.  status: failed
+# (waiting for a fix and a retry), done (a retry went through).
+dead_letters = sa.Table(
+    "xrm_wf_dead_letter",
+    metadata,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("outbox_id", ID_TYPE, nullable=False, unique=True),
+    sa.Column("entity", sa.String(64), nullable=True),
+    sa.Column("record_id", ID_TYPE, nullable=True),
+    sa.Column("event", sa.String(16), nullable=True),
+    sa.Column("changes", sa.JSON, nullable=True),  # None: the row's own could not be read
+    sa.Column("user_id", ID_TYPE, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=True),  # when the change was made
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("failed_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_xrm_wf_dead_letter_status", "status", "id"),
 )
 
 _NOTIFY_FUNCTION = f"""

@@ -25,6 +25,7 @@ from ..storage.database import WRITE, is_postgres
 from . import claims, heartbeat
 from . import tables as W
 from .consumer import consume, purge_outbox
+from .failures import error_text, park_instance, transient
 from .mail import Mailer, smtp_url
 from .runner import Batch, load_runs
 from .schedule import seed
@@ -106,12 +107,35 @@ class Worker:
         settings = settings if settings is not None else store.settings()
         try:
             pending = self._execute(rows, settings)
-        except Exception:
-            self._give_back([r["id"] for r in rows])
-            raise
+        except Exception as exc:
+            if transient(exc):
+                self._give_back([r["id"] for r in rows])
+                raise
+            # A run that breaks outside its own savepoint (its record cannot be read, its
+            # state cannot be written) took the batch down: run them one at a time, so
+            # that only that one is parked.  Rare, so the happy path stays one transaction.
+            log.warning("workflow worker %s: a batch failed (%s); one at a time", self.name, exc)
+            pending = self._one_by_one(rows, settings)
         for run in pending:
             self._call_out(run, settings)
         return len(rows)
+
+    def _one_by_one(self, rows: list[dict], settings: dict) -> list:
+        pending = []
+        for index, row in enumerate(rows):
+            try:
+                pending += self._execute([row], settings)
+            except Exception as exc:
+                if transient(exc):
+                    self._give_back([r["id"] for r in rows[index:]])
+                    raise
+                self._park(row["id"], exc)
+        return pending
+
+    def _park(self, instance_id: int, exc: Exception) -> None:
+        error = error_text(exc)
+        log.warning("workflow worker %s: instance %s parked: %s", self.name, instance_id, error)
+        park_instance(self.store.engine, instance_id, self.name, error, self.store.clock.now())
 
     def _execute(self, rows: list[dict], settings: dict, io_result=None) -> list:
         store = self.store
@@ -143,7 +167,13 @@ class Worker:
         """Make a run's outside call after its batch committed, then continue the run."""
         while run is not None:
             result = call(run.context["io"])
-            following = self._execute([run.row], settings, io_result=result)
+            try:
+                following = self._execute([run.row], settings, io_result=result)
+            except Exception as exc:
+                if transient(exc):
+                    raise
+                self._park(run.id, exc)
+                return
             run = following[0] if following else None
 
     def _give_back(self, ids: list[int]) -> None:

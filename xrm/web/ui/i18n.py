@@ -453,6 +453,14 @@ RU: dict[str, str] = {
     "Instance #%(id)s is %(status)s: only a parked instance can be retried.": "Экземпляр №%(id)s — статус «%(status)s»: повторить можно только остановленный экземпляр.",
     "Instance #%(id)s cancelled: it will not run again.": "Экземпляр №%(id)s отменён: он больше не будет выполняться.",
     "Instance #%(id)s is %(status)s: only a waiting or parked instance can be cancelled.": "Экземпляр №%(id)s — статус «%(status)s»: отменить можно только ожидающий или остановленный экземпляр.",
+    "Failed changes": "Необработанные изменения",
+    "Record changes the engine could not turn into instances, timers or SLA moves. The changes after them went on; fix the data, then retry.": "Изменения записей, которые движок не смог превратить в экземпляры, таймеры или шаги SLA. Следующие изменения обработаны; исправьте данные и повторите.",
+    "Event": "Событие",
+    "Changed at": "Время изменения",
+    "Failed at": "Время сбоя",
+    "Change #%(id)s went through.": "Изменение №%(id)s обработано.",
+    "Change #%(id)s failed again: %(error)s": "Изменение №%(id)s снова не обработано: %(error)s",
+    "Change #%(id)s was handled already.": "Изменение №%(id)s уже обработано.",
 }
 
 CATALOGS = {"ru": RU}

@@ -1,9 +1,11 @@
 """Processes and their instances in the admin area: the catalog's processes and SLAs with
 instance counts, a process's diagram, triggers and condition in words and a dry run, a
-filterable list of instances, and one instance's history with Retry and Cancel.
+filterable list of instances with the record changes the engine could not handle (dead
+letters, with Retry), and one instance's history with Retry and Cancel.
 
 Everything is read from the workflow engine's tables and API (``xrm.workflow``); the only
-writes are ``retry`` and ``cancel``, which the engine makes atomic on the instance's status.
+writes are ``retry``, ``cancel`` and ``retry_change``, which the engine makes atomic on the
+instance's or the dead letter's status.
 """
 
 from __future__ import annotations
@@ -494,7 +496,14 @@ def instances():
         filters["limit"] = size
     rows = _rows(query.limit(size + 1))
     more = len(rows) > size
+    letters = workflow.dead_letters(
+        store,
+        entity=filters.get("entity"),
+        record_id=int(filters["record_id"]) if "record_id" in filters else None,
+        limit=PAGE,
+    )
     rows = _describe(rows[:size])
+    letters = _describe_letters(letters)
     catalog = C.catalog()
     record, clocks = None, []
     entity_name = filters.get("entity")
@@ -515,7 +524,22 @@ def instances():
         entities=sorted(catalog.entities.values(), key=lambda e: C.label(e).lower()),
         record=record,
         clocks=clocks,
+        letters=letters,
     )
+
+
+def _describe_letters(letters: list[dict]) -> list[dict]:
+    """Dead letters with what the page shows: the record's title and link, the event."""
+    titles = C.titles()
+    catalog = C.catalog()
+    for letter in letters:
+        if letter["entity"] in catalog.entities and letter["record_id"] is not None:
+            titles.want(letter["entity"], letter["record_id"])
+    titles.resolve()
+    for letter in letters:
+        letter["record"] = _record_ref(letter["entity"], letter["record_id"])
+        letter["event_text"] = _event_words(letter["event"], letter["event"])
+    return letters
 
 
 def _clock_view(rows: list[dict]) -> list[dict]:
@@ -678,3 +702,25 @@ def cancel_instance(instance_id: int):
             "warning",
         )
     return _back(instance_id)
+
+
+@bp.post("/changes/<int:change_id>/retry")
+def retry_change(change_id: int):
+    """Handle a dead-lettered record change again, once its data has been fixed."""
+    store = C.store()
+    letter = workflow.dead_letter(store, change_id)
+    if letter is None:
+        abort(404)
+    try:
+        error = workflow.retry_change(store, change_id)
+    except LookupError:
+        flash(C._("Change #%(id)s was handled already.", id=change_id), "info")
+    else:
+        if error:
+            flash(
+                C._("Change #%(id)s failed again: %(error)s", id=change_id, error=error), "danger"
+            )
+        else:
+            flash(C._("Change #%(id)s went through.", id=change_id), "success")
+    target = C.safe_next(request.form.get("next"))
+    return redirect(target or url_for("ui_admin.instances"), code=303)
