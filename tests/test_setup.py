@@ -52,6 +52,7 @@ def test_setup_installs_modules_admin_and_samples_once(url, capsys):
         # Samples follow the rules: every opportunity's account exists.
         for row in store.records("opportunity").query(fields=["account.name"]).rows:
             assert row["account.name"]
+        people = len(store.users())  # the administrator and the demo's sales team
     finally:
         store.close()
     # A second run keeps the earlier answers, adds no second administrator or samples.
@@ -62,7 +63,7 @@ def test_setup_installs_modules_admin_and_samples_once(url, capsys):
     try:
         assert store.records("opportunity").count().value == first
         assert store.settings()["locale"] == "ru"
-        assert len(store.users()) == 1
+        assert len(store.users()) == people
     finally:
         store.close()
 

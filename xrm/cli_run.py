@@ -11,6 +11,7 @@ from .cli import DATABASE_HELP, CommandError, _add_database, _store, command
 
 # ------------------------------------------------------------------------------ setup
 def _setup(args) -> int:
+    from .solutions import demo
     from .solutions.setup import SetupAnswers, SetupError, run_setup
 
     with _store(args) as store:
@@ -23,6 +24,7 @@ def _setup(args) -> int:
             "admin_email": args.admin_email,
             "admin_password": args.admin_password,
             "modules": tuple(args.modules.split(",")) if args.modules else None,
+            "base_url": args.base_url,
         }
         # A second run keeps what the first one chose unless told otherwise.
         remembered = {
@@ -53,6 +55,11 @@ def _setup(args) -> int:
             print(
                 f"administrator: {result.admin_email}  password: {result.admin_password}  (shown once)"
             )
+        for member in result.demo_users:
+            print(
+                f"demo {member.title}: {member.email} (team {demo.SALES_TEAM})  "
+                f"password: {member.password}  (shown once)"
+            )
     return 0
 
 
@@ -71,6 +78,11 @@ def _register_setup(sub, name: str) -> None:
         "--admin-password", help="administrator's password (default: generated and shown once)"
     )
     p.add_argument("--modules", help="comma-separated solution names (default core,sales)")
+    p.add_argument(
+        "--base-url",
+        help="where people reach the web UI, for links in notifications and emails "
+        "(default http://127.0.0.1:5000; XRM_BASE_URL overrides it)",
+    )
     p.add_argument("--demo", action="store_true", help="add sample data (once)")
     p.add_argument("--demo-size", type=int, default=25, help="sample records per entity")
     p.set_defaults(handler=_setup, parser=p)

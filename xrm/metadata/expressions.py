@@ -13,6 +13,8 @@ from functools import cache, lru_cache
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .formats import FILTERS
+
 #: Names every formula may use besides the record's fields.
 #: Names every formula may use besides the record's fields (see ``environment``).
 FORMULA_GLOBALS = frozenset({"today", "now", "round", "abs", "min", "max", "Decimal"})
@@ -29,6 +31,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     env.globals.update(
         {"round": _round, "abs": abs, "min": min, "max": max, "Decimal": decimal.Decimal}
     )
+    env.filters.update(FILTERS)  # date, datetime, time, number, money, url: per reader
     return env
 
 

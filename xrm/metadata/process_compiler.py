@@ -71,11 +71,15 @@ def template_problems(
     source: str, entity: Entity | None, entity_of: Callable[[str], Entity | None]
 ) -> list[str]:
     """What is wrong with a template: syntax, unknown names, unknown record fields."""
-    syntax, unknown, chains = _template_shape(source)
+    syntax, unknown, chains, filters = _template_shape(source)
     if syntax:
         return [syntax]
     found = [
         f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}" for name in unknown
+    ]
+    found += [
+        f"unknown filter {name!r} in template{did_you_mean(name, environment().filters)}"
+        for name in filters
     ]
     if entity is not None:
         for chain in chains:
@@ -86,14 +90,18 @@ def template_problems(
 
 
 @functools.lru_cache(maxsize=4096)
-def _template_shape(source: str) -> tuple[str | None, tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    """(syntax error, unknown names, record/old attribute chains) of a template: parsed once
-    per text, since every catalog version re-checks the same templates."""
+def _template_shape(
+    source: str,
+) -> tuple[str | None, tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str, ...]]:
+    """(syntax error, unknown names, record/old attribute chains, unknown filters) of a
+    template: parsed once per text, since every catalog version re-checks the same
+    templates.  Jinja only finds an unknown filter when it compiles, which a check does
+    not do, so they are looked up here."""
     env = environment()
     try:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
-        return f"template syntax: {exc.message} (line {exc.lineno})", (), ()
+        return f"template syntax: {exc.message} (line {exc.lineno})", (), (), ()
     stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     known = TEMPLATE_NAMES | set(env.globals) | stored
     unknown = tuple(sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - known))
@@ -102,7 +110,8 @@ def _template_shape(source: str) -> tuple[str | None, tuple[str, ...], tuple[tup
         chain = _attribute_chain(node)
         if chain and chain[0] in ("record", "old") and len(chain) > 1:
             chains.append(tuple(chain[1:]))
-    return None, unknown, tuple(chains)
+    filters = tuple(sorted({n.name for n in tree.find_all(nodes.Filter)} - set(env.filters)))
+    return None, unknown, tuple(chains), filters
 
 
 def _attribute_chain(node) -> list[str] | None:

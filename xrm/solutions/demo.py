@@ -1,15 +1,36 @@
-"""Sample data: plausible records for every entity of the installed packs.
+"""Sample data: plausible records for every entity of the installed packs, and the people
+who own them.
 
 Values come from each field type's ``sample`` method (the field registry owns what a
 plausible value looks like); lookups point at records created earlier, so entities are
-filled in dependency order.  Everything goes through the records service's bulk path,
-so sample data obeys the same validation as real data.
+filled in dependency order.  On top of that the data is shaped to look like a real
+organization's, from what the definitions say rather than from entity names:
+
+* records of a stage flow spread over its stages like a funnel: many in the first stage,
+  fewer in each one after it, some closed (won and lost); each has what its stage
+  requires, and the stage sets its probability (and the formulas over it), as always;
+* dates of a record in a closed stage lie in the past and those of an open one ahead; a
+  read-only date that a process notes (``closed_on``, ``qualified_at``) is only on the
+  records in the stages it belongs to;
+* moments (meetings, tasks, calls) fall on weekdays between 9:00 and 18:00 in the
+  organization's time zone, a meeting ends on the day it starts, and an activity in the
+  past is done while one ahead is open (and may remind its owner);
+* a lookup follows the others where it can: an opportunity's contact works for its
+  account.
+
+Everything goes through the records service's bulk path, so sample data obeys the same
+validation, defaults and formulas as real data.  ``people`` adds a sales team (sellers
+and their manager) for the shipped processes to address.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import graphlib
 import random
+import secrets
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from faker import Faker
 
@@ -17,6 +38,24 @@ from ..metadata import Catalog, Entity
 from ..storage.records import ValidationFailed
 
 LOCALES = {"en": "en_US", "ru": "ru_RU"}
+#: Each open stage of a funnel keeps about this share of the records of the stage before.
+FUNNEL_RATIO = 0.62
+#: The share of a flow's records in its closed stages (won and lost).
+CLOSED_SHARE = 0.22
+WORKDAY = (dt.time(9, 0), dt.time(18, 0))
+#: Activities lie within this many days of today, either way.
+ACTIVITY_DAYS = 45
+SALES_TEAM = "sales"
+
+
+@dataclass
+class DemoUser:
+    email: str
+    name: str
+    title: str  # what they are in the demo: manager, seller
+    role: str
+    password: str
+    id: int
 
 
 def fill_order(catalog: Catalog) -> list[Entity]:
@@ -36,38 +75,222 @@ def fill_order(catalog: Catalog) -> list[Entity]:
     return [catalog.entities[name] for name in order]
 
 
-def _values(
-    entity: Entity, fake: Faker, rnd: random.Random, ids: dict[str, list[int]], users: list[int]
-) -> dict:
-    values = {}
-    for field in entity.fields.values():
-        if field.computed or field.type in ("children", "file", "json", "any_lookup", "autonumber"):
-            continue
-        if field.type == "lookup":
-            targets = ids.get(field.params["to"])
-            if targets and (field.required or rnd.random() < 0.7):
-                values[field.name] = rnd.choice(targets)
-            continue
-        if field.type == "many_to_many":
-            targets = ids.get(field.params["to"])
-            if targets:
-                values[field.name] = rnd.sample(targets, k=min(len(targets), rnd.randint(0, 3)))
-            continue
-        if field.type == "user":
-            if users:
-                values[field.name] = rnd.choice(users)
-            continue
-        if not field.required and rnd.random() < 0.2:
-            continue
-        value = field.kind.sample(field, fake, rnd)
-        if value is not None:  # None: no sample for this field; its default applies
-            values[field.name] = value
-    if entity.stages is not None:
-        # Start in the first stage so that stage requirements and transitions hold.
-        values[entity.stages.field] = next(iter(entity.stages.steps))
-    if users:
-        values["owner"] = rnd.choice(users)
-    return values
+def funnel(entity: Entity, count: int, rnd: random.Random) -> list[str | None]:
+    """A stage for each of ``count`` records: open stages in falling numbers, in the order
+    the flow declares them, and a share closed; shuffled."""
+    if entity.stages is None:
+        return [None] * count
+    steps = entity.stages.steps
+    opened = [name for name, stage in steps.items() if not stage.closed]
+    closed = [name for name, stage in steps.items() if stage.closed]
+    weights = {name: FUNNEL_RATIO**index for index, name in enumerate(opened)}
+    total = sum(weights.values())
+    share = {name: (1 - CLOSED_SHARE) * w / total for name, w in weights.items()}
+    for name in closed:
+        share[name] = CLOSED_SHARE / len(closed)
+    if not opened or not closed:  # a flow of one kind only: all of it
+        share = {name: value / sum(share.values()) for name, value in share.items()}
+    # largest remainders, so the counts add up and keep the shares' order
+    exact = {name: count * value for name, value in share.items()}
+    counts = {name: int(value) for name, value in exact.items()}
+    for name in sorted(exact, key=lambda n: (counts[n] - exact[n], list(steps).index(n)))[
+        : count - sum(counts.values())
+    ]:
+        counts[name] += 1
+    stages = [name for name in steps for _ in range(counts.get(name, 0))]
+    rnd.shuffle(stages)
+    return stages
+
+
+class Sampler:
+    """What one run of sample data shares: the fakers, the day, the zone, the records made."""
+
+    def __init__(self, fake: Faker, rnd: random.Random, users: list[int], tz: str, now):
+        self.fake = fake
+        self.rnd = rnd
+        self.users = users
+        self.zone = ZoneInfo(tz)
+        self.now = now
+        self.today = now.astimezone(self.zone).date()
+        self.ids: dict[str, list[int]] = {}
+        #: entity -> id -> the lookups it was created with (to keep related records related)
+        self.links: dict[str, dict[int, dict[str, int]]] = {}
+        self.targets: dict[str, frozenset[str]] = {}  # entity -> the entities it looks up
+
+    # -- time
+    def day(self, low: int, high: int) -> dt.date:
+        """A weekday between ``low`` and ``high`` days from today."""
+        day = self.today + dt.timedelta(days=self.rnd.randint(low, high))
+        step = -1 if day > self.today else 1  # towards today, staying inside the range
+        while day.weekday() >= 5:
+            day += dt.timedelta(days=step)
+        return day
+
+    def moment(self, day: dt.date, minutes: int = 0) -> dt.datetime:
+        """A quarter-hour in working hours on ``day`` that leaves ``minutes`` before 18:00."""
+        start = WORKDAY[0].hour * 60
+        latest = WORKDAY[1].hour * 60 - max(minutes, 15)
+        at = self.rnd.randrange(start, latest + 1, 15)
+        local = dt.datetime.combine(day, dt.time(at // 60, at % 60), self.zone)
+        return local.astimezone(dt.UTC)
+
+    # -- one record
+    def values(self, entity: Entity, stage: str | None) -> dict:
+        rnd = self.rnd
+        flow = entity.stages
+        closed = flow is not None and stage is not None and bool(flow.steps[stage].closed)
+        required = _required(entity, stage)
+        values: dict = {}
+        for f in entity.fields.values():
+            if f.computed or f.read_only or f.type in _SKIPPED:
+                continue
+            if flow is not None and f.name in (flow.field, flow.probability_field):
+                continue  # the stage is chosen below; its probability comes with it
+            if f.type == "lookup":
+                targets = self.ids.get(f.params["to"])
+                if targets and (f.required or f.name in required or rnd.random() < 0.7):
+                    values[f.name] = rnd.choice(targets)
+                continue
+            if f.type == "many_to_many":
+                targets = self.ids.get(f.params["to"])
+                if targets:
+                    values[f.name] = rnd.sample(targets, k=min(len(targets), rnd.randint(0, 3)))
+                continue
+            if f.type == "user":
+                if self.users:
+                    values[f.name] = rnd.choice(self.users)
+                continue
+            if f.type == "choice" and flow is not None and f.default is not None:
+                # a category that follows the stage (a forecast): its default while open,
+                # "closed" once closed when it offers that; never a random one
+                if closed and "closed" in f.choice_values:
+                    values[f.name] = "closed"
+                continue
+            if not f.required and f.name not in required and rnd.random() < 0.2:
+                continue
+            if f.type == "date" and flow is not None:
+                # closed: closed within the last half year; open: expected within four months
+                values[f.name] = self.day(-180, -1) if closed else self.day(7, 120)
+                continue
+            if f.type == "datetime":
+                continue  # moments are placed together, below
+            value = f.kind.sample(f, self.fake, rnd)
+            if value is not None:  # None: no sample for this field; its default applies
+                values[f.name] = value
+        if flow is not None and stage is not None:
+            values[flow.field] = stage
+            self._dated(entity, stage, values)
+        self._moments(entity, values)
+        self._related(entity, values, required)
+        if self.users:
+            values["owner"] = rnd.choice(self.users)
+        return values
+
+    def _dated(self, entity: Entity, stage: str, values: dict) -> None:
+        """Read-only dates a process notes: ``closed_on`` on closed records, a stage's own
+        (``qualified_at``) on the records in that stage; when it happened, in the past."""
+        flow = entity.stages
+        closed = bool(flow.steps[stage].closed)
+        when = next((v for v in values.values() if isinstance(v, dt.date)), None)
+        if when is None or isinstance(when, dt.datetime) or when > self.today:
+            when = self.day(-180, -1)
+        for f in entity.fields.values():
+            if not f.read_only or f.computed or f.type not in ("date", "datetime"):
+                continue
+            owner = next((s for s in flow.steps if f.name.startswith(f"{s}_")), None)
+            if owner == stage or (owner is None and f.name.startswith("closed") and closed):
+                values[f.name] = when if f.type == "date" else self.moment(when)
+
+    def _moments(self, entity: Entity, values: dict) -> None:
+        """Datetime fields in working hours; a start and its end on one day; status and
+        reminders that fit whether the activity is past or ahead."""
+        moments = [
+            f
+            for f in entity.fields.values()
+            if f.type == "datetime" and not f.computed and not f.read_only
+        ]
+        if not moments:
+            return
+        rnd = self.rnd
+        day = self.day(-ACTIVITY_DAYS, ACTIVITY_DAYS)
+        length = rnd.choice((30, 45, 60, 90)) if "ends_at" in entity.fields else 0
+        start = self.moment(day, length)
+        for f in moments:
+            if f.name == "ends_at":
+                values[f.name] = start + dt.timedelta(minutes=length)
+            elif f.name == "remind_at":
+                continue  # the reminder before the start says when; a set moment would not fit
+            elif f.required or rnd.random() < 0.9:
+                values[f.name] = start
+        ahead = start > self.now
+        status = entity.fields.get("status")
+        if status is not None and {"open", "done"} <= set(status.choice_values or ()):
+            values["status"] = "open" if ahead else rnd.choice(("done",) * 5 + ("cancelled",))
+        reminder = entity.fields.get("reminder")
+        if reminder is not None and reminder.type == "duration":
+            if ahead and rnd.random() < 0.6:
+                values["reminder"] = rnd.choice((15, 30, 60)) * 60
+            else:
+                values.pop("reminder", None)
+
+    def _related(self, entity: Entity, values: dict, required: set[str]) -> None:
+        """An optional lookup to a record that itself points at what a required lookup of
+        this record points at takes a record that agrees (an opportunity's contact works
+        at the opportunity's account)."""
+        anchors = [
+            f
+            for f in entity.fields.values()
+            if f.type == "lookup" and f.required and values.get(f.name) is not None
+        ]
+        for f in entity.fields.values():
+            if f.type != "lookup" or f.required or values.get(f.name) is None:
+                continue
+            made = self.links.get(f.params["to"], {})
+            related = self.targets.get(f.params["to"], frozenset())
+            for other in anchors:
+                if other.params["to"] == f.params["to"] or other.params["to"] not in related:
+                    continue  # its records cannot point at what this one points at
+                wanted = values[other.name]
+                fitting = [
+                    ident
+                    for ident, links in made.items()
+                    if other.params["to"] in links and links[other.params["to"]] == wanted
+                ]
+                if fitting:
+                    values[f.name] = self.rnd.choice(fitting)
+                elif f.name not in required:
+                    del values[f.name]  # better none than one of another company's
+                break
+
+    def remember(self, entity: Entity, ids: list[int], rows: list[dict]) -> None:
+        self.ids[entity.name] = ids
+        targets = {f.name: f.params["to"] for f in entity.fields.values() if f.type == "lookup"}
+        self.targets[entity.name] = frozenset(targets.values())
+        self.links[entity.name] = {
+            ident: {targets[k]: v for k, v in row.items() if k in targets and v is not None}
+            for ident, row in zip(ids, rows, strict=True)
+        }
+
+
+_SKIPPED = ("children", "file", "json", "any_lookup", "autonumber")
+
+
+def _required(entity: Entity, stage: str | None) -> set[str]:
+    """What a record in ``stage`` has: what the stage requires and, as it got there through
+    the open stages before it, what they require; a won record went through all of them
+    (a lost one may have been lost anywhere)."""
+    flow = entity.stages
+    if flow is None or stage is None:
+        return set()
+    opened = [name for name, s in flow.steps.items() if not s.closed]
+    current = flow.steps[stage]
+    if current.closed == "won":
+        passed = opened
+    elif current.closed:
+        passed = []
+    else:
+        passed = opened[: opened.index(stage)]
+    return set(current.requires).union(*(flow.steps[name].requires for name in passed))
 
 
 def generate(
@@ -77,38 +300,83 @@ def generate(
     locale: str = "en",
     seed: int = 7,
     users: list[int] | None = None,
+    time_zone: str | None = None,
 ) -> dict[str, int]:
-    """Create ``per_entity`` sample records for each entity; returns counts per entity."""
+    """Create ``per_entity`` sample records for each entity; returns counts per entity.
+    ``time_zone`` is the organization's (default: its settings'), where working hours are."""
     catalog = store.refresh()
     fake = Faker(LOCALES.get(locale, locale))
     fake.seed_instance(seed)
     rnd = random.Random(seed)
-    users = users or []
-    ids: dict[str, list[int]] = {}
+    tz = time_zone or store.settings().get("time_zone") or "UTC"
+    sampler = Sampler(fake, rnd, list(users or []), tz, store.clock.now())
     created: dict[str, int] = {}
     with store.transaction():  # all the sample data, or none of it
         for entity in fill_order(catalog):
-            _fill(store, entity, per_entity, fake, rnd, ids, users, created)
+            _fill(store, entity, per_entity, sampler, created)
     return created
 
 
-def _fill(
-    store,
-    entity: Entity,
-    per_entity: int,
-    fake: Faker,
-    rnd: random.Random,
-    ids: dict,
-    users: list[int],
-    created: dict,
-) -> None:
+def _fill(store, entity: Entity, per_entity: int, sampler: Sampler, created: dict) -> None:
     """One entity's samples; rows that break a rule (a random pair already taken, say) are
     left out, but an entity none of whose rows fit is a bug in its sample values."""
     records = store.records(entity.name)
-    rows = [_values(entity, fake, rnd, ids, users) for _ in range(per_entity)]
+    stages = funnel(entity, per_entity, sampler.rnd)
+    rows = [sampler.values(entity, stage) for stage in stages]
     result = records.bulk_create(rows, partial=True)
     if not result.ids and result.failures:
         first = next(iter(result.failures.values()))
         raise ValidationFailed(first)
-    ids[entity.name] = result.ids
+    kept = [row for index, row in enumerate(rows) if index not in result.failures]
+    sampler.remember(entity, result.ids, kept)
     created[entity.name] = len(result.ids)
+
+
+def people(
+    store,
+    catalog: Catalog,
+    domain: str,
+    *,
+    locale: str = "en",
+    time_zone: str = "UTC",
+    seed: int = 7,
+) -> list[DemoUser]:
+    """A sales team for the demo: two sellers (role user) and their manager (role
+    manager), so that processes addressing ``role:manager`` (the deal review) find
+    someone.  Each gets a random password, returned once; existing emails are left alone."""
+    fake = Faker(LOCALES.get(locale, locale))
+    fake.seed_instance(seed)
+    wanted = [("manager", "manager", "manager"), ("seller", "seller", "user")]
+    wanted.append(("seller2", "seller", "user"))
+    made = []
+    for local, title, role in wanted:
+        if role not in catalog.roles:
+            continue
+        email = f"{local}@{domain}"
+        if store.user_by_email(email) is not None:
+            continue
+        name = fake.name()
+        # a policy may refuse a random password now and then (one built from the email,
+        # a minimum length set higher): draw another
+        for _ in range(10):
+            password = _password(store.settings())
+            try:
+                ident = store.add_user(
+                    email,
+                    name,
+                    password=password,
+                    roles=[role],
+                    teams=[SALES_TEAM],
+                    locale=locale.split("_")[0],
+                    time_zone=time_zone,
+                )
+            except ValueError:
+                continue
+            made.append(DemoUser(email, name, title, role, password, ident))
+            break
+    return made
+
+
+def _password(settings: dict) -> str:
+    length = max(16, int(settings.get("password_min_length") or 0))
+    return secrets.token_urlsafe(length)[:length]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 from babel import Locale, UnknownLocaleError
@@ -33,6 +34,8 @@ class SetupAnswers:
     modules: tuple[str, ...] = DEFAULT_MODULES
     sample_data: bool = False
     sample_size: int = 25
+    # Where people reach the web UI, for links in notifications; None: unchanged.
+    base_url: str | None = None
     extra_paths: tuple[str, ...] = field(default_factory=tuple)
 
     def check(self, available: dict) -> None:
@@ -61,6 +64,13 @@ class SetupAnswers:
                 )
         if "@" not in self.admin_email:
             raise SetupError(f"administrator email {self.admin_email!r} is not an email address")
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SetupError(
+                    f"base URL {self.base_url!r} is not an http(s) address "
+                    "(expected e.g. https://crm.example.com)"
+                )
         if self.admin_password is not None and len(self.admin_password) < 8:
             raise SetupError("the administrator password needs at least 8 characters")
 
@@ -72,6 +82,8 @@ class SetupResult:
     admin_password: str | None  # only when it was generated (shown once)
     sample_counts: dict[str, int]
     already_done: bool = False
+    # the demo's sales team, with passwords (only when the sample data was made)
+    demo_users: list[demo.DemoUser] = field(default_factory=list)
 
 
 def run_setup(store, answers: SetupAnswers) -> SetupResult:
@@ -98,10 +110,26 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
         )
         admin = store.user_by_email(answers.admin_email)
     counts: dict[str, int] = {}
+    team: list[demo.DemoUser] = []
     if answers.sample_data and not settings.get("sample_data"):
-        counts = demo.generate(
-            store, answers.sample_size, locale=answers.locale.split("_")[0], users=[admin.id]
+        # Sellers and their manager own the samples, so the shipped processes that ask a
+        # manager (the deal review) have someone to ask.
+        team = demo.people(
+            store,
+            catalog,
+            answers.admin_email.rpartition("@")[2],
+            locale=answers.locale,
+            time_zone=answers.time_zone,
         )
+        counts = demo.generate(
+            store,
+            answers.sample_size,
+            locale=answers.locale.split("_")[0],
+            users=[admin.id, *(member.id for member in team)],
+            time_zone=answers.time_zone,
+        )
+    if answers.base_url is not None:
+        store.save_settings({"base_url": answers.base_url.rstrip("/")})
     store.save_settings(
         {
             "organization": answers.organization,
@@ -119,4 +147,5 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
         admin_password=generated,
         sample_counts=counts,
         already_done=bool(settings.get("setup_done")),
+        demo_users=team,
     )

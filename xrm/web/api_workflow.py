@@ -25,6 +25,7 @@ from ..metadata.fieldtypes import INT64_MAX
 from ..metadata.problems import did_you_mean
 from ..storage.records import Forbidden, NotFound
 from ..workflow import tables as W
+from ..workflow.blocked import stop_reason
 from ..workflow.inbox import ApprovalError
 from ..workflow.instances import StartRefused
 from . import current_store, openapi
@@ -300,12 +301,18 @@ def start_process(name: str):
         raise validation_failed(errors)
     try:
         ident = workflow.start(
-            current_store(), name, record_id, user_id=_user_id(), payload=payload or {}
+            current_store(), name, record_id, user_id=_user_id(), payload=payload or {}, check=True
         )
     except StartRefused as exc:
         raise Problem(403, str(exc), type=FORBIDDEN) from None
     location = url_for(".get_instance", instance_id=ident)
-    return json_response({"instance": ident}, 202, {"Location": location})
+    # Its first pass ran: a step that could not go on at once parked it already, and the
+    # caller hears why (in their language) rather than a plain "queued".
+    reason = stop_reason(current_store(), ident, locale())
+    body = {"instance": ident, "status": "failed" if reason else "waiting"}
+    if reason:
+        body["reason"] = reason
+    return json_response(body, 202, {"Location": location})
 
 
 # ------------------------------------------------------------------------------ instances
@@ -506,8 +513,20 @@ SCHEMAS: dict[str, dict] = {
     },
     "workflow.Started": {
         "type": "object",
-        "required": ["instance"],
-        "properties": {"instance": {"type": "integer", "description": "the instance id"}},
+        "required": ["instance", "status"],
+        "properties": {
+            "instance": {"type": "integer", "description": "the instance id"},
+            "status": {
+                "enum": ["waiting", "failed"],
+                "description": "waiting: queued for a worker; failed: a step could not go on "
+                "at once (nobody to approve, say), the instance is parked and the "
+                "administrators were told",
+            },
+            "reason": {
+                "type": "string",
+                "description": "with failed: why, in the caller's language",
+            },
+        },
     },
     "workflow.Instance": {
         "type": "object",
@@ -729,7 +748,9 @@ def document(spec) -> None:
                 "summary": "Start a process with a manual trigger",
                 "description": (
                     "The caller needs one of the trigger's roles (if it names any) and the "
-                    "right to update the record.  The instance runs on the next worker pass."
+                    "right to update the record.  The instance runs on the next worker pass, "
+                    "unless a step cannot go on at once (nobody to approve, say): then it is "
+                    "parked before the answer, which says why."
                 ),
                 "requestBody": openapi._json_body("workflow.StartRequest"),
                 "responses": {

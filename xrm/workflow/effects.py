@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from ..metadata.formats import DEFAULT_BASE_URL
 from . import tables as W
 from .bulk import insert_new
 
@@ -26,6 +27,13 @@ def message_id(key: str, sender: str) -> str:
 
 def sender_address(settings: dict | None = None) -> str:
     return os.environ.get("XRM_MAIL_FROM") or (settings or {}).get("mail_from") or "xrm@localhost"
+
+
+def public_base_url(settings: dict | None = None) -> str:
+    """Where people reach the web UI, for links in messages: ``XRM_BASE_URL``, else the
+    ``base_url`` setting (``xrm setup --base-url``), else what ``xrm run`` serves."""
+    url = os.environ.get("XRM_BASE_URL") or (settings or {}).get("base_url") or DEFAULT_BASE_URL
+    return url.rstrip("/")
 
 
 @dataclass

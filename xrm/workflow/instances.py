@@ -3,13 +3,24 @@ list them, retry a parked one, cancel one, and see a record's stage history."""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import uuid
+
 import sqlalchemy as sa
 
 from ..storage import tables as T
 from ..storage.database import WRITE
+from . import claims
 from . import tables as W
 from .effects import new_instance
 from .tables import ensure_tables
+
+log = logging.getLogger("xrm.workflow")
+
+#: Seconds a start's first pass holds its instance; should the web process die meanwhile,
+#: the reaper gives it to a worker after that.
+FIRST_PASS_LEASE = 60.0
 
 
 class StartRefused(PermissionError):
@@ -25,11 +36,18 @@ def start(
     payload: dict | None = None,
     key: str | None = None,
     trigger: str = "manual",
+    check: bool = False,
 ) -> int:
     """Queue an instance now (a manual button, an inbound webhook, the API); returns its id.
 
     With ``user_id``, the process needs a manual trigger, the user one of its roles (if it
     names any) and the right to update the record.
+
+    With ``check``, its first pass runs at once and is kept only when a step cannot go on
+    (no approvers, nobody to tell, a record gone: ``blocked.py``): then the instance is
+    parked and people are told before this returns, so the caller can say so (read the
+    instance's status and ``context["blocked"]``).  Otherwise the pass is rolled back and
+    the instance waits for a worker as usual.
     """
     ensure_tables(store)
     catalog = store.refresh()
@@ -64,6 +82,11 @@ def start(
     row = new_instance(
         process.name, process.entity, record_id, now, key=key, context=context, user_id=user_id
     )
+    # Checked: inserted as claimed by this call, so that no worker takes it meanwhile.
+    owner = f"start:{uuid.uuid4().hex[:12]}" if check else None
+    if owner is not None:
+        lease_until = now + dt.timedelta(seconds=FIRST_PASS_LEASE)
+        row.update(status="running", lease_owner=owner, lease_until=lease_until, attempts=1)
     i = W.instances
     with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
         if key is not None:
@@ -71,8 +94,64 @@ def start(
             if existing is not None:
                 return existing
         ident = conn.execute(i.insert().values(**row).returning(i.c.id)).scalar_one()
-        W.notify(conn)
+        if owner is None:
+            W.notify(conn)
+    if owner is not None and not _first_pass(store, ident, owner):
+        _hand_to_workers(store, ident, owner)
     return ident
+
+
+class _Queue(Exception):
+    """The first pass went on normally: roll it back, the worker runs it."""
+
+
+def _first_pass(store, ident: int, owner: str) -> bool:
+    """Run a new instance up to its first wait and keep that only if a step stopped it for
+    good; True when it did (the instance is parked, people are told)."""
+    from .runner import Batch, load_runs
+
+    if store.current_unit() is not None:
+        return False  # inside the caller's transaction a rollback would undo their work
+    try:
+        with store.transaction() as unit:
+            now = store.clock.now()
+            conn = unit.connection
+            if ident not in claims.fence(conn, [ident], owner, now, FIRST_PASS_LEASE):
+                return False
+            i = W.instances
+            columns = [i.c[name] for name in claims.RUN_COLUMNS]
+            row = dict(conn.execute(sa.select(*columns).where(i.c.id == ident)).mappings().one())
+            batch = Batch(store, unit, unit.catalog, now, settings=store.settings())
+            runs = load_runs(batch, [row])
+            batch.execute(runs[0])
+            if runs[0].blocked is None or runs[0].status != "failed":
+                raise _Queue
+            batch.persist(runs)
+        return True
+    except _Queue:
+        return False
+    except Exception:  # whatever broke here, a worker meets it again and reports it
+        log.warning("workflow: the first pass of instance %s failed", ident, exc_info=True)
+        return False
+
+
+def _hand_to_workers(store, ident: int, owner: str) -> None:
+    i = W.instances
+    now = store.clock.now()
+    with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        conn.execute(
+            i.update()
+            .where(i.c.id == ident, i.c.lease_owner == owner, i.c.status == "running")
+            .values(
+                status="waiting",
+                lease_owner=None,
+                lease_until=None,
+                attempts=0,
+                due_at=now,
+                updated_at=now,
+            )
+        )
+        W.notify(conn)
 
 
 def instance(store, instance_id: int) -> dict | None:

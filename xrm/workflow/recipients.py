@@ -10,14 +10,15 @@ import sqlalchemy as sa
 from ..metadata.filters import resolve_path
 from ..metadata.processes import as_list
 from ..storage import tables as T
+from .blocked import Blocked
 from .loading import USER_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Batch, Run
 
 
-class RecipientError(LookupError):
-    pass
+class RecipientError(Blocked):
+    """A user named by email (``user:ann@example.com``) who is not an active user."""
 
 
 def _users_where(batch: Batch, key, condition) -> list[dict]:
@@ -64,7 +65,7 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
                 batch, ("user", rest.lower()), T.users.c.email == rest.strip().lower()
             )
             if not found:
-                raise RecipientError(f"no active user with email {rest}")
+                raise RecipientError(batch.catalog, "no_user", run.entity, email=rest.strip())
         elif sep and prefix == "email":
             addresses.append(rest.strip())
         elif text == "initiator":

@@ -22,12 +22,13 @@ import sqlalchemy as sa
 
 from ..metadata import Catalog
 from ..metadata.filters import FilterContext
+from ..metadata.formats import FORMATS, Formats, Link
 from ..metadata.processes import Process, Step
 from ..storage.records import Records, ValidationFailed
 from . import tables as W
 from .bulk import update_by_id
 from .context import RecordView, Today, base_context, days, render_text, render_value
-from .effects import Effects, sender_address
+from .effects import Effects, public_base_url, sender_address
 from .loading import load_records, loader, python_values, record_matches
 
 MAX_DEPTH = 8  # processes started by processes' own changes, at most this deep
@@ -122,6 +123,7 @@ class Run:
     cache: dict = field(default_factory=dict)
     savepoint: Any = None
     buffers: tuple | None = None
+    blocked: Any = None  # the Blocked error that stopped it (xrm/workflow/blocked.py)
 
     def __post_init__(self):
         row = self.row
@@ -219,6 +221,8 @@ class Batch:
         self.tz = settings.get("time_zone") or "UTC"
         self.locale = (settings.get("locale") or "en").split("_")[0]
         self.sender = sender_address(settings)
+        self.base_url = public_base_url(settings)
+        self._formats: dict = {}
         self.ctx = FilterContext(tz=self.tz, now=now)
         self.loader = loader(self.conn, catalog)
         self.effects = Effects()
@@ -273,14 +277,31 @@ class Batch:
             "days": days,
             "user": None,
             "link": self.link(run),
+            FORMATS: self.formats(),
         }
         return context
 
-    def link(self, run: Run) -> str:
-        base = (self.settings.get("base_url") or "").rstrip("/")
-        if run.entity and run.record_id:
-            return f"{base}/r/{run.entity}/{run.record_id}"  # the record form's address
-        return base or ""
+    def formats(self, user: dict | None = None) -> Formats:
+        """How values look to a message's reader: their locale and time zone, else the
+        organization's (an email address with no user behind it, a field's value)."""
+        key = (user.get("locale"), user.get("time_zone")) if user else (None, None)
+        found = self._formats.get(key)
+        if found is None:
+            found = self._formats[key] = Formats(
+                key[0] or self.settings.get("locale") or "en",
+                key[1] or self.tz,
+                self.settings.get("currency"),
+                self.base_url,
+            )
+        return found
+
+    def link(self, run: Run) -> Link:
+        """The address of the record's form in the web UI (the public address alone for a
+        process without a record); called in a template, another record's."""
+        target = (
+            {"entity": run.entity, "id": run.record_id} if run.entity and run.record_id else None
+        )
+        return Link(self.formats(), target)
 
     def value(self, run: Run, raw, **extra):
         return render_value(raw, self.template_context(run, **extra))
@@ -446,7 +467,11 @@ class Batch:
             run.effects.wake.add(run.row["parent_id"])
 
     def _failed(self, run: Run, exc: Exception, failed_at=None) -> None:
+        from .blocked import Blocked, tell
+
         run.failed_now = True
+        run.blocked = exc if isinstance(exc, Blocked) else None
+        run.context.pop("blocked", None)  # an earlier stop's reason, fixed since
         if isinstance(exc, ValidationFailed | StepError):
             message = str(exc)
         else:
@@ -468,7 +493,13 @@ class Batch:
         limit = run.process.max_attempts
         if step is not None and step.kind == "webhook":
             limit = int(step.spec.get("retries", 5)) + 1
-        if run.attempts >= limit:
+        if run.blocked is not None:
+            # retrying cannot help until people fix something: park now and tell them
+            run.status = "failed"
+            run.context["blocked"] = run.blocked.reason
+            run.note(self.now, "park", "failed", result="parked until someone fixes it")
+            tell(self, run, step, run.blocked)
+        elif run.attempts >= limit:
             run.status = "failed"
             run.note(self.now, "park", "failed", result=f"parked after {run.attempts} attempts")
         else:

@@ -14,14 +14,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from jinja2 import meta
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..metadata.expressions import environment
 from ..metadata.filters import parse_filter
+from ..metadata.formats import FORMATS
 from ..metadata.processes import activity_due_field, parse_clock, parse_offset, parse_span
 from ..storage import query as Q
 from ..storage import tables as T
+from ..storage.records import NotFound
 from ..storage.tables import tables_for
 from . import tables as W
+from .blocked import Blocked
 from .context import UserView, is_template, render_text
 from .effects import new_instance
 from .loading import load_records
@@ -92,10 +97,20 @@ def _values(batch: Batch, run: Run, raw, **extra) -> dict:
 
 
 # ------------------------------------------------------------------------ record steps
+def _update(batch: Batch, run: Run, entity: str, ident, values: dict) -> dict:
+    """Update a record through the records service; one that is gone blocks the step."""
+    try:
+        return batch.records(entity).update(ident, values)
+    except NotFound as exc:
+        raise Blocked(
+            batch.catalog, "record_missing", run.entity, entity=exc.entity, id=exc.record_id
+        ) from None
+
+
 def step_set(batch: Batch, run: Run, step: Step):
     values = _values(batch, run, step.spec)
     with batch.write(run):
-        run.record = batch.records(run.entity).update(run.record_id, values)
+        run.record = _update(batch, run, run.entity, run.record_id, values)
     batch.loader.records[(run.entity, run.record_id)] = run.record
     return done({"set": sorted(values)})
 
@@ -177,7 +192,7 @@ def step_update(batch: Batch, run: Run, step: Step):
 
         view = RecordView(batch.catalog, target, values, batch.loader)
         with batch.write(run):
-            batch.records(target).update(ident, _values(batch, run, spec["values"], related=view))
+            _update(batch, run, target, ident, _values(batch, run, spec["values"], related=view))
         changed.append(ident)
     return done({"entity": target, "updated": changed})
 
@@ -211,7 +226,7 @@ def step_assign(batch: Batch, run: Run, step: Step):
         raise StepError("no assignment rule matched and there is no to:")
     candidates = user_ids(batch, run, to)
     if not candidates:
-        raise StepError(f"nobody to assign to ({to})")
+        raise Blocked(batch.catalog, "no_assignee", run.entity, who=thaw(to))
     method = spec.get("method", "round_robin")
     with batch.write(run):
         if len(candidates) == 1:
@@ -221,7 +236,7 @@ def step_assign(batch: Batch, run: Run, step: Step):
         else:
             turn = _next_counter(batch, f"wf-assign:{run.process.name}:{path_text(step.path)}")
             chosen = candidates[(turn - 1) % len(candidates)]
-        run.record = batch.records(run.entity).update(run.record_id, {field_name: chosen})
+        run.record = _update(batch, run, run.entity, run.record_id, {field_name: chosen})
     batch.loader.records[(run.entity, run.record_id)] = run.record
     return done(
         {"field": field_name, "user": chosen, "method": method, "candidates": len(candidates)}
@@ -253,18 +268,50 @@ def _least_loaded(
 def message(
     batch: Batch, run: Run, template_name: str, locale: str, user: dict | None
 ) -> tuple[str, str]:
+    """A template rendered for one reader: their language, and dates, numbers and money
+    as they read them (the filters take the reader's formats from the namespace)."""
     template = batch.catalog.templates[template_name]
-    context = batch.template_context(run, user=UserView(user) if user else None)
+    context = batch.template_context(
+        run, user=UserView(user) if user else None, **{FORMATS: batch.formats(user)}
+    )
     subject = render_text(template.subject.get(locale), context).strip()
     body = render_text(template.body.get(locale), context) if template.body else ""
     return subject, body
 
 
-def send(batch: Batch, run: Run, step: Step, users, addresses, channels, render) -> dict:
-    """Queue in-app notifications and emails; ``render(locale, user)`` gives subject and body."""
+def personal(batch: Batch, template_name: str | None) -> bool:
+    """Whether a message template names its reader (``user``): such a message is rendered
+    for each recipient, any other once per language, locale and time zone."""
+    if template_name is None:
+        return False
+
+    def build() -> bool:
+        template = batch.catalog.templates[template_name]
+        env = environment()
+        return any(
+            "user" in meta.find_undeclared_variables(env.parse(text))
+            for label in (template.subject, template.body)
+            if label
+            for _, text in label.texts
+            if is_template(text)
+        )
+
+    return batch.catalog.artifact(("template-personal", template_name), build)
+
+
+def send(
+    batch: Batch, run: Run, step: Step, users, addresses, channels, render, *, per_user=False
+) -> dict:
+    """Queue in-app notifications and emails; ``render(locale, user)`` gives subject and
+    body.  Recipients who read alike (language, locale, zone) share one rendering unless
+    the message is ``per_user``."""
+    rendered: dict = {}
     for user in users:
         locale = (user.get("locale") or batch.locale).split("_")[0]
-        subject, body = render(locale, user)
+        key = (locale, batch.formats(user).key, user["id"] if per_user else None)
+        if key not in rendered:
+            rendered[key] = render(locale, user)
+        subject, body = rendered[key]
         if "app" in channels:
             run.effects.notification(
                 run.key(step, f"/n{user['id']}"),
@@ -288,9 +335,9 @@ def send(batch: Batch, run: Run, step: Step, users, addresses, channels, render)
                 run.record_id,
                 batch.now,
             )
-    if "email" in channels:
+    if "email" in channels and addresses:
+        subject, body = render(batch.locale, None)  # an address reads like the organization
         for address in addresses:
-            subject, body = render(batch.locale, None)
             run.effects.email(
                 run.key(step, f"/a{address.lower()}"),
                 address,
@@ -309,6 +356,8 @@ def step_notify(batch: Batch, run: Run, step: Step):
     spec = step.spec
     users, addresses = resolve(batch, run, spec["to"])
     channels = tuple(spec.get("channels") or ("app", "email"))
+    if not users and not (addresses and "email" in channels):
+        raise Blocked(batch.catalog, "no_recipients", run.entity, who=thaw(spec["to"]))
     result = send(
         batch,
         run,
@@ -317,6 +366,7 @@ def step_notify(batch: Batch, run: Run, step: Step):
         addresses,
         channels,
         lambda locale, user: message(batch, run, spec["template"], locale, user),
+        per_user=personal(batch, spec["template"]),
     )
     return done(result)
 
@@ -424,7 +474,16 @@ def _ask_approvers(batch: Batch, run: Run, step: Step, user_ids) -> None:
         )
 
     users = [u for u in (batch.loader.user(i) for i in user_ids) if u]
-    send(batch, run, step, users, [], ("app", "email"), render)
+    send(
+        batch,
+        run,
+        step,
+        users,
+        [],
+        ("app", "email"),
+        render,
+        per_user=personal(batch, spec.get("template")),
+    )
 
 
 def step_approval(batch: Batch, run: Run, step: Step):
@@ -435,7 +494,7 @@ def step_approval(batch: Batch, run: Run, step: Step):
     if state is None:
         approvers = user_ids(batch, run, spec["approvers"])
         if not approvers:
-            raise StepError(f"no active approvers among {spec['approvers']}")
+            raise Blocked(batch.catalog, "no_approvers", run.entity, who=thaw(spec["approvers"]))
         timeout = (
             now + dt.timedelta(seconds=parse_span(spec["timeout"])) if spec.get("timeout") else None
         )

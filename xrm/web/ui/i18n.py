@@ -320,6 +320,8 @@ RU: dict[str, str] = {
     "Start a process": "Запустить процесс",
     "Started: %(process)s.": "Запущено: %(process)s.",
     "%(process)s was not started: %(detail)s": "«%(process)s» не запущен: %(detail)s",
+    "%(process)s could not go on: %(detail)s. The administrators have been told.": "«%(process)s» не может продолжиться: %(detail)s. Администраторы уведомлены.",
+    "it could not go on: %(detail)s": "процесс не может продолжиться: %(detail)s",
     "there is no such process for %(entity)s records": "для записей «%(entity)s» такого процесса нет",
     "%(process)s started for %(count)s records.": "«%(process)s» запущен для записей: %(count)s.",
     "%(process)s was refused for %(count)s records: %(detail)s": "«%(process)s» не запущен для записей: %(count)s. Причина: %(detail)s",

@@ -18,6 +18,7 @@ from ... import workflow
 from ...metadata import Entity
 from ...storage.records import Forbidden, RecordError
 from ...workflow import tables as W
+from ...workflow.blocked import stop_reason
 from ...workflow.inbox import ApprovalError
 from ...workflow.instances import StartRefused
 from . import context as C
@@ -283,16 +284,23 @@ def record_actions(entity: Entity, record) -> list[dict]:
     return actions
 
 
-def _start(entity: Entity, process_name: str, record_id: int) -> str | None:
-    """Start one instance as the user; None when it started, else why not (translated)."""
+def _start(entity: Entity, process_name: str, record_id: int) -> tuple[str, str | None]:
+    """Start one instance as the user: ("started", None); ("refused", why not); or
+    ("stopped", why): it started, but a step could not go on at once (nobody to approve,
+    say), so it is parked and the administrators were told.  Reasons are translated."""
     process = C.catalog().processes.get(process_name)
     if process is None or process.entity != entity.name:
-        return C._("there is no such process for %(entity)s records", entity=C.label(entity))
+        return "refused", C._(
+            "there is no such process for %(entity)s records", entity=C.label(entity)
+        )
     try:
-        workflow.start(C.store(), process_name, record_id, user_id=C.principal().user_id)
+        ident = workflow.start(
+            C.store(), process_name, record_id, user_id=C.principal().user_id, check=True
+        )
     except (StartRefused, RecordError) as exc:
-        return C.error(str(exc))
-    return None
+        return "refused", C.error(str(exc))
+    reason = stop_reason(C.store(), ident, C.locale())
+    return ("stopped", reason) if reason else ("started", None)
 
 
 def action_label(entity: Entity, process_name: str) -> str:
@@ -308,10 +316,12 @@ def start_many(entity: Entity, process_name: str, ids: list[int]) -> tuple[int, 
     started = refused = 0
     reasons: list[str] = []
     for ident in ids:
-        problem = _start(entity, process_name, ident)
-        if problem is None:
+        state, problem = _start(entity, process_name, ident)
+        if state == "started":
             started += 1
             continue
+        if state == "stopped":
+            problem = C._("it could not go on: %(detail)s", detail=problem)
         refused += 1
         if problem not in reasons:
             reasons.append(problem)
@@ -325,9 +335,16 @@ def start(entity_name: str, record_id: int):
         abort(404)
     name = request.form.get("process", "")
     label = action_label(entity, name)
-    problem = _start(entity, name, record_id)
-    if problem is None:
+    state, problem = _start(entity, name, record_id)
+    if state == "started":
         message, level = C._("Started: %(process)s.", process=label), "success"
+    elif state == "stopped":
+        message = C._(
+            "%(process)s could not go on: %(detail)s. The administrators have been told.",
+            process=label,
+            detail=problem,
+        )
+        level = "danger"
     else:
         message = C._("%(process)s was not started: %(detail)s", process=label, detail=problem)
         level = "danger"
