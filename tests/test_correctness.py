@@ -84,3 +84,51 @@ def test_sums_and_counts_without_children_are_zero(sales):
     assert stored["line_count"] == 0 and stored["total"] == Decimal("0")
     account = sales.records("account").get(stored["account"])
     assert account["won_revenue"] == Decimal("0")
+
+
+def test_each_change_is_judged_on_the_values_it_wrote(database, tmp_path):
+    """received -> negotiating -> accepted before the worker runs: a process with
+    ``if: [stage, eq, accepted]`` starts once, for the change that accepted the offer."""
+    from xrm.workflow import Worker
+
+    pack = write_pack(
+        tmp_path,
+        "offers",
+        {
+            "entities/offer.yaml": """
+entity: offer
+title: title
+fields:
+  title: {type: text, required: true}
+  stage: {type: choice, options: [received, negotiating, accepted, rejected], default: received}
+""",
+            "processes/accepted.yaml": """
+process: offer_accepted
+entity: offer
+on: {updated: [stage]}
+if: [stage, eq, accepted]
+was: [stage, ne, accepted]
+steps:
+  - activity: {entity: task, subject: "Prepare the contract for {{ record.title }}", due: +2d}
+""",
+        },
+    )
+    app = database.open()
+    try:
+        app.install([SOLUTIONS / "core", pack])
+        offers = app.records("offer")
+        offer = offers.create({"title": "12 Elm St"})
+        offers.update(offer["id"], {"stage": "negotiating"})
+        offers.update(offer["id"], {"stage": "accepted"})
+        # An offer accepted, then moved on before the worker runs, was still accepted once.
+        other = offers.create({"title": "3 Oak Ave"})
+        offers.update(other["id"], {"stage": "accepted"})
+        offers.update(other["id"], {"stage": "rejected"})
+        Worker(app).run_once()
+        subjects = sorted(r["subject"] for r in app.records("task").query(fields=["subject"]).rows)
+        assert subjects == [
+            "Prepare the contract for 12 Elm St",
+            "Prepare the contract for 3 Oak Ave",
+        ]
+    finally:
+        app.close()

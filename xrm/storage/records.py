@@ -668,7 +668,15 @@ class Records:
                 unit.audit_rows.append(
                     self._audit("create", record_id, None, None, self._snapshot(record), now)
                 )
-            unit.record_event("created", self.entity.name, record_id, self.user_id, now, None)
+            unit.record_event(
+                "created",
+                self.entity.name,
+                record_id,
+                self.user_id,
+                now,
+                None,
+                self._values_of(record),
+            )
             if standalone:  # write now, so that a database refusal names this record's fields
                 try:
                     unit.write_pending()
@@ -859,7 +867,15 @@ class Records:
                 ]
                 for name, (b, a) in changed.items()
             }
-            unit.record_event("updated", self.entity.name, record_id, self.user_id, now, changes)
+            unit.record_event(
+                "updated",
+                self.entity.name,
+                record_id,
+                self.user_id,
+                now,
+                changes,
+                self._values_of(record),
+            )
             return self._as_seen(record)
 
     def _update_statement(self):
@@ -902,6 +918,11 @@ class Records:
             feeds = f.name in self.plan.detail_of and parent is not None
             if feeds and not self._may(unit, f.params["to"], [parent], "update"):
                 raise Forbidden(f"you may not change this {f.params['to']}")
+
+    def _values_of(self, record: Mapping):
+        """The record's values as JSON, for the fields an outbox row keeps (called lazily)."""
+        fields = self.entity.fields
+        return lambda names: {n: _jsonable(fields[n], record.get(n)) for n in names}
 
     def _as_seen(self, record: dict) -> dict:
         """A written record as its writer may read it: fields hidden from them left out,
@@ -1093,7 +1114,15 @@ class Records:
                         unit.audit_rows.append(
                             self._audit("create", ident, None, None, self._snapshot(record), now)
                         )
-                    unit.record_event("created", self.entity.name, ident, self.user_id, now, None)
+                    unit.record_event(
+                        "created",
+                        self.entity.name,
+                        ident,
+                        self.user_id,
+                        now,
+                        None,
+                        self._values_of(record),
+                    )
                 self._after_write(unit, records, None, now)
                 unit.flush()
                 result.ids.extend(ids)

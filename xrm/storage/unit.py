@@ -34,6 +34,27 @@ def watched_entities(catalog: Catalog) -> frozenset[str]:
     return catalog.artifact("outbox-entities", build)
 
 
+def condition_fields(catalog: Catalog, entity: str) -> tuple[str, ...]:
+    """The fields of ``entity`` that processes' ``if`` and ``was`` conditions read: an
+    outbox row keeps their values as the change wrote them, so that a condition is judged
+    on the change and not on the record as it is when the worker gets to it."""
+
+    def build():
+        from ..metadata.filters import conditions_of
+
+        names: dict[str, None] = {}
+        for process in catalog.processes.values():
+            if getattr(process, "entity", None) != entity:
+                continue
+            for tree in (process.condition, process.was):
+                for condition in conditions_of(tree):
+                    names[condition.path[0]] = None
+        fields = catalog.entities[entity].fields if entity in catalog.entities else {}
+        return tuple(n for n in names if n in fields)
+
+    return catalog.artifact(("outbox-condition-fields", entity), build)
+
+
 class UnitOfWork:
     """Inserts of new records are deferred: their ids are reserved up front, so ``create``
     returns at once, and the rows go out in executemany batches.  Anything that needs the
@@ -116,10 +137,22 @@ class UnitOfWork:
         return self._now
 
     def record_event(
-        self, event: str, entity: str, record_id: int, user_id: int | None, at, changes: dict | None
+        self,
+        event: str,
+        entity: str,
+        record_id: int,
+        user_id: int | None,
+        at,
+        changes: dict | None,
+        values=None,
     ) -> None:
+        """A change for the outbox (entities some rule watches) or for signals only.
+        ``values``: a callable giving the JSON values of the fields named, called only when
+        an outbox row keeps them (``condition_fields``)."""
         if self.store.outbox == "all" or entity in watched_entities(self.catalog):
-            self._outbox(event, entity, record_id, user_id, at, changes)
+            wanted = condition_fields(self.catalog, entity) if values is not None else ()
+            kept = values(wanted) if wanted and event != "deleted" else None
+            self._outbox(event, entity, record_id, user_id, at, changes, kept)
         else:
             self.events.append(
                 (
@@ -133,13 +166,13 @@ class UnitOfWork:
                 )
             )
 
-    def _outbox(self, event, entity, record_id, user_id, at, changes) -> None:
+    def _outbox(self, event, entity, record_id, user_id, at, changes, kept=None) -> None:
         self.outbox_rows.append(
             {
                 "entity": entity,
                 "record_id": record_id,
                 "event": event,
-                "changes": changes,
+                "changes": {**(changes or {}), "_values": kept} if kept else changes,
                 "user_id": user_id,
                 "at": at,
                 "processed_at": None,

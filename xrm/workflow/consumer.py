@@ -152,12 +152,18 @@ class Consumer:
         event = row["event"]
         changes = dict(row["changes"] or {})
         origin = changes.pop("_origin", None) or {}
+        written = changes.pop("_values", None)
         depth = int(origin.get("depth", 0))
         old_json = {
             name: pair[0]
             for name, pair in changes.items()
             if isinstance(pair, list | tuple) and len(pair) == 2
         }
+        # Conditions are judged on the record as this change left it (the values it wrote,
+        # kept in the row), not as it is now: a record moved received -> negotiating ->
+        # accepted before the worker runs starts an "if stage is accepted" process once.
+        if record is not None and isinstance(written, dict):
+            record = {**record, **python_values(self.catalog, row["entity"], written)}
         old = (
             {**(record or {}), **python_values(self.catalog, row["entity"], old_json)}
             if record is not None
