@@ -132,3 +132,13 @@ steps:
         ]
     finally:
         app.close()
+
+
+def test_ids_users_see_stay_dense(store):
+    """One record per save (a form, an API call) or one batch: consecutive ids, on
+    PostgreSQL too (sequence blocks are only taken by a unit that keeps creating)."""
+    accounts = store.records("account")
+    ids = [accounts.create({"name": f"A{i}"})["id"] for i in range(3)]
+    ids += accounts.bulk_create([{"name": "B1"}, {"name": "B2"}]).ids
+    ids.append(accounts.create({"name": "C"})["id"])
+    assert ids == list(range(ids[0], ids[0] + 6))

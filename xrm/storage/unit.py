@@ -118,11 +118,14 @@ class UnitOfWork:
             return list(range(start, start + count))
         block = self._ids.setdefault(table.name, [])
         if len(block) < count:
-            # Blocks double while a unit keeps creating (100, 200, 400, ... 3,200 ids): a
-            # few round trips for a large batch, few ids left unused by a small one.
+            # The first request takes exactly what it needs, so the ids users see stay
+            # dense (a form or an API call creates one record, an import one batch); a unit
+            # that keeps creating then takes blocks that double (16, 32, ... 2,048 ids): a
+            # few round trips for many records, few ids left unused by a small unit.
             taken_before = self._blocks.get(table.name, 0)
             self._blocks[table.name] = taken_before + 1
-            size = max(count - len(block), 100 << min(taken_before, 5))
+            wanted = count - len(block)
+            size = wanted if taken_before == 0 else max(wanted, 16 << min(taken_before - 1, 7))
             block.extend(reserve_ids(self._connection, table, size))
         taken, self._ids[table.name] = block[:count], block[count:]
         return taken
