@@ -75,7 +75,8 @@ def test_setup_installs_modules_admin_and_samples_once(url, capsys):
         ("--currency", "XYZ", "not an ISO 4217 code"),
         ("--locale", "zz", "locale 'zz' is not known"),
         ("--modules", "core,sale", "did you mean 'sales'"),
-        ("--admin-password", "short", "at least 8 characters"),
+        ("--admin-password", "short", "at least 10 characters"),
+        ("--admin-password", "Password2024!", "too common"),
     ],
 )
 def test_bad_answers_are_refused_and_change_nothing(url, capsys, option, value, message):
@@ -103,7 +104,7 @@ def test_user_and_token_commands(url, capsys):
                 "--team",
                 "east",
                 "--password",
-                "rep-password",
+                "east coast seller",
                 "--database",
                 url,
             ]

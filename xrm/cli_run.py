@@ -3,7 +3,9 @@ and giving people access.  Registered into the ``xrm`` command by ``xrm/cli.py``
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import sys
 
 from .cli import DATABASE_HELP, CommandError, _add_database, _store, command
@@ -38,6 +40,10 @@ def _setup(args) -> int:
             **{**remembered, **{k: v for k, v in given.items() if v is not None}},
             sample_data=args.demo,
             sample_size=args.demo_size,
+            password_min_length=args.password_min_length,
+            password_deny=tuple(args.password_deny.split(","))
+            if args.password_deny is not None
+            else None,
         )
         try:
             result = run_setup(store, answers)
@@ -82,6 +88,17 @@ def _register_setup(sub, name: str) -> None:
         "--base-url",
         help="where people reach the web UI, for links in notifications and emails "
         "(default http://127.0.0.1:5000; XRM_BASE_URL overrides it)",
+    )
+    p.add_argument(
+        "--password-min-length",
+        type=int,
+        metavar="N",
+        help="shortest password anyone may set (default 10; kept in the settings)",
+    )
+    p.add_argument(
+        "--password-deny",
+        metavar="WORDS",
+        help="comma-separated passwords to refuse besides the built-in list of common ones",
     )
     p.add_argument("--demo", action="store_true", help="add sample data (once)")
     p.add_argument("--demo-size", type=int, default=25, help="sample records per entity")
@@ -183,14 +200,84 @@ def _user_list(args) -> int:
     return 0
 
 
+EXPIRY_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
+    """``30d``, ``12h``, ``2w`` from now, or a date (``2026-01-31``: that day's start,
+    UTC) or an ISO date and time; it must lie in the future."""
+    text = text.strip()
+    relative = re.fullmatch(r"(\d+)\s*([hdw])", text.lower())
+    if relative:
+        moment = now + dt.timedelta(**{EXPIRY_UNITS[relative[2]]: int(relative[1])})
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise CommandError(
+                f"--expires {text!r}: expected e.g. 30d, 12h, 2w or a date such as 2026-01-31",
+                2,
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+    if moment <= now:
+        raise CommandError(f"--expires {text!r} is not in the future", 2)
+    return moment
+
+
 def _token_create(args) -> int:
     with _store(args) as store:
         user = store.user_by_email(args.email)
         if user is None:
             raise CommandError(f"no user with email {args.email}")
-        token = store.create_token(user.id, args.name or "")
+        expires_at = parse_expiry(args.expires, store.clock.now()) if args.expires else None
+        token = store.create_token(user.id, args.name or "", expires_at=expires_at)
     print(token)
     print("store it now: the token is shown once and kept only as a hash", file=sys.stderr)
+    if expires_at is not None:
+        print(f"it expires {expires_at:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
+    return 0
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M}" if moment else "-"
+
+
+def _token_list(args) -> int:
+    with _store(args) as store:
+        user_id = None
+        if not args.all:
+            if not args.email:
+                raise CommandError("name a user's email, or --all", 2)
+            user = store.user_by_email(args.email)
+            if user is None:
+                raise CommandError(f"no user with email {args.email}")
+            user_id = user.id
+        now = store.clock.now()
+        rows = store.tokens(user_id)
+    print(
+        f"{'id':>5}  {'token':<12} {'user':<32} {'status':<8} {'created':<16}  {'last used':<16}  {'expires':<16}  name"
+    )
+    for row in rows:
+        if row.revoked:
+            status = "revoked"
+        elif row.expires_at is not None and row.expires_at <= now:
+            status = "expired"
+        else:
+            status = "active"
+        shown = f"{row.prefix}…" if row.prefix else "-"
+        print(
+            f"{row.id:>5}  {shown:<12} {row.email:<32} {status:<8} {_when(row.created_at):<16}  "
+            f"{_when(row.last_used_at):<16}  {_when(row.expires_at):<16}  {row.name}"
+        )
+    return 0
+
+
+def _token_revoke(args) -> int:
+    with _store(args) as store:
+        if not store.revoke_token_id(args.id):
+            raise CommandError(f"no token with id {args.id}")
+    print(f"token {args.id} revoked")
     return 0
 
 
@@ -221,7 +308,21 @@ def _register_token(sub, name: str) -> None:
     _add_database(create)
     create.add_argument("email")
     create.add_argument("--name", help="what the token is for")
+    create.add_argument(
+        "--expires",
+        metavar="WHEN",
+        help="when it stops working: 30d, 12h, 2w, or a date (2026-01-31, UTC); default never",
+    )
     create.set_defaults(handler=_token_create, parser=create)
+    listing = commands.add_parser("list", help="list API tokens (never their secret)")
+    _add_database(listing)
+    listing.add_argument("email", nargs="?", help="whose tokens")
+    listing.add_argument("--all", action="store_true", help="everyone's tokens")
+    listing.set_defaults(handler=_token_list, parser=listing)
+    revoke = commands.add_parser("revoke", help="revoke an API token by its id (see list)")
+    _add_database(revoke)
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(handler=_token_revoke, parser=revoke)
 
 
 # ------------------------------------------------------------------------------ workflow

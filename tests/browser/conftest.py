@@ -66,7 +66,14 @@ class Visit:
         self.count = 0
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # The Content-Security-Policy refuses inline scripts and styles: a page or library
+        # that needs one is broken under it, so a refusal fails the test like an error.
+        page.on("console", self._console)
         page.set_default_timeout(10_000)
+
+    def _console(self, message) -> None:
+        if "Content Security Policy" in message.text:
+            self.errors.append(f"{message.text} at {message.location}")
 
     def shot(self, name: str) -> Path:
         self.count += 1

@@ -3,7 +3,6 @@ sample data.  The CLI (`xrm setup`) and the web wizard both call ``run_setup``."
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
@@ -13,6 +12,7 @@ from babel.numbers import get_currency_name
 
 from ..metadata import discover
 from ..metadata.problems import did_you_mean
+from ..storage.passwords import MAX_LENGTH, PasswordPolicy
 from . import demo
 
 DEFAULT_MODULES = ("core", "sales")
@@ -37,6 +37,9 @@ class SetupAnswers:
     # Where people reach the web UI, for links in notifications; None: unchanged.
     base_url: str | None = None
     extra_paths: tuple[str, ...] = field(default_factory=tuple)
+    # The password policy of the organization (kept in its settings); None: unchanged.
+    password_min_length: int | None = None
+    password_deny: tuple[str, ...] | None = None
 
     def check(self, available: dict) -> None:
         try:
@@ -71,8 +74,19 @@ class SetupAnswers:
                     f"base URL {self.base_url!r} is not an http(s) address "
                     "(expected e.g. https://crm.example.com)"
                 )
-        if self.admin_password is not None and len(self.admin_password) < 8:
-            raise SetupError("the administrator password needs at least 8 characters")
+        if self.password_min_length is not None and not 1 <= self.password_min_length <= MAX_LENGTH:
+            raise SetupError(f"the minimum password length must be 1 to {MAX_LENGTH}")
+
+    def policy_settings(self) -> dict:
+        """The password policy settings these answers set."""
+        values: dict = {}
+        if self.password_min_length is not None:
+            values["password_min_length"] = self.password_min_length
+        if self.password_deny is not None:
+            values["password_deny"] = sorted(
+                {w.strip().lower() for w in self.password_deny if w.strip()}
+            )
+        return values
 
 
 @dataclass
@@ -92,13 +106,20 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
     available = discover(answers.extra_paths)
     answers.check(available)
     settings = store.settings()
+    policy = PasswordPolicy.from_settings({**settings, **answers.policy_settings()})
+    if answers.admin_password is not None:
+        problems = policy.problems(answers.admin_password, answers.admin_email)
+        if problems:
+            raise SetupError("the administrator password: " + "; ".join(problems))
+    if answers.policy_settings():
+        store.save_settings(answers.policy_settings())  # add_user checks against them
     catalog, _plan = store.install([available[m] for m in answers.modules])
     generated = None
     admin = store.user_by_email(answers.admin_email)
     if admin is None:
         password = answers.admin_password
         if password is None:
-            password = generated = secrets.token_urlsafe(12)
+            password = generated = policy.generate(answers.admin_email)
         admin_role = next((r.name for r in catalog.roles.values() if r.admin), None)
         store.add_user(
             answers.admin_email,

@@ -31,6 +31,7 @@ from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema
 from .security import Access, Principal, load_principal
 from .tables import tables_for
 from .unit import UnitOfWork
+from .upgrade import upgrade_platform
 from .users import Users
 
 
@@ -75,6 +76,7 @@ class Store(Users):
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             lock_schema(conn)
             T.platform.create_all(conn, checkfirst=True)
+            upgrade_platform(conn)  # columns added to platform tables since it was created
             if conn.execute(sa.select(T.catalog_state.c.version)).first() is None:
                 conn.execute(
                     T.catalog_state.insert().values(id=1, version=0, changed_at=self.clock.now())

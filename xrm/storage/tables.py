@@ -82,6 +82,9 @@ users = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("password_hash", sa.String(300), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Sessions carry the generation they were issued in; signing out or a new password
+    # moves it on, which ends every session and remember-me cookie issued before.
+    sa.Column("session_generation", sa.Integer, nullable=False, server_default="0"),
 )
 
 user_roles = sa.Table(
@@ -103,6 +106,10 @@ tokens = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
     sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),  # None: until revoked
+    # The first characters of the token, so that its holder can tell which one a listing
+    # means (the rest of its 256 random bits stay secret).
+    sa.Column("prefix", sa.String(16), nullable=True),
 )
 
 teams = sa.Table(
@@ -201,6 +208,29 @@ files = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("created_by", ID_TYPE, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Failed sign-ins counted per key (an account at an address, an address), shared by every
+# worker; the web layer's sign-in throttle reads and writes it (Redis instead when set up).
+login_failures = sa.Table(
+    "xrm_login_failure",
+    platform,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_at", UTCDateTime(), nullable=False),
+    sa.Column("wait_until", UTCDateTime(), nullable=True),  # no attempt considered before
+    sa.Index("ix_xrm_login_failure_last_at", "last_at"),
+)
+
+# HMAC signatures of inbound webhooks already accepted, kept while they would still verify
+# (their timestamp's tolerance), so that a captured request cannot be sent again.
+hook_signatures = sa.Table(
+    "xrm_hook_signature",
+    platform,
+    sa.Column("process", sa.String(140), primary_key=True),
+    sa.Column("signature", sa.String(64), primary_key=True),  # the v1 HMAC, hex
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_xrm_hook_signature_expires_at", "expires_at"),
 )
 
 

@@ -1,31 +1,66 @@
 """Platform users, their roles and teams, passwords and API tokens.
 
-Passwords are hashed with werkzeug's scrypt/pbkdf2 helpers; API tokens are random
-256-bit strings shown once and stored only as their SHA-256 digest (a token has enough
-entropy that a slow hash adds nothing but latency on every API call).
+Passwords are hashed with werkzeug's scrypt/pbkdf2 helpers and must pass the database's
+password policy (``passwords.py``); API tokens are random 256-bit strings shown once and
+stored only as their SHA-256 digest (a token has enough entropy that a slow hash adds
+nothing but latency on every API call).  A token may expire and can be revoked.
+A user's session generation ends every browser session issued before it moved on.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import hashlib
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import tables as T
 from .database import WRITE
+from .passwords import PasswordPolicy
 
 TOKEN_PREFIX = "xrm_"
+#: How much of a token is kept in clear to tell tokens apart: the "xrm_" and 6 random
+#: characters (36 of its 256 bits).
+TOKEN_SHOWN = len(TOKEN_PREFIX) + 6
+#: A token's last use is written at most this often (a write on every API call would
+#: cost more than the answer is worth).
+TOKEN_TOUCH = dt.timedelta(minutes=15)
 
 
 class UserError(ValueError):
     pass
 
 
+class PasswordRejected(UserError):
+    """A new password the policy refuses; ``problems`` has one message per rule broken."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What a presented API token is: the user it acts for, or why it is refused."""
+
+    user: sa.Row | None
+    refusal: str | None = None  # unknown, revoked, expired, inactive
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@functools.cache
+def dummy_password_hash() -> str:
+    """A hash of the same kind as real ones, to check against when there is no user:
+    an unknown or inactive email then costs exactly what a wrong password costs."""
+    return generate_password_hash(secrets.token_urlsafe(16))
 
 
 class Users:
@@ -61,6 +96,7 @@ class Users:
                 f"unknown role {unknown[0]!r} (known: {', '.join(sorted(catalog.roles)) or 'none'})"
             )
         if password is not None:
+            self.check_new_password(password, email)
             password_hash = generate_password_hash(password)
         with self._write() as conn, conn.begin():
             if conn.execute(sa.select(T.users.c.id).where(T.users.c.email == email)).first():
@@ -111,13 +147,45 @@ class Users:
                 conn.execute(T.team_members.insert().values(team_id=team_id, user_id=user_id))
             return team_id
 
-    def set_password(self, user_id: int, password: str) -> None:
+    # -- passwords and sessions
+    def password_policy(self) -> PasswordPolicy:
+        return PasswordPolicy.from_settings(self.settings())
+
+    def check_new_password(self, password: str, email: str = "") -> None:
+        """Raise ``PasswordRejected`` (a ``UserError``) unless the policy accepts it."""
+        problems = self.password_policy().problems(password, email)
+        if problems:
+            raise PasswordRejected(problems)
+
+    def set_password(self, user_id: int, password: str) -> int:
+        """Set a new password (checked against the policy) and end the user's sessions;
+        returns the new session generation (to re-issue the session of whoever changed it)."""
+        row = self.user(user_id)
+        if row is None:
+            raise UserError(f"no user {user_id}")
+        self.check_new_password(password, row.email)
+        password_hash = generate_password_hash(password)
         with self._write() as conn, conn.begin():
             conn.execute(
-                T.users.update()
-                .where(T.users.c.id == user_id)
-                .values(password_hash=generate_password_hash(password))
+                T.users.update().where(T.users.c.id == user_id).values(password_hash=password_hash)
             )
+            return self._next_generation(conn, user_id)
+
+    def end_sessions(self, user_id: int) -> int:
+        """Invalidate every session and remember-me cookie of a user (signing out does this);
+        returns the new session generation."""
+        with self._write() as conn, conn.begin():
+            return self._next_generation(conn, user_id)
+
+    @staticmethod
+    def _next_generation(conn, user_id: int) -> int:
+        column = T.users.c.session_generation
+        return conn.execute(
+            T.users.update()
+            .where(T.users.c.id == user_id)
+            .values(session_generation=column + 1)
+            .returning(column)
+        ).scalar_one()
 
     def user(self, user_id: int):
         with self.engine.connect() as conn:
@@ -130,15 +198,23 @@ class Users:
             ).first()
 
     def check_password(self, email: str, password: str):
-        """The active user with this email and password, or None."""
-        user = self.user_by_email(email)
-        if user is None or not user.active or not user.password_hash:
-            # Hash anyway so that a missing account takes as long as a wrong password.
-            check_password_hash(generate_password_hash("x"), password)
-            return None
-        return user if check_password_hash(user.password_hash, password) else None
+        """The active user with this email and password, or None.
 
-    def create_token(self, user_id: int, name: str = "") -> str:
+        Every path does the same work, one lookup and one hash check, so the time of the
+        answer does not tell an unknown or inactive email from a wrong password."""
+        user = self.user_by_email(email)
+        usable = user is not None and user.active and bool(user.password_hash)
+        matches = check_password_hash(
+            user.password_hash if usable else dummy_password_hash(), password
+        )
+        return user if usable and matches else None
+
+    # -- API tokens
+    def create_token(
+        self, user_id: int, name: str = "", *, expires_at: dt.datetime | None = None
+    ) -> str:
+        """A new token for a user, valid until ``expires_at`` (None: until revoked).
+        The token is returned once; only its digest and first characters are kept."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._write() as conn, conn.begin():
             conn.execute(
@@ -146,24 +222,48 @@ class Users:
                     user_id=user_id,
                     name=name,
                     token_hash=_digest(token),
+                    prefix=token[:TOKEN_SHOWN],
                     created_at=self.clock.now(),
+                    expires_at=expires_at,
                 )
             )
         return token
 
-    def user_for_token(self, token: str):
+    def check_token(self, token: str) -> TokenCheck:
+        """The user a presented token acts for, or the reason it is refused."""
         if not token or not token.startswith(TOKEN_PREFIX):
-            return None
+            return TokenCheck(None, "unknown")
+        tokens = T.tokens
         with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(T.users)
-                .join(T.tokens, T.tokens.c.user_id == T.users.c.id)
-                .where(
-                    T.tokens.c.token_hash == _digest(token),
-                    T.tokens.c.revoked.is_(False),
-                    T.users.c.active.is_(True),
-                )
+            found = conn.execute(
+                sa.select(
+                    tokens.c.id, tokens.c.revoked, tokens.c.expires_at, tokens.c.last_used_at
+                ).where(tokens.c.token_hash == _digest(token))
             ).first()
+            if found is None:
+                return TokenCheck(None, "unknown")
+            now = self.clock.now()
+            if found.revoked:
+                return TokenCheck(None, "revoked")
+            if found.expires_at is not None and found.expires_at <= now:
+                return TokenCheck(None, "expired")
+            user = conn.execute(
+                sa.select(T.users)
+                .join(tokens, tokens.c.user_id == T.users.c.id)
+                .where(tokens.c.id == found.id)
+            ).first()
+        if user is None or not user.active:
+            return TokenCheck(None, "inactive")
+        if found.last_used_at is None or now - found.last_used_at >= TOKEN_TOUCH:
+            with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                conn.execute(
+                    tokens.update().where(tokens.c.id == found.id).values(last_used_at=now)
+                )
+        return TokenCheck(user)
+
+    def user_for_token(self, token: str):
+        """The active user a valid (known, unrevoked, unexpired) token acts for, or None."""
+        return self.check_token(token).user
 
     def revoke_token(self, token: str) -> bool:
         with self._write() as conn, conn.begin():
@@ -175,6 +275,40 @@ class Users:
                 ).rowcount
                 == 1
             )
+
+    def revoke_token_id(self, token_id: int) -> bool:
+        """Revoke a token by its id (what listings show); False if there is no such token."""
+        with self._write() as conn, conn.begin():
+            return (
+                conn.execute(
+                    T.tokens.update().where(T.tokens.c.id == token_id).values(revoked=True)
+                ).rowcount
+                == 1
+            )
+
+    def tokens(self, user_id: int | None = None) -> list:
+        """API tokens (never their secret), newest first, with their owner's email:
+        id, prefix, name, user_id, email, created_at, last_used_at, expires_at, revoked."""
+        tokens = T.tokens
+        query = (
+            sa.select(
+                tokens.c.id,
+                tokens.c.prefix,
+                tokens.c.name,
+                tokens.c.user_id,
+                T.users.c.email,
+                tokens.c.created_at,
+                tokens.c.last_used_at,
+                tokens.c.expires_at,
+                tokens.c.revoked,
+            )
+            .join(T.users, T.users.c.id == tokens.c.user_id)
+            .order_by(tokens.c.id.desc())
+        )
+        if user_id is not None:
+            query = query.where(tokens.c.user_id == user_id)
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
 
     def users(self) -> list:
         with self.engine.connect() as conn:

@@ -33,8 +33,12 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session it is bound to
     "XRM_API_RATE_LIMIT": "600 per minute",
     "XRM_HOOK_RATE_LIMIT": "120 per minute",  # inbound webhooks per process and address
-    "XRM_LOGIN_RATE_LIMIT": "5 per minute",  # failed sign-ins per account
-    "XRM_LOGIN_IP_RATE_LIMIT": "30 per minute",  # failed sign-ins per address
+    # The sign-in throttle (throttle.py): free failures, then a doubling wait.
+    "XRM_LOGIN_THROTTLE": True,
+    "XRM_LOGIN_FREE_FAILURES": 5,  # per account at one address
+    "XRM_LOGIN_ADDRESS_FREE_FAILURES": 20,  # per address, any account
+    "XRM_LOGIN_MAX_WAIT": 300,  # seconds, the longest wait
+    "XRM_LOGIN_FORGET_AFTER": 3600,  # seconds without a failure before a count starts over
     "XRM_BULK_MAX": 1000,
     "XRM_PROXY_COUNT": 0,  # reverse proxies in front whose X-Forwarded-* to trust
     "XRM_HOME_URL": None,
@@ -50,6 +54,8 @@ def _env_config() -> dict[str, Any]:
     config: dict[str, Any] = {}
     if os.environ.get("XRM_REDIS_URL"):
         config["XRM_REDIS_URL"] = os.environ["XRM_REDIS_URL"]
+    if os.environ.get("XRM_REDIS_PREFIX"):
+        config["XRM_REDIS_PREFIX"] = os.environ["XRM_REDIS_PREFIX"]
     if os.environ.get("XRM_SECRET_KEY"):
         config["SECRET_KEY"] = os.environ["XRM_SECRET_KEY"]
     if os.environ.get("XRM_COOKIE_SECURE"):
@@ -91,7 +97,7 @@ def instance_secret(folder: Path | None = None) -> str:
 
 def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     """A Flask application serving ``store`` (default: ``xrm.open()`` of the environment)."""
-    from . import api, api_workflow, auth, health, hooks, problems, ui
+    from . import api, api_workflow, auth, headers, health, hooks, problems, ui
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
@@ -148,12 +154,5 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
         if token is not None:
             store.unpin(token)
 
-    @app.after_request
-    def _security_headers(response):
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("X-Frame-Options", "DENY")
-        return response
-
+    headers.init_app(app)
     return app

@@ -1,18 +1,21 @@
 """Who is asking: browser sessions, API tokens, CSRF and rate limits.
 
 Browsers sign in through the login form (Flask-Login session, CSRF-protected by
-Flask-WTF, throttled per account and per address by Flask-Limiter).  API clients send
+Flask-WTF, slowed down after failures by the sign-in throttle, ``throttle.py``).  A
+session names the user's session generation: signing out or a new password moves it on,
+which ends every session and remember-me cookie issued before (Flask's sessions are
+signed cookies, so a copy would otherwise outlive the sign-out).  API clients send
 ``Authorization: Bearer <token>``; such requests carry no ambient credentials, so they are
 exempt from CSRF, while an API write that rides on the session cookie must send the CSRF
-token in ``X-CSRFToken``.  Every authenticated request ends up with a ``Principal`` (user,
-roles, teams, locale, time zone) on ``g.principal``, which the records service uses to
-apply row scopes and field rules.
+token in ``X-CSRFToken``.  A revoked or expired token is refused with a 401 problem.
+Every authenticated request ends up with a ``Principal`` (user, roles, teams, locale,
+time zone) on ``g.principal``, which the records service uses to apply row scopes and
+field rules.
 """
 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -33,8 +36,11 @@ from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import InputRequired, Length
 
+from ..storage.users import dummy_password_hash
 from . import current_store
-from .problems import UNAUTHORIZED, Problem, retry_after_seconds
+from .problems import UNAUTHORIZED, Problem
+from .redirects import safe_next
+from .throttle import LoginThrottle
 
 bp = Blueprint("auth", __name__)
 
@@ -52,23 +58,44 @@ class WebUser(UserMixin):
         self.locale = row.locale
         self.time_zone = row.time_zone
         self.active = bool(row.active)
+        self.generation = row.session_generation
 
     @property
     def is_active(self) -> bool:
         return self.active
 
     def get_id(self) -> str:
-        return str(self.id)
+        # Flask-Login keeps this in the session and the remember-me cookie: with the
+        # generation in it, both stop working once the generation moves on.
+        return f"{self.id}:{self.generation}"
 
 
-def _load_user(user_id: str):
+def _load_user(session_id: str):
+    user_id, _, generation = str(session_id).partition(":")
     try:
         row = current_store().user(int(user_id))
+        generation_number = int(generation)
     except (TypeError, ValueError):
-        return None
-    if row is None or not row.active:
+        return None  # a session from before generations, or a forged one
+    if row is None or not row.active or row.session_generation != generation_number:
         return None
     return WebUser(row)
+
+
+def reissue_session(user_id: int) -> None:
+    """Keep the current browser signed in after its user's sessions were ended (a new
+    password): a fresh session in the new generation, remember-me renewed if it was set."""
+    row = current_store().user(user_id)
+    remember = current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies
+    login_user(WebUser(row), remember=remember)
+
+
+TOKEN_REFUSALS = {
+    "unknown": "the token is not valid",
+    "revoked": "the token was revoked",
+    "expired": "the token has expired",
+    "inactive": "the account is inactive",
+}
 
 
 def _unauthorized(detail: str, error: str | None = None) -> Problem:
@@ -98,9 +125,10 @@ def authenticate_api():
     if token is not None:
         if not token:
             raise _unauthorized("use Authorization: Bearer <token>", "invalid_request")
-        row = store.user_for_token(token)
-        if row is None or not row.active:
-            raise _unauthorized("the token is not valid", "invalid_token")
+        check = store.check_token(token)
+        if check.user is None:
+            raise _unauthorized(TOKEN_REFUSALS[check.refusal], "invalid_token")
+        row = check.user
         g.auth_method = "token"
     elif current_user.is_authenticated:
         if request.method not in SAFE_METHODS:
@@ -137,20 +165,6 @@ def api_client_key() -> str:
     return "ip:" + client_address()
 
 
-def login_account_key() -> str:
-    email = (request.form.get("email") or "").strip().lower()[:254]
-    return "login:" + _digest(email)
-
-
-def login_address_key() -> str:
-    return "login-ip:" + client_address()
-
-
-def _login_failed(response) -> bool:
-    """Only failed sign-ins spend the login budget (a success redirects)."""
-    return response.status_code not in (301, 302, 303)
-
-
 def make_limiter(app: Flask) -> Limiter:
     redis_url = app.config.get("XRM_REDIS_URL")
     limiter = Limiter(
@@ -158,7 +172,7 @@ def make_limiter(app: Flask) -> Limiter:
         storage_uri=redis_url or "memory://",
         strategy="fixed-window",
         headers_enabled=False,  # Retry-After is set on the 429 itself
-        key_prefix="xrm",
+        key_prefix=app.config.get("XRM_REDIS_PREFIX") or "xrm",
         enabled=app.config.get("RATELIMIT_ENABLED", True),
     )
     limiter.init_app(app)
@@ -173,34 +187,33 @@ class LoginForm(FlaskForm):
     remember = BooleanField("Keep me signed in")
 
 
-def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site: an open redirect would make the form a phishing aid."""
-    if not target:
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return None
-    if "\\" in target:
-        return None
-    return target
-
-
 def _home() -> str:
     return current_app.config.get("XRM_HOME_URL") or "/"
+
+
+def login_throttle() -> LoginThrottle:
+    return current_app.extensions["xrm_login_throttle"]
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
-    next_url = _safe_next(request.values.get("next"))
+    next_url = safe_next(request.values.get("next"))
     error = None
     status = 200
     if form.validate_on_submit():
-        row = current_store().check_password(form.email.data, form.password.data)
+        email, address = form.email.data, client_address()
+        throttle = login_throttle()
+        wait = throttle.wait(email, address)
+        if wait:
+            return _too_many(wait)
+        row = current_store().check_password(email, form.password.data)
         if row is not None:
+            throttle.succeeded(email, address)
             session.clear()  # a fresh session for the signed-in user
             login_user(WebUser(row), remember=bool(form.remember.data))
             return redirect(next_url or _home(), code=303)
+        throttle.failed(email, address)
         error = "Wrong email or password."
     elif request.method == "POST":
         error = "Enter your email and password."
@@ -211,6 +224,9 @@ def login():
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
     if request.method == "POST":
+        if current_user.is_authenticated:
+            # Ends this session and every copy of it (and the user's other sessions).
+            current_store().end_sessions(current_user.id)
         logout_user()
         session.clear()
         flash("You have been signed out.")
@@ -225,11 +241,9 @@ def _csrf_failed(exc):
     return render_template("auth/login.html", form=form, error=message, next=None), 400
 
 
-@bp.errorhandler(429)
-def _too_many(exc):
-    seconds = retry_after_seconds()
+def _too_many(seconds: int):
     form = LoginForm()
-    message = f"Too many sign-in attempts. Try again in {seconds} seconds."
+    message = f"Too many failed sign-ins. Try again in {seconds} seconds."
     body = render_template("auth/login.html", form=form, error=message, next=None)
     return body, 429, {"Retry-After": str(seconds)}
 
@@ -248,22 +262,10 @@ def init_app(app: Flask) -> None:
     csrf = CSRFProtect()
     csrf.init_app(app)
 
-    limiter = make_limiter(app)
-    config = app.config
-    limiter.limit(
-        lambda: config["XRM_LOGIN_RATE_LIMIT"],
-        key_func=login_account_key,
-        methods=["POST"],
-        deduct_when=_login_failed,
-        scope="login-account",
-    )(bp)
-    limiter.limit(
-        lambda: config["XRM_LOGIN_IP_RATE_LIMIT"],
-        key_func=login_address_key,
-        methods=["POST"],
-        deduct_when=_login_failed,
-        scope="login-address",
-    )(bp)
+    make_limiter(app)
+    app.extensions["xrm_login_throttle"] = LoginThrottle(app.extensions["xrm"], app.config)
+    # Made now rather than on the first unknown email, whose answer would take a hash longer.
+    dummy_password_hash()
     app.register_blueprint(bp)
 
     @app.context_processor

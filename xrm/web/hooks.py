@@ -43,6 +43,7 @@ from .problems import (
     rate_limited,
     validation_failed,
 )
+from .redaction import redact
 
 PREFIX = "/hooks"
 bp = Blueprint("hooks", __name__, url_prefix=PREFIX)
@@ -227,7 +228,7 @@ def _problem(exc: Problem):
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.path)
+    log.exception("unhandled error on %s %s", request.method, redact(request.path))
     return Problem(500, "an unexpected error occurred; it has been logged").response()
 
 

@@ -20,6 +20,8 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .redaction import redact
+
 MEDIA_TYPE = "application/problem+json"
 API_PREFIX = "/api/"
 
@@ -68,7 +70,7 @@ class Problem(Exception):
         }
         if self.detail:
             doc["detail"] = self.detail
-        doc["instance"] = request.path if request else None
+        doc["instance"] = redact(request.path) if request else None
         doc.update(self.extra)
         return {k: v for k, v in doc.items() if v is not None}
 
@@ -173,7 +175,7 @@ def register(app: Flask) -> None:
     def _unexpected(exc: Exception):
         if isinstance(exc, HTTPException):  # pragma: no cover - handled above
             return _http(exc)
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, redact(request.path))
         if not wants_problem():
             return html_error(InternalServerError(original_exception=exc))
         return Problem(500, "an unexpected error occurred; it has been logged").response()

@@ -2,9 +2,10 @@
 
 Each gunicorn worker builds its own application and store after the fork (no preload),
 so no database connection or engine pool crosses a fork.  Workers share what must be
-shared through the database (the catalog version), the instance secret key file
-(sessions signed by one worker are read by the others) and, when ``XRM_REDIS_URL`` is
-set, the rate-limit counters.
+shared through the database (the catalog version, failed sign-ins, accepted webhook
+signatures), the instance secret key file (sessions signed by one worker are read by the
+others) and, when ``XRM_REDIS_URL`` is set, the rate-limit and failed sign-in counters.
+The access log masks webhook secrets in request lines (``redaction.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+
+from .redaction import redact
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with webhook secrets masked in every access-log field (the
+    request line, the path, the referrer, the raw URI among the environ atoms)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {k: redact(v) if isinstance(v, str) else v for k, v in atoms.items()}
 
 
 class XrmServer(BaseApplication):
@@ -74,6 +87,7 @@ def serve(
         "keepalive": 5,
         "accesslog": "-",
         "errorlog": "-",
+        "logger_class": RedactingLogger,
         "preload_app": False,
         "forwarded_allow_ips": "127.0.0.1",
         "limit_request_line": 8190,

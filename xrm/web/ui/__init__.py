@@ -44,9 +44,9 @@ def _favicon():
 
 def init_app(app: Flask) -> None:
     """Register the UI's blueprints, template helpers and static files on ``app``."""
-    from . import admin, calendar, forms, inbox, kanban, lists, shell
+    from . import account, admin, calendar, forms, inbox, kanban, lists, shell
 
-    for module in (shell, lists, forms, kanban, calendar, inbox, admin):
+    for module in (shell, account, lists, forms, kanban, calendar, inbox, admin):
         app.register_blueprint(module.bp)
     _jinja_globals(app)
     app.extensions[ERROR_PAGE] = error_page

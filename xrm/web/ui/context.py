@@ -24,6 +24,7 @@ from ...storage import tables as T
 from ...storage.records import RecordError, Records
 from ...storage.security import Access
 from .. import current_store
+from ..redirects import safe_next  # noqa: F401  (C.safe_next: every next of the UI)
 from .i18n import language_of, translate, translate_error
 
 SETTINGS_TTL = 10.0  # seconds an organization's settings are reused by a worker
@@ -72,13 +73,6 @@ def error(message: str) -> str:
     return translate_error(str(message), locale())
 
 
-def safe_next(target: str | None) -> str | None:
-    """A path on this site to go back to, or None (never a redirect to elsewhere)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
-
-
 def is_admin() -> bool:
     p = g.get("principal")
     return bool(p and p.is_admin)
@@ -99,7 +93,7 @@ def records(entity: Entity | str):
             cat.entity(name),
             who.user_id,
             tz=who.tz,
-            locale=who.locale,
+            locale=locale(),  # the UI's language: values are read as its inputs show them
             access=access(),
         )
     return cache[name]

@@ -463,6 +463,46 @@ RU: dict[str, str] = {
     "Change #%(id)s went through.": "Изменение №%(id)s обработано.",
     "Change #%(id)s failed again: %(error)s": "Изменение №%(id)s снова не обработано: %(error)s",
     "Change #%(id)s was handled already.": "Изменение №%(id)s уже обработано.",
+    # API tokens, passwords
+    "API tokens": "API-токены",
+    "A token is shown once, when it is made (xrm token create); here only its first characters.": "Токен показывается один раз, при создании (xrm token create); здесь — только его первые символы.",
+    "Token": "Токен",
+    "Last used": "Последнее использование",
+    "Expires": "Истекает",
+    "Never": "Никогда",
+    "Expired": "Истёк",
+    "Revoked": "Отозван",
+    "Revoke": "Отозвать",
+    "Revoke this token? Programs using it will be refused.": "Отозвать этот токен? Программы, которые им пользуются, получат отказ.",
+    "Token #%(id)s revoked: it no longer opens the API.": "Токен №%(id)s отозван: доступа к API с ним больше нет.",
+    "Current password": "Текущий пароль",
+    "New password": "Новый пароль",
+    "New password again": "Новый пароль ещё раз",
+    "Change password": "Сменить пароль",
+    "At least %(count)s characters, not a common password, and not containing your email's name.": "Не короче %(count)s символов, не из распространённых и без имени из вашего адреса эл. почты.",
+    "Too many wrong passwords. Try again in %(seconds)s seconds.": "Слишком много неверных паролей. Попробуйте снова через %(seconds)s с.",
+    "The current password is not right.": "Текущий пароль указан неверно.",
+    "The two new passwords differ.": "Новые пароли не совпадают.",
+    "Password changed. Your other sessions were signed out.": "Пароль изменён. Другие ваши сеансы завершены.",
+    # a filter in words (the list's advanced filter, a saved view's)
+    "%(field)s is %(value)s": "%(field)s: %(value)s",
+    "%(field)s is not %(value)s": "%(field)s: не %(value)s",
+    "%(field)s is one of %(value)s": "%(field)s: одно из — %(value)s",
+    "%(field)s is none of %(value)s": "%(field)s: ни одно из — %(value)s",
+    "%(field)s is empty": "%(field)s: пусто",
+    "%(field)s is not empty": "%(field)s: заполнено",
+    "%(field)s contains %(value)s": "%(field)s содержит %(value)s",
+    "%(field)s does not contain %(value)s": "%(field)s не содержит %(value)s",
+    "%(field)s starts with %(value)s": "%(field)s начинается с %(value)s",
+    "%(field)s is between %(low)s and %(high)s": "%(field)s: от %(low)s до %(high)s",
+    "%(field)s is in the last %(count)s days": "%(field)s: за последние %(count)s дн.",
+    "%(field)s is in the next %(count)s days": "%(field)s: в ближайшие %(count)s дн.",
+    "%(field)s is older than %(count)s days": "%(field)s: старше %(count)s дн.",
+    "not (%(condition)s)": "не (%(condition)s)",
+    " and ": " и ",
+    " or ": " или ",
+    "me": "я",
+    "“%(words)s”": "«%(words)s»",
 }
 
 CATALOGS = {"ru": RU}
@@ -519,6 +559,23 @@ RU_ERRORS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^you may not update this \w+$"), "у вас нет прав изменять эту запись"),
     (re.compile(r"^you may not update \w+ records$"), "у вас нет прав изменять такие записи"),
     (re.compile(r"^\w+ (\d+) not found$"), r"запись \1 не найдена"),
+    # the password policy
+    (
+        re.compile(r"^the password needs at least (\d+) characters$"),
+        r"пароль должен быть не короче \1 символов",
+    ),
+    (
+        re.compile(r"^the password may have at most (\d+) characters$"),
+        r"пароль должен быть не длиннее \1 символов",
+    ),
+    (
+        re.compile(r"^the password must not contain the part of the email before the @$"),
+        "пароль не должен содержать часть адреса эл. почты до @",
+    ),
+    (
+        re.compile(r"^the password is too common: it is among the first ones guessed$"),
+        "пароль слишком распространён: такие подбирают первыми",
+    ),
 ]
 
 

@@ -214,5 +214,5 @@ def download(key: str):
         abort(404)
     response = Response(stored.data, mimetype="application/octet-stream")
     response.headers.set("Content-Disposition", "attachment", filename=stored.name)
-    response.headers["Cache-Control"] = "private, max-age=3600"
+    response.headers["Cache-Control"] = "no-store"  # a user's file: no cache keeps it
     return response

@@ -1,6 +1,7 @@
 """Users (add, roles, teams, language, deactivate, password), teams, and roles (scopes
 per entity and action, hidden and read-only fields; changed through the plan page like any
-customization)."""
+customization).  A password set here must pass the password policy; a new password ends
+the user's sessions (the administrator's own one is re-issued)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from zoneinfo import available_timezones
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from ....metadata.model import ACTIONS
-from ....storage.users import UserError
+from ....storage.users import PasswordRejected, UserError
+from ...auth import reissue_session
 from .. import context as C
 from ..i18n import LANGUAGES
 from . import bp
@@ -61,11 +63,20 @@ def add_user():
             if form.get("time_zone") in available_timezones()
             else "UTC",
         )
+    except PasswordRejected as exc:
+        flash_password_problems(exc)
+        return redirect(url_for("ui_admin.users"), code=303)
     except UserError as exc:
         flash(str(exc), "danger")
         return redirect(url_for("ui_admin.users"), code=303)
     flash(C._("User added."), "success")
     return redirect(url_for("ui_admin.users"), code=303)
+
+
+def flash_password_problems(exc: PasswordRejected) -> None:
+    """One message per rule the password broke, in the user's language."""
+    for problem in exc.problems:
+        flash(C.error(problem), "danger")
 
 
 @bp.get("/users/<int:user_id>")
@@ -94,6 +105,14 @@ def change_user(user_id: int):
     if row is None:
         abort(404)
     form = request.form
+    password = form.get("password") or ""
+    if password:
+        # Checked before anything changes: a refused password leaves the user as it was.
+        try:
+            store.check_new_password(password, row.email)
+        except PasswordRejected as exc:
+            flash_password_problems(exc)
+            return redirect(url_for("ui_admin.user", user_id=user_id), code=303)
     roles = [r for r in form.getlist("roles") if r in C.catalog().roles]
     store.set_roles(user_id, roles)
     wanted = {t for t in form.getlist("teams") if t}
@@ -111,8 +130,10 @@ def change_user(user_id: int):
     )
     if user_id != C.principal().user_id:  # an administrator cannot lock themselves out
         store.set_active(user_id, bool(form.get("active")))
-    if form.get("password"):
-        store.set_password(user_id, form["password"])
+    if password:
+        store.set_password(user_id, password)  # ends the user's sessions
+        if user_id == C.principal().user_id:
+            reissue_session(user_id)
     flash(C._("User updated."), "success")
     return redirect(url_for("ui_admin.user", user_id=user_id), code=303)
 
