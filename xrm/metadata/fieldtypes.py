@@ -1109,8 +1109,8 @@ def _record_id(value) -> int:
         if not 0 < value <= MAX_ID:
             raise CoercionError("expected a record id")
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return _record_id(int(value.strip()))
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return _record_id(int(value.strip()))  # isdigit alone takes "²", which int refuses
     if isinstance(value, Mapping) and "id" in value:
         return _record_id(value["id"])
     raise CoercionError("expected a record id")

@@ -24,7 +24,7 @@ from flask_wtf.csrf import generate_csrf
 from marshmallow import ValidationError
 
 from ..metadata import Entity, Field, UnknownEntity
-from ..metadata.fieldtypes import ALL_OPS, EMPTY_OPS, INT64_MAX, RELATIVE_DATE_OPS, RELATIVE_N_OPS
+from ..metadata.fieldtypes import ALL_OPS, EMPTY_OPS, RELATIVE_DATE_OPS, RELATIVE_N_OPS
 from ..metadata.filters import (
     All,
     AnyOf,
@@ -37,6 +37,7 @@ from ..metadata.filters import (
 )
 from ..metadata.model import SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
+from ..storage.files import check_file_values
 from ..storage.query import BadCursor, search_fields
 from ..storage.records import (
     ALL_KEY,
@@ -46,7 +47,8 @@ from ..storage.records import (
     NotFound,
     ValidationFailed,
 )
-from . import current_store, openapi
+from ..storage.security import Access
+from . import current_store, openapi, openapi_scope
 from .auth import authenticate_api
 from .problems import (
     BAD_CURSOR,
@@ -59,6 +61,7 @@ from .problems import (
     Problem,
     validation_failed,
 )
+from .routing import use_record_ids
 
 bp = Blueprint("api", __name__, url_prefix=openapi.API_PREFIX)
 docs = Blueprint("api_docs", __name__, url_prefix="/api")
@@ -70,7 +73,9 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------ request set-up
 def guard_api(blueprint: Blueprint) -> None:
     """What every API blueprint does: authenticate each request, refuse NUL characters in
-    the query, and answer NotFound and Forbidden as problem documents."""
+    the query, and answer NotFound and Forbidden as problem documents.  Its routes may
+    take record ids as ``<recid:...>`` (out-of-range ids match no route: 404)."""
+    use_record_ids(blueprint)
 
     @blueprint.before_request
     def _authenticate():
@@ -91,14 +96,6 @@ def guard_api(blueprint: Blueprint) -> None:
 
 
 guard_api(bp)
-
-
-@bp.before_request
-def _record_id_in_range():
-    # Ids are positive 64-bit integers: a larger one names no record (and must not reach
-    # the database, which would refuse the parameter).
-    if (request.view_args or {}).get("record_id", 1) > INT64_MAX:
-        raise Problem(404, "no such record", type=NOT_FOUND)
 
 
 def records_for(entity: Entity | str):
@@ -278,6 +275,19 @@ def load_values(entity: Entity, data: Mapping, schema_cls, allowed_extra=()) -> 
     return values, errors
 
 
+def own_files(entity: Entity, values: dict, record_id: int | None = None) -> dict:
+    """Errors for file values the caller did not upload (``files.check_file_values``); an
+    update may also keep the file the record holds.  NotFound for a record they cannot see."""
+    records = records_for(entity)
+    names = [n for n in values if n in entity.fields and entity.fields[n].type == "file"]
+    if not names:
+        return {}
+    # a hidden field is refused by the write itself (403), not by this read
+    shown = [n for n in names if n in _readable(records)]
+    current = records.get(record_id, fields=shown or ["id"]) if record_id else None
+    return check_file_values(current_store(), entity, values, current, g.principal.user_id)
+
+
 def _record_errors(errors: Mapping[str, list[str]]) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in errors.items()}
 
@@ -290,9 +300,10 @@ def _query_value(f: Field, op: str, text: str):
             raise FilterError(f"operator {op!r} takes no value")
         return None
     if op in RELATIVE_N_OPS:
-        if not text.strip().isdigit():
+        days = text.strip()
+        if not (days.isascii() and days.isdigit()):  # isdigit alone takes "²", int does not
             raise FilterError(f"operator {op!r} takes a whole number of days")
-        return int(text)
+        return int(days)
     if op in ("in", "not_in", "between") or (
         op in ("contains", "not_contains") and f.kind.json_type == "array"
     ):
@@ -502,6 +513,7 @@ def create_record(entity_name: str):
     entity = entity_or_404(entity_name)
     data = json_object()
     values, errors = load_values(entity, data, openapi.input_schema(g.catalog, entity))
+    errors.update(own_files(entity, values))
     if errors:
         raise validation_failed(errors)
     created = records_for(entity).create(values)
@@ -510,7 +522,7 @@ def create_record(entity_name: str):
     return json_response(body, 201, {"ETag": tag, "Location": location})
 
 
-@bp.get("/<entity_name>/<int:record_id>")
+@bp.get("/<entity_name>/<recid:record_id>")
 def get_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -557,7 +569,7 @@ def expected_version(records, record_id: int) -> int | None:
     return current
 
 
-@bp.patch("/<entity_name>/<int:record_id>")
+@bp.patch("/<entity_name>/<recid:record_id>")
 def update_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -566,6 +578,9 @@ def update_record(entity_name: str, record_id: int):
     if errors:
         raise validation_failed(errors)
     version = expected_version(records, record_id)
+    errors = own_files(entity, values, record_id)
+    if errors:
+        raise validation_failed(errors)
     try:
         updated = records.update(record_id, values, version=version)
     except Conflict as exc:
@@ -582,7 +597,7 @@ def update_record(entity_name: str, record_id: int):
     return json_response(body, headers={"ETag": tag})
 
 
-@bp.delete("/<entity_name>/<int:record_id>")
+@bp.delete("/<entity_name>/<recid:record_id>")
 def delete_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -639,6 +654,13 @@ def bulk(entity_name: str):
             failures[index] = errors
             continue
         record_id, version = values.pop("id", None), values.pop("version", None)
+        try:
+            errors = own_files(entity, values, record_id)
+        except NotFound as exc:
+            errors = _row_errors(exc)
+        if errors:
+            failures[index] = errors
+            continue
         if record_id is None:
             if version is not None:
                 failures[index] = {"version": ["only with id"]}
@@ -700,7 +722,7 @@ def _bulk_failed(failures: Mapping[int, Mapping[str, list[str]]]) -> Problem:
 
 
 # ------------------------------------------------------------------------ related lists
-@bp.get("/<entity_name>/<int:record_id>/<relation>")
+@bp.get("/<entity_name>/<recid:record_id>/<relation>")
 def related(entity_name: str, record_id: int, relation: str):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
@@ -949,9 +971,13 @@ def meta_view(name: str):
 # ----------------------------------------------------------------------------- OpenAPI
 @bp.get("/openapi.json")
 def openapi_document():
-    document = openapi.document_for(g.catalog)
-    response = json_response(document)
-    response.set_etag(f"catalog-{g.catalog.version}")
+    """The document as the caller may see it (``openapi_scope``): no entity they cannot
+    read, no field hidden from them."""
+    catalog, principal = g.catalog, g.principal
+    # the compiled permissions the records service keeps for this principal and catalog
+    access = catalog.artifact(("access", principal), lambda: Access(catalog, principal))
+    response = json_response(openapi_scope.document_for(catalog, access))
+    response.set_etag(openapi_scope.etag(catalog, access))
     response.headers["Cache-Control"] = "private, no-cache"
     return response.make_conditional(request)
 

@@ -54,14 +54,6 @@ def _user_id() -> int:
     return g.principal.user_id
 
 
-def _path_id(value: int, what: str) -> int:
-    # Ids are positive 64-bit integers; a larger one names nothing (and must not reach the
-    # database, which would refuse the parameter).
-    if not 1 <= value <= INT64_MAX:
-        raise Problem(404, f"no such {what}", type=NOT_FOUND)
-    return value
-
-
 def _optional_id(name: str) -> int | None:
     return int_arg(name, 0, 1, INT64_MAX) or None
 
@@ -226,9 +218,8 @@ def _open_approval(approval_id: int) -> Mapping:
     return row
 
 
-@bp.post("/approvals/<int:approval_id>")
+@bp.post("/approvals/<recid:approval_id>")
 def decide_approval(approval_id: int):
-    _path_id(approval_id, "approval")
     data = _body(("decision", "comment"))
     row = _open_approval(approval_id)
     errors: dict[str, list[str]] = {}
@@ -247,9 +238,8 @@ def decide_approval(approval_id: int):
     )
 
 
-@bp.post("/approvals/<int:approval_id>/delegate")
+@bp.post("/approvals/<recid:approval_id>/delegate")
 def delegate_approval(approval_id: int):
-    _path_id(approval_id, "approval")
     data = _body(("to", "comment"))
     row = _open_approval(approval_id)
     errors: dict[str, list[str]] = {}
@@ -375,9 +365,8 @@ def list_instances(name: str):
     return json_response(_page([_instance_json(r) for r in rows], limit))
 
 
-@bp.get("/instances/<int:instance_id>")
+@bp.get("/instances/<recid:instance_id>")
 def get_instance(instance_id: int):
-    _path_id(instance_id, "instance")
     row = workflow.instance(current_store(), instance_id)
     if row is None or not _may_see(row):
         raise Problem(404, f"no instance {instance_id} that you may see", type=NOT_FOUND)

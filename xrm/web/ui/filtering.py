@@ -195,7 +195,7 @@ def row_condition(entity: Entity, entity_of, row: BuilderRow):
         return [row.path, op]
     text = (row.value or "").strip()
     if op in RELATIVE_N_OPS:
-        if not text.isdigit():
+        if not _digits(text):
             raise FilterError("expected a whole number of days", row.path)
         return [row.path, op, int(text)]
     if text == "":
@@ -208,6 +208,12 @@ def row_condition(entity: Entity, entity_of, row: BuilderRow):
     return [row.path, op, _typed(field, text)]
 
 
+def _digits(text: str) -> bool:
+    """Whether ``int`` reads the text as a whole number: ASCII digits only (``isdigit``
+    also accepts "²", which ``int`` refuses).  The filter language checks the range."""
+    return text.isascii() and text.isdigit()
+
+
 def _typed(field: Field, text: str):
     """Text as the filter language expects it: JSON numbers and booleans stay typed."""
     if field.type == "boolean":
@@ -216,7 +222,7 @@ def _typed(field: Field, text: str):
             return True
         if lowered in ("false", "no", "0", "нет"):
             return False
-    if (field.type in ("lookup", "user") or field.kind.numeric) and text.lstrip("-").isdigit():
+    if (field.type in ("lookup", "user") or field.kind.numeric) and _digits(text.lstrip("-")):
         return int(text)
     if field.type == "user" and text in ("me", "current_user"):
         return "current_user"
@@ -256,7 +262,7 @@ def quick_condition(field: Field, path: str, value: str):
         field.type == "formula" and field.params.get("result") in ("date", "datetime")
     ):
         op, _, days = value.partition(":")
-        if op in RELATIVE_N_OPS and days.isdigit():
+        if op in RELATIVE_N_OPS and _digits(days):
             return [path, op, int(days)]
         if op in RELATIVE_DATE_OPS:
             return [path, op]
@@ -269,10 +275,10 @@ def quick_condition(field: Field, path: str, value: str):
         return [
             path,
             "eq",
-            "current_user" if value == "me" else int(value) if value.isdigit() else value,
+            "current_user" if value == "me" else int(value) if _digits(value) else value,
         ]
     if field.type == "lookup":
-        return [path, "eq", int(value) if value.isdigit() else value]
+        return [path, "eq", int(value) if _digits(value) else value]
     if field.type in ("text", "long_text", "email", "phone", "url", "rich_text", "autonumber"):
         return [path, "contains", value]
     return [path, "eq", value]

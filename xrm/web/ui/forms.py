@@ -15,7 +15,9 @@ from markupsafe import escape
 from ...metadata import CoercionError, Entity
 from ...metadata.filters import FilterError, system_field
 from ...metadata.model import Form, FormField
+from ...storage.files import check_file_values
 from ...storage.records import ALL_KEY, Conflict, Forbidden, ValidationFailed
+from ..routing import parse_id
 from . import context as C
 from . import widgets as W
 from .guards import guard, htmx
@@ -35,6 +37,13 @@ def entity_or_404(name: str) -> Entity:
     return entity
 
 
+def readable_or_404(entity: Entity, record_id: int) -> None:
+    """NotFound (404) unless the user may read the record.  Before a write: a record that
+    exists but is not theirs must be answered as one that does not exist (the write itself
+    would say "you may not update this ..."), so that nobody can probe which ids exist."""
+    C.records(entity).get(record_id, fields=["id"])
+
+
 # ------------------------------------------------------------------------ layout
 def form_items(form: Form) -> list[FormField]:
     return list(form.fields())
@@ -49,8 +58,9 @@ def _prefetch_titles(entity: Entity, form: Form, record: Mapping, posted: Mappin
         titles.want_value(f, record.get(f.name))
         if posted is not None and f.type in ("lookup", "user"):
             text = posted.get(f.name)
-            if isinstance(text, str) and text.isdigit():
-                titles.want(f.target, int(text))
+            ident = parse_id(text) if isinstance(text, str) else None
+            if ident is not None:
+                titles.want(f.target, ident)
     titles.want("user", record.get("owner"))
     titles.resolve()
 
@@ -261,6 +271,7 @@ def create(entity_name: str):
     posted = W.posted_mapping(request.form)
     names = _offered(entity, form)
     values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
+    _own_files(entity, posted, values, None, errors)
     _keep_uploads(posted, values)
     preview = W.evaluation_record(entity, {}, posted)
     errors.update(
@@ -286,6 +297,16 @@ def _offered(entity: Entity, form: Form) -> list[str]:
     ]
 
 
+def _own_files(entity: Entity, posted: dict, values: dict, current, errors: dict) -> None:
+    """A file field may only be set to a file the user uploaded, or keep the record's own
+    (a posted ``__kept`` value is the client's word); a refused one is not offered again."""
+    refused = check_file_values(C.store(), entity, values, current, C.principal().user_id)
+    for name, messages in refused.items():
+        values.pop(name, None)
+        posted[f"{name}__kept"] = ""
+        errors.setdefault(name, []).extend(messages)
+
+
 def _keep_uploads(posted: dict, values: Mapping) -> None:
     """A file uploaded with a form that fails to save stays uploaded (no second upload)."""
     for name, value in values.items():
@@ -305,23 +326,24 @@ def _done(entity: Entity, ident: int):
     return redirect(target, code=303)
 
 
-@bp.get("/r/<entity_name>/<int:record_id>")
+@bp.get("/r/<entity_name>/<recid:record_id>")
 def edit(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     record = C.records(entity).get(record_id)
     return render_form(entity, record)
 
 
-@bp.post("/r/<entity_name>/<int:record_id>")
+@bp.post("/r/<entity_name>/<recid:record_id>")
 def update(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     service = C.records(entity)
     form = form_for(C.catalog(), entity)
     posted = W.posted_mapping(request.form)
-    version = request.form.get("_version", "")
+    version = parse_id(request.form.get("_version"))
     current = service.get(record_id)
     names = _offered(entity, form)
     values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
+    _own_files(entity, posted, values, current, errors)
     _keep_uploads(posted, values)
     preview = W.evaluation_record(entity, current, posted)
     errors.update(
@@ -334,7 +356,7 @@ def update(entity_name: str, record_id: int):
     if errors:
         return render_form(entity, current, posted=posted, errors=errors, status=422)
     try:
-        service.update(record_id, values, version=int(version) if version.isdigit() else None)
+        service.update(record_id, values, version=version)
     except ValidationFailed as exc:
         return render_form(entity, current, posted=posted, errors=exc.errors, status=422)
     except Conflict:
@@ -379,12 +401,13 @@ def conflict_of(entity: Entity, current: Mapping, mine: Mapping) -> dict:
     return {"rows": rows, "version": current.get("version")}
 
 
-@bp.post("/r/<entity_name>/<int:record_id>/delete")
+@bp.post("/r/<entity_name>/<recid:record_id>/delete")
 def delete(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
-    version = request.form.get("_version", "")
+    version = parse_id(request.form.get("_version"))
+    readable_or_404(entity, record_id)
     try:
-        C.records(entity).delete(record_id, version=int(version) if version.isdigit() else None)
+        C.records(entity).delete(record_id, version=version)
     except (ValidationFailed, Conflict) as exc:
         message = (
             "; ".join(m for ms in exc.errors.values() for m in ms)
@@ -408,8 +431,8 @@ def form_state(entity_name: str):
     """Re-evaluate visible_if/required_if for what the form holds now: the conditional
     fields and sections come back as out-of-band swaps (the rules stay on the server)."""
     entity = entity_or_404(entity_name)
-    record_id = request.args.get("record_id", "")
-    base = C.records(entity).get(int(record_id)) if record_id.isdigit() else {}
+    record_id = parse_id(request.args.get("record_id"))
+    base = C.records(entity).get(record_id) if record_id is not None else {}
     posted = W.posted_mapping(request.form)
     form = form_for(C.catalog(), entity)
     tabs, _editable = build_tabs(entity, form, base, posted=posted, creating=not base)
@@ -426,19 +449,18 @@ def form_state(entity_name: str):
 
 
 # ------------------------------------------------------------------------ stages
-@bp.post("/r/<entity_name>/<int:record_id>/stage")
+@bp.post("/r/<entity_name>/<recid:record_id>/stage")
 def move_stage(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     if entity.stages is None:
         abort(404)
     stage = request.form.get("stage", "")
-    version = request.form.get("_version", "")
+    version = parse_id(request.form.get("_version"))
     service = C.records(entity)
+    readable_or_404(entity, record_id)
     field = entity.fields[entity.stages.field]
     try:
-        service.update(
-            record_id, {field.name: stage}, version=int(version) if version.isdigit() else None
-        )
+        service.update(record_id, {field.name: stage}, version=version)
     except ValidationFailed as exc:
         current = service.get(record_id)
         posted = {"_fields": [field.name], field.name: stage}
@@ -459,7 +481,7 @@ def move_stage(entity_name: str, record_id: int):
 
 
 # ------------------------------------------------------------------------ related lists
-@bp.get("/r/<entity_name>/<int:record_id>/related/<field_name>")
+@bp.get("/r/<entity_name>/<recid:record_id>/related/<field_name>")
 def related(entity_name: str, record_id: int, field_name: str):
     entity = entity_or_404(entity_name)
     f = entity.fields.get(field_name)
@@ -527,17 +549,17 @@ def related(entity_name: str, record_id: int, field_name: str):
 
 
 # ------------------------------------------------------------------------ timeline and notes
-@bp.get("/r/<entity_name>/<int:record_id>/timeline")
+@bp.get("/r/<entity_name>/<recid:record_id>/timeline")
 def timeline(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     entries = timeline_entries(entity, record_id)
     return render_template("ui/_timeline.html", entries=entries, entity=entity, record_id=record_id)
 
 
-@bp.post("/r/<entity_name>/<int:record_id>/notes")
+@bp.post("/r/<entity_name>/<recid:record_id>/notes")
 def add_note(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
-    C.records(entity).get(record_id, fields=["id"])  # the user must be able to read it
+    readable_or_404(entity, record_id)
     note_entity = C.catalog().entity_of("note")
     if note_entity is None:
         abort(404)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as HTTPNotFound
 
 from ...storage.records import Forbidden, NotFound
+from ..routing import use_record_ids
 from . import context as C
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,16 @@ def require_user():
         logout_user()
         return redirect(url_for("auth.login"))
     g.principal = principal
+    return None
+
+
+def refuse_nul():
+    """400 for a query string holding NUL characters, as the API answers: no browser sends
+    one, and PostgreSQL refuses text holding them wherever a parameter meets the database
+    (searches, quick filters, the admin's filters), which would be a 500."""
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            abort(400)
     return None
 
 
@@ -86,7 +97,10 @@ def error_page(exc: HTTPException):
 
 
 def guard(bp: Blueprint, *, admin: bool = False) -> Blueprint:
-    """Sign-in (and admin) checks and friendly error pages for one UI blueprint."""
+    """Sign-in (and admin) checks and friendly error pages for one UI blueprint, whose
+    routes may take record ids as ``<recid:...>``; query strings holding NUL are refused."""
+    use_record_ids(bp)
+    bp.before_request(refuse_nul)
     bp.before_request(require_admin if admin else require_user)
 
     @bp.errorhandler(NotFound)

@@ -536,6 +536,7 @@ RU_ERRORS: list[tuple[re.Pattern, str]] = [
         "такое значение уже есть у другой записи",
     ),
     (re.compile(r"^the linked record does not exist$"), "связанная запись не существует"),
+    (re.compile(r"^unknown file: upload it first$"), "неизвестный файл: сначала загрузите его"),
     (re.compile(r"^cannot move from (.+) to (.+)$"), r"нельзя перейти со стадии «\1» на «\2»"),
     (re.compile(r"^'(.+)' is not an option.*$"), r"«\1» — нет такого варианта"),
     (re.compile(r"^does not match the pattern (.+)$"), r"не соответствует шаблону \1"),

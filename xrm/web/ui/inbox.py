@@ -21,6 +21,7 @@ from ...workflow import tables as W
 from ...workflow.blocked import stop_reason
 from ...workflow.inbox import ApprovalError
 from ...workflow.instances import StartRefused
+from ..routing import parse_id
 from . import context as C
 from .guards import guard, htmx
 from .timeline import when
@@ -111,8 +112,7 @@ def _process_label(name: str) -> str:
 def page_context() -> dict:
     store = C.store()
     user_id = C.principal().user_id
-    raw = request.args.get("before", "")
-    before = int(raw) if raw.isdigit() else None
+    before = parse_id(request.args.get("before"))
     rows = workflow.notifications(store, user_id, limit=PAGE_SIZE + 1, before=before)
     older = rows[PAGE_SIZE - 1]["id"] if len(rows) > PAGE_SIZE else None
     rows = rows[:PAGE_SIZE]
@@ -168,15 +168,13 @@ def _answer():
     _forget_counts()
     if htmx():
         return render_template("ui/inbox.html", **page_context())
-    before = request.form.get("before", "")
-    target = (
-        url_for("ui_inbox.index", before=before) if before.isdigit() else url_for("ui_inbox.index")
-    )
+    before = parse_id(request.form.get("before"))
+    target = url_for("ui_inbox.index", before=before) if before else url_for("ui_inbox.index")
     return redirect(target, code=303)
 
 
 # ------------------------------------------------------------------------ notifications
-@bp.post("/inbox/<int:notification_id>/read")
+@bp.post("/inbox/<recid:notification_id>/read")
 def mark_read(notification_id: int):
     # mark_read only touches the user's own rows: another user's id changes nothing
     workflow.mark_read(C.store(), C.principal().user_id, [notification_id])
@@ -216,7 +214,7 @@ def _comment() -> str | None:
     return text[:2000] or None
 
 
-@bp.post("/inbox/approvals/<int:approval_id>/decide")
+@bp.post("/inbox/approvals/<recid:approval_id>/decide")
 def decide(approval_id: int):
     decision = request.form.get("decision", "")
     if decision not in ("approved", "rejected"):
@@ -232,10 +230,10 @@ def decide(approval_id: int):
     return _answer()
 
 
-@bp.post("/inbox/approvals/<int:approval_id>/delegate")
+@bp.post("/inbox/approvals/<recid:approval_id>/delegate")
 def delegate(approval_id: int):
-    raw = request.form.get("to", "")
-    target = C.store().principal(int(raw)) if raw.isdigit() else None
+    to = parse_id(request.form.get("to"))
+    target = C.store().principal(to) if to is not None else None
     if target is None:
         flash(C._("Choose an active user to delegate to."), "danger")
         return _answer()
@@ -328,7 +326,7 @@ def start_many(entity: Entity, process_name: str, ids: list[int]) -> tuple[int, 
     return started, refused, reasons
 
 
-@bp.post("/r/<entity_name>/<int:record_id>/start")
+@bp.post("/r/<entity_name>/<recid:record_id>/start")
 def start(entity_name: str, record_id: int):
     entity = C.catalog().entity_of(entity_name)
     if entity is None:

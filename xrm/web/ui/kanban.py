@@ -10,6 +10,7 @@ from ...metadata import Entity, View
 from ...metadata.filters import FilterError
 from ...storage.query import search_fields
 from ...storage.records import ALL_KEY, Conflict, Forbidden, NotFound, ValidationFailed
+from ..routing import parse_id
 from . import context as C
 from . import filtering as F
 from .guards import guard
@@ -64,9 +65,12 @@ def _condition(view: View, entity: Entity, value: str):
 
 
 def board(view: View, entity: Entity):
-    from .lists import quick_filters, state_for
+    from .lists import invalid_state, quick_filters, state_for
 
-    state = state_for(view, entity)
+    try:
+        state = state_for(view, entity)
+    except FilterError as exc:
+        return invalid_state(view, exc)
     readable = C.readable_names(entity)
     card = [
         p
@@ -148,11 +152,14 @@ def move(view_name: str):
     if view is None or view.kind != "kanban":
         abort(404)
     entity = C.catalog().entity(view.entity)
-    ident = request.form.get("id", "")
+    ident = parse_id(request.form.get("id"))
     value = request.form.get("value", "")
-    version = request.form.get("version", "")
-    if not ident.isdigit():
-        abort(400)
+    version = parse_id(request.form.get("version"))
+    service = C.records(entity)
+    # A card the user may not read is answered as one that does not exist: whether an id
+    # exists is none of their business (only a readable one may be "forbidden").
+    if ident is None or not service.query(filter=["id", "eq", ident], fields=["id"]).rows:
+        return _gone()
     field = C.field_at(entity, view.group_by)
     if value == EMPTY:
         new_value = None
@@ -161,11 +168,7 @@ def move(view_name: str):
     else:
         new_value = value
     try:
-        record = C.records(entity).update(
-            int(ident),
-            {view.group_by: new_value},
-            version=int(version) if version.isdigit() else None,
-        )
+        record = service.update(ident, {view.group_by: new_value}, version=version)
     except ValidationFailed as exc:
         return jsonify({"ok": False, "message": _message(entity, exc)}), 422
     except Conflict:
@@ -175,11 +178,15 @@ def move(view_name: str):
                 "message": C._("Someone else changed this record while you were editing it."),
             }
         ), 409
-    except (Forbidden, NotFound) as exc:
-        return jsonify({"ok": False, "message": str(exc)}), 403 if isinstance(
-            exc, Forbidden
-        ) else 404
+    except NotFound:  # deleted since it was read
+        return _gone()
+    except Forbidden as exc:
+        return jsonify({"ok": False, "message": C.error(str(exc))}), 403
     return jsonify({"ok": True, "version": record["version"]})
+
+
+def _gone():
+    return jsonify({"ok": False, "message": C._("This record no longer exists.")}), 404
 
 
 def _message(entity: Entity, exc: ValidationFailed) -> str:

@@ -22,8 +22,10 @@ from flask import (
 from ...metadata import Entity, View
 from ...metadata.filters import FilterError, resolve_path
 from ...metadata.model import FormField
+from ...storage.files import check_file_values
 from ...storage.query import BadCursor, search_fields
 from ...storage.records import ALL_KEY, Conflict, Forbidden, NotFound, RecordError, ValidationFailed
+from ..routing import parse_id
 from . import context as C
 from . import filtering as F
 from . import widgets as W
@@ -50,11 +52,11 @@ def resolve_view(view_name: str) -> tuple[View, Entity]:
 
 
 def saved_state_of(view: View) -> tuple[int | None, dict | None]:
-    raw = request.values.get("saved")
-    if not raw or not raw.isdigit():
+    wanted = parse_id(request.values.get("saved"))
+    if wanted is None:
         return None, None
     for row in C.store().saved_views(C.principal().user_id, view.name):
-        if row.id == int(raw):
+        if row.id == wanted:
             return row.id, row.state
     return None, None
 
@@ -64,6 +66,13 @@ def state_for(view: View, entity: Entity) -> F.ListState:
     state = F.read_state(view, entity, C.catalog().entity_of, request.args, saved)
     state.saved = saved_id
     return state
+
+
+def invalid_state(view: View, exc: FilterError):
+    """A list state that does not parse (a builder row naming no field, a filter that is
+    not JSON, a sort by a field the user may not read...): say why, show the plain view."""
+    flash(C._("The filter is not valid: %(detail)s", detail=exc.message), "danger")
+    return redirect(url_for("ui_lists.view", view_name=view.name))
 
 
 def columns_of(view: View, entity: Entity, state: F.ListState) -> list[str]:
@@ -201,15 +210,17 @@ def quick_filters(view: View, entity: Entity, state: F.ListState) -> list[dict]:
         elif f.type == "user":
             control["kind"] = "user"
             control["url"] = url_for("ui_shell.lookup_users")
-            if value and value.isdigit():
-                C.titles().want("user", int(value))
+            user_id = parse_id(value)
+            if user_id is not None:
+                C.titles().want("user", user_id)
                 C.titles().resolve()
-                control["selected"] = C.titles().title("user", int(value))
+                control["selected"] = C.titles().title("user", user_id)
         elif f.type == "lookup":
             control["kind"] = "lookup"
             control["url"] = url_for("ui_shell.lookup", entity_name=f.target)
-            if value and value.isdigit():
-                control["selected"] = C.titles().title(f.target, int(value))
+            record_id = parse_id(value)
+            if record_id is not None:
+                control["selected"] = C.titles().title(f.target, record_id)
         out.append(control)
     return out
 
@@ -359,8 +370,7 @@ def view(view_name: str):
     try:
         state = state_for(view, entity)
     except FilterError as exc:
-        flash(C._("The filter is not valid: %(detail)s", detail=exc.message), "danger")
-        return redirect(url_for("ui_lists.view", view_name=view.name))
+        return invalid_state(view, exc)
     results = Results(view, entity, state).load()
     context = page_context(view, entity, state, results)
     if htmx() and request.headers.get("HX-Target") == "list-results":
@@ -371,8 +381,8 @@ def view(view_name: str):
 @bp.get("/views/<view_name>/count")
 def count(view_name: str):
     view, entity = resolve_view(view_name)
-    state = state_for(view, entity)
     try:
+        state = state_for(view, entity)
         tree = F.effective_filter(state, entity, C.catalog().entity_of)
         searchable = bool(search_fields(entity))
         counted = C.records(entity).count(tree, search=state.q if state.q and searchable else None)
@@ -418,7 +428,7 @@ def save_view(view_name: str):
     return redirect(target, code=303)
 
 
-@bp.post("/saved/<int:saved_id>/delete")
+@bp.post("/saved/<recid:saved_id>/delete")
 def delete_saved(saved_id: int):
     view_name = request.form.get("view", "")
     C.store().delete_saved_view(C.principal().user_id, saved_id)
@@ -441,9 +451,8 @@ def bulk_value(view_name: str):
 
 
 def _ids() -> list[int]:
-    return [int(v) for v in request.form.getlist("ids") if v.isdigit()][
-        : current_app.config.get("XRM_BULK_MAX", 1000)
-    ]
+    ids = (parse_id(v) for v in request.form.getlist("ids"))
+    return [i for i in ids if i is not None][: current_app.config.get("XRM_BULK_MAX", 1000)]
 
 
 @bp.post("/views/<view_name>/bulk")
@@ -461,6 +470,7 @@ def bulk(view_name: str):
         return _bulk_start(entity, action.partition(":")[2], ids, back)
     service = C.records(entity)
     try:
+        _all_readable(service, ids)
         if action == "delete":
             with C.store().transaction(C.principal().user_id):
                 for ident in ids:
@@ -474,6 +484,8 @@ def bulk(view_name: str):
             posted = W.posted_mapping(request.form)
             posted["_fields"] = [name]
             values, errors = W.read_values(entity, posted, request.files, writable, [name])
+            # a file for many records at once: only one the user uploaded (no record's own)
+            errors.update(check_file_values(C.store(), entity, values, None, C.principal().user_id))
             if errors:
                 raise ValidationFailed(errors)
             with C.store().transaction(C.principal().user_id):
@@ -485,6 +497,16 @@ def bulk(view_name: str):
     except (ValidationFailed, Forbidden, NotFound, Conflict) as exc:
         flash(C._("Nothing was changed: %(detail)s", detail=_bulk_detail(entity, exc)), "danger")
     return _after_bulk(back)
+
+
+def _all_readable(service, ids: list[int]) -> None:
+    """NotFound for the first selected id the user may not read: a record that is not
+    theirs is answered as one that does not exist (the write would say "you may not ...")."""
+    page = service.query(filter=["id", "in", ids], fields=["id"], limit=len(ids))
+    seen = {row["id"] for row in page.rows}
+    for ident in ids:
+        if ident not in seen:
+            raise NotFound(service.entity.name, ident)
 
 
 def _bulk_start(entity: Entity, process_name: str, ids: list[int], back: str):
@@ -540,7 +562,10 @@ def export(view_name: str, fmt: str):
     if fmt not in ("csv", "xlsx"):
         abort(404)
     view, entity = resolve_view(view_name)
-    state = state_for(view, entity)
-    state.after = None
-    g.ui_export = True
-    return exports.respond(view, entity, state, columns_of(view, entity, state), fmt)
+    try:
+        state = state_for(view, entity)
+        state.after = None
+        g.ui_export = True
+        return exports.respond(view, entity, state, columns_of(view, entity, state), fmt)
+    except FilterError as exc:  # as the list answers it: the message, and the plain view
+        return invalid_state(view, exc)

@@ -20,7 +20,7 @@ from flask import (
 
 from ...metadata.filters import FilterError
 from ...storage import tables as T
-from ...storage.files import get_file
+from ...storage.files import get_file, may_read_file
 from ...storage.query import search_fields
 from ...storage.records import RecordError
 from . import context as C
@@ -164,27 +164,50 @@ def lookup(entity_name: str):
     return jsonify(_lookup_rows(entity, text, LOOKUP_LIMIT))
 
 
+def assigns_to_anyone() -> bool:
+    """Whether the user may make records that belong to any user: an administrator, or a
+    role with create scope ``all`` on some entity (the owner of a new record is theirs to
+    choose; scopes own and team only let them pick themselves or their team)."""
+    catalog, access = C.catalog(), C.access()
+    return access.is_admin or any(
+        access.scope_of(name, "create") == "all" for name in catalog.entities
+    )
+
+
 @bp.get("/ui/lookup-users")
 def lookup_users():
+    """Active users for a user field or a delegation, as far as the caller may see them:
+    administrators see everyone by name and email; others see their team mates (and
+    themselves) by name and email, and, when they may assign records to anyone
+    (``assigns_to_anyone``), every other active user by name only, found by name only,
+    so that an email address cannot be confirmed by searching for it."""
     text = request.args.get("q", "").strip().lower()[:100]
-    users = T.users
+    principal, users, members = C.principal(), T.users, T.team_members
+    mates = sa.select(members.c.user_id).where(
+        members.c.team_id.in_(list(principal.team_ids) or [-1])
+    )
+    close = sa.or_(users.c.id == principal.user_id, users.c.id.in_(mates))
+    if C.access().is_admin:
+        close = sa.true()
+    # the typed text is matched as it is: % and _ are not wildcards here
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    by_name = sa.func.lower(users.c.name).like(pattern, escape="\\")
+    by_email = sa.func.lower(users.c.email).like(pattern, escape="\\")
+    shown = sa.and_(close, sa.or_(by_name, by_email)) if text else close
+    if assigns_to_anyone():
+        shown = sa.or_(shown, by_name) if text else sa.true()
     query = (
-        sa.select(users.c.id, users.c.name, users.c.email)
-        .where(users.c.active.is_(True))
-        .order_by(users.c.name)
+        sa.select(users.c.id, users.c.name, users.c.email, close.label("close"))
+        .where(users.c.active.is_(True), shown)
+        .order_by(users.c.name, users.c.id)
         .limit(LOOKUP_LIMIT)
     )
-    if text:
-        pattern = f"%{text}%"
-        query = query.where(
-            sa.or_(
-                sa.func.lower(users.c.name).like(pattern),
-                sa.func.lower(users.c.email).like(pattern),
-            )
-        )
     with C.store().engine.connect() as conn:
         rows = conn.execute(query).all()
-    return jsonify([{"value": str(r.id), "text": f"{r.name} <{r.email}>"} for r in rows])
+    return jsonify(
+        [{"value": str(r.id), "text": f"{r.name} <{r.email}>" if r.close else r.name} for r in rows]
+    )
 
 
 @bp.get("/ui/lookup-any")
@@ -209,6 +232,10 @@ def lookup_any():
 # ----------------------------------------------------------------------------- files
 @bp.get("/files/<key>")
 def download(key: str):
+    # A key alone is not enough: the user uploaded the file, or may read a record holding
+    # it in a field not hidden from them.  Otherwise the same 404 as for an unknown key.
+    if not may_read_file(C.store(), C.catalog(), C.access(), key):
+        abort(404)
     stored = get_file(C.store(), key)
     if stored is None:
         abort(404)

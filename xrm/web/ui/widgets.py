@@ -24,6 +24,7 @@ from ...metadata.fieldtypes import CoercionError, in_zone
 from ...metadata.filters import FilterContext
 from ...metadata.model import FormField
 from ...storage.files import put_file
+from ..routing import parse_id
 from . import context as C
 
 #: field type -> widget name (templates/ui/_widgets.html renders each)
@@ -206,8 +207,9 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
             if f.type == "lookup"
             else url_for("ui_shell.lookup_users")
         )
-        if view.value.isdigit():
-            view.values = [(view.value, C.titles().title(f.target, int(view.value)))]
+        ident = parse_id(view.value)
+        if ident is not None:
+            view.values = [(view.value, C.titles().title(f.target, ident))]
         return
     if widget == "any_lookup":
         text = _posted_text(posted, f.name) if posted is not None else input_text(f, value)
@@ -218,10 +220,11 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
             if allowed
             else url_for("ui_shell.lookup_any")
         )
-        entity_name, _, ident = text.partition(":")
-        if ident.isdigit():
+        entity_name, _, raw = text.partition(":")
+        ident = parse_id(raw)
+        if ident is not None:
             target = C.catalog().entity_of(entity_name)
-            title = C.titles().title(entity_name, int(ident))
+            title = C.titles().title(entity_name, ident)
             view.values = [(text, f"{title} ({C.label(target)})" if target else title)]
         return
     if widget == "many_to_many":
@@ -230,7 +233,7 @@ def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
         )
         view.extra["url"] = url_for("ui_shell.lookup", entity_name=f.target)
         view.values = [
-            (v, C.titles().title(f.target, int(v)) if v.isdigit() else v) for v in chosen
+            (v, C.titles().title(f.target, parse_id(v)) if parse_id(v) else v) for v in chosen
         ]
         return
     if widget == "boolean":
@@ -299,7 +302,7 @@ def _raw_posted(f: Field, posted: Mapping):
         return bool(_posted_text(posted, f.name))
     text = _posted_text(posted, f.name)
     if f.type in ("lookup", "user"):
-        return int(text) if text.isdigit() else None
+        return parse_id(text)
     return text
 
 

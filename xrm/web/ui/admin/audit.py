@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from flask import render_template, request
 
 from ....storage import tables as T
+from ...routing import parse_id
 from .. import context as C
 from . import bp
 
@@ -20,12 +21,12 @@ def audit():
     entity = request.args.get("entity", "")
     if entity:
         query = query.where(a.c.entity == entity)
-    user = request.args.get("user", "")
-    if user.isdigit():
-        query = query.where(a.c.user_id == int(user))
-    before = request.args.get("before", "")
-    if before.isdigit():
-        query = query.where(a.c.id < int(before))
+    user = parse_id(request.args.get("user"))
+    if user is not None:
+        query = query.where(a.c.user_id == user)
+    before = parse_id(request.args.get("before"))
+    if before is not None:
+        query = query.where(a.c.id < before)
     with C.store().engine.connect() as conn:
         rows = conn.execute(query).all()
     more = len(rows) > PAGE

@@ -79,7 +79,7 @@ def flash_password_problems(exc: PasswordRejected) -> None:
         flash(C.error(problem), "danger")
 
 
-@bp.get("/users/<int:user_id>")
+@bp.get("/users/<recid:user_id>")
 def user(user_id: int):
     store = C.store()
     row = store.user(user_id)
@@ -98,7 +98,7 @@ def user(user_id: int):
     )
 
 
-@bp.post("/users/<int:user_id>")
+@bp.post("/users/<recid:user_id>")
 def change_user(user_id: int):
     store = C.store()
     row = store.user(user_id)

@@ -25,6 +25,7 @@ from ....metadata.filters import All, AnyOf, Condition, CurrentUser, Not, system
 from ....metadata.processes import Process, Trigger
 from ....workflow import heartbeat
 from ....workflow import tables as W
+from ...routing import parse_id
 from .. import context as C
 from ..filtering import NO_VALUE_OPS, OPERATOR_WORDS
 from ..guards import htmx
@@ -409,7 +410,7 @@ def dry_run(name: str):
     process = _process_or_404(name)
     raw = request.form.get("record_id", "").strip()
     report, problem = None, None
-    if raw and not raw.isdigit():
+    if raw and parse_id(raw) is None:
         problem = C._("A record id is a whole number, such as 42.")
     elif process.entity is not None and not raw:
         entity = C.catalog().entity_of(process.entity)
@@ -418,7 +419,7 @@ def dry_run(name: str):
             entity=C.label(entity) if entity else process.entity,
         )
     else:
-        record_id = int(raw) if raw and process.entity is not None else None
+        record_id = parse_id(raw) if process.entity is not None else None
         try:
             report = workflow.dry_run(C.store(), name, record_id)
         except LookupError:
@@ -483,16 +484,16 @@ def instances():
     if status in STATUSES:
         filters["status"] = status
         query = query.where(i.c.status == status)
-    record_id = args.get("record_id", "").strip()
-    if record_id.isdigit():
-        filters["record_id"] = record_id
-        query = query.where(i.c.record_id == int(record_id))
-    before = args.get("before", "")
-    if before.isdigit():
-        query = query.where(i.c.id < int(before))
-    limit = args.get("limit", "")
-    size = min(max(int(limit), 1), MAX_PAGE) if limit.isdigit() else PAGE
-    if limit.isdigit():
+    record_id = parse_id(args.get("record_id", "").strip())
+    if record_id is not None:
+        filters["record_id"] = str(record_id)
+        query = query.where(i.c.record_id == record_id)
+    before = parse_id(args.get("before"))
+    if before is not None:
+        query = query.where(i.c.id < before)
+    limit = parse_id(args.get("limit"))
+    size = min(limit, MAX_PAGE) if limit is not None else PAGE
+    if limit is not None:
         filters["limit"] = size
     rows = _rows(query.limit(size + 1))
     more = len(rows) > size
@@ -519,7 +520,7 @@ def instances():
         next_url=url_for("ui_admin.instances", **filters, before=rows[-1]["id"])
         if more and rows
         else None,
-        first_url=url_for("ui_admin.instances", **filters) if before.isdigit() else None,
+        first_url=url_for("ui_admin.instances", **filters) if before is not None else None,
         processes=sorted(catalog.processes.values(), key=lambda p: C.label(p).lower()),
         entities=sorted(catalog.entities.values(), key=lambda e: C.label(e).lower()),
         record=record,
@@ -559,7 +560,7 @@ def _clock_view(rows: list[dict]) -> list[dict]:
     return view
 
 
-@bp.get("/instances/<int:instance_id>")
+@bp.get("/instances/<recid:instance_id>")
 def instance(instance_id: int):
     row = workflow.instance(C.store(), instance_id)
     if row is None:
@@ -661,7 +662,7 @@ def _back(instance_id: int):
     return redirect(target or url_for("ui_admin.instance", instance_id=instance_id), code=303)
 
 
-@bp.post("/instances/<int:instance_id>/retry")
+@bp.post("/instances/<recid:instance_id>/retry")
 def retry_instance(instance_id: int):
     store = C.store()
     if workflow.retry(store, instance_id):
@@ -684,7 +685,7 @@ def retry_instance(instance_id: int):
     return _back(instance_id)
 
 
-@bp.post("/instances/<int:instance_id>/cancel")
+@bp.post("/instances/<recid:instance_id>/cancel")
 def cancel_instance(instance_id: int):
     store = C.store()
     if workflow.cancel(store, instance_id):
@@ -704,7 +705,7 @@ def cancel_instance(instance_id: int):
     return _back(instance_id)
 
 
-@bp.post("/changes/<int:change_id>/retry")
+@bp.post("/changes/<recid:change_id>/retry")
 def retry_change(change_id: int):
     """Handle a dead-lettered record change again, once its data has been fixed."""
     store = C.store()

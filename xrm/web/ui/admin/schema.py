@@ -11,6 +11,7 @@ from flask import abort, render_template, request, url_for
 from ....metadata import Entity, Field
 from ....metadata.fieldtypes import FIELD_TYPES
 from ....metadata.model import SYSTEM_COLUMNS
+from ...routing import parse_id
 from ...ui.layouts import form_document, form_for, view_document
 from .. import context as C
 from . import bp
@@ -231,8 +232,9 @@ def field_spec(form, type_name: str, name: str) -> dict:
         spec["to"] = form.get("to", "")
         if type_name == "lookup":
             spec["on_delete"] = "restrict" if spec.get("required") else "set_null"
-    if type_name == "text" and form.get("max_length", "").isdigit():
-        spec["max_length"] = int(form["max_length"])
+    max_length = parse_id(form.get("max_length"))
+    if type_name == "text" and max_length is not None:
+        spec["max_length"] = max_length
     help_en, help_ru = form.get("help_en", ""), form.get("help_ru", "")
     if help_en.strip() or help_ru.strip():
         spec["help"] = _label(help_en, help_ru, "")

@@ -39,7 +39,7 @@ def tokens():
     return render_template("admin/tokens.html", rows=rows)
 
 
-@bp.post("/tokens/<int:token_id>/revoke")
+@bp.post("/tokens/<recid:token_id>/revoke")
 def revoke_token(token_id: int):
     if not C.store().revoke_token_id(token_id):
         abort(404)
