@@ -422,7 +422,7 @@ def test_bulk_is_all_or_nothing(api):
     body = problem(response, 422)
     assert [f["index"] for f in body["failures"]] == [1, 3, 4]
     assert body["errors"]["records.4.name"] == ["required"]  # the records service's verdict
-    assert body["errors"]["records.1.employees"] == ["Not a valid integer."]
+    assert body["errors"]["records.1.employees"] == ["expected a whole number"]
     assert body["errors"]["records.3.bad"] == ["unknown field"]
     assert api.get("/account").get_json()["count"]["value"] == 0
 

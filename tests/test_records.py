@@ -165,7 +165,7 @@ def test_create_get_update_delete(shop):
         {
             "name": " Acme ",
             "employees": "1 200",
-            "annual_revenue": "1234,5",
+            "annual_revenue": "1,234.5",  # read in ann's locale, English
             "tags": ["B", "a", "b"],
             "industry": "Retail",
         }
@@ -624,12 +624,12 @@ def test_stage_rules(shop):
     assert caught.value.errors["status"] == ["cannot move from Draft to Paid"]
     with pytest.raises(ValidationFailed) as caught:
         invoices.update(record["id"], {"status": "sent"})
-    assert caught.value.errors == {"customer": ["required for stage sent"]}
+    assert caught.value.errors == {"customer": ["required for stage Sent"]}
     customer = shop.account("Stage customer")
     invoices.update(record["id"], {"status": "sent", "customer": customer})
     with pytest.raises(ValidationFailed) as caught:
         invoices.update(record["id"], {"status": "paid"})
-    assert caught.value.errors == {"code": ["required for stage paid"]}
+    assert caught.value.errors == {"code": ["required for stage Paid"]}
     invoices.update(record["id"], {"status": "paid", "code": unique_code()})
     with pytest.raises(ValidationFailed) as caught:  # paid is final (next: [])
         invoices.update(record["id"], {"status": "cancelled"})
@@ -640,7 +640,7 @@ def test_stage_rules(shop):
     invoices.update(cancelled["id"], {"status": "draft"})
     with pytest.raises(ValidationFailed) as caught:
         invoices.create({"status": "sent"})
-    assert caught.value.errors == {"customer": ["required for stage sent"]}
+    assert caught.value.errors == {"customer": ["required for stage Sent"]}
 
 
 # ------------------------------------------------------------------------ audit

@@ -8,13 +8,15 @@ is one class plus the ``@register`` line.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import decimal
+import functools
 import json
 import math
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -159,6 +161,14 @@ class FieldType:
             return None
         return self.coerce(field, text)
 
+    def coerce_input(
+        self, field: Field, value: Any, *, tz: str | None = None, locale: str | None = "en"
+    ) -> Any:
+        """Coerce what a person or an API client sent: text in their locale (numbers,
+        dates), a time without an offset in their zone.  Types that read neither ignore
+        both."""
+        return self.coerce(field, value)
+
     def to_json(self, field: Field, value: Any) -> Any:
         return value
 
@@ -167,6 +177,11 @@ class FieldType:
         if value is None:
             return ""
         return str(self.to_json(field, value))
+
+    def edit_text(self, field: Field, value: Any, locale: str = "en") -> str:
+        """Value as a form's input shows it to a person in ``locale``; ``coerce_input``
+        with the same locale reads it back to the same value."""
+        return self.to_text(field, value)
 
     def format(self, field: Field, value: Any, locale: str = "en", tz: str = "UTC") -> str:
         """A value as a user reads it, in their locale and time zone."""
@@ -378,6 +393,10 @@ class PhoneType(TextType):
         except phonenumbers.NumberParseException:
             return value
 
+    def edit_text(self, field, value, locale="en"):
+        # The international format parses back to the same E.164 number in any region.
+        return self.format(field, value, locale)
+
     def sample(self, field, fake, rnd):
         return f"+1202555{rnd.randrange(10000):04d}"
 
@@ -425,12 +444,18 @@ class _NumberType(FieldType):
             raise CoercionError(f"must be at most {high}")
         return value
 
+    def coerce_input(self, field, value, *, tz=None, locale="en"):
+        return self.coerce(field, value, locale=locale)
+
+    def marshmallow_field(self, field):
+        # A JSON number or text: the records service parses text in the caller's locale, so
+        # the API and the Python API accept the same input and answer with one message.
+        from marshmallow import fields
+
+        return fields.Raw(allow_none=True, metadata={"type": [self.json_type, "string"]})
+
 
 INT64_MAX = 2**63 - 1
-
-
-def _finite(value: float | decimal.Decimal) -> bool:
-    return value.is_finite() if isinstance(value, decimal.Decimal) else math.isfinite(value)
 
 
 def _int64(value: int) -> int:
@@ -438,6 +463,135 @@ def _int64(value: int) -> int:
     if not -INT64_MAX - 1 <= value <= INT64_MAX:
         raise CoercionError("number is too large")
     return value
+
+
+def _whole(number: decimal.Decimal) -> int:
+    """A finite decimal as a 64-bit integer.  The size is checked before ``int()``, which
+    would otherwise spell out all billion digits of ``1e999999999``."""
+    if number and number.adjusted() > 18:
+        raise CoercionError("number is too large")
+    if number != number.to_integral_value():
+        raise CoercionError("expected a whole number")
+    return _int64(int(number))
+
+
+# ------------------------------------------------------------ numbers as people write them
+#: Group separators in every locale: a space, a no-break space and a narrow no-break space
+#: (the last two are what Babel writes for ru and fr), so "400 000" reads the same anywhere.
+GROUP_SPACES = " \u00a0\u202f"
+#: The machine form, accepted in every locale: "1234.5", "-0.25", "1e3".
+_MACHINE_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: "1.234" where the dot groups thousands (de): the locale's 1234, as its forms show it.
+_DOT_GROUPED = re.compile(r"[+-]?[0-9]{1,3}(?:\.[0-9]{3})+")
+_DIGITS = re.compile(r"[0-9]+")
+_NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+#: Bidirectional marks some locales put before a minus sign (Babel's ar writes U+200E).
+_BIDI_MARKS = dict.fromkeys(map(ord, "\u200e\u200f\u061c"))
+
+
+def babel_locale(locale: str | None):
+    """Babel's Locale for a user's locale setting (``ru``, ``ru_RU``, ``ru-RU``); one Babel
+    does not know is read as English, so a stray setting never breaks a save."""
+    return _babel_locale((locale or "en").replace("-", "_"))
+
+
+@functools.lru_cache(maxsize=64)
+def _babel_locale(identifier: str):
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return Locale.parse(identifier)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return Locale.parse("en")
+
+
+class NumberFormat(NamedTuple):
+    """How a locale writes numbers, from CLDR through Babel."""
+
+    decimal: str  # the decimal symbol
+    group: str  # the group symbol
+    grouping: tuple[int, int]  # digits in the last group, and in each group before it
+    example: str  # 1234567.89 as the locale writes it, for messages
+
+
+@functools.lru_cache(maxsize=64)
+def number_format(locale: str | None) -> NumberFormat:
+    from babel.numbers import format_decimal, get_decimal_symbol, get_group_symbol
+
+    loc = babel_locale(locale)
+    return NumberFormat(
+        get_decimal_symbol(loc),
+        get_group_symbol(loc),
+        loc.decimal_formats[None].grouping,
+        format_decimal(decimal.Decimal("1234567.89"), locale=loc),
+    )
+
+
+def _grouped(groups: list[str], grouping: tuple[int, int]) -> bool:
+    last, before = grouping
+    *head, tail = groups
+    return (
+        len(tail) == last
+        and all(len(g) == before for g in head[1:])
+        and 1 <= len(head[0]) <= before
+    )
+
+
+def parse_number(
+    text: str, locale: str | None = "en", *, invalid: str = "expected a number"
+) -> decimal.Decimal:
+    """Number text as a person or a client writes it, read by ``locale``; exact.
+
+    Accepted: the machine form (``1234.5``, ``1e3``) in every locale; the locale's own form
+    with its decimal and group symbols (``1,234.5`` in English, ``1 234,5`` in Russian);
+    spaces, no-break spaces and narrow no-break spaces as group separators anywhere; and a
+    dot as the decimal symbol wherever the dot does not group digits.  Groups must have the
+    locale's sizes (or threes), so a misreading such as "1,5" in English (the comma groups
+    thousands there) is refused instead of becoming 15.  Where the dot groups digits (de),
+    text grouped that way ("1.234") is read as the locale writes it, 1234, so that what a
+    form shows reads back; "1234.5" and "1.5" are still the machine form there.  Raises
+    CoercionError with ``invalid`` for text that is no number at all.
+    """
+    t = text.translate(_BIDI_MARKS).strip().replace("\u2212", "-")
+    if t.lower().lstrip("+-") in _NOT_FINITE:
+        raise CoercionError("expected a finite number")
+    fmt = number_format(locale)
+    if _MACHINE_NUMBER.fullmatch(t) and not (fmt.group == "." and _DOT_GROUPED.fullmatch(t)):
+        try:
+            return decimal.Decimal(t)
+        except decimal.InvalidOperation:  # an exponent past what Decimal holds
+            raise CoercionError("number is too large") from None
+    sign = ""
+    if t[:1] in ("+", "-"):
+        sign, t = t[0], t[1:]
+    points = {fmt.decimal} if fmt.group == "." else {fmt.decimal, "."}
+    where = [i for i, ch in enumerate(t) if ch in points]
+    if len(where) > 1:
+        raise CoercionError(invalid)
+    whole, fraction = (t[: where[0]], t[where[0] + 1 :]) if where else (t, "")
+    if (where and not _DIGITS.fullmatch(fraction)) or not (whole or fraction):
+        raise CoercionError(invalid)
+    separators = set(GROUP_SPACES) | {fmt.group}
+    kinds = {" " if ch in GROUP_SPACES else ch for ch in whole if ch in separators}
+    groups = re.split(f"[{re.escape(''.join(separators))}]", whole) if kinds else [whole]
+    if whole and not all(_DIGITS.fullmatch(g) for g in groups):
+        raise CoercionError(invalid)
+    if len(kinds) > 1 or (kinds and not any(_grouped(groups, g) for g in {fmt.grouping, (3, 3)})):
+        raise CoercionError(
+            f"digits are grouped wrongly: numbers look like {fmt.example} or 1234567.89 here"
+        )
+    return decimal.Decimal(f"{sign}{''.join(groups) or '0'}.{fraction or '0'}")
+
+
+def local_number(value: int | decimal.Decimal, locale: str | None, places: tuple[int, int]) -> str:
+    """A number as ``locale`` writes it, with between ``places[0]`` and ``places[1]``
+    decimals: Babel's standard pattern would round to three, losing a stored digit."""
+    loc = babel_locale(locale)
+    pattern = copy.copy(loc.decimal_formats[None])
+    pattern.frac_prec = places
+    # Babel strips a pattern's quotes after grouping, so an apostrophe group symbol (de_CH)
+    # keeps only its last separator ("193128658'949"); digits left ungrouped read back.
+    return pattern.apply(value, loc, group_separator=number_format(locale).group != "'")
 
 
 @register
@@ -450,32 +604,27 @@ class IntegerType(_NumberType):
 
         return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-    def coerce(self, field, value):
+    def coerce(self, field, value, locale="en"):
         if value is None:
             return None
         if type(value) is int:
             return self._bounds(field, _int64(value))
         if isinstance(value, bool):
             raise CoercionError("expected a whole number")
-        if isinstance(value, float | decimal.Decimal):
-            if not _finite(value) or value != int(value):
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
                 raise CoercionError("expected a whole number")
             return self._bounds(field, _int64(int(value)))
+        if isinstance(value, decimal.Decimal):
+            if not value.is_finite():
+                raise CoercionError("expected a whole number")
+            return self._bounds(field, _whole(value))
         if isinstance(value, str):
-            text = value.strip().replace("\u00a0", "").replace(" ", "")
-            if text == "":
+            if value.strip() == "":
                 return None
-            try:
-                number = int(text)
-            except ValueError:
-                raise CoercionError("expected a whole number") from None
-            return self._bounds(field, _int64(number))
+            number = parse_number(value, locale, invalid="expected a whole number")
+            return self._bounds(field, _whole(number))
         raise CoercionError("expected a whole number")
-
-    def marshmallow_field(self, field):
-        from marshmallow import fields
-
-        return fields.Integer(allow_none=True, strict=True)
 
     def format(self, field, value, locale="en", tz="UTC"):
         if value is None:
@@ -483,6 +632,9 @@ class IntegerType(_NumberType):
         from babel.numbers import format_decimal
 
         return format_decimal(value, locale=locale)
+
+    def edit_text(self, field, value, locale="en"):
+        return "" if value is None else local_number(value, locale, (0, 0))
 
     def sample(self, field, fake, rnd):
         low = int(field.params.get("min", 0))
@@ -508,12 +660,14 @@ class DecimalType(_NumberType):
 
         return sa.Numeric(field.params.get("precision", self.default_precision), self.scale(field))
 
-    def coerce(self, field, value):
+    def coerce(self, field, value, locale="en"):
         if value is None:
             return None
         if isinstance(value, bool):
             raise CoercionError("expected a number")
         if isinstance(value, decimal.Decimal):
+            if not value.is_finite():
+                raise CoercionError("expected a finite number")
             number = value
         elif isinstance(value, int):
             number = decimal.Decimal(value)
@@ -522,17 +676,9 @@ class DecimalType(_NumberType):
                 raise CoercionError("expected a finite number")
             number = decimal.Decimal(repr(value))
         elif isinstance(value, str):
-            text = value.strip().replace("\u00a0", "").replace(" ", "")
-            if text == "":
+            if value.strip() == "":
                 return None
-            if text.count(",") == 1 and "." not in text:
-                text = text.replace(",", ".")  # decimal comma from ru-style input
-            try:
-                number = decimal.Decimal(text)
-            except decimal.InvalidOperation:
-                raise CoercionError("expected a number") from None
-            if not number.is_finite():
-                raise CoercionError("expected a finite number")
+            number = parse_number(value, locale)
         else:
             raise CoercionError("expected a number")
         quantum = decimal.Decimal(1).scaleb(-self.scale(field))
@@ -553,17 +699,15 @@ class DecimalType(_NumberType):
     def to_json(self, field, value):
         return None if value is None else format(value, "f")
 
-    def marshmallow_field(self, field):
-        from marshmallow import fields
-
-        return fields.Decimal(allow_none=True, as_string=True, places=self.scale(field))
-
     def format(self, field, value, locale="en", tz="UTC"):
         if value is None:
             return ""
         from babel.numbers import format_decimal
 
         return format_decimal(value, locale=locale)
+
+    def edit_text(self, field, value, locale="en"):
+        return "" if value is None else local_number(value, locale, (0, self.scale(field)))
 
     def sample(self, field, fake, rnd):
         return self.coerce(field, round(rnd.uniform(0, 10000), 2))
@@ -592,6 +736,10 @@ class MoneyType(DecimalType):
             value, currency or field.params.get("currency") or "USD", locale=locale
         )
 
+    def edit_text(self, field, value, locale="en"):
+        # cents always shown: an amount reads as money (the input shows the currency)
+        return "" if value is None else local_number(value, locale, (2, 2))
+
     def sample(self, field, fake, rnd):
         return self.coerce(field, rnd.randrange(100, 10_000_000) / 100)
 
@@ -610,10 +758,10 @@ class PercentType(DecimalType):
     def scale(self, field):
         return 2
 
-    def coerce(self, field, value):
+    def coerce(self, field, value, locale="en"):
         if isinstance(value, str):
             value = value.strip().rstrip("%")
-        return super().coerce(field, value)
+        return super().coerce(field, value, locale=locale)
 
     def format(self, field, value, locale="en", tz="UTC"):
         if value is None:
@@ -631,8 +779,8 @@ class RatingType(IntegerType):
     name = "rating"
     params = {"max": {"type": "integer", "minimum": 2, "maximum": 10}}
 
-    def coerce(self, field, value):
-        value = super().coerce(field, value)
+    def coerce(self, field, value, locale="en"):
+        value = super().coerce(field, value, locale=locale)
         if value is None:
             return None
         top = field.params.get("max", 5)
@@ -709,7 +857,7 @@ class DateType(FieldType):
 
         return sa.Date()
 
-    def coerce(self, field, value):
+    def coerce(self, field, value, locale: str | None = None):
         if value is None:
             return None
         if isinstance(value, dt.datetime):
@@ -720,13 +868,21 @@ class DateType(FieldType):
             text = value.strip()
             if text == "":
                 return None
-            for parse in (dt.date.fromisoformat, _parse_dmy):
+            # ISO first, then the locale's own short form (en_GB's 01/02/2026 is the 1st of
+            # February), then day.month.year and month/day/year as before.
+            parsers = [dt.date.fromisoformat, _parse_dmy]
+            if locale:
+                parsers.insert(1, functools.partial(parse_local_date, locale=locale))
+            for parse in parsers:
                 try:
                     parsed = parse(text)
                 except ValueError:
                     continue
                 return _date_within(parsed)
         raise CoercionError("expected a date (YYYY-MM-DD)")
+
+    def coerce_input(self, field, value, *, tz=None, locale="en"):
+        return self.coerce(field, value, locale=locale)
 
     def python_value(self, field, value):
         if isinstance(value, str):
@@ -756,6 +912,59 @@ def _date_within(value: dt.date) -> dt.date:
     if not MIN_DATE <= value <= MAX_DATE:
         raise CoercionError(DATE_RANGE_TEXT)
     return value
+
+
+_DATE_TOKEN = re.compile(r"'(?:[^']|'')*'|([A-Za-z])\1*|[^A-Za-z']+")
+
+
+@functools.lru_cache(maxsize=64)
+def _short_date_pattern(locale: str | None) -> re.Pattern | None:
+    """The locale's short date format (CLDR through Babel: ``dd.MM.y``, ``M/d/yy``) as a
+    strict regular expression with a day, a month and a year; None when that format
+    spells a month's name or holds anything but the three numbers."""
+    from babel.dates import get_date_format
+
+    pattern = get_date_format("short", locale=babel_locale(locale)).pattern
+    parts: list[str] = []
+    for match in _DATE_TOKEN.finditer(pattern):
+        token, letter = match.group(0), match.group(1)
+        if letter is None:
+            literal = token[1:-1].replace("''", "'") if token.startswith("'") else token
+            parts.append("".join(r"\s*" if ch.isspace() else re.escape(ch) for ch in literal))
+        elif letter == "d" and len(token) <= 2:
+            parts.append(r"(?P<day>[0-9]{1,2})")
+        elif letter in "ML" and len(token) <= 2:
+            parts.append(r"(?P<month>[0-9]{1,2})")
+        elif letter == "y":
+            parts.append(r"(?P<year>[0-9]{4}|[0-9]{2})")
+        else:
+            return None
+    if parts and not parts[-1].startswith("(?P"):
+        parts[-1] = f"(?:{parts[-1]})?"  # a closing literal (ko: "d.") may be left out
+    try:
+        compiled = re.compile("".join(parts))
+    except re.error:  # a field twice: not a format we can read back
+        return None
+    return compiled if {"day", "month", "year"} <= set(compiled.groupindex) else None
+
+
+def parse_local_date(text: str, locale: str | None) -> dt.date:
+    """A date in ``locale``'s short numeric format (``31.12.2026`` in ru, ``12/31/26`` in
+    en); a two-digit year is the one within 80 years before and 20 after today, as CLDR
+    reads it.  Raises ValueError when the text is not in that format."""
+    pattern = _short_date_pattern(locale)
+    match = pattern.fullmatch(text.strip()) if pattern else None
+    if match is None:
+        raise ValueError(text)
+    year = int(match["year"])
+    if len(match["year"]) == 2:
+        this_year = dt.date.today().year
+        year += this_year // 100 * 100
+        if year > this_year + 20:
+            year -= 100
+        elif year <= this_year - 80:
+            year += 100
+    return dt.date(year, int(match["month"]), int(match["day"]))
 
 
 def _parse_dmy(text: str) -> dt.date:
@@ -804,6 +1013,9 @@ class DateTimeType(FieldType):
         if not MIN_MOMENT <= moment <= MAX_MOMENT:
             raise CoercionError(MOMENT_RANGE_TEXT)
         return moment
+
+    def coerce_input(self, field, value, *, tz=None, locale="en"):
+        return self.coerce(field, value, tz=tz)
 
     def python_value(self, field, value):
         if isinstance(value, str):
@@ -948,6 +1160,16 @@ class DurationType(IntegerType):
 
     def format(self, field, value, locale="en", tz="UTC"):
         return "" if value is None else format_duration(value)
+
+    # A duration is written the same in every language ("1h30m") and the API takes whole
+    # seconds, so none of the integer's local-number reading and writing applies.
+    coerce_input = FieldType.coerce_input
+    edit_text = FieldType.edit_text
+
+    def marshmallow_field(self, field):
+        from marshmallow import fields
+
+        return fields.Integer(allow_none=True, strict=True)
 
     def sample(self, field, fake, rnd):
         return rnd.choice([15, 30, 45, 60, 90, 120]) * 60

@@ -313,10 +313,8 @@ class Records:
                 errors.setdefault(name, []).append(f"{name} is read-only")
                 continue
             try:
-                if f.type == "datetime":  # a time without zone is the user's local time
-                    coerced[name] = f.kind.coerce(f, value, tz=self.tz)
-                else:
-                    coerced[name] = f.kind.coerce(f, value)
+                # text in the user's locale (numbers, dates), a time without zone in theirs
+                coerced[name] = f.kind.coerce_input(f, value, tz=self.tz, locale=self.locale)
             except CoercionError as exc:
                 errors.setdefault(name, []).append(exc.message)
         return coerced
@@ -497,7 +495,8 @@ class Records:
             for name in stage.requires:
                 value = record.get(name)
                 if value is None or value == "" or value == []:
-                    errors.setdefault(name, []).append(f"required for stage {new_stage}")
+                    label = self.entity.fields[flow.field].format(new_stage, self.locale)
+                    errors.setdefault(name, []).append(f"required for stage {label}")
 
     def _unique_message(self, key: tuple[str, ...]) -> str:
         if len(key) == 1:

@@ -24,7 +24,13 @@ from flask_wtf.csrf import generate_csrf
 from marshmallow import ValidationError
 
 from ..metadata import Entity, Field, UnknownEntity
-from ..metadata.fieldtypes import ALL_OPS, EMPTY_OPS, RELATIVE_DATE_OPS, RELATIVE_N_OPS
+from ..metadata.fieldtypes import (
+    ALL_OPS,
+    EMPTY_OPS,
+    RELATIVE_DATE_OPS,
+    RELATIVE_N_OPS,
+    CoercionError,
+)
 from ..metadata.filters import (
     All,
     AnyOf,
@@ -176,13 +182,27 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def json_body() -> Any:
-    """The request's JSON body; 415 if it is not JSON, 400 if it does not parse."""
+def _exact_number(text: str) -> Decimal | float:
+    """A JSON number with a fraction or an exponent, exactly; one whose exponent no
+    Decimal holds (1e99999999999999999999) becomes the float it always was (infinity or
+    zero), which the field types refuse or take as before."""
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        return float(text)
+
+
+def json_body(exact: bool = False) -> Any:
+    """The request's JSON body; 415 if it is not JSON, 400 if it does not parse.  With
+    ``exact``, numbers with a fraction or an exponent are Decimals, not floats (a float
+    would round 12345678901234.5678 before a decimal field saw it)."""
     if not request.mimetype or not (request.mimetype == JSON or request.mimetype.endswith("+json")):
         raise Problem(415, "send the body as application/json", type=BAD_REQUEST)
     raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(
+            raw, parse_constant=_reject_constant, parse_float=_exact_number if exact else None
+        )
     except (ValueError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "bad JSON"
         raise Problem(400, f"malformed JSON: {detail}", type=BAD_REQUEST) from None
@@ -223,8 +243,8 @@ def text_problems(value, path: str = "") -> dict[str, list[str]]:
     return found
 
 
-def json_object() -> dict:
-    data = json_body()
+def json_object(exact: bool = False) -> dict:
+    data = json_body(exact)
     if not isinstance(data, dict):
         raise Problem(400, "the body must be a JSON object", type=BAD_REQUEST)
     problems = text_problems(data)
@@ -265,14 +285,41 @@ def load_values(entity: Entity, data: Mapping, schema_cls, allowed_extra=()) -> 
     for key in data:
         if key not in known and key not in allowed_extra:
             errors.setdefault(str(key), []).append(_unknown_key_message(entity, str(key)))
-    given = {k: v for k, v in data.items() if k in known}
+    # Exact decimals are for number fields; everything else gets the floats it always did
+    # (a JSON field stores them, text fields write them out).
+    given = {
+        k: v if k in entity.fields and entity.fields[k].kind.numeric else _floats(v)
+        for k, v in data.items()
+        if k in known
+    }
     try:
         values = schema.load(given, partial=True)
     except ValidationError as exc:
         for key, messages in exc.normalized_messages().items():
             errors.setdefault(str(key), []).extend(_flatten_messages(messages))
         values = {}
+    if errors:
+        # The records service will not see this body, and the schema passes numbers on
+        # for it to read: ask the same parser now, so one answer lists every problem.
+        for key, value in given.items():
+            f = entity.fields.get(key)
+            if f is not None and f.kind.numeric and key not in errors:
+                try:
+                    f.kind.coerce_input(f, value, locale=locale())
+                except CoercionError as exc:
+                    errors[key] = [exc.message]
     return values, errors
+
+
+def _floats(value):
+    """A value of an exact body with its Decimals as floats again."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    return value
 
 
 def own_files(entity: Entity, values: dict, record_id: int | None = None) -> dict:
@@ -511,7 +558,7 @@ def _fresh(entity: Entity, record_id: int, fallback: Mapping) -> tuple[dict, str
 @bp.post("/<entity_name>")
 def create_record(entity_name: str):
     entity = entity_or_404(entity_name)
-    data = json_object()
+    data = json_object(exact=True)
     values, errors = load_values(entity, data, openapi.input_schema(g.catalog, entity))
     errors.update(own_files(entity, values))
     if errors:
@@ -573,7 +620,7 @@ def expected_version(records, record_id: int) -> int | None:
 def update_record(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     records = records_for(entity)
-    data = json_object()
+    data = json_object(exact=True)
     values, errors = load_values(entity, data, openapi.input_schema(g.catalog, entity))
     if errors:
         raise validation_failed(errors)
@@ -617,7 +664,7 @@ class _Rollback(Exception):
 
 
 def _bulk_payload(entity: Entity) -> tuple[list, bool]:
-    data = json_object()
+    data = json_object(exact=True)
     errors: dict[str, list[str]] = {}
     for key in data:
         if key not in ("records", "partial"):

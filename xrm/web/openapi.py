@@ -44,6 +44,13 @@ _DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 ID_RANGE = validate.Range(min=1, max=INT64_MAX)
 
 
+#: How a number field reads its input, in the words of the field's description.
+NUMBER_TEXT = (
+    "a JSON number (kept exact), or text read in the caller's language: 1234.5 always, "
+    "and the language's own form (1,234.5 in English, 1 234,5 in Russian)"
+)
+
+
 class DecimalText(fields.String):
     """A decimal number written as exact text ("1234.50"), as the API returns money."""
 
@@ -78,18 +85,20 @@ def _input_field(f: Field) -> fields.Field:
         field_obj.validators.append(validate.Length(max=params["max_length"]))
     elif f.type == "duration":
         field_obj.validators.append(validate.Range(min=-MAX_DURATION, max=MAX_DURATION))
-    elif f.type == "integer" and ("min" in params or "max" in params):
-        field_obj.validators.append(validate.Range(min=params.get("min"), max=params.get("max")))
-    elif f.kind.numeric and ("min" in params or "max" in params):
-        # Decimals take numbers or exact text; the bounds are documented as numbers.
-        bounds = {"minimum": params.get("min"), "maximum": params.get("max")}
+    elif f.kind.numeric:
+        # Numbers take JSON numbers or text that the records service reads in the
+        # caller's locale, so their bounds are documented here and checked there.
+        low, high = params.get("min"), params.get("max")
+        if f.type == "rating":
+            low, high = 0, params.get("max", 5)
+        bounds = {"minimum": low, "maximum": high}
         field_obj.metadata = {
             **field_obj.metadata,
             **{k: v for k, v in bounds.items() if v is not None},
         }
-    elif f.type == "rating":
-        field_obj.validators.append(validate.Range(min=0, max=params.get("max", 5)))
     note = {"date": DATE_RANGE_TEXT, "datetime": MOMENT_RANGE_TEXT}.get(f.type)
+    if f.kind.numeric and f.type != "duration":
+        note = NUMBER_TEXT
     return _with_docs(field_obj, f, note=note)
 
 
@@ -813,7 +822,11 @@ def build_document(catalog: Catalog, locale: str = "en") -> dict:
                 "Records of every entity in the installed solution packs.  Errors are "
                 "RFC 9457 problem documents; lists use keyset pagination (next_cursor); "
                 "responses carry the record version as ETag, and PATCH/DELETE honour "
-                "If-Match."
+                "If-Match.  Number fields take JSON numbers (decimals are kept exact, "
+                "never rounded through a float) or text read in the language of the "
+                "token's user: the machine form 1234.5 always; in English 1,234.5; in "
+                "Russian 1 234,5; spaces group digits in every language; a wrong grouping "
+                "(1,5 in English) is refused, never guessed."
             )
         },
         security=[{"bearer": []}],
