@@ -345,7 +345,7 @@ def test_kanban_move_goes_through_the_records_service(w, seller):
         {"id": str(moved["id"]), "value": "proposal", "version": str(version)},
     )
     assert response.status_code == 422
-    assert "Amount: required for stage proposal" in response.get_json()["message"]
+    assert "Amount: required for stage Proposal" in response.get_json()["message"]
     # not an allowed transition
     response = seller.post(
         "/kanban/pipeline_board/move",

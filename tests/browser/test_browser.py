@@ -215,7 +215,7 @@ def test_move_a_kanban_card(visit, site):
     toast = page.locator('[data-xrm-toast][data-level="danger"]')
     toast.wait_for()
     visit.shot("card refused")
-    assert "Contact: required for stage qualification" in toast.inner_text()
+    assert "Contact: required for stage Qualification" in toast.inner_text()
     page.wait_for_function(
         f"() => document.querySelector('[data-testid=column-prospecting] [data-testid=card-{stuck['id']}]')"
     )

@@ -20,7 +20,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ...metadata import Entity, Field, View
-from ...metadata.fieldtypes import EMPTY_OPS, RELATIVE_DATE_OPS, RELATIVE_N_OPS
+from ...metadata.fieldtypes import (
+    EMPTY_OPS,
+    RELATIVE_DATE_OPS,
+    RELATIVE_N_OPS,
+    CoercionError,
+    parse_number,
+)
 from ...metadata.filters import (
     All,
     AnyOf,
@@ -185,8 +191,9 @@ def rows_of(raw) -> tuple[str, list[BuilderRow]] | None:
     return mode, rows
 
 
-def row_condition(entity: Entity, entity_of, row: BuilderRow):
-    """One builder row as a condition of the filter language (values are typed text)."""
+def row_condition(entity: Entity, entity_of, row: BuilderRow, locale: str = "en"):
+    """One builder row as a condition of the filter language (values are typed text;
+    numbers as ``locale`` writes them)."""
     field, _ = resolve_path(entity, row.path, entity_of)
     op = row.op
     if op not in operators_of(field):
@@ -204,8 +211,8 @@ def row_condition(entity: Entity, entity_of, row: BuilderRow):
         parts = [p.strip() for p in text.split(",") if p.strip()]
         if op in ("contains", "not_contains"):
             return [row.path, op, parts]
-        return [row.path, op, [_typed(field, p) for p in parts]]
-    return [row.path, op, _typed(field, text)]
+        return [row.path, op, [_typed(field, p, locale, row.path) for p in parts]]
+    return [row.path, op, _typed(field, text, locale, row.path)]
 
 
 def _digits(text: str) -> bool:
@@ -214,8 +221,17 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _typed(field: Field, text: str):
-    """Text as the filter language expects it: JSON numbers and booleans stay typed."""
+def _typed(field: Field, text: str, locale: str = "en", path: str = ""):
+    """Text as the filter language expects it: JSON numbers and booleans stay typed, and
+    number text typed in ``locale`` ("1 000,5") becomes the machine form the filter
+    language reads in every locale."""
+    if field.kind.numeric and field.type != "duration":
+        try:
+            number = parse_number(text, locale)
+        except CoercionError as exc:
+            raise FilterError(exc.message, path) from None
+        whole = number == number.to_integral_value() and abs(number) < 2**63
+        return int(number) if whole else str(number)
     if field.type == "boolean":
         lowered = text.lower()
         if lowered in ("true", "yes", "1", "да"):
@@ -229,7 +245,7 @@ def _typed(field: Field, text: str):
     return text
 
 
-def builder_filter(entity: Entity, entity_of, args) -> Any:
+def builder_filter(entity: Entity, entity_of, args, locale: str = "en") -> Any:
     """The filter the builder rows in ``args`` describe (None when there are none)."""
     paths = args.getlist("fb.field")
     ops = args.getlist("fb.op")
@@ -244,7 +260,7 @@ def builder_filter(entity: Entity, entity_of, args) -> Any:
             ops[index] if index < len(ops) else "eq",
             values[index] if index < len(values) else "",
         )
-        conditions.append(row_condition(entity, entity_of, row))
+        conditions.append(row_condition(entity, entity_of, row, locale))
     if not conditions:
         return None
     return {"any" if mode == "any" else "all": conditions}
@@ -358,9 +374,15 @@ class ListState:
 
 
 def read_state(
-    view: View, entity: Entity, entity_of, args, saved_state: Mapping | None = None
+    view: View,
+    entity: Entity,
+    entity_of,
+    args,
+    saved_state: Mapping | None = None,
+    locale: str = "en",
 ) -> ListState:
-    """The list state of a request: a saved view's state, overridden by the URL."""
+    """The list state of a request: a saved view's state, overridden by the URL (the
+    builder's number values read as ``locale`` writes them)."""
     state = ListState(view=view)
     if saved_state:
         state.q = saved_state.get("q") or ""
@@ -388,7 +410,7 @@ def read_state(
             except ValueError:
                 raise FilterError("the filter is not valid JSON") from None
     if "fb.field" in args:
-        state.advanced = builder_filter(entity, entity_of, args)
+        state.advanced = builder_filter(entity, entity_of, args, locale)
     if "cols" in args or "columns_form" in args:
         # "cols": a comma list (links, the chooser with scripts); the chooser's checkboxes
         # ("col") without them.  Empty: the view's own columns again.

@@ -185,18 +185,13 @@ def header_of(entity: Entity, record: Mapping) -> list[tuple[str, str]]:
     return out
 
 
-def general_errors(entity: Entity, errors: Mapping | None, shown: set[str]) -> list[str]:
-    """Errors not shown next to a field: the record's own, and fields not on the form."""
+def error_lines(entity: Entity, errors: Mapping | None) -> list[str]:
+    """A refused save's messages for a summary or a toast, in the user's language, each
+    after the label of its field ("Amount: required"); the record's own stand alone."""
     out = []
     for name, messages in (errors or {}).items():
-        if name in shown:
-            continue
-        for message in messages:
-            if name == ALL_KEY:
-                out.append(C.error(message))
-            else:
-                where = C.label(entity.fields[name]) if name in entity.fields else name
-                out.append(f"{where}: {C.error(message)}")
+        where = "" if name == ALL_KEY else C.path_label(entity, name)
+        out.extend(f"{where}: {C.error(m)}" if where else C.error(m) for m in messages)
     return out
 
 
@@ -214,7 +209,6 @@ def render_form(
     tabs, editable = build_tabs(
         entity, form, record, posted=posted, errors=errors, creating=creating
     )
-    shown = {v.name for t in tabs for s in t["sections"] for c in s["columns"] for v in c}
     ident = record.get("id")
     context = {
         "entity": entity,
@@ -229,7 +223,9 @@ def render_form(
         "header": header_of(entity, record),
         "stage": None if creating else stage_bar(entity, record),
         "errors": errors or {},
-        "general_errors": general_errors(entity, errors, shown),
+        # every problem at the top, labelled: next to its field a message may sit on
+        # another tab, and one whose field is not on the form shows nowhere else
+        "general_errors": error_lines(entity, errors),
         "conflict": conflict,
         "action": url_for("ui_forms.new", entity_name=entity.name)
         if creating
@@ -383,11 +379,7 @@ def conflict_of(entity: Entity, current: Mapping, mine: Mapping) -> dict:
         if f is None:
             continue
         try:
-            typed = (
-                f.kind.coerce(f, value, tz=C.tz())
-                if f.type == "datetime"
-                else f.kind.coerce(f, value)
-            )
+            typed = f.kind.coerce_input(f, value, tz=C.tz(), locale=C.locale())
         except Exception:  # what the user typed may not even be valid: show it as typed
             typed = value
         if typed == current.get(name) or (
@@ -410,7 +402,7 @@ def delete(entity_name: str, record_id: int):
         C.records(entity).delete(record_id, version=version)
     except (ValidationFailed, Conflict) as exc:
         message = (
-            "; ".join(m for ms in exc.errors.values() for m in ms)
+            "; ".join(error_lines(entity, exc.errors))
             if isinstance(exc, ValidationFailed)
             else str(exc)
         )
@@ -587,7 +579,7 @@ def add_note(entity_name: str, record_id: int):
             errors = {ALL_KEY: [str(exc)]}
     entries = timeline_entries(entity, record_id)
     status = 422 if errors else 200
-    messages = [m for ms in errors.values() for m in ms]
+    messages = error_lines(note_entity, errors)
     return render_template(
         "ui/_timeline.html",
         entries=entries,

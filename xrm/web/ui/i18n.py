@@ -516,6 +516,10 @@ RU_ERRORS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^expected a finite number$"), "ожидается конечное число"),
     (re.compile(r"^expected a whole number$"), "ожидается целое число"),
     (re.compile(r"^number is too large$"), "слишком большое число"),
+    (
+        re.compile(r"^digits are grouped wrongly: numbers look like (.+) or (\S+) here$"),
+        r"цифры сгруппированы неверно: числа пишутся так: \1 или \2",
+    ),
     (re.compile(r"^expected a date \(YYYY-MM-DD\)$"), "ожидается дата"),
     (re.compile(r"^expected a date and time \(ISO 8601\)$"), "ожидаются дата и время"),
     (re.compile(r"^expected a time \(HH:MM\)$"), "ожидается время (ЧЧ:ММ)"),

@@ -29,6 +29,7 @@ from ..routing import parse_id
 from . import context as C
 from . import filtering as F
 from . import widgets as W
+from .filter_text import describe as describe_filter
 from .guards import guard, htmx
 from .inbox import action_label, manual_actions, start_many
 from .layouts import main_view, view_named
@@ -63,7 +64,7 @@ def saved_state_of(view: View) -> tuple[int | None, dict | None]:
 
 def state_for(view: View, entity: Entity) -> F.ListState:
     saved_id, saved = saved_state_of(view)
-    state = F.read_state(view, entity, C.catalog().entity_of, request.args, saved)
+    state = F.read_state(view, entity, C.catalog().entity_of, request.args, saved, C.locale())
     state.saved = saved_id
     return state
 
@@ -338,6 +339,8 @@ def page_context(view: View, entity: Entity, state: F.ListState, results: Result
         "advanced_json": json.dumps(state.advanced, ensure_ascii=False, indent=1)
         if state.advanced not in (None, [], {})
         else "",
+        # the advanced filter (a saved view's too) in words; the JSON stays for editing
+        "filter_text": describe_filter(entity, state.advanced),
         "saved_views": saved,
         "views": C.catalog().views_of(entity.name),
         "bulk_fields": bulk_fields,
@@ -415,7 +418,7 @@ def filter_row(view_name: str):
 @bp.post("/views/<view_name>/saved")
 def save_view(view_name: str):
     view, entity = resolve_view(view_name)
-    state = F.read_state(view, entity, C.catalog().entity_of, request.form)
+    state = F.read_state(view, entity, C.catalog().entity_of, request.form, locale=C.locale())
     name = request.form.get("name", "").strip()
     if not name:
         flash(C._("Name of the view"), "danger")

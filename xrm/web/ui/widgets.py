@@ -9,7 +9,6 @@ was typed), and when ``visible_if``/``required_if`` are re-evaluated as the user
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,7 +85,8 @@ class FieldView:
 
 # ------------------------------------------------------------------------ value -> text
 def input_text(f: Field, value) -> str:
-    """A stored value as the text its input shows (and posts back unchanged)."""
+    """A stored value as the text its input shows (and posts back unchanged): numbers and
+    phones as the user's locale writes them, which the records service reads back."""
     if value is None:
         return ""
     if f.type == "datetime" or (
@@ -99,8 +99,6 @@ def input_text(f: Field, value) -> str:
         return value.isoformat() if isinstance(value, dt.date) else str(value)
     if f.type == "time":
         return value.strftime("%H:%M") if isinstance(value, dt.time) else str(value)
-    if isinstance(value, decimal.Decimal):
-        return format(value, "f")
     if f.type == "boolean":
         return "true" if value else ""
     if f.type == "any_lookup":
@@ -109,7 +107,7 @@ def input_text(f: Field, value) -> str:
         return json.dumps(value, ensure_ascii=False, indent=2)
     if f.type == "file":
         return json.dumps(value) if value else ""
-    return f.kind.to_text(f, value)
+    return f.kind.edit_text(f, value, C.locale())
 
 
 def _posted_text(posted: Mapping, name: str) -> str:
@@ -286,10 +284,7 @@ def evaluation_record(entity: Entity, base: Mapping, posted: Mapping) -> dict:
             continue
         raw = _raw_posted(f, posted)
         try:
-            if f.type == "datetime":
-                record[name] = f.kind.coerce(f, raw, tz=C.tz())
-            else:
-                record[name] = f.kind.coerce(f, raw)
+            record[name] = f.kind.coerce_input(f, raw, tz=C.tz(), locale=C.locale())
         except (CoercionError, TypeError, ValueError):
             record[name] = None
     return record
