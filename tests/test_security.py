@@ -442,3 +442,38 @@ def test_count_estimates_with_bound_values(world):
     system.create({"name": "odd :x 'quoted' %s name"})
     result = system.count(filter=["name", "in", ["odd :x 'quoted' %s name", ":y"]], cap=0)
     assert not result.exact and result.value >= 1
+
+
+def test_file_values_come_from_the_writers_own_uploads(database, tmp_path):
+    """The records service itself (not only the web layer) refuses a file value its writer
+    did not upload, with the same message for another user's file and an unknown key."""
+    from xrm.storage.files import NOT_YOUR_UPLOAD, put_file
+
+    store = database.open()
+    try:
+        pack = {
+            "entities/doc.yaml": "entity: doc\nfields:\n  title: {type: text}\n"
+            "  scan: {type: file}\n",
+            "roles/roles.yaml": "roles:\n  clerk:\n    permissions:\n"
+            "      doc: {create: own, read: own, update: own}\n",
+        }
+        store.install([write_pack(tmp_path, "docs", pack)])
+        ann = store.add_user("ann@x.test", roles=["clerk"])
+        bob = store.add_user("bob@x.test", roles=["clerk"])
+        docs = store.records("doc", principal=store.principal(ann))
+        mine = put_file(store, b"ann's", "a.pdf", "application/pdf", user_id=ann)
+        theirs = put_file(store, b"bob's", "b.pdf", "application/pdf", user_id=bob)
+        made = docs.create({"title": "ok", "scan": {**mine, "size": 1, "name": "forged.exe"}})
+        stored = store.records("doc").get(made["id"])["scan"]
+        assert (stored["name"], stored["size"]) == ("a.pdf", 5)  # from the file store
+        for value in (theirs, {**mine, "key": "A" * 43}):
+            with pytest.raises(ValidationFailed) as caught:
+                docs.create({"title": "x", "scan": value})
+            assert caught.value.errors == {"scan": [NOT_YOUR_UPLOAD]}
+        # The record's own file may be kept by anyone who may update the record.
+        given = store.records("doc").create({"title": "given", "scan": theirs, "owner": ann})
+        docs.update(given["id"], {"title": "renamed", "scan": theirs})
+        with pytest.raises(ValidationFailed):
+            docs.update(made["id"], {"scan": theirs})
+    finally:
+        store.close()

@@ -30,6 +30,7 @@ from ..metadata.problems import did_you_mean
 from . import query as Q
 from . import tables as T
 from .fastpath import compiled_insert
+from .files import check_file_values
 from .tables import tables_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -164,6 +165,7 @@ class EntityPlan:
             ix.fields for ix in entity.indexes if ix.unique
         ]
         self.autonumbers = [f for f in fields.values() if f.type == "autonumber"]
+        self.file_fields = frozenset(n for n, f in fields.items() if f.type == "file")
         # Numbers are drawn after validation (a refused record takes none); formulas that
         # read one are computed again once it is drawn.
         numbered = {f.name for f in self.autonumbers}
@@ -630,7 +632,7 @@ class Records:
         standalone = self.store.current_unit() is None
         with self._unit() as unit:
             now = unit.now
-            errors: dict[str, list[str]] = {}
+            values, errors = self._own_files(values, None)
             record = self._prepare_new(unit, values, now, errors)
             if self.access is not None:
                 self.access.check_owner(self, record.get("owner"), record)
@@ -810,7 +812,7 @@ class Records:
                 self.access.check_owner(self, T_ID(values["owner"]) if values["owner"] else None)
             if version is not None and old["version"] != version:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
-            errors: dict[str, list[str]] = {}
+            values, errors = self._own_files(values, old)
             given = self._coerce(values, errors, creating=False)
             links = {name: given.pop(name) for name in list(given) if name in self.plan.m2m}
             record = {**old, **given}
@@ -917,6 +919,16 @@ class Records:
             feeds = f.name in self.plan.detail_of and parent is not None
             if feeds and not self._may(unit, f.params["to"], [parent], "update"):
                 raise Forbidden(f"you may not change this {f.params['to']}")
+
+    def _own_files(self, values: Mapping, old: dict | None) -> tuple[Mapping, dict]:
+        """A user may set a file field only to a file they uploaded, or keep the record's
+        own (``files.check_file_values``); the platform itself may attach any file."""
+        errors: dict[str, list[str]] = {}
+        if self.access is None or not self.plan.file_fields.intersection(values):
+            return values, errors
+        values = dict(values)
+        errors.update(check_file_values(self.store, self.entity, values, old, self.user_id))
+        return values, errors
 
     def _values_of(self, record: Mapping):
         """The record's values as JSON, for the fields an outbox row keeps (called lazily)."""
@@ -1066,7 +1078,7 @@ class Records:
             prepared: list[tuple[int, dict]] = []
             for index, values in enumerate(rows):
                 self._check_writes(values)
-                errors: dict[str, list[str]] = {}
+                values, errors = self._own_files(values, None)
                 record = self._prepare_new(unit, values, now, errors)
                 if self.access is not None and not errors:
                     self.access.check_owner(self, record.get("owner"), record)
