@@ -51,7 +51,9 @@ from .problems import Problems, did_you_mean, one_of, yaml_text
 from .processes import workflow_definitions
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .schemas import VERSION_PATTERN
-from .source import Node, Position
+from .source import Position
+from .source import node_position as _pos
+from .source import value_position as _vpos
 
 LAYER = "customization"
 DEFAULT_KEYWORDS = {
@@ -73,18 +75,6 @@ COMMON_KEYS = (
     "rollup",
 )
 GROUPABLE = ("choice", "lookup", "user", "boolean")
-
-
-def _pos(node, key=None, fallback: Position | None = None) -> Position:
-    if isinstance(node, Node):
-        return node.at(key) if key is not None else node.position
-    return fallback or Position("<unknown>", 1, 1)
-
-
-def _vpos(node, key, fallback: Position | None = None) -> Position:
-    if isinstance(node, Node):
-        return node.value_at(key)
-    return fallback or Position("<unknown>", 1, 1)
 
 
 @dataclass

@@ -31,22 +31,12 @@ from .filters import FilterError, parse_filter
 from .labels import Label
 from .model import Entity, Form, FormField, FormSection, FormTab
 from .problems import Problems, did_you_mean
-from .source import Node, Position
+from .source import Position
+from .source import node_position as _pos
+from .source import value_position as _vpos
 
 #: (definition name, raw definition, solution, position) of a form extension.
 Extension = tuple[str, Mapping, str, Position]
-
-
-def _pos(node, key=None, fallback: Position | None = None) -> Position:
-    if isinstance(node, Node):
-        return node.at(key) if key is not None else node.position
-    return fallback or Position("<unknown>", 1, 1)
-
-
-def _vpos(node, key, fallback: Position | None = None) -> Position:
-    if isinstance(node, Node):
-        return node.value_at(key)
-    return fallback or Position("<unknown>", 1, 1)
 
 
 @dataclass

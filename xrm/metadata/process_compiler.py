@@ -43,6 +43,8 @@ from .processes import (
     parse_span,
 )
 from .source import Node, Position
+from .source import node_position as _pos
+from .source import value_position as _vpos
 
 # ------------------------------------------------------------------------- templates
 #: Names a process template may use besides Jinja's globals.
@@ -285,18 +287,6 @@ def _a(word: str) -> str:
 
 
 # ------------------------------------------------------------------------- compiling
-def _pos(node, key=None, fallback: Position | None = None) -> Position:
-    if isinstance(node, Node):
-        return node.at(key) if key is not None else node.position
-    return fallback or Position("<unknown>", 1, 1)
-
-
-def _vpos(node, key, fallback: Position | None = None) -> Position:
-    if isinstance(node, Node):
-        return node.value_at(key)
-    return fallback or Position("<unknown>", 1, 1)
-
-
 def _plain(value):
     if isinstance(value, Mapping):
         return MappingProxyType({k: _plain(v) for k, v in value.items()})

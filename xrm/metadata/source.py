@@ -198,6 +198,21 @@ def load_yaml_file(path: Path, display: str | None = None):
     return load_yaml(path.read_text(encoding="utf-8"), display or str(path))
 
 
+def node_position(node, key=None, fallback: Position | None = None) -> Position:
+    """Where a key (or, without one, the node itself) stands in its file; ``fallback`` for
+    values that were not read from YAML (customizations written by the platform)."""
+    if isinstance(node, Node):
+        return node.at(key) if key is not None else node.position
+    return fallback or Position("<unknown>", 1, 1)
+
+
+def value_position(node, key, fallback: Position | None = None) -> Position:
+    """Where the value of a key stands in its file (see ``node_position``)."""
+    if isinstance(node, Node):
+        return node.value_at(key)
+    return fallback or Position("<unknown>", 1, 1)
+
+
 def position_of(doc, path_parts, fallback: Position) -> Position:
     """Walk a JSON-pointer-like path through a YAML tree to the deepest known position."""
     node, position = doc, getattr(doc, "position", fallback)
