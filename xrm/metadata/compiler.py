@@ -49,6 +49,7 @@ from .model import (
 from .packs import Document, PackSource
 from .problems import Problems, did_you_mean, one_of, yaml_text
 from .processes import workflow_definitions
+from .reports import build_reports
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .schemas import VERSION_PATTERN
 from .source import Position
@@ -196,6 +197,7 @@ class _Builder:
             p.name: Label.of(p.manifest.get("label"), p.name.capitalize()) for p in packs
         }
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
+        self.reports: list[tuple[str, Mapping]] = []  # (solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -336,6 +338,9 @@ class _Builder:
 
     def _add_templates(self, solution: str, data: Mapping) -> None:
         self._add_workflow("templates", solution, data)
+
+    def _add_reports(self, solution: str, data: Mapping) -> None:
+        self.reports.append((solution, data))
 
     def _add_forms(self, solution: str, data: Mapping) -> None:
         forms = data["forms"]
@@ -1120,6 +1125,7 @@ def build_catalog(
     workflow = workflow_definitions(
         problems, entities, roles, builder.workflow, LAYER, rejected=builder.rejected
     )
+    reports = build_reports(problems, entities, builder.reports, LAYER, builder.rejected)
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -1147,6 +1153,7 @@ def build_catalog(
         templates=MappingProxyType(workflow.templates),
         calendars=MappingProxyType(workflow.calendars),
         slas=MappingProxyType(workflow.slas),
+        reports=MappingProxyType(reports),
     )
 
 

@@ -550,6 +550,9 @@ def published_schemas() -> dict[str, dict]:
     from .processes import published as workflow_schemas
 
     schemas += workflow_schemas(defs)
+    from .reports import reports_schema
+
+    schemas.append(reports_schema(defs, _document))
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
 
@@ -585,6 +588,9 @@ class Validators:
         from .processes import shells as workflow_shells
 
         shells.update(workflow_shells(defs))
+        from .reports import reports_schema
+
+        shells["reports"] = reports_schema(defs, _document)
         self.documents = {k: Draft202012Validator(v) for k, v in shells.items()}
         self.fields = {
             name: Draft202012Validator({**field_schema(name), "$defs": defs})

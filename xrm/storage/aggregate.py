@@ -6,7 +6,8 @@ every other read.
 A group is ``"stage"``, ``"account.industry"`` or ``"close_date:month"`` (buckets: day,
 week (starting Monday), month, quarter, year); a measure is ``"count"`` or
 ``"sum:amount"``, ``"avg:amount"``, ``"min:close_date"``, ``"max:amount"``,
-``"distinct:account"``.  Each result row maps the group and measure strings to values:
+``"distinct:account"``, or a weighted sum ``"weighted:amount*probability/100"`` (the sum
+of one number times another, divided by a constant: a pipeline weighted by probability).  Each result row maps the group and measure strings to values:
 a bucket is the date it starts on, sums of money are Decimals, counts are integers.
 
 Date buckets are SQL on both databases.  A datetime bucket is a local date in the user's
@@ -20,119 +21,40 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..metadata import Field
-from ..metadata.filters import FilterError, resolve_path
+from ..metadata.aggregates import (  # noqa: F401 (the names callers know from here)
+    BUCKETS,
+    GROUPABLE,
+    MEASURES,
+    ORDERED,
+    SUMMABLE,
+    Group,
+    Measure,
+    value_kind,
+    value_type,
+)
+from ..metadata.aggregates import parse_group as _parse_group
+from ..metadata.aggregates import parse_measure as _parse_measure
+from ..metadata.filters import FilterError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .records import Records
-
-BUCKETS = ("day", "week", "month", "quarter", "year")
 #: A local time PostgreSQL buckets is kept within what Python's dates hold.
 _FIRST_LOCAL = sa.literal(dt.datetime(1, 1, 1), sa.DateTime())
 _LAST_LOCAL = sa.literal(dt.datetime(9999, 12, 31, 23, 59, 59), sa.DateTime())
-MEASURES = ("count", "sum", "avg", "min", "max", "distinct")
 MAX_SQLITE_BUCKETS = 5000  # boundaries in one CASE; a coarser bucket fits a longer range
-GROUPABLE = frozenset(
-    {
-        "text",
-        "email",
-        "phone",
-        "url",
-        "integer",
-        "rating",
-        "boolean",
-        "date",
-        "datetime",
-        "choice",
-        "lookup",
-        "user",
-        "autonumber",
-    }
-)
-ORDERED = frozenset(
-    {"integer", "decimal", "money", "percent", "duration", "rating", "date", "datetime", "time"}
-)
-SUMMABLE = frozenset({"integer", "decimal", "money", "percent", "duration", "rating"})
-
-
-def value_kind(f: Field):
-    """The field type whose values a field holds (a formula or rollup: its result's)."""
-    result = getattr(f.kind, "result_type", None)
-    return result(f) if result is not None else f.kind
-
-
-def value_type(f: Field) -> str:
-    return value_kind(f).name
-
-
-@dataclass(frozen=True)
-class Group:
-    key: str
-    path: str
-    field: Field
-    bucket: str | None
-
-
-@dataclass(frozen=True)
-class Measure:
-    key: str
-    kind: str
-    path: str | None
-    field: Field | None
-    value: str | None = None  # the type of the values measured
-    quantum: decimal.Decimal | None = None  # a decimal sum's places, as 0.01
 
 
 def parse_group(records: Records, spec: str) -> Group:
-    path, _, bucket = str(spec).partition(":")
-    field, _lookups = resolve_path(records.entity, path, records.catalog.entity_of)
-    kind = value_type(field)
-    if not field.stored or kind not in GROUPABLE:
-        raise FilterError(f"cannot group by a {field.type} field", spec)
-    if bucket:
-        if kind not in ("date", "datetime"):
-            raise FilterError(f"only dates have buckets, and {path} is a {kind}", spec)
-        if bucket not in BUCKETS:
-            raise FilterError(
-                f"unknown bucket {bucket!r} (expected one of {', '.join(BUCKETS)})", spec
-            )
-    elif kind == "datetime":
-        bucket = "day"  # a moment is grouped by its local day
-    return Group(str(spec), path, field, bucket or None)
+    return _parse_group(records.entity, records.catalog.entity_of, spec)
 
 
 def parse_measure(records: Records, spec: str) -> Measure:
-    kind, _, path = str(spec).partition(":")
-    if kind not in MEASURES:
-        raise FilterError(f"unknown measure {kind!r} (expected one of {', '.join(MEASURES)})", spec)
-    if kind == "count":
-        if path:
-            raise FilterError("count takes no field (use distinct:FIELD)", spec)
-        return Measure("count", "count", None, None)
-    if not path:
-        raise FilterError(f"{kind} needs a field, as in {kind}:amount", spec)
-    field, _lookups = resolve_path(records.entity, path, records.catalog.entity_of)
-    value = value_type(field)
-    if not field.stored:
-        raise FilterError(f"{field.type} field {path!r} has no column", spec)
-    if kind in ("sum", "avg") and value not in SUMMABLE:
-        raise FilterError(f"{kind} needs a number, and {path} is a {value}", spec)
-    if kind in ("min", "max") and value not in ORDERED:
-        raise FilterError(f"{kind} needs a number, date or time, and {path} is a {value}", spec)
-    if kind == "distinct" and value not in GROUPABLE:
-        raise FilterError(f"cannot count distinct values of a {field.type} field", spec)
-    quantum = None
-    if value in ("decimal", "money", "percent"):
-        kind_of = value_kind(field)
-        places = kind_of.scale(field) if hasattr(kind_of, "scale") else 4
-        quantum = decimal.Decimal(1).scaleb(-places)
-    return Measure(str(spec), kind, path, field, value, quantum)
+    return _parse_measure(records.entity, records.catalog.entity_of, spec)
 
 
 def aggregate(
@@ -148,7 +70,7 @@ def aggregate(
     groups = [parse_group(records, spec) for spec in group_by]
     wanted = [parse_measure(records, spec) for spec in measures or ("count",)]
     tree = records.parse_filter(filter)
-    records._check_reads(tree, [g.path for g in groups] + [m.path for m in wanted if m.path])
+    records._check_reads(tree, [g.path for g in groups] + [p for m in wanted for p in m.paths])
     builder = records.builder()
     conditions = records.conditions(builder, tree, search)
     with records._reading() as conn:
@@ -293,6 +215,14 @@ def _measure_expression(builder, measure: Measure):
     column = builder.column(measure.path)
     if measure.kind == "distinct":
         return sa.func.count(sa.distinct(column))
+    if measure.kind == "weighted":
+        # numeric on both databases, so money times a percent is not rounded to a float
+        product = sa.cast(column, sa.Numeric(38, 10)) * sa.cast(
+            builder.column(measure.by), sa.Numeric(38, 10)
+        )
+        if measure.divide is not None:
+            product = product / sa.literal(measure.divide, sa.Numeric(38, 10))
+        return sa.func.sum(product)
     return getattr(sa.func, measure.kind)(column)
 
 
