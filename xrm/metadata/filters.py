@@ -37,6 +37,10 @@ class FilterError(ValueError):
         self.path = path
 
 
+class ReadRefused(FilterError):
+    """A filter, group or measure on a field or entity the user may not read."""
+
+
 class CurrentUser:
     """The symbolic value ``current_user`` (for owner fields), bound when a query runs."""
 

@@ -584,7 +584,7 @@ class Records:
         """A user may not filter, sort, select or search by what they may not read."""
         if self.access is None:
             return
-        from ..metadata.filters import conditions_of, resolve_path
+        from ..metadata.filters import ReadRefused, conditions_of, resolve_path
 
         checked = [(c.path, c.lookups) for c in conditions_of(tree)]
         for path in paths:
@@ -594,12 +594,12 @@ class Records:
             entity = self.entity
             for step, lookup in zip(path, lookups):
                 if step in self.access.hidden(entity):
-                    raise FilterError("you may not read this field", ".".join(path))
+                    raise ReadRefused("you may not read this field", ".".join(path))
                 entity = self.catalog.entity(lookup.params["to"])
                 if self.access.scope_of(entity.name, "read") == "none":
-                    raise FilterError(f"you may not read {entity.name} records", ".".join(path))
+                    raise ReadRefused(f"you may not read {entity.name} records", ".".join(path))
             if path[-1] in self.access.hidden(entity):
-                raise FilterError("you may not read this field", ".".join(path))
+                raise ReadRefused("you may not read this field", ".".join(path))
 
     def _strip_hidden(self, records: list[dict]) -> None:
         if self.access is None:

@@ -1,0 +1,145 @@
+"""Running a report: its filter filled with the user's parameters, its groups and measures
+aggregated in SQL (``Records.aggregate``, which holds every permission check), the rows put
+in the report's order, a pivot's columns and the totals, each total its own SQL aggregate
+(an average or a distinct count of a whole is not the sum of its parts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..metadata.aggregates import parse_group
+from ..metadata.filters import FilterError, ReadRefused
+from ..metadata.reports import MAX_LIMIT, Report, fill_filter
+from .parameters import resolve_parameters
+
+
+class ReportError(ValueError):
+    """A report that cannot run as asked (too many groups or buckets)."""
+
+
+class ReportRefused(PermissionError):
+    """A report that groups, measures or filters by what the user may not read."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """A report's figures.  Without a pivot a row maps each group and measure to its value;
+    with one, a row maps the other groups to their values, ``cells`` to one mapping of
+    measures per column (None where no record falls) and, with totals, ``total`` to the
+    row's own measures.  ``totals`` is the measures of every record (with a pivot, also
+    ``cells``: those of each column), or None when the report has no totals."""
+
+    report: Report
+    groups: tuple[str, ...]  # the row groups (the pivot group is the columns)
+    columns: tuple = ()  # the pivot group's values
+    rows: list[dict] = field(default_factory=list)
+    totals: dict | None = None
+    parameters: Mapping[str, object] = field(default_factory=dict)  # conditions applied
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.report.measures)
+
+
+def run_report(store, report: Report, params: Mapping[str, str], principal=None) -> ReportResult:
+    """Run a report as ``principal`` (None: the platform, with full access)."""
+    records = store.records(report.entity, principal=principal)
+    conditions = resolve_parameters(report, params, records)
+    raw = fill_filter(report.filter, conditions) if report.filter is not None else None
+    tree = records.parse_filter(raw) if raw is not None else None
+    specs = [m.spec for m in report.measures]
+    names = {m.spec: m.name for m in report.measures}
+    rows_of = _runner(records, tree, specs, names, report.name)
+    groups = tuple(g for g in report.group_by if g != report.pivot)
+    orders = {g: _option_order(records, g) for g in report.group_by}
+    if report.pivot is None:
+        rows = _ordered(rows_of(report.group_by), report, orders)
+        totals = rows_of(())[0] if report.totals else None
+        return ReportResult(report, groups, (), rows, totals, conditions)
+    cells = rows_of(report.group_by)
+    columns = sorted({row[report.pivot] for row in cells}, key=_key(orders[report.pivot]))
+    index = {value: i for i, value in enumerate(columns)}
+    rows: dict[tuple, dict] = {}
+    for row in cells:
+        at = tuple(row[g] for g in groups)
+        item = rows.setdefault(at, {**dict(zip(groups, at)), "cells": [None] * len(columns)})
+        item["cells"][index[row[report.pivot]]] = {m: row[m] for m in names.values()}
+    totals = None
+    if report.totals:
+        for row in rows_of(groups):
+            rows[tuple(row[g] for g in groups)]["total"] = {m: row[m] for m in names.values()}
+        by_column = {row[report.pivot]: row for row in rows_of((report.pivot,))}
+        totals = {
+            **rows_of(())[0],
+            "cells": [{m: by_column[c][m] for m in names.values()} for c in columns],
+        }
+    return ReportResult(
+        report,
+        groups,
+        tuple(columns),
+        _ordered(list(rows.values()), report, orders),
+        totals,
+        conditions,
+    )
+
+
+def _runner(records, tree, specs, names, report_name):
+    """Aggregate by some groups: rows keyed by the report's group and measure names."""
+
+    def rows_of(group_by) -> list[dict]:
+        try:
+            found = records.aggregate(list(group_by), specs, tree, limit=MAX_LIMIT + 1)
+        except ReadRefused as exc:
+            raise ReportRefused(f"report {report_name!r}: {exc}") from None
+        except FilterError as exc:
+            raise ReportError(f"report {report_name!r}: {exc}") from None
+        if len(found) > MAX_LIMIT:
+            raise ReportError(
+                f"report {report_name!r}: more than {MAX_LIMIT} groups; narrow its parameters"
+            )
+        return [{names.get(k, k): v for k, v in row.items()} for row in found]
+
+    return rows_of
+
+
+def _option_order(records, spec: str) -> dict | None:
+    """A choice group's options in their defined order (a funnel's stages), else None."""
+    group = parse_group(records.entity, records.catalog.entity_of, spec)
+    if group.bucket is None and group.field.type == "choice":
+        return {value: i for i, value in enumerate(group.field.choice_values)}
+    return None
+
+
+def _key(order: dict | None):
+    """Values in option order or their own; empty values last either way."""
+
+    def key(value):
+        if value is None:
+            return (2, 0)
+        if order is not None:
+            return (0, order.get(value, len(order)))
+        return (1, value)
+
+    return key
+
+
+def _ordered(rows: list[dict], report: Report, orders: Mapping) -> list[dict]:
+    """Rows by their groups (choices in option order), then by the report's sort keys
+    (the last key applied first, as sorts are stable), cut to the report's limit."""
+    groups = [g for g in report.group_by if g != report.pivot]
+    rows = sorted(rows, key=lambda row: tuple(_key(orders[g])(row[g]) for g in groups))
+    for name, direction in reversed(report.sort):
+        order = orders.get(name)
+        present = [row for row in rows if _value(row, name) is not None]
+        empty = [row for row in rows if _value(row, name) is None]
+        present.sort(key=lambda row: _key(order)(_value(row, name)), reverse=direction == "desc")
+        rows = present + empty
+    return rows[: report.limit]
+
+
+def _value(row: dict, name: str):
+    """A row's group or measure (a pivot row's measure: its total)."""
+    if name in row:
+        return row[name]
+    return (row.get("total") or {}).get(name)
