@@ -466,3 +466,14 @@ def test_the_sales_reports_run_on_opportunities(database):
         ]
     finally:
         store.close()
+
+
+def test_an_empty_parameter_matches_everything_wherever_it_stands():
+    from xrm.metadata.reports import fill_filter
+
+    raw = {"all": [["stage", "eq", "won"], {"any": [["qty", "gt", 1], {"param": "p"}]}]}
+    assert fill_filter(raw, {"p": None}) == {"all": [["stage", "eq", "won"]]}
+    assert fill_filter(raw, {"p": ["region", "eq", "north"]}) == {
+        "all": [["stage", "eq", "won"], {"any": [["qty", "gt", 1], ["region", "eq", "north"]]}]
+    }
+    assert fill_filter({"not": {"param": "p"}}, {"p": None}) is None

@@ -248,8 +248,9 @@ def sample_condition(parameter: ReportParameter) -> list:
 
 
 def fill_filter(raw, conditions: Mapping[str, Any]):
-    """The filter with each ``{param: name}`` leaf replaced by ``conditions[name]`` (a
-    parameter left empty, None, drops out of its ``all``/``any``)."""
+    """The filter with each ``{param: name}`` leaf replaced by ``conditions[name]``.  A
+    parameter left empty (None) matches everything: it drops out of an ``all``, and makes
+    an ``any`` (or a ``not`` of it) no condition at all."""
     if isinstance(raw, Mapping):
         if "param" in raw:
             return conditions.get(raw["param"])
@@ -259,7 +260,9 @@ def fill_filter(raw, conditions: Mapping[str, Any]):
         key = "all" if "all" in raw else "any"
         children = [fill_filter(child, conditions) for child in raw[key]]
         kept = [c for c in children if c is not None]
-        return {key: kept} if kept or key == "any" else None
+        if key == "any":
+            return {key: kept} if len(kept) == len(children) else None
+        return {key: kept} if kept else None
     return _thaw(raw)
 
 
