@@ -32,6 +32,7 @@ fields:
   probability: {type: percent}
   qty:         {type: integer}
   closes:      {type: date}
+  signed:      {type: datetime}
   account:     {type: lookup, to: account}
   secret:      {type: text}
 """,
@@ -88,6 +89,13 @@ reports:
     measures: {amount: {sum: amount}}
     sort: [[amount, desc]]
     limit: 2
+  signed_recently:
+    entity: deal
+    filter: {param: period}
+    parameters:
+      period: {type: period, field: signed, default: last_3_months}
+    measures: {deals: count}
+    totals: true
   secrets:
     entity: deal
     group_by: [stage]
@@ -119,12 +127,14 @@ def shop(database, tmp_path):
                 "probability": Decimal(rnd.randrange(0, 11) * 10),
                 "qty": rnd.randrange(0, 40),
                 "closes": today - dt.timedelta(days=rnd.randrange(-60, 900)),
+                "signed": dt.datetime.now(dt.UTC) - dt.timedelta(hours=rnd.randrange(-500, 5000)),
                 "account": rnd.choice(accounts),
                 "secret": rnd.choice(["a", "b"]),
                 "owner": store.seller if i % 3 else store.other,
             }
         )
     store.records("deal").bulk_create(rows)
+    store.rows = rows
     yield store
     store.close()
 
@@ -287,6 +297,25 @@ def test_parameters_narrow_the_figures(shop):
         o=shop.seller,
     )[0]
     assert run(shop, "by_stage", {"team": "east"}).totals["deals"] == team
+
+
+def test_a_period_of_months_on_a_datetime_starts_at_a_local_midnight(shop):
+    now = dt.datetime.now(dt.UTC)
+    index = now.year * 12 + now.month - 1
+    start = dt.datetime(index // 12 - (now.month <= 2), (now.month - 3) % 12 + 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(index // 12 + (now.month == 12), now.month % 12 + 1, 1, tzinfo=dt.UTC)
+    expected = sum(1 for row in shop.rows if start <= row["signed"] < end)
+    assert 0 < run(shop, "signed_recently").totals["deals"] == expected < 150
+
+
+def test_weighted_sums_through_the_aggregate_api(shop, seller_api):
+    response = seller_api("/deal/aggregate?measures=count,weighted:amount*probability/100")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (row,) = response.get_json()["data"]
+    (weighted,) = sql(
+        shop, "SELECT sum(amount * probability / 100.0) FROM deal WHERE owner = :o", o=shop.seller
+    )[0]
+    assert row["weighted:amount*probability/100"] == format(money(weighted), "f")
 
 
 def test_an_empty_result_is_an_empty_report(shop):

@@ -470,7 +470,7 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
                     "Groups (fields, dotted paths through lookups, dates in buckets: "
                     "close_date:month; day, week, month, quarter, year; datetimes in the "
                     "caller's time zone) and measures (count, sum:F, avg:F, min:F, max:F, "
-                    "distinct:F) over the records the caller may read, with the list's "
+                    "distinct:F, weighted:F*W/N: the sum of F times W divided by N) over the records the caller may read, with the list's "
                     "filter and search.  Each row maps the group and measure strings to "
                     "values: a bucket is the date it starts on, sums of decimals are strings."
                 ),
