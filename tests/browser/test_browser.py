@@ -109,10 +109,11 @@ def test_filter_and_sort_a_list(visit, site):
     page.click('[data-testid="advanced-toggle"]')
     page.click('[data-testid="add-condition"]')
     row = page.locator('[data-testid="filter-row"]').last
+    blank = row.element_handle()
     row.locator('[data-testid="filter-field"]').select_option("amount")
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=filter-row]:last-child [data-testid=filter-op]').options.length > 3"
-    )
+    # the row comes back from the server with the field's operators: wait for the swap,
+    # or what is typed next goes into the row about to be replaced
+    page.wait_for_function("row => !row.isConnected", arg=blank)
     row = page.locator('[data-testid="filter-row"]').last
     row.locator('[data-testid="filter-op"]').select_option("gt")
     row.locator('[data-testid="filter-value"]').fill("10000")
