@@ -506,3 +506,31 @@ def test_an_empty_parameter_matches_everything_wherever_it_stands():
         "all": [["stage", "eq", "won"], {"any": [["qty", "gt", 1], ["region", "eq", "north"]]}]
     }
     assert fill_filter({"not": {"param": "p"}}, {"p": None}) is None
+
+
+def test_a_mistyped_measure_is_explained_in_the_form_it_was_meant(tmp_path, capsys):
+    pack = write_pack(
+        tmp_path,
+        "probe",
+        {
+            "reports/r.yaml": (
+                "reports:\n  r:\n    entity: opportunity\n    measures:\n"
+                "      a: {summ: amount}\n      c: cnt\n"
+            ),
+            "reports/s.yaml": (
+                "reports:\n  s:\n    entity: opportunity\n    measures:\n"
+                "      b: {sum: amount, avg: amount}\n"
+            ),
+        },
+        {"sales": ">=1.0"},
+    )
+    assert main(["check", str(pack)]) == 1
+    lines = [line.split("/probe/", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        "reports/r.yaml:5:11: reports.r: unknown key 'summ' in reports.r.measures.a (expected "
+        "one of count, count_distinct, sum, avg, min, max, weighted, label); did you mean 'sum'?",
+        "reports/r.yaml:6:10: reports.r: reports.r.measures.c: 'cnt' is not allowed "
+        "(expected one of count); did you mean 'count'?",
+        "reports/s.yaml:5:7: reports.s: measure b: one of count, count_distinct, sum, avg, "
+        "min, max, weighted per measure (got sum and avg)",
+    ]

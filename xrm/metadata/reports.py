@@ -114,25 +114,27 @@ def reports_schema(defs: dict, document) -> dict:
         "required": ["sum", "by"],
         "additionalProperties": False,
     }
+    # if/then/else rather than anyOf, so a mistake is explained by the form it was meant
+    # in ("unknown key 'summ' ... did you mean 'sum'?"), not by the first alternative
     measure = {
-        "anyOf": [
-            {"const": "count"},
-            {
-                "type": "object",
-                "properties": {
-                    "count": {"const": True},
-                    "count_distinct": field_measure,
-                    "sum": field_measure,
-                    "avg": field_measure,
-                    "min": field_measure,
-                    "max": field_measure,
-                    "weighted": weighted,
-                    "label": {"$ref": "#/$defs/label"},
-                },
-                "minProperties": 1,
-                "additionalProperties": False,
+        "type": ["string", "object"],
+        "if": {"type": "string"},
+        "then": {"enum": ["count"]},
+        "else": {
+            "type": "object",
+            "properties": {
+                "count": {"const": True},
+                "count_distinct": field_measure,
+                "sum": field_measure,
+                "avg": field_measure,
+                "min": field_measure,
+                "max": field_measure,
+                "weighted": weighted,
+                "label": {"$ref": "#/$defs/label"},
             },
-        ]
+            "minProperties": 1,
+            "additionalProperties": False,
+        },
     }
     parameter = {
         "type": "object",
@@ -209,7 +211,8 @@ def measure_spec(raw) -> str:
         return "count"
     kinds = [k for k in raw if k != "label"]
     if len(kinds) != 1:
-        raise FilterError(f"a measure is one of {', '.join(MEASURE_KINDS)}")
+        found = f"got {' and '.join(kinds)}" if kinds else "got only a label"
+        raise FilterError(f"one of {', '.join(MEASURE_KINDS)} per measure ({found})")
     kind = kinds[0]
     value = raw[kind]
     if kind == "count":
