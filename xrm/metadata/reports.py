@@ -176,15 +176,7 @@ def reports_schema(defs: dict, document) -> dict:
                         },
                         "pivot": {"type": "string", "description": "a group shown as columns"},
                         "totals": {"type": "boolean"},
-                        "sort": {
-                            "type": "array",
-                            "items": {
-                                "type": "array",
-                                "prefixItems": [{"type": "string"}, {"enum": ["asc", "desc"]}],
-                                "minItems": 2,
-                                "maxItems": 2,
-                            },
-                        },
+                        "sort": {"$ref": "#/$defs/sort"},
                         "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                         "parameters": {
                             "type": "object",

@@ -131,8 +131,20 @@ def field_schema(type_name: str) -> dict:
     }
 
 
+#: A sort order as views and reports write it: ``[[field or path, asc|desc], ...]``.
+SORT = {
+    "type": "array",
+    "items": {
+        "type": "array",
+        "prefixItems": [{"type": "string"}, {"enum": ["asc", "desc"]}],
+        "minItems": 2,
+        "maxItems": 2,
+    },
+}
+
+
 def _defs() -> dict:
-    defs = {"label": LABEL, "filter": FILTER, "option": OPTION, "rollup": ROLLUP}
+    defs = {"label": LABEL, "filter": FILTER, "option": OPTION, "rollup": ROLLUP, "sort": SORT}
     for name in sorted(FIELD_TYPES):
         defs[f"field_{name}"] = field_schema(name)
     defs["field"] = {
@@ -449,15 +461,7 @@ def views_schema(defs: dict) -> dict:
                         "kind": {"enum": ["list", "kanban", "calendar"]},
                         "columns": column_list,
                         "filter": {"$ref": "#/$defs/filter"},
-                        "sort": {
-                            "type": "array",
-                            "items": {
-                                "type": "array",
-                                "prefixItems": [{"type": "string"}, {"enum": ["asc", "desc"]}],
-                                "minItems": 2,
-                                "maxItems": 2,
-                            },
-                        },
+                        "sort": {"$ref": "#/$defs/sort"},
                         "quick_filters": column_list,
                         "group_by": {"type": "string"},
                         "card": column_list,

@@ -51,7 +51,9 @@ class Access:
         roles = [catalog.roles[r] for r in principal.roles if r in catalog.roles]
         self.is_admin = principal.is_admin or any(r.admin for r in roles)
         self._roles = roles
-        self._scopes: dict[tuple[str, str], object] = {}
+        self._scopes: dict[tuple[str, str], str] = {}
+        self._scoped_rollups: dict[str, frozenset[str]] = {}
+        self._own_fields: dict[str, tuple[str, ...]] = {}
         self._rules: dict[str, dict[str, str]] = {}
 
     def scope_of(self, entity: str, action: str) -> str:
@@ -130,8 +132,7 @@ class Access:
     def scoped_rollups(self, entity: Entity) -> frozenset[str]:
         """Rollups this reader sees computed over the children they may read (their read
         scope on the child entity is not ``all``), instead of the stored total."""
-        key = ("scoped", entity.name)
-        if key not in self._scopes:
+        if entity.name not in self._scoped_rollups:
             names = set()
             if not self.is_admin:
                 for f in entity.fields.values():
@@ -139,8 +140,8 @@ class Access:
                         child, _via = rollup_child(self.catalog, entity, f)
                         if self.scope_of(child.name, "read") != "all":
                             names.add(f.name)
-            self._scopes[key] = frozenset(names)
-        return self._scopes[key]
+            self._scoped_rollups[entity.name] = frozenset(names)
+        return self._scoped_rollups[entity.name]
 
     def hidden(self, entity: Entity) -> set[str]:
         return {n for n, r in self.field_rules(entity).items() if r == HIDDEN}
@@ -154,14 +155,13 @@ class Access:
     def own_fields(self, entity: str) -> tuple[str, ...]:
         """The user fields that make a record this user's own: what each role names with
         ``own: [...]`` for the entity (``owner`` when it names none), over all their roles."""
-        key = ("own-fields", entity)
-        if key not in self._scopes:
+        if entity not in self._own_fields:
             names: dict[str, None] = {}
             for role in self._roles or [None]:
                 own = role.own_fields.get(entity) if role is not None else None
                 names.update(dict.fromkeys(own or ("owner",)))
-            self._scopes[key] = tuple(names)
-        return self._scopes[key]
+            self._own_fields[entity] = tuple(names)
+        return self._own_fields[entity]
 
     def is_own(self, entity: str, record: dict) -> bool:
         uid = self.principal.user_id
