@@ -27,10 +27,9 @@ from ..metadata.filters import (
     Not,
     date_range,
     datetime_range,
-    parse_filter,
     resolve_path,
 )
-from .security import rollup_child
+from .security import rollup_child, rollup_filter
 from .tables import EntityTables, tables_for
 
 MAX_PAGE = 1000
@@ -126,11 +125,8 @@ class SqlBuilder:
         if scope is not None:
             where.append(scope)
         rollup = field.rollup
-        if rollup.filter is not None:
-            tree = self.catalog.artifact(
-                ("rollup-filter-tree", entity.name, field.name),
-                lambda: parse_filter(rollup.filter, child, self.catalog.entity_of),
-            )
+        tree = rollup_filter(self.catalog, entity, field)
+        if tree is not None:
             where.append(inner.compile(tree))
         if rollup.aggregate == "count":
             value = sa.func.count(rows.c.id)

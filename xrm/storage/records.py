@@ -31,6 +31,7 @@ from . import query as Q
 from . import tables as T
 from .fastpath import compiled_insert
 from .files import check_file_values
+from .security import rollup_filter
 from .tables import tables_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -973,7 +974,8 @@ class Records:
         for lookup, parent, rollup_field in self.plan.rollup_targets:
             rollup = rollup_field.rollup
             if rollup.aggregate in ("sum", "count"):
-                deltas = self._rollup_deltas(unit, lookup, rollup, new, old or ())
+                tree = rollup_filter(self.catalog, parent, rollup_field)
+                deltas = self._rollup_deltas(unit, lookup, rollup, tree, new, old or ())
                 if deltas:
                     statement = self.catalog.artifact(
                         ("rollup-delta", parent.name, rollup_field.name),
@@ -1034,13 +1036,7 @@ class Records:
                 row,
             )
 
-    def _rollup_deltas(self, unit, lookup: Field, rollup, new, old) -> dict:
-        tree = None
-        if rollup.filter is not None:
-            tree = self.catalog.artifact(
-                ("rollup-filter", self.entity.name, lookup.name, id(rollup)),
-                lambda: parse_filter(rollup.filter, self.entity, self.catalog.entity_of),
-            )
+    def _rollup_deltas(self, unit, lookup: Field, rollup, tree, new, old) -> dict:
         ctx = FilterContext()
         related = self._related(unit)
 
@@ -1492,8 +1488,8 @@ def refresh_rollup(
     child_table, parent_table = tables[child.name], tables[parent.name]
     rollup = rollup_field.rollup
     where = [child_table.c[lookup.name] == parent_table.c.id]
-    if rollup.filter is not None:
-        tree = parse_filter(rollup.filter, child, catalog.entity_of)
+    tree = rollup_filter(catalog, parent, rollup_field)
+    if tree is not None:
         where.append(Q.builder(catalog, child, FilterContext(), conn.dialect.name).compile(tree))
     if rollup.aggregate == "count":
         value = sa.select(sa.func.count()).where(*where)

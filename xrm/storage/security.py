@@ -274,13 +274,19 @@ def rollup_child(catalog: Catalog, entity: Entity, f) -> tuple[Entity, str]:
     return catalog.entity(children.params["entity"]), children.params["via"]
 
 
-def rollup_conditions(catalog: Catalog, entity: Entity, f) -> tuple:
-    """The conditions of a rollup's filter, checked over the child entity."""
+def rollup_filter(catalog: Catalog, entity: Entity, f):
+    """A rollup's filter as a checked tree over the child entity (None without one), parsed
+    once per catalog version for the write path, the scoped read and the field rules."""
     if f.rollup.filter is None:
-        return ()
+        return None
 
     def build():
         child, _via = rollup_child(catalog, entity, f)
-        return tuple(conditions_of(parse_filter(f.rollup.filter, child, catalog.entity_of)))
+        return parse_filter(f.rollup.filter, child, catalog.entity_of)
 
-    return catalog.artifact(("rollup-conditions", entity.name, f.name), build)
+    return catalog.artifact(("rollup-filter", entity.name, f.name), build)
+
+
+def rollup_conditions(catalog: Catalog, entity: Entity, f) -> tuple:
+    """The conditions of a rollup's filter, checked over the child entity."""
+    return tuple(conditions_of(rollup_filter(catalog, entity, f)))
