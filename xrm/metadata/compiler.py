@@ -17,6 +17,7 @@ from types import MappingProxyType
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from .bulk import collector_paused
 from .catalog import Catalog
 from .expressions import (
     FORMULA_GLOBALS,
@@ -1095,6 +1096,7 @@ class _Checker:
         return result
 
 
+@collector_paused()
 def build_catalog(
     packs: Sequence[PackSource],
     layer: Sequence[Document] = (),

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .bulk import collector_paused
 from .catalog import Catalog
 from .compiler import build_catalog
 from .packs import (
@@ -82,6 +83,7 @@ def resolve_packs(
     return list(packs.values())
 
 
+@collector_paused()
 def load_catalog(
     paths: Iterable[str | os.PathLike] = (), layer: Sequence[Document] = (), version: int = 0
 ) -> Catalog:

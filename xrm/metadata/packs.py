@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from jsonschema.exceptions import best_match
-
+from .bulk import collector_paused
 from .problems import Problems, did_you_mean, yaml_text, yaml_type
 from .schemas import validators
 from .source import Node, Position, YamlSyntaxError, key_position_of, load_yaml, position_of
@@ -115,6 +114,7 @@ def unknown_folders(directory: Path, root: str, subject: str, problems: Problems
         )
 
 
+@collector_paused()
 def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackSource | None:
     """Parse and schema-check a pack's files, adding every problem found."""
     manifest = _parse(files.get(MANIFEST), _display(root, MANIFEST), problems)
@@ -275,6 +275,8 @@ def _subject(kind: str, data, path) -> str:
 
 def _report(error, doc, problems: Problems, fallback: Position, subject: str, type_name=None):
     if error.context:
+        from jsonschema.exceptions import best_match  # only a failing document needs it
+
         error = best_match(error.context) or error
     path = list(error.absolute_path)
     if error.validator == "additionalProperties":

@@ -13,7 +13,6 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import TemplateSyntaxError, nodes
-from jsonschema import Draft202012Validator
 
 from .expressions import environment
 from .filters import (
@@ -42,6 +41,7 @@ from .processes import (
     parse_offset,
     parse_span,
 )
+from .schemacheck import SchemaValidator
 from .source import Node, Position
 from .source import node_position as _pos
 from .source import value_position as _vpos
@@ -168,6 +168,14 @@ _REPRESENTATIVE = {
     "time": dt.time(9, 0),
     "boolean": True,
 }
+
+
+@functools.cache
+def step_validator(kind: str) -> SchemaValidator:
+    """The validator of one step kind: made once per process, not per catalog build."""
+    from .schemas import _defs
+
+    return SchemaValidator({**step_schema(kind), "$defs": {**_defs(), **step_defs()}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +335,6 @@ class WorkflowCompiler:
         self.templates: dict[str, Template] = {}
         self.calendars: dict[str, Calendar] = {}
         self._starts: list[tuple[Step, str, Process]] = []
-        self._step_validators: dict[str, Draft202012Validator] = {}
 
     def entity_of(self, name):
         return self.entities.get(name)
@@ -732,14 +739,6 @@ class WorkflowCompiler:
         raise ValueError(f"unknown trigger {kind!r}")
 
     # ------------------------------------------------------------------ steps
-    def _validator(self, kind: str) -> Draft202012Validator:
-        if kind not in self._step_validators:
-            from .schemas import _defs
-
-            defs = {**_defs(), **step_defs()}
-            self._step_validators[kind] = Draft202012Validator({**step_schema(kind), "$defs": defs})
-        return self._step_validators[kind]
-
     def build_steps(
         self, items, prefix: tuple, entity, subject, where, process_name, names: set
     ) -> tuple[Step, ...] | None:
@@ -765,7 +764,7 @@ class WorkflowCompiler:
                     )
                 continue
             kind = kinds[0]
-            errors = list(self._validator(kind).iter_errors(raw))
+            errors = list(step_validator(kind).iter_errors(raw))
             if errors:
                 ok = False
                 for error in errors:

@@ -12,9 +12,8 @@ import json
 from functools import cache
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
-
 from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
+from .schemacheck import SchemaValidator
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BASE_URL = "https://xrm.dev/schemas/"
@@ -575,7 +574,8 @@ def write_published(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 
 class Validators:
-    """Validators the loader uses: document shells plus one per field type."""
+    """Validators the loader uses: document shells plus one per field type.  Made once per
+    process; each compiles its check the first time it is used."""
 
     def __init__(self):
         defs = _defs()
@@ -595,10 +595,9 @@ class Validators:
         from .reports import reports_schema
 
         shells["reports"] = reports_schema(defs, _document)
-        self.documents = {k: Draft202012Validator(v) for k, v in shells.items()}
+        self.documents = {k: SchemaValidator(v) for k, v in shells.items()}
         self.fields = {
-            name: Draft202012Validator({**field_schema(name), "$defs": defs})
-            for name in FIELD_TYPES
+            name: SchemaValidator({**field_schema(name), "$defs": defs}) for name in FIELD_TYPES
         }
 
 
