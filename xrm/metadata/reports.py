@@ -29,6 +29,8 @@ from .source import value_position as _vpos
 #: Measure keys of a report and the aggregate measure each one becomes.
 MEASURE_KINDS = ("count", "count_distinct", "sum", "avg", "min", "max", "weighted")
 PARAMETER_TYPES = ("period", "user", "team", "choice")
+#: Chart kinds of a report's ``chart:`` block.
+CHART_KINDS = ("bar", "stacked_bar", "line", "pie", "funnel", "kpi")
 #: ``last_12_months``: the current calendar month and the N - 1 before it.
 N_PERIOD = re.compile(r"^(last|next)_(\d{1,4})_(days|months)$")
 MAX_LIMIT = 1000
@@ -52,6 +54,18 @@ class ReportParameter:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportChart:
+    """How a report is drawn: a kind and the measures it shows (the first one by default).
+    Bars and lines show each measure as a series, or with a pivot one measure per pivot
+    column; a stacked bar stacks the pivot's columns; pie and funnel show one measure of
+    the rows (a funnel as horizontal bars in the report's order); kpi shows each measure's
+    total as a big number."""
+
+    kind: str
+    measures: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     name: str
     entity: str
@@ -66,6 +80,7 @@ class Report:
     sort: tuple[tuple[str, str], ...] = ()
     limit: int = MAX_LIMIT
     description: Label | None = None
+    chart: ReportChart | None = None
     position: Position | None = field(default=None, compare=False)
 
 
@@ -148,6 +163,24 @@ def reports_schema(defs: dict, document) -> dict:
         "required": ["type", "field"],
         "additionalProperties": False,
     }
+    chart = {
+        "type": "object",
+        "description": "how the report is drawn: bar, stacked_bar (the pivot's columns "
+        "stacked), line, pie, funnel (horizontal bars in the rows' order) or kpi (each "
+        "measure's total as a number)",
+        "properties": {
+            "kind": {"enum": list(CHART_KINDS)},
+            "measures": {
+                "type": "array",
+                "items": name,
+                "minItems": 1,
+                "uniqueItems": True,
+                "description": "measures of the report to draw (default: the first)",
+            },
+        },
+        "required": ["kind"],
+        "additionalProperties": False,
+    }
     defs = {**defs, "report_filter": report_filter}
     return document(
         "Reports",
@@ -183,6 +216,7 @@ def reports_schema(defs: dict, document) -> dict:
                             "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
                             "additionalProperties": parameter,
                         },
+                        "chart": chart,
                     },
                     "required": ["entity", "measures"],
                     "additionalProperties": False,
@@ -378,6 +412,7 @@ class ReportCompiler:
                     _pos(raw["sort"], index, where),
                     f"sort: {key!r} is neither a group nor a measure of this report{did_you_mean(key, keys)}",
                 )
+        chart = self.build_chart(raw, [m.name for m in measures], where, fail)
         if len(self.problems) > problems_before:
             return None
         return Report(
@@ -394,8 +429,55 @@ class ReportCompiler:
             sort=tuple((str(k), str(d)) for k, d in raw.get("sort") or ()),
             limit=int(raw.get("limit", MAX_LIMIT)),
             description=Label.of(raw["description"]) if raw.get("description") else None,
+            chart=chart,
             position=where,
         )
+
+    @staticmethod
+    def build_chart(raw, measures: list[str], where, fail) -> ReportChart | None:
+        """The ``chart:`` block checked against the report's measures and groups."""
+        spec = raw.get("chart")
+        if spec is None:
+            return None
+        at = _pos(raw, "chart", where)
+        kind = spec["kind"]
+        chosen = list(spec.get("measures") or measures[:1])
+        for index, name in enumerate(spec.get("measures") or ()):
+            if name not in raw["measures"]:
+                fail(
+                    _pos(spec["measures"], index, at),
+                    f"chart: unknown measure {name!r}{did_you_mean(name, raw['measures'])}"
+                    f" (expected one of {', '.join(raw['measures'])})",
+                )
+        pivot = raw.get("pivot")
+        rows = [g for g in raw.get("group_by") or () if g != pivot]
+        kind_at = _vpos(spec, "kind", at)
+        if kind == "kpi":
+            if (rows or pivot) and not raw.get("totals"):
+                fail(kind_at, "chart: a kpi shows the totals of a grouped report: set totals: true")
+        elif not rows:
+            fail(
+                kind_at,
+                f"chart: a {kind} chart needs a group for its bars, slices or points (group_by)",
+            )
+        if kind == "stacked_bar" and pivot is None:
+            fail(
+                kind_at, "chart: a stacked_bar stacks the pivot's columns: the report needs a pivot"
+            )
+        if kind in ("pie", "funnel") and pivot is not None:
+            fail(kind_at, f"chart: a {kind} chart shows the rows, and this report has a pivot")
+        single = kind in ("pie", "funnel", "stacked_bar") or (
+            kind in ("bar", "line") and pivot is not None
+        )
+        if single and len(chosen) > 1:
+            fail(
+                _vpos(spec, "measures", at),
+                f"chart: a {kind} chart{' of a pivot' if kind in ('bar', 'line') else ''}"
+                f" shows one measure (got {len(chosen)})",
+            )
+        if not chosen:
+            return None
+        return ReportChart(kind, tuple(chosen))
 
     def build_parameters(self, entity, raw, where, fail) -> dict[str, ReportParameter]:
         result = {}

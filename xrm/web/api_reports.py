@@ -1,24 +1,23 @@
 """Reports in the REST API: ``GET /api/v1/reports/{name}`` runs a report of the catalog as
 the caller (its parameters as query arguments) and answers its rows, pivot columns and
-totals as JSON, or as CSV with ``format=csv``.  Every figure comes from
+totals as JSON, or as CSV with ``format=csv`` and as an XLSX workbook with ``format=xlsx``
+(typed cells: numbers, dates, a bold totals line).  Every figure comes from
 ``xrm.reports.run_report``, so the caller's scope and field rules apply as to any read."""
 
 from __future__ import annotations
-
-import csv
-import io
 
 from flask import Blueprint, Response, g, request
 
 from ..metadata.aggregates import parse_group
 from ..metadata.problems import did_you_mean
 from ..reports import ParameterError, ReportError, ReportRefused, run_report
+from ..reports.export import XLSX_MIMETYPE, report_table, to_csv, to_xlsx
 from . import current_store, openapi
 from .api import _plain, guard_api, json_response, locale
 from .problems import BAD_REQUEST, FORBIDDEN, NOT_FOUND, Problem
 
 bp = Blueprint("api_reports", __name__, url_prefix=openapi.API_PREFIX)
-FORMATS = ("json", "csv")
+FORMATS = ("json", "csv", "xlsx")
 
 guard_api(bp)
 
@@ -42,8 +41,8 @@ def get_report(name: str):
         raise Problem(403, str(exc), type=FORBIDDEN) from None
     except ReportError as exc:
         raise Problem(400, str(exc), type=BAD_REQUEST) from None
-    if wanted == "csv":
-        return _csv(result)
+    if wanted in ("csv", "xlsx"):
+        return export_response(result, wanted, locale=locale(), tz=g.principal.tz or "UTC")
     return json_response(_body(result))
 
 
@@ -70,6 +69,9 @@ def _body(result) -> dict:
         "columns": [_plain(c) for c in result.columns],
         "rows": [_plain_row(row) for row in result.rows],
         "totals": None if result.totals is None else _plain_row(result.totals),
+        "chart": None
+        if report.chart is None
+        else {"kind": report.chart.kind, "measures": list(report.chart.measures)},
     }
 
 
@@ -85,48 +87,33 @@ def _plain_row(row: dict) -> dict:
     return out
 
 
-def _csv(result) -> Response:
-    """One line per row: the groups, then the measures (with a pivot, each column's
-    measures, then the row's totals); a last line of totals when the report has them."""
-    groups, measures = _labels(result)
-    row_groups = [g_ for g_ in groups if g_["key"] != result.report.pivot]
-    names = [m["key"] for m in measures]
-    header = [g_["label"] for g_ in row_groups]
-    if result.report.pivot is None:
-        header += [m["label"] for m in measures]
-    else:
-        header += [f"{_text(c)} {m['label']}" for c in result.columns for m in measures]
-        if result.totals is not None:
-            header += [f"Total {m['label']}" for m in measures]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    for row in [*result.rows, *([result.totals] if result.totals is not None else [])]:
-        is_total = row is result.totals
-        line = [
-            "Total" if is_total and i == 0 else ("" if is_total else _text(row[g_["key"]]))
-            for i, g_ in enumerate(row_groups)
-        ]
-        if result.report.pivot is None:
-            line += [_text(row[n]) for n in names]
-        else:
-            for cell in row["cells"]:
-                line += [_text(None if cell is None else cell[n]) for n in names]
-            if result.totals is not None:
-                total = row if is_total else row.get("total") or {}
-                line += [_text(total.get(n)) for n in names]
-        writer.writerow(line)
-    filename = f"{result.report.name}.csv"
-    return Response(
-        buffer.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+def export_response(
+    result,
+    fmt: str,
+    *,
+    locale: str,
+    tz: str = "UTC",
+    group_value=None,
+    total_word: str = "Total",
+    bom: bool = False,
+) -> Response:
+    """The report as a CSV or XLSX download (``xrm.reports.export`` lays it out): here
+    with the values as the JSON has them; the report page passes ``group_value`` to show
+    option labels and names instead, and a byte-order mark so that spreadsheets read its
+    CSV as UTF-8."""
+    table = report_table(
+        result, g.catalog, locale=locale, group_value=group_value, total_word=total_word
     )
-
-
-def _text(value) -> str:
-    value = _plain(value)
-    return "" if value is None else str(value)
+    if fmt == "csv":
+        body, mimetype = ("\ufeff" if bom else "") + to_csv(table), "text/csv"
+    else:
+        body = to_xlsx(table, result.report.label.get(locale), tz)
+        mimetype = XLSX_MIMETYPE
+    response = Response(body, mimetype=mimetype)
+    response.headers.set(
+        "Content-Disposition", "attachment", filename=f"{result.report.name}.{fmt}"
+    )
+    return response
 
 
 def document(spec, catalog) -> None:
@@ -151,6 +138,20 @@ def document(spec, catalog) -> None:
                 "columns": {"type": "array", "items": value},
                 "rows": {"type": "array", "items": row},
                 "totals": {"oneOf": [row, {"type": "null"}]},
+                "chart": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "properties": {
+                                "kind": {"type": "string"},
+                                "measures": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        {"type": "null"},
+                    ],
+                    "description": "how the report is drawn (bar, stacked_bar, line, pie, "
+                    "funnel, kpi) and which measures",
+                },
             },
         },
     )
@@ -163,7 +164,11 @@ def document(spec, catalog) -> None:
                 "summary": "Run a report as the caller: rows, pivot columns and totals",
                 "description": "Each parameter of the report is a query argument (a period "
                 "such as this_quarter or last_12_months, me or a user id, a team name, "
-                "options separated by commas); a parameter left out takes its default.",
+                "options separated by commas); a parameter left out takes its default. "
+                "format=csv answers CSV text and format=xlsx an XLSX workbook: a header "
+                "of labels, a line per row (with a pivot, each column's measures, then "
+                "the row's totals) and a last line of totals; values as the JSON has "
+                "them, numbers and dates typed in the workbook.",
                 "parameters": [
                     {
                         "name": "name",
@@ -184,6 +189,7 @@ def document(spec, catalog) -> None:
                         "content": {
                             "application/json": {"schema": openapi._ref("reports.Result")},
                             "text/csv": {"schema": {"type": "string"}},
+                            XLSX_MIMETYPE: {"schema": {"type": "string", "format": "binary"}},
                         },
                     },
                     "400": openapi._problem("a bad parameter value or an unknown parameter"),

@@ -1,5 +1,5 @@
-"""The generated web UI: the shell, lists, record forms, kanban, calendar, the inbox and
-administration.
+"""The generated web UI: the shell, lists, record forms, kanban, calendar, the inbox,
+reports and administration.
 
 ``init_app(app)`` attaches it to an application built by ``xrm.web.create_app``.  Every
 page is rendered on the server from the catalog of the request (Jinja templates, htmx for
@@ -44,9 +44,9 @@ def _favicon():
 
 def init_app(app: Flask) -> None:
     """Register the UI's blueprints, template helpers and static files on ``app``."""
-    from . import account, admin, calendar, forms, inbox, kanban, lists, shell
+    from . import account, admin, calendar, forms, inbox, kanban, lists, reports, shell
 
-    for module in (shell, account, lists, forms, kanban, calendar, inbox, admin):
+    for module in (shell, account, lists, forms, kanban, calendar, inbox, reports, admin):
         app.register_blueprint(module.bp)
     _jinja_globals(app)
     app.extensions[ERROR_PAGE] = error_page

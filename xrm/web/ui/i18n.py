@@ -503,6 +503,22 @@ RU: dict[str, str] = {
     " or ": " или ",
     "me": "я",
     "“%(words)s”": "«%(words)s»",
+    # reports
+    "Reports": "Отчёты",
+    "There are no reports you may run.": "Нет отчётов, которые вам доступны.",
+    "Total": "Итого",
+    "Any time": "За всё время",
+    "Last %(count)s days": "Последние %(count)s дн.",
+    "Next %(count)s days": "Ближайшие %(count)s дн.",
+    "Last %(count)s months": "Последние %(count)s мес.",
+    "Next %(count)s months": "Ближайшие %(count)s мес.",
+    "Week of %(date)s": "Неделя с %(date)s",
+    "Click a figure to open the records behind it.": "Нажмите на число, чтобы открыть записи, из которых оно получено.",
+    "The figures as JSON (API)": "Данные в JSON (API)",
+    "No records match the report's filter and parameters.": "Нет записей, подходящих под фильтр и параметры отчёта.",
+    "You may not run this report: %(detail)s": "Вам недоступен этот отчёт: %(detail)s",
+    "The parameters are not valid: %(detail)s": "Неверные параметры: %(detail)s",
+    "The report cannot run: %(detail)s": "Отчёт не может быть построен: %(detail)s",
 }
 
 CATALOGS = {"ru": RU}
