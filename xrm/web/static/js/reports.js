@@ -43,10 +43,12 @@
         out.backgroundColor = data.map(function (_, i) { return color(i, 0.85); });
         out.barPercentage = 1.0;
         out.categoryPercentage = 0.9;
+        out.maxBarThickness = 56;
       } else {
         out.backgroundColor = color(index, 0.8);
         out.borderColor = color(index);
         out.borderWidth = 1;
+        out.maxBarThickness = 72;
       }
       return out;
     });
