@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "xrm" / "solutions" / "packs"
 PG_URL = os.environ.get("XRM_TEST_DATABASE_URL")
 
+# The suite creates and signs in thousands of users: their passwords use a cheap scrypt
+# (and so do the servers and commands the tests start, which inherit the environment).
+# The platform's default, strong scrypt, has its own test (test_auth_hardening.py).
+os.environ.setdefault("XRM_PASSWORD_HASH", "scrypt:1024:8:1")
+
 
 class Database:
     """Where a test's store lives: a fresh SQLite file, or a fresh PostgreSQL schema."""

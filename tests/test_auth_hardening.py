@@ -405,6 +405,20 @@ def test_unknown_and_inactive_emails_cost_one_hash_like_a_wrong_password(
     assert work == {case: [stored] for case in work}, work
 
 
+def test_passwords_are_stored_with_strong_scrypt_unless_the_process_says_otherwise(
+    monkeypatch,
+):
+    from xrm.storage.users import hash_password
+
+    monkeypatch.delenv("XRM_PASSWORD_HASH", raising=False)
+    assert hash_password("a long passphrase").startswith("scrypt:32768:8:1$")
+    # the suite's cheap method (tests/conftest.py) applies only where it is set
+    monkeypatch.setenv("XRM_PASSWORD_HASH", "scrypt:1024:8:1")
+    stored = hash_password("a long passphrase")
+    assert stored.startswith("scrypt:1024:8:1$")
+    assert werkzeug.security.check_password_hash(stored, "a long passphrase")
+
+
 # ------------------------------------------------------------------ 9. the throttle
 def test_after_free_failures_each_failure_doubles_the_wait(store, users, clock):
     app = make_app(store, XRM_LOGIN_FREE_FAILURES=3, XRM_LOGIN_MAX_WAIT=4)

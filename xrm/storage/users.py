@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import tables as T
 from .database import WRITE
 from .passwords import PasswordPolicy
+
+#: werkzeug's scrypt at its default cost (N=32768, r=8, p=1: 32 MiB and about a tenth of a
+#: second per hash).  ``XRM_PASSWORD_HASH`` names another werkzeug method for a whole
+#: process, such as a cheap "scrypt:1024:8:1" for a test suite that creates users by the
+#: thousand; a stored hash names its own method, so checking never depends on the setting.
+DEFAULT_PASSWORD_HASH = "scrypt"
 
 TOKEN_PREFIX = "xrm_"
 #: How much of a token is kept in clear to tell tokens apart: the "xrm_" and 6 random
@@ -56,11 +63,17 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def hash_password(password: str) -> str:
+    """The stored form of a password, by the method of ``XRM_PASSWORD_HASH``."""
+    method = os.environ.get("XRM_PASSWORD_HASH") or DEFAULT_PASSWORD_HASH
+    return generate_password_hash(password, method=method)
+
+
 @functools.cache
 def dummy_password_hash() -> str:
     """A hash of the same kind as real ones, to check against when there is no user:
     an unknown or inactive email then costs exactly what a wrong password costs."""
-    return generate_password_hash(secrets.token_urlsafe(16))
+    return hash_password(secrets.token_urlsafe(16))
 
 
 class Users:
@@ -97,7 +110,7 @@ class Users:
             )
         if password is not None:
             self.check_new_password(password, email)
-            password_hash = generate_password_hash(password)
+            password_hash = hash_password(password)
         with self._write() as conn, conn.begin():
             if conn.execute(sa.select(T.users.c.id).where(T.users.c.email == email)).first():
                 raise UserError(f"a user with email {email} exists already")
@@ -164,7 +177,7 @@ class Users:
         if row is None:
             raise UserError(f"no user {user_id}")
         self.check_new_password(password, row.email)
-        password_hash = generate_password_hash(password)
+        password_hash = hash_password(password)
         with self._write() as conn, conn.begin():
             conn.execute(
                 T.users.update().where(T.users.c.id == user_id).values(password_hash=password_hash)
