@@ -60,19 +60,25 @@ def find_nodes(expr: nodes.Node, node_types):
     yield from expr.find_all(node_types)
 
 
-def names_in(expr: nodes.Node) -> set[str]:
-    return {n.name for n in find_nodes(expr, nodes.Name) if n.ctx == "load"}
+# The trees come from parse_expression's cache, so one walk per formula text serves every
+# field, entity and catalog version that uses it (a big catalog repeats its formulas).
+@lru_cache(maxsize=4096)
+def names_in(expr: nodes.Node) -> frozenset[str]:
+    return frozenset(n.name for n in find_nodes(expr, nodes.Name) if n.ctx == "load")
 
 
-def arithmetic_operands(expr: nodes.Node):
+@lru_cache(maxsize=4096)
+def arithmetic_operands(expr: nodes.Node) -> tuple[tuple[str, nodes.Node], ...]:
     """Names used directly as operands of arithmetic (checked for numeric or date types)."""
+    found = []
     for node in find_nodes(expr, _ARITHMETIC):
         for side in (node.left, node.right):
             if isinstance(side, nodes.Name):
-                yield side.name, node
+                found.append((side.name, node))
     for node in find_nodes(expr, nodes.Neg):
         if isinstance(node.node, nodes.Name):
-            yield node.node.name, node
+            found.append((node.node.name, node))
+    return tuple(found)
 
 
 @cache

@@ -22,17 +22,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import (
-    format_date,
-    format_datetime,
-    format_time,
-    get_date_format,
-    get_datetime_format,
-    get_time_format,
-)
-from babel.numbers import format_currency, format_decimal
 from jinja2 import pass_context
+
+# Babel is imported where a value is formatted: loading a catalog registers these filters
+# but formats nothing, and Babel with its locale data is a good part of a cold start.
 
 #: The name a renderer gives its ``Formats`` in a template's namespace.  It starts with an
 #: underscore so that no template name, field or step result can shadow it.
@@ -43,7 +36,9 @@ NAMED = ("short", "medium", "long", "full")
 
 
 @lru_cache(maxsize=256)
-def _locale(name: str | None) -> Locale:
+def _locale(name: str | None):
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse((name or "en").replace("-", "_"))
     except (UnknownLocaleError, ValueError):
@@ -59,9 +54,11 @@ def _zone(name: str | None) -> ZoneInfo:
 
 
 @lru_cache(maxsize=256)
-def _moment_pattern(locale: Locale) -> str:
+def _moment_pattern(locale) -> str:
     """A date as ``medium`` and a time as ``short`` (seconds are noise in a message), joined
     the way the locale joins them: ``Dec 5, 2026, 10:00 AM``, ``5 дек. 2026 г., 10:00``."""
+    from babel.dates import get_date_format, get_datetime_format, get_time_format
+
     joined = get_datetime_format("medium", locale=locale)
     date = get_date_format("medium", locale=locale).pattern
     time = get_time_format("short", locale=locale).pattern
@@ -115,6 +112,8 @@ class Formats:
         if moment is None:
             return "" if value is None else str(value)
         day = moment.date() if isinstance(moment, dt.datetime) else moment
+        from babel.dates import format_date
+
         return format_date(day, format=format, locale=self._locale)
 
     def datetime(self, value, format: str | None = None) -> str:
@@ -123,6 +122,8 @@ class Formats:
             return "" if value is None else str(value)
         if not isinstance(moment, dt.datetime):  # a date has no time to show
             return self.date(moment, format if format in NAMED else "medium")
+        from babel.dates import format_datetime
+
         pattern = format or _moment_pattern(self._locale)
         return format_datetime(moment, format=pattern, tzinfo=moment.tzinfo, locale=self._locale)
 
@@ -132,6 +133,8 @@ class Formats:
             return "" if value is None else str(value)
         if not isinstance(moment, dt.datetime):  # a date has no time of day
             return ""
+        from babel.dates import format_time
+
         return format_time(moment, format=format, tzinfo=moment.tzinfo, locale=self._locale)
 
     # -- numbers
@@ -150,6 +153,8 @@ class Formats:
         number = self._number(value)
         if number is None:
             return "" if value is None else str(value)
+        from babel.numbers import format_decimal
+
         if digits is None:
             return format_decimal(number, locale=self._locale)
         pattern = "#,##0" + ("." + "0" * int(digits) if int(digits) > 0 else "")
@@ -159,6 +164,8 @@ class Formats:
         number = self._number(value)
         if number is None:
             return "" if value is None else str(value)
+        from babel.numbers import format_currency
+
         return format_currency(number, (currency or self.currency).upper(), locale=self._locale)
 
     # -- addresses
@@ -178,13 +185,17 @@ class Formats:
         return f"{self.base_url}/{text.lstrip('/')}"
 
 
-DEFAULT = Formats()
+@lru_cache(maxsize=1)
+def default() -> Formats:
+    """The organization-neutral formats (made at first use: Babel's data is not needed to
+    load a catalog)."""
+    return Formats()
 
 
 def of(context) -> Formats:
     """The reader's formats in a template's namespace (the default without one)."""
     found = context.get(FORMATS)
-    return found if isinstance(found, Formats) else DEFAULT
+    return found if isinstance(found, Formats) else default()
 
 
 class Link(str):

@@ -9,9 +9,10 @@ the database in every process.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from .bulk import collector_paused
@@ -139,25 +140,88 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
         if relative == MANIFEST:
             continue
         display = _display(root, relative)
-        data = _parse(text, display, problems)
-        if data is None:
+        key = (validators(), relative, display, text)
+        found = _READ.get(key)
+        if found is not None:
+            pack.documents.append(Document(found[0], found[1], display))
             continue
-        kind = _kind_of(data, relative, display, problems)
-        if kind is None:
-            continue
-        if not _in_its_folder(data, kind, relative, display, problems):
-            if kind == "entity" and isinstance(data.get("entity"), str):
-                pack.rejected.add(data["entity"])
-            continue
-        if kind == "process":
-            from .processes import normalize_on
-
-            normalize_on(data)
-        if _validate(data, kind, display, problems):
-            pack.documents.append(Document(kind, data, display))
-        elif kind == "entity" and isinstance(data.get("entity"), str):
-            pack.rejected.add(data["entity"])
+        before = len(problems)
+        document = _read_document(relative, display, text, problems, pack)
+        if document is not None:
+            pack.documents.append(document)
+            if len(problems) == before:
+                _READ.put(key, (document.kind, document.data), len(text))
     return pack
+
+
+def _read_document(
+    relative: str, display: str, text: str | None, problems: Problems, pack: PackSource
+) -> Document | None:
+    """One definition file parsed and schema-checked: its Document if it passes."""
+    data = _parse(text, display, problems)
+    if data is None:
+        return None
+    kind = _kind_of(data, relative, display, problems)
+    if kind is None:
+        return None
+    if not _in_its_folder(data, kind, relative, display, problems):
+        if kind == "entity" and isinstance(data.get("entity"), str):
+            pack.rejected.add(data["entity"])
+        return None
+    if kind == "process":
+        from .processes import normalize_on
+
+        normalize_on(data)
+    if _validate(data, kind, display, problems):
+        return Document(kind, data, display)
+    if kind == "entity" and isinstance(data.get("entity"), str):
+        pack.rejected.add(data["entity"])
+    return None
+
+
+class _DocumentMemo:
+    """Definition files read and schema-checked without a problem, by everything that
+    decides the outcome: the validators (a new set of schemas starts afresh), the file's
+    place in its pack, its display path (positions carry it) and its text.
+
+    Every process rebuilds its catalog from the stored packs when the version moves, and
+    a pack upgrade changes a few files of many: the unchanged ones are not parsed or
+    validated again.  A file with any problem is never remembered, so its messages are
+    always made anew; a remembered tree is shared, and nothing writes to a read document.
+    Bounded by the characters of source text it holds, least recently used first out."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.size = 0
+        self._items: OrderedDict[tuple, tuple[tuple[str, Mapping], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[str, Mapping] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: tuple, value: tuple[str, Mapping], size: int) -> None:
+        with self._lock:
+            if key in self._items or size > self.limit:
+                return
+            self._items[key] = (value, size)
+            self.size += size
+            while self.size > self.limit:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.size -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.size = 0
+
+
+#: Characters of YAML: a pack of 500 entities of 40 fields is about 1.2 million.
+_READ = _DocumentMemo(limit=3_000_000)
 
 
 def _parse(text: str | None, display: str, problems: Problems):
@@ -375,6 +439,8 @@ def search_path(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
 
 
 def _entry_point_paths() -> list[Path]:
+    from importlib.metadata import entry_points  # slow to import; discovery only
+
     found = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         target = ep.load()

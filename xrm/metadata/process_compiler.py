@@ -41,7 +41,7 @@ from .processes import (
     parse_offset,
     parse_span,
 )
-from .schemacheck import SchemaValidator
+from .schemacheck import Compiler, SchemaValidator
 from .source import Node, Position
 from .source import node_position as _pos
 from .source import value_position as _vpos
@@ -171,11 +171,17 @@ _REPRESENTATIVE = {
 
 
 @functools.cache
-def step_validator(kind: str) -> SchemaValidator:
-    """The validator of one step kind: made once per process, not per catalog build."""
+def _step_compiler() -> Compiler:
     from .schemas import _defs
 
-    return SchemaValidator({**step_schema(kind), "$defs": {**_defs(), **step_defs()}})
+    return Compiler({**_defs(), **step_defs()})
+
+
+@functools.cache
+def step_validator(kind: str) -> SchemaValidator:
+    """The validator of one step kind: made once per process, not per catalog build."""
+    compiler = _step_compiler()
+    return SchemaValidator({**step_schema(kind), "$defs": compiler.defs}, compiler)
 
 
 @dataclass(frozen=True, slots=True)

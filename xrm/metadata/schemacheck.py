@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import numbers
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,13 +46,16 @@ class Unsupported(Exception):
     """The schema uses something the compiled check does not implement."""
 
 
-def compile_check(schema) -> Check | None:
+def compile_check(schema, compiler: Compiler | None = None) -> Check | None:
     """A function telling whether an instance is valid under ``schema``; ``None`` when the
-    schema needs something only jsonschema does (the caller then uses jsonschema)."""
-    try:
-        return _Compiler(schema).compile(schema)
-    except Unsupported:
-        return None
+    schema needs something only jsonschema does (the caller then uses jsonschema).
+
+    Schemas that share their ``$defs`` may share a ``Compiler``, which compiles each
+    subschema (a label, a filter) once for all of them."""
+    defs = schema.get("$defs", {}) if isinstance(schema, dict) else {}
+    if compiler is None or (defs and defs is not compiler.defs):
+        compiler = Compiler(defs)
+    return compiler.check(schema)
 
 
 # ----------------------------------------------------------------- jsonschema's semantics
@@ -64,6 +68,9 @@ def _is_boolean(x) -> bool:
 
 
 def _is_integer(x) -> bool:
+    # as jsonschema's draft 4+ checker: 2.0 is an integer too
+    if isinstance(x, float):
+        return x.is_integer()
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -159,13 +166,27 @@ def _all_of(checks: list[Check]) -> Check:
 
 
 # ------------------------------------------------------------------------- the compiler
-class _Compiler:
-    """Compiles the subschemas of one root; ``$ref`` resolves within that root."""
+class Compiler:
+    """Compiles schemas whose ``$ref`` all point into one ``$defs`` (``#/$defs/name``), so a
+    subschema's check depends on the subschema alone and is made once."""
 
-    def __init__(self, root):
-        self.root = root
+    def __init__(self, defs: dict):
+        self.defs = defs
         self.compiled: dict[int, Check] = {}
         self.keep: list = []  # the subschemas whose ids key ``compiled``
+        self._lock = threading.Lock()
+
+    def check(self, schema) -> Check | None:
+        """The compiled check of a root schema, or ``None`` if it is not supported."""
+        with self._lock:  # stand-ins of a half-compiled schema must not be seen by others
+            before = len(self.compiled)
+            try:
+                return self.compile(schema)
+            except Unsupported:
+                # forget what this attempt made: a check may call a stand-in never finished
+                for key in list(self.compiled)[before:]:
+                    del self.compiled[key]
+                return None
 
     def compile(self, schema) -> Check:
         if schema is True:
@@ -189,12 +210,18 @@ class _Compiler:
     def _compile(self, schema: dict) -> Check:
         checks: list[Check] = []
         unknown = set(schema) - _ANNOTATIONS - _OBJECT_KEYWORDS - _ARRAY_KEYWORDS
-        if "type" in schema:
-            checks.append(self._type(schema["type"]))
+        kind = schema.get("type")
+        # "type: object" with object keywords is one check (likewise arrays): the type test
+        # is the first thing the keywords' check does anyway
+        merged = None
         if not _OBJECT_KEYWORDS.isdisjoint(schema):
-            checks.append(self._object(schema))
+            checks.append(self._object(schema, strict=kind == "object"))
+            merged = "object"
         if not _ARRAY_KEYWORDS.isdisjoint(schema):
-            checks.append(self._array(schema))
+            checks.append(self._array(schema, strict=kind == "array"))
+            merged = "array"
+        if "type" in schema and kind != merged:
+            checks.insert(0, self._type(kind))
         for keyword in sorted(unknown - {"type", "then", "else"}):
             checks.append(self._keyword(keyword, schema[keyword], schema))
         return _all_of(checks)
@@ -240,6 +267,9 @@ class _Compiler:
             return _all_of([self.compile(s) for s in value])
         if keyword == "anyOf":
             options = tuple(self.compile(s) for s in value)
+            if len(options) == 2:  # the usual case (a name or a mapping), without a generator
+                first, second = options
+                return lambda x: first(x) or second(x)
             return lambda x: any(c(x) for c in options)
         if keyword == "oneOf":
             options = tuple(self.compile(s) for s in value)
@@ -255,17 +285,15 @@ class _Compiler:
         raise Unsupported(f"keyword {keyword!r}")
 
     def _ref(self, ref) -> Check:
-        if not isinstance(ref, str) or not ref.startswith("#/"):
+        name = ref.removeprefix("#/$defs/") if isinstance(ref, str) else ""
+        if name == ref or "/" in name or "~" in name or name not in self.defs:
             raise Unsupported(f"$ref {ref!r}")
-        target = self.root
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(target, dict) or part not in target:
-                raise Unsupported(f"$ref {ref!r}")
-            target = target[part]
-        return self.compile(target)
+        return self.compile(self.defs[name])
 
-    def _object(self, schema: dict) -> Check:
+    def _object(self, schema: dict, strict: bool) -> Check:
+        """``properties``, ``additionalProperties``, ``propertyNames``, ``required`` and the
+        sizes in one walk over the instance's keys (a field has a few keys, its schema tens
+        of properties); ``strict`` also requires a mapping."""
         properties = {k: self.compile(s) for k, s in (schema.get("properties") or {}).items()}
         required = tuple(schema.get("required") or ())
         extra = schema.get("additionalProperties", True)
@@ -276,32 +304,30 @@ class _Compiler:
         if "patternProperties" in schema:
             raise Unsupported("patternProperties")
         open_extra = extra_check is _always
-        items = tuple(properties.items())
+        lookup = properties.get
 
         def check(x):
             if not isinstance(x, dict):
-                return True
-            for key, sub in items:
-                if key in x and not sub(x[key]):
+                return not strict
+            for key, value in x.items():
+                sub = lookup(key)
+                if sub is None:
+                    if not open_extra and (extra_check is None or not extra_check(value)):
+                        return False
+                elif not sub(value):
+                    return False
+                if names is not None and not names(key):
                     return False
             for key in required:
                 if key not in x:
                     return False
-            if not open_extra:
-                for key in x:
-                    if key not in properties and (extra_check is None or not extra_check(x[key])):
-                        return False
-            if names is not None:
-                for key in x:
-                    if not names(key):
-                        return False
             if least is not None and len(x) < least:
                 return False
             return most is None or len(x) <= most
 
         return check
 
-    def _array(self, schema: dict) -> Check:
+    def _array(self, schema: dict, strict: bool) -> Check:
         prefix = tuple(self.compile(s) for s in schema.get("prefixItems") or ())
         rest = schema.get("items", True)
         rest_check = None if rest is False else self.compile(rest)
@@ -313,7 +339,7 @@ class _Compiler:
 
         def check(x):
             if not isinstance(x, list):
-                return True
+                return not strict
             for sub, item in zip(prefix, x, strict=False):
                 if not sub(item):
                     return False
@@ -340,17 +366,18 @@ class SchemaValidator:
     validators live as long as the process), and jsonschema itself is imported only when
     something fails, which keeps it out of a clean start."""
 
-    __slots__ = ("schema", "_check", "_explainer")
+    __slots__ = ("schema", "_compiler", "_check", "_explainer")
 
-    def __init__(self, schema: dict):
+    def __init__(self, schema: dict, compiler: Compiler | None = None):
         self.schema = schema
+        self._compiler = compiler
         self._check: Check | None | bool = False  # False: not compiled yet
         self._explainer = None
 
     def is_valid(self, instance) -> bool:
         check = self._check
         if check is False:
-            check = self._check = compile_check(self.schema)
+            check = self._check = compile_check(self.schema, self._compiler)
         if check is not None:
             return check(instance)
         return next(iter(self._jsonschema().iter_errors(instance)), None) is None

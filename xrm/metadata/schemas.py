@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
-from .schemacheck import SchemaValidator
+from .schemacheck import Compiler, SchemaValidator
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BASE_URL = "https://xrm.dev/schemas/"
@@ -595,9 +595,11 @@ class Validators:
         from .reports import reports_schema
 
         shells["reports"] = reports_schema(defs, _document)
-        self.documents = {k: SchemaValidator(v) for k, v in shells.items()}
+        shared = Compiler(defs)  # one compiled label, filter... for every document and field
+        self.documents = {k: SchemaValidator(v, shared) for k, v in shells.items()}
         self.fields = {
-            name: SchemaValidator({**field_schema(name), "$defs": defs}) for name in FIELD_TYPES
+            name: SchemaValidator({**field_schema(name), "$defs": defs}, shared)
+            for name in FIELD_TYPES
         }
 
 

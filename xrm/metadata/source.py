@@ -31,7 +31,13 @@ class Position:
 
 
 class Node:
-    """Mixin for containers that know where they and their children start."""
+    """Mixin for containers that know where they and their children start.
+
+    ``positions`` maps a key (or index) and ``("value", key)`` to a Position.  The reader
+    stores plain numbers instead, in the container's file: ``(line, column)`` of an item,
+    ``(line, column, value line, value column)`` of a key and its value.  A big pack has
+    hundreds of thousands of them and few are ever asked for, so a Position is made when
+    one is."""
 
     __slots__ = ()
     position: Position
@@ -39,10 +45,23 @@ class Node:
 
     def at(self, key) -> Position:
         """Position of a key (mapping) or an index (sequence); the container's own if unknown."""
-        return self.positions.get(key, self.position)
+        found = self.positions.get(key)
+        if found is None:
+            return self.position
+        if found.__class__ is tuple:
+            return Position(self.position.path, found[0], found[1])
+        return found
 
     def value_at(self, key) -> Position:
-        return self.positions.get(("value", key), self.at(key))
+        found = self.positions.get(key)
+        if found.__class__ is tuple and len(found) == 4:
+            return Position(self.position.path, found[2], found[3])
+        found = self.positions.get(("value", key))
+        if found is None:
+            return self.at(key)
+        if found.__class__ is tuple:
+            return Position(self.position.path, found[-2], found[-1])
+        return found
 
 
 class YamlMap(dict, Node):
@@ -79,8 +98,25 @@ def _pos(loader: _Loader, mark) -> Position:
     return Position(loader.source_name, mark.line + 1, mark.column + 1)
 
 
+#: Plain scalar text -> its tag (str, int, bool, null...), shared by every read.
+_PLAIN_TAGS: dict[str, str] = {}
+
+
 class _Loader(_BaseLoader):
     source_name = "<string>"
+
+    def resolve(self, kind, value, implicit):
+        # libyaml asks for the tag of every scalar.  A plain scalar's tag follows from its
+        # text alone (this loader has no path resolvers), and packs repeat the same texts
+        # (types, names, true), so the regular expressions run once per text.
+        if kind is yaml.ScalarNode and implicit[0]:
+            tag = _PLAIN_TAGS.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_PLAIN_TAGS) < 50_000:  # bounded: a process reads many packs
+                    _PLAIN_TAGS[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
 
     def construct_yaml_map(self, node):
         data = YamlMap()
@@ -122,33 +158,46 @@ class _Loader(_BaseLoader):
         built = self._built.get(id(node))  # an alias of an anchor already built
         if built is not None:
             return built
-        path = self.source_name
         if tag == _MAP and isinstance(node, yaml.MappingNode):
             data = YamlMap()
             self._built[id(node)] = data
             mark = node.start_mark
-            data.position = Position(path, mark.line + 1, mark.column + 1)
+            data.position = Position(self.source_name, mark.line + 1, mark.column + 1)
             positions = data.positions = {}
-            self.flatten_mapping(node)
-            for key_node, value_node in node.value:
-                key = self._build(key_node)
-                _check_key(node, key_node, key, data)
-                data[key] = self._build(value_node)
-                mark = key_node.start_mark
-                positions[key] = Position(path, mark.line + 1, mark.column + 1)
-                mark = value_node.start_mark
-                positions[("value", key)] = Position(path, mark.line + 1, mark.column + 1)
-            return data
+            while True:
+                for key_node, value_node in node.value:
+                    key_tag = key_node.tag
+                    if key_tag == _STR:
+                        key = key_node.value
+                    elif key_tag in _FLATTENED:
+                        break  # a merge key (<<): flatten the mapping and start again
+                    else:
+                        key = self._build(key_node)
+                    if key.__class__ is not str or key in data:
+                        _check_key(node, key_node, key, data)
+                    data[key] = self._build(value_node)
+                    mark, value_mark = key_node.start_mark, value_node.start_mark
+                    positions[key] = (
+                        mark.line + 1,
+                        mark.column + 1,
+                        value_mark.line + 1,
+                        value_mark.column + 1,
+                    )
+                else:
+                    return data
+                data.clear()
+                positions.clear()
+                self.flatten_mapping(node)
         if tag == _SEQ and isinstance(node, yaml.SequenceNode):
             items = YamlList()
             self._built[id(node)] = items
             mark = node.start_mark
-            items.position = Position(path, mark.line + 1, mark.column + 1)
+            items.position = Position(self.source_name, mark.line + 1, mark.column + 1)
             positions = items.positions = {}
             for index, child in enumerate(node.value):
-                items.append(self._build(child))
+                items.append(child.value if child.tag == _STR else self._build(child))
                 mark = child.start_mark
-                positions[index] = Position(path, mark.line + 1, mark.column + 1)
+                positions[index] = (mark.line + 1, mark.column + 1)
             return items
         if tag in (_MAP, _SEQ):  # e.g. `!!map [1, 2]`
             expected = "mapping" if tag == _MAP else "sequence"
@@ -161,6 +210,8 @@ class _Loader(_BaseLoader):
 
 
 _STR, _MAP, _SEQ = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq"))
+#: Key tags that SafeConstructor.flatten_mapping rewrites (merge keys, ``=``).
+_FLATTENED = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 _Loader.add_constructor(_MAP, _Loader.construct_yaml_map)
 _Loader.add_constructor(_SEQ, _Loader.construct_yaml_seq)
 
