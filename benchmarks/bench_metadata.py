@@ -4,12 +4,17 @@
 
 - ``load_shipped_packs_ms``: a cold process imports xrm and loads, validates and compiles
   every shipped pack; measured inside that process (import included), median of 5 runs.
+  The processes start as an installed platform does, with byte code compiled once (pip
+  compiles it at install; here an untimed first run writes it to a temporary
+  ``PYTHONPYCACHEPREFIX``), so the figure is the platform's start and not Python's
+  compiler.  ``shipped_from_source_ms`` is the same start with our modules compiled from
+  source every time (a checkout run with ``PYTHONDONTWRITEBYTECODE``), for reference.
 - ``load_500_entities_ms``: ``load_catalog`` of a generated pack of 500 entities x 40 fields
   of mixed types (lookups between them, choices over option sets, formulas, children and
   rollups, one view each), in a fresh process; median of the runs.
 - ``rss_mb``: the largest peak resident set of those 500-entity processes.
 
-Targets: shipped < 300 ms, 500 entities < 3000 ms, < 150 MB.  Options: ``--runs N``,
+Targets: shipped <= 150 ms, 500 entities <= 1500 ms, <= 150 MB.  Options: ``--runs N``,
 ``--entities N``, ``--fields N``, ``--keep DIR`` (write the generated pack there).
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -26,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "xrm" / "solutions" / "packs"
-TARGETS = {"load_shipped_packs_ms": 300, "load_500_entities_ms": 3000, "rss_mb": 150}
+TARGETS = {"load_shipped_packs_ms": 150, "load_500_entities_ms": 1500, "rss_mb": 150}
 
 # Runs in a fresh interpreter; prints one line of JSON.  Timing starts before `import xrm`.
 _CHILD = r"""
@@ -51,13 +57,14 @@ print(json.dumps({
 """
 
 
-def run_child(paths: list[str]) -> dict:
+def run_child(paths: list[str], env: dict | None = None) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, *paths],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=600,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"benchmark process failed:\n{result.stderr[-4000:]}")
@@ -195,11 +202,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # xrm bench's own
     args = parser.parse_args([a for a in (argv or []) if a != "--"])
 
-    shipped = [run_child([str(SHIPPED)]) for _ in range(args.runs)]
+    with tempfile.TemporaryDirectory(prefix="xrm-bench-pycache-") as pycache:
+        compiled = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+        }
+        compiled["PYTHONPYCACHEPREFIX"] = pycache
+        run_child([str(SHIPPED)], compiled)  # writes the byte code, untimed
+        shipped = [run_child([str(SHIPPED)], compiled) for _ in range(args.runs)]
+    from_source = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    from_source["PYTHONDONTWRITEBYTECODE"] = "1"
+    sourced = [run_child([str(SHIPPED)], from_source) for _ in range(3)]
     result: dict = {
         "load_shipped_packs_ms": round(statistics.median(r["total_ms"] for r in shipped), 1),
         "shipped_import_ms": round(statistics.median(r["import_ms"] for r in shipped), 1),
         "shipped_load_ms": round(statistics.median(r["load_ms"] for r in shipped), 1),
+        "shipped_from_source_ms": round(statistics.median(r["total_ms"] for r in sourced), 1),
         "shipped_solutions": shipped[0]["solutions"],
         "shipped_entities": shipped[0]["entities"],
         "shipped_fields": shipped[0]["fields"],
@@ -221,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     assert result["fields"] == generated["fields"], "the catalog lost fields"
     result["targets"] = TARGETS
-    result["ok"] = all(result[key] < limit for key, limit in TARGETS.items())
+    result["ok"] = all(result[key] <= limit for key, limit in TARGETS.items())
     return result
 
 
