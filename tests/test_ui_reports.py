@@ -68,6 +68,10 @@ reports:
     measures: {deals: count}
     totals: true
     chart: {kind: line}
+  leads_by_status:
+    entity: lead
+    group_by: [status]
+    measures: {leads: count}
   headline:
     entity: opportunity
     label: {en: Headline, ru: Главное}
@@ -495,6 +499,18 @@ def test_a_report_on_a_hidden_field_is_refused_as_the_api_refuses_it(shop):
     assert detail in html.unescape(text(page))  # the API's words
     assert c.get("/reports/pipeline_by_stage/export.xlsx").status_code == 403
     assert c.get("/reports/pipeline_by_stage/export.csv").status_code == 403
+
+
+def test_a_report_on_records_the_user_may_not_read_is_refused(shop):
+    limited = client(shop, LIMITED)
+    assert 'data-testid="report-leads_by_status"' not in text(limited.get("/reports"))
+    page = limited.get("/reports/leads_by_status")
+    assert page.status_code == 403
+    assert "you may not read lead records" in text(page)
+    assert limited.get("/reports/leads_by_status/export.xlsx").status_code == 403
+    seller = client(shop, SELLER)
+    assert 'data-testid="report-leads_by_status"' in text(seller.get("/reports"))
+    assert seller.get("/reports/leads_by_status").status_code == 200
 
 
 def test_unknown_reports_and_formats_are_not_found(shop):

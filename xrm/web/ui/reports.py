@@ -27,6 +27,7 @@ from ...metadata.filters import FilterError
 from ...metadata.reports import N_PERIOD, Report, fill_filter, sample_condition
 from ...reports import ParameterError, ReportError, ReportRefused, run_report
 from ...reports.drill import records_filter
+from ...storage.records import Forbidden
 from .. import api_reports
 from . import context as C
 from .filtering import OPERATOR_WORDS
@@ -84,8 +85,8 @@ def _report_or_404(name: str) -> Report:
     report = C.catalog().reports.get(name)
     if report is None:
         abort(404)
-    if not C.can(report.entity, "read"):
-        abort(404)  # as for a view of an entity the user may not read
+    if not C.can(report.entity, "read"):  # as a list of those records answers
+        raise Forbidden(f"you may not read {report.entity} records")
     return report
 
 
