@@ -15,6 +15,7 @@ import json
 
 import sqlalchemy as sa
 
+from ..metadata.fieldtypes import UTCDateTime
 from . import tables as W
 
 _STAGED = "_xrm_staged"  # per DBAPI connection: staging tables created in this session
@@ -37,30 +38,35 @@ def _stage(conn: sa.Connection, table: sa.Table) -> tuple[object, str]:
     return raw, name
 
 
-def _copy(
-    conn: sa.Connection, name: str, columns: list[str], rows: list[dict], json_columns: set[str]
-) -> None:
-    from psycopg.types.json import Json
-
+def _copy(conn: sa.Connection, name: str, columns: list[str], rows: list[dict], table) -> None:
     raw = conn.connection.driver_connection
     names = ", ".join(f'"{c}"' for c in columns)
+    json_columns = {c.name for c in table.c if isinstance(c.type, sa.JSON)}
+    moment_columns = {c.name for c in table.c if isinstance(c.type, UTCDateTime | sa.DateTime)}
+    # a converter per column, chosen once: JSON goes as its text (COPY's text format is
+    # what the server parses anyway), moments as naive UTC, the rest as they are
+    plan = [
+        (c, _json if c in json_columns else _moment if c in moment_columns else None)
+        for c in columns
+    ]
     with raw.cursor() as cursor, cursor.copy(f'COPY "{name}" ({names}) FROM STDIN') as copy:
+        write = copy.write_row
         for row in rows:
-            copy.write_row([_value(row[c], c in json_columns, Json) for c in columns])
+            write([row[c] if convert is None else convert(row[c]) for c, convert in plan])
 
 
-def _value(value, is_json: bool, Json):
-    if value is None:
-        return None
-    if is_json:
-        return Json(value, dumps=_dumps)
+def _moment(value):
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)  # columns hold naive UTC
     return value
 
 
-def _dumps(value) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+def _json(value):
+    return None if value is None else _dumps(value)
+
+
+#: Built once: ``json.dumps`` with options builds an encoder on every call.
+_dumps = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
 
 
 def insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict], conflict: list[str]) -> None:
@@ -74,7 +80,7 @@ def insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict], conflict:
         return
     columns = list(rows[0])
     _raw, name = _stage(conn, table)
-    _copy(conn, name, columns, rows, {c.name for c in table.c if isinstance(c.type, sa.JSON)})
+    _copy(conn, name, columns, rows, table)
     names = ", ".join(f'"{c}"' for c in columns)
     target = ", ".join(f'"{c}"' for c in conflict)
     conn.exec_driver_sql(
@@ -94,7 +100,7 @@ def update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict], stateme
     columns = [key[2:] for key in rows[0]]
     _raw, name = _stage(conn, table)
     plain = [{key[2:]: value for key, value in row.items()} for row in rows]
-    _copy(conn, name, columns, plain, {c.name for c in table.c if isinstance(c.type, sa.JSON)})
+    _copy(conn, name, columns, plain, table)
     assignments = ", ".join(f'"{c}" = s."{c}"' for c in columns if c != "id")
     conn.exec_driver_sql(
         f'UPDATE "{table.name}" AS t SET {assignments} FROM "{name}" AS s WHERE t.id = s.id'

@@ -62,7 +62,7 @@ def run_worker(args, store_of) -> int:
             print(json.dumps(Worker(store, **options).run_once()))
             return 0
         if args.processes <= 1 or store.engine.dialect.name != "postgresql":
-            worker = Worker(store, **options)
+            worker = Worker(store, freeze_gc=True, **options)  # the process is the worker's
             print(f"xrm worker {worker.name}: working (Ctrl-C to stop)", file=sys.stderr)
             try:
                 worker.run_forever()

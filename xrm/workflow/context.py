@@ -11,14 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import concat
 
 from ..metadata import Catalog
-from ..metadata.expressions import compile_template, environment
+from ..metadata.expressions import environment
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 
@@ -137,6 +138,9 @@ class RecordView:
         return hash((self._entity.name, self.id))
 
 
+_VIEWS = (RecordView, UserView)
+
+
 def _lazy_fields(catalog: Catalog, entity) -> frozenset[str]:
     return catalog.artifact(
         ("template-lazy-fields", entity.name),
@@ -172,12 +176,42 @@ class Loader:
         return self.users[ident]
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The definitions' sandbox (``expressions.environment``: same globals, filters and
+    undefined), reading a record's or user's public attributes without the sandbox's
+    checks: they are field values, which the checks would let through anyway, and the
+    checks cost more than the rest of a reminder's rendering."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) in _VIEWS and attribute[:1] != "_":
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass  # the sandbox's own answer: a StrictUndefined error
+        return super().getattr(obj, attribute)
+
+
+@cache
+def sandbox() -> _Sandbox:
+    base = environment()
+    env = _Sandbox(undefined=base.undefined, autoescape=base.autoescape)
+    env.globals = dict(base.globals)
+    env.filters = dict(base.filters)
+    env.tests = dict(base.tests)
+    return env
+
+
+@lru_cache(maxsize=4096)
+def compile_template(source: str):
+    return sandbox().from_string(source)
+
+
 @lru_cache(maxsize=4096)
 def _expression(source: str):
     match = _SINGLE.match(source)
     if not match:
         return None
-    return environment().compile_expression(match["expr"], undefined_to_none=False)
+    return sandbox().compile_expression(match["expr"], undefined_to_none=False)
 
 
 def is_template(value) -> bool:
@@ -205,7 +239,7 @@ def render_text(source: str, context: Mapping) -> str:
 
 def base_context() -> dict:
     """The sandbox's globals (round, min, max...), for contexts rendered shared."""
-    return dict(environment().globals)
+    return dict(sandbox().globals)
 
 
 def plain(value):

@@ -44,10 +44,14 @@ def load_records(
     model = catalog.entity(entity)
     found = {}
     convert = any(f.type == "any_lookup" for f in model.fields.values())
+    names = [c.key for c in table.c]
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        for row in conn.execute(sa.select(table).where(among(conn, table.c.id, chunk))).mappings():
-            found[row["id"]] = _as_record(model, row) if convert else dict(row)
+        result = conn.execute(sa.select(table).where(among(conn, table.c.id, chunk)))
+        # plain tuples zipped with the names: a RowMapping per row costs more than the zip
+        for values in result.all():
+            row = dict(zip(names, values, strict=True))
+            found[row["id"]] = _as_record(model, row) if convert else row
     return found
 
 

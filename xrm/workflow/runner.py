@@ -232,7 +232,10 @@ class Batch:
 
     # -- helpers for steps
     def today(self) -> Today:
-        return Today.of(self.now.astimezone(ZoneInfo(self.tz)).date())
+        today = self.cache.get("today")
+        if today is None:  # one moment per batch: one day too
+            today = self.cache["today"] = Today.of(self.now.astimezone(ZoneInfo(self.tz)).date())
+        return today
 
     def records(self, entity: str) -> Records:
         if entity not in self._records:
@@ -246,12 +249,17 @@ class Batch:
             )
         return self._records[entity]
 
-    def template_context(self, run: Run, **extra) -> dict:
+    def template_context(self, run: Run, needs=None, /, **extra) -> dict:
+        """What a template of ``run`` sees; ``needs``, when known, names what it reads (a
+        message naming no ``link`` spares working out the record's address)."""
         cached = run.cache.get("template")
         if cached is None or cached[0] is not run.record:
             cached = (run.record, self._template_context(run))
             run.cache["template"] = cached
-        return {**cached[1], **extra} if extra else cached[1]
+        context = cached[1]
+        if "link" not in context and (needs is None or "link" in needs):
+            context["link"] = self.link(run)
+        return {**context, **extra} if extra else context
 
     def _template_context(self, run: Run) -> dict:
         record = old = None
@@ -276,7 +284,6 @@ class Batch:
             "approval": run.vars.get("approval") or {},
             "days": days,
             "user": None,
-            "link": self.link(run),
             FORMATS: self.formats(),
         }
         return context

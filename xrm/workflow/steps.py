@@ -272,31 +272,38 @@ def message(
     as they read them (the filters take the reader's formats from the namespace)."""
     template = batch.catalog.templates[template_name]
     context = batch.template_context(
-        run, user=UserView(user) if user else None, **{FORMATS: batch.formats(user)}
+        run,
+        template_needs(batch, template_name),
+        user=UserView(user) if user else None,
+        **{FORMATS: batch.formats(user)},
     )
     subject = render_text(template.subject.get(locale), context).strip()
     body = render_text(template.body.get(locale), context) if template.body else ""
     return subject, body
 
 
-def personal(batch: Batch, template_name: str | None) -> bool:
-    """Whether a message template names its reader (``user``): such a message is rendered
-    for each recipient, any other once per language, locale and time zone."""
-    if template_name is None:
-        return False
+def template_needs(batch: Batch, template_name: str) -> frozenset[str]:
+    """The names a message template reads, in any language (once per catalog version)."""
 
-    def build() -> bool:
+    def build() -> frozenset[str]:
         template = batch.catalog.templates[template_name]
         env = environment()
-        return any(
-            "user" in meta.find_undeclared_variables(env.parse(text))
+        return frozenset(
+            name
             for label in (template.subject, template.body)
             if label
             for _, text in label.texts
             if is_template(text)
+            for name in meta.find_undeclared_variables(env.parse(text))
         )
 
-    return batch.catalog.artifact(("template-personal", template_name), build)
+    return batch.catalog.artifact(("template-needs", template_name), build)
+
+
+def personal(batch: Batch, template_name: str | None) -> bool:
+    """Whether a message template names its reader (``user``): such a message is rendered
+    for each recipient, any other once per language, locale and time zone."""
+    return template_name is not None and "user" in template_needs(batch, template_name)
 
 
 def send(

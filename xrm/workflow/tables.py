@@ -132,6 +132,17 @@ workers = sa.Table(
     sa.Index("ix_xrm_wf_worker_beat", "beat_at"),
 )
 
+# The batch a worker runs in one transaction (PostgreSQL, ``claims.take``): noted before its
+# steps run, deleted by its commit.  A note whose ``until`` passed names runs whose worker
+# died on them; the reaper counts an attempt for each (``claims.count_dead_batches``).
+inflight = sa.Table(
+    "xrm_wf_inflight",
+    metadata,
+    sa.Column("owner", sa.String(80), primary_key=True),
+    sa.Column("ids", sa.JSON, nullable=False),
+    sa.Column("until", UTCDateTime(), nullable=False),
+)
+
 sla_clocks = sa.Table(
     "xrm_sla_clock",
     metadata,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import logging
 import os
 import socket
@@ -49,6 +50,7 @@ class Worker:
         smtp: str | None = None,
         max_rounds: int = 1000,
         keep_outbox: dt.timedelta = dt.timedelta(days=7),
+        freeze_gc: bool = False,
     ):
         self.store = store
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -65,6 +67,8 @@ class Worker:
         )
         self._stop = threading.Event()
         self._seeded_version = None
+        self._frozen_version = None
+        self.freeze_gc = freeze_gc
         self._purged_at = 0.0
         ensure_tables(store)
 
@@ -76,6 +80,9 @@ class Worker:
         settings = store.settings()
         tz = settings.get("time_zone") or "UTC"
         stats: Counter = Counter()
+        if self.freeze_gc and self._frozen_version != catalog.version:
+            _freeze_gc()
+            self._frozen_version = catalog.version
         stats["reaped"] += claims.reap(store.engine, store.clock.now())
         if self._seeded_version != catalog.version:
             stats["scheduled"] += seed(store, catalog, store.clock.now(), tz)
@@ -98,13 +105,65 @@ class Worker:
 
     def run_due(self, settings: dict | None = None) -> int:
         """Claim and run one batch of due instances; returns how many were claimed."""
+        settings = settings if settings is not None else self.store.settings()
+        if not is_postgres(self.store.engine):
+            return self._run_leased(settings)
+        taken: list[int] = []
+        try:
+            pending = self._run_batch(settings, taken)
+        except Exception as exc:
+            if not taken:
+                raise
+            # The batch rolled back, its claims with it.  Its note would count an attempt
+            # the one-at-a-time pass below counts again.
+            with contextlib.suppress(Exception), self.store.engine.connect() as conn, conn.begin():
+                claims.done_batch(conn, self.name)
+            if transient(exc):
+                raise
+            # A run that breaks outside its own savepoint (its record cannot be read, its
+            # state cannot be written) took the batch down: lease the batch's runs again
+            # and run them one at a time, so that only that one is parked.
+            log.warning("workflow worker %s: a batch failed (%s); one at a time", self.name, exc)
+            store = self.store
+            rows = claims.claim_instances(
+                store.engine, self.name, store.clock.now(), self.lease, len(taken), ids=taken
+            )
+            pending = self._one_by_one(rows, settings)
+        for run in pending:
+            self._call_out(run, settings)
+        return len(taken)
+
+    def _run_batch(self, settings: dict, taken: list[int]) -> list:
+        """Claim due instances inside the batch's own transaction (PostgreSQL), run them,
+        write their effects and states, and commit all of it at once; ``taken`` gets the
+        claimed ids.  Returns the runs that wait for an outside call."""
+        store = self.store
+        with store.transaction() as unit:
+            now = store.clock.now()
+            rows = claims.take(unit.connection, now, self.batch_size)
+            if not rows:
+                return []
+            taken += [row["id"] for row in rows]
+            until = now + dt.timedelta(seconds=self.lease)
+            claims.note_batch(store.engine, self.name, taken, until)
+            for row in rows:
+                # what a lease claim writes, here kept in memory: it commits with the batch
+                # (a run that waits for an outside call keeps the lease once committed)
+                row["attempts"] += 1
+                row["lease_owner"] = self.name
+                row["lease_until"] = until
+            runs = self._run(unit, rows, settings, now)
+            claims.done_batch(unit.connection, self.name)
+        return [run for run in runs if run.io_step is not None]
+
+    def _run_leased(self, settings: dict) -> int:
+        """Lease a batch in a transaction of its own, then run it in another (SQLite)."""
         store = self.store
         rows = claims.claim_instances(
             store.engine, self.name, store.clock.now(), self.lease, self.batch_size
         )
         if not rows:
             return 0
-        settings = settings if settings is not None else store.settings()
         try:
             pending = self._execute(rows, settings)
         except Exception as exc:
@@ -152,16 +211,21 @@ class Worker:
                     ).mappings()
                 ]
             rows = [r for r in rows if r["id"] in mine]
-            batch = Batch(
-                store, unit, unit.catalog, now, settings=settings, retry_base=self.retry_base
-            )
-            runs = load_runs(batch, rows)
-            for run in runs:
-                if io_result is not None:
-                    run.io_result = io_result
-                batch.execute(run)
-            batch.persist(runs)
+            runs = self._run(unit, rows, settings, now, io_result)
         return [run for run in runs if run.io_step is not None]
+
+    def _run(self, unit, rows: list[dict], settings: dict, now, io_result=None) -> list:
+        """Run claimed rows as one batch in ``unit``'s transaction and write the outcome."""
+        batch = Batch(
+            self.store, unit, unit.catalog, now, settings=settings, retry_base=self.retry_base
+        )
+        runs = load_runs(batch, rows)
+        for run in runs:
+            if io_result is not None:
+                run.io_result = io_result
+            batch.execute(run)
+        batch.persist(runs)
+        return runs
 
     def _call_out(self, run, settings: dict) -> None:
         """Make a run's outside call after its batch committed, then continue the run."""
@@ -257,6 +321,17 @@ class Worker:
         return thread
 
 
+def _freeze_gc() -> None:
+    """Move what is alive now (the catalog, its caches, the imported modules) out of the
+    cyclic garbage collector's sight.  A batch allocates enough to set off full collections
+    every few seconds, and each walked the whole catalog again: about a quarter of a
+    worker's time.  Called again when the catalog changes, after a collection that frees
+    the previous one.  Only for worker processes: it is the whole process's setting."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class _Listener:
     """LISTEN on the workflow channel over its own autocommit connection."""
 
@@ -305,7 +380,7 @@ def serve(
 
     parent = parent or os.getppid()
     store = xrm.open(url, **(engine_options or {}))
-    worker = Worker(store, **worker_options)
+    worker = Worker(store, **{"freeze_gc": True, **worker_options})
     if ready is not None:
         ready.put(worker.name)
 
