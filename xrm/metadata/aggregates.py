@@ -9,6 +9,7 @@ A group is ``"stage"``, ``"account.industry"`` or ``"close_date:month"``; a meas
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,3 +166,30 @@ def _weighted(entity: Entity, entity_of: EntityOf, spec: str, text: str) -> Meas
     if quantum is None and divide is not None:  # whole numbers divided give fractions
         quantum, value = decimal.Decimal("0.0001"), "decimal"
     return Measure(spec, "weighted", path, field, value, quantum, by, divide)
+
+
+def bucket_start(day: dt.date, bucket: str) -> dt.date:
+    """The first day of the date bucket holding ``day`` (weeks start on Monday)."""
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if bucket == "month":
+        return day.replace(day=1)
+    if bucket == "quarter":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    return day.replace(month=1, day=1)
+
+
+def next_bucket(start: dt.date, bucket: str) -> dt.date | None:
+    """The first day of the bucket after the one starting on ``start`` (None past 9999)."""
+    try:
+        if bucket == "day":
+            return start + dt.timedelta(days=1)
+        if bucket == "week":
+            return start + dt.timedelta(days=7)
+        months = {"month": 1, "quarter": 3, "year": 12}[bucket]
+        index = start.year * 12 + start.month - 1 + months
+        return dt.date(index // 12, index % 12 + 1, 1)
+    except (OverflowError, ValueError):
+        return None

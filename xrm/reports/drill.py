@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from ..metadata.aggregates import parse_group, value_type
+from ..metadata.aggregates import next_bucket, parse_group, value_type
 from ..metadata.reports import fill_filter
 from .run import ReportResult
 
@@ -47,20 +47,6 @@ def group_conditions(records, spec: str, value) -> list:
         low = _utc(start, zone)
         return [[path, "ge", low]] + ([[path, "lt", _utc(end, zone)]] if end else [])
     return [[path, "ge", start.isoformat()]] + ([[path, "lt", end.isoformat()]] if end else [])
-
-
-def next_bucket(start: dt.date, bucket: str) -> dt.date | None:
-    """The first day of the bucket after the one starting on ``start`` (None past 9999)."""
-    try:
-        if bucket == "day":
-            return start + dt.timedelta(days=1)
-        if bucket == "week":
-            return start + dt.timedelta(days=7)
-        months = {"month": 1, "quarter": 3, "year": 12}[bucket]
-        index = start.year * 12 + start.month - 1 + months
-        return dt.date(index // 12, index % 12 + 1, 1)
-    except (OverflowError, ValueError):
-        return None
 
 
 def flatten(parts: list):

@@ -34,6 +34,8 @@ from ..metadata.aggregates import (  # noqa: F401 (the names callers know from h
     SUMMABLE,
     Group,
     Measure,
+    bucket_start,
+    next_bucket,
     value_kind,
     value_type,
 )
@@ -145,7 +147,7 @@ def _sqlite_moment_bucket(conn, builder, conditions, column, group: Group, zone:
         return sa.literal(None, sa.String)
     low, high = _as_utc(low), _as_utc(high)
     starts = []
-    start = _bucket_start(_local_day(low, zone), group.bucket)
+    start = bucket_start(_local_day(low, zone), group.bucket)
     end = _local_day(high, zone)
     while start is not None and start <= end:
         starts.append(start)
@@ -154,7 +156,7 @@ def _sqlite_moment_bucket(conn, builder, conditions, column, group: Group, zone:
                 f"more than {MAX_SQLITE_BUCKETS} {group.bucket} buckets: choose a longer one",
                 group.key,
             )
-        start = _next_start(start, group.bucket)
+        start = next_bucket(start, group.bucket)
     column_type = column.type
     whens = [
         (column >= sa.literal(_local_midnight(day, zone), column_type), day.isoformat())
@@ -181,32 +183,6 @@ def _local_day(moment: dt.datetime, zone: ZoneInfo) -> dt.date:
 
 def _local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)
-
-
-def _bucket_start(day: dt.date, bucket: str) -> dt.date:
-    if bucket == "day":
-        return day
-    if bucket == "week":
-        return day - dt.timedelta(days=day.weekday())
-    if bucket == "month":
-        return day.replace(day=1)
-    if bucket == "quarter":
-        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
-    return day.replace(month=1, day=1)
-
-
-def _next_start(day: dt.date, bucket: str) -> dt.date | None:
-    """The bucket after the one starting on ``day`` (None: it would be past year 9999)."""
-    try:
-        if bucket == "day":
-            return day + dt.timedelta(days=1)
-        if bucket == "week":
-            return day + dt.timedelta(days=7)
-        months = {"month": 1, "quarter": 3, "year": 12}[bucket]
-        index = day.year * 12 + day.month - 1 + months
-        return dt.date(index // 12, index % 12 + 1, 1)
-    except (OverflowError, ValueError):
-        return None
 
 
 def _measure_expression(builder, measure: Measure):
