@@ -216,6 +216,24 @@ def test_month_buckets_and_the_default_period_of_twelve_months(shop):
     assert everything.totals["deals"] == 150
 
 
+def test_a_time_series_has_its_empty_buckets_at_zero(shop):
+    long_ago = dt.date.today().replace(day=1) - dt.timedelta(days=6 * 365)
+    shop.records("deal").create({"name": "old deal", "closes": long_ago, "amount": 7})
+    result = run(shop, "by_month", {"period": "all"})
+    months = [row["closes:month"] for row in result.rows]
+    first, last = months[0], months[-1]
+    expected = []
+    while first <= last:  # every month from the first to the last, none skipped
+        expected.append(first)
+        first = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    assert months == expected
+    with_deals = {r[0] for r in sql(shop, f"SELECT DISTINCT {month_sql(shop)} FROM deal")}
+    empty = [row for row in result.rows if row["closes:month"].isoformat()[:7] not in with_deals]
+    assert empty, "the sample leaves some months without deals"
+    assert all(row["deals"] == 0 and row["amount"] == 0 for row in empty)
+    assert result.totals["deals"] == 151
+
+
 def test_quarter_buckets_and_lookup_paths(shop):
     if shop.engine.dialect.name == "postgresql":
         quarter = "to_char(date_trunc('quarter', closes), 'YYYY-MM-DD')"

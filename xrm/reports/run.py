@@ -5,10 +5,11 @@ in the report's order, a pivot's columns and the totals, each total its own SQL 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..metadata.aggregates import parse_group
+from ..metadata.aggregates import next_bucket, parse_group
 from ..metadata.filters import FilterError, ReadRefused
 from ..metadata.reports import MAX_LIMIT, Report, fill_filter
 from .parameters import resolve_parameters
@@ -54,7 +55,7 @@ def run_report(store, report: Report, params: Mapping[str, str], principal=None)
     groups = tuple(g for g in report.group_by if g != report.pivot)
     orders = {g: _option_order(records, g) for g in report.group_by}
     if report.pivot is None:
-        rows = _ordered(rows_of(report.group_by), report, orders)
+        rows = _ordered(_gaps_filled(rows_of(report.group_by), report, records), report, orders)
         totals = rows_of(())[0] if report.totals else None
         return ReportResult(report, groups, (), rows, totals, conditions)
     cells = rows_of(report.group_by)
@@ -101,6 +102,35 @@ def _runner(records, tree, specs, names, report_name):
         return [{names.get(k, k): v for k, v in row.items()} for row in found]
 
     return rows_of
+
+
+#: Measures whose value over no records is zero (the others, avg/min/max, have none).
+_ZERO_OVER_NOTHING = ("count", "distinct", "sum", "weighted")
+
+
+def _gaps_filled(rows: list[dict], report: Report, records) -> list[dict]:
+    """A time series (one date-bucket group) with the empty buckets between its first and
+    last one put in, at zero: a chart by month must not jump from July to October."""
+    if len(report.group_by) != 1:
+        return rows
+    spec = report.group_by[0]
+    group = parse_group(records.entity, records.catalog.entity_of, spec)
+    present = {row[spec] for row in rows if row[spec] is not None}
+    if group.bucket is None or len(present) < 2:
+        return rows
+    if not all(isinstance(day, dt.date) for day in present):
+        return rows
+    zero = {
+        m.name: (0 if m.spec.split(":", 1)[0] in _ZERO_OVER_NOTHING else None)
+        for m in report.measures
+    }
+    day, last = min(present), max(present)
+    filled = list(rows)
+    while day is not None and day < last and len(filled) <= MAX_LIMIT:
+        if day not in present:
+            filled.append({spec: day, **zero})
+        day = next_bucket(day, group.bucket)
+    return filled
 
 
 def _option_order(records, spec: str) -> dict | None:
