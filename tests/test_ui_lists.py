@@ -312,6 +312,20 @@ def test_export_csv_and_xlsx_of_the_list_as_it_stands(w, seller):
     assert values[1][2] == 50000 and isinstance(values[1][3], dt.datetime | dt.date)
 
 
+def test_exported_text_is_never_run_as_a_formula(w, app):
+    w.store.records("account").create({"name": '=HYPERLINK("x")'})
+    reader = Client(app).login(READER)
+    exported = reader.get("/views/all_accounts/export.csv").get_data(as_text=True)
+    rows = list(csv.reader(io.StringIO(exported.lstrip("\ufeff"))))
+    assert [r[0] for r in rows if "HYPERLINK" in r[0]] == ['\'=HYPERLINK("x")']
+    from openpyxl import load_workbook
+
+    workbook = reader.get("/views/all_accounts/export.xlsx").data
+    cells = [c for row in load_workbook(io.BytesIO(workbook)).active.iter_rows() for c in row]
+    (cell,) = [c for c in cells if "HYPERLINK" in str(c.value)]
+    assert cell.value == '=HYPERLINK("x")' and cell.data_type == "s"  # text, as typed
+
+
 def test_export_respects_row_level_security(w, app):
     reader = Client(app).login(READER)  # reads everything
     everything = reader.get("/views/all_accounts/export.csv").get_data(as_text=True)

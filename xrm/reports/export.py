@@ -142,9 +142,25 @@ def to_csv(table: Table) -> str:
 
 def _csv_cell(value) -> str:
     out = text(value)
-    if isinstance(value, str) and out[:1] in ("=", "+", "-", "@"):
-        out = "'" + out  # a spreadsheet must not run a cell as a formula
-    return out
+    return csv_text(out) if isinstance(value, str) else out
+
+
+_NUMBER = re.compile(r"^[+-]?\d+([.,]\d+)?$")
+
+
+def csv_text(value: str) -> str:
+    """Text for a CSV cell that a spreadsheet will not run as a formula ("=1+2" becomes
+    "'=1+2"; a signed number stays a number).  Every CSV export writes text through it."""
+    if value[:1] in ("=", "+", "-", "@") and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def as_text(cell) -> None:
+    """Mark an openpyxl cell holding a string as text, so "=..." is never a formula (a
+    quote in front would be part of the value in a workbook)."""
+    if isinstance(cell.value, str):
+        cell.data_type = "s"
 
 
 # ------------------------------------------------------------------------ XLSX
@@ -168,9 +184,9 @@ def to_xlsx(table: Table, title: str, tz: str = "UTC") -> bytes:
         for column, (spec, value) in enumerate(zip(table.columns, line), start=1):
             cell = sheet.cell(row=index, column=column)
             cell.value = _xlsx_value(value, zone)
-            if isinstance(cell.value, str):
-                cell.data_type = "s"  # text, never a formula ("=..." stays text)
-            elif spec.format and cell.value is not None and not isinstance(cell.value, bool):
+            as_text(cell)
+            typed = cell.value is not None and not isinstance(cell.value, str | bool)
+            if spec.format and typed:
                 cell.number_format = FORMATS[spec.format]
             if is_total:
                 cell.font = bold

@@ -8,13 +8,14 @@ import csv
 import datetime as dt
 import decimal
 import io
-import re
+import itertools
 from zoneinfo import ZoneInfo
 
 from flask import Response, current_app
 
 from ...metadata import Entity, Field, View
 from ...metadata.fieldtypes import in_zone
+from ...reports.export import as_text, csv_text
 from ...storage.query import search_fields
 from . import context as C
 from . import filtering as F
@@ -79,17 +80,7 @@ def _csv_cell(field: Field, value) -> str:
         return plain.strftime("%Y-%m-%d %H:%M")
     if isinstance(plain, decimal.Decimal):
         return format(plain, "f")
-    text = str(plain)
-    if text[:1] in ("=", "+", "-", "@") and not _number(text):
-        text = "'" + text  # a spreadsheet must not run a cell as a formula
-    return text
-
-
-_NUMBER = re.compile(r"^[+-]?\d+([.,]\d+)?$")
-
-
-def _number(text: str) -> bool:
-    return bool(_NUMBER.match(text))
+    return csv_text(str(plain))
 
 
 def _filename(view: View, fmt: str) -> str:
@@ -102,7 +93,10 @@ def respond(
 ) -> Response:
     fields = [C.field_at(entity, p) for p in columns]
     headers = [C.path_label(entity, p) for p in columns]
-    rows = _rows(entity, state, columns)
+    pages = _rows(entity, state, columns)
+    # the first page read before any writer starts: a filter the records service refuses
+    # fails here, not halfway through a workbook (whose writer would be left open)
+    rows = itertools.chain(list(itertools.islice(pages, 1)), pages)
     if fmt == "csv":
         buffer = io.StringIO()
         buffer.write("\ufeff")  # so spreadsheets open UTF-8 (Cyrillic) correctly
@@ -114,6 +108,7 @@ def respond(
         mimetype = "text/csv"
     else:
         from openpyxl import Workbook
+        from openpyxl.cell import WriteOnlyCell
 
         workbook = Workbook(write_only=True)
         sheet = workbook.create_sheet(title=C.label(view)[:31] or "export")
@@ -121,10 +116,9 @@ def respond(
         for row in rows:
             cells = []
             for p, f in zip(columns, fields):
-                value = _plain(f, row.get(p))
-                if isinstance(value, str) and value[:1] == "=":
-                    value = "'" + value
-                cells.append(value)
+                cell = WriteOnlyCell(sheet, value=_plain(f, row.get(p)))
+                as_text(cell)
+                cells.append(cell)
             sheet.append(cells)
         buffer = io.BytesIO()
         workbook.save(buffer)
