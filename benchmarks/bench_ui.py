@@ -87,10 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def fill(store, user_id: int, rows: int, seed: int, say) -> None:
+def fill(store, user_id: int, rows: int, seed: int, say, owners: list[int] | None = None) -> None:
     """Accounts through the records service; opportunities by the batch in Core (the
     figures are about reading, and a million records through the full write path would
-    only make the set-up slower)."""
+    only make the set-up slower), owned by ``user_id`` or spread over ``owners``."""
     from xrm.storage.database import WRITE
     from xrm.storage.tables import tables_for
 
@@ -137,6 +137,7 @@ def fill(store, user_id: int, rows: int, seed: int, say) -> None:
                     "expected_revenue": (amount * probability / 100).quantize(Decimal("0.01")),
                     "forecast_category": "pipeline",
                     **system,
+                    "owner": rnd.choice(owners) if owners else user_id,
                 }
             )
         with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
             packs = discover()
             store.install([packs["core"], packs["sales"]])
             user_id = store.add_user(
-                "bench@example.com", "Bench Manager", password=PASSWORD, roles=["manager"]
+                "manager@example.com", "Bench Manager", password=PASSWORD, roles=["manager"]
             )
             say(f"filling {rows:,} opportunities on {dialect}")
             fill(store, user_id, rows, args.seed, say)
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "RATELIMIT_ENABLED": False,
                 },
             )
-            client = signed_in_client(app, "bench@example.com")
+            client = signed_in_client(app, "manager@example.com")
             view = store.refresh().views[VIEW]
             records = store.records("opportunity", principal=store.principal(user_id))
             from xrm.web.ui.filtering import to_raw

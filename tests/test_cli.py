@@ -285,3 +285,36 @@ def test_bench_unknown_suite(capsys):
     code, _, err = run(capsys, "bench", "storag")
     assert code == 2
     assert "unknown benchmark suite 'storag'; did you mean 'storage'?" in err
+
+
+@pytest.mark.parametrize(
+    ("suite", "figures"),
+    [
+        ("ui", ("list_page_ms", "list_query_ms", "form_page_ms", "form_query_ms")),
+        (
+            "reports",
+            ("group_by_stage_ms", "group_by_stage_core_ms", "pipeline_report_ms", "history_rows"),
+        ),
+    ],
+)
+def test_bench_page_suites_run_on_a_small_table(capsys, tmp_path, suite, figures):
+    """The suites that fill the shipped packs' tables keep running as the packs change
+    (a password rule once stopped the UI suite at its first user)."""
+    code, out, err = run(
+        capsys,
+        "bench",
+        suite,
+        "--json",
+        "--quiet",
+        "--rows",
+        "300",
+        "--repeats",
+        "1",
+        "--database",
+        f"sqlite:///{tmp_path / 'bench.db'}",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    for key in figures:
+        assert isinstance(result[key], int | float) and result[key] > 0, (key, result[key])
+    assert list(tmp_path.iterdir()) == [], "the run's database file is removed"
