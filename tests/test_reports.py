@@ -83,6 +83,12 @@ reports:
     pivot: region
     measures: {deals: count, amount: {sum: amount}}
     totals: true
+  average_by_region:
+    entity: deal
+    group_by: [stage, region]
+    pivot: region
+    measures: {average: {avg: qty}, amount: {sum: amount}, largest: {max: amount}}
+    totals: true
   top_accounts:
     entity: deal
     group_by: [account.name]
@@ -278,6 +284,45 @@ def test_a_pivot_has_columns_cells_and_totals_of_its_own(shop):
         by_region.get(r) for r in result.columns
     ]
     assert result.totals["deals"] == 150
+
+
+def _close(a, b) -> bool:
+    return (a is None and b is None) or abs(float(a) - float(b)) < 1e-6
+
+
+def test_pivot_totals_of_sums_come_from_the_cells_and_of_averages_from_sql(shop):
+    """Sums and maximums of a row, a column or the whole are made of the cells' figures;
+    an average is not, so the same report's totals must still agree with SQL's."""
+    for name in ("stage_by_region", "average_by_region"):
+        result = run(shop, name)
+        by_stage = {
+            s: (money(a), money(m), q)
+            for s, a, m, q in sql(
+                shop, "SELECT stage, sum(amount), max(amount), avg(qty) FROM deal GROUP BY stage"
+            )
+        }
+        by_region = {
+            r: (money(a), money(m), q)
+            for r, a, m, q in sql(
+                shop, "SELECT region, sum(amount), max(amount), avg(qty) FROM deal GROUP BY region"
+            )
+        }
+        ((amount, largest, average),) = sql(
+            shop, "SELECT sum(amount), max(amount), avg(qty) FROM deal"
+        )
+        for row in result.rows:
+            assert row["total"]["amount"] == by_stage[row["stage"]][0]
+        for region, cell in zip(result.columns, result.totals["cells"]):
+            assert cell["amount"] == by_region[region][0]
+        assert result.totals["amount"] == money(amount)
+        if name == "average_by_region":
+            for row in result.rows:
+                assert row["total"]["largest"] == by_stage[row["stage"]][1]
+                assert _close(row["total"]["average"], by_stage[row["stage"]][2])
+            for region, cell in zip(result.columns, result.totals["cells"]):
+                assert _close(cell["average"], by_region[region][2])
+            assert result.totals["largest"] == money(largest)
+            assert _close(result.totals["average"], average)
 
 
 def test_sort_by_a_measure_and_limit(shop):

@@ -55,8 +55,9 @@ def run_report(store, report: Report, params: Mapping[str, str], principal=None)
     groups = tuple(g for g in report.group_by if g != report.pivot)
     orders = {g: _option_order(records, g) for g in report.group_by}
     if report.pivot is None:
-        rows = _ordered(_gaps_filled(rows_of(report.group_by), report, records), report, orders)
-        totals = rows_of(())[0] if report.totals else None
+        found = rows_of(report.group_by)
+        totals = (_combined(found, report) or rows_of(())[0]) if report.totals else None
+        rows = _ordered(_gaps_filled(found, report, records), report, orders)
         return ReportResult(report, groups, (), rows, totals, conditions)
     cells = rows_of(report.group_by)
     columns = sorted({row[report.pivot] for row in cells}, key=_key(orders[report.pivot]))
@@ -67,7 +68,16 @@ def run_report(store, report: Report, params: Mapping[str, str], principal=None)
         item = rows.setdefault(at, {**dict(zip(groups, at)), "cells": [None] * len(columns)})
         item["cells"][index[row[report.pivot]]] = {m: row[m] for m in names.values()}
     totals = None
-    if report.totals:
+    if report.totals and _combined([], report) is not None:
+        # Every measure adds up (or is a min or max): the totals come from the cells.
+        for item in rows.values():
+            item["total"] = _combined([c for c in item["cells"] if c is not None], report)
+        by_column = [
+            _combined([item["cells"][i] for item in rows.values() if item["cells"][i]], report)
+            for i in range(len(columns))
+        ]
+        totals = {**_combined(cells, report), "cells": by_column}
+    elif report.totals:
         for row in rows_of(groups):
             rows[tuple(row[g] for g in groups)]["total"] = {m: row[m] for m in names.values()}
         by_column = {row[report.pivot]: row for row in rows_of((report.pivot,))}
@@ -102,6 +112,27 @@ def _runner(records, tree, specs, names, report_name):
         return [{names.get(k, k): v for k, v in row.items()} for row in found]
 
     return rows_of
+
+
+#: How a measure's figure over several groups comes from the groups' figures: counts and
+#: sums add up, a minimum is the least of the minimums.  An average or a distinct count of
+#: a whole is not made of its parts' figures, so a report with one of them asks SQL again.
+_COMBINE = {"count": sum, "sum": sum, "weighted": sum, "min": min, "max": max}
+
+
+def _combined(parts: list[dict], report: Report) -> dict | None:
+    """The measures over ``parts`` (complete groups of a scan), or None when a measure
+    cannot be combined.  Over no records a count is 0 and the others are empty, as SQL
+    gives them."""
+    out = {}
+    for measure in report.measures:
+        kind = measure.spec.split(":", 1)[0]
+        combine = _COMBINE.get(kind)
+        if combine is None:
+            return None
+        values = [part[measure.name] for part in parts if part[measure.name] is not None]
+        out[measure.name] = combine(values) if values else (0 if kind == "count" else None)
+    return out
 
 
 #: Measures whose value over no records is zero (the others, avg/min/max, have none).
