@@ -1124,10 +1124,16 @@ def build_catalog(
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
     forms = build_forms(checker, builder, LAYER)
-    workflow = workflow_definitions(
-        problems, entities, roles, builder.workflow, LAYER, rejected=builder.rejected
-    )
     reports = build_reports(problems, entities, builder.reports, LAYER, builder.rejected)
+    workflow = workflow_definitions(
+        problems,
+        entities,
+        roles,
+        builder.workflow,
+        LAYER,
+        rejected=builder.rejected,
+        reports=reports,
+    )
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(

@@ -327,9 +327,12 @@ class WorkflowCompiler:
         roles: Mapping,
         layer: str,
         rejected: frozenset[str] | set[str] = frozenset(),
+        reports: Mapping | None = None,
     ):
         self.problems = problems
         self.entities = entities
+        #: the catalog's compiled reports, which send_report steps name
+        self.reports = reports or {}
         #: entities whose own document was refused (and reported): not reported again
         self.rejected = rejected
         self.roles = roles
@@ -1200,6 +1203,28 @@ class WorkflowCompiler:
                 return False
         return None
 
+    def _check_send_report(self, spec, at, entity, subject):
+        from .reports import parameter_value_problem
+
+        ok = self.check_recipients(
+            spec["to"], entity, _vpos(spec, "to", at), subject, users_only=True
+        )
+        report = self.reports.get(spec["report"])
+        if report is None:
+            self.add(
+                _vpos(spec, "report", at),
+                subject,
+                f"send_report: unknown report {spec['report']!r}{did_you_mean(spec['report'], self.reports)}",
+            )
+            return False
+        given = spec.get("parameters") or {}
+        for name, value in given.items():
+            problem = parameter_value_problem(report, name, value, self.entity_of)
+            if problem:
+                ok = False
+                self.add(_pos(given, name, at), subject, f"send_report: {problem}")
+        return None if ok else False
+
     def _check_stop(self, spec, at, entity, subject):
         return None
 
@@ -1411,11 +1436,18 @@ def holiday_problem(country: str, subdivision) -> str | None:
 
 
 def workflow_definitions(
-    problems: Problems, entities, roles, documents, layer: str, rejected=frozenset()
+    problems: Problems,
+    entities,
+    roles,
+    documents,
+    layer: str,
+    rejected=frozenset(),
+    reports=None,
 ) -> WorkflowDefinitions:
     """Compile the workflow documents [(kind, solution, data)] of one catalog build;
-    ``rejected`` names entities whose refused documents are reported already."""
-    compiler = WorkflowCompiler(problems, entities, roles, layer, rejected)
+    ``rejected`` names entities whose refused documents are reported already; ``reports``
+    are the build's compiled reports (for send_report steps)."""
+    compiler = WorkflowCompiler(problems, entities, roles, layer, rejected, reports)
     for kind, solution, data in documents:
         compiler.collect(kind, solution, data)
     return compiler.build()

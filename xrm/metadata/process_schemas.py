@@ -140,6 +140,37 @@ STEP_KINDS: dict[str, dict] = {
         "required": ["process"],
         "additionalProperties": False,
     },
+    "send_report": {
+        "type": "object",
+        "description": "emails a report to users, each run as its reader (their scope and field rules)",
+        "properties": {
+            "report": {"type": "string", "description": "a report of the catalog"},
+            "to": {
+                **RECIPIENTS,
+                "description": "users only: owner, initiator, a user field, role:NAME, team:NAME, user:EMAIL",
+            },
+            "parameters": {
+                "type": "object",
+                "description": "report parameter -> value: a period (this_month), me (each reader), a team, option values",
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    ]
+                },
+            },
+            "formats": {
+                "type": "array",
+                "description": "table (an HTML table in the message), xlsx (a workbook attached); default both",
+                "items": {"enum": ["table", "xlsx"]},
+                "minItems": 1,
+                "uniqueItems": True,
+            },
+            "subject": {"$ref": "#/$defs/label"},
+        },
+        "required": ["report", "to"],
+        "additionalProperties": False,
+    },
     "stop": {"const": True},
     "if": {"$ref": "#/$defs/filter"},
 }

@@ -559,6 +559,32 @@ class ReportCompiler:
             )
 
 
+def parameter_value_problem(report: Report, name: str, value, entity_of) -> str | None:
+    """Why ``value`` cannot be given to the report's parameter ``name`` by a definition
+    that runs the report for others (a scheduled report): None when it can.  A user
+    parameter takes only ``me``, which is each reader."""
+    parameter = report.parameters.get(name)
+    if parameter is None:
+        return (
+            f"report {report.name!r} has no parameter {name!r}{did_you_mean(name, report.parameters)}"
+            f" (expected {', '.join(report.parameters) or 'none'})"
+        )
+    if parameter.type == "user":
+        return (
+            None
+            if value in ("me", "current_user")
+            else f"parameter {name}: expected me (each reader)"
+        )
+    if parameter.type == "team":
+        return None  # teams live in the database
+    if isinstance(value, list | tuple) and (parameter.type != "choice" or not parameter.multiple):
+        return f"parameter {name}: takes one value"
+    entity = entity_of(report.entity)
+    target, _ = resolve_path(entity, parameter.field, entity_of)
+    problem = ReportCompiler.default_problem(parameter.type, target, _thaw(value))
+    return f"parameter {name}: {problem}" if problem else None
+
+
 def build_reports(problems, entities, documents, layer: str, rejected=frozenset()):
     """Compile the ``reports:`` documents [(solution, data)] of one catalog build."""
     compiler = ReportCompiler(problems, entities, rejected)

@@ -334,6 +334,28 @@ class Store(Users):
 
         return self.change_catalog(change, dry_run=dry_run)
 
+    def uncustomize(self, kind: str, name: str, *, dry_run: bool = False):
+        """Take the customization layer's documents of ``kind`` named ``name`` (by their top
+        key: ``process: weekly_report``) out again; a pack's own definition of that name,
+        if any, applies again.  Raises KeyError when the layer has none."""
+
+        def change(conn, packs, layer):
+            gone = [
+                d
+                for d in layer
+                if d.kind == kind
+                and isinstance(d.data, dict)
+                and d.data.get(kind) == name
+                and d.path.startswith("customization#")
+            ]
+            if not gone:
+                raise KeyError(f"no customized {kind} {name!r}")
+            ids = [int(d.path.partition("#")[2]) for d in gone]
+            conn.execute(T.customizations.delete().where(T.customizations.c.id.in_(ids)))
+            return packs, [d for d in layer if all(d is not g for g in gone)]
+
+        return self.change_catalog(change, dry_run=dry_run)
+
     # ------------------------------------------------------------------ work
     @contextlib.contextmanager
     def transaction(self, user_id: int | None = None):

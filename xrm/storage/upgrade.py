@@ -16,14 +16,17 @@ from alembic.operations import Operations
 from . import tables as T
 
 
-def missing_columns(conn: sa.Connection) -> list[tuple[sa.Table, sa.Column]]:
-    """Platform columns the database's tables lack (one catalog query on PostgreSQL)."""
-    names = [table.name for table in T.platform.sorted_tables]
+def missing_columns(
+    conn: sa.Connection, metadata: sa.MetaData = T.platform
+) -> list[tuple[sa.Table, sa.Column]]:
+    """Columns of ``metadata``'s tables (default: the platform's) that the database's
+    tables lack (one catalog query on PostgreSQL)."""
+    names = [table.name for table in metadata.sorted_tables]
     existing = sa.inspect(conn).get_multi_columns(filter_names=names)
     have = {name: {c["name"] for c in columns} for (_schema, name), columns in existing.items()}
     return [
         (table, column)
-        for table in T.platform.sorted_tables
+        for table in metadata.sorted_tables
         if table.name in have
         for column in table.columns
         if column.name not in have[table.name]
@@ -35,9 +38,15 @@ def upgrade_platform(conn: sa.Connection) -> list[str]:
 
     Runs inside the caller's write transaction, under its schema lock, so two processes
     starting at once do not both add a column."""
+    return upgrade_tables(conn, T.platform)
+
+
+def upgrade_tables(conn: sa.Connection, metadata: sa.MetaData) -> list[str]:
+    """Add the columns ``metadata``'s existing tables lack (the workflow engine's tables
+    use it too); returns ``table.column`` for each one added."""
     added = []
     operations = None
-    for table, column in missing_columns(conn):
+    for table, column in missing_columns(conn, metadata):
         if column.server_default is None and not column.nullable:
             raise RuntimeError(f"{table.name}.{column.name} needs a server default to be added")
         operations = operations or Operations(MigrationContext.configure(conn))

@@ -18,6 +18,7 @@ COLORS = {
     "approval": "#fde7e9",
     "webhook": "#efe7fd",
     "notify": "#e6f4ea",
+    "send_report": "#e6f4ea",
     "start": "#f1f3f4",
     "stop": "#f1f3f4",
 }
@@ -50,6 +51,9 @@ def _summary(step: Step) -> str:
         return f"{spec.get('method', 'POST')} {spec['url']}"
     if step.kind == "start":
         return f"start {spec['process']}"
+    if step.kind == "send_report":
+        to = spec["to"] if isinstance(spec["to"], str) else ", ".join(spec["to"])
+        return f"email report {spec['report']} to {to}"
     if step.kind == "if":
         return "if " + _condition_text(spec)
     return step.kind

@@ -84,8 +84,12 @@ class Effects:
         entity,
         record_id,
         now,
+        *,
+        html: str | None = None,
+        attachments: list[dict] | None = None,
     ) -> None:
-        # columns left out (status queued, no attempts, no lease) take their defaults
+        # columns left out (status queued, no attempts, no lease) take their defaults; every
+        # row names the same columns, as one multi-row INSERT writes them all
         self.emails.append(
             {
                 "key": key,
@@ -94,6 +98,8 @@ class Effects:
                 "user_id": user_id,
                 "subject": subject[:300],
                 "body": body,
+                "html": html,
+                "attachments": attachments,
                 "entity": entity,
                 "record_id": record_id,
                 "due_at": now,

@@ -11,6 +11,7 @@ URL forms: ``smtp://host:25``, ``smtp://user:password@host:587?starttls=1``,
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import os
@@ -87,6 +88,16 @@ class Mailer:
         message["Date"] = format_datetime(row["created_at"])
         message["X-XRM-Key"] = row["key"]
         message.set_content(row["body"] or "")
+        if row.get("html"):
+            message.add_alternative(row["html"], subtype="html")
+        for item in row.get("attachments") or ():
+            maintype, _, subtype = item["content_type"].partition("/")
+            message.add_attachment(
+                base64.b64decode(item["data"]),
+                maintype=maintype,
+                subtype=subtype,
+                filename=item["filename"],
+            )
         return message
 
     def send_due(self) -> int:

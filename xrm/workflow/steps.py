@@ -20,7 +20,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..metadata.expressions import environment
 from ..metadata.filters import parse_filter
 from ..metadata.formats import FORMATS
-from ..metadata.processes import activity_due_field, parse_clock, parse_offset, parse_span
+from ..metadata.processes import (
+    activity_due_field,
+    as_list,
+    parse_clock,
+    parse_offset,
+    parse_span,
+)
 from ..storage import query as Q
 from ..storage import tables as T
 from ..storage.records import NotFound
@@ -662,6 +668,83 @@ def step_start(batch: Batch, run: Run, step: Step):
     return done({"sub-process": child["status"], "instance": child["id"]})
 
 
+# ------------------------------------------------------------------------ reports
+def step_send_report(batch: Batch, run: Run, step: Step):
+    """Email a report to each recipient as they would see it: the report runs as their
+    principal (scope and field rules), in their language and zone.  A recipient who may
+    not run it gets nothing and is named in the step's result; the others get theirs."""
+    from ..reports import ParameterError, ReportError, ReportRefused
+    from ..reports.mailing import FORMATS as PARTS
+    from ..reports.mailing import report_mail
+    from ..storage.records import Forbidden
+
+    spec = step.spec
+    report = batch.catalog.reports[spec["report"]]
+    users, _ = resolve(batch, run, spec["to"])  # the checker allows users only
+    params = thaw(spec.get("parameters") or {})
+    parts = tuple(spec.get("formats") or PARTS)
+    sent, refused = [], []
+    for user in users:
+        if not user.get("email"):
+            refused.append({"user": user["id"], "reason": "has no email address"})
+            continue
+        principal = batch.store.principal(user["id"])
+        if principal is None:
+            refused.append({"user": user["id"], "reason": "is not an active user"})
+            continue
+        # one reader's failure (or a statement the database refuses) rolls back only
+        # their own reads, never the batch
+        savepoint = batch.conn.begin_nested()
+        try:
+            mail = report_mail(
+                batch.store,
+                report,
+                params,
+                principal,
+                batch.formats(user),
+                parts=parts,
+                subject=step_label(spec.get("subject")),
+                now=batch.now,
+            )
+        except (ReportRefused, ParameterError, ReportError, Forbidden) as exc:
+            savepoint.rollback()
+            refused.append({"user": user["id"], "reason": str(exc)[:300]})
+            continue
+        except sa.exc.DBAPIError as exc:
+            savepoint.rollback()
+            refused.append(
+                {"user": user["id"], "reason": f"the database refused it: {exc.orig}"[:300]}
+            )
+            continue
+        savepoint.commit()
+        run.effects.email(
+            run.key(step, f"/e{user['id']}"),
+            user["email"],
+            mail.subject,
+            mail.text,
+            batch.sender,
+            user["id"],
+            run.entity,
+            run.record_id,
+            batch.now,
+            html=mail.html if "table" in parts else None,
+            attachments=mail.attachments or None,
+        )
+        sent.append(user["id"])
+    result = {"report": report.name, "sent": sent}
+    if refused:
+        result["refused"] = refused
+    if not users:
+        result["nobody"] = f"no active user among {', '.join(map(str, as_list(spec['to'])))}"
+    return done(result)
+
+
+def step_label(raw):
+    from ..metadata.labels import Label
+
+    return Label.of(thaw(raw)) if raw else None
+
+
 def step_stop(batch: Batch, run: Run, step: Step):
     return STOP
 
@@ -681,6 +764,7 @@ HANDLERS = {
     "approval": step_approval,
     "webhook": step_webhook,
     "start": step_start,
+    "send_report": step_send_report,
     "stop": step_stop,
     "if": step_if,
 }

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from ..metadata.fieldtypes import ID_TYPE, UTCDateTime
 from ..storage.database import WRITE, is_postgres, lock_schema
 from ..storage.tables import NAMING
+from ..storage.upgrade import upgrade_tables
 
 metadata = sa.MetaData(naming_convention=NAMING)
 KEY = sa.String(250)
@@ -104,6 +105,10 @@ emails = sa.Table(
     sa.Column("user_id", ID_TYPE, nullable=True),
     sa.Column("subject", sa.String(300), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+    # an HTML alternative of the body (a scheduled report's table), and files to attach:
+    # [{"filename", "content_type", "data": base64}]; both empty for most messages
+    sa.Column("html", sa.Text, nullable=True),
+    sa.Column("attachments", sa.JSON, nullable=True),
     sa.Column("entity", sa.String(64), nullable=True),
     sa.Column("record_id", ID_TYPE, nullable=True),
     sa.Column(
@@ -206,6 +211,7 @@ def ensure_tables(store) -> None:
         lock_schema(conn)
         existing = set(sa.inspect(conn).get_table_names())
         metadata.create_all(conn, checkfirst=True)
+        upgrade_tables(conn, metadata)  # columns added since an existing database was made
         if is_postgres(conn) and "xrm_wf_instance" not in existing:
             conn.execute(sa.text(_NOTIFY_FUNCTION))
             conn.execute(sa.text("DROP TRIGGER IF EXISTS xrm_outbox_notify ON xrm_outbox"))
