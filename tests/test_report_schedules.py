@@ -298,3 +298,70 @@ steps:
         r"weekly.yaml:11:51: .*parameter owner: expected me \(each reader\)",
     ):
         assert re.search(line, text), (line, text)
+
+
+# ------------------------------------------------------------------------ in the browser
+def test_an_administrator_schedules_a_report_from_its_page_and_removes_it(shop, smtp_server):
+    from browser.support import PASSWORD, Client, make_app
+
+    shop.add_user("admin@x.test", "Ada", password=PASSWORD, roles=["administrator"])
+    shop.add_user("viewer@x.test", "Vic", password=PASSWORD, roles=["boss"])
+    app = make_app(shop)
+    admin = Client(app).login("admin@x.test")
+
+    page = admin.get("/reports/by_stage")
+    assert 'href="/reports/by_stage/schedules"' in page.get_data(as_text=True)
+    page = admin.get("/reports/by_stage/schedules").get_data(as_text=True)
+    assert 'data-testid="schedule-weekly_deals"' in page  # the pack's own, not removable
+    assert 'data-testid="remove-weekly_deals"' not in page
+
+    # others may not open it, and a form sent without its CSRF token is refused
+    viewer = Client(app).login("viewer@x.test")
+    assert viewer.get("/reports/by_stage/schedules").status_code == 403
+    assert "report-schedules" not in viewer.get("/reports/by_stage").get_data(as_text=True)
+    form = {
+        "label": "Monday figures",
+        "preset": "weekly",
+        "time": "07:30",
+        "weekday": "1",
+        "roles": ["boss"],
+        "users": ["seller@x.test"],
+        "param-period": "all",
+        "format-table": "1",
+        "format-xlsx": "1",
+    }
+    assert admin.post("/reports/by_stage/schedules", form, csrf=False).status_code == 400
+
+    bad = admin.post("/reports/by_stage/schedules", {**form, "preset": "custom", "cron": "99 * *"})
+    assert bad.status_code == 422
+    assert "is not a cron expression" in bad.get_data(as_text=True)
+    nobody = admin.post("/reports/by_stage/schedules", {**form, "roles": [], "users": []})
+    assert nobody.status_code == 422
+    assert "Choose at least one role or user" in nobody.get_data(as_text=True)
+
+    saved = admin.post("/reports/by_stage/schedules", form)
+    assert saved.status_code == 303
+    process = shop.refresh().processes["email_by_stage_1"]
+    assert process.solution != "shop"  # the customization layer
+    assert process.trigger("schedule").cron == "30 7 * * 1"
+    [step] = process.steps
+    assert step.kind == "send_report"
+    assert list(step.spec["to"]) == ["role:boss", "user:seller@x.test"]
+    assert dict(step.spec["parameters"]) == {"period": "all"}
+    page = admin.get("/reports/by_stage/schedules").get_data(as_text=True)
+    assert "Monday figures" in page and "30 7 * * 1" in page
+
+    # the scheduler runs it like any process: at 07:30 the role's members and the user get it
+    worker = Worker(shop, smtp=smtp_server.url)
+    worker.run_once()
+    shop.clock_.set(TICK + dt.timedelta(minutes=30))
+    worker.run_once()
+    got = [m for (rcpt, m) in smtp_server.messages if m["Subject"].startswith("Monday figures")]
+    assert sorted(m["To"] for m in got) == ["boss@x.test", "seller@x.test", "viewer@x.test"]
+
+    removed = admin.post("/reports/by_stage/schedules/email_by_stage_1/delete")
+    assert removed.status_code == 303
+    assert "email_by_stage_1" not in shop.refresh().processes
+    waiting = instances(shop, process="email_by_stage_1", status="waiting")
+    assert waiting == []
+    assert admin.post("/reports/by_stage/schedules/weekly_deals/delete").status_code == 404

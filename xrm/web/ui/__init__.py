@@ -44,9 +44,31 @@ def _favicon():
 
 def init_app(app: Flask) -> None:
     """Register the UI's blueprints, template helpers and static files on ``app``."""
-    from . import account, admin, calendar, forms, inbox, kanban, lists, reports, shell
+    from . import (
+        account,
+        admin,
+        calendar,
+        forms,
+        inbox,
+        kanban,
+        lists,
+        report_schedules,
+        reports,
+        shell,
+    )
 
-    for module in (shell, account, lists, forms, kanban, calendar, inbox, reports, admin):
+    for module in (
+        shell,
+        account,
+        lists,
+        forms,
+        kanban,
+        calendar,
+        inbox,
+        reports,
+        report_schedules,
+        admin,
+    ):
         app.register_blueprint(module.bp)
     _jinja_globals(app)
     app.extensions[ERROR_PAGE] = error_page
