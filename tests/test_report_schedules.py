@@ -365,3 +365,30 @@ def test_an_administrator_schedules_a_report_from_its_page_and_removes_it(shop, 
     waiting = instances(shop, process="email_by_stage_1", status="waiting")
     assert waiting == []
     assert admin.post("/reports/by_stage/schedules/weekly_deals/delete").status_code == 404
+
+
+def test_an_empty_report_is_a_sentence_not_an_empty_table(shop, smtp_server):
+    shop.customize(
+        "process",
+        {
+            "process": "nothing_to_say",
+            "on": {"schedule": "0 7 * * 1"},
+            "steps": [
+                {
+                    "send_report": {
+                        "report": "by_stage",
+                        "to": "role:boss",
+                        "parameters": {"period": "next_year"},  # no deal closes in 2026
+                        "formats": ["table"],
+                        "subject": "Nothing: {date}",
+                    }
+                }
+            ],
+        },
+    )
+    run_until_tick(shop, Worker(shop, smtp=smtp_server.url))
+    [message] = [m for (_r, m) in smtp_server.messages if m["Subject"].startswith("Nothing")]
+    assert message["Subject"].replace("\u202f", " ") == "Nothing: 10 мар. 2025 г."  # in Russian
+    html = message.get_body(("html",)).get_content()
+    assert "<table" not in html and "нет" in html.lower()
+    assert list(message.iter_attachments()) == []  # formats: [table] attaches nothing
