@@ -715,6 +715,35 @@ def test_a_scheduled_process_runs_for_each_matching_record(database, tmp_path):
         store.close()
 
 
+def test_a_failing_run_of_a_scheduled_process_keeps_its_schedule(database, tmp_path):
+    """The next tick is queued apart from the run of the steps: a run that fails (here a
+    record it creates is invalid) must not take the schedule down with it."""
+    extra = {
+        "processes/nightly.yaml": """
+            process: nightly
+            on: {schedule: "0 9 * * *"}
+            steps:
+              - create: {entity: ticket, values: {counter: 1}}
+        """
+    }
+    store, clock = open_helpdesk(database, tmp_path, extra)
+    try:
+        worker = Worker(store)
+        worker.run_once()
+        for day in range(3):
+            clock.set(START.replace(hour=9) + dt.timedelta(days=day))
+            worker.run_once()
+        every = workflow.instances(store, process="nightly")
+        ticks = sorted((r for r in every if r["key"].startswith("cron:")), key=lambda r: r["key"])
+        runs = [r for r in every if r["key"].startswith("run:")]
+        assert [t["status"] for t in ticks] == ["done", "done", "done", "waiting"]
+        assert ticks[-1]["due_at"] > clock.now()
+        assert len(runs) == 3  # one a day, each failing on its own (retried with back-off)
+        assert all(r["status"] in ("waiting", "failed") and r["error"] for r in runs)
+    finally:
+        store.close()
+
+
 def test_manual_start_checks_roles_and_access(database, tmp_path):
     extra = {
         "processes/escalate.yaml": """

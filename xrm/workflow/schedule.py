@@ -73,7 +73,10 @@ def seed(store, catalog: Catalog, now: dt.datetime, tz: str) -> int:
 
 
 def tick(batch: Batch, run: Run) -> bool:
-    """Handle a tick; True when the run itself should go on to the steps (no entity)."""
+    """Handle a tick: queue the next one and start the process's runs, each an instance of
+    its own, so that a run that fails (and is retried or parked) never takes the schedule
+    down with it: the tick itself has nothing left that can fail.  Returns False (the tick
+    never goes on to the steps itself)."""
     process = run.process
     trigger = process.trigger("schedule")
     if trigger is None or not process.enabled:
@@ -86,7 +89,17 @@ def tick(batch: Batch, run: Run) -> bool:
     run.context.pop("tick", None)
     run.context["trigger"] = {"event": "schedule", "kind": "schedule", "at": at}
     if process.entity is None:
-        return True
+        context = {"trigger": {"event": "schedule", "kind": "schedule", "at": at}, "vars": {}}
+        run.effects.instances.append(
+            # "run:" rather than "cron:": seed() looks for a waiting tick by that prefix,
+            # and a run waiting in a step is not one.
+            new_instance(
+                process.name, None, None, batch.now, key=f"run:{process.name}:{at}", context=context
+            )
+        )
+        run.status = "done"
+        run.note(batch.now, "schedule", "ok", result={"started": 1, "next": following.isoformat()})
+        return False
     entity = batch.catalog.entity(process.entity)
     table = tables_for(batch.catalog)[entity.name]
     builder = Q.builder(batch.catalog, entity, batch.ctx, batch.conn.dialect.name)
