@@ -169,7 +169,8 @@ def test_an_unknown_folder_gets_one_message_with_a_suggestion(xrm_check):
     assert code == 1
     assert out == [
         "probe/entites:1:1: probe: unknown folder 'entites': a pack's folders are entities, "
-        "option_sets, views, roles, forms, processes, templates, reports; did you mean 'entities'?"
+        "option_sets, views, roles, forms, processes, templates, reports, dashboards; did you mean "
+        "'entities'?"
     ]
 
 
@@ -342,12 +343,13 @@ def test_the_summary_counts_every_kind_of_definition(xrm_check):
         ),
         "processes/p.yaml": process("  - notify: {to: owner, template: hello}\n", "gizmo"),
         "reports/r.yaml": "reports:\n  gizmos: {entity: gizmo, measures: {gizmos: count}}\n",
+        "dashboards/d.yaml": "dashboards:\n  desk: {label: Desk, widgets: [{report: gizmos}]}\n",
     }
     code, out, err = xrm_check(files, depends={})
     assert code == 0, out + [err]
     assert re.fullmatch(
         r"ok: 1 solution, 1 entity, 2 fields, 1 option set, 1 view, 1 form, 1 role, "
-        r"1 process, 1 SLA, 1 calendar, 1 template, 1 report checked in \d+ ms",
+        r"1 process, 1 SLA, 1 calendar, 1 template, 1 report, 1 dashboard checked in \d+ ms",
         out[0],
     ), out
 
@@ -357,6 +359,7 @@ def test_the_summary_of_the_shipped_packs(capsys):
     out = capsys.readouterr().out
     assert re.fullmatch(
         r"ok: 2 solutions, \d+ entities, \d+ fields, \d+ option sets, \d+ views, \d+ forms, "
-        r"\d+ roles, \d+ processes, \d+ SLAs?, \d+ calendars?, \d+ templates, \d+ reports checked in \d+ ms\n",
+        r"\d+ roles, \d+ processes, \d+ SLAs?, \d+ calendars?, \d+ templates, \d+ reports, "
+        r"\d+ dashboards checked in \d+ ms\n",
         out,
     ), out

@@ -41,6 +41,7 @@ class Catalog:
     calendars: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Calendar
     slas: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Sla
     reports: Mapping[str, Any] = field(default_factory=dict)  # name -> reports.Report
+    dashboards: Mapping[str, Any] = field(default_factory=dict)  # name -> dashboards.Dashboard
     _artifacts: dict = field(default_factory=dict, repr=False)
     # Re-entrant: building one artifact may ask for another (schemas need tables).
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -100,5 +101,6 @@ class Catalog:
             (len(self.calendars), "calendar", "calendars"),
             (len(self.templates), "template", "templates"),
             (len(self.reports), "report", "reports"),
+            (len(self.dashboards), "dashboard", "dashboards"),
         )
         return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)

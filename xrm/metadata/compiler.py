@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from .bulk import collector_paused
 from .catalog import Catalog
+from .dashboards import build_dashboards
 from .expressions import (
     FORMULA_GLOBALS,
     ExpressionError,
@@ -199,6 +200,7 @@ class _Builder:
         }
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.reports: list[tuple[str, Mapping]] = []  # (solution, document)
+        self.dashboards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -342,6 +344,9 @@ class _Builder:
 
     def _add_reports(self, solution: str, data: Mapping) -> None:
         self.reports.append((solution, data))
+
+    def _add_dashboards(self, solution: str, data: Mapping) -> None:
+        self.dashboards.append((solution, data))
 
     def _add_forms(self, solution: str, data: Mapping) -> None:
         forms = data["forms"]
@@ -1134,6 +1139,16 @@ def build_catalog(
         rejected=builder.rejected,
         reports=reports,
     )
+    dashboards = build_dashboards(
+        problems,
+        entities,
+        views,
+        reports,
+        roles,
+        {pack.name for pack in ordered},
+        builder.dashboards,
+        LAYER,
+    )
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -1162,6 +1177,7 @@ def build_catalog(
         calendars=MappingProxyType(workflow.calendars),
         slas=MappingProxyType(workflow.slas),
         reports=MappingProxyType(reports),
+        dashboards=MappingProxyType(dashboards),
     )
 
 

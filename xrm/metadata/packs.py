@@ -47,6 +47,7 @@ DEFINITION_KINDS = (
     DefinitionKind("calendars", "processes", "a calendar"),
     DefinitionKind("templates", "templates", "a template"),
     DefinitionKind("reports", "reports", "a report"),
+    DefinitionKind("dashboards", "dashboards", "a dashboard"),
 )
 #: Top-level key of a document -> its kind.
 KINDS = {kind.key: kind for kind in DEFINITION_KINDS}
@@ -330,8 +331,8 @@ def _subject(kind: str, data, path) -> str:
         name = f"{'slas' if kind == 'sla' else 'processes'}.{data.get(kind, '')}"
     if kind in ("option_sets", "views", "calendars", "templates") and len(parts) >= 2:
         name = str(parts[1])
-    elif kind == "reports" and len(parts) >= 2:
-        name = f"reports.{parts[1]}"
+    elif kind in ("reports", "dashboards") and len(parts) >= 2:
+        name = f"{kind}.{parts[1]}"
     elif kind in ("entity", "extend") and len(parts) >= 2 and parts[0] == "fields":
         name = f"{name}.{parts[1]}"
     return name

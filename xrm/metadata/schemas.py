@@ -556,6 +556,9 @@ def published_schemas() -> dict[str, dict]:
     from .reports import reports_schema
 
     schemas.append(reports_schema(defs, _document))
+    from .dashboards import dashboards_schema
+
+    schemas.append(dashboards_schema(defs, _document))
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
 
@@ -595,6 +598,9 @@ class Validators:
         from .reports import reports_schema
 
         shells["reports"] = reports_schema(defs, _document)
+        from .dashboards import dashboards_schema
+
+        shells["dashboards"] = dashboards_schema(defs, _document)
         shared = Compiler(defs)  # one compiled label, filter... for every document and field
         self.documents = {k: SchemaValidator(v, shared) for k, v in shells.items()}
         self.fields = {

@@ -1,0 +1,456 @@
+"""Dashboard definitions (``dashboards/*.yaml``): their JSON Schema, their cross-checks
+against the reports, views and entities they show, and the frozen ``Dashboard`` the
+catalog holds.
+
+A dashboard is a grid of widgets (12 columns wide): a report's chart or table, a KPI (one
+measure of a report as a number, with its change against the previous period) and a list
+(a view, or an entity with a filter, columns and a limit).  Its global filters (a period,
+an owner, a team) are given once and fill every report parameter of the same type, unless
+a widget fixes that parameter itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
+from .labels import Label
+from .problems import Problems, did_you_mean
+from .reports import Report, _freeze, parameter_value_problem, period_problem
+from .source import Position
+from .source import node_position as _pos
+from .source import value_position as _vpos
+
+#: The kinds of widget, each named by the key that holds its subject.
+WIDGET_KINDS = ("report", "kpi", "list")
+#: Global filter types: each fills the report parameters of the same type.
+FILTER_TYPES = ("period", "user", "team")
+GRID_COLUMNS = 12
+LIST_LIMIT = 10
+MAX_LIST_LIMIT = 50
+SHOW = ("chart", "table", "both")
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardFilter:
+    name: str
+    type: str  # period, user, team
+    label: Label
+    default: Any = None  # a period, "me" or a team name
+
+
+@dataclass(frozen=True, slots=True)
+class Widget:
+    """One cell of the grid.  ``report`` widgets and ``kpi`` widgets name a report; a
+    ``list`` names a view or holds its own entity, filter, columns and sort."""
+
+    index: int  # its place on the dashboard (the cache's key with the dashboard's name)
+    kind: str  # report, kpi, list
+    width: int
+    label: Label | None = None  # None: the report's or view's label
+    report: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # fixed by the widget
+    show: str = "chart"  # a report widget: chart, table or both
+    measure: str | None = None  # a kpi's measure
+    compare: bool = True  # a kpi: show the change against the previous period
+    view: str | None = None  # a list of a view
+    entity: str | None = None  # a list of its own
+    filter: Any = None
+    columns: tuple[str, ...] = ()
+    sort: tuple[tuple[str, str], ...] = ()
+    limit: int = LIST_LIMIT
+    position: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    name: str
+    label: Label
+    solution: str  # the pack (or the customization layer) that defines it
+    module: str  # the solution whose navigation shows it (default: its own)
+    widgets: tuple[Widget, ...]
+    filters: Mapping[str, DashboardFilter] = field(default_factory=dict)
+    roles: tuple[str, ...] = ()  # who sees it (empty: everyone who may read its records)
+    description: Label | None = None
+    position: Position | None = field(default=None, compare=False)
+
+    def visible_to(self, roles, is_admin: bool = False) -> bool:
+        return is_admin or not self.roles or any(r in self.roles for r in roles)
+
+
+# ------------------------------------------------------------------------- schema
+def dashboards_schema(defs: dict, document) -> dict:
+    """The JSON Schema of a ``dashboards:`` document (``document`` is schemas._document)."""
+    name = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+    common = {
+        "width": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": GRID_COLUMNS,
+            "description": f"columns out of {GRID_COLUMNS} (default: 6, a list 12)",
+        },
+        "label": {"$ref": "#/$defs/label"},
+    }
+    parameters = {
+        "type": "object",
+        "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+        "description": "report parameters this widget fixes (the global filters leave them)",
+    }
+    inline_list = {
+        "type": "object",
+        "properties": {
+            "entity": {"type": "string"},
+            "filter": {"$ref": "#/$defs/filter"},
+            "columns": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "sort": {"$ref": "#/$defs/sort"},
+        },
+        "required": ["entity", "columns"],
+        "additionalProperties": False,
+    }
+    # if/then chains rather than oneOf, so a mistake is explained by the kind it was meant as
+    widget = {
+        "type": "object",
+        "minProperties": 1,
+        "if": {"required": ["kpi"]},
+        "then": {
+            "properties": {
+                "kpi": {**name, "description": "the report whose measure is shown"},
+                "measure": name,
+                "compare": {
+                    "type": "boolean",
+                    "description": "show the change against the previous period (default true)",
+                },
+                "parameters": parameters,
+                **common,
+            },
+            "required": ["kpi", "measure"],
+            "additionalProperties": False,
+        },
+        "else": {
+            "if": {"required": ["list"]},
+            "then": {
+                "properties": {
+                    "list": {
+                        "description": "a view's name, or {entity, filter, columns, sort}",
+                        "anyOf": [name, inline_list],
+                    },
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                    **common,
+                },
+                "required": ["list"],
+                "additionalProperties": False,
+            },
+            "else": {
+                "properties": {
+                    "report": name,
+                    "show": {"enum": list(SHOW)},
+                    "parameters": parameters,
+                    **common,
+                },
+                "required": ["report"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    global_filter = {
+        "type": "object",
+        "properties": {
+            "type": {"enum": list(FILTER_TYPES)},
+            "label": {"$ref": "#/$defs/label"},
+            "default": {"description": "a period (this_month...), me, or a team's name"},
+        },
+        "required": ["type"],
+        "additionalProperties": False,
+    }
+    return document(
+        "Dashboards",
+        {
+            "dashboards": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "label": {"$ref": "#/$defs/label"},
+                        "description": {"$ref": "#/$defs/label"},
+                        "module": {
+                            "type": "string",
+                            "description": "the solution whose navigation shows it",
+                        },
+                        "roles": {"type": "array", "items": {"type": "string"}},
+                        "filters": {
+                            "type": "object",
+                            "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+                            "additionalProperties": global_filter,
+                        },
+                        "widgets": {"type": "array", "items": widget, "minItems": 1},
+                    },
+                    "required": ["label", "widgets"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        ["dashboards"],
+        defs,
+        "dashboards.schema.json",
+    )
+
+
+# ------------------------------------------------------------------------- checks
+class DashboardCompiler:
+    """Checks and compiles the dashboards of one catalog build."""
+
+    def __init__(self, problems: Problems, entities, views, reports, roles, solutions):
+        self.problems = problems
+        self.entities = entities
+        self.views = views
+        self.reports: Mapping[str, Report] = reports
+        self.roles = roles
+        self.solutions = solutions
+        self.raw: dict[str, tuple[Mapping, str, Position]] = {}
+
+    def entity_of(self, name):
+        return self.entities.get(name)
+
+    def collect(self, solution: str, data: Mapping, layer: str) -> None:
+        block = data["dashboards"]
+        for name, spec in block.items():
+            where = _pos(block, name)
+            previous = self.raw.get(name)
+            if previous is not None and solution != layer:
+                owner = previous[1]
+                text = (
+                    f"is defined twice in solution {owner!r}"
+                    if owner == solution
+                    else f"is already defined by solution {owner!r}"
+                )
+                self.problems.add(where, f"dashboards.{name}", f"dashboard {name!r} {text}")
+                continue
+            self.raw[name] = (spec, solution, where)
+
+    def build(self) -> dict[str, Dashboard]:
+        out = {}
+        for name, (raw, solution, where) in self.raw.items():
+            dashboard = self.build_dashboard(name, raw, solution, where)
+            if dashboard is not None:
+                out[name] = dashboard
+        return out
+
+    def build_dashboard(self, name, raw, solution, where) -> Dashboard | None:
+        subject = f"dashboards.{name}"
+        before = len(self.problems)
+
+        def fail(at, message):
+            self.problems.add(at, subject, message)
+
+        for index, role in enumerate(raw.get("roles") or ()):
+            if role not in self.roles:
+                fail(
+                    _pos(raw["roles"], index, where),
+                    f"unknown role {role!r}{did_you_mean(role, self.roles)}",
+                )
+        module = raw.get("module") or solution
+        if raw.get("module") and module not in self.solutions:
+            fail(
+                _vpos(raw, "module", where),
+                f"module: unknown solution {module!r}{did_you_mean(module, self.solutions)}",
+            )
+        filters = self.build_filters(raw, where, fail)
+        widgets = []
+        used_types: set[str] = set()
+        for index, spec in enumerate(raw["widgets"]):
+            at = _pos(raw["widgets"], index, where)
+            widget = self.build_widget(index, spec, at, filters, used_types, fail)
+            if widget is not None:
+                widgets.append(widget)
+        for fname, flt in filters.items():
+            if flt.type not in used_types:
+                fail(
+                    _pos(raw["filters"], fname, where),
+                    f"filter {fname!r} applies to no widget: no report of this dashboard has a"
+                    f" {flt.type} parameter left free",
+                )
+        if len(self.problems) > before:
+            return None
+        return Dashboard(
+            name=name,
+            label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
+            solution=solution,
+            module=module,
+            widgets=tuple(widgets),
+            filters=MappingProxyType(filters),
+            roles=tuple(raw.get("roles") or ()),
+            description=Label.of(raw["description"]) if raw.get("description") else None,
+            position=where,
+        )
+
+    def build_filters(self, raw, where, fail) -> dict[str, DashboardFilter]:
+        out = {}
+        block = raw.get("filters") or {}
+        for name, spec in block.items():
+            at = _pos(block, name, where)
+            kind, default = spec["type"], spec.get("default")
+            problem = None
+            if default is not None and kind == "period":
+                problem = period_problem(default)
+            elif default is not None and kind == "user" and default not in ("me", "current_user"):
+                problem = "the default of a user filter is me"
+            if problem:
+                fail(_vpos(spec, "default", at), f"filter {name}: {problem}")
+                continue
+            out[name] = DashboardFilter(
+                name=name,
+                type=kind,
+                label=Label.of(spec.get("label"), name.replace("_", " ").capitalize()),
+                default=default,
+            )
+        return out
+
+    def build_widget(self, index, spec, at, filters, used_types, fail) -> Widget | None:
+        width = int(spec.get("width") or (GRID_COLUMNS if "list" in spec else 6))
+        label = Label.of(spec["label"]) if spec.get("label") else None
+        if "list" in spec:
+            return self.build_list(index, spec, at, width, label, fail)
+        kind = "kpi" if "kpi" in spec else "report"
+        report_name = spec[kind]
+        report = self.reports.get(report_name)
+        if report is None:
+            fail(
+                _vpos(spec, kind, at),
+                f"{kind}: unknown report {report_name!r}{did_you_mean(report_name, self.reports)}",
+            )
+            return None
+        fixed = dict(spec.get("parameters") or {})
+        for pname, value in fixed.items():
+            problem = parameter_value_problem(report, pname, value, self.entity_of)
+            if problem:
+                fail(_vpos(spec["parameters"], pname, at), problem)
+        free = {p.type for n, p in report.parameters.items() if n not in fixed}
+        used_types.update(t for t in free if t in FILTER_TYPES)
+        measure, compare = None, bool(spec.get("compare", True))
+        if kind == "kpi":
+            measure = spec["measure"]
+            names = [m.name for m in report.measures]
+            if measure not in names:
+                fail(
+                    _vpos(spec, "measure", at),
+                    f"kpi: report {report_name!r} has no measure {measure!r}"
+                    f"{did_you_mean(measure, names)} (expected one of {', '.join(names)})",
+                )
+            periods = [p for p in report.parameters.values() if p.type == "period"]
+            if compare and len(periods) != 1:
+                fail(
+                    _vpos(spec, "kpi", at),
+                    f"kpi: comparing with the previous period needs a report with one period"
+                    f" parameter, and {report_name!r} has {len(periods)}: set compare: false",
+                )
+            if [g for g in report.group_by if g != report.pivot] and not report.totals:
+                fail(
+                    _vpos(spec, "kpi", at),
+                    f"kpi: report {report_name!r} is grouped: it needs totals: true for one figure",
+                )
+        show = spec.get("show") or ("chart" if report.chart is not None else "table")
+        if show in ("chart", "both") and report.chart is None:
+            fail(
+                _vpos(spec, "show", at),
+                f"show: report {report_name!r} has no chart: give it a chart: block or show: table",
+            )
+        return Widget(
+            index=index,
+            kind=kind,
+            width=width,
+            label=label,
+            report=report_name,
+            parameters=MappingProxyType({k: _freeze(v) for k, v in fixed.items()}),
+            show=show,
+            measure=measure,
+            compare=compare,
+            position=at,
+        )
+
+    def build_list(self, index, spec, at, width, label, fail) -> Widget | None:
+        subject = spec["list"]
+        limit = int(spec.get("limit") or LIST_LIMIT)
+        if isinstance(subject, str):
+            view = self.views.get(subject)
+            if view is None:
+                fail(
+                    _vpos(spec, "list", at),
+                    f"list: unknown view {subject!r}{did_you_mean(subject, self.views)}",
+                )
+                return None
+            if view.kind != "list":
+                fail(
+                    _vpos(spec, "list", at), f"list: view {subject!r} is a {view.kind}, not a list"
+                )
+                return None
+            return Widget(
+                index=index,
+                kind="list",
+                width=width,
+                label=label,
+                view=subject,
+                entity=view.entity,
+                filter=view.filter,
+                columns=tuple(view.columns),
+                sort=tuple(view.sort),
+                limit=limit,
+                position=at,
+            )
+        entity = self.entities.get(subject["entity"])
+        if entity is None:
+            fail(
+                _vpos(subject, "entity", at),
+                f"list: unknown entity {subject['entity']!r}"
+                f"{did_you_mean(subject['entity'], self.entities)}",
+            )
+            return None
+        ok = True
+        paths = [(i, c, subject["columns"]) for i, c in enumerate(subject["columns"])]
+        paths += [(i, s[0], subject["sort"]) for i, s in enumerate(subject.get("sort") or ())]
+        for i, path, node in paths:
+            try:
+                resolve_path(entity, path, self.entity_of)
+            except FilterError as exc:
+                if not through_unknown_entity(entity, path, self.entity_of):
+                    fail(_pos(node, i, at), f"list: {exc.message}")
+                ok = False
+        try:
+            parse_filter(subject.get("filter"), entity, self.entity_of)
+        except FilterError as exc:
+            fail(_vpos(subject, "filter", at), f"list: filter: {exc}")
+            ok = False
+        if not ok:
+            return None
+        return Widget(
+            index=index,
+            kind="list",
+            width=width,
+            label=label,
+            entity=entity.name,
+            filter=_freeze(subject.get("filter")),
+            columns=tuple(subject["columns"]),
+            sort=tuple((str(k), str(d)) for k, d in subject.get("sort") or ()),
+            limit=limit,
+            position=at,
+        )
+
+
+def build_dashboards(problems, entities, views, reports, roles, solutions, documents, layer):
+    """Compile the ``dashboards:`` documents [(solution, data)] of one catalog build."""
+    compiler = DashboardCompiler(problems, entities, views, reports, roles, solutions)
+    for solution, data in documents:
+        compiler.collect(solution, data, layer)
+    return compiler.build()
+
+
+__all__ = [
+    "Dashboard",
+    "DashboardFilter",
+    "Widget",
+    "build_dashboards",
+    "dashboards_schema",
+]
