@@ -85,6 +85,8 @@ users = sa.Table(
     # Sessions carry the generation they were issued in; signing out or a new password
     # moves it on, which ends every session and remember-me cookie issued before.
     sa.Column("session_generation", sa.Integer, nullable=False, server_default="0"),
+    # The dashboard the user chose as their home page (None: the first one they see).
+    sa.Column("home_dashboard", sa.String(64), nullable=True),
 )
 
 user_roles = sa.Table(

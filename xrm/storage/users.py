@@ -343,6 +343,19 @@ class Users:
             with self._write() as conn, conn.begin():
                 conn.execute(T.users.update().where(T.users.c.id == user_id).values(**values))
 
+    def home_dashboard(self, user_id: int) -> str | None:
+        """The dashboard a user chose as their home page (None: none chosen)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(T.users.c.home_dashboard).where(T.users.c.id == user_id)
+            ).scalar()
+
+    def set_home_dashboard(self, user_id: int, name: str | None) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                T.users.update().where(T.users.c.id == user_id).values(home_dashboard=name)
+            )
+
     def set_active(self, user_id: int, active: bool) -> None:
         """Deactivate (or reactivate) a user: an inactive user cannot sign in or use tokens."""
         with self._write() as conn, conn.begin():

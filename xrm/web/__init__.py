@@ -97,7 +97,18 @@ def instance_secret(folder: Path | None = None) -> str:
 
 def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     """A Flask application serving ``store`` (default: ``xrm.open()`` of the environment)."""
-    from . import api, api_reports, api_workflow, auth, headers, health, hooks, problems, ui
+    from . import (
+        api,
+        api_dashboards,
+        api_reports,
+        api_workflow,
+        auth,
+        headers,
+        health,
+        hooks,
+        problems,
+        ui,
+    )
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
@@ -133,9 +144,11 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     auth.protect_api(app, api.bp)
     auth.protect_api(app, api_workflow.bp)
     auth.protect_api(app, api_reports.bp)
+    auth.protect_api(app, api_dashboards.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api_workflow.bp)
     app.register_blueprint(api_reports.bp)
+    app.register_blueprint(api_dashboards.bp)
     app.register_blueprint(api.docs)
     app.register_blueprint(health.bp)
     hooks.init_app(app)

@@ -851,10 +851,11 @@ def build_document(catalog: Catalog, locale: str = "en") -> dict:
     for entity in entities:
         _entity_paths(spec, catalog, entity, locale)
     _meta_paths(spec)
-    from . import api_reports, api_workflow, hooks  # routes outside the records API
+    from . import api_dashboards, api_reports, api_workflow, hooks  # outside the records API
 
     api_workflow.document(spec)
     api_reports.document(spec, catalog)
+    api_dashboards.document(spec, catalog)
     hooks.document(spec)
     document = spec.to_dict()
     _close_objects(document)

@@ -48,6 +48,7 @@ def init_app(app: Flask) -> None:
         account,
         admin,
         calendar,
+        dashboards,
         forms,
         inbox,
         kanban,
@@ -67,6 +68,7 @@ def init_app(app: Flask) -> None:
         inbox,
         reports,
         report_schedules,
+        dashboards,
         admin,
     ):
         app.register_blueprint(module.bp)

@@ -562,6 +562,23 @@ RU: dict[str, str] = {
     "Choose a table in the message, a spreadsheet, or both.": "Выберите таблицу в письме, файл Excel или и то и другое.",
     "The report is scheduled.": "Рассылка отчёта запланирована.",
     "The schedule is removed.": "Расписание удалено.",
+    # dashboards
+    "Dashboards": "Дашборды",
+    "There are no dashboards for your roles.": "Для ваших ролей нет дашбордов.",
+    "Refresh": "Обновить",
+    "Make this my home page": "Сделать моей главной страницей",
+    "All dashboards": "Все дашборды",
+    "No dashboard is set up for your roles yet.": "Для ваших ролей пока не настроен дашборд.",
+    "Open a module from the menu to start working.": "Откройте модуль в меню, чтобы начать работу.",
+    "The filters are not valid: %(detail)s": "Фильтры заданы неверно: %(detail)s",
+    "updated just now": "обновлено только что",
+    "updated %(count)s s ago": "обновлено %(count)s с назад",
+    "updated %(count)s min ago": "обновлено %(count)s мин назад",
+    "This widget cannot be shown: %(detail)s": "Этот виджет нельзя показать: %(detail)s",
+    "No figure for the previous period": "Нет данных за прошлый период",
+    "previous period: %(value)s": "прошлый период: %(value)s",
+    "No records to show.": "Нет записей.",
+    "All %(count)s records": "Все записи (%(count)s)",
 }
 
 CATALOGS = {"ru": RU}

@@ -64,6 +64,28 @@ def _condition(view: View, entity: Entity, value: str):
     return [view.group_by, "eq", value]
 
 
+def _totals(view: View, entity: Entity, service, base, search, card: list[str]) -> dict:
+    """Column value -> (count, sum of the board's money field or None): one grouped
+    aggregate under the viewer's scope and the board's filter, so a column's figures
+    count every record in it, not only the cards shown.  The money field is the first
+    money field on the card."""
+    money = next((p for p in card if C.field_at(entity, p).type == "money"), None)
+    measures = ["count"] + ([f"sum:{money}"] if money else [])
+    rows = service.aggregate([view.group_by], measures, base, search=search)
+    out = {}
+    for row in rows:
+        value = row[view.group_by]
+        if value is None:
+            key = EMPTY
+        elif isinstance(value, bool):
+            key = "true" if value else "false"
+        else:
+            key = str(value)
+        total = row.get(f"sum:{money}") if money else None
+        out[key] = (row["count"], total)
+    return out, (C.field_at(entity, money) if money else None)
+
+
 def board(view: View, entity: Entity):
     from .lists import invalid_state, quick_filters, state_for
 
@@ -98,6 +120,7 @@ def board(view: View, entity: Entity):
             )
             counted = service.count(tree, search=search) if page.next_cursor else None
             pages.append((value, label, color, page, counted))
+        totals, money = _totals(view, entity, service, base, search, card)
         titles = C.titles()
         for *_, page, _counted in pages:
             titles.want_records(entity, page.rows, card)
@@ -122,8 +145,18 @@ def board(view: View, entity: Entity):
                 for row in page.rows
             ]
             more = (counted.value - len(cards)) if counted is not None else 0
+            count, total = totals.get(value, (0, None))
             columns.append(
-                {"value": value, "label": label, "color": color, "cards": cards, "more": more}
+                {
+                    "value": value,
+                    "label": label,
+                    "color": color,
+                    "cards": cards,
+                    "more": more,
+                    "count": count,
+                    "sum": total,
+                    "sum_text": C.text(money, total or 0) if money is not None else None,
+                }
             )
     except FilterError as exc:
         error = C._("The filter is not valid: %(detail)s", detail=str(exc))

@@ -68,6 +68,9 @@ def navigation() -> list[dict]:
 
 
 def _navigation(catalog) -> list[dict]:
+    from .dashboards import by_module
+
+    dashboards = by_module(catalog)  # a module's dashboards head its part of the menu
     modules = []
     placed: set[str] = set()
     for solution in catalog.solutions.values():
@@ -81,9 +84,14 @@ def _navigation(catalog) -> list[dict]:
                 continue
             placed.add(entity.name)
             entities.append(_nav_entry(catalog, entity))
-        if entities:
+        if entities or solution.name in dashboards:
             modules.append(
-                {"name": solution.name, "label": C.label(solution), "entities": entities}
+                {
+                    "name": solution.name,
+                    "label": C.label(solution),
+                    "entities": entities,
+                    "dashboards": dashboards.get(solution.name, []),
+                }
             )
     custom = [
         _nav_entry(catalog, e)
@@ -97,7 +105,14 @@ def _navigation(catalog) -> list[dict]:
 
 @bp.get("/")
 def home():
-    return render_template("ui/home.html", modules=navigation())
+    """The user's home dashboard (chosen, else the first their roles see), else a
+    friendly empty page; the menu is in the navigation, not repeated here."""
+    from .dashboards import home_dashboard, render
+
+    dashboard = home_dashboard()
+    if dashboard is None:
+        return render_template("ui/home.html", dashboard=None)
+    return render(dashboard, "ui/home.html")
 
 
 @bp.post("/preferences")
