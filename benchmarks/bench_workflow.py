@@ -3,6 +3,7 @@ rule adds to a save.
 
     xrm bench workflow --json [--database URL] [--workers 4] [--timers 100000]
                        [--lag-timers 20000] [--lag-window 20] [--saves 1000] [--keep]
+    xrm bench workflow --profile [--timers 20000] [--database URL] [--top 30]
 
 The database is ``--database``, else ``XRM_DATABASE_URL``, else a temporary SQLite file
 (then one worker: SQLite serializes writers).  On PostgreSQL the run works in a fresh
@@ -22,6 +23,14 @@ Figures:
   matches) divided by the same save in a database whose pack has no processes; saves run
   one per transaction, in alternating turns.
 - ``schedule_per_s``: outbox rows turned into scheduled reminders per second (phase one).
+
+``--profile`` measures instead what one timer costs, which stays readable on a machine
+busy with other work (where the rates above do not): one worker, in the bench's own
+process, drains ``--timers`` reminders (after an untimed warm-up of a tenth as many) and
+the run reports ``worker_cpu_us_per_timer`` (that process's CPU time) and, on a PostgreSQL
+server on this machine, ``db_cpu_us_per_timer`` (the CPU time of the worker's server
+processes, read from ``/proc``); then it drains as many again under cProfile and prints
+the ``--top`` entries by cumulative time on stderr.
 
 ``targets`` lists the line a run on PostgreSQL with 4 workers must stay inside (issue 17);
 ``ok`` says whether this one did (a run without ``--saves`` has no save overhead: not ok).
@@ -67,12 +76,20 @@ def parse(argv):
     )
     parser.add_argument("--database", default=os.environ.get("XRM_DATABASE_URL"))
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--timers", type=int, default=100_000)
+    parser.add_argument(
+        "--timers", type=int, default=None, help="default 100000 (20000 with --profile)"
+    )
     parser.add_argument("--lag-timers", type=int, default=20_000)
     parser.add_argument("--lag-window", type=float, default=20.0)
     parser.add_argument("--saves", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=500, help="instances per worker batch")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="CPU per timer of one worker, and its cProfile on stderr (instead of the rates)",
+    )
+    parser.add_argument("--top", type=int, default=30, help="entries of the --profile listing")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -287,8 +304,99 @@ def save_overhead(url, options, saves: int, keep: bool, quiet: bool) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def server_cpu(store, name: str) -> float | None:
+    """CPU seconds used so far by the server processes of connections named ``name``
+    (PostgreSQL on this machine: ``/proc/<pid>/stat``); None when they cannot be read."""
+    with store.engine.connect() as conn:
+        pids = conn.execute(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"), {"n": name}
+        ).scalars()
+        pids = list(pids)
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except OSError:
+        return None
+    return total / ticks
+
+
+def drain_one_worker(store, worker, count: int) -> None:
+    """Make every waiting reminder due and run batches until none is left."""
+    make_due(store)
+    done_before = count_done(store)
+    settings = store.settings()
+    while worker.run_due(settings):
+        pass
+    drained = count_done(store) - done_before
+    if drained != count:
+        raise RuntimeError(f"drained {drained} reminders, expected {count}")
+
+
+def profile(args) -> dict:
+    """One worker's CPU per timer (and its database's), then its profile on stderr."""
+    import xrm
+    from benchmarks.common import profiled
+    from xrm.workflow import Worker, ensure_tables
+
+    timers = args.timers or 20_000
+    warm = max(1, timers // 10)
+    name = f"xrm-bench-{secrets.token_hex(3)}"
+    with fresh_database(args.database, args.keep) as (url, options):
+        postgres = url.startswith("postgres")
+        if postgres:
+            options = {
+                "connect_args": {**options.get("connect_args", {}), "application_name": name}
+            }
+        store = xrm.open(url, **options)
+        store.install([CORE])
+        owner = store.add_user("owner@example.com", "Owner")
+        ensure_tables(store)
+        worker = Worker(store, name="bench-profile", batch_size=args.batch, smtp="")
+        worker.run_once()  # the catalog loaded, the garbage collector frozen as in serve()
+        tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        figures = {}
+        for label, count in (("warm-up", warm), ("measured", timers), ("profiled", timers)):
+            create_tasks(store, owner, count, lambda n: tomorrow)
+            consume_all(store)
+            if postgres:
+                with store.engine.begin() as conn:
+                    conn.exec_driver_sql("ANALYZE")
+            progress(f"{label}: {count} reminders, one worker", not args.quiet)
+            if label == "profiled":
+                with profiled(f"one worker draining {count} reminders", True, args.top):
+                    drain_one_worker(store, worker, count)
+                continue
+            db_before = server_cpu(store, name) if postgres else None
+            cpu, wall = time.process_time(), time.perf_counter()
+            drain_one_worker(store, worker, count)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            db_after = server_cpu(store, name) if postgres else None
+            figures = {
+                "worker_cpu_us_per_timer": rounded(cpu / count * 1e6),
+                "db_cpu_us_per_timer": rounded((db_after - db_before) / count * 1e6)
+                if db_before is not None and db_after is not None
+                else None,
+                "one_worker_timers_per_s": rounded(per_second(count, wall)),
+            }
+        store.close()
+    return {
+        "database": "postgresql" if postgres else "sqlite",
+        "profile": True,
+        "timers": timers,
+        "batch": args.batch,
+        **figures,
+        "environment": environment(),
+    }
+
+
 def main(argv=None) -> dict:
     args = parse(argv or [])
+    if args.profile:
+        return profile(args)
+    args.timers = args.timers or 100_000
     import xrm
 
     say = lambda text: progress(text, not args.quiet)  # noqa: E731
