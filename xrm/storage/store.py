@@ -35,6 +35,25 @@ from .upgrade import upgrade_platform
 from .users import Users
 
 
+def _layer_documents(layer, kind: str, name: str) -> list:
+    """The customization layer's stored documents that define the ``kind`` named
+    ``name``: by their top key (``process: weekly_report``) or, for the kinds that hold
+    several definitions under it, as its only one (``reports: {mine: ...}``)."""
+
+    def names(data) -> bool:
+        value = data.get(kind)
+        return value == name or (isinstance(value, dict) and list(value) == [name])
+
+    return [
+        d
+        for d in layer
+        if d.kind == kind
+        and isinstance(d.data, dict)
+        and names(d.data)
+        and d.path.startswith("customization#")
+    ]
+
+
 class Clock:
     """Time source; tests and the workflow engine inject their own to move time."""
 
@@ -304,9 +323,13 @@ class Store(Users):
         *,
         user_id: int | None = None,
         dry_run: bool = False,
+        replacing: Sequence[tuple[str, str]] = (),
     ):
         """Several customization documents (kind, document) as one change: one plan, and
-        all of them applied or none (a field added together with its place on a form)."""
+        all of them applied or none (a field added together with its place on a form).
+        ``replacing`` names (kind, name) definitions whose earlier documents in the layer
+        the new ones replace, in the same change, so saving a definition again does not
+        pile documents up."""
         problems = Problems()
         for kind, document in documents:
             _validate(document, kind, "customization", problems)  # the JSON Schemas packs pass
@@ -330,24 +353,23 @@ class Store(Users):
                     .returning(T.customizations.c.id)
                 ).scalar_one()
                 added.append(Document(kind, document, f"customization#{ident}"))
+            gone = [d for kind, name in replacing for d in _layer_documents(layer, kind, name)]
+            if gone:
+                ids = [int(d.path.partition("#")[2]) for d in gone]
+                conn.execute(T.customizations.delete().where(T.customizations.c.id.in_(ids)))
+                layer = [d for d in layer if all(d is not g for g in gone)]
             return packs, [*layer, *added]
 
         return self.change_catalog(change, dry_run=dry_run)
 
     def uncustomize(self, kind: str, name: str, *, dry_run: bool = False):
         """Take the customization layer's documents of ``kind`` named ``name`` (by their top
-        key: ``process: weekly_report``) out again; a pack's own definition of that name,
-        if any, applies again.  Raises KeyError when the layer has none."""
+        key: ``process: weekly_report``, or the one name under it: ``reports: {mine: ...}``)
+        out again; a pack's own definition of that name, if any, applies again.  Raises
+        KeyError when the layer has none."""
 
         def change(conn, packs, layer):
-            gone = [
-                d
-                for d in layer
-                if d.kind == kind
-                and isinstance(d.data, dict)
-                and d.data.get(kind) == name
-                and d.path.startswith("customization#")
-            ]
+            gone = _layer_documents(layer, kind, name)
             if not gone:
                 raise KeyError(f"no customized {kind} {name!r}")
             ids = [int(d.path.partition("#")[2]) for d in gone]
