@@ -90,6 +90,9 @@ def parse(argv):
         help="CPU per timer of one worker, and its cProfile on stderr (instead of the rates)",
     )
     parser.add_argument("--top", type=int, default=30, help="entries of the --profile listing")
+    parser.add_argument(
+        "--sort", default="cumulative", help="order of the --profile listing (pstats: tottime...)"
+    )
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -366,7 +369,9 @@ def profile(args) -> dict:
                     conn.exec_driver_sql("ANALYZE")
             progress(f"{label}: {count} reminders, one worker", not args.quiet)
             if label == "profiled":
-                with profiled(f"one worker draining {count} reminders", True, args.top):
+                with profiled(
+                    f"one worker draining {count} reminders", True, args.top, sort=args.sort
+                ):
                     drain_one_worker(store, worker, count)
                 continue
             db_before = server_cpu(store, name) if postgres else None

@@ -113,8 +113,11 @@ def environment() -> dict[str, str]:
 
 
 @contextmanager
-def profiled(title: str, enabled: bool, top: int = 15, stream=None) -> Iterator[None]:
-    """Run the block under cProfile and print the ``top`` entries by cumulative time."""
+def profiled(
+    title: str, enabled: bool, top: int = 15, stream=None, sort: str = "cumulative"
+) -> Iterator[None]:
+    """Run the block under cProfile and print the ``top`` entries by ``sort`` (pstats'
+    keys: cumulative, tottime...)."""
     if not enabled:
         yield
         return
@@ -126,8 +129,8 @@ def profiled(title: str, enabled: bool, top: int = 15, stream=None) -> Iterator[
         profile.disable()
         out = stream or sys.stderr
         buffer = io.StringIO()
-        pstats.Stats(profile, stream=buffer).strip_dirs().sort_stats("cumulative").print_stats(top)
-        print(f"==== profile: {title} (top {top} by cumulative time)", file=out)
+        pstats.Stats(profile, stream=buffer).strip_dirs().sort_stats(sort).print_stats(top)
+        print(f"==== profile: {title} (top {top} by {sort})", file=out)
         print(buffer.getvalue().strip(), file=out)
 
 

@@ -27,7 +27,15 @@ from ..metadata.processes import Process, Step
 from ..storage.records import Records, ValidationFailed
 from . import tables as W
 from .bulk import update_by_id
-from .context import RecordView, Today, base_context, days, render_text, render_value
+from .context import (
+    RecordView,
+    Today,
+    base_context,
+    days,
+    formats_for,
+    render_text,
+    render_value,
+)
 from .effects import Effects, public_base_url, sender_address
 from .loading import load_records, loader, python_values, record_matches
 
@@ -294,7 +302,7 @@ class Batch:
         key = (user.get("locale"), user.get("time_zone")) if user else (None, None)
         found = self._formats.get(key)
         if found is None:
-            found = self._formats[key] = Formats(
+            found = self._formats[key] = formats_for(
                 key[0] or self.settings.get("locale") or "en",
                 key[1] or self.tz,
                 self.settings.get("currency"),
