@@ -28,6 +28,18 @@ from .source import value_position as _vpos
 
 #: Measure keys of a report and the aggregate measure each one becomes.
 MEASURE_KINDS = ("count", "count_distinct", "sum", "avg", "min", "max", "weighted")
+#: ``aggregate``: groups and measures of the records; ``conversion_funnel``: the stage
+#: history of an entity with a stage flow, stage by stage (``xrm.reports.funnel``).
+REPORT_KINDS = ("aggregate", "conversion_funnel")
+#: A conversion funnel's period parameter filters when a record entered a stage.
+ENTERED_AT = "entered_at"
+#: The figures of a conversion funnel, with their labels.
+FUNNEL_MEASURES = (
+    ("entered", {"en": "Entered", "ru": "Вошли в стадию"}),
+    ("reached_next", {"en": "Reached a later stage", "ru": "Дошли до следующей стадии"}),
+    ("conversion", {"en": "Conversion, %", "ru": "Конверсия, %"}),
+    ("median_days", {"en": "Median days in stage", "ru": "Медиана дней в стадии"}),
+)
 PARAMETER_TYPES = ("period", "user", "team", "choice")
 #: Chart kinds of a report's ``chart:`` block.
 CHART_KINDS = ("bar", "stacked_bar", "line", "pie", "funnel", "kpi")
@@ -37,10 +49,30 @@ MAX_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
+class MeasureSource:
+    """Where a measure of another entity comes from (a report's ``targets:``): that
+    entity, its group for each group of the report, its field for each parameter of the
+    report that applies to it, and a filter of its own."""
+
+    entity: str
+    groups: Mapping[str, str]  # the report's group -> the same group on ``entity``
+    parameters: Mapping[str, str]  # the report's parameter -> the path it filters there
+    filter: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReportMeasure:
     name: str  # the column of the result
     spec: str  # the aggregate measure, as "sum:amount"
     label: Label
+    where: Any = None  # a filter of the records this measure counts, on top of the report's
+    source: MeasureSource | None = None  # another entity's figure (targets), else the report's
+    share: tuple[str, str] | None = None  # (part, whole): part / whole x 100 of each row
+
+    @property
+    def entity_name(self) -> str | None:
+        """The entity the measure's spec is of, when not the report's."""
+        return self.source.entity if self.source is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +113,7 @@ class Report:
     limit: int = MAX_LIMIT
     description: Label | None = None
     chart: ReportChart | None = None
+    kind: str = "aggregate"  # or conversion_funnel
     position: Position | None = field(default=None, compare=False)
 
 
@@ -146,10 +179,48 @@ def reports_schema(defs: dict, document) -> dict:
                 "max": field_measure,
                 "weighted": weighted,
                 "label": {"$ref": "#/$defs/label"},
+                "where": {
+                    "$ref": "#/$defs/filter",
+                    "description": "only the records that also match this filter count",
+                },
+                "share": {
+                    "type": "array",
+                    "items": name,
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "description": "[part, whole]: two other measures, as part / whole x 100",
+                },
             },
             "minProperties": 1,
             "additionalProperties": False,
         },
+    }
+    # a figure of another entity (a sales target) beside the measures, row by row
+    target = {
+        "type": "object",
+        "properties": {
+            **{
+                k: v
+                for k, v in measure["else"]["properties"].items()
+                if k not in ("where", "share")
+            },
+            "entity": {"type": "string", "description": "the entity the figure is of"},
+            "groups": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "each group of the report -> the same group on that entity "
+                "(close_date:month -> period:month)",
+            },
+            "parameters": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "a parameter of the report -> the field it filters on that "
+                "entity (parameters left out do not apply to it)",
+            },
+            "filter": {"$ref": "#/$defs/filter"},
+        },
+        "required": ["entity"],
+        "additionalProperties": False,
     }
     parameter = {
         "type": "object",
@@ -192,6 +263,11 @@ def reports_schema(defs: dict, document) -> dict:
                     "type": "object",
                     "properties": {
                         "entity": {"type": "string"},
+                        "kind": {
+                            "enum": list(REPORT_KINDS),
+                            "description": "aggregate (default): groups and measures; "
+                            "conversion_funnel: the stage history, stage by stage",
+                        },
                         "label": {"$ref": "#/$defs/label"},
                         "description": {"$ref": "#/$defs/label"},
                         "filter": {"$ref": "#/$defs/report_filter"},
@@ -217,8 +293,15 @@ def reports_schema(defs: dict, document) -> dict:
                             "additionalProperties": parameter,
                         },
                         "chart": chart,
+                        "targets": {
+                            "type": "object",
+                            "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+                            "additionalProperties": target,
+                            "description": "figures of another entity shown beside the "
+                            "measures, matched by the groups (a sales target per month)",
+                        },
                     },
-                    "required": ["entity", "measures"],
+                    "required": ["entity"],
                     "additionalProperties": False,
                 },
             }
@@ -235,7 +318,7 @@ def measure_spec(raw) -> str:
     aggregate measure it runs as."""
     if raw == "count":
         return "count"
-    kinds = [k for k in raw if k != "label"]
+    kinds = [k for k in raw if k not in ("label", "where")]
     if len(kinds) != 1:
         found = f"got {' and '.join(kinds)}" if kinds else "got only a label"
         raise FilterError(f"one of {', '.join(MEASURE_KINDS)} per measure ({found})")
@@ -322,6 +405,21 @@ def _freeze(value):
 
 
 # ------------------------------------------------------------------------- checks
+#: The value types of the fields each kind of parameter filters.
+_PARAMETER_FIELDS = {
+    "period": ("date", "datetime"),
+    "user": ("user",),
+    "team": ("user",),
+    "choice": ("choice",),
+}
+
+
+def history_parameters(report: Report) -> list[str]:
+    """The parameters of a conversion funnel that filter the stage history (a period on
+    ``entered_at``) rather than the records."""
+    return [n for n, p in report.parameters.items() if p.field == ENTERED_AT]
+
+
 class ReportCompiler:
     """Checks and compiles the reports of one catalog build."""
 
@@ -371,12 +469,17 @@ class ReportCompiler:
             return None
         problems_before = len(self.problems)
 
-        def fail(at, message, exc: FilterError | None = None):
+        def fail(at, message, exc: FilterError | None = None, on=entity):
             if exc is None or not (
-                exc.path and through_unknown_entity(entity, exc.path, self.entity_of)
+                exc.path and through_unknown_entity(on, exc.path, self.entity_of)
             ):
                 self.problems.add(at, subject, message)
 
+        if raw.get("kind", "aggregate") == "conversion_funnel":
+            return self.build_funnel(name, raw, solution, where, entity, fail, problems_before)
+        if "measures" not in raw:
+            fail(where, "an aggregate report needs measures (or kind: conversion_funnel)")
+            return None
         groups = []
         for index, spec in enumerate(raw.get("group_by") or ()):
             try:
@@ -387,6 +490,9 @@ class ReportCompiler:
         block = raw["measures"]
         for key, spec in block.items():
             at = _pos(block, key, where)
+            if isinstance(spec, Mapping) and "share" in spec:
+                measures.append(self.build_share(key, spec, block, at, fail))
+                continue
             try:
                 text = measure_spec(spec)
                 parse_measure(entity, self.entity_of, text)
@@ -394,10 +500,23 @@ class ReportCompiler:
                 fail(at, f"measure {key}: {exc.message}", exc)
                 continue
             label = spec.get("label") if isinstance(spec, Mapping) else None
+            condition = spec.get("where") if isinstance(spec, Mapping) else None
+            if condition is not None:
+                try:
+                    parse_filter(_thaw(condition), entity, self.entity_of)
+                except FilterError as exc:
+                    fail(_vpos(spec, "where", at), f"measure {key}: where: {exc}", exc)
+                    continue
             measures.append(
-                ReportMeasure(key, text, Label.of(label, key.replace("_", " ").capitalize()))
+                ReportMeasure(
+                    key,
+                    text,
+                    Label.of(label, key.replace("_", " ").capitalize()),
+                    where=_freeze(condition),
+                )
             )
         parameters = self.build_parameters(entity, raw, where, fail)
+        measures += self.build_targets(raw, measures, parameters, where, fail)
         self.check_filter(entity, raw, parameters, where, fail)
         pivot = raw.get("pivot")
         if pivot is not None and pivot not in (raw.get("group_by") or ()):
@@ -405,7 +524,7 @@ class ReportCompiler:
                 _vpos(raw, "pivot", where),
                 f"pivot {pivot!r} is not one of the groups (group_by: {', '.join(map(str, raw.get('group_by') or ())) or 'none'})",
             )
-        keys = [*(raw.get("group_by") or ()), *block]
+        keys = [*(raw.get("group_by") or ()), *(m.name for m in measures)]
         for index, (key, _direction) in enumerate(raw.get("sort") or ()):
             if key not in keys:
                 fail(
@@ -434,6 +553,176 @@ class ReportCompiler:
         )
 
     @staticmethod
+    def build_share(key, spec, block, at, fail) -> ReportMeasure:
+        """A share: one measure of the row as a percentage of another (``[part, whole]``),
+        worked out from the two figures SQL gave."""
+        others = [k for k, v in block.items() if k != key]
+        for index, name in enumerate(spec["share"]):
+            if name == key or name not in block:
+                fail(
+                    _pos(spec["share"], index, at),
+                    f"measure {key}: share: unknown measure {name!r}"
+                    f"{did_you_mean(name, others)} (expected one of {', '.join(others)})",
+                )
+            elif isinstance(block[name], Mapping) and "share" in block[name]:
+                fail(_pos(spec["share"], index, at), f"measure {key}: share: {name} is a share")
+        extra = [k for k in spec if k not in ("share", "label")]
+        if extra:
+            fail(at, f"measure {key}: a share takes only share and label (got {', '.join(extra)})")
+        label = Label.of(spec.get("label"), key.replace("_", " ").capitalize())
+        return ReportMeasure(key, "count", label, share=tuple(spec["share"]))
+
+    def build_targets(self, raw, measures, parameters, where, fail) -> list[ReportMeasure]:
+        """The ``targets:`` block: each a measure of another entity, matched to the
+        report's rows by the groups it maps and filtered by the parameters it maps."""
+        block = raw.get("targets") or {}
+        if block and raw.get("pivot") is not None:
+            fail(
+                _vpos(raw, "pivot", where),
+                "targets are figures of a whole row: a report with targets has no pivot",
+            )
+            return []
+        out = []
+        taken = {m.name for m in measures}
+        report_groups = list(raw.get("group_by") or ())
+        for key, spec in block.items():
+            at = _pos(block, key, where)
+            if key in taken:
+                fail(at, f"targets: {key!r} is already a measure of this report")
+                continue
+            target = self.entities.get(spec["entity"])
+            if target is None:
+                fail(
+                    _vpos(spec, "entity", at),
+                    f"targets {key}: unknown entity {spec['entity']!r}"
+                    f"{did_you_mean(spec['entity'], self.entities)}",
+                )
+                continue
+            before = len(self.problems)
+
+            def fail_on(place, message, exc=None, _target=target, _key=key):
+                fail(place, f"targets {_key}: {message}", exc, on=_target)
+
+            kinds = {k: v for k, v in spec.items() if k in (*MEASURE_KINDS, "label")}
+            try:
+                text = measure_spec(kinds) if set(kinds) - {"label"} else "count"
+                parse_measure(target, self.entity_of, text)
+            except FilterError as exc:
+                fail_on(at, exc.message, exc)
+                continue
+            mapped = dict(spec.get("groups") or {})
+            groups_at = _vpos(spec, "groups", at) if "groups" in spec else at
+            for group in report_groups:
+                if group not in mapped:
+                    fail_on(
+                        groups_at,
+                        f"the report groups by {group!r}: say which group of {target.name} "
+                        f"it is (groups: {{{group}: ...}})",
+                    )
+                    continue
+                try:
+                    mine = parse_group(self.entities[raw["entity"]], self.entity_of, group)
+                    theirs = parse_group(target, self.entity_of, mapped[group])
+                except FilterError as exc:
+                    fail_on(_vpos(spec["groups"], group, groups_at), f"groups: {exc.message}", exc)
+                    continue
+                if mine.bucket != theirs.bucket:
+                    fail_on(
+                        _vpos(spec["groups"], group, groups_at),
+                        f"groups: {group!r} and {mapped[group]!r} are not buckets of the same "
+                        f"size ({mine.bucket or 'none'} and {theirs.bucket or 'none'})",
+                    )
+            for group in mapped:
+                if group not in report_groups:
+                    fail_on(
+                        _pos(spec["groups"], group, groups_at),
+                        f"groups: {group!r} is not a group of this report"
+                        f"{did_you_mean(group, report_groups)}",
+                    )
+            links = dict(spec.get("parameters") or {})
+            for param, path in links.items():
+                place = _vpos(spec["parameters"], param, at)
+                if param not in (raw.get("parameters") or {}):
+                    fail_on(
+                        place,
+                        f"parameters: unknown parameter {param!r}"
+                        f"{did_you_mean(param, raw.get('parameters') or {})}",
+                    )
+                    continue
+                if param not in parameters:
+                    continue  # refused on its own line
+                try:
+                    found, _ = resolve_path(target, path, self.entity_of)
+                except FilterError as exc:
+                    fail_on(place, f"parameters: {exc.message}", exc)
+                    continue
+                wanted = _PARAMETER_FIELDS[parameters[param].type]
+                if value_type(found) not in wanted:
+                    fail_on(
+                        place,
+                        f"parameters: {param} is a {parameters[param].type} parameter, it "
+                        f"needs a {' or '.join(wanted)} field, and {path} is a {value_type(found)}",
+                    )
+            if spec.get("filter") is not None:
+                try:
+                    parse_filter(spec["filter"], target, self.entity_of)
+                except FilterError as exc:
+                    fail_on(_vpos(spec, "filter", at), f"filter: {exc}", exc)
+            if len(self.problems) > before:
+                continue
+            source = MeasureSource(
+                target.name,
+                MappingProxyType(mapped),
+                MappingProxyType(links),
+                _freeze(spec.get("filter")),
+            )
+            label = Label.of(spec.get("label"), key.replace("_", " ").capitalize())
+            out.append(ReportMeasure(key, text, label, source=source))
+        return out
+
+    def build_funnel(self, name, raw, solution, where, entity, fail, problems_before):
+        """A conversion funnel: the entity's stage flow, its fixed figures, a period on
+        the history (``entered_at``) and the usual filter and parameters."""
+        if entity.stages is None:
+            with_flow = sorted(n for n, e in self.entities.items() if e.stages)
+            fail(
+                _vpos(raw, "kind", where),
+                f"a conversion_funnel reads the stage history, and {entity.name} has no stage "
+                f"flow (stages:); entities with one: {', '.join(with_flow) or 'none'}",
+            )
+            return None
+        figures = ", ".join(n for n, _ in FUNNEL_MEASURES)
+        for key in ("measures", "group_by", "pivot", "targets", "sort", "totals", "limit"):
+            if key in raw:
+                fail(
+                    _pos(raw, key, where),
+                    f"{key}: a conversion_funnel has its own rows (the stages) and figures "
+                    f"({figures}); remove {key}",
+                )
+        parameters = self.build_parameters(entity, raw, where, fail, funnel=True)
+        self.check_filter(entity, raw, parameters, where, fail)
+        measures = tuple(ReportMeasure(n, "count", Label.of(text)) for n, text in FUNNEL_MEASURES)
+        chart = self.build_chart(
+            {**raw, "group_by": [entity.stages.field]}, [m.name for m in measures], where, fail
+        )
+        if len(self.problems) > problems_before:
+            return None
+        return Report(
+            name=name,
+            entity=entity.name,
+            label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
+            solution=solution,
+            filter=_freeze(raw.get("filter")),
+            group_by=(entity.stages.field,),
+            measures=measures,
+            parameters=MappingProxyType(parameters),
+            description=Label.of(raw["description"]) if raw.get("description") else None,
+            chart=chart,
+            kind="conversion_funnel",
+            position=where,
+        )
+
+    @staticmethod
     def build_chart(raw, measures: list[str], where, fail) -> ReportChart | None:
         """The ``chart:`` block checked against the report's measures and groups."""
         spec = raw.get("chart")
@@ -443,11 +732,11 @@ class ReportCompiler:
         kind = spec["kind"]
         chosen = list(spec.get("measures") or measures[:1])
         for index, name in enumerate(spec.get("measures") or ()):
-            if name not in raw["measures"]:
+            if name not in measures:
                 fail(
                     _pos(spec["measures"], index, at),
-                    f"chart: unknown measure {name!r}{did_you_mean(name, raw['measures'])}"
-                    f" (expected one of {', '.join(raw['measures'])})",
+                    f"chart: unknown measure {name!r}{did_you_mean(name, measures)}"
+                    f" (expected one of {', '.join(measures)})",
                 )
         pivot = raw.get("pivot")
         rows = [g for g in raw.get("group_by") or () if g != pivot]
@@ -479,24 +768,42 @@ class ReportCompiler:
             return None
         return ReportChart(kind, tuple(chosen))
 
-    def build_parameters(self, entity, raw, where, fail) -> dict[str, ReportParameter]:
+    def build_parameters(
+        self, entity, raw, where, fail, funnel=False
+    ) -> dict[str, ReportParameter]:
         result = {}
         block = raw.get("parameters") or {}
         for name, spec in block.items():
             at = _pos(block, name, where)
             kind, path = spec["type"], spec["field"]
+            if funnel and path == ENTERED_AT:
+                # the history's moment of entering a stage, not a field of the entity
+                if kind != "period":
+                    fail(
+                        _vpos(spec, "field", at),
+                        f"parameter {name}: {ENTERED_AT} (when a record entered a stage) "
+                        f"takes a period parameter, not a {kind} one",
+                    )
+                    continue
+                problem = period_problem(spec["default"]) if "default" in spec else None
+                if problem:
+                    fail(_vpos(spec, "default", at), f"parameter {name}: {problem}")
+                    continue
+                result[name] = ReportParameter(
+                    name=name,
+                    type=kind,
+                    field=path,
+                    label=Label.of(spec.get("label"), name.replace("_", " ").capitalize()),
+                    default=spec.get("default"),
+                )
+                continue
             try:
                 target, _ = resolve_path(entity, path, self.entity_of)
             except FilterError as exc:
                 fail(_vpos(spec, "field", at), f"parameter {name}: {exc.message}", exc)
                 continue
             found = value_type(target)
-            wanted = {
-                "period": ("date", "datetime"),
-                "user": ("user",),
-                "team": ("user",),
-                "choice": ("choice",),
-            }[kind]
+            wanted = _PARAMETER_FIELDS[kind]
             if found not in wanted:
                 fail(
                     _vpos(spec, "field", at),
@@ -546,12 +853,15 @@ class ReportCompiler:
                         _vpos(leaf, "param", where),
                         f"filter: unknown parameter {name!r}{did_you_mean(name, raw.get('parameters') or {})}",
                     )
-            samples = {n: sample_condition(p) for n, p in parameters.items()}
+            samples = {
+                n: sample_condition(p) for n, p in parameters.items() if p.field != ENTERED_AT
+            }
             try:
                 parse_filter(fill_filter(raw["filter"], samples), entity, self.entity_of)
             except FilterError as exc:
                 fail(_vpos(raw, "filter", where), f"filter: {exc}", exc)
             unused = [n for n in raw.get("parameters") or () if n not in used]
+        unused = [n for n in unused if raw["parameters"][n].get("field") != ENTERED_AT]
         for name in unused:
             fail(
                 _pos(raw["parameters"], name, where),

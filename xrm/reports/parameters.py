@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from ..metadata.aggregates import value_type
 from ..metadata.fieldtypes import RELATIVE_DATE_OPS
-from ..metadata.filters import FilterError, parse_filter, resolve_path
+from ..metadata.filters import FilterError, date_range, parse_filter, resolve_path
 from ..metadata.problems import did_you_mean
 from ..metadata.reports import N_PERIOD, Report, ReportParameter, period_problem
 
@@ -77,6 +77,38 @@ def _condition(parameter: ReportParameter, value, records):
     return [path, "in", values] if values else None
 
 
+def period_bounds(text: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """A period value (checked) as a half-open range of local dates; None for ``all``."""
+    if text == "all":
+        return None
+    if text in RELATIVE_DATE_OPS:
+        return date_range(text, None, today)
+    direction, count, unit = N_PERIOD.match(text).groups()
+    if unit == "days":
+        return date_range(f"{direction}_n_days", int(count), today)
+    # calendar months: last_12_months is this month and the eleven before it, so a
+    # monthly report of it has twelve whole buckets
+    this_month = today.year * 12 + today.month - 1
+    first = this_month - int(count) + 1 if direction == "last" else this_month
+    return _month(first), _month(first + int(count))
+
+
+def period_moments(parameter: ReportParameter, value, records):
+    """A period parameter's value (its default when empty) as a half-open range of UTC
+    moments between the user's local midnights; None for all time."""
+    text = str(value).strip() if value is not None and str(value).strip() else parameter.default
+    if text is None:
+        return None
+    problem = period_problem(text)
+    if problem:
+        raise ParameterError(parameter.name, problem)
+    bounds = period_bounds(str(text), records.context().today())
+    if bounds is None:
+        return None
+    zone = ZoneInfo(records.tz)
+    return tuple(dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC) for day in bounds)
+
+
 def _period(parameter: ReportParameter, text: str, records):
     problem = period_problem(text)
     if problem:
@@ -89,12 +121,7 @@ def _period(parameter: ReportParameter, text: str, records):
     direction, count, unit = N_PERIOD.match(text).groups()
     if unit == "days":
         return [path, f"{direction}_n_days", int(count)]
-    # calendar months: last_12_months is this month and the eleven before it, so a
-    # monthly report of it has twelve whole buckets
-    today = records.context().today()
-    this_month = today.year * 12 + today.month - 1
-    first = this_month - int(count) + 1 if direction == "last" else this_month
-    start, end = _month(first), _month(first + int(count))
+    start, end = period_bounds(text, records.context().today())
     field, _ = resolve_path(records.entity, path, records.catalog.entity_of)
     if value_type(field) == "datetime":
         zone = ZoneInfo(records.tz)

@@ -5,13 +5,16 @@ in the report's order, a pivot's columns and the totals, each total its own SQL 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from ..metadata.aggregates import next_bucket, parse_group
 from ..metadata.filters import FilterError, ReadRefused
 from ..metadata.reports import MAX_LIMIT, Report, fill_filter
+from ..storage.records import Forbidden
 from .parameters import resolve_parameters
 
 
@@ -45,20 +48,30 @@ class ReportResult:
 
 def run_report(store, report: Report, params: Mapping[str, str], principal=None) -> ReportResult:
     """Run a report as ``principal`` (None: the platform, with full access)."""
+    if report.kind == "conversion_funnel":
+        from .funnel import run_funnel  # funnel.py builds on this module's result
+
+        return run_funnel(store, report, params, principal)
     records = store.records(report.entity, principal=principal)
     conditions = resolve_parameters(report, params, records)
     raw = fill_filter(report.filter, conditions) if report.filter is not None else None
     tree = records.parse_filter(raw) if raw is not None else None
-    specs = [m.spec for m in report.measures]
-    names = {m.spec: m.name for m in report.measures}
+    plain = [m for m in report.measures if m.where is m.source is m.share is None]
+    specs = [m.spec for m in plain]
+    names = {m.spec: m.name for m in plain}
     rows_of = _runner(records, tree, specs, names, report.name)
+    if len(plain) < len(report.measures):
+        rows_of = _without_shares(rows_of, report)
+    others = [m for m in report.measures if m.where is not None or m.source is not None]
+    if others:
+        rows_of = _with_others(rows_of, store, report, params, principal, raw, others)
     groups = tuple(g for g in report.group_by if g != report.pivot)
     orders = {g: _option_order(records, g) for g in report.group_by}
     if report.pivot is None:
         found = rows_of(report.group_by)
         totals = (_combined(found, report) or rows_of(())[0]) if report.totals else None
         rows = _ordered(_gaps_filled(found, report, records), report, orders)
-        return ReportResult(report, groups, (), rows, totals, conditions)
+        return _shared(ReportResult(report, groups, (), rows, totals, conditions))
     cells = rows_of(report.group_by)
     columns = sorted({row[report.pivot] for row in cells}, key=_key(orders[report.pivot]))
     index = {value: i for i, value in enumerate(columns)}
@@ -85,14 +98,54 @@ def run_report(store, report: Report, params: Mapping[str, str], principal=None)
             **rows_of(())[0],
             "cells": [{m: by_column[c][m] for m in names.values()} for c in columns],
         }
-    return ReportResult(
-        report,
-        groups,
-        tuple(columns),
-        _ordered(list(rows.values()), report, orders),
-        totals,
-        conditions,
+    return _shared(
+        ReportResult(
+            report,
+            groups,
+            tuple(columns),
+            _ordered(list(rows.values()), report, orders),
+            totals,
+            conditions,
+        )
     )
+
+
+def _without_shares(rows_of, report: Report):
+    """Rows with each share measure present (empty until ``_shared`` works it out)."""
+    shares = [m.name for m in report.measures if m.share is not None]
+
+    def rows(group_by) -> list[dict]:
+        found = rows_of(group_by)
+        for row in found:
+            row.update(dict.fromkeys(shares))
+        return found
+
+    return rows
+
+
+def _shared(result: ReportResult) -> ReportResult:
+    """Each share measure (``[part, whole]``) as part / whole x 100 of the same figures:
+    in every row, pivot cell, row total and the totals (None where the whole is 0)."""
+    shares = [m for m in result.report.measures if m.share is not None]
+    if not shares:
+        return result
+
+    def fill(figures):
+        if not figures:
+            return
+        for measure in shares:
+            part, whole = (figures.get(n) for n in measure.share)
+            figures[measure.name] = (
+                round(float(part or 0) * 100 / float(whole), 1) if whole else None
+            )
+        for inner in figures.get("cells") or ():
+            fill(inner)
+        fill(figures.get("total"))
+
+    for row in result.rows:
+        fill(row)
+    fill(result.totals)
+    return result
 
 
 def _runner(records, tree, specs, names, report_name):
@@ -112,6 +165,82 @@ def _runner(records, tree, specs, names, report_name):
         return [{names.get(k, k): v for k, v in row.items()} for row in found]
 
     return rows_of
+
+
+def _with_others(rows_of, store, report: Report, params, principal, raw, others):
+    """``rows_of`` with the measures that need a scan of their own: a measure with a
+    ``where`` (the report's records that also match it) and a target (another entity's
+    records, its groups and parameters mapped), each merged into the rows by the groups."""
+    zero = {
+        m.name: (0 if m.spec.split(":", 1)[0] in _ZERO_OVER_NOTHING else None)
+        for m in report.measures
+    }
+
+    def scan(measure, group_by):
+        if measure.source is None:
+            where = _thawed(measure.where)
+            records = store.records(report.entity, principal=principal)
+            tree = records.parse_filter({"all": [raw, where]} if raw is not None else where)
+            found = _runner(
+                records, tree, [measure.spec], {measure.spec: measure.name}, report.name
+            )(group_by)
+            return {tuple(row[g] for g in group_by): row[measure.name] for row in found}
+        source = measure.source
+        try:
+            records = store.records(source.entity, principal=principal)
+            records._check_access("read")
+        except Forbidden as exc:
+            raise ReportRefused(f"report {report.name!r}: targets {measure.name}: {exc}") from None
+        mapped = dataclasses.replace(
+            report,
+            entity=source.entity,
+            filter=None,
+            parameters=MappingProxyType(
+                {
+                    name: dataclasses.replace(report.parameters[name], field=path)
+                    for name, path in source.parameters.items()
+                }
+            ),
+        )
+        given = {k: v for k, v in params.items() if k in source.parameters}
+        conditions = [c for c in resolve_parameters(mapped, given, records).values() if c]
+        parts = [p for p in (_thawed(source.filter), *conditions) if p is not None]
+        tree = records.parse_filter({"all": parts}) if parts else None
+        theirs = [source.groups[g] for g in group_by]
+        found = _runner(records, tree, [measure.spec], {measure.spec: measure.name}, report.name)(
+            theirs
+        )
+        return {tuple(row[g] for g in theirs): row[measure.name] for row in found}
+
+    def merged(group_by) -> list[dict]:
+        rows = (
+            {tuple(row[g] for g in group_by): row for row in rows_of(group_by)}
+            if (len(others) < len(report.measures))
+            else {}
+        )
+        for measure in others:
+            for key, value in scan(measure, group_by).items():
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = {**dict(zip(group_by, key)), **zero}
+                row[measure.name] = value
+        if not rows and not group_by:
+            rows[()] = dict(zero)
+        for row in rows.values():
+            for measure in others:
+                row.setdefault(measure.name, zero[measure.name])
+        return list(rows.values())
+
+    return merged
+
+
+def _thawed(value):
+    """A frozen filter (tuples, read-only mappings) as lists and dicts."""
+    if isinstance(value, Mapping):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thawed(v) for v in value]
+    return value
 
 
 #: How a measure's figure over several groups comes from the groups' figures: counts and
