@@ -18,46 +18,84 @@ import sqlalchemy as sa
 from ..metadata.fieldtypes import UTCDateTime
 from . import tables as W
 
-_STAGED = "_xrm_staged"  # per DBAPI connection: staging tables created in this session
+_FILLED = "_xrm_filled"  # per DBAPI connection: (transaction, staging tables it filled)
 
 
 def _postgres(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def _stage(conn: sa.Connection, table: sa.Table) -> tuple[object, str]:
-    raw = conn.connection.driver_connection
-    staged = conn.connection.info.setdefault(_STAGED, set())
+def _stage(conn: sa.Connection, table: sa.Table) -> str:
+    """The staging table for ``table``, empty.  Temporary tables live as long as the
+    session, and commits and rollbacks empty them; but one created in a transaction that
+    rolled back is gone, so each transaction says ``IF NOT EXISTS`` once (a note per
+    session would believe it still there).  Emptied here only when this transaction
+    filled it already (a batch inserts new instances and updates the claimed ones)."""
+    info = conn.connection.info
     name = f"xrm_stage_{table.name}"
-    if name not in staged:
+    # the transaction object names it: an id reused after a transaction ended costs only
+    # a needless statement
+    transaction = id(conn.get_transaction())
+    used = info.get(_FILLED)
+    if used is None or used[0] != transaction:
+        used = info[_FILLED] = (transaction, set())
+    if name in used[1]:
+        conn.exec_driver_sql(f'DELETE FROM "{name}"')
+    else:
         # same columns, no constraints or defaults: rows may carry only some columns
         conn.exec_driver_sql(
             f'CREATE TEMP TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS SELECT * FROM "{table.name}" WITH NO DATA'
         )
-        staged.add(name)
-    return raw, name
+        used[1].add(name)
+    return name
 
 
 def _copy(conn: sa.Connection, name: str, columns: list[str], rows: list[dict], table) -> None:
     raw = conn.connection.driver_connection
     names = ", ".join(f'"{c}"' for c in columns)
-    json_columns = {c.name for c in table.c if isinstance(c.type, sa.JSON)}
-    moment_columns = {c.name for c in table.c if isinstance(c.type, UTCDateTime | sa.DateTime)}
-    # a converter per column, chosen once: JSON goes as its text (COPY's text format is
-    # what the server parses anyway), moments as naive UTC, the rest as they are
-    plan = [
-        (c, _json if c in json_columns else _moment if c in moment_columns else None)
-        for c in columns
-    ]
+    plan = _plan(table, tuple(columns))
     with raw.cursor() as cursor, cursor.copy(f'COPY "{name}" ({names}) FROM STDIN') as copy:
         write = copy.write_row
+        if not any(plan):
+            for row in rows:
+                write([row[c] for c in columns])
+            return
         for row in rows:
-            write([row[c] if convert is None else convert(row[c]) for c, convert in plan])
+            write(
+                [
+                    row[c] if convert is None else convert(row[c])
+                    for c, convert in zip(columns, plan)
+                ]
+            )
+
+
+_PLANS: dict = {}
+
+
+def _plan(table: sa.Table, columns: tuple) -> list:
+    """A converter per column (None: as it is), chosen once per table and columns: JSON
+    goes as its text (COPY's text format is what the server parses anyway), moments as
+    naive UTC."""
+    key = (table.name, columns)
+    plan = _PLANS.get(key)
+    if plan is None:
+        kinds = {}
+        for c in table.c:
+            if isinstance(c.type, sa.JSON):
+                kinds[c.name] = _json
+            elif isinstance(c.type, UTCDateTime | sa.DateTime):
+                kinds[c.name] = _moment
+        plan = _PLANS[key] = [kinds.get(c) for c in columns]
+    return plan
 
 
 def _moment(value):
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)  # columns hold naive UTC
+    # Columns hold naive UTC.  A moment in UTC goes as it is: the server reads a zone's
+    # offset given for a column without one as noise, and here it is zero.
+    if value is None or value.tzinfo is dt.UTC or not isinstance(value, dt.datetime):
+        return value
+    if value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
@@ -79,33 +117,53 @@ def insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict], conflict:
         )
         return
     columns = list(rows[0])
-    _raw, name = _stage(conn, table)
+    name = _stage(conn, table)
     _copy(conn, name, columns, rows, table)
     names = ", ".join(f'"{c}"' for c in columns)
     target = ", ".join(f'"{c}"' for c in conflict)
     conn.exec_driver_sql(
         f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{name}" ON CONFLICT ({target}) DO NOTHING'
     )
-    conn.exec_driver_sql(f'DELETE FROM "{name}"')
 
 
-def update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict], statement) -> None:
-    """Update rows by id; ``statement`` is the executemany form for other databases, with
-    parameters named ``p_<column>``."""
+def update_by_id(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    """Update rows by their ``id``; every row names the same columns."""
     if not rows:
         return
+    columns = list(rows[0])
     if not _postgres(conn):
-        conn.execute(statement, rows)
+        statement = _update_statement(table, tuple(columns))
+        conn.execute(statement, [{f"p_{k}": v for k, v in row.items()} for row in rows])
         return
-    columns = [key[2:] for key in rows[0]]
-    _raw, name = _stage(conn, table)
-    plain = [{key[2:]: value for key, value in row.items()} for row in rows]
-    _copy(conn, name, columns, plain, table)
+    name = _stage(conn, table)
+    _copy(conn, name, columns, rows, table)
     assignments = ", ".join(f'"{c}" = s."{c}"' for c in columns if c != "id")
     conn.exec_driver_sql(
         f'UPDATE "{table.name}" AS t SET {assignments} FROM "{name}" AS s WHERE t.id = s.id'
     )
-    conn.exec_driver_sql(f'DELETE FROM "{name}"')
+
+
+_UPDATES: dict = {}
+
+
+def _update_statement(table: sa.Table, columns: tuple):
+    """``UPDATE table SET c = :p_c ... WHERE id = :p_id`` for executemany, built once per
+    table and columns (SQLAlchemy reserves a column's own name for its SET value)."""
+    key = (table.name, columns)
+    statement = _UPDATES.get(key)
+    if statement is None:
+        statement = _UPDATES[key] = (
+            table.update()
+            .where(table.c.id == sa.bindparam("p_id", type_=table.c.id.type))
+            .values(
+                {
+                    table.c[c]: sa.bindparam(f"p_{c}", type_=table.c[c].type)
+                    for c in columns
+                    if c != "id"
+                }
+            )
+        )
+    return statement
 
 
 def among(conn: sa.Connection, column, ids):

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 from ..metadata import Catalog
 from ..metadata.filters import FilterContext
 from ..metadata.formats import FORMATS, Formats, Link
@@ -526,7 +524,7 @@ class Batch:
         if self.dry:
             return
         self.effects.flush(self.conn, self.now)
-        update_by_id(self.conn, W.instances, [self._row(run) for run in runs], _update_statement())
+        update_by_id(self.conn, W.instances, [self._row(run) for run in runs])
 
     def _row(self, run: Run) -> dict:
         running = run.io_step is not None
@@ -536,47 +534,23 @@ class Batch:
         # visible while a retry is pending and once parked
         troubled = status == "failed" or run.failed_now
         return {
-            "p_id": run.id,
-            "p_status": status,
-            "p_started": run.started,
-            "p_position": list(run.position) if run.position is not None else None,
-            "p_due_at": run.due_at
+            "id": run.id,
+            "status": status,
+            "started": run.started,
+            "position": list(run.position) if run.position is not None else None,
+            "due_at": run.due_at
             if status == "waiting"
             else run.row["due_at"],  # kept: when it was due
-            "p_wake_on_change": run.wake_on_change and status == "waiting",
-            "p_lease_owner": run.row["lease_owner"] if running else None,
-            "p_lease_until": run.row["lease_until"] if running else None,
-            "p_attempts": run.attempts if troubled or running else 0,
-            "p_error": run.error if troubled else None,
-            "p_context": run.context,
-            "p_history": run.history,
-            "p_updated_at": self.now,
-            "p_finished_at": self.now if finished else None,
+            "wake_on_change": run.wake_on_change and status == "waiting",
+            "lease_owner": run.row["lease_owner"] if running else None,
+            "lease_until": run.row["lease_until"] if running else None,
+            "attempts": run.attempts if troubled or running else 0,
+            "error": run.error if troubled else None,
+            "context": run.context,
+            "history": run.history,
+            "updated_at": self.now,
+            "finished_at": self.now if finished else None,
         }
-
-
-def _update_statement():
-    i = W.instances
-    names = (
-        "status",
-        "started",
-        "position",
-        "due_at",
-        "wake_on_change",
-        "lease_owner",
-        "lease_until",
-        "attempts",
-        "error",
-        "context",
-        "history",
-        "updated_at",
-        "finished_at",
-    )
-    return (
-        i.update()
-        .where(i.c.id == sa.bindparam("p_id"))
-        .values({i.c[n]: sa.bindparam(f"p_{n}", type_=i.c[n].type) for n in names})
-    )
 
 
 def backoff(attempts: int, base: float) -> float:
