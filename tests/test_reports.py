@@ -591,7 +591,8 @@ def test_a_mistyped_measure_is_explained_in_the_form_it_was_meant(tmp_path, caps
     lines = [line.split("/probe/", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert lines == [
         "reports/r.yaml:5:11: reports.r: unknown key 'summ' in reports.r.measures.a (expected "
-        "one of count, count_distinct, sum, avg, min, max, weighted, label); did you mean 'sum'?",
+        "one of count, count_distinct, sum, avg, min, max, weighted, label, where, share); did you "
+        "mean 'sum'?",
         "reports/r.yaml:6:10: reports.r: reports.r.measures.c: 'cnt' is not allowed "
         "(expected one of count); did you mean 'count'?",
         "reports/s.yaml:5:7: reports.s: measure b: one of count, count_distinct, sum, avg, "
