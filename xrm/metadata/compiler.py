@@ -1129,7 +1129,9 @@ def build_catalog(
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
     forms = build_forms(checker, builder, LAYER)
-    reports = build_reports(problems, entities, builder.reports, LAYER, builder.rejected)
+    reports = build_reports(
+        problems, entities, builder.reports, LAYER, builder.rejected, roles=roles
+    )
     workflow = workflow_definitions(
         problems,
         entities,

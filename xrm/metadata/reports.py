@@ -115,6 +115,17 @@ class Report:
     chart: ReportChart | None = None
     kind: str = "aggregate"  # or conversion_funnel
     position: Position | None = field(default=None, compare=False)
+    owner: str | None = None  # a user's email or id: a personal report, theirs alone
+    roles: tuple[str, ...] = ()  # who sees it (empty: everyone who may read its records)
+
+    def visible_to(self, user_id, email: str = "", roles=(), is_admin: bool = False) -> bool:
+        """Whether a reader sees the report at all: a personal report only its owner (an
+        administrator included: it is someone's own), one published to roles those roles
+        and administrators.  Reading its records is checked apart, when it runs."""
+        if self.owner is not None:
+            owner = self.owner.strip().casefold()
+            return user_id is not None and owner in (str(user_id), (email or "").casefold())
+        return is_admin or not self.roles or any(r in self.roles for r in roles)
 
 
 # ------------------------------------------------------------------------- schema
@@ -293,6 +304,19 @@ def reports_schema(defs: dict, document) -> dict:
                             "additionalProperties": parameter,
                         },
                         "chart": chart,
+                        "owner": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "a user's email or id: a personal report that only "
+                            "this user sees (customization layer only)",
+                        },
+                        "roles": {
+                            "type": "array",
+                            "items": name,
+                            "uniqueItems": True,
+                            "description": "the roles that see the report (absent: everyone "
+                            "who may read its entity)",
+                        },
                         "targets": {
                             "type": "object",
                             "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
@@ -423,16 +447,25 @@ def history_parameters(report: Report) -> list[str]:
 class ReportCompiler:
     """Checks and compiles the reports of one catalog build."""
 
-    def __init__(self, problems: Problems, entities: Mapping[str, Entity], rejected=frozenset()):
+    def __init__(
+        self,
+        problems: Problems,
+        entities: Mapping[str, Entity],
+        rejected=frozenset(),
+        roles: Mapping | None = None,
+    ):
         self.problems = problems
         self.entities = entities
         self.rejected = rejected
+        self.roles = roles  # None: not known here, so not checked
+        self.layer = ""
         self.raw: dict[str, tuple[Mapping, str, Position]] = {}
 
     def entity_of(self, name):
         return self.entities.get(name)
 
     def collect(self, solution: str, data: Mapping, layer: str) -> None:
+        self.layer = layer
         block = data["reports"]
         for name, spec in block.items():
             where = _pos(block, name)
@@ -532,6 +565,7 @@ class ReportCompiler:
                     f"sort: {key!r} is neither a group nor a measure of this report{did_you_mean(key, keys)}",
                 )
         chart = self.build_chart(raw, [m.name for m in measures], where, fail)
+        self.check_audience(raw, solution, where, fail)
         if len(self.problems) > problems_before:
             return None
         return Report(
@@ -550,6 +584,8 @@ class ReportCompiler:
             description=Label.of(raw["description"]) if raw.get("description") else None,
             chart=chart,
             position=where,
+            owner=None if raw.get("owner") is None else str(raw["owner"]),
+            roles=tuple(raw.get("roles") or ()),
         )
 
     @staticmethod
@@ -705,6 +741,7 @@ class ReportCompiler:
         chart = self.build_chart(
             {**raw, "group_by": [entity.stages.field]}, [m.name for m in measures], where, fail
         )
+        self.check_audience(raw, solution, where, fail)
         if len(self.problems) > problems_before:
             return None
         return Report(
@@ -720,7 +757,27 @@ class ReportCompiler:
             chart=chart,
             kind="conversion_funnel",
             position=where,
+            owner=None if raw.get("owner") is None else str(raw["owner"]),
+            roles=tuple(raw.get("roles") or ()),
         )
+
+    def check_audience(self, raw, solution: str, where, fail) -> None:
+        """``owner`` belongs to a user's report in the customization layer (a pack does not
+        know the users of the systems it is installed in); ``roles`` must be roles."""
+        if raw.get("owner") is not None and solution != self.layer:
+            fail(
+                _vpos(raw, "owner", where),
+                "owner: a personal report is made in the browser (customization layer); "
+                "a pack publishes a report to roles instead",
+            )
+        if raw.get("owner") is not None and raw.get("roles"):
+            fail(_vpos(raw, "roles", where), "roles: a personal report (owner) has no roles")
+        for index, role in enumerate(raw.get("roles") or ()):
+            if self.roles is not None and role not in self.roles:
+                fail(
+                    _pos(raw["roles"], index, where),
+                    f"unknown role {role!r}{did_you_mean(role, self.roles)}",
+                )
 
     @staticmethod
     def build_chart(raw, measures: list[str], where, fail) -> ReportChart | None:
@@ -895,9 +952,9 @@ def parameter_value_problem(report: Report, name: str, value, entity_of) -> str 
     return f"parameter {name}: {problem}" if problem else None
 
 
-def build_reports(problems, entities, documents, layer: str, rejected=frozenset()):
+def build_reports(problems, entities, documents, layer: str, rejected=frozenset(), roles=None):
     """Compile the ``reports:`` documents [(solution, data)] of one catalog build."""
-    compiler = ReportCompiler(problems, entities, rejected)
+    compiler = ReportCompiler(problems, entities, rejected, roles)
     for solution, data in documents:
         compiler.collect(solution, data, layer)
     return compiler.build()

@@ -22,13 +22,36 @@ FORMATS = ("json", "csv", "xlsx")
 guard_api(bp)
 
 
+def visible_report(catalog, principal, name: str):
+    """The report of that name if the reader sees it, else None, for every channel (the
+    API, the report pages and their exports, the index): a personal report (``owner``)
+    is its owner's alone, one published to ``roles`` is theirs and the administrators'.
+    A report the reader does not see answers as an unknown one, so its name stays
+    private; whether they may read its records is the run's own check."""
+    report = catalog.reports.get(name)
+    if report is None:
+        return None
+    admin = principal.is_admin or any(
+        getattr(catalog.roles.get(r), "admin", False) for r in principal.roles
+    )
+    return (
+        report
+        if report.visible_to(principal.user_id, principal.email, principal.roles, admin)
+        else None
+    )
+
+
+def visible_names(catalog, principal) -> list[str]:
+    """The names of the reports the reader sees."""
+    return [n for n in catalog.reports if visible_report(catalog, principal, n) is not None]
+
+
 @bp.get("/reports/<name>")
 def get_report(name: str):
-    report = g.catalog.reports.get(name)
+    report = visible_report(g.catalog, g.principal, name)
     if report is None:
-        raise Problem(
-            404, f"unknown report {name!r}{did_you_mean(name, g.catalog.reports)}", type=NOT_FOUND
-        )
+        known = visible_names(g.catalog, g.principal)
+        raise Problem(404, f"unknown report {name!r}{did_you_mean(name, known)}", type=NOT_FOUND)
     params = {k: v for k, v in request.args.items() if k != "format"}
     wanted = request.args.get("format", "json")
     if wanted not in FORMATS:
@@ -119,7 +142,9 @@ def export_response(
 def document(spec, catalog) -> None:
     """Add the reports endpoint to the API's OpenAPI document (the catalog's report names
     are the path's values)."""
-    names = sorted(catalog.reports)
+    # The document is one per catalog, not per reader: a personal report's name is no
+    # one else's business, so only the reports without an owner are listed.
+    names = sorted(n for n, r in catalog.reports.items() if r.owner is None)
     spec.tag({"name": "reports", "description": "reports of the catalog, run as the caller"})
     value = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
     row = {"type": "object", "additionalProperties": True}

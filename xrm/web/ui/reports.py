@@ -81,9 +81,15 @@ def refusal(report: Report) -> str | None:
     return None
 
 
+def visible(name: str) -> Report | None:
+    """The report if the user sees it (its owner, its roles: ``api_reports.visible_report``,
+    which every channel asks), else None."""
+    return api_reports.visible_report(C.catalog(), C.principal(), name)
+
+
 def _report_or_404(name: str) -> Report:
-    report = C.catalog().reports.get(name)
-    if report is None:
+    report = visible(name)
+    if report is None:  # another user's personal report answers as an unknown one
         abort(404)
     if not C.can(report.entity, "read"):  # as a list of those records answers
         raise Forbidden(f"you may not read {report.entity} records")
@@ -102,7 +108,7 @@ def index():
             if report.name in placed or (solution is not None and owner is not solution):
                 continue
             placed.add(report.name)
-            if refusal(report) is not None:
+            if visible(report.name) is None or refusal(report) is not None:
                 continue
             entity = catalog.entity(report.entity)
             entries.append(
