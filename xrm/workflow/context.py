@@ -131,8 +131,11 @@ class RecordView:
         self._loader = loader
         # Plain values are found by ordinary attribute lookup (templates read them a lot);
         # lookups and users, followed on demand, go through __getattr__.
-        lazy = _lazy_fields(catalog, model)
-        self.__dict__.update((k, v) for k, v in values.items() if k not in lazy and k != "id")
+        # (``id`` among them is harmless: the property wins over the instance's dict)
+        attributes = self.__dict__
+        attributes.update(values)
+        for name in _lazy_fields(catalog, model):
+            attributes.pop(name, None)
 
     @property
     def id(self):

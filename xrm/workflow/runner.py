@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -432,8 +433,7 @@ class Batch:
         return True
 
     def _advance(self, run: Run) -> None:
-        from .steps import HANDLERS
-
+        handlers = _handlers()
         process = run.process
         count = 0
         while run.position is not None:
@@ -442,15 +442,13 @@ class Batch:
                 raise StepError(f"more than {MAX_STEPS} steps without waiting")
             step = process.step_at(run.position)
             started = time.perf_counter()
-            outcome = HANDLERS[step.kind](self, run, step)
+            outcome = handlers[step.kind](self, run, step)
             ms = (time.perf_counter() - started) * 1000
             if outcome.kind == "io":
                 run.io_step = step
                 run.note(self.now, step.kind, "calling", path=step.path, title=step.title, ms=ms)
                 return
-            status = {"wait": "waiting", "branch": "ok", "next": "ok", "stop": "stopped"}[
-                outcome.kind
-            ]
+            status = _STATUS[outcome.kind]
             result = outcome.result
             if outcome.kind == "branch":
                 result = (
@@ -551,6 +549,17 @@ class Batch:
             "updated_at": self.now,
             "finished_at": self.now if finished else None,
         }
+
+
+_STATUS = {"wait": "waiting", "branch": "ok", "next": "ok", "stop": "stopped"}
+
+
+@functools.cache
+def _handlers() -> dict:
+    """The step handlers (``steps`` imports this module, so it is imported at first use)."""
+    from .steps import HANDLERS
+
+    return HANDLERS
 
 
 def backoff(attempts: int, base: float) -> float:
