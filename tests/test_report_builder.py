@@ -309,8 +309,7 @@ def test_a_bad_draft_shows_positioned_problems_and_saves_nothing(shop):
         **DRAFT,
         "title": "Broken",
         "measure-field-1": "name",  # a sum of a text
-        "chart": "kpi",  # of a grouped report without totals
-        "totals": "",
+        "chart": "pie",  # with a pivot
         "group-1": "close_date:month",
         "pivot": "owner",  # not one of the groups
     }
@@ -320,7 +319,7 @@ def test_a_bad_draft_shows_positioned_problems_and_saves_nothing(shop):
     assert re.search(
         r"draft:\d+:\d+: reports\.broken: measure sum_name: sum needs a number", found["measure-1"]
     )
-    assert "set totals: true" in found["chart"]
+    assert "a pie chart shows the rows, and this report has a pivot" in found["chart"]
     assert "pivot 'owner' is not one of the groups" in found["pivot"]
     assert "Fix the marked problems" in text(answer)
     saved = sam.post("/reports/builder/save", bad)

@@ -321,7 +321,9 @@ def document_of(draft: Draft, entity) -> tuple[dict, dict[str, str]]:
         spec["parameters"] = parameters
     if draft.chart:
         names = list(measures) or ["records"]
-        several = draft.chart in ("bar", "line", "kpi") and not draft.pivot
+        # one scale per chart: counts drawn beside money would be flat lines, so a chart
+        # draws the first measure, and KPI cards every one
+        several = draft.chart == "kpi"
         spec["chart"] = {"kind": draft.chart, "measures": names if several else names[:1]}
     if draft.published and C.access().is_admin:
         if draft.roles:
