@@ -357,7 +357,7 @@ def profile(args) -> dict:
         store.install([CORE])
         owner = store.add_user("owner@example.com", "Owner")
         ensure_tables(store)
-        worker = Worker(store, name="bench-profile", batch_size=args.batch, smtp="")
+        worker = Worker(store, name="bench-profile", batch_size=args.batch, smtp="", freeze_gc=True)
         worker.run_once()  # the catalog loaded, the garbage collector frozen as in serve()
         tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
         figures = {}
