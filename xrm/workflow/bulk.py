@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from operator import itemgetter
 
 import sqlalchemy as sa
 
@@ -64,20 +65,19 @@ def _copy(conn: sa.Connection, name: str, columns: list[str], rows: list[dict], 
             text = texts[value] = _moment_text(value)
         return text
 
-    plan = [_json if kind == "json" else moment if kind == "moment" else None for kind in kinds]
+    converted = [
+        (index, _json if kind == "json" else moment)
+        for index, kind in enumerate(kinds)
+        if kind is not None
+    ]
+    values_of = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
     with raw.cursor() as cursor, cursor.copy(f'COPY "{name}" ({names}) FROM STDIN') as copy:
         write = copy.write_row
-        if not any(plan):
-            for row in rows:
-                write([row[c] for c in columns])
-            return
         for row in rows:
-            write(
-                [
-                    row[c] if convert is None else convert(row[c])
-                    for c, convert in zip(columns, plan)
-                ]
-            )
+            values = list(values_of(row))
+            for index, convert in converted:
+                values[index] = convert(values[index])
+            write(values)
 
 
 _PLANS: dict = {}

@@ -114,8 +114,20 @@ def _iso(moment: dt.datetime) -> str:
     return text
 
 
+_PATHS: dict = {}
+
+
 def path_text(path) -> str:
-    return ".".join(str(p) for p in path) if path else "start"
+    """``0.yes.1`` (``start`` for none); a process's few paths are written once each."""
+    if not path:
+        return "start"
+    key = tuple(path)
+    text = _PATHS.get(key)
+    if text is None:
+        if len(_PATHS) > 4096:
+            _PATHS.clear()
+        text = _PATHS[key] = ".".join(str(p) for p in key)
+    return text
 
 
 # --------------------------------------------------------------------------- one run
@@ -278,20 +290,24 @@ class Batch:
                     **python_values(self.catalog, run.entity, run.context["old"]),
                 }
                 old = RecordView(self.catalog, run.entity, old_values, self.loader)
-        context = self.globals | {
+        shared = self.cache.get("template-base")
+        if shared is None:  # what every run of the batch sees alike
+            shared = self.cache["template-base"] = self.globals | {
+                "today": self.today(),
+                "now": self.now,
+                "days": days,
+                "user": None,
+                FORMATS: self.formats(),
+            }
+        context = shared | {
             "record": record,
             "old": old,
-            "today": self.today(),
-            "now": self.now,
             "vars": run.vars,
             "trigger": run.context.get("trigger") or {},
             "payload": run.context.get("payload") or {},
             "instance": {"id": run.id, "process": run.process.name},
             "sla": run.context.get("sla") or {},
             "approval": run.vars.get("approval") or {},
-            "days": days,
-            "user": None,
-            FORMATS: self.formats(),
         }
         return context
 
