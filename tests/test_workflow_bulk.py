@@ -95,6 +95,8 @@ VALUES = [
     "2026-03-20",
     None,
     "not a date",
+    1,
+    True,  # equal to 1 as a key, but not as text
 ]
 
 

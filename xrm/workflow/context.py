@@ -65,10 +65,13 @@ class RememberingFormats(Formats):
         self._memo: dict = {}
 
     def _remembered(self, kind: str, value, format, compute) -> str:
+        # only moments and their text: 1 and True are one key, and would read alike
+        if type(value) not in _MOMENTS:
+            return compute(value, format)
         try:
             key = (kind, value, format)
             found = self._memo.get(key)
-        except TypeError:  # an unhashable value: formatted as is
+        except TypeError:  # an unhashable format: formatted as is
             return compute(value, format)
         if found is None:
             if len(self._memo) >= self.LIMIT:
@@ -84,6 +87,9 @@ class RememberingFormats(Formats):
 
     def time(self, value, format: str = "short") -> str:
         return self._remembered("time", value, format, super().time)
+
+
+_MOMENTS = frozenset({dt.datetime, dt.date, Today, str})
 
 
 @lru_cache(maxsize=64)
