@@ -3,7 +3,7 @@ rule adds to a save.
 
     xrm bench workflow --json [--database URL] [--workers 4] [--timers 100000]
                        [--lag-timers 20000] [--lag-window 20] [--saves 1000] [--keep]
-    xrm bench workflow --profile [--timers 20000] [--database URL] [--top 30]
+    xrm bench workflow --profile [--timers 20000] [--database URL] [--top 30] [--sort tottime]
 
 The database is ``--database``, else ``XRM_DATABASE_URL``, else a temporary SQLite file
 (then one worker: SQLite serializes writers).  On PostgreSQL the run works in a fresh
