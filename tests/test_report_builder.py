@@ -258,6 +258,44 @@ def test_nobody_else_reaches_a_personal_report_through_any_channel(shop):
     assert "sam_secret" in text(sam.get("/reports"))  # still Sam's
 
 
+def test_a_personal_report_stays_its_owners_in_dashboards_runs_and_emails(shop):
+    """The channels that run a report without the report pages: ``run_report`` itself, a
+    dashboard widget (whose cache is keyed by roles for readers of everything) and the
+    scheduled email.  Another seller with the same roles gets a refusal, never Sam's
+    figures."""
+    from xrm.metadata.formats import Formats
+    from xrm.reports import ReportRefused, run_report
+    from xrm.reports.dashboards import run_dashboard
+    from xrm.reports.mailing import report_mail
+
+    store = shop.store
+    client(shop, SAM).post("/reports/builder/save", {**DRAFT, "title": "Sam private"})
+    report = store.refresh().reports["sam_private"]
+    sam, sue = store.principal(shop.sam), store.principal(shop.sue)
+    assert run_report(store, report, {}, sam).rows  # Sam's own
+    with pytest.raises(ReportRefused, match="not shared"):
+        run_report(store, report, {}, sue)
+    assert run_report(store, report, {}, None).rows  # the platform sees every report
+    store.customize(
+        "dashboards",
+        {
+            "dashboards": {
+                "shared_board": {"label": "Shared", "widgets": [{"report": "sam_private"}]}
+            }
+        },
+    )
+    try:
+        board = store.refresh().dashboards["shared_board"]
+        [mine] = run_dashboard(store, board, {}, sam).widgets
+        assert mine.error is None and mine.result.rows
+        [theirs] = run_dashboard(store, board, {}, sue).widgets  # after Sam's is cached
+        assert theirs.status == 403 and theirs.result is None and "not shared" in theirs.error
+    finally:
+        store.uncustomize("dashboards", "shared_board")
+    with pytest.raises(ReportRefused):
+        report_mail(store, report, {}, sue, Formats("en"))
+
+
 def test_a_business_user_cannot_publish(shop):
     sam = client(shop, SAM)
     sam.post(

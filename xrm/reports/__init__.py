@@ -3,7 +3,7 @@ user, every figure computed in SQL by ``Records.aggregate`` under the user's sco
 field rules.  Storage and metadata only: the web and other front ends render the result."""
 
 from .parameters import ParameterError, resolve_parameters
-from .run import ReportError, ReportRefused, ReportResult, run_report
+from .run import ReportError, ReportRefused, ReportResult, run_report, sees_report
 
 __all__ = [
     "ParameterError",
@@ -12,4 +12,5 @@ __all__ = [
     "ReportResult",
     "resolve_parameters",
     "run_report",
+    "sees_report",
 ]

@@ -31,7 +31,7 @@ from ..metadata.problems import did_you_mean
 from ..metadata.reports import N_PERIOD, Report, _freeze, _thaw, fill_filter, period_problem
 from ..storage.records import RecordError
 from .parameters import ParameterError, _month, _utc_midnight
-from .run import ReportError, ReportRefused, ReportResult, run_report
+from .run import ReportError, ReportRefused, ReportResult, run_report, sees_report
 
 TTL = 60.0  # seconds a widget's figures are reused
 CACHE_SIZE = 2048  # entries per store; the least recently used go first
@@ -307,6 +307,16 @@ def run_widget(store, dashboard, widget: Widget, filters, principal, *, fresh=Fa
     catalog = store.refresh()
     report = catalog.reports.get(widget.report) if widget.report else None
     params = widget_parameters(dashboard, widget, report, filters) if report else {}
+    if report is not None and not sees_report(catalog, principal, report):
+        # before the cache, whose key for a reader of everything is only their roles: a
+        # personal report's figures must never be served to someone else with those roles
+        return WidgetResult(
+            widget,
+            report,
+            error=f"report {report.name!r} is not shared with you",
+            status=403,
+            computed_at=time.time(),
+        )
     entity = report.entity if report is not None else widget.entity
     records = store.records(entity, principal=principal)
     if records.access is not None and records.access.scope_of(entity, "read") == "none":

@@ -46,8 +46,24 @@ class ReportResult:
         return tuple(m.name for m in self.report.measures)
 
 
+def sees_report(catalog, principal, report: Report) -> bool:
+    """Whether a reader sees a report at all (``Report.visible_to``: a personal report is
+    its owner's, one published to roles theirs and the administrators'); None is the
+    platform, which sees every report.  Reading its records is the run's own check."""
+    if principal is None:
+        return True
+    admin = principal.is_admin or any(
+        getattr(catalog.roles.get(r), "admin", False) for r in principal.roles
+    )
+    return report.visible_to(principal.user_id, principal.email, principal.roles, admin)
+
+
 def run_report(store, report: Report, params: Mapping[str, str], principal=None) -> ReportResult:
-    """Run a report as ``principal`` (None: the platform, with full access)."""
+    """Run a report as ``principal`` (None: the platform, with full access).  A report
+    the reader does not see (another user's personal one, one published to other roles)
+    is refused here, so every channel (pages, API, dashboards, emails) holds the rule."""
+    if not sees_report(store.catalog, principal, report):
+        raise ReportRefused(f"report {report.name!r} is not shared with this user")
     if report.kind == "conversion_funnel":
         from .funnel import run_funnel  # funnel.py builds on this module's result
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, request
 
 from ..metadata.aggregates import parse_group
 from ..metadata.problems import did_you_mean
-from ..reports import ParameterError, ReportError, ReportRefused, run_report
+from ..reports import ParameterError, ReportError, ReportRefused, run_report, sees_report
 from ..reports.export import XLSX_MIMETYPE, report_table, to_csv, to_xlsx
 from . import current_store, openapi
 from .api import _plain, guard_api, json_response, locale
@@ -29,16 +29,7 @@ def visible_report(catalog, principal, name: str):
     A report the reader does not see answers as an unknown one, so its name stays
     private; whether they may read its records is the run's own check."""
     report = catalog.reports.get(name)
-    if report is None:
-        return None
-    admin = principal.is_admin or any(
-        getattr(catalog.roles.get(r), "admin", False) for r in principal.roles
-    )
-    return (
-        report
-        if report.visible_to(principal.user_id, principal.email, principal.roles, admin)
-        else None
-    )
+    return report if report is not None and sees_report(catalog, principal, report) else None
 
 
 def visible_names(catalog, principal) -> list[str]:
