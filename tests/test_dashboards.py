@@ -581,7 +581,7 @@ def test_kanban_columns_show_their_count_and_sum(shop):
     assert {s: c for s, (c, _t) in found.items() if c} == {s: c for s, c, _a in expected}
     for stage, _count, amount in expected:
         assert money(found[stage][1]) == money(amount)
-    assert 'data-testid="column-sum"' in page
+    assert 'data-testid="sum-of-column"' in page
     # a seller with scope own counts their own cards only
     seller = Client(shop.app).login(SELLER)
     page = text(seller.get("/views/pipeline_board"))

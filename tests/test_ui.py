@@ -113,6 +113,7 @@ def test_every_record_form_renders(w, admin):
         "lead": {"last_name": "Smith", "company": "Smith & Co"},
         "product": {"code": "P-1", "name": "Widget", "list_price": "10"},
         "price_list": {"name": "Standard"},
+        "sales_target": {"name": "March", "period": "2027-03-01", "amount": "50000"},
     }
     ids = {}
     for name, values in made.items():
