@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from ..metadata.aggregates import parse_group, parse_measure
+from ..metadata.aggregates import Measure, parse_group, parse_measure
+from ..metadata.reports import Report, ReportMeasure
 from .run import ReportResult
 
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -35,7 +36,13 @@ FORMATS = {
     "month": "mmm yyyy",
     "quarter": "yyyy-mm-dd",
     "year": "yyyy",
+    "percent": "0.0%",  # the value / 100: a spreadsheet's percent
+    "days": "#,##0.0#",
 }
+#: What a figure is beyond its aggregate: a percent (a share, a funnel's conversion) or
+#: a number of days (a funnel's median stay); None: as its measure and field say.
+PERCENT, DAYS = "percent", "days"
+FUNNEL_FIGURES = {"conversion": PERCENT, "median_days": DAYS}
 _SHEET_NAME = re.compile(r"[\[\]:*?/\\]")
 
 
@@ -43,6 +50,7 @@ _SHEET_NAME = re.compile(r"[\[\]:*?/\\]")
 class Column:
     label: str
     format: str | None = None  # a key of FORMATS
+    measure: str | None = None  # the measure a figure's column holds (None: a group)
 
 
 @dataclass
@@ -68,20 +76,19 @@ def report_table(
     show = group_value or (lambda _spec, value: value)
     groups = {spec: parse_group(entity, catalog.entity_of, spec) for spec in report.group_by}
     measures = [
-        (m.name, m.label.get(locale), _measure_format(entity, catalog, m.spec))
-        for m in report.measures
+        (m.name, m.label.get(locale), measure_format(catalog, report, m)) for m in report.measures
     ]
     columns = [
         Column(groups[spec].field.label.get(locale), groups[spec].bucket) for spec in result.groups
     ]
     if report.pivot is None:
-        columns += [Column(label, fmt) for _, label, fmt in measures]
+        columns += [Column(label, fmt, name) for name, label, fmt in measures]
     else:
         for value in result.columns:
             title = text(show(report.pivot, value))
-            columns += [Column(f"{title} {label}", fmt) for _, label, fmt in measures]
+            columns += [Column(f"{title} {label}", fmt, name) for name, label, fmt in measures]
         if result.totals is not None:
-            columns += [Column(f"{total_word} {label}", fmt) for _, label, fmt in measures]
+            columns += [Column(f"{total_word} {label}", fmt, name) for name, label, fmt in measures]
     table = Table(columns)
     names = [name for name, _, _ in measures]
     for row in result.rows:
@@ -104,17 +111,36 @@ def _line(result, row, names, heads, is_total=False) -> list:
     return line
 
 
-def _measure_format(entity, catalog, spec: str) -> str:
-    measure = parse_measure(entity, catalog.entity_of, spec)
-    if measure.kind in ("count", "distinct"):
+def figure_kind(report: Report, measure: ReportMeasure) -> str | None:
+    """PERCENT, DAYS or None (see ``FUNNEL_FIGURES``)."""
+    if measure.share is not None:
+        return PERCENT
+    if report.kind == "conversion_funnel":
+        return FUNNEL_FIGURES.get(measure.name)
+    return None
+
+
+def parsed_measure(catalog, report: Report, measure: ReportMeasure) -> Measure:
+    """The aggregate of a report's measure, on the entity it belongs to (a target's own)."""
+    entity = catalog.entity(measure.entity_name or report.entity)
+    return parse_measure(entity, catalog.entity_of, measure.spec)
+
+
+def measure_format(catalog, report: Report, measure: ReportMeasure) -> str:
+    """The number format of a measure's column (a key of ``FORMATS``)."""
+    kind = figure_kind(report, measure)
+    if kind is not None:
+        return kind
+    parsed = parsed_measure(catalog, report, measure)
+    if parsed.kind in ("count", "distinct"):
         return "integer"
-    if measure.value in ("date", "datetime"):
-        return measure.value
-    if measure.quantum is not None:
+    if parsed.value in ("date", "datetime"):
+        return parsed.value
+    if parsed.quantum is not None:
         return "decimal"
-    if measure.kind == "avg":
+    if parsed.kind == "avg":
         return "fraction"
-    return "integer" if measure.value in ("integer", "duration", "rating") else "fraction"
+    return "integer" if parsed.value in ("integer", "duration", "rating") else "fraction"
 
 
 # ------------------------------------------------------------------------ CSV
@@ -183,6 +209,8 @@ def to_xlsx(table: Table, title: str, tz: str = "UTC") -> bytes:
         is_total = table.totals is not None and index == len(lines) + 1
         for column, (spec, value) in enumerate(zip(table.columns, line), start=1):
             cell = sheet.cell(row=index, column=column)
+            if spec.format == PERCENT and isinstance(value, int | float | decimal.Decimal):
+                value = value / 100  # 12.5 (percent) is 0.125 in a cell formatted 0.0%
             cell.value = _xlsx_value(value, zone)
             as_text(cell)
             typed = cell.value is not None and not isinstance(cell.value, str | bool)

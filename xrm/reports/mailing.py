@@ -15,37 +15,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 from jinja2 import Environment
 
-from ..metadata.aggregates import parse_group, parse_measure, value_type
 from ..metadata.formats import Formats
 from ..metadata.labels import Label
 from ..metadata.reports import Report
-from ..storage import tables as T
 from ..storage.records import Forbidden
-from .export import XLSX_MIMETYPE, report_table, to_xlsx
-from .run import ReportResult, run_report
+from .display import Display, language, words_for
+from .export import XLSX_MIMETYPE, to_xlsx
+from .run import run_report
 
 #: The message's own words; labels of reports, fields and options carry their own.
 WORDS = {
     "en": {
-        "total": "Total",
-        "empty": "(empty)",
-        "yes": "Yes",
-        "no": "No",
-        "week": "Week of {date}",
         "subject": "{report}: {date}",
         "nothing": "No records match this report for you at the moment, so there are no figures to show.",
         "open": "Open the report",
         "attached": "The figures are attached as a spreadsheet.",
     },
     "ru": {
-        "total": "Итого",
-        "empty": "(пусто)",
-        "yes": "Да",
-        "no": "Нет",
-        "week": "Неделя с {date}",
         "subject": "{report}: {date}",
         "nothing": "Сейчас под условия отчёта не попадает ни одна доступная вам запись, поэтому цифр нет.",
         "open": "Открыть отчёт",
@@ -110,9 +98,9 @@ def report_mail(
         # as the report page answers: not an empty report, a refusal
         raise Forbidden(f"may not read {report.entity} records")
     result = run_report(store, report, given, principal)
-    lang = formats.locale.split("_")[0].split("-")[0]
-    words = WORDS.get(lang, WORDS["en"])
-    readable = Readable(store, report, principal, formats, words)
+    lang = language(formats.locale)
+    words = {**words_for(formats.locale), **WORDS.get(lang, WORDS["en"])}
+    readable = Display(store, report, principal, formats)
     readable.want(result)
     now = now or store.clock.now()
     today = formats.date(now, "medium")
@@ -126,14 +114,7 @@ def report_mail(
     empty = not result.rows
     attachments = []
     if "xlsx" in parts:
-        table = report_table(
-            result,
-            store.catalog,
-            locale=lang,
-            group_value=readable.cell,
-            total_word=words["total"],
-        )
-        data = to_xlsx(table, title, formats.tz)
+        data = to_xlsx(readable.table(result), title, formats.tz)
         attachments.append(
             {
                 "filename": f"{report.name}-{formats.date(now, 'yyyy-MM-dd')}.xlsx",
@@ -160,12 +141,6 @@ def report_mail(
     return ReportMail(line, text, html, attachments, empty)
 
 
-@dataclass(frozen=True)
-class Heading:
-    label: str
-    number: bool  # right-aligned
-
-
 def _text(title, columns, lines, totals, show, empty, words, url) -> str:
     """The plain-text part: the table in aligned columns, for mail readers without HTML."""
     out = [title, ""]
@@ -184,160 +159,3 @@ def _text(title, columns, lines, totals, show, empty, words, url) -> str:
         out.append(words["attached"])
     out += ["", f"{words['open']}: {url}"]
     return "\n".join(out) + "\n"
-
-
-class Readable:
-    """A result's groups and measures as one reader reads them: option labels, user names
-    and record titles (read as the reader), date buckets as periods, numbers and money in
-    their locale."""
-
-    def __init__(self, store, report: Report, principal, formats: Formats, words: dict):
-        self.store, self.report, self.principal = store, report, principal
-        self.formats, self.words = formats, words
-        self.lang = formats.locale.split("_")[0].split("-")[0]
-        catalog = store.catalog
-        self.entity = catalog.entity(report.entity)
-        self.groups = {g: parse_group(self.entity, catalog.entity_of, g) for g in report.group_by}
-        self.measures = {
-            m.name: parse_measure(self.entity, catalog.entity_of, m.spec) for m in report.measures
-        }
-        self.titles: dict[tuple[str, object], str] = {}
-
-    def want(self, result: ReportResult) -> None:
-        """Read the names and titles the result shows, one query per entity."""
-        wanted: dict[str, set] = {}
-        for spec, group in self.groups.items():
-            if group.bucket is not None or group.field.type not in ("lookup", "user"):
-                continue
-            values = result.columns if spec == self.report.pivot else [r[spec] for r in result.rows]
-            wanted.setdefault(group.field.target, set()).update(v for v in values if v is not None)
-        for target, ids in wanted.items():
-            if ids:
-                self.titles.update(self._titles(target, sorted(ids)))
-
-    def _titles(self, target: str, ids: list) -> dict:
-        if target == "user":
-            statement = sa.select(T.users.c.id, T.users.c.name).where(T.users.c.id.in_(ids))
-            unit = self.store.current_unit()  # a worker's batch: read in its transaction
-            if unit is not None:
-                rows = unit.connection.execute(statement).all()
-            else:
-                with self.store.engine.connect() as conn:
-                    rows = conn.execute(statement).all()
-            return {("user", r.id): r.name for r in rows}
-        entity = self.store.catalog.entity_of(target)
-        title = entity.title if entity is not None else None
-        if title is None or title not in entity.fields or not entity.fields[title].stored:
-            return {}
-        # the reader's own read: a title they may not see stays a number
-        records = self.store.records(target, principal=self.principal)
-        try:
-            rows = records.query(filter=["id", "in", ids], fields=[title], limit=len(ids)).rows
-        except Exception:  # noqa: BLE001 - a title is a courtesy; the figures stand without it
-            return {}
-        f = entity.fields[title]
-        return {
-            (target, r["id"]): f.format(r[title], self.formats.locale, self.formats.tz)
-            for r in rows
-            if r.get(title) is not None
-        }
-
-    # -- cells
-    def group(self, spec: str, value) -> str:
-        if value is None:
-            return self.words["empty"]
-        group = self.groups[spec]
-        if group.bucket is not None:
-            return self.bucket(value, group.bucket)
-        f = group.field
-        if f.type == "boolean":
-            return self.words["yes"] if value else self.words["no"]
-        if f.type == "choice":
-            option = f.option(value)
-            return option.label.get(self.lang) if option is not None else str(value)
-        if f.type in ("lookup", "user"):
-            return self.titles.get((f.target, value)) or f"#{value}"
-        return self._field(f, value)
-
-    def cell(self, spec: str, value):
-        """A group's value in the workbook: dates stay dates, the rest reads as in the table."""
-        if value is None or self.groups[spec].bucket is not None:
-            return value
-        return self.group(spec, value)
-
-    def bucket(self, day: dt.date, bucket: str) -> str:
-        from babel.dates import format_date
-
-        locale = self.formats.locale
-        if bucket == "year":
-            return str(day.year)
-        if bucket == "quarter":
-            return format_date(day, "QQQ yyyy", locale=locale)
-        if bucket == "month":
-            return format_date(day, "LLLL yyyy", locale=locale).capitalize()
-        if bucket == "week":
-            return self.words["week"].format(date=format_date(day, "medium", locale=locale))
-        return format_date(day, "medium", locale=locale)
-
-    def measure(self, name: str, value) -> str:
-        if value is None:
-            return ""
-        measure = self.measures[name]
-        if measure.kind in ("count", "distinct"):
-            return self.formats.number(value)
-        if (measure.kind == "avg" and measure.quantum is None) or (
-            measure.kind == "weighted" and measure.value != value_type(measure.field)
-        ):  # an average of whole numbers, a weighted sum of them divided: fractions
-            return self.formats.number(round(value, 2))
-        return self._field(measure.field, value)
-
-    def _field(self, f, value) -> str:
-        kind = value_type(f)
-        if kind == "money":
-            return self.formats.money(value, f.params.get("currency"))
-        if kind == "datetime":
-            return self.formats.datetime(value)
-        if kind == "date":
-            return self.formats.date(value)
-        try:
-            return f.kind.format(f, value, self.formats.locale, self.formats.tz)
-        except (TypeError, ValueError, ArithmeticError, KeyError):
-            return str(value)
-
-    # -- the table
-    def lines(self, result: ReportResult) -> tuple[list[Heading], list[list[str]], list | None]:
-        """Headings, body lines and the totals line, as text (one layout with the export:
-        groups, then measures; with a pivot, each column's measures and the row's own)."""
-        report = self.report
-        names = [m.name for m in report.measures]
-        labels = {m.name: m.label.get(self.lang) for m in report.measures}
-        columns = [Heading(self.groups[g].field.label.get(self.lang), False) for g in result.groups]
-        if report.pivot is None:
-            columns += [Heading(labels[n], True) for n in names]
-        else:
-            for value in result.columns:
-                head = self.group(report.pivot, value)
-                columns += [Heading(f"{head} {labels[n]}", True) for n in names]
-            if result.totals is not None:
-                columns += [Heading(f"{self.words['total']} {labels[n]}", True) for n in names]
-        lines = [
-            [*(self.group(g, row[g]) for g in result.groups), *self._figures(result, row)]
-            for row in result.rows
-        ]
-        totals = None
-        if result.totals is not None:
-            heads = [self.words["total"] if i == 0 else "" for i in range(len(result.groups))]
-            totals = [*heads, *self._figures(result, result.totals, is_total=True)]
-        return columns, lines, totals
-
-    def _figures(self, result: ReportResult, row: dict, is_total: bool = False) -> list[str]:
-        names = [m.name for m in self.report.measures]
-        if self.report.pivot is None:
-            return [self.measure(n, row.get(n)) for n in names]
-        out = []
-        for cell in row["cells"]:
-            out += [self.measure(n, None if cell is None else cell[n]) for n in names]
-        if result.totals is not None:
-            own = row if is_total else row.get("total") or {}
-            out += [self.measure(n, own.get(n)) for n in names]
-        return out

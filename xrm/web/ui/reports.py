@@ -13,20 +13,20 @@ as a filter-language ``filter`` argument: the list compiles and checks it like a
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 
-from babel.dates import format_date
-from babel.numbers import format_decimal
 from flask import Blueprint, abort, render_template, request, url_for
 
-from ...metadata.aggregates import parse_group, parse_measure, value_type
+from ...metadata.aggregates import parse_group
 from ...metadata.fieldtypes import RELATIVE_DATE_OPS
 from ...metadata.filters import FilterError
+from ...metadata.formats import Formats
 from ...metadata.reports import N_PERIOD, Report, fill_filter, sample_condition
 from ...reports import ParameterError, ReportError, ReportRefused, run_report
+from ...reports.display import Display
 from ...reports.drill import records_filter
+from ...reports.export import parsed_measure
 from ...storage.records import Forbidden
 from .. import api_reports
 from . import context as C
@@ -72,10 +72,19 @@ def refusal(report: Report) -> str | None:
     samples = {n: sample_condition(p) for n, p in report.parameters.items()}
     raw = fill_filter(report.filter, samples) if report.filter is not None else None
     paths = [parse_group(entity, C.catalog().entity_of, g).path for g in report.group_by]
+    theirs: dict[str, list] = {}  # a target's fields, read on its own entity
     for m in report.measures:
-        paths += parse_measure(entity, C.catalog().entity_of, m.spec).paths
+        measure = parsed_measure(C.catalog(), report, m)
+        if m.entity_name is None:
+            paths += measure.paths
+        else:
+            theirs.setdefault(m.entity_name, []).extend(measure.paths)
     try:
         records._check_reads(records.parse_filter(raw), paths)
+        for name, fields in theirs.items():
+            if not C.can(name, "read"):
+                return f"you may not read {name} records"
+            C.records(name)._check_reads(None, fields)
     except FilterError as exc:
         return str(exc)
     return None
@@ -178,7 +187,7 @@ def export(name: str, fmt: str):
         locale=C.locale(),
         tz=C.tz(),
         group_value=show.cell,
-        total_word=C._("Total"),
+        total_word=show.words["total"],
         bom=True,
     )
 
@@ -257,70 +266,22 @@ def parameter_controls(report: Report, given: dict[str, str]) -> list[dict]:
 
 
 # ------------------------------------------------------------------------ values shown
-class Shown:
-    """How one report's groups and measures read for the user: option labels, names and
-    titles, date buckets as periods, numbers and money in the user's locale."""
+class Shown(Display):
+    """One report's values as the signed-in user reads them (``xrm.reports.display``):
+    their locale, zone and the organization's currency; linked titles through the
+    request's titles cache, which the rest of the page shares."""
 
     def __init__(self, report: Report):
-        self.report = report
-        self.entity = C.catalog().entity(report.entity)
-        entity_of = C.catalog().entity_of
-        self.groups = {g: parse_group(self.entity, entity_of, g) for g in report.group_by}
-        self.measures = {
-            m.name: parse_measure(self.entity, entity_of, m.spec) for m in report.measures
-        }
-        self.formatter = C.formatter()
+        formats = Formats(C.locale(), C.tz(), C.settings().get("currency"))
+        super().__init__(C.store(), report, C.principal(), formats, titles=_request_titles)
 
-    def want(self, result) -> None:
-        """Ask for every linked title the result shows, in one query per entity."""
-        titles = C.titles()
-        for spec, group in self.groups.items():
-            if group.bucket is not None or group.field.type not in ("lookup", "user"):
-                continue
-            values = result.columns if spec == self.report.pivot else [r[spec] for r in result.rows]
-            for value in values:
-                titles.want_value(group.field, value)
-        titles.resolve()
 
-    def group(self, spec: str, value) -> str:
-        if value is None:
-            return C._("(empty)")
-        group = self.groups[spec]
-        if group.bucket is not None:
-            return self.bucket(value, group.bucket)
-        if group.field.type == "boolean":
-            return C._("Yes") if value else C._("No")
-        return self.formatter.text(group.field, value) or str(value)
-
-    def bucket(self, day: dt.date, bucket: str) -> str:
-        locale = C.locale()
-        if bucket == "year":
-            return str(day.year)
-        if bucket == "quarter":
-            return format_date(day, "QQQ yyyy", locale=locale)
-        if bucket == "month":
-            return format_date(day, "LLLL yyyy", locale=locale).capitalize()
-        if bucket == "week":
-            return C._("Week of %(date)s", date=format_date(day, "medium", locale=locale))
-        return format_date(day, "medium", locale=locale)
-
-    def cell(self, spec: str, value):
-        """A group's value in an export: dates stay dates, the rest reads as on the page."""
-        if value is None or self.groups[spec].bucket is not None:
-            return value
-        return self.group(spec, value)
-
-    def measure(self, name: str, value) -> str:
-        if value is None:
-            return ""
-        measure = self.measures[name]
-        if measure.kind in ("count", "distinct"):
-            return format_decimal(value, locale=C.locale())
-        if (measure.kind == "avg" and measure.quantum is None) or (
-            measure.kind == "weighted" and measure.value != value_type(measure.field)
-        ):  # an average of whole numbers, a weighted sum of them divided: fractions
-            return format_decimal(value, format="#,##0.##", locale=C.locale())
-        return self.formatter.text(measure.field, value)
+def _request_titles(target: str, ids: list) -> dict:
+    titles = C.titles()
+    for ident in ids:
+        titles.want(target, ident)
+    titles.resolve()
+    return {ident: titles.title(target, ident) for ident in ids}
 
 
 def number(value) -> float | None:
