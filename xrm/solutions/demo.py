@@ -36,6 +36,7 @@ from faker import Faker
 
 from ..metadata import Catalog, Entity
 from ..storage.records import ValidationFailed
+from . import demo_history as history
 
 LOCALES = {"en": "en_US", "ru": "ru_RU"}
 #: Each open stage of a funnel keeps about this share of the records of the stage before.
@@ -116,6 +117,9 @@ class Sampler:
         #: entity -> id -> the lookups it was created with (to keep related records related)
         self.links: dict[str, dict[int, dict[str, int]]] = {}
         self.targets: dict[str, frozenset[str]] = {}  # entity -> the entities it looks up
+        self.rows: dict[str, list[dict]] = {}  # entity -> the values of the records made
+        #: entity -> fields some report groups by: always filled, so no report shows a blank group
+        self.grouped: dict[str, set[str]] = {}
 
     # -- time
     def day(self, low: int, high: int) -> dt.date:
@@ -140,10 +144,13 @@ class Sampler:
         flow = entity.stages
         closed = flow is not None and stage is not None and bool(flow.steps[stage].closed)
         required = _required(entity, stage)
+        grouped = self.grouped.get(entity.name, set())
         values: dict = {}
         for f in entity.fields.values():
             if f.computed or f.read_only or f.type in _SKIPPED:
                 continue
+            if f.name in _closing_only(entity) and f.name not in required:
+                continue  # a lost reason belongs to lost records only
             if flow is not None and f.name in (flow.field, flow.probability_field):
                 continue  # the stage is chosen below; its probability comes with it
             if f.type == "lookup":
@@ -165,8 +172,16 @@ class Sampler:
                 # "closed" once closed when it offers that; never a random one
                 if closed and "closed" in f.choice_values:
                     values[f.name] = "closed"
+                elif stage is not None and not closed:
+                    values[f.name] = _category(flow, stage, f.choice_values, rnd)
                 continue
-            if not f.required and f.name not in required and rnd.random() < 0.2:
+            if f.name in grouped and f.type == "choice" and f.choice_values:
+                # a few options common and the rest rare, as lead sources are
+                options = list(f.choice_values)
+                values[f.name] = rnd.choices(options, [0.6**i for i in range(len(options))])[0]
+                continue
+            optional = not f.required and f.name not in required and f.name not in grouped
+            if optional and rnd.random() < 0.2:
                 continue
             if f.type == "date" and flow is not None:
                 # closed: closed within the last half year; open: expected within four months
@@ -212,7 +227,18 @@ class Sampler:
         if not moments:
             return
         rnd = self.rnd
-        day = self.day(-ACTIVITY_DAYS, ACTIVITY_DAYS)
+        # a few of every kind this week, so "due this week" lists have something to show
+        week = rnd.random() < 0.15
+        monday = self.today - dt.timedelta(days=self.today.weekday())
+        low, high = (
+            ((monday - self.today).days, (monday - self.today).days + 4)
+            if week
+            else (
+                -ACTIVITY_DAYS,
+                ACTIVITY_DAYS,
+            )
+        )
+        day = self.day(low, high)
         length = rnd.choice((30, 45, 60, 90)) if "ends_at" in entity.fields else 0
         start = self.moment(day, length)
         for f in moments:
@@ -225,7 +251,12 @@ class Sampler:
         ahead = start > self.now
         status = entity.fields.get("status")
         if status is not None and {"open", "done"} <= set(status.choice_values or ()):
-            values["status"] = "open" if ahead else rnd.choice(("done",) * 5 + ("cancelled",))
+            # an activity without an end (a task) may be overdue when it fell due lately
+            overdue = length == 0 and start > self.now - dt.timedelta(days=10)
+            if ahead or (overdue and rnd.random() < 0.5):
+                values["status"] = "open"
+            else:
+                values["status"] = rnd.choice(("done",) * 5 + ("cancelled",))
         reminder = entity.fields.get("reminder")
         if reminder is not None and reminder.type == "duration":
             if ahead and rnd.random() < 0.6:
@@ -264,6 +295,7 @@ class Sampler:
 
     def remember(self, entity: Entity, ids: list[int], rows: list[dict]) -> None:
         self.ids[entity.name] = ids
+        self.rows[entity.name] = rows
         targets = {f.name: f.params["to"] for f in entity.fields.values() if f.type == "lookup"}
         self.targets[entity.name] = frozenset(targets.values())
         self.links[entity.name] = {
@@ -275,19 +307,38 @@ class Sampler:
 _SKIPPED = ("children", "file", "json", "any_lookup", "autonumber")
 
 
+def _closing_only(entity: Entity) -> set[str]:
+    """Fields only a lost stage requires (a lost reason): set on records lost so only."""
+    flow = entity.stages
+    if flow is None:
+        return set()
+    closing = {n for s in flow.steps.values() if s.closed == "lost" for n in s.requires}
+    closing -= {n for s in flow.steps.values() if s.closed != "lost" for n in s.requires}
+    return {n for n in closing if n in entity.fields and not entity.fields[n].required}
+
+
+def _category(flow, stage: str, options, rnd: random.Random) -> str:
+    """A forecast category that firms up as the record moves on: pipeline early, best
+    case midway, commit near the end (the options before "closed", in their order)."""
+    options = list(options)
+    options = options[: options.index("closed")] if "closed" in options else options
+    opened = [name for name, s in flow.steps.items() if not s.closed]
+    progress = opened.index(stage) / max(1, len(opened) - 1) if stage in opened else 0
+    index = min(len(options) - 1, int(progress * (len(options) - 1) + rnd.random() * 0.9))
+    return options[index]
+
+
 def _required(entity: Entity, stage: str | None) -> set[str]:
     """What a record in ``stage`` has: what the stage requires and, as it got there through
-    the open stages before it, what they require; a won record went through all of them
-    (a lost one may have been lost anywhere)."""
+    the open stages before it, what they require; a closed record may have gone through
+    all of them (a lost one may have been lost anywhere), so it has what they ask."""
     flow = entity.stages
     if flow is None or stage is None:
         return set()
     opened = [name for name, s in flow.steps.items() if not s.closed]
     current = flow.steps[stage]
-    if current.closed == "won":
+    if current.closed:
         passed = opened
-    elif current.closed:
-        passed = []
     else:
         passed = opened[: opened.index(stage)]
     return set(current.requires).union(*(flow.steps[name].requires for name in passed))
@@ -310,10 +361,25 @@ def generate(
     rnd = random.Random(seed)
     tz = time_zone or store.settings().get("time_zone") or "UTC"
     sampler = Sampler(fake, rnd, list(users or []), tz, store.clock.now())
+    for report in catalog.reports.values():
+        grouped = sampler.grouped.setdefault(report.entity, set())
+        grouped.update(g.split(":")[0] for g in report.group_by)
+    targets = _target_specs(catalog)
     created: dict[str, int] = {}
-    with store.transaction():  # all the sample data, or none of it
+    # Records with a stage flow walk their stages at past moments, each move a unit of
+    # work of its own (a unit keeps one time); the rest is made in one unit per entity.
+    with history.past_clock(store):
         for entity in fill_order(catalog):
-            _fill(store, entity, per_entity, sampler, created)
+            if entity.name in targets:
+                continue  # made last, around what the records they are set against won
+            if entity.stages is not None:
+                _fill_flow(store, entity, per_entity, sampler, created)
+            else:
+                with store.transaction():
+                    _fill(store, entity, per_entity, sampler, created)
+    for name, spec in targets.items():
+        with store.transaction():
+            _fill_targets(store, catalog.entities[name], spec, sampler, created)
     return created
 
 
@@ -330,6 +396,154 @@ def _fill(store, entity: Entity, per_entity: int, sampler: Sampler, created: dic
     kept = [row for index, row in enumerate(rows) if index not in result.failures]
     sampler.remember(entity, result.ids, kept)
     created[entity.name] = len(result.ids)
+
+
+def _fill_flow(store, entity: Entity, per_entity: int, sampler: Sampler, created: dict) -> None:
+    """Samples of a stage flow: each created in the first stage when it came in and moved
+    stage by stage at past moments through the records service (``demo_history``)."""
+    flow, rnd = entity.stages, sampler.rnd
+    rows = [sampler.values(entity, stage) for stage in funnel(entity, per_entity, rnd)]
+    _this_month(entity, rows, sampler)
+    dates = [
+        f.name
+        for f in entity.fields.values()
+        if f.type == "date" and not f.read_only and not f.computed
+    ]
+    noted = [  # read-only dates a process notes on closing (closed_on, qualified_at)
+        f
+        for f in entity.fields.values()
+        if f.read_only and not f.computed and f.type in ("date", "datetime")
+    ]
+    late_names = _closing_only(entity) | {f.name for f in noted}
+    records = store.records(entity.name)
+    ids, kept, first_error = [], [], None
+    for row in rows:
+        final = row[flow.field]
+        path = history.path_to(flow, final, rnd)
+        days = history.stays(flow, path, rnd)
+        if flow.steps[final].closed:
+            end = next((row[n] for n in dates if row.get(n) is not None), None)
+            end = end if end is not None and end < sampler.today else sampler.day(-180, -1)
+            spent = 0.0
+        else:
+            end, spent = sampler.today, rnd.uniform(0.1, 1.0) * history.MEDIAN_DAYS[0]
+        when = history.moments(sampler, path, days, end, ahead=spent)
+        late = {n: row[n] for n in late_names if n in row}
+        for f in noted:  # noted when it happened: the moment of the last move
+            if f.name in late:
+                local = when[-1].astimezone(sampler.zone)
+                late[f.name] = when[-1] if f.type == "datetime" else local.date()
+        category = _closed_category(entity, row)
+        first = {k: v for k, v in row.items() if k not in late and k != flow.field}
+        if category:
+            first.pop(category)
+            late[category] = row[category]
+        first[flow.field] = path[0]
+        try:
+            with history.at(store, when[0]):
+                ident = records.create(first)["id"]
+            for stage, moment in zip(path[1:], when[1:], strict=True):
+                change = {flow.field: stage, **(late if stage == path[-1] else {})}
+                with history.at(store, moment):
+                    records.update(ident, change)
+        except ValidationFailed as exc:
+            first_error = first_error or exc
+            continue
+        ids.append(ident)
+        kept.append({**row, **late})
+    if not ids and first_error is not None:
+        raise first_error
+    sampler.remember(entity, ids, kept)
+    created[entity.name] = len(ids)
+
+
+def _closed_category(entity: Entity, row: dict) -> str | None:
+    """The category field a closed record was set to "closed" in (set when it closes)."""
+    for f in entity.fields.values():
+        if f.type == "choice" and row.get(f.name) == "closed" and f.name != entity.stages.field:
+            return f.name
+    return None
+
+
+def _this_month(entity: Entity, rows: list[dict], sampler: Sampler) -> None:
+    """A couple of records won earlier this month and a couple due to close in the rest
+    of it, so "this month" on a dashboard is never blank (when the month has such days)."""
+    flow, today = entity.stages, sampler.today
+    dates = [f.name for f in entity.fields.values() if f.type == "date" and not f.read_only]
+    if not dates:
+        return
+    start = today.replace(day=1)
+    end = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+    before = [start + dt.timedelta(days=i) for i in range((today - start).days)]
+    after = [today + dt.timedelta(days=i) for i in range(1, (end - today).days + 1)]
+    for won, days in ((True, before), (False, after)):
+        days = [d for d in days if d.weekday() < 5]
+        if not days:
+            continue
+        fitting = [
+            r
+            for r in rows
+            if (flow.steps[r[flow.field]].closed == "won") == won
+            and (won or not flow.steps[r[flow.field]].closed)
+        ]
+        for row in fitting[:2]:
+            for name in dates:
+                row[name] = sampler.rnd.choice(days)
+
+
+def _target_specs(catalog: Catalog) -> dict[str, tuple]:
+    """Entities that reports set their figures against (``targets:`` summing a field by
+    month): entity -> (the report's entity, its summed field, the target's field, the
+    target's date field)."""
+    specs = {}
+    for report in catalog.reports.values():
+        for measure in report.measures:
+            source = measure.source
+            if source is None or not measure.spec.startswith("sum:"):
+                continue
+            months = [v.split(":")[0] for v in source.groups.values() if v.endswith(":month")]
+            field = measure.spec.split(":", 1)[1]
+            if months and source.entity in catalog.entities:
+                mine = field if field in catalog.entities[report.entity].fields else None
+                specs[source.entity] = (report.entity, mine, field, months[0])
+    return specs
+
+
+def _fill_targets(store, entity: Entity, spec: tuple, sampler: Sampler, created: dict) -> None:
+    """A target per owner per month, from six months back to three ahead, around what an
+    owner won in an average month of the records the target is set against."""
+    of, mine, field, month_field = spec
+    rnd, users = sampler.rnd, sampler.users or [None]
+    flow = store.refresh().entities[of].stages
+    won = [
+        row.get(mine) or 0
+        for row in sampler.rows.get(of, ())
+        if mine and flow is not None and flow.steps[row[flow.field]].closed == "won"
+    ]
+    per_month = float(sum(won)) / (6 * len(users)) if won else 20000.0
+    names = {u: (store.user(u).name if u is not None else "") for u in users}
+    rows = []
+    first = sampler.today.replace(day=1)
+    for back in range(-6, 4):
+        month = _add_months(first, back)
+        for user in users:
+            values = sampler.values(entity, None)
+            amount = round(per_month * rnd.uniform(0.75, 1.3), -3) or 1000
+            values.update({field: amount, month_field: month})
+            if entity.title in entity.fields and entity.fields[entity.title].type == "text":
+                values[entity.title] = f"{month:%Y-%m}, {names[user]}".strip(", ")
+            if user is not None:
+                values["owner"] = user
+            rows.append(values)
+    result = store.records(entity.name).bulk_create(rows, partial=True)
+    if not result.ids and result.failures:
+        raise ValidationFailed(next(iter(result.failures.values())))
+    created[entity.name] = len(result.ids)
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def people(
