@@ -19,7 +19,15 @@ from typing import Any
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
 from .labels import Label
 from .problems import Problems, did_you_mean
-from .reports import Report, _freeze, parameter_value_problem, period_problem
+from .reports import (
+    Report,
+    _freeze,
+    _thaw,
+    audience_sees,
+    check_audience,
+    parameter_value_problem,
+    period_problem,
+)
 from .source import Position
 from .source import node_position as _pos
 from .source import value_position as _vpos
@@ -76,9 +84,11 @@ class Dashboard:
     roles: tuple[str, ...] = ()  # who sees it (empty: everyone who may read its records)
     description: Label | None = None
     position: Position | None = field(default=None, compare=False)
+    owner: str | None = None  # a user's email or id: a personal dashboard, theirs alone
 
-    def visible_to(self, roles, is_admin: bool = False) -> bool:
-        return is_admin or not self.roles or any(r in self.roles for r in roles)
+    def visible_to(self, user_id, email: str = "", roles=(), is_admin: bool = False) -> bool:
+        """Whether a reader sees the dashboard: the rule reports follow (``audience_sees``)."""
+        return audience_sees(self.owner, self.roles, user_id, email, roles, is_admin)
 
 
 # ------------------------------------------------------------------------- schema
@@ -181,6 +191,12 @@ def dashboards_schema(defs: dict, document) -> dict:
                             "description": "the solution whose navigation shows it",
                         },
                         "roles": {"type": "array", "items": {"type": "string"}},
+                        "owner": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "a user's email or id: a personal dashboard that "
+                            "only this user sees (customization layer only)",
+                        },
                         "filters": {
                             "type": "object",
                             "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
@@ -203,8 +219,9 @@ def dashboards_schema(defs: dict, document) -> dict:
 class DashboardCompiler:
     """Checks and compiles the dashboards of one catalog build."""
 
-    def __init__(self, problems: Problems, entities, views, reports, roles, solutions):
+    def __init__(self, problems: Problems, entities, views, reports, roles, solutions, layer=""):
         self.problems = problems
+        self.layer = layer  # the customization layer's name: only it holds personal ones
         self.entities = entities
         self.views = views
         self.reports: Mapping[str, Report] = reports
@@ -246,12 +263,7 @@ class DashboardCompiler:
         def fail(at, message):
             self.problems.add(at, subject, message)
 
-        for index, role in enumerate(raw.get("roles") or ()):
-            if role not in self.roles:
-                fail(
-                    _pos(raw["roles"], index, where),
-                    f"unknown role {role!r}{did_you_mean(role, self.roles)}",
-                )
+        check_audience(raw, solution == self.layer, self.roles, where, fail, "dashboard")
         module = raw.get("module") or solution
         if raw.get("module") and module not in self.solutions:
             fail(
@@ -285,6 +297,7 @@ class DashboardCompiler:
             roles=tuple(raw.get("roles") or ()),
             description=Label.of(raw["description"]) if raw.get("description") else None,
             position=where,
+            owner=None if raw.get("owner") is None else str(raw["owner"]),
         )
 
     def build_filters(self, raw, where, fail) -> dict[str, DashboardFilter]:
@@ -439,9 +452,62 @@ class DashboardCompiler:
         )
 
 
+# ------------------------------------------------------------------------- documents
+def dashboard_document(dashboard: Dashboard) -> dict:
+    """A compiled dashboard written back as its ``dashboards:`` entry (what the browser
+    changes and stores again in the customization layer: a widget moved, removed, added)."""
+    spec: dict[str, Any] = {"label": dashboard.label.as_dict()}
+    if dashboard.description:
+        spec["description"] = dashboard.description.as_dict()
+    if dashboard.owner is not None:
+        spec["owner"] = dashboard.owner
+    if dashboard.roles:
+        spec["roles"] = list(dashboard.roles)
+    if dashboard.module != dashboard.solution:
+        spec["module"] = dashboard.module
+    if dashboard.filters:
+        spec["filters"] = {
+            name: {
+                "type": flt.type,
+                "label": flt.label.as_dict(),
+                **({"default": flt.default} if flt.default is not None else {}),
+            }
+            for name, flt in dashboard.filters.items()
+        }
+    spec["widgets"] = [widget_document(w) for w in dashboard.widgets]
+    return spec
+
+
+def widget_document(widget: Widget) -> dict:
+    """One widget as its document entry (the inverse of ``build_widget``)."""
+    out: dict[str, Any]
+    if widget.kind == "list":
+        if widget.view is not None:
+            out = {"list": widget.view}
+        else:
+            inline: dict[str, Any] = {"entity": widget.entity, "columns": list(widget.columns)}
+            if widget.filter is not None:
+                inline["filter"] = _thaw(widget.filter)
+            if widget.sort:
+                inline["sort"] = [list(s) for s in widget.sort]
+            out = {"list": inline}
+        if widget.limit != LIST_LIMIT:
+            out["limit"] = widget.limit
+    elif widget.kind == "kpi":
+        out = {"kpi": widget.report, "measure": widget.measure, "compare": widget.compare}
+    else:
+        out = {"report": widget.report, "show": widget.show}
+    if widget.kind != "list" and widget.parameters:
+        out["parameters"] = _thaw(widget.parameters)
+    out["width"] = widget.width
+    if widget.label is not None:
+        out["label"] = widget.label.as_dict()
+    return out
+
+
 def build_dashboards(problems, entities, views, reports, roles, solutions, documents, layer):
     """Compile the ``dashboards:`` documents [(solution, data)] of one catalog build."""
-    compiler = DashboardCompiler(problems, entities, views, reports, roles, solutions)
+    compiler = DashboardCompiler(problems, entities, views, reports, roles, solutions, layer)
     for solution, data in documents:
         compiler.collect(solution, data, layer)
     return compiler.build()
@@ -452,5 +518,6 @@ __all__ = [
     "DashboardFilter",
     "Widget",
     "build_dashboards",
+    "dashboard_document",
     "dashboards_schema",
 ]

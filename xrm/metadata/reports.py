@@ -122,10 +122,37 @@ class Report:
         """Whether a reader sees the report at all: a personal report only its owner (an
         administrator included: it is someone's own), one published to roles those roles
         and administrators.  Reading its records is checked apart, when it runs."""
-        if self.owner is not None:
-            owner = self.owner.strip().casefold()
-            return user_id is not None and owner in (str(user_id), (email or "").casefold())
-        return is_admin or not self.roles or any(r in self.roles for r in roles)
+        return audience_sees(self.owner, self.roles, user_id, email, roles, is_admin)
+
+
+def audience_sees(owner, published_to, user_id, email="", roles=(), is_admin=False) -> bool:
+    """The one rule of who sees a definition made for an audience (a report, a dashboard):
+    one with an ``owner`` is that user's alone (an administrator included: it is someone's
+    own); one published to roles is those roles' and the administrators'; else everyone's."""
+    if owner is not None:
+        owner = owner.strip().casefold()
+        return user_id is not None and owner in (str(user_id), (email or "").casefold())
+    return is_admin or not published_to or any(r in published_to for r in roles)
+
+
+def check_audience(raw, in_layer: bool, roles, where, fail, what: str) -> None:
+    """``owner`` belongs to a user's definition (a report, a dashboard) in the
+    customization layer: a pack does not know the users of the systems it is installed
+    in; ``roles`` must be roles (None: not known here, so not checked)."""
+    if raw.get("owner") is not None and not in_layer:
+        fail(
+            _vpos(raw, "owner", where),
+            f"owner: a personal {what} is made in the browser (customization layer); "
+            f"a pack publishes a {what} to roles instead",
+        )
+    if raw.get("owner") is not None and raw.get("roles"):
+        fail(_vpos(raw, "roles", where), f"roles: a personal {what} (owner) has no roles")
+    for index, role in enumerate(raw.get("roles") or ()):
+        if roles is not None and role not in roles:
+            fail(
+                _pos(raw["roles"], index, where),
+                f"unknown role {role!r}{did_you_mean(role, roles)}",
+            )
 
 
 # ------------------------------------------------------------------------- schema
@@ -762,22 +789,7 @@ class ReportCompiler:
         )
 
     def check_audience(self, raw, solution: str, where, fail) -> None:
-        """``owner`` belongs to a user's report in the customization layer (a pack does not
-        know the users of the systems it is installed in); ``roles`` must be roles."""
-        if raw.get("owner") is not None and solution != self.layer:
-            fail(
-                _vpos(raw, "owner", where),
-                "owner: a personal report is made in the browser (customization layer); "
-                "a pack publishes a report to roles instead",
-            )
-        if raw.get("owner") is not None and raw.get("roles"):
-            fail(_vpos(raw, "roles", where), "roles: a personal report (owner) has no roles")
-        for index, role in enumerate(raw.get("roles") or ()):
-            if self.roles is not None and role not in self.roles:
-                fail(
-                    _pos(raw["roles"], index, where),
-                    f"unknown role {role!r}{did_you_mean(role, self.roles)}",
-                )
+        check_audience(raw, solution == self.layer, self.roles, where, fail, "report")
 
     @staticmethod
     def build_chart(raw, measures: list[str], where, fail) -> ReportChart | None:

@@ -88,6 +88,13 @@ class DashboardResult:
     widgets: list[WidgetResult]
 
 
+def sees_dashboard(catalog, principal, dashboard: Dashboard) -> bool:
+    """Whether a reader sees a dashboard at all: the very rule of reports (``sees_report``
+    asks ``visible_to``, which both kinds answer with ``audience_sees``): a personal one is
+    its owner's alone, one published to roles theirs and the administrators'."""
+    return sees_report(catalog, principal, dashboard)
+
+
 # ------------------------------------------------------------------------ filters
 def resolve_filters(store, dashboard: Dashboard, given: Mapping[str, str]) -> dict:
     """Global filter name -> its value as text (the given one, else its default, else
@@ -291,7 +298,10 @@ def run_dashboard(
     store, dashboard: Dashboard, given: Mapping[str, str], principal=None, *, fresh=False
 ) -> DashboardResult:
     """Every widget of a dashboard as ``principal`` sees it; ``fresh`` skips the cache
-    (the results read now replace the cached ones)."""
+    (the results read now replace the cached ones).  A dashboard the reader does not see
+    is a LookupError, as an unknown one would be: every channel answers it so."""
+    if not sees_dashboard(store.refresh(), principal, dashboard):
+        raise LookupError(f"unknown dashboard {dashboard.name!r}")
     filters = resolve_filters(store, dashboard, given)
     return DashboardResult(
         dashboard,

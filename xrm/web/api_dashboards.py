@@ -13,7 +13,7 @@ import datetime as dt
 from flask import Blueprint, g, request
 
 from ..metadata.problems import did_you_mean
-from ..reports.dashboards import DashboardError, run_dashboard
+from ..reports.dashboards import DashboardError, run_dashboard, sees_dashboard
 from . import current_store, openapi
 from .api import _plain, guard_api, json_response, locale
 from .api_reports import _body as report_body
@@ -26,10 +26,8 @@ guard_api(bp)
 
 
 def _visible(catalog, principal) -> dict:
-    admin = principal.is_admin or any(
-        catalog.roles[r].admin for r in principal.roles if r in catalog.roles
-    )
-    return {n: d for n, d in catalog.dashboards.items() if d.visible_to(principal.roles, admin)}
+    # a personal dashboard of someone else is left out: it answers 404 like an unknown one
+    return {n: d for n, d in catalog.dashboards.items() if sees_dashboard(catalog, principal, d)}
 
 
 @bp.get("/dashboards/<name>")
