@@ -1132,15 +1132,6 @@ def build_catalog(
     reports = build_reports(
         problems, entities, builder.reports, LAYER, builder.rejected, roles=roles
     )
-    workflow = workflow_definitions(
-        problems,
-        entities,
-        roles,
-        builder.workflow,
-        LAYER,
-        rejected=builder.rejected,
-        reports=reports,
-    )
     dashboards = build_dashboards(
         problems,
         entities,
@@ -1150,6 +1141,16 @@ def build_catalog(
         {pack.name for pack in ordered},
         builder.dashboards,
         LAYER,
+    )
+    workflow = workflow_definitions(
+        problems,
+        entities,
+        roles,
+        builder.workflow,
+        LAYER,
+        rejected=builder.rejected,
+        reports=reports,
+        dashboards=dashboards,
     )
     problems.raise_if_any()
     solutions = {

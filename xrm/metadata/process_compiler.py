@@ -328,11 +328,13 @@ class WorkflowCompiler:
         layer: str,
         rejected: frozenset[str] | set[str] = frozenset(),
         reports: Mapping | None = None,
+        dashboards: Mapping | None = None,
     ):
         self.problems = problems
         self.entities = entities
-        #: the catalog's compiled reports, which send_report steps name
+        #: the catalog's compiled reports and dashboards, which send_report steps name
         self.reports = reports or {}
+        self.dashboards = dashboards or {}
         #: entities whose own document was refused (and reported): not reported again
         self.rejected = rejected
         self.roles = roles
@@ -1209,6 +1211,31 @@ class WorkflowCompiler:
         ok = self.check_recipients(
             spec["to"], entity, _vpos(spec, "to", at), subject, users_only=True
         )
+        if ("report" in spec) == ("dashboard" in spec):
+            self.add(at, subject, "send_report: give either report: or dashboard:, not both")
+            return False
+        if "dashboard" in spec:
+            name = spec["dashboard"]
+            if name not in self.dashboards:
+                self.add(
+                    _vpos(spec, "dashboard", at),
+                    subject,
+                    f"send_report: unknown dashboard {name!r}{did_you_mean(name, self.dashboards)}",
+                )
+                return False
+            # its global filters take text values, checked as the dashboard page checks them
+            known = self.dashboards[name].filters
+            given = spec.get("parameters") or {}
+            for key in given:
+                if key not in known:
+                    ok = False
+                    self.add(
+                        _pos(given, key, at),
+                        subject,
+                        f"send_report: dashboard {name} has no filter {key!r}"
+                        f"{did_you_mean(key, known)}",
+                    )
+            return None if ok else False
         report = self.reports.get(spec["report"])
         if report is None:
             self.add(
@@ -1443,11 +1470,12 @@ def workflow_definitions(
     layer: str,
     rejected=frozenset(),
     reports=None,
+    dashboards=None,
 ) -> WorkflowDefinitions:
     """Compile the workflow documents [(kind, solution, data)] of one catalog build;
     ``rejected`` names entities whose refused documents are reported already; ``reports``
-    are the build's compiled reports (for send_report steps)."""
-    compiler = WorkflowCompiler(problems, entities, roles, layer, rejected, reports)
+    and ``dashboards`` are the build's compiled ones (for send_report steps)."""
+    compiler = WorkflowCompiler(problems, entities, roles, layer, rejected, reports, dashboards)
     for kind, solution, data in documents:
         compiler.collect(kind, solution, data)
     return compiler.build()

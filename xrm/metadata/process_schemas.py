@@ -142,16 +142,20 @@ STEP_KINDS: dict[str, dict] = {
     },
     "send_report": {
         "type": "object",
-        "description": "emails a report to users, each run as its reader (their scope and field rules)",
+        "description": "emails a report or a dashboard to users, each run as its reader (their scope and field rules)",
         "properties": {
             "report": {"type": "string", "description": "a report of the catalog"},
+            "dashboard": {
+                "type": "string",
+                "description": "a dashboard of the catalog, instead of report: (exactly one of the two)",
+            },
             "to": {
                 **RECIPIENTS,
                 "description": "users only: owner, initiator, a user field, role:NAME, team:NAME, user:EMAIL",
             },
             "parameters": {
                 "type": "object",
-                "description": "report parameter -> value: a period (this_month), me (each reader), a team, option values",
+                "description": "report parameter (a dashboard's global filter) -> value: a period (this_month), me (each reader), a team, option values",
                 "additionalProperties": {
                     "anyOf": [
                         {"type": "string"},
@@ -168,7 +172,7 @@ STEP_KINDS: dict[str, dict] = {
             },
             "subject": {"$ref": "#/$defs/label"},
         },
-        "required": ["report", "to"],
+        "required": ["to"],
         "additionalProperties": False,
     },
     "stop": {"const": True},

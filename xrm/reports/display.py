@@ -54,10 +54,50 @@ def words_for(locale: str) -> dict:
     return WORDS.get(language(locale), WORDS["en"])
 
 
+def value_text(formats: Formats, f, value) -> str:
+    """A field's value as text (money in its currency, else the organization's); a
+    linked record is the caller's to name (``read_titles``)."""
+    if value is None:
+        return ""
+    if value_type(f) == "money":
+        return formats.money(value, f.params.get("currency"))
+    try:
+        return f.kind.format(f, value, formats.locale, formats.tz)
+    except (TypeError, ValueError, ArithmeticError, KeyError):
+        return str(value)
+
+
 @dataclass(frozen=True)
 class Heading:
     label: str
     number: bool  # right-aligned
+
+
+def read_titles(store, principal, formats: Formats, target: str, ids: list) -> dict:
+    """``{id: text}``: users' names and records' titles as ``principal`` reads them."""
+    if target == "user":
+        statement = sa.select(T.users.c.id, T.users.c.name).where(T.users.c.id.in_(ids))
+        unit = store.current_unit()  # a worker's batch: read in its transaction
+        if unit is not None:
+            return {r.id: r.name for r in unit.connection.execute(statement)}
+        with store.engine.connect() as conn:
+            return {r.id: r.name for r in conn.execute(statement)}
+    entity = store.catalog.entity_of(target)
+    title = entity.title if entity is not None else None
+    if title is None or title not in entity.fields or not entity.fields[title].stored:
+        return {}
+    # the reader's own read: a title they may not see stays a number
+    records = store.records(target, principal=principal)
+    try:
+        rows = records.query(filter=["id", "in", ids], fields=[title], limit=len(ids)).rows
+    except Exception:  # noqa: BLE001 - a title is a courtesy; the figures stand without it
+        return {}
+    f = entity.fields[title]
+    return {
+        r["id"]: f.format(r[title], formats.locale, formats.tz)
+        for r in rows
+        if r.get(title) is not None
+    }
 
 
 class Display:
@@ -99,29 +139,7 @@ class Display:
                 self.titles.update({(target, i): text for i, text in found.items()})
 
     def _read_titles(self, target: str, ids: list) -> dict:
-        if target == "user":
-            statement = sa.select(T.users.c.id, T.users.c.name).where(T.users.c.id.in_(ids))
-            unit = self.store.current_unit()  # a worker's batch: read in its transaction
-            if unit is not None:
-                return {r.id: r.name for r in unit.connection.execute(statement)}
-            with self.store.engine.connect() as conn:
-                return {r.id: r.name for r in conn.execute(statement)}
-        entity = self.store.catalog.entity_of(target)
-        title = entity.title if entity is not None else None
-        if title is None or title not in entity.fields or not entity.fields[title].stored:
-            return {}
-        # the reader's own read: a title they may not see stays a number
-        records = self.store.records(target, principal=self.principal)
-        try:
-            rows = records.query(filter=["id", "in", ids], fields=[title], limit=len(ids)).rows
-        except Exception:  # noqa: BLE001 - a title is a courtesy; the figures stand without it
-            return {}
-        f = entity.fields[title]
-        return {
-            r["id"]: f.format(r[title], self.formats.locale, self.formats.tz)
-            for r in rows
-            if r.get(title) is not None
-        }
+        return read_titles(self.store, self.principal, self.formats, target, ids)
 
     # -- cells
     def group(self, spec: str, value) -> str:
@@ -180,12 +198,7 @@ class Display:
         return self._field(measure.field, value)
 
     def _field(self, f, value) -> str:
-        if value_type(f) == "money":
-            return self.formats.money(value, f.params.get("currency"))
-        try:
-            return f.kind.format(f, value, self.formats.locale, self.formats.tz)
-        except (TypeError, ValueError, ArithmeticError, KeyError):
-            return str(value)
+        return value_text(self.formats, f, value)
 
     # -- the table
     def table(self, result):

@@ -191,14 +191,36 @@ def as_text(cell) -> None:
 
 # ------------------------------------------------------------------------ XLSX
 def to_xlsx(table: Table, title: str, tz: str = "UTC") -> bytes:
-    """The table as a workbook of one sheet: a bold header of labels, typed cells with
-    the number format of their column, a bold totals line."""
+    """The table as a workbook of one sheet."""
+    return to_workbook([(title, table)], tz)
+
+
+def to_workbook(sheets: list[tuple[str, Table]], tz: str = "UTC") -> bytes:
+    """Tables as a workbook, a sheet each (named by its title, made unique): a bold
+    header of labels, typed cells with the number format of their column, a bold totals
+    line."""
     from openpyxl import Workbook
-    from openpyxl.styles import Font
 
     workbook = Workbook()
-    sheet = workbook.active
-    sheet.title = _SHEET_NAME.sub(" ", title).strip()[:31] or "report"
+    workbook.remove(workbook.active)
+    taken: set[str] = set()
+    for title, table in sheets:
+        name = _SHEET_NAME.sub(" ", title).strip()[:31] or "report"
+        for n in range(2, 100):
+            if name.casefold() not in taken:
+                break
+            suffix = f" ({n})"
+            name = name[: 31 - len(suffix)] + suffix
+        taken.add(name.casefold())
+        _write_sheet(workbook.create_sheet(name), table, tz)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _write_sheet(sheet, table: Table, tz: str) -> None:
+    from openpyxl.styles import Font
+
     bold = Font(bold=True)
     sheet.append([c.label for c in table.columns])
     for cell in sheet[1]:
@@ -222,9 +244,6 @@ def to_xlsx(table: Table, title: str, tz: str = "UTC") -> bytes:
     for column, spec in enumerate(table.columns, start=1):
         letter = sheet.cell(row=1, column=column).column_letter
         sheet.column_dimensions[letter].width = max(10, min(40, len(spec.label) + 2))
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
 
 
 def _xlsx_value(value, zone: ZoneInfo):

@@ -53,7 +53,8 @@ def _summary(step: Step) -> str:
         return f"start {spec['process']}"
     if step.kind == "send_report":
         to = spec["to"] if isinstance(spec["to"], str) else ", ".join(spec["to"])
-        return f"email report {spec['report']} to {to}"
+        what = f"report {spec['report']}" if "report" in spec else f"dashboard {spec['dashboard']}"
+        return f"email {what} to {to}"
     if step.kind == "if":
         return "if " + _condition_text(spec)
     return step.kind

@@ -670,16 +670,21 @@ def step_start(batch: Batch, run: Run, step: Step):
 
 # ------------------------------------------------------------------------ reports
 def step_send_report(batch: Batch, run: Run, step: Step):
-    """Email a report to each recipient as they would see it: the report runs as their
-    principal (scope and field rules), in their language and zone.  A recipient who may
-    not run it gets nothing and is named in the step's result; the others get theirs."""
+    """Email a report (or a dashboard) to each recipient as they would see it: it runs as
+    their principal (scope and field rules), in their language and zone.  A recipient who
+    may not run it gets nothing and is named in the step's result; the others get theirs."""
     from ..reports import ParameterError, ReportError, ReportRefused
     from ..reports.mailing import FORMATS as PARTS
-    from ..reports.mailing import report_mail
+    from ..reports.mailing import dashboard_mail, report_mail
     from ..storage.records import Forbidden
 
     spec = step.spec
-    report = batch.catalog.reports[spec["report"]]
+    if "dashboard" in spec:
+        sent_what = batch.catalog.dashboards[spec["dashboard"]]
+        mail_of = dashboard_mail
+    else:
+        sent_what = batch.catalog.reports[spec["report"]]
+        mail_of = report_mail
     users, _ = resolve(batch, run, spec["to"])  # the checker allows users only
     params = thaw(spec.get("parameters") or {})
     parts = tuple(spec.get("formats") or PARTS)
@@ -696,9 +701,9 @@ def step_send_report(batch: Batch, run: Run, step: Step):
         # their own reads, never the batch
         savepoint = batch.conn.begin_nested()
         try:
-            mail = report_mail(
+            mail = mail_of(
                 batch.store,
-                report,
+                sent_what,
                 params,
                 principal,
                 batch.formats(user),
@@ -706,7 +711,10 @@ def step_send_report(batch: Batch, run: Run, step: Step):
                 subject=step_label(spec.get("subject")),
                 now=batch.now,
             )
-        except (ReportRefused, ParameterError, ReportError, Forbidden) as exc:
+        except KeyError:
+            raise  # a defect, not a refusal
+        except (ReportRefused, ParameterError, ReportError, Forbidden, LookupError) as exc:
+            # LookupError: a dashboard the recipient does not see
             savepoint.rollback()
             refused.append({"user": user["id"], "reason": str(exc)[:300]})
             continue
@@ -731,7 +739,7 @@ def step_send_report(batch: Batch, run: Run, step: Step):
             attachments=mail.attachments or None,
         )
         sent.append(user["id"])
-    result = {"report": report.name, "sent": sent}
+    result = {"dashboard" if "dashboard" in spec else "report": sent_what.name, "sent": sent}
     if refused:
         result["refused"] = refused
     if not users:

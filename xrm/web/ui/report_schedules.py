@@ -54,7 +54,9 @@ def schedules_of(report: Report) -> list[dict]:
     tz = C.settings().get("time_zone") or "UTC"
     for process in catalog.processes.values():
         steps = [
-            s for s in process.walk() if s.kind == "send_report" and s.spec["report"] == report.name
+            s
+            for s in process.walk()
+            if s.kind == "send_report" and s.spec.get("report") == report.name
         ]
         trigger = process.trigger("schedule")
         if not steps or trigger is None:
