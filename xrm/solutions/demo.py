@@ -18,8 +18,9 @@ organization's, from what the definitions say rather than from entity names:
 * a lookup follows the others where it can: an opportunity's contact works for its
   account.
 
-Everything goes through the records service's bulk path, so sample data obeys the same
-validation, defaults and formulas as real data.  ``people`` adds a sales team (sellers
+Everything goes through the records service (its bulk path; records of a stage flow one
+move at a time at past moments, ``demo_history``), so sample data obeys the same
+validation, defaults and formulas as real data, and the stage history is real.  ``people`` adds a sales team (sellers
 and their manager) for the shipped processes to address.
 """
 
