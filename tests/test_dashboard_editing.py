@@ -272,6 +272,28 @@ def test_bad_requests_save_nothing_and_say_why(shop):
     assert personal(shop) == {}
 
 
+def test_a_report_on_a_dashboard_is_not_deleted_from_under_it(shop):
+    seller = Client(shop.app).login(SELLER)
+    built = seller.post(
+        "/reports/builder/save",
+        {
+            "entity": "opportunity",
+            "title": "Mine by stage",
+            "group-0": "stage",
+            "measure-kind-0": "count",
+        },
+    )
+    assert built.status_code == 303, text(built)[:800]
+    name = built.headers["Location"].rsplit("/", 1)[-1]
+    assert add(seller, report=name, widget="table").status_code == 303
+    refused = seller.post(f"/reports/{name}/delete", follow_redirects=True)
+    assert "remove it from the dashboard first" in text(refused)
+    assert name in shop.refresh().reports
+    seller.post("/dashboards/my_dashboard/delete")
+    assert seller.post(f"/reports/{name}/delete").status_code == 303
+    assert name not in shop.refresh().reports
+
+
 # ------------------------------------------------------------------ definitions
 def test_owner_is_refused_in_a_pack_at_its_place(tmp_path):
     pack = write_pack(

@@ -592,6 +592,7 @@ RU: dict[str, str] = {
     "Delete this dashboard?": "Удалить этот дашборд?",
     "Move up": "Выше",
     "Move down": "Ниже",
+    "The report is on a dashboard: remove it from the dashboard first.": "Отчёт есть на дашборде: сначала уберите его с дашборда.",
     "Open a module from the menu to start working.": "Откройте модуль в меню, чтобы начать работу.",
     "The filters are not valid: %(detail)s": "Фильтры заданы неверно: %(detail)s",
     "updated just now": "обновлено только что",

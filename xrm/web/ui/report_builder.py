@@ -700,7 +700,11 @@ def _refused(draft: Draft, checked: Checked, editing: Report | None):
 @bp.post("/reports/<name>/delete")
 def delete(name: str):
     _editable_or_404(name)
-    C.store().uncustomize("reports", name)
+    try:
+        C.store().uncustomize("reports", name)
+    except DefinitionError:  # a dashboard shows it: the catalog without it would not build
+        flash(C._("The report is on a dashboard: remove it from the dashboard first."), "danger")
+        return redirect(url_for("ui_reports.page", name=name), code=303)
     flash(C._("The report is deleted."), "success")
     return redirect(url_for("ui_reports.index"), code=303)
 
