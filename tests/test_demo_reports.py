@@ -136,3 +136,27 @@ def test_a_second_demo_adds_nothing(demo):
     with store.engine.connect() as conn:
         after = {t: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar() for t in tables}
     assert after == before and before["xrm_stage_history"] > before["opportunity"]
+
+
+def test_a_demo_that_fails_at_its_last_step_leaves_nothing(database, monkeypatch):
+    """All the sample data or none of it: the stage moves are dated inside the one
+    transaction, so a failure after months of history were walked rolls them back too."""
+    from xrm.solutions import demo as sample
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the targets could not be made")
+
+    store = database.open(clock=FixedClock())
+    try:
+        monkeypatch.setattr(sample, "_fill_targets", broken)
+        with pytest.raises(RuntimeError, match="targets"):
+            run_setup(store, answers())
+        tables = ("opportunity", "lead", "task", "xrm_stage_history")
+        with store.engine.connect() as conn:
+            counts = {
+                t: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar() for t in tables
+            }
+        assert counts == dict.fromkeys(tables, 0)
+        assert not store.settings().get("sample_data")
+    finally:
+        store.close()

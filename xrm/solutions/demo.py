@@ -367,19 +367,17 @@ def generate(
         grouped.update(g.split(":")[0] for g in report.group_by)
     targets = _target_specs(catalog)
     created: dict[str, int] = {}
-    # Records with a stage flow walk their stages at past moments, each move a unit of
-    # work of its own (a unit keeps one time); the rest is made in one unit per entity.
-    with history.past_clock(store):
+    # One transaction: all the sample data, or none of it.  Records with a stage flow walk
+    # their stages at past moments inside it (each move dated, ``demo_history.at``).
+    with store.transaction(), history.past_clock(store):
         for entity in fill_order(catalog):
             if entity.name in targets:
                 continue  # made last, around what the records they are set against won
             if entity.stages is not None:
                 _fill_flow(store, entity, per_entity, sampler, created)
             else:
-                with store.transaction():
-                    _fill(store, entity, per_entity, sampler, created)
-    for name, spec in targets.items():
-        with store.transaction():
+                _fill(store, entity, per_entity, sampler, created)
+        for name, spec in targets.items():
             _fill_targets(store, catalog.entities[name], spec, sampler, created)
     return created
 

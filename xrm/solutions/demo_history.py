@@ -3,9 +3,9 @@ the records service, so the stage history (the conversion funnel, time in stage)
 like months of work.
 
 A record is created in the flow's first stage at the moment it came in and moved one
-stage at a time, each move a write of its own with the store's clock at that moment (a
-unit of work keeps one time for all its writes, as a database transaction does), so the
-history rows are those of real stage changes.  A closed record ends on its closing day;
+stage at a time, each move written at its moment (the unit of work's time set for it, in
+the demo's one transaction: all the sample data or none of it), so the history rows are
+those of real stage changes.  A closed record ends on its closing day;
 an open one has been in its stage for a while.  Stays last about a median that differs
 per stage; records lost leave early more often than late.
 """
@@ -55,10 +55,11 @@ def past_clock(store):
 
 @contextlib.contextmanager
 def at(store, moment: dt.datetime):
-    """One unit of work whose time is ``moment``."""
+    """Writes at ``moment``: the unit of work's time for the block (the demo's one
+    transaction), and the clock's for what reads the clock itself."""
     token = _moment.set(moment)
     try:
-        with store.transaction():
+        with store.transaction() as unit, unit.dated(moment):
             yield
     finally:
         _moment.reset(token)

@@ -139,6 +139,12 @@ class UnitOfWork:
             self._now = self.store.clock.now()
         return self._now
 
+    def dated(self, moment):
+        """Writes made inside the ``with`` block carry ``moment`` as their time instead of
+        the unit's own: sample data walks records through their past inside one
+        transaction, so that it is all written or none of it."""
+        return _Dated(self, moment)
+
     def record_event(
         self,
         event: str,
@@ -219,3 +225,17 @@ class UnitOfWork:
             if signal.receivers:
                 signal.send(self.store, **payload)
         self.events = []
+
+
+class _Dated:
+    """``UnitOfWork.dated``: the unit's time set for a block, then put back."""
+
+    def __init__(self, unit: UnitOfWork, moment):
+        self.unit, self.moment, self.previous = unit, moment, None
+
+    def __enter__(self):
+        self.previous, self.unit._now = self.unit._now, self.moment
+        return self.unit
+
+    def __exit__(self, *exc):
+        self.unit._now = self.previous
