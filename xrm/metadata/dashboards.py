@@ -20,6 +20,7 @@ from .filters import FilterError, parse_filter, resolve_path, through_unknown_en
 from .labels import Label
 from .problems import Problems, did_you_mean
 from .reports import (
+    NamedCompiler,
     Report,
     _freeze,
     _thaw,
@@ -216,8 +217,10 @@ def dashboards_schema(defs: dict, document) -> dict:
 
 
 # ------------------------------------------------------------------------- checks
-class DashboardCompiler:
+class DashboardCompiler(NamedCompiler):
     """Checks and compiles the dashboards of one catalog build."""
+
+    key, noun = "dashboards", "dashboard"
 
     def __init__(self, problems: Problems, entities, views, reports, roles, solutions, layer=""):
         self.problems = problems
@@ -229,32 +232,8 @@ class DashboardCompiler:
         self.solutions = solutions
         self.raw: dict[str, tuple[Mapping, str, Position]] = {}
 
-    def entity_of(self, name):
-        return self.entities.get(name)
-
-    def collect(self, solution: str, data: Mapping, layer: str) -> None:
-        block = data["dashboards"]
-        for name, spec in block.items():
-            where = _pos(block, name)
-            previous = self.raw.get(name)
-            if previous is not None and solution != layer:
-                owner = previous[1]
-                text = (
-                    f"is defined twice in solution {owner!r}"
-                    if owner == solution
-                    else f"is already defined by solution {owner!r}"
-                )
-                self.problems.add(where, f"dashboards.{name}", f"dashboard {name!r} {text}")
-                continue
-            self.raw[name] = (spec, solution, where)
-
-    def build(self) -> dict[str, Dashboard]:
-        out = {}
-        for name, (raw, solution, where) in self.raw.items():
-            dashboard = self.build_dashboard(name, raw, solution, where)
-            if dashboard is not None:
-                out[name] = dashboard
-        return out
+    def build_one(self, name, raw, solution, where) -> Dashboard | None:
+        return self.build_dashboard(name, raw, solution, where)
 
     def build_dashboard(self, name, raw, solution, where) -> Dashboard | None:
         subject = f"dashboards.{name}"

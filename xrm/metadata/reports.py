@@ -471,8 +471,55 @@ def history_parameters(report: Report) -> list[str]:
     return [n for n, p in report.parameters.items() if p.field == ENTERED_AT]
 
 
-class ReportCompiler:
+class NamedCompiler:
+    """Definitions of one kind held by name (``reports:``, ``dashboards:``), compiled for
+    one catalog build: collected solution by solution (a name two packs define is a
+    problem; the customization layer may define it again, and its version wins), then
+    built one by one (``build_one`` returns None after adding its problems)."""
+
+    key = ""  # the document's top key
+    noun = ""  # how a message names one
+
+    problems: Problems
+    entities: Mapping[str, Entity]
+    raw: dict[str, tuple[Mapping, str, Position]]
+
+    def entity_of(self, name):
+        return self.entities.get(name)
+
+    def collect(self, solution: str, data: Mapping, layer: str) -> None:
+        self.layer = layer
+        block = data[self.key]
+        for name, spec in block.items():
+            where = _pos(block, name)
+            previous = self.raw.get(name)
+            if previous is not None and solution != layer:
+                owner = previous[1]
+                text = (
+                    f"is defined twice in solution {owner!r}"
+                    if owner == solution
+                    else f"is already defined by solution {owner!r}"
+                )
+                self.problems.add(where, f"{self.key}.{name}", f"{self.noun} {name!r} {text}")
+                continue
+            self.raw[name] = (spec, solution, where)
+
+    def build(self) -> dict:
+        built = {}
+        for name, (raw, solution, where) in self.raw.items():
+            one = self.build_one(name, raw, solution, where)
+            if one is not None:
+                built[name] = one
+        return built
+
+    def build_one(self, name, raw, solution, where):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ReportCompiler(NamedCompiler):
     """Checks and compiles the reports of one catalog build."""
+
+    key, noun = "reports", "report"
 
     def __init__(
         self,
@@ -488,33 +535,8 @@ class ReportCompiler:
         self.layer = ""
         self.raw: dict[str, tuple[Mapping, str, Position]] = {}
 
-    def entity_of(self, name):
-        return self.entities.get(name)
-
-    def collect(self, solution: str, data: Mapping, layer: str) -> None:
-        self.layer = layer
-        block = data["reports"]
-        for name, spec in block.items():
-            where = _pos(block, name)
-            previous = self.raw.get(name)
-            if previous is not None and solution != layer:
-                owner = previous[1]
-                text = (
-                    f"is defined twice in solution {owner!r}"
-                    if owner == solution
-                    else f"is already defined by solution {owner!r}"
-                )
-                self.problems.add(where, f"reports.{name}", f"report {name!r} {text}")
-                continue
-            self.raw[name] = (spec, solution, where)
-
-    def build(self) -> dict[str, Report]:
-        reports = {}
-        for name, (raw, solution, where) in self.raw.items():
-            report = self.build_report(name, raw, solution, where)
-            if report is not None:
-                reports[name] = report
-        return reports
+    def build_one(self, name, raw, solution, where) -> Report | None:
+        return self.build_report(name, raw, solution, where)
 
     def build_report(self, name: str, raw: Mapping, solution: str, where: Position):
         subject = f"reports.{name}"
