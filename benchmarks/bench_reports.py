@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/bench_report
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_storage import bench_database
-from benchmarks.bench_ui import PASSWORD, fill, page_timer, signed_in_client
+from benchmarks.bench_ui import PASSWORD, fill, page_timer, parse_page_args, signed_in_client
 from benchmarks.common import environment, median_ms, paired_median_ms, progress, ratio, rounded
 
 SELLERS = 20
@@ -61,32 +61,15 @@ HISTORY_BATCH = 50_000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="xrm bench reports",
-        description="Report figures against hand-written Core: a grouping by stage, the "
-        "historical funnel and the sales dashboard.",
+    return parse_page_args(
+        argv,
+        "xrm bench reports",
+        "Report figures against hand-written Core: a grouping by stage, the historical "
+        "funnel and the sales dashboard.",
+        repeats=15,
+        repeated="timed calls of each figure",
+        default_rows="1,000,000 on PostgreSQL, 100,000 on SQLite",
     )
-    parser.add_argument(
-        "--rows",
-        type=int,
-        help="opportunities (default: 1,000,000 on PostgreSQL, 100,000 on SQLite)",
-    )
-    parser.add_argument(
-        "--database", help="database URL (default: $XRM_DATABASE_URL, else a temporary SQLite file)"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=15, help="timed calls of each figure (default 15)"
-    )
-    parser.add_argument("--seed", type=int, default=20240601, help="seed of the generated data")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark schema or file")
-    parser.add_argument("--quiet", action="store_true", help="no progress notes on stderr")
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the CLI prints
-    args = parser.parse_args(argv)
-    if args.rows is not None and args.rows < 100:
-        parser.error("--rows must be at least 100")
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
-    return args
 
 
 def fill_history(store, seed: int, say) -> int:

@@ -60,20 +60,36 @@ PASSWORD = "benchmark password"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="xrm bench ui",
-        description="Server-side render time of a list page and a record form, against the bare queries behind them.",
+    return parse_page_args(
+        argv,
+        "xrm bench ui",
+        "Server-side render time of a list page and a record form, against the bare queries behind them.",
+        repeats=50,
+        repeated="timed requests of each page",
+        default_rows="1,000,000 on PostgreSQL, 100,000 on SQLite",
     )
+
+
+def parse_page_args(
+    argv: list[str] | None,
+    prog: str,
+    description: str,
+    *,
+    repeats: int,
+    repeated: str,
+    default_rows: str,
+) -> argparse.Namespace:
+    """The options of the suites that fill the shipped packs' opportunities and time what
+    a user meets (this one and ``bench reports``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
-        "--rows",
-        type=int,
-        help="opportunities in the table (default: 1,000,000 on PostgreSQL, 100,000 on SQLite)",
+        "--rows", type=int, help=f"opportunities in the table (default: {default_rows})"
     )
     parser.add_argument(
         "--database", help="database URL (default: $XRM_DATABASE_URL, else a temporary SQLite file)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=50, help="timed requests of each page (default 50)"
+        "--repeats", type=int, default=repeats, help=f"{repeated} (default {repeats})"
     )
     parser.add_argument("--seed", type=int, default=20240601, help="seed of the generated data")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark schema or file")
