@@ -485,6 +485,18 @@ def test_scope_own_sees_only_its_own_figures_on_the_page(shop):
     total = [t for m, t, u in cells(page) if m == "deals"][-1]
     own = sum(1 for i in range(36) if i // 6 % 3 == 2)
     assert int(total) == own
+    # the page's exports carry the same figures: the totals line of the CSV and the XLSX
+    exported = list(
+        csv.reader(
+            io.StringIO(
+                c.get("/reports/by_industry/export.csv").get_data(as_text=True).lstrip("\ufeff")
+            )
+        )
+    )
+    assert exported[-1][0] == "Total" and int(exported[-1][1]) == own
+    sheet = load_workbook(io.BytesIO(c.get("/reports/by_industry/export.xlsx").data)).active
+    last = [cell.value for cell in list(sheet.iter_rows())[-1]]
+    assert last[1] == own
 
 
 # ------------------------------------------------------------------ refusals
