@@ -188,8 +188,12 @@ def next_bucket(start: dt.date, bucket: str) -> dt.date | None:
             return start + dt.timedelta(days=1)
         if bucket == "week":
             return start + dt.timedelta(days=7)
-        months = {"month": 1, "quarter": 3, "year": 12}[bucket]
-        index = start.year * 12 + start.month - 1 + months
-        return dt.date(index // 12, index % 12 + 1, 1)
+        return months_from(start, {"month": 1, "quarter": 3, "year": 12}[bucket])
     except (OverflowError, ValueError):
         return None
+
+
+def months_from(day: dt.date, months: int) -> dt.date:
+    """The first day of the month ``months`` after ``day``'s (before it, when negative)."""
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)

@@ -18,12 +18,11 @@ from typing import Any
 
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
 from .labels import Label
+from .model import freeze, thaw
 from .problems import Problems, did_you_mean
 from .reports import (
     NamedCompiler,
     Report,
-    _freeze,
-    _thaw,
     audience_sees,
     check_audience,
     parameter_value_problem,
@@ -233,9 +232,6 @@ class DashboardCompiler(NamedCompiler):
         self.raw: dict[str, tuple[Mapping, str, Position]] = {}
 
     def build_one(self, name, raw, solution, where) -> Dashboard | None:
-        return self.build_dashboard(name, raw, solution, where)
-
-    def build_dashboard(self, name, raw, solution, where) -> Dashboard | None:
         subject = f"dashboards.{name}"
         before = len(self.problems)
 
@@ -356,7 +352,7 @@ class DashboardCompiler(NamedCompiler):
             width=width,
             label=label,
             report=report_name,
-            parameters=MappingProxyType({k: _freeze(v) for k, v in fixed.items()}),
+            parameters=MappingProxyType({k: freeze(v) for k, v in fixed.items()}),
             show=show,
             measure=measure,
             compare=compare,
@@ -423,7 +419,7 @@ class DashboardCompiler(NamedCompiler):
             width=width,
             label=label,
             entity=entity.name,
-            filter=_freeze(subject.get("filter")),
+            filter=freeze(subject.get("filter")),
             columns=tuple(subject["columns"]),
             sort=tuple((str(k), str(d)) for k, d in subject.get("sort") or ()),
             limit=limit,
@@ -466,7 +462,7 @@ def widget_document(widget: Widget) -> dict:
         else:
             inline: dict[str, Any] = {"entity": widget.entity, "columns": list(widget.columns)}
             if widget.filter is not None:
-                inline["filter"] = _thaw(widget.filter)
+                inline["filter"] = thaw(widget.filter)
             if widget.sort:
                 inline["sort"] = [list(s) for s in widget.sort]
             out = {"list": inline}
@@ -477,7 +473,7 @@ def widget_document(widget: Widget) -> dict:
     else:
         out = {"report": widget.report, "show": widget.show}
     if widget.kind != "list" and widget.parameters:
-        out["parameters"] = _thaw(widget.parameters)
+        out["parameters"] = thaw(widget.parameters)
     out["width"] = widget.width
     if widget.label is not None:
         out["label"] = widget.label.as_dict()

@@ -33,6 +33,25 @@ def frozen_map(data: Mapping | None) -> Mapping:
     return MappingProxyType(dict(data or {}))
 
 
+def freeze(value):
+    """A definition's nested value made read-only (mappings and tuples), as the catalog
+    holds it: a frozen report's filter, a widget's parameters."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value):
+    """A frozen definition value as plain, JSON-ready lists and dicts again."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     value: str

@@ -20,7 +20,7 @@ from .aggregates import parse_group, parse_measure, value_type
 from .fieldtypes import RELATIVE_DATE_OPS
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
 from .labels import Label
-from .model import Entity
+from .model import Entity, freeze, thaw
 from .problems import Problems, did_you_mean
 from .source import Position
 from .source import node_position as _pos
@@ -426,7 +426,7 @@ def fill_filter(raw, conditions: Mapping[str, Any]):
         if key == "any":
             return {key: kept} if len(kept) == len(children) else None
         return {key: kept} if kept else None
-    return _thaw(raw)
+    return thaw(raw)
 
 
 def params_in(raw) -> list:
@@ -437,22 +437,6 @@ def params_in(raw) -> list:
         inner = raw.get("all") or raw.get("any") or ([raw["not"]] if "not" in raw else [])
         return [leaf for child in inner for leaf in params_in(child)]
     return []
-
-
-def _thaw(value):
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-def _freeze(value):
-    if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
 
 
 # ------------------------------------------------------------------------- checks
@@ -505,15 +489,13 @@ class NamedCompiler:
             self.raw[name] = (spec, solution, where)
 
     def build(self) -> dict:
+        """Each collected definition through the subclass's ``build_one``."""
         built = {}
         for name, (raw, solution, where) in self.raw.items():
             one = self.build_one(name, raw, solution, where)
             if one is not None:
                 built[name] = one
         return built
-
-    def build_one(self, name, raw, solution, where):  # pragma: no cover - abstract
-        raise NotImplementedError
 
 
 class ReportCompiler(NamedCompiler):
@@ -535,10 +517,7 @@ class ReportCompiler(NamedCompiler):
         self.layer = ""
         self.raw: dict[str, tuple[Mapping, str, Position]] = {}
 
-    def build_one(self, name, raw, solution, where) -> Report | None:
-        return self.build_report(name, raw, solution, where)
-
-    def build_report(self, name: str, raw: Mapping, solution: str, where: Position):
+    def build_one(self, name: str, raw: Mapping, solution: str, where: Position):
         subject = f"reports.{name}"
         entity = self.entities.get(raw["entity"])
         if entity is None:
@@ -585,7 +564,7 @@ class ReportCompiler(NamedCompiler):
             condition = spec.get("where") if isinstance(spec, Mapping) else None
             if condition is not None:
                 try:
-                    parse_filter(_thaw(condition), entity, self.entity_of)
+                    parse_filter(thaw(condition), entity, self.entity_of)
                 except FilterError as exc:
                     fail(_vpos(spec, "where", at), f"measure {key}: where: {exc}", exc)
                     continue
@@ -594,7 +573,7 @@ class ReportCompiler(NamedCompiler):
                     key,
                     text,
                     Label.of(label, key.replace("_", " ").capitalize()),
-                    where=_freeze(condition),
+                    where=freeze(condition),
                 )
             )
         parameters = self.build_parameters(entity, raw, where, fail)
@@ -622,7 +601,7 @@ class ReportCompiler(NamedCompiler):
             entity=entity.name,
             label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
             solution=solution,
-            filter=_freeze(raw.get("filter")),
+            filter=freeze(raw.get("filter")),
             group_by=tuple(groups),
             measures=tuple(measures),
             parameters=MappingProxyType(parameters),
@@ -759,7 +738,7 @@ class ReportCompiler(NamedCompiler):
                 target.name,
                 MappingProxyType(mapped),
                 MappingProxyType(links),
-                _freeze(spec.get("filter")),
+                freeze(spec.get("filter")),
             )
             label = Label.of(spec.get("label"), key.replace("_", " ").capitalize())
             out.append(ReportMeasure(key, text, label, source=source))
@@ -798,7 +777,7 @@ class ReportCompiler(NamedCompiler):
             entity=entity.name,
             label=Label.of(raw.get("label"), name.replace("_", " ").capitalize()),
             solution=solution,
-            filter=_freeze(raw.get("filter")),
+            filter=freeze(raw.get("filter")),
             group_by=(entity.stages.field,),
             measures=measures,
             parameters=MappingProxyType(parameters),
@@ -912,7 +891,7 @@ class ReportCompiler(NamedCompiler):
                 type=kind,
                 field=path,
                 label=Label.of(spec.get("label"), name.replace("_", " ").capitalize()),
-                default=_freeze(default),
+                default=freeze(default),
                 multiple=bool(spec.get("multiple", False)),
             )
         return result
@@ -982,7 +961,7 @@ def parameter_value_problem(report: Report, name: str, value, entity_of) -> str 
         return f"parameter {name}: takes one value"
     entity = entity_of(report.entity)
     target, _ = resolve_path(entity, parameter.field, entity_of)
-    problem = ReportCompiler.default_problem(parameter.type, target, _thaw(value))
+    problem = ReportCompiler.default_problem(parameter.type, target, thaw(value))
     return f"parameter {name}: {problem}" if problem else None
 
 

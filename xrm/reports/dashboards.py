@@ -23,14 +23,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from ..metadata.aggregates import value_type
+from ..metadata.aggregates import months_from, value_type
 from ..metadata.dashboards import Dashboard, Widget
 from ..metadata.fieldtypes import RELATIVE_DATE_OPS
-from ..metadata.filters import FilterError, date_range, resolve_path
+from ..metadata.filters import FilterError, resolve_path
+from ..metadata.model import freeze, thaw
 from ..metadata.problems import did_you_mean
-from ..metadata.reports import N_PERIOD, Report, _freeze, _thaw, fill_filter, period_problem
+from ..metadata.reports import N_PERIOD, Report, fill_filter, period_problem
 from ..storage.records import RecordError
-from .parameters import ParameterError, _month, _utc_midnight
+from .parameters import ParameterError, period_bounds, utc_midnight
 from .run import ReportError, ReportRefused, ReportResult, run_report, sees_report
 
 TTL = 60.0  # seconds a widget's figures are reused
@@ -139,7 +140,7 @@ def widget_parameters(dashboard: Dashboard, widget: Widget, report: Report, filt
     params = {}
     for name, parameter in report.parameters.items():
         if name in widget.parameters:
-            value = _thaw(widget.parameters[name])
+            value = thaw(widget.parameters[name])
             params[name] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         elif parameter.type in by_type:
             params[name] = by_type[parameter.type]
@@ -164,7 +165,7 @@ def previous_period(report: Report, name: str, value: str | None, records):
     field, _ = resolve_path(records.entity, parameter.field, records.catalog.entity_of)
     if value_type(field) == "datetime":
         zone = _zone(records.tz)
-        low, high = _utc_midnight(start, zone), _utc_midnight(end, zone)
+        low, high = utc_midnight(start, zone), utc_midnight(end, zone)
     else:
         low, high = start.isoformat(), end.isoformat()
     condition = {"all": [[parameter.field, "ge", low], [parameter.field, "lt", high]]}
@@ -173,7 +174,7 @@ def previous_period(report: Report, name: str, value: str | None, records):
     raw = fill_filter(report.filter, {**kept, name: condition})
     return dataclasses.replace(
         report,
-        filter=_freeze(raw),
+        filter=freeze(raw),
         parameters=MappingProxyType({k: v for k, v in report.parameters.items() if k != name}),
     )
 
@@ -185,32 +186,22 @@ def _zone(tz: str):
 
 
 def _bounds(text: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
-    """The period before ``text`` as a half-open range of dates."""
+    """The period before ``text`` as a half-open range of dates: a calendar period moved
+    back by its own length in months, a run of days by its number of days."""
     if text in RELATIVE_DATE_OPS:
-        start, end = date_range(text, None, today)
-        unit = text.rsplit("_", 1)[-1]
-        months = {"month": 1, "quarter": 3, "year": 12}.get(unit)
-        if months is None:  # today, yesterday, tomorrow, a week: by days
-            length = end - start
-            return start - length, start
-        return _months_back(start, months), start
-    match = N_PERIOD.match(text)
-    if match is None:
+        months = {"month": 1, "quarter": 3, "year": 12}.get(text.rsplit("_", 1)[-1])
+    else:
+        match = N_PERIOD.match(text)
+        if match is None:
+            return None
+        months = int(match[2]) if match[3] == "months" else None
+    found = period_bounds(text, today)
+    if found is None:
         return None
-    direction, count, unit = match[1], int(match[2]), match[3]
-    if unit == "days":
-        op = f"{direction}_n_days"
-        start, end = date_range(op, count, today)
-        length = end - start
-        return start - length, start
-    this_month = today.year * 12 + today.month - 1
-    first = this_month - count + 1 if direction == "last" else this_month
-    return _month(first - count), _month(first)
-
-
-def _months_back(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 - months
-    return dt.date(index // 12, index % 12 + 1, 1)
+    start, end = found
+    if months is None:  # today, yesterday, a week, a run of days: by days
+        return start - (end - start), start
+    return months_from(start, -months), start
 
 
 # ------------------------------------------------------------------------ cache
@@ -406,7 +397,7 @@ def _figure(result: ReportResult, measure: str):
 
 
 def _list(widget: Widget, records, now: float) -> WidgetResult:
-    raw = _thaw(widget.filter) if widget.filter is not None else None
+    raw = thaw(widget.filter) if widget.filter is not None else None
     # a column the user may not read is left out, as a list view leaves it out
     hidden = records.access.hidden(records.entity) if records.access is not None else ()
     columns = tuple(c for c in widget.columns if c.split(".")[0] not in hidden)

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from ..metadata.aggregates import value_type
+from ..metadata.aggregates import months_from, value_type
 from ..metadata.fieldtypes import RELATIVE_DATE_OPS
 from ..metadata.filters import FilterError, date_range, parse_filter, resolve_path
 from ..metadata.problems import did_you_mean
@@ -88,9 +88,8 @@ def period_bounds(text: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
         return date_range(f"{direction}_n_days", int(count), today)
     # calendar months: last_12_months is this month and the eleven before it, so a
     # monthly report of it has twelve whole buckets
-    this_month = today.year * 12 + today.month - 1
-    first = this_month - int(count) + 1 if direction == "last" else this_month
-    return _month(first), _month(first + int(count))
+    first = months_from(today, 1 - int(count) if direction == "last" else 0)
+    return first, months_from(first, int(count))
 
 
 def period_moments(parameter: ReportParameter, value, records):
@@ -125,16 +124,12 @@ def _period(parameter: ReportParameter, text: str, records):
     field, _ = resolve_path(records.entity, path, records.catalog.entity_of)
     if value_type(field) == "datetime":
         zone = ZoneInfo(records.tz)
-        low, high = (_utc_midnight(day, zone) for day in (start, end))
+        low, high = (utc_midnight(day, zone) for day in (start, end))
     else:
         low, high = start.isoformat(), end.isoformat()
     return {"all": [[path, "ge", low], [path, "lt", high]]}
 
 
-def _month(index: int) -> dt.date:
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def _utc_midnight(day: dt.date, zone: ZoneInfo) -> str:
+def utc_midnight(day: dt.date, zone: ZoneInfo) -> str:
     moment = dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)
     return moment.isoformat().replace("+00:00", "Z")

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from ..metadata.aggregates import next_bucket, parse_group
 from ..metadata.filters import FilterError, ReadRefused
+from ..metadata.model import thaw
 from ..metadata.reports import MAX_LIMIT, Report, fill_filter
 from ..storage.records import Forbidden
 from .parameters import resolve_parameters
@@ -187,14 +188,11 @@ def _with_others(rows_of, store, report: Report, params, principal, raw, others)
     """``rows_of`` with the measures that need a scan of their own: a measure with a
     ``where`` (the report's records that also match it) and a target (another entity's
     records, its groups and parameters mapped), each merged into the rows by the groups."""
-    zero = {
-        m.name: (0 if m.spec.split(":", 1)[0] in _ZERO_OVER_NOTHING else None)
-        for m in report.measures
-    }
+    zero = _zeros(report)
 
     def scan(measure, group_by):
         if measure.source is None:
-            where = _thawed(measure.where)
+            where = thaw(measure.where)
             records = store.records(report.entity, principal=principal)
             tree = records.parse_filter({"all": [raw, where]} if raw is not None else where)
             found = _runner(
@@ -220,7 +218,7 @@ def _with_others(rows_of, store, report: Report, params, principal, raw, others)
         )
         given = {k: v for k, v in params.items() if k in source.parameters}
         conditions = [c for c in resolve_parameters(mapped, given, records).values() if c]
-        parts = [p for p in (_thawed(source.filter), *conditions) if p is not None]
+        parts = [p for p in (thaw(source.filter), *conditions) if p is not None]
         tree = records.parse_filter({"all": parts}) if parts else None
         theirs = [source.groups[g] for g in group_by]
         found = _runner(records, tree, [measure.spec], {measure.spec: measure.name}, report.name)(
@@ -250,15 +248,6 @@ def _with_others(rows_of, store, report: Report, params, principal, raw, others)
     return merged
 
 
-def _thawed(value):
-    """A frozen filter (tuples, read-only mappings) as lists and dicts."""
-    if isinstance(value, Mapping):
-        return {k: _thawed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thawed(v) for v in value]
-    return value
-
-
 #: How a measure's figure over several groups comes from the groups' figures: counts and
 #: sums add up, a minimum is the least of the minimums.  An average or a distinct count of
 #: a whole is not made of its parts' figures, so a report with one of them asks SQL again.
@@ -284,6 +273,14 @@ def _combined(parts: list[dict], report: Report) -> dict | None:
 _ZERO_OVER_NOTHING = ("count", "distinct", "sum", "weighted")
 
 
+def _zeros(report: Report) -> dict:
+    """Each measure's figure over no records: the row of an empty bucket or group."""
+    return {
+        m.name: (0 if m.spec.split(":", 1)[0] in _ZERO_OVER_NOTHING else None)
+        for m in report.measures
+    }
+
+
 def _gaps_filled(rows: list[dict], report: Report, records) -> list[dict]:
     """A time series (one date-bucket group) with the empty buckets between its first and
     last one put in, at zero: a chart by month must not jump from July to October."""
@@ -296,10 +293,7 @@ def _gaps_filled(rows: list[dict], report: Report, records) -> list[dict]:
         return rows
     if not all(isinstance(day, dt.date) for day in present):
         return rows
-    zero = {
-        m.name: (0 if m.spec.split(":", 1)[0] in _ZERO_OVER_NOTHING else None)
-        for m in report.measures
-    }
+    zero = _zeros(report)
     day, last = min(present), max(present)
     filled = list(rows)
     while day is not None and day < last and len(filled) <= MAX_LIMIT:

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 from faker import Faker
 
 from ..metadata import Catalog, Entity
+from ..metadata.aggregates import months_from
 from ..storage.records import ValidationFailed
 from . import demo_history as history
 
@@ -524,7 +525,7 @@ def _fill_targets(store, entity: Entity, spec: tuple, sampler: Sampler, created:
     rows = []
     first = sampler.today.replace(day=1)
     for back in range(-6, 4):
-        month = _add_months(first, back)
+        month = months_from(first, back)
         for user in users:
             values = sampler.values(entity, None)
             amount = round(per_month * rnd.uniform(0.75, 1.3), -3) or 1000
@@ -538,11 +539,6 @@ def _fill_targets(store, entity: Entity, spec: tuple, sampler: Sampler, created:
     if not result.ids and result.failures:
         raise ValidationFailed(next(iter(result.failures.values())))
     created[entity.name] = len(result.ids)
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def people(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -20,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..metadata.expressions import environment
 from ..metadata.filters import parse_filter
 from ..metadata.formats import FORMATS
+from ..metadata.model import thaw
 from ..metadata.processes import (
     activity_due_field,
     as_list,
@@ -87,15 +87,6 @@ def _remember(batch: Batch, key: str, kind: str, entity, record_id, result=None)
             created_at=batch.now,
         )
     )
-
-
-def thaw(value):
-    """A frozen definition value as plain JSON-ready data."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [thaw(v) for v in value]
-    return value
 
 
 def _values(batch: Batch, run: Run, raw, **extra) -> dict:

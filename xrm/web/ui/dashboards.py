@@ -23,8 +23,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from ...metadata.compiler import LAYER
 from ...metadata.dashboards import GRID_COLUMNS, Dashboard, dashboard_document
+from ...metadata.model import thaw
 from ...metadata.problems import DefinitionError
-from ...metadata.reports import _thaw
 from ...reports.dashboards import DashboardError, WidgetResult, run_dashboard, sees_dashboard
 from . import context as C
 from .guards import guard, htmx
@@ -246,7 +246,7 @@ def _list_view(widget, found: WidgetResult, out: dict) -> dict:
         params = {"cols": ",".join(found.columns)}
         if widget.filter is not None:
             params["filter"] = json.dumps(
-                _thaw(widget.filter), ensure_ascii=False, separators=(",", ":")
+                thaw(widget.filter), ensure_ascii=False, separators=(",", ":")
             )
         out["link"] = url_for("ui_lists.view", view_name=f"{entity.name}__all", **params)
     return out

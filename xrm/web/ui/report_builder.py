@@ -29,6 +29,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from ...metadata.aggregates import BUCKETS, GROUPABLE, ORDERED, SUMMABLE, parse_group, value_type
 from ...metadata.compiler import LAYER
 from ...metadata.filters import FilterError, resolve_path
+from ...metadata.model import thaw
 from ...metadata.packs import _validate
 from ...metadata.problems import DefinitionError, Problems
 from ...metadata.reports import CHART_KINDS, MAX_LIMIT, Report, build_reports
@@ -182,21 +183,13 @@ def draft_of_report(report: Report, copy: bool = False) -> Draft:
             draft.owner_param = kept[name] = True
         elif p.type == "team" and p.field == "owner":
             draft.team_param = kept[name] = True
-    raw = _without_params(_thaw(report.filter)) if report.filter is not None else None
+    raw = _without_params(thaw(report.filter)) if report.filter is not None else None
     shown = F.rows_of(raw)
     if shown is not None:
         draft.mode, draft.rows = shown
     else:
         draft.filter_json = json.dumps(raw, ensure_ascii=False)
     return draft
-
-
-def _thaw(value):
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def _without_params(raw):
