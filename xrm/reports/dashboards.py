@@ -291,17 +291,18 @@ def run_dashboard(
     """Every widget of a dashboard as ``principal`` sees it; ``fresh`` skips the cache
     (the results read now replace the cached ones).  A dashboard the reader does not see
     is a LookupError, as an unknown one would be: every channel answers it so."""
-    if not sees_dashboard(store.refresh(), principal, dashboard):
-        raise LookupError(f"unknown dashboard {dashboard.name!r}")
-    filters = resolve_filters(store, dashboard, given)
-    return DashboardResult(
-        dashboard,
-        MappingProxyType(filters),
-        [
-            run_widget(store, dashboard, w, filters, principal, fresh=fresh)
-            for w in dashboard.widgets
-        ],
-    )
+    with store.pinned() as catalog:  # one catalog check for every widget, not one each
+        if not sees_dashboard(catalog, principal, dashboard):
+            raise LookupError(f"unknown dashboard {dashboard.name!r}")
+        filters = resolve_filters(store, dashboard, given)
+        return DashboardResult(
+            dashboard,
+            MappingProxyType(filters),
+            [
+                run_widget(store, dashboard, w, filters, principal, fresh=fresh)
+                for w in dashboard.widgets
+            ],
+        )
 
 
 def run_widget(store, dashboard, widget: Widget, filters, principal, *, fresh=False):
