@@ -10,13 +10,9 @@ import re
 from decimal import Decimal
 
 from .support import SELLER
-from .test_reports import BARS, DRAWN, listed
+from .test_reports import BARS, DRAWN, SETTLED, listed
 
 ROWS = '#builder-preview [data-testid="report-row"]'
-SETTLED = """() => {
-  const chart = Chart.getChart(document.querySelector("canvas[data-xrm-chart]"));
-  return chart && !Chart.animator.running(chart);
-}"""
 
 
 def test_build_preview_save_open_and_click_a_bar(visit, site):

@@ -11,12 +11,7 @@ import re
 from decimal import Decimal
 
 from .support import SELLER
-from .test_reports import BARS, DRAWN, listed
-
-SETTLED = """() => {
-  const chart = Chart.getChart(document.querySelector("canvas[data-xrm-chart]"));
-  return chart && !Chart.animator.running(chart);
-}"""
+from .test_reports import BARS, DRAWN, SETTLED, listed
 
 
 def test_build_add_to_a_new_dashboard_and_click_a_bar(visit, site):

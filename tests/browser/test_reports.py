@@ -13,6 +13,11 @@ from decimal import Decimal
 from .support import SELLER
 
 DRAWN = "canvas[data-xrm-chart][data-drawn=true]"
+#: The page's chart drawn and done moving (a click lands where its bars stay).
+SETTLED = """() => {
+  const chart = Chart.getChart(document.querySelector("canvas[data-xrm-chart]"));
+  return chart && !Chart.animator.running(chart);
+}"""
 INKED = """canvas => {
   const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   let inked = 0;
