@@ -79,6 +79,31 @@ fields:
   text: {type: text}
   deal: {type: lookup, to: deal, on_delete: cascade}
 """,
+    "reports/deals.yaml": """
+reports:
+  deals_by_firm:
+    entity: deal
+    group_by: [firm.name]
+    measures: {deals: count, locked: {sum: locked}}
+    totals: true
+  deal_amounts:
+    entity: deal
+    measures: {amount: {sum: amount}}
+    totals: true
+  expected_amounts:
+    entity: deal
+    measures: {expected: {sum: expected}}
+    totals: true
+""",
+    "dashboards/deals.yaml": """
+dashboards:
+  deals:
+    label: Deals
+    widgets:
+      - report: deals_by_firm
+      - list: {entity: deal, columns: [name, firm]}
+      - report: deal_amounts
+""",
     "roles/roles.yaml": ROLES,
     "views/deals.yaml": """
 views:
@@ -477,3 +502,58 @@ def test_file_values_come_from_the_writers_own_uploads(database, tmp_path):
             docs.update(made["id"], {"scan": theirs})
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------ reports and dashboards
+@pytest.mark.parametrize("who", list(VISIBLE))
+def test_reports_dashboards_and_report_emails_follow_the_scope(world, who):
+    """Aggregates are a read channel of their own: a report's figures, a grouping through
+    a lookup path (the firm's own scope), a dashboard's report and list widgets and the
+    emailed report count exactly the deals a plain read returns; a report over a hidden
+    field, or over a formula of one, is refused in each of them."""
+    from xrm.metadata.formats import Formats
+    from xrm.reports import ReportRefused, run_report
+    from xrm.reports.dashboards import run_dashboard
+    from xrm.reports.mailing import report_mail
+
+    store, users, _deals = world
+    principal = store.principal(users[who])
+    catalog = store.refresh()
+    readable = len(VISIBLE[who])
+    firms = (
+        sorted(
+            r["firm.name"]
+            for r in _records(store, users, who, "deal").query(fields=["firm.name"]).rows
+        )
+        if readable
+        else []
+    )
+    if who == "none":
+        with pytest.raises((ReportRefused, Forbidden)):
+            run_report(store, catalog.reports["deals_by_firm"], {}, principal)
+    else:
+        result = run_report(store, catalog.reports["deals_by_firm"], {}, principal)
+        assert result.totals["deals"] == readable
+        assert sorted(r["firm.name"] for r in result.rows if r["firm.name"]) == sorted(
+            f for f in firms if f
+        )
+        mail = report_mail(store, catalog.reports["deals_by_firm"], {}, principal, Formats("en"))
+        total_line = next(line for line in mail.text.splitlines() if line.startswith("Total"))
+        assert total_line.split()[1] == str(readable)  # the reader's count, not everyone's
+    board = run_dashboard(store, catalog.dashboards["deals"], {}, principal, fresh=True)
+    by_firm, listing, amounts = board.widgets
+    if who == "none":
+        assert by_firm.status == listing.status == amounts.status == 403
+        return
+    assert by_firm.result.totals["deals"] == readable
+    assert sorted(r["name"] for r in listing.rows) == VISIBLE[who]
+    hidden = who != "boss"
+    for name in ("deal_amounts", "expected_amounts"):
+        if hidden:
+            with pytest.raises(ReportRefused):
+                run_report(store, catalog.reports[name], {}, principal)
+            with pytest.raises(ReportRefused):
+                report_mail(store, catalog.reports[name], {}, principal, Formats("en"))
+        else:
+            assert run_report(store, catalog.reports[name], {}, principal).totals
+    assert (amounts.status == 403) is hidden
