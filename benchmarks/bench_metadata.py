@@ -6,10 +6,13 @@
   every shipped pack; measured inside that process (import included), median of 5 runs.
   The processes start as an installed platform does, with byte code compiled once (pip
   compiles it at install; here an untimed first run writes it to a temporary
-  ``PYTHONPYCACHEPREFIX``), so the figure is the platform's start and not Python's
-  compiler.  ``shipped_from_source_ms`` is the same start with our modules compiled from
+  ``PYTHONPYCACHEPREFIX``) and the parsed definitions to a parse cache
+  (``XRM_CACHE_DIR``, see ``xrm/metadata/parse_cache.py``), so the figure is the
+  platform's start and not Python's compiler or the YAML parser.
+  ``shipped_uncached_ms`` is the same start with the parse cache off.  ``shipped_from_source_ms`` is the same start with our modules compiled from
   source every time (a checkout run with ``PYTHONDONTWRITEBYTECODE``), for reference.
-- ``load_500_entities_ms``: ``load_catalog`` of a generated pack of 500 entities x 40 fields
+- ``load_500_entities_ms``: ``load_catalog`` of a generated pack (parse cache off: a pack
+  seen for the first time) of 500 entities x 40 fields
   of mixed types (lookups between them, choices over option sets, formulas, children and
   rollups, one view each), in a fresh process; median of the runs.
 - ``rss_mb``: the largest peak resident set of those 500-entity processes.
@@ -209,15 +212,22 @@ def main(argv: list[str] | None = None) -> dict:
             if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
         }
         compiled["PYTHONPYCACHEPREFIX"] = pycache
-        run_child([str(SHIPPED)], compiled)  # writes the byte code, untimed
+        compiled["XRM_CACHE_DIR"] = pycache
+        run_child([str(SHIPPED)], compiled)  # writes the byte code and parse cache, untimed
         shipped = [run_child([str(SHIPPED)], compiled) for _ in range(args.runs)]
+        unparsed = [
+            run_child([str(SHIPPED)], {**compiled, "XRM_CACHE_DIR": "off"})
+            for _ in range(args.runs)
+        ]
     from_source = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
     from_source["PYTHONDONTWRITEBYTECODE"] = "1"
+    from_source["XRM_CACHE_DIR"] = "off"
     sourced = [run_child([str(SHIPPED)], from_source) for _ in range(3)]
     result: dict = {
         "load_shipped_packs_ms": round(statistics.median(r["total_ms"] for r in shipped), 1),
         "shipped_import_ms": round(statistics.median(r["import_ms"] for r in shipped), 1),
         "shipped_load_ms": round(statistics.median(r["load_ms"] for r in shipped), 1),
+        "shipped_uncached_ms": round(statistics.median(r["total_ms"] for r in unparsed), 1),
         "shipped_from_source_ms": round(statistics.median(r["total_ms"] for r in sourced), 1),
         "shipped_solutions": shipped[0]["solutions"],
         "shipped_entities": shipped[0]["entities"],
@@ -227,7 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="xrm-bench-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp) / "bench"
         generated = generate_pack(folder, args.entities, args.fields)
-        big = [run_child([str(folder)]) for _ in range(args.big_runs)]
+        # a pack seen for the first time: parsed and checked from its YAML every run
+        first_seen = {**os.environ, "XRM_CACHE_DIR": "off"}
+        big = [run_child([str(folder)], first_seen) for _ in range(args.big_runs)]
     result.update(
         {
             "load_500_entities_ms": round(statistics.median(r["load_ms"] for r in big), 1),

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import parse_cache
 from .bulk import collector_paused
 from .problems import Problems, did_you_mean, yaml_text, yaml_type
 from .schemas import validators
@@ -119,17 +120,9 @@ def unknown_folders(directory: Path, root: str, subject: str, problems: Problems
 @collector_paused()
 def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackSource | None:
     """Parse and schema-check a pack's files, adding every problem found."""
-    manifest = _parse(files.get(MANIFEST), _display(root, MANIFEST), problems)
+    manifest = _manifest(files.get(MANIFEST), _display(root, MANIFEST), problems)
     if manifest is None:
         return None
-    if not isinstance(manifest, Mapping):
-        problems.add(
-            Position(_display(root, MANIFEST), 1, 1),
-            "",
-            "expected a mapping with solution: and version:",
-        )
-        return None
-    _validate(manifest, "solution", _display(root, MANIFEST), problems)
     pack = PackSource(
         name=str(manifest.get("solution", "")),
         version=str(manifest.get("version", "")),
@@ -142,9 +135,10 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
             continue
         display = _display(root, relative)
         key = (validators(), relative, display, text)
-        found = _READ.get(key)
-        if found is not None:
+        found = _READ.get(key) or (text is not None and parse_cache.get(relative, display, text))
+        if found:
             pack.documents.append(Document(found[0], found[1], display))
+            _READ.put(key, found, len(text))
             continue
         before = len(problems)
         document = _read_document(relative, display, text, problems, pack)
@@ -152,7 +146,27 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
             pack.documents.append(document)
             if len(problems) == before:
                 _READ.put(key, (document.kind, document.data), len(text))
+                parse_cache.put(relative, display, text, document.kind, document.data)
     return pack
+
+
+def _manifest(text: str | None, display: str, problems: Problems) -> Mapping | None:
+    """The pack's ``solution.yaml`` read and schema-checked (from the parse cache when it
+    was read before); None when it is not even a mapping."""
+    found = text is not None and parse_cache.get(MANIFEST, display, text)
+    if found:
+        return found[1]
+    manifest = _parse(text, display, problems)
+    if manifest is None:
+        return None
+    if not isinstance(manifest, Mapping):
+        problems.add(Position(display, 1, 1), "", "expected a mapping with solution: and version:")
+        return None
+    before = len(problems)
+    _validate(manifest, "solution", display, problems)
+    if len(problems) == before:
+        parse_cache.put(MANIFEST, display, text, "solution", manifest)
+    return manifest
 
 
 def _read_document(
@@ -475,8 +489,11 @@ def discover(extra: Iterable[str | os.PathLike] = ()) -> dict[str, Path]:
 
 
 def _manifest_name(folder: Path) -> str | None:
+    display = str(folder / MANIFEST)
     try:
-        data = load_yaml((folder / MANIFEST).read_text(encoding="utf-8"), str(folder / MANIFEST))
+        text = (folder / MANIFEST).read_text(encoding="utf-8")
+        found = parse_cache.get(MANIFEST, display, text)
+        data = found[1] if found else load_yaml(text, display)
     except (OSError, YamlSyntaxError):
         return folder.name
     return (

@@ -1,0 +1,155 @@
+"""The parse cache: a file read once is taken from disk by the next process with the same
+tree, positions included; files with problems, odd trees and damaged entries never are."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xrm.metadata import load_catalog, parse_cache
+from xrm.metadata import packs as packs_module
+from xrm.metadata.packs import parse_pack, read_pack_files, shipped_solutions
+from xrm.metadata.problems import Problems
+from xrm.metadata.source import Node, load_yaml
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRM_CACHE_DIR", str(tmp_path / "cache"))
+    packs_module._READ.clear()
+    yield tmp_path / "cache" / "parsed"
+    packs_module._READ.clear()
+
+
+def same_tree(a, b, where="") -> None:
+    """Equal values, the same container classes, and every position the same."""
+    assert type(a) is type(b), where
+    if isinstance(a, Node):
+        assert a.position == b.position, where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert a.at(key) == b.at(key), f"{where}/{key}"
+            assert a.value_at(key) == b.value_at(key), f"{where}/{key}"
+            same_tree(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert a.at(index) == b.at(index), f"{where}[{index}]"
+            same_tree(x, y, f"{where}[{index}]")
+    else:
+        assert a == b, where
+
+
+def read(folder: Path) -> list:
+    packs_module._READ.clear()  # as a new process: nothing remembered in memory
+    problems = Problems()
+    pack = parse_pack(read_pack_files(folder), str(folder), problems)
+    assert not problems
+    return pack.documents
+
+
+@pytest.mark.parametrize("name", ["core", "sales"])
+def test_shipped_documents_come_back_identical(cache_dir, monkeypatch, name):
+    folder = shipped_solutions() / name
+    monkeypatch.setenv("XRM_CACHE_DIR", "off")
+    parsed = read(folder)
+    monkeypatch.setenv("XRM_CACHE_DIR", str(cache_dir.parent))
+    read(folder)  # writes the cache
+    assert len(list(cache_dir.glob("*/*.json"))) == len(parsed) + 1  # and the manifest
+    cached = read(folder)
+    assert [d.kind for d in cached] == [d.kind for d in parsed]
+    for one, other in zip(parsed, cached, strict=True):
+        same_tree(one.data, other.data, one.path)
+
+
+def test_cached_tree_keeps_scalars_and_a_process_on_key(cache_dir):
+    text = (
+        "process: p\n"
+        "on: {created: x}\n"
+        "when: 2026-01-02\n"
+        "at: 2026-01-02 10:30:00\n"
+        "n: [1, 2.5, true, null, '7']\n"
+    )
+    data = load_yaml(text, "p/processes/p.yaml")
+    data["on"] = data.pop(True)  # as the reader normalizes a process
+    data.positions["on"] = data.positions.pop(True)
+    parse_cache.put("processes/p.yaml", "p/processes/p.yaml", text, "process", data)
+    kind, back = parse_cache.get("processes/p.yaml", "p/processes/p.yaml", text)
+    assert kind == "process"
+    assert back["when"] == dt.date(2026, 1, 2)
+    assert back["at"] == dt.datetime(2026, 1, 2, 10, 30)
+    assert back["n"] == [1, 2.5, True, None, "7"]
+    assert str(back.at("on")) == "p/processes/p.yaml:2:1"
+    assert str(back["n"].at(3)) == "p/processes/p.yaml:5:19"
+
+
+def test_key_covers_text_place_and_display(cache_dir):
+    text = "entity: a\nfields: {}\n"
+    data = load_yaml(text, "p/entities/a.yaml")
+    parse_cache.put("entities/a.yaml", "p/entities/a.yaml", text, "entity", data)
+    assert parse_cache.get("entities/a.yaml", "p/entities/a.yaml", text) is not None
+    assert parse_cache.get("entities/a.yaml", "p/entities/a.yaml", text + "\n") is None
+    assert parse_cache.get("entities/b.yaml", "p/entities/a.yaml", text) is None
+    assert parse_cache.get("entities/a.yaml", "q/entities/a.yaml", text) is None
+
+
+def test_a_file_with_a_problem_is_never_cached(cache_dir, tmp_path):
+    folder = tmp_path / "p"
+    (folder / "entities").mkdir(parents=True)
+    (folder / "solution.yaml").write_text("solution: p\nversion: '1.0'\n")
+    (folder / "entities" / "a.yaml").write_text(
+        "entity: a\nlabel: {en: A}\nplural: {en: As}\nfields: {n: {type: text, max_lenght: 3}}\n"
+    )
+    for _ in range(2):  # the second read makes its message anew
+        packs_module._READ.clear()
+        problems = Problems()
+        parse_pack(read_pack_files(folder), str(folder), problems)
+        assert "max_lenght" in " ".join(str(p) for p in problems.items)
+    assert len(list(cache_dir.glob("*/*.json"))) == 1  # the manifest only
+
+
+def test_damaged_or_foreign_entries_count_as_misses(cache_dir):
+    text = "entity: a\nfields: {}\n"
+    data = load_yaml(text, "p/entities/a.yaml")
+    parse_cache.put("entities/a.yaml", "p/entities/a.yaml", text, "entity", data)
+    (entry,) = cache_dir.glob("*/*.json")
+    for body in (
+        "{not json",
+        '{"kind": "entity"}',
+        json.dumps([99, "entity", {}]),
+        '[1, "entity", 5]',
+    ):
+        entry.write_text(body)
+        assert parse_cache.get("entities/a.yaml", "p/entities/a.yaml", text) is None
+
+
+def test_off_writes_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("XRM_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert parse_cache.directory() is None
+    packs_module._READ.clear()
+    load_catalog([str(shipped_solutions())])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_start_from_the_cache_does_not_import_yaml(cache_dir):
+    code = (
+        "import sys\n"
+        "from xrm.metadata import load_catalog, packs\n"
+        f"load_catalog([{str(shipped_solutions())!r}])\n"
+        "print('yaml' in sys.modules)\n"
+    )
+    env_run = [sys.executable, "-c", code]
+    import os
+
+    env = {**os.environ, "XRM_CACHE_DIR": str(cache_dir.parent)}
+    first = subprocess.run(env_run, env=env, capture_output=True, text=True, check=True)
+    again = subprocess.run(env_run, env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "True"
+    assert again.stdout.strip() == "False"
