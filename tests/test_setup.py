@@ -123,3 +123,82 @@ def test_user_and_token_commands(url, capsys):
         assert store.principal(store.user_by_email("rep@example.com").id).roles == ("user",)
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------ in a terminal
+def _converse(url: str, answers: list[tuple[str, str]]) -> str:
+    """Run ``xrm setup`` on a pseudo-terminal, answering each prompt when it shows."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from xrm.cli import main; sys.exit(main(sys.argv[1:]))"]
+        + ["setup", "--database", url],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
+    os.close(follower)
+    seen = ""
+    pending = list(answers)
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            child.kill()
+            raise AssertionError(f"no prompt came; so far:\n{seen}")
+        try:
+            chunk = os.read(leader, 4096).decode()
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        while pending and pending[0][0] in seen.rsplit("\n", 1)[-1]:
+            os.write(leader, (pending.pop(0)[1] + "\n").encode())
+            seen += "\n"
+    assert child.wait(60) == 0, seen
+    os.close(leader)
+    return seen
+
+
+def test_setup_in_a_terminal_asks_for_what_is_missing_and_checks_each_answer(url):
+    seen = _converse(
+        url,
+        [
+            ("Organization", "Acme"),
+            ("Language", "xx_YY_ZZ"),  # refused, asked again
+            ("Language", "ru"),
+            ("Currency", "RUB"),
+            ("Time zone", "Europe/Moscva"),  # refused with a suggestion
+            ("Time zone", "Europe/Moscow"),
+            ("email", "boss@acme.test"),
+            ("password", ""),  # generated
+            ("Modules", "sales"),  # core is added and the reason said
+            ("sample data", "n"),
+        ],
+    )
+    assert "locale 'xx_YY_ZZ' is not known" in seen
+    assert "did you mean 'Europe/Moscow'" in seen
+    assert "core is added too: sales needs it" in seen
+    assert "administrator: boss@acme.test  password:" in seen
+    store = xrm.open(url)
+    try:
+        settings = store.settings()
+        assert (settings["organization"], settings["locale"], settings["time_zone"]) == (
+            "Acme",
+            "ru",
+            "Europe/Moscow",
+        )
+        assert set(store.refresh().solutions) == {"core", "sales"}
+    finally:
+        store.close()
+
+
+def test_setup_with_no_input_or_options_asks_nothing(url, capsys):
+    assert main(["setup", "--database", url, "--no-input"]) == 0
+    assert "My company" in capsys.readouterr().out

@@ -18,6 +18,8 @@ def _setup(args) -> int:
 
     with _store(args) as store:
         previous = store.settings()
+        if not previous.get("setup_done") and not args.no_input and sys.stdin.isatty():
+            _ask_missing(args)
         given = {
             "organization": args.organization,
             "locale": args.locale,
@@ -69,6 +71,62 @@ def _setup(args) -> int:
     return 0
 
 
+def _ask(question: str, default: str, check=None, *, secret: bool = False) -> str:
+    """One answer from the terminal, asked again until its check accepts it."""
+    import getpass
+
+    from .solutions.setup import SetupError
+
+    while True:
+        shown = f" [{default}]" if default and not secret else ""
+        prompt = f"{question}{shown}: "
+        answer = (getpass.getpass(prompt) if secret else input(prompt)).strip() or default
+        try:
+            return check(answer) if check else answer
+        except SetupError as exc:
+            print(f"  {exc}")
+
+
+def _ask_missing(args) -> None:
+    """``xrm setup`` in a terminal, on a database not set up yet: ask for every answer the
+    options did not give, with the same checks the browser's setup wizard applies."""
+    from .solutions import setup as S
+
+    print("Setting up a new instance; press Enter to take the value in brackets.")
+    if args.organization is None:
+        args.organization = _ask("Organization", "My company", S.check_organization)
+    if args.locale is None:
+        args.locale = _ask("Language and locale (en, ru, en_GB...)", "en", S.check_locale)
+    if args.currency is None:
+        args.currency = _ask("Currency (ISO code)", "USD", S.check_currency)
+    if args.time_zone is None:
+        args.time_zone = _ask("Time zone", "UTC", S.check_time_zone)
+    if args.admin_email is None:
+        args.admin_email = _ask("Administrator's email", "admin@example.com", S.check_email)
+    if args.admin_password is None:
+        args.admin_password = (
+            _ask("Administrator's password (Enter: generate one)", "", secret=True) or None
+        )
+    if args.modules is None:
+        offered = S.modules_offered()
+        language = args.locale.split("_")[0]
+        for module in offered.values():
+            needs = f" (needs {', '.join(module.depends)})" if module.depends else ""
+            print(f"  {module.name}: {module.text('description', language)}{needs}")
+
+        def modules(text: str) -> str:
+            chosen = [m.strip() for m in text.split(",") if m.strip()]
+            S.check_modules(chosen, offered)
+            order, added = S.with_dependencies(chosen, offered)
+            for name, needers in added.items():
+                print(f"  {name} is added too: {', '.join(needers)} needs it")
+            return ",".join(order)
+
+        args.modules = _ask("Modules", ",".join(S.DEFAULT_MODULES), modules)
+    if not args.demo:
+        args.demo = _ask("Add sample data? (y/n)", "n").lower().startswith(("y", "д"))
+
+
 @command("setup")
 def _register_setup(sub, name: str) -> None:
     p = sub.add_parser(
@@ -101,6 +159,11 @@ def _register_setup(sub, name: str) -> None:
         help="comma-separated passwords to refuse besides the built-in list of common ones",
     )
     p.add_argument("--demo", action="store_true", help="add sample data (once)")
+    p.add_argument(
+        "--no-input",
+        action="store_true",
+        help="never ask in a terminal: take the defaults for what the options do not give",
+    )
     p.add_argument("--demo-size", type=int, default=25, help="sample records per entity")
     p.set_defaults(handler=_setup, parser=p)
 
@@ -139,6 +202,11 @@ def _run(args) -> int:
         f"serving on http://{args.host}:{args.port} (database {url.split('@')[-1]})",
         file=sys.stderr,
     )
+    if not _set_up(url):
+        print(
+            "this database is not set up yet: run `xrm setup` (add --demo for sample data)",
+            file=sys.stderr,
+        )
     try:
         serve(host=args.host, port=args.port, workers=args.workers, database_url=url)
     finally:
@@ -151,6 +219,21 @@ def _run(args) -> int:
             except subprocess.TimeoutExpired:
                 keeper.kill()  # the worker notices its keeper is gone and stops
     return 0
+
+
+def _set_up(url: str) -> bool:
+    """Has setup been done on this database?  (Opening it makes the platform tables, as
+    the server is about to anyway.)"""
+    import xrm
+
+    try:
+        store = xrm.open(url)
+    except Exception:  # noqa: BLE001 - the server start reports a database it cannot open
+        return True
+    try:
+        return bool(store.settings().get("setup_done"))
+    finally:
+        store.close()
 
 
 @command("run")

@@ -22,6 +22,127 @@ class SetupError(ValueError):
     """A setup answer that cannot be used; the message names the answer and the fix."""
 
 
+# ------------------------------------------------------------------ one answer each
+def check_organization(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise SetupError("the organization needs a name")
+    if len(name) > 200:
+        raise SetupError("the organization's name is longer than 200 characters")
+    return name
+
+
+def check_locale(locale: str) -> str:
+    try:
+        Locale.parse(locale)
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise SetupError(f"locale {locale!r} is not known (expected e.g. en, ru, en_GB)") from None
+    return locale
+
+
+def check_time_zone(zone: str) -> str:
+    if zone not in available_timezones():
+        raise SetupError(
+            f"time zone {zone!r} is not known{did_you_mean(zone, available_timezones())}"
+        )
+    ZoneInfo(zone)
+    return zone
+
+
+def check_currency(code: str) -> str:
+    if len(code) != 3 or get_currency_name(code.upper(), locale="en") == code.upper():
+        raise SetupError(f"currency {code!r} is not an ISO 4217 code (expected e.g. USD, EUR, RUB)")
+    return code.upper()
+
+
+def check_email(email: str) -> str:
+    local, at, domain = email.strip().partition("@")
+    if not (local and at and domain) or " " in email.strip():
+        raise SetupError(f"administrator email {email!r} is not an email address")
+    return email.strip()
+
+
+def check_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SetupError(
+            f"base URL {url!r} is not an http(s) address (expected e.g. https://crm.example.com)"
+        )
+    return url
+
+
+def check_modules(modules, available: dict) -> tuple[str, ...]:
+    for module in modules:
+        if module not in available:
+            raise SetupError(
+                f"module {module!r} was not found{did_you_mean(module, available)} "
+                f"(found: {', '.join(sorted(available))})"
+            )
+    return tuple(modules)
+
+
+# ------------------------------------------------------------------ modules
+@dataclass(frozen=True)
+class Module:
+    """A pack offered at setup: its name, label and description by language, and the
+    packs it needs."""
+
+    name: str
+    label: dict
+    description: dict
+    depends: tuple[str, ...]
+
+    def text(self, what: str, language: str) -> str:
+        values = getattr(self, what) or {}
+        return values.get(language) or values.get("en") or self.name
+
+
+def modules_offered(extra_paths=()) -> dict[str, Module]:
+    """The packs that can be installed, by name, read from their manifests."""
+    from ..metadata.packs import MANIFEST
+    from ..metadata.source import YamlSyntaxError, load_yaml
+
+    offered: dict[str, Module] = {}
+    for name, folder in discover(extra_paths).items():
+        try:
+            manifest = load_yaml((folder / MANIFEST).read_text(encoding="utf-8"), str(folder))
+        except (OSError, YamlSyntaxError):
+            manifest = None  # installing it reports the problem at its line
+        if not isinstance(manifest, dict):
+            manifest = {}
+        offered[name] = Module(
+            name=name,
+            label=dict(manifest.get("label") or {"en": name}),
+            description=dict(manifest.get("description") or {}),
+            depends=tuple(manifest.get("depends") or ()),
+        )
+    return offered
+
+
+def with_dependencies(chosen, offered: dict[str, Module]) -> tuple[list[str], dict[str, list[str]]]:
+    """The modules to install for a choice, each after what it needs, and for every module
+    added that was not chosen, the chosen modules that need it (to explain the addition)."""
+    order: list[str] = []
+    needed_by: dict[str, list[str]] = {}
+
+    def visit(name: str, because: str | None) -> None:
+        if because is not None and name not in chosen:
+            needed_by.setdefault(name, [])
+            if because not in needed_by[name]:
+                needed_by[name].append(because)
+        if name in order:
+            return
+        module = offered.get(name)
+        for dependency in module.depends if module else ():
+            visit(dependency, name)
+        if name not in order:
+            order.append(name)
+
+    for name in chosen:
+        visit(name, None)
+    return order, needed_by
+
+
 @dataclass
 class SetupAnswers:
     organization: str = "My company"
@@ -42,38 +163,15 @@ class SetupAnswers:
     password_deny: tuple[str, ...] | None = None
 
     def check(self, available: dict) -> None:
-        try:
-            Locale.parse(self.locale)
-        except (UnknownLocaleError, ValueError):
-            raise SetupError(
-                f"locale {self.locale!r} is not known (expected e.g. en, ru, en_GB)"
-            ) from None
-        if self.time_zone not in available_timezones():
-            raise SetupError(
-                f"time zone {self.time_zone!r} is not known{did_you_mean(self.time_zone, available_timezones())}"
-            )
-        ZoneInfo(self.time_zone)
-        if (
-            len(self.currency) != 3
-            or get_currency_name(self.currency.upper(), locale="en") == self.currency.upper()
-        ):
-            raise SetupError(
-                f"currency {self.currency!r} is not an ISO 4217 code (expected e.g. USD, EUR, RUB)"
-            )
-        for module in self.modules:
-            if module not in available:
-                raise SetupError(
-                    f"module {module!r} was not found{did_you_mean(module, available)} (found: {', '.join(sorted(available))})"
-                )
-        if "@" not in self.admin_email:
-            raise SetupError(f"administrator email {self.admin_email!r} is not an email address")
+        """Every answer checked by its own rule (the browser wizard and the prompts of
+        ``xrm setup`` ask the same rules one answer at a time)."""
+        check_locale(self.locale)
+        check_time_zone(self.time_zone)
+        check_currency(self.currency)
+        check_modules(self.modules, available)
+        check_email(self.admin_email)
         if self.base_url is not None:
-            parts = urlsplit(self.base_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise SetupError(
-                    f"base URL {self.base_url!r} is not an http(s) address "
-                    "(expected e.g. https://crm.example.com)"
-                )
+            check_base_url(self.base_url)
         if self.password_min_length is not None and not 1 <= self.password_min_length <= MAX_LENGTH:
             raise SetupError(f"the minimum password length must be 1 to {MAX_LENGTH}")
 
