@@ -107,7 +107,10 @@ def test_url_and_link_give_absolute_addresses(monkeypatch):
     assert render("{{ 'https://elsewhere.test/x' | url }}", MOSCOW) == "https://elsewhere.test/x"
     # where the address comes from: the environment, the setting, then what xrm run serves
     monkeypatch.delenv("XRM_BASE_URL", raising=False)
+    monkeypatch.delenv("XRM_SERVED_URL", raising=False)
     assert public_base_url({}) == "http://127.0.0.1:5000"
+    monkeypatch.setenv("XRM_SERVED_URL", "http://127.0.0.1:8765")  # `xrm run --port 8765`
+    assert public_base_url({}) == "http://127.0.0.1:8765"
     assert public_base_url({"base_url": "https://crm.example.com/"}) == "https://crm.example.com"
     monkeypatch.setenv("XRM_BASE_URL", "https://xrm.internal")
     assert public_base_url({"base_url": "https://crm.example.com"}) == "https://xrm.internal"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import socket
 import sys
 
 from .cli import DATABASE_HELP, CommandError, _add_database, _store, command
@@ -145,7 +146,7 @@ def _register_setup(sub, name: str) -> None:
     p.add_argument(
         "--base-url",
         help="where people reach the web UI, for links in notifications and emails "
-        "(default http://127.0.0.1:5000; XRM_BASE_URL overrides it)",
+        "(default: the address xrm run serves; XRM_BASE_URL overrides it)",
     )
     p.add_argument(
         "--password-min-length",
@@ -185,6 +186,11 @@ def _run(args) -> int:
         # from every browser; traffic that never leaves the machine needs no TLS.  Served
         # on another address (behind a TLS proxy), cookies stay Secure.
         os.environ["XRM_COOKIE_SECURE"] = "0"
+    # Links in emails and notifications point at this server unless the base URL is set.
+    served_host = socket.gethostname() if args.host in ("0.0.0.0", "::", "") else args.host
+    if ":" in served_host:
+        served_host = f"[{served_host}]"
+    os.environ.setdefault("XRM_SERVED_URL", f"http://{served_host}:{args.port}")
     parent = os.getpid()
     keeper = None
     if not args.no_worker:

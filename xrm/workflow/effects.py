@@ -31,8 +31,14 @@ def sender_address(settings: dict | None = None) -> str:
 
 def public_base_url(settings: dict | None = None) -> str:
     """Where people reach the web UI, for links in messages: ``XRM_BASE_URL``, else the
-    ``base_url`` setting (``xrm setup --base-url``), else what ``xrm run`` serves."""
-    url = os.environ.get("XRM_BASE_URL") or (settings or {}).get("base_url") or DEFAULT_BASE_URL
+    ``base_url`` setting (``xrm setup --base-url``), else the address ``xrm run`` serves
+    (it passes its host and port to its worker in ``XRM_SERVED_URL``)."""
+    url = (
+        os.environ.get("XRM_BASE_URL")
+        or (settings or {}).get("base_url")
+        or os.environ.get("XRM_SERVED_URL")
+        or DEFAULT_BASE_URL
+    )
     return url.rstrip("/")
 
 
