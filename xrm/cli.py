@@ -183,6 +183,7 @@ def _solution_install(args) -> int:
     from .metadata import DefinitionError
     from .metadata.loader import resolve_packs
     from .storage.schema import SchemaChangeRefused
+    from .storage.store import LifecycleRefused
 
     locations = _pack_locations(args.packs)
     with _store(args) as store:
@@ -195,6 +196,8 @@ def _solution_install(args) -> int:
         except SchemaChangeRefused as exc:
             for line in exc.plan.lines():
                 print(line)
+            raise CommandError(str(exc)) from None
+        except LifecycleRefused as exc:
             raise CommandError(str(exc)) from None
         for line in plan.lines():
             print(line)
@@ -214,6 +217,70 @@ def _solution_install(args) -> int:
                 f"{name} {version}" if old in (None, version) else f"{name} {old} -> {version}"
             )
         print(f"installed {', '.join(installed)} (catalog version {catalog.version})")
+    return 0
+
+
+def _solution_plan(args) -> int:
+    from .metadata import DefinitionError
+    from .solutions.lifecycle import plan_install, plan_uninstall
+    from .storage.store import LifecycleRefused
+
+    with _store(args) as store:
+        try:
+            if args.uninstall:
+                plan = plan_uninstall(store, args.pack)
+            else:
+                plan = plan_install(store, _pack_locations([args.pack]))
+        except DefinitionError as exc:
+            _print_problems(exc.problems)
+            return 1
+        except LifecycleRefused as exc:
+            raise CommandError(str(exc)) from None
+    for line in plan.lines():
+        print(line)
+    if plan.schema.refused:
+        raise CommandError(f"{len(plan.schema.refused)} schema change(s) refused")
+    return 0
+
+
+def _solution_uninstall(args) -> int:
+    from .metadata import DefinitionError
+    from .solutions.lifecycle import plan_uninstall
+    from .storage.store import LifecycleRefused
+
+    with _store(args) as store:
+        try:
+            plan = plan_uninstall(store, args.name)
+            for line in plan.lines():
+                print(line)
+            if args.plan:
+                return 0
+            catalog, _ = store.uninstall(args.name)
+        except DefinitionError as exc:  # e.g. a customization of one of its entities
+            _print_problems(exc.problems)
+            raise CommandError(
+                f"{args.name} cannot be uninstalled while the definitions above refer to it"
+            ) from None
+        except LifecycleRefused as exc:
+            raise CommandError(str(exc)) from None
+        print(f"uninstalled {args.name} (catalog version {catalog.version}); its data is kept")
+        if args.purge:
+            _plan, dropped = store.purge()
+            for line in dropped:
+                print(line)
+            print(f"purged: {len(dropped)} table(s) and column(s) dropped")
+    return 0
+
+
+def _solution_purge(args) -> int:
+    with _store(args) as store:
+        _plan, dropped = store.purge(dry_run=args.plan)
+    for line in dropped:
+        print(line)
+    if not dropped:
+        print("nothing to purge: every table and column is defined")
+    elif not args.plan:
+        print(f"purged: {len(dropped)} table(s) and column(s) dropped")
     return 0
 
 
@@ -259,11 +326,13 @@ def _solution_list(args) -> int:
 def _register_solution(sub, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="install and list solution packs",
-        description="Install and list solution packs.",
+        help="install, plan, uninstall, purge and list solution packs",
+        description="Install, plan, uninstall, purge and list solution packs.",
         epilog=EXIT_CODES,
     )
-    commands = p.add_subparsers(dest="solution_command", required=True, metavar="{install,list}")
+    commands = p.add_subparsers(
+        dest="solution_command", required=True, metavar="{install,plan,uninstall,purge,list}"
+    )
 
     install = commands.add_parser(
         "install",
@@ -282,6 +351,45 @@ def _register_solution(sub, name: str) -> None:
     )
     _add_database(install)
     install.set_defaults(handler=_solution_install, parser=install)
+
+    planning = commands.add_parser(
+        "plan",
+        help="what installing or upgrading a pack (or uninstalling one) would do",
+        description="Print what installing or upgrading a pack would change, and change "
+        "nothing: versions, definitions added, changed and removed, the schema plan, data "
+        "held by tables and columns no longer defined, and the administrators' "
+        "customizations of the definitions it touches.",
+        epilog=EXIT_CODES,
+    )
+    planning.add_argument("pack", metavar="NAME|PATH")
+    planning.add_argument(
+        "--uninstall", action="store_true", help="plan uninstalling the installed pack NAME"
+    )
+    _add_database(planning)
+    planning.set_defaults(handler=_solution_plan, parser=planning)
+
+    removing = commands.add_parser(
+        "uninstall",
+        help="take a pack's definitions out; its data stays unless --purge",
+        description="Uninstall a pack, all or nothing: refused while an installed pack "
+        "depends on it. Its tables and columns keep their data unless --purge drops what "
+        "no definition uses any more.",
+        epilog=EXIT_CODES,
+    )
+    removing.add_argument("name")
+    removing.add_argument("--purge", action="store_true", help="also drop its data")
+    removing.add_argument("--plan", action="store_true", help="print the plan only")
+    _add_database(removing)
+    removing.set_defaults(handler=_solution_uninstall, parser=removing)
+
+    purging = commands.add_parser(
+        "purge",
+        help="drop tables and columns no definition uses any more, with their data",
+        epilog=EXIT_CODES,
+    )
+    purging.add_argument("--plan", action="store_true", help="list what would go; drop nothing")
+    _add_database(purging)
+    purging.set_defaults(handler=_solution_purge, parser=purging)
 
     listing = commands.add_parser(
         "list",

@@ -492,3 +492,51 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
             continue  # SQLite's column types are affinities; widening needs no rewrite
         column = by_name(change.table).c[change.column]
         ops.alter_column(change.table, change.column, type_=column.type, existing_nullable=True)
+
+
+def purge_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPlan) -> list[str]:
+    """Drop what no definition uses any more — the plan's kept columns and kept tables —
+    with their data, inside the caller's transaction; the lines say what went.
+
+    PostgreSQL drops columns in place.  SQLite drops a plain column in place too, but one
+    that a foreign key or an index holds needs the table rebuilt (Alembic's batch mode),
+    which drops the old table: the caller must have turned foreign-key enforcement off
+    for the connection first, or the drop would set or delete the rows of child tables
+    (``Store.purge`` does, and checks the keys before it commits).  A rebuilt table loses
+    its triggers, so its search index is built again."""
+    ops = Operations(MigrationContext.configure(connection))
+    sqlite = connection.dialect.name == "sqlite"
+    gone_tables = set(plan.kept_tables)
+    by_table: dict[str, list[str]] = {}
+    for table_name, column_name in plan.kept_columns:
+        if table_name not in gone_tables:
+            by_table.setdefault(table_name, []).append(column_name)
+    lines: list[str] = []
+    inspector = sa.inspect(connection)
+    for table_name, columns in sorted(by_table.items()):
+        held = set()
+        if sqlite:
+            for fk in inspector.get_foreign_keys(table_name):
+                held.update(fk["constrained_columns"])
+            for index in inspector.get_indexes(table_name):
+                if set(index["column_names"] or ()) & set(columns):
+                    ops.drop_index(index["name"], table_name=table_name)
+        if sqlite and held & set(columns):
+            with ops.batch_alter_table(table_name, recreate="always") as batch:
+                for column_name in columns:
+                    batch.drop_column(column_name)
+            entity = tables.catalog.entity_of(table_name)
+            if entity is not None:
+                search.rebuild(connection, entity, tables[entity.name])
+        else:
+            for column_name in columns:
+                ops.drop_column(table_name, column_name)
+        lines += [f"- column {table_name}.{c} (dropped with its data)" for c in columns]
+    for table_name in sorted(gone_tables):
+        if sqlite:
+            connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{table_name}__fts"')
+            connection.exec_driver_sql(f'DROP TABLE "{table_name}"')
+        else:
+            connection.exec_driver_sql(f'DROP TABLE "{table_name}" CASCADE')
+        lines.append(f"- table {table_name} (dropped with its data)")
+    return lines

@@ -27,7 +27,7 @@ from ..metadata.packs import PackSource, _validate
 from ..metadata.problems import Problems
 from . import tables as T
 from .database import WRITE, create_engine, default_url, is_postgres, lock_schema
-from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema
+from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema, purge_schema
 from .security import Access, Principal, load_principal
 from .tables import tables_for
 from .unit import UnitOfWork
@@ -52,6 +52,29 @@ def _layer_documents(layer, kind: str, name: str) -> list:
         and names(d.data)
         and d.path.startswith("customization#")
     ]
+
+
+class LifecycleRefused(ValueError):
+    """A pack change that is not made: a downgrade, or an uninstall others depend on."""
+
+
+def refuse_downgrade(installed: PackSource | None, incoming: PackSource) -> None:
+    """An older version never replaces a newer one: its definitions may lack fields whose
+    data the newer one wrote, and nothing could say what the older one expects of it."""
+    if installed is None or installed.version == incoming.version:
+        return
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        older = Version(incoming.version) < Version(installed.version)
+    except InvalidVersion:
+        return  # the manifest check reports a malformed version
+    if older:
+        raise LifecycleRefused(
+            f"{incoming.name} {installed.version} is installed and {incoming.version} is older: "
+            "downgrades are refused (uninstall it first, or install a version "
+            f"{installed.version} or newer)"
+        )
 
 
 class Clock:
@@ -288,6 +311,9 @@ class Store(Users):
                 conn.execute(
                     T.solutions.update().where(T.solutions.c.name == pack.name).values(**values)
                 )
+        gone = set(stored) - {pack.name for pack in packs}
+        if gone:  # uninstalled: the pack's definitions leave, its data stays (see purge)
+            conn.execute(T.solutions.delete().where(T.solutions.c.name.in_(sorted(gone))))
 
     # ------------------------------------------------------------------ packs
     def install(
@@ -301,10 +327,79 @@ class Store(Users):
         def change(conn, packs, layer):
             merged = {p.name: p for p in packs}
             for pack in new:
+                refuse_downgrade(merged.get(pack.name), pack)
                 merged[pack.name] = pack
             return list(merged.values()), layer
 
         return self.change_catalog(change, dry_run=dry_run)
+
+    def uninstall(self, name: str, *, dry_run: bool = False) -> tuple[Catalog, SchemaPlan]:
+        """Take an installed pack's definitions out of the catalog, all or nothing.  Its
+        tables and columns stay with their data (the plan lists them as kept) until a purge;
+        refused while another installed pack depends on it."""
+
+        def change(conn, packs, layer):
+            by_name = {p.name: p for p in packs}
+            if name not in by_name:
+                raise LifecycleRefused(
+                    f"{name!r} is not installed (installed: {', '.join(by_name) or 'none'})"
+                )
+            needing = sorted(p.name for p in packs if name in p.depends)
+            if needing:
+                raise LifecycleRefused(
+                    f"{name} cannot be uninstalled: {', '.join(needing)} "
+                    f"depend{'s' if len(needing) == 1 else ''} on it (uninstall "
+                    f"{'it' if len(needing) == 1 else 'them'} first)"
+                )
+            return [p for p in packs if p.name != name], layer
+
+        return self.change_catalog(change, dry_run=dry_run)
+
+    def installed_packs(self) -> list[PackSource]:
+        """The installed packs as stored, in dependency order."""
+        with self.engine.connect() as conn:
+            return list(self._stored_sources(conn, self.stored_version(conn))[0])
+
+    def customization_documents(self) -> list[tuple[str, Document]]:
+        """The customization layer's documents, each with its place (``customization#N``)."""
+        with self.engine.connect() as conn:
+            layer = self._stored_sources(conn, self.stored_version(conn))[1]
+        return [(document.path, document) for document in layer]
+
+    def purge(self, *, dry_run: bool = False) -> tuple[SchemaPlan, list[str]]:
+        """Drop the tables and columns no definition uses any more (left by uninstalls and
+        by fields taken out of definitions), with their data, all or nothing.  The catalog
+        does not change.  Returns the plan and what was (or, dry, would be) dropped."""
+        catalog = self.refresh()
+        entity_tables = tables_for(catalog)
+        with self.engine.connect().execution_options(**WRITE) as conn:
+            sqlite = not is_postgres(conn)
+            if sqlite:
+                # Outside any transaction (SQLite ignores it inside one): a table rebuilt
+                # to drop a column must not take its children's rows with it.
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin() as transaction:
+                    lock_schema(conn)
+                    plan = plan_schema(conn, entity_tables)
+                    dropped = [
+                        *(
+                            f"- column {t}.{c} (dropped with its data)"
+                            for t, c in plan.kept_columns
+                            if t not in plan.kept_tables
+                        ),
+                        *(f"- table {t} (dropped with its data)" for t in plan.kept_tables),
+                    ]
+                    if dry_run or not dropped:
+                        transaction.rollback()
+                        return plan, dropped
+                    dropped = purge_schema(conn, entity_tables, plan)
+                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                        raise RuntimeError("purge would break a reference between tables")
+            finally:
+                if sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+        return plan, dropped
 
     def plan(self) -> SchemaPlan:
         """What a sync of the current catalog would do to the database."""

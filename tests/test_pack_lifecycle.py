@@ -1,0 +1,181 @@
+"""A pack's life after install: the plan of an upgrade (definitions, kept data,
+customizations in conflict), downgrades refused, uninstall keeping data and refused while
+another pack needs it, and purge dropping what no definition uses without touching the
+rows of other tables — through the store and through ``xrm solution``."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from conftest import write_pack
+
+from xrm.cli import main
+from xrm.solutions.lifecycle import plan_install, plan_uninstall
+from xrm.storage.store import LifecycleRefused
+
+GADGET_V1 = {
+    "entities/gadget.yaml": """
+entity: gadget
+label: {en: Gadget}
+plural: {en: Gadgets}
+title: name
+fields:
+  name: {type: text, required: true}
+  code: {type: text}
+  maker: {type: lookup, to: account, on_delete: set_null}
+""",
+    "entities/account_ext.yaml": """
+extend: account
+fields:
+  favourite_gadget: {type: lookup, to: gadget, on_delete: set_null}
+  gadget_note: {type: text}
+""",
+    "views/gadgets.yaml": """
+views:
+  all_gadgets: {entity: gadget, label: {en: All gadgets}, columns: [name, code]}
+""",
+}
+
+
+def gadget_v2() -> dict:
+    files = dict(GADGET_V1)
+    files["entities/gadget.yaml"] = files["entities/gadget.yaml"].replace(
+        "  code: {type: text}\n", "  colour: {type: text}\n"
+    )
+    files["views/gadgets.yaml"] = """
+views:
+  all_gadgets: {entity: gadget, label: {en: All gadgets}, columns: [name, colour]}
+  by_colour: {entity: gadget, label: {en: By colour}, columns: [colour, name]}
+"""
+    return files
+
+
+@pytest.fixture
+def gadgets(store, tmp_path):
+    """Core plus the gadget pack 1.0.0, with an account, a contact of it and two gadgets."""
+    folder = write_pack(tmp_path / "v1", "gadgets", GADGET_V1, depends={"core": ">=1.0"})
+    store.install([folder])
+    account = store.records("account").create({"name": "Acme", "gadget_note": "likes them"})
+    contact = store.records("contact").create(
+        {"first_name": "Ann", "last_name": "Lee", "account": account["id"]}
+    )
+    for name in ("Widget", "Sprocket"):
+        store.records("gadget").create({"name": name, "code": name[:3], "maker": account["id"]})
+    store.records("account").update(account["id"], {"favourite_gadget": 1})
+    return {"account": account["id"], "contact": contact["id"], "folder": folder}
+
+
+def columns(store, table: str) -> set[str]:
+    with store.engine.connect() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def tables(store) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def test_upgrade_plan_lists_definitions_kept_data_and_conflicts(store, gadgets, tmp_path):
+    store.customize(
+        "views",
+        {
+            "views": {
+                "all_gadgets": {"entity": "gadget", "label": {"en": "Mine"}, "columns": ["name"]}
+            }
+        },
+    )
+    newer = write_pack(tmp_path / "v2", "gadgets", gadget_v2(), {"core": ">=1.0"}, "1.1.0")
+    plan = plan_install(store, [newer])
+    lines = plan.lines()
+    assert "upgrade gadgets 1.0.0 -> 1.1.0" in lines
+    assert "~ entity gadget (changed, gadgets)" in lines
+    assert "+ views by_colour (added, gadgets)" in lines
+    assert "~ views all_gadgets (changed, gadgets)" in lines
+    assert "+ column gadget.colour" in lines
+    assert any(
+        line.startswith("= kept column gadget.code: no longer defined, 2 rows of data kept")
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("! views all_gadgets: customized by an administrator") for line in lines
+    )
+    assert "code" in columns(store, "gadget") and "colour" not in columns(store, "gadget")
+
+
+def test_a_downgrade_is_refused_and_changes_nothing(store, gadgets, tmp_path):
+    older = write_pack(tmp_path / "v0", "gadgets", gadget_v2(), {"core": ">=1.0"}, "0.9.0")
+    version = store.catalog.version
+    with pytest.raises(LifecycleRefused, match=r"gadgets 1.0.0 is installed and 0.9.0 is older"):
+        store.install([older])
+    with pytest.raises(LifecycleRefused, match="downgrades are refused"):
+        plan_install(store, [older])
+    assert store.refresh().version == version
+    assert "colour" not in columns(store, "gadget")
+
+
+def test_uninstall_is_refused_while_another_pack_depends_on_it(store, gadgets):
+    with pytest.raises(LifecycleRefused, match="core cannot be uninstalled: gadgets depends on it"):
+        store.uninstall("core")
+    with pytest.raises(LifecycleRefused, match="'nothing' is not installed"):
+        store.uninstall("nothing")
+    assert "gadgets" in store.refresh().solutions
+
+
+def test_uninstall_keeps_data_and_purge_drops_only_what_no_definition_uses(store, gadgets):
+    plan = plan_uninstall(store, "gadgets")
+    lines = plan.lines()
+    assert "uninstall gadgets 1.0.0" in lines
+    assert "- entity gadget (removed, gadgets)" in lines
+    store.uninstall("gadgets")
+    catalog = store.refresh()
+    assert "gadgets" not in catalog.solutions and "gadget" not in catalog.entities
+    assert "favourite_gadget" not in catalog.entity("account").fields
+    assert "gadget" in tables(store)  # the data stays
+    assert {"favourite_gadget", "gadget_note"} <= columns(store, "account")
+
+    _plan, would = store.purge(dry_run=True)
+    assert "- table gadget (dropped with its data)" in would
+    assert "- column account.favourite_gadget (dropped with its data)" in would
+    assert "gadget" in tables(store)
+
+    _plan, dropped = store.purge()
+    assert set(would) == set(dropped)
+    assert "gadget" not in tables(store)
+    assert not {"favourite_gadget", "gadget_note"} & columns(store, "account")
+    # the rebuilt account table kept its rows, its children and their references
+    assert store.records("account").get(gadgets["account"])["name"] == "Acme"
+    contact = store.records("contact").get(gadgets["contact"])
+    assert contact["account"] == gadgets["account"]
+    accounts = store.records("account")
+    assert accounts.count(search="Acme").value == 1  # its search index was built again
+    accounts.create({"name": "Globex"})
+    assert accounts.count(search="Globex").value == 1
+    store.records("contact").create(
+        {"first_name": "Bo", "last_name": "Ng", "account": gadgets["account"]}
+    )
+    _plan, again = store.purge()
+    assert again == []
+
+
+def test_solution_commands_plan_uninstall_and_purge(capsys, tmp_path):
+    """The commands, on an SQLite file of their own (they open a store by URL)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    older = write_pack(tmp_path / "v1", "gadgets", GADGET_V1, {"core": ">=1.0"})
+    assert main(["solution", "install", str(older), "--database", url]) == 0
+    newer = write_pack(tmp_path / "v2", "gadgets", gadget_v2(), {"core": ">=1.0"}, "1.1.0")
+    assert main(["solution", "install", str(newer), "--database", url]) == 0
+    capsys.readouterr()
+    assert main(["solution", "plan", str(older), "--database", url]) == 1
+    assert "downgrades are refused" in capsys.readouterr().err
+    assert main(["solution", "install", str(older), "--database", url]) == 1
+    assert "gadgets 1.1.0 is installed and 1.0.0 is older" in capsys.readouterr().err
+    assert main(["solution", "uninstall", "core", "--database", url]) == 1
+    assert "gadgets depends on it" in capsys.readouterr().err
+    assert main(["solution", "plan", "gadgets", "--uninstall", "--database", url]) == 0
+    assert "- entity gadget (removed, gadgets)" in capsys.readouterr().out
+    assert main(["solution", "uninstall", "gadgets", "--purge", "--database", url]) == 0
+    out = capsys.readouterr().out
+    assert "uninstalled gadgets" in out and "- table gadget (dropped with its data)" in out
+    assert "- column gadget.code" not in out  # went with its table
+    assert main(["solution", "purge", "--plan", "--database", url]) == 0
+    assert "nothing to purge" in capsys.readouterr().out
