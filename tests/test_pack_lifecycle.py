@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import write_pack
 
+import xrm
 from xrm.cli import main
 from xrm.solutions.lifecycle import plan_install, plan_uninstall
 from xrm.storage.store import LifecycleRefused
@@ -179,3 +180,84 @@ def test_solution_commands_plan_uninstall_and_purge(capsys, tmp_path):
     assert "- column gadget.code" not in out  # went with its table
     assert main(["solution", "purge", "--plan", "--database", url]) == 0
     assert "nothing to purge" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ export
+def test_exported_customizations_install_elsewhere_to_an_identical_catalog(tmp_path, capsys):
+    from xrm.metadata.dump import canonical
+
+    here, there = (f"sqlite:///{tmp_path / name}.db" for name in ("here", "there"))
+    for url in (here, there):
+        assert main(["solution", "install", "sales", "--database", url]) == 0
+    source = xrm.open(here)
+    try:
+        source.customize(
+            "extend",
+            {
+                "extend": "account",
+                "fields": {
+                    "loyalty": {"type": "integer", "label": {"en": "Loyalty", "ru": "Лояльность"}}
+                },
+            },
+        )
+        source.customize(
+            "views",
+            {
+                "views": {
+                    "loyal_accounts": {
+                        "entity": "account",
+                        "columns": ["name", "loyalty"],
+                        "filter": ["loyalty", "ge", 3],
+                    }
+                }
+            },
+        )
+        source.customize_all(
+            [
+                (
+                    "reports",
+                    {
+                        "reports": {
+                            "by_loyalty": {
+                                "entity": "account",
+                                "label": {"en": "By loyalty"},
+                                "group_by": ["loyalty"],
+                                "measures": {"accounts": {"count": True}},
+                            }
+                        }
+                    },
+                )
+            ],
+            replacing=[("reports", "by_loyalty")],
+        )
+        expected = canonical(source.refresh())
+    finally:
+        source.close()
+    folder = tmp_path / "export"
+    capsys.readouterr()
+    assert (
+        main(
+            ["solution", "export", "--to", str(folder), "--name", "acme_custom", "--database", here]
+        )
+        == 0
+    )
+    assert "exported 3 customization document(s)" in capsys.readouterr().out
+    assert (folder / "solution.yaml").read_text().count("customization: true") == 1
+    assert (
+        main(["solution", "export", "--to", str(folder), "--name", "again", "--database", here])
+        == 2
+    )
+    assert "is not empty" in capsys.readouterr().err
+
+    assert main(["solution", "install", str(folder), "--database", there]) == 0
+    target = xrm.open(there)
+    try:
+        catalog = target.refresh()
+        assert canonical(catalog) == expected
+        assert "acme_custom" not in catalog.solutions  # it joined the layer
+        target.records("account").create({"name": "Acme", "loyalty": 4})
+        assert main(["solution", "install", str(folder), "--database", there]) == 0  # again
+        assert len(target.customization_documents()) == 3  # nothing piled up
+        assert canonical(target.refresh()) == expected
+    finally:
+        target.close()

@@ -284,6 +284,21 @@ def _solution_purge(args) -> int:
     return 0
 
 
+def _solution_export(args) -> int:
+    from .solutions.export import ExportError, export_customizations
+
+    with _store(args) as store:
+        try:
+            written = export_customizations(store, Path(args.to), args.name, args.version)
+        except ExportError as exc:
+            raise CommandError(str(exc), 2) from None
+    print(
+        f"exported {len(written) - 1} customization document(s) as pack {args.name} "
+        f"{args.version} to {args.to} (install it elsewhere with xrm solution install {args.to})"
+    )
+    return 0
+
+
 def _solution_list(args) -> int:
     import sqlalchemy as sa
 
@@ -326,8 +341,8 @@ def _solution_list(args) -> int:
 def _register_solution(sub, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="install, plan, uninstall, purge and list solution packs",
-        description="Install, plan, uninstall, purge and list solution packs.",
+        help="install, plan, uninstall, purge, export and list solution packs",
+        description="Install, plan, uninstall, purge, export and list solution packs.",
         epilog=EXIT_CODES,
     )
     commands = p.add_subparsers(
@@ -390,6 +405,17 @@ def _register_solution(sub, name: str) -> None:
     purging.add_argument("--plan", action="store_true", help="list what would go; drop nothing")
     _add_database(purging)
     purging.set_defaults(handler=_solution_purge, parser=purging)
+
+    exporting = commands.add_parser(
+        "export",
+        help="write the customization layer as a pack folder that installs elsewhere",
+        epilog=EXIT_CODES,
+    )
+    exporting.add_argument("--to", required=True, metavar="DIR", help="a new or empty folder")
+    exporting.add_argument("--name", required=True, help="the exported pack's name")
+    exporting.add_argument("--version", default="1.0.0", help="its version (default 1.0.0)")
+    _add_database(exporting)
+    exporting.set_defaults(handler=_solution_export, parser=exporting)
 
     listing = commands.add_parser(
         "list",

@@ -54,6 +54,25 @@ def _layer_documents(layer, kind: str, name: str) -> list:
     ]
 
 
+def _plain(value):
+    """A document as plain JSON-ready data (read trees are dict and list subclasses)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _single_name(kind: str, data) -> tuple[str, str] | None:
+    """(kind, name) of a document that defines one named definition, else None."""
+    value = data.get(kind) if isinstance(data, dict) else None
+    if kind != "extend" and isinstance(value, str):
+        return kind, value
+    if isinstance(value, dict) and len(value) == 1:
+        return kind, next(iter(value))
+    return None
+
+
 class LifecycleRefused(ValueError):
     """A pack change that is not made: a downgrade, or an uninstall others depend on."""
 
@@ -323,12 +342,24 @@ class Store(Users):
         problems = Problems()
         new = resolve_packs(paths, problems)
         problems.raise_if_any()
+        # An exported customization layer (``customization: true``) joins the layer here.
+        exported = [p for p in new if p.manifest.get("customization") is True]
+        new = [p for p in new if p.manifest.get("customization") is not True]
 
         def change(conn, packs, layer):
             merged = {p.name: p for p in packs}
             for pack in new:
                 refuse_downgrade(merged.get(pack.name), pack)
                 merged[pack.name] = pack
+            for pack in exported:
+                present = [_plain(d.data) for d in layer]
+                fresh = [
+                    (d.kind, data)
+                    for d in pack.documents
+                    if (data := _plain(d.data)) not in present
+                ]
+                replacing = [key for kind, data in fresh if (key := _single_name(kind, data))]
+                layer = self._layered(conn, layer, fresh, replacing, None)
             return list(merged.values()), layer
 
         return self.change_catalog(change, dry_run=dry_run)
@@ -431,31 +462,35 @@ class Store(Users):
         problems.raise_if_any()
 
         def change(conn, packs, layer):
-            # Stored first, inside the change's transaction, so the documents carry the ids
-            # that name them in messages; a refused change rolls the rows back with it.
-            now = self.clock.now()
-            added = []
-            for kind, document in documents:
-                ident = conn.execute(
-                    T.customizations.insert()
-                    .values(
-                        kind=kind,
-                        target=str(document.get("extend") or document.get("entity") or kind),
-                        document=document,
-                        created_by=user_id,
-                        created_at=now,
-                    )
-                    .returning(T.customizations.c.id)
-                ).scalar_one()
-                added.append(Document(kind, document, f"customization#{ident}"))
-            gone = [d for kind, name in replacing for d in _layer_documents(layer, kind, name)]
-            if gone:
-                ids = [int(d.path.partition("#")[2]) for d in gone]
-                conn.execute(T.customizations.delete().where(T.customizations.c.id.in_(ids)))
-                layer = [d for d in layer if all(d is not g for g in gone)]
-            return packs, [*layer, *added]
+            return packs, self._layered(conn, layer, documents, replacing, user_id)
 
         return self.change_catalog(change, dry_run=dry_run)
+
+    def _layered(self, conn, layer, documents, replacing, user_id) -> list[Document]:
+        """The layer with ``documents`` stored on top and the documents of the ``replacing``
+        definitions taken out.  Stored inside the change's transaction, so the documents
+        carry the ids that name them in messages; a refused change rolls them back."""
+        now = self.clock.now()
+        added = []
+        for kind, document in documents:
+            ident = conn.execute(
+                T.customizations.insert()
+                .values(
+                    kind=kind,
+                    target=str(document.get("extend") or document.get("entity") or kind),
+                    document=document,
+                    created_by=user_id,
+                    created_at=now,
+                )
+                .returning(T.customizations.c.id)
+            ).scalar_one()
+            added.append(Document(kind, document, f"customization#{ident}"))
+        gone = [d for kind, name in replacing for d in _layer_documents(layer, kind, name)]
+        if gone:
+            ids = [int(d.path.partition("#")[2]) for d in gone]
+            conn.execute(T.customizations.delete().where(T.customizations.c.id.in_(ids)))
+            layer = [d for d in layer if all(d is not g for g in gone)]
+        return [*layer, *added]
 
     def uncustomize(self, kind: str, name: str, *, dry_run: bool = False):
         """Take the customization layer's documents of ``kind`` named ``name`` (by their top
