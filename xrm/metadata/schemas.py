@@ -264,6 +264,11 @@ def solution_schema(defs: dict) -> dict:
                 "propertyNames": {"pattern": NAME_PATTERN},
                 "additionalProperties": {"type": "string", "description": "version range"},
             },
+            "customization": {
+                "type": "boolean",
+                "description": "an exported customization layer: installing it adds its "
+                "documents to the target's customization layer instead of a pack",
+            },
         },
         ["solution", "version"],
         defs,
