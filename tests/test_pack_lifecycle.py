@@ -261,3 +261,87 @@ def test_exported_customizations_install_elsewhere_to_an_identical_catalog(tmp_p
         assert canonical(target.refresh()) == expected
     finally:
         target.close()
+
+
+# ------------------------------------------------------------------ data/ and demo/
+CODES = {
+    "entities/industry.yaml": """
+entity: industry
+label: {en: Industry}
+plural: {en: Industries}
+title: name
+fields:
+  code: {type: text, required: true, unique: true}
+  name: {type: text, required: true}
+  parent: {type: lookup, to: industry, on_delete: set_null}
+""",
+    "data/industries.yaml": """
+data: industry
+key: code
+records:
+  - {code: it, name: IT services}
+  - {code: saas, name: Software as a service, parent: {code: it}}
+""",
+    "demo/accounts.yaml": """
+demo: account
+key: name
+records:
+  - {name: Sample Corp}
+""",
+}
+
+
+def industries(store) -> dict:
+    rows = store.records("industry").query(fields=["code", "name", "parent"]).rows
+    return {row["code"]: row for row in rows}
+
+
+def test_reference_data_is_upserted_by_key_and_demo_only_when_asked(store, tmp_path):
+    folder = write_pack(tmp_path / "v1", "codes", CODES, {"core": ">=1.0"})
+    store.install([folder])
+    found = industries(store)
+    assert {k: v["name"] for k, v in found.items()} == {
+        "it": "IT services",
+        "saas": "Software as a service",
+    }
+    assert found["saas"]["parent"] == found["it"]["id"]
+    assert store.records("account").count().value == 0  # no sample data unless asked
+
+    renamed = dict(CODES)
+    renamed["data/industries.yaml"] = (
+        CODES["data/industries.yaml"].replace("IT services", "Information technology")
+        + "  - {code: fin, name: Finance}\n"
+    )
+    newer = write_pack(tmp_path / "v2", "codes", renamed, {"core": ">=1.0"}, "1.1.0")
+    store.install([newer], demo=True)
+    again = industries(store)
+    assert len(again) == 3 and again["it"]["id"] == found["it"]["id"]
+    assert again["it"]["name"] == "Information technology"
+    assert store.records("account").count().value == 1
+    store.install([newer], demo=True)  # once more: nothing added twice
+    assert len(industries(store)) == 3 and store.records("account").count().value == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("parent: {code: it}", "parent: {code: nope}"), "data/industries.yaml:6:"),
+        (
+            ("{code: it, name: IT services}", "{code: it, nam: IT services}"),
+            "'nam' is not a field of industry",
+        ),
+        (("{code: it, name: IT services}", "{code: it}"), "industries.yaml:5:5: industry: name: required"),
+    ],
+)
+def test_bad_reference_data_installs_nothing(store, tmp_path, change, message):
+    from xrm.metadata import DefinitionError
+
+    files = dict(CODES)
+    files["data/industries.yaml"] = files["data/industries.yaml"].replace(*change)
+    folder = write_pack(tmp_path / "bad", "codes", files, {"core": ">=1.0"})
+    version = store.catalog.version
+    with pytest.raises(DefinitionError) as caught:
+        store.install([folder])
+    assert message in str(caught.value)
+    assert store.refresh().version == version
+    assert "industry" not in tables(store)

@@ -189,7 +189,7 @@ def _solution_install(args) -> int:
     with _store(args) as store:
         before = {name: s.version for name, s in store.catalog.solutions.items()}
         try:
-            catalog, plan = store.install(locations, dry_run=args.plan)
+            catalog, plan = store.install(locations, dry_run=args.plan, demo=args.demo)
         except DefinitionError as exc:
             _print_problems(exc.problems)
             return 1
@@ -363,6 +363,9 @@ def _register_solution(sub, name: str) -> None:
     )
     install.add_argument(
         "--plan", action="store_true", help="print the schema plan only; change nothing"
+    )
+    install.add_argument(
+        "--demo", action="store_true", help="also load the packs' sample data (demo/)"
     )
     _add_database(install)
     install.set_defaults(handler=_solution_install, parser=install)

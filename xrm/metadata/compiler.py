@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
+from .pack_data import check_pack_data
 from .expressions import (
     FORMULA_GLOBALS,
     ExpressionError,
@@ -201,6 +202,7 @@ class _Builder:
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.reports: list[tuple[str, Mapping]] = []  # (solution, document)
         self.dashboards: list[tuple[str, Mapping]] = []  # (solution, document)
+        self.pack_data: list[tuple[str, str, Mapping]] = []  # (data|demo, solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -344,6 +346,12 @@ class _Builder:
 
     def _add_reports(self, solution: str, data: Mapping) -> None:
         self.reports.append((solution, data))
+
+    def _add_data(self, solution: str, data: Mapping) -> None:
+        self.pack_data.append(("data", solution, data))  # written by the install, not kept
+
+    def _add_demo(self, solution: str, data: Mapping) -> None:
+        self.pack_data.append(("demo", solution, data))
 
     def _add_dashboards(self, solution: str, data: Mapping) -> None:
         self.dashboards.append((solution, data))
@@ -1132,6 +1140,7 @@ def build_catalog(
     reports = build_reports(
         problems, entities, builder.reports, LAYER, builder.rejected, roles=roles
     )
+    check_pack_data(problems, entities, builder.pack_data)
     dashboards = build_dashboards(
         problems,
         entities,

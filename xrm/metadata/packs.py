@@ -49,6 +49,8 @@ DEFINITION_KINDS = (
     DefinitionKind("templates", "templates", "a template"),
     DefinitionKind("reports", "reports", "a report"),
     DefinitionKind("dashboards", "dashboards", "a dashboard"),
+    DefinitionKind("data", "data", "reference data"),
+    DefinitionKind("demo", "demo", "sample data"),
 )
 #: Top-level key of a document -> its kind.
 KINDS = {kind.key: kind for kind in DEFINITION_KINDS}

@@ -564,6 +564,9 @@ def published_schemas() -> dict[str, dict]:
     from .dashboards import dashboards_schema
 
     schemas.append(dashboards_schema(defs, _document))
+    from .pack_data import pack_data_schema
+
+    schemas += [pack_data_schema(defs, _document, kind) for kind in ("data", "demo")]
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
 
@@ -606,6 +609,9 @@ class Validators:
         from .dashboards import dashboards_schema
 
         shells["dashboards"] = dashboards_schema(defs, _document)
+        from .pack_data import pack_data_schema
+
+        shells.update({k: pack_data_schema(defs, _document, k) for k in ("data", "demo")})
         shared = Compiler(defs)  # one compiled label, filter... for every document and field
         self.documents = {k: SchemaValidator(v, shared) for k, v in shells.items()}
         self.fields = {

@@ -336,9 +336,10 @@ class Store(Users):
 
     # ------------------------------------------------------------------ packs
     def install(
-        self, paths: Iterable[str | Path], *, dry_run: bool = False
+        self, paths: Iterable[str | Path], *, dry_run: bool = False, demo: bool = False
     ) -> tuple[Catalog, SchemaPlan]:
-        """Install (or update) packs and what they depend on; all or nothing."""
+        """Install (or update) packs and what they depend on, with their reference data
+        (``data/``; ``demo/`` too when asked); all or nothing."""
         problems = Problems()
         new = resolve_packs(paths, problems)
         problems.raise_if_any()
@@ -362,7 +363,17 @@ class Store(Users):
                 layer = self._layered(conn, layer, fresh, replacing, None)
             return list(merged.values()), layer
 
-        return self.change_catalog(change, dry_run=dry_run)
+        written: list = []
+
+        def after(conn, catalog):
+            from .pack_data import load_pack_data
+
+            written.append(load_pack_data(self, conn, catalog, new, demo=demo)[0])
+
+        result = self.change_catalog(change, dry_run=dry_run, after=after)
+        for unit in written:
+            unit.after_commit()
+        return result
 
     def uninstall(self, name: str, *, dry_run: bool = False) -> tuple[Catalog, SchemaPlan]:
         """Take an installed pack's definitions out of the catalog, all or nothing.  Its
