@@ -229,7 +229,7 @@ def test_record_pages_lists_and_exports_show_the_ends_of_time(world, app, name):
     for subject in ("Last moment", "First moment"):
         ident = person["ids"][subject]
         moment = LAST if subject == "Last moment" else FIRST
-        form = user.get(f"/r/task/{ident}")
+        form = user.get(f"/r/task/{ident}/edit")
         assert form.status_code == 200
         shown = in_zone(moment, zone).strftime("%Y-%m-%dT%H:%M")
         assert f'value="{shown}"' in form.get_data(as_text=True)

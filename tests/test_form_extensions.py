@@ -484,7 +484,7 @@ def tab_labels(page: str) -> list[str]:
 
 def test_the_account_page_shows_the_sales_tab(w, app):
     seller = Client(app).login(SELLER)
-    page = text(seller.get(f"/r/account/{w.acme['id']}"))
+    page = text(seller.get(f"/r/account/{w.acme['id']}/edit"))
     assert [label.strip() for label in tab_labels(page)] == ["General", "Sales", "Details"]
     value = re.search(r'id="f-open_pipeline">([^<]*)<', page).group(1)
     assert value == "$1,200.50"  # Acme's one open deal

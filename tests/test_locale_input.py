@@ -355,12 +355,12 @@ def test_forms_show_numbers_and_phones_as_the_users_locale_writes_them(w, roman,
     deal = records_as(w, w.roman, "opportunity").create(
         {"name": "Shown", "account": w.acme["id"], "close_date": "2026-12-31", "amount": "61829.35"}
     )
-    ru_page = roman.get(f"/r/opportunity/{deal['id']}").get_data(as_text=True)
+    ru_page = roman.get(f"/r/opportunity/{deal['id']}/edit").get_data(as_text=True)
     assert input_value(ru_page, "amount") == f"61{NBSP}829,35"
     assert input_value(ru_page, "probability") == "10"
     assert re.search(r'name="amount" value="[^"]*"[^>]*', ru_page)
     assert 'inputmode="decimal" id="f-amount"' in ru_page
-    en_page = seller.get(f"/r/opportunity/{deal['id']}").get_data(as_text=True)
+    en_page = seller.get(f"/r/opportunity/{deal['id']}/edit").get_data(as_text=True)
     assert input_value(en_page, "amount") == "61,829.35"
     # what the page shows is posted back unchanged: the value stays the same
     form = [("_fields", "amount"), ("_version", str(deal["version"]))]
@@ -373,7 +373,7 @@ def test_forms_show_numbers_and_phones_as_the_users_locale_writes_them(w, roman,
     account = records_as(w, w.roman, "account").create(
         {"name": "Phoned", "phone": "+12065550100", "employees": 12000}
     )
-    page = roman.get(f"/r/account/{account['id']}").get_data(as_text=True)
+    page = roman.get(f"/r/account/{account['id']}/edit").get_data(as_text=True)
     assert input_value(page, "phone") == "+1 206-555-0100"
     assert input_value(page, "employees") == f"12{NBSP}000"
 

@@ -129,7 +129,7 @@ def test_every_record_form_renders(w, admin):
             ids.get(name)
             or {"account": w.acme, "contact": w.jane, "opportunity": w.deal}[name]["id"]
         )
-        response = admin.get(f"/r/{name}/{ident}")
+        response = admin.get(f"/r/{name}/{ident}/edit")
         assert response.status_code == 200, (name, text(response)[:500])
         assert 'data-testid="record-form"' in text(response)
 
@@ -239,12 +239,12 @@ def test_every_form_carries_a_csrf_token_and_novalidate(w, admin):
 # ------------------------------------------------------------------------ language and zone
 def test_language_switch_changes_the_ui_and_the_formats(w, app):
     client = Client(app).login(SELLER)
-    before = text(client.get(f"/r/opportunity/{w.deal['id']}"))
+    before = text(client.get(f"/r/opportunity/{w.deal['id']}/edit"))
     assert "Save" in before
     assert "$1,200.50" in text(client.get("/views/open_opportunities"))
     response = client.post("/preferences", {"locale": "ru", "next": "/"})
     assert response.status_code == 303
-    after = text(client.get(f"/r/opportunity/{w.deal['id']}"))
+    after = text(client.get(f"/r/opportunity/{w.deal['id']}/edit"))
     assert "Сохранить" in after
     assert "Контрагент" in after  # the field label in Russian (catalog labels)
     assert 'lang="ru"' in after
@@ -264,7 +264,7 @@ def test_datetimes_show_in_the_users_time_zone(w, seller):
     task = w.store.records("task", w.seller).create(
         {"subject": "Zone check", "due": "2027-01-15T07:30:00Z"}
     )
-    page = text(seller.get(f"/r/task/{task['id']}"))  # the seller is in Europe/Moscow (UTC+3)
+    page = text(seller.get(f"/r/task/{task['id']}/edit"))  # the seller is in Europe/Moscow (UTC+3)
     assert 'value="2027-01-15T10:30"' in page
 
 

@@ -81,7 +81,7 @@ def test_adding_a_field_plans_then_applies_and_shows_everywhere(w, app, admin):
     other_store = xrm.open(w.store.url, **_options(w.store))
     try:
         other = Client(make_app(other_store)).login(SELLER)
-        form = text(other.get(f"/r/account/{w.acme['id']}"))
+        form = text(other.get(f"/r/account/{w.acme['id']}/edit"))
         assert 'data-testid="field-tier"' in form and "Gold" in form
         listing = text(other.get("/views/all_accounts"))
         assert 'data-path="tier"' in listing

@@ -157,7 +157,7 @@ def test_a_stale_form_shows_the_conflict_and_keeps_the_input(w, seller):
 # ------------------------------------------------------------------------ live rules
 def test_visible_and_required_conditions_are_evaluated_on_the_server(w, seller):
     deal = opportunity(w, name="Rules")
-    page = text(seller.get(f"/r/opportunity/{deal['id']}"))
+    page = text(seller.get(f"/r/opportunity/{deal['id']}/edit"))
     assert re.search(r'class="mb-3 xrm-field d-none" id="field-lost_reason"', page)
     response = seller.post(
         f"/r/opportunity/form-state?record_id={deal['id']}",
@@ -202,7 +202,7 @@ def test_section_conditions_come_back_with_the_live_rules(w, seller):
     lead = w.store.records("lead", w.seller).create(
         {"last_name": "Lee", "company": "Lee Ltd", "email": "lee@leeltd.com"}
     )
-    page = text(seller.get(f"/r/lead/{lead['id']}"))
+    page = text(seller.get(f"/r/lead/{lead['id']}/edit"))
     assert re.search(r'xrm-section d-none" id="s-1-1"', page)  # "Conversion" shows once qualified
     state = text(
         seller.post(
@@ -293,7 +293,7 @@ def test_tags_multi_choice_many_to_many_rating_and_boolean(w, seller):
     assert response.status_code == 303, text(response)[:2000]
     mid = int(response.location.rsplit("/", 1)[1])
     assert sorted(w.store.records("meeting").get(mid)["attendees"]) == sorted([w.jane["id"], ident])
-    page = text(seller.get(f"/r/meeting/{mid}"))
+    page = text(seller.get(f"/r/meeting/{mid}/edit"))
     assert "Jane Doe" in page and "multiple data-xrm-lookup" in page
     account = fields("name", "rating") + [("name", "Rated"), ("rating", "4")]
     response = seller.post("/r/account/new", account)
@@ -448,7 +448,7 @@ def test_hidden_fields_are_not_shown(w, tmp_path):
     )
     client = Client(make_app(store)).login("intern@example.com")
     mine = store.records("account", intern).create({"name": "Intern's", "owner": intern})
-    page = text(client.get(f"/r/account/{mine['id']}"))
+    page = text(client.get(f"/r/account/{mine['id']}/edit"))
     assert 'data-testid="field-annual_revenue"' not in page
     assert re.search(
         r'data-testid="field-tax_id">\s*<label[^>]*>[^<]*</label>\s*<div class="form-control-plaintext',

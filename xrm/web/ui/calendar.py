@@ -93,7 +93,7 @@ def _events(entity: Entity, date_field: str, base, first: dt.date, end: dt.date)
                 "day": day,
                 "time": time_text,
                 "title": C.record_title(entity, row),
-                "url": url_for("ui_forms.edit", entity_name=entity.name, record_id=row["id"]),
+                "url": url_for("ui_record.view", entity_name=entity.name, record_id=row["id"]),
                 "entity": entity.name,
                 "icon": entity.icon or "circle",
             }

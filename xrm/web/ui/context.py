@@ -328,11 +328,12 @@ def record_title(entity: Entity, record: Mapping) -> str:
 
 
 def record_url(entity: str, ident) -> str:
-    """The form of a record (the URL prefix is built once per entity and request)."""
+    """The page of a record, its read view (the URL prefix is built once per entity and
+    request)."""
     prefixes = g.setdefault("ui_record_urls", {})
     prefix = prefixes.get(entity)
     if prefix is None:
-        prefix = prefixes[entity] = url_for("ui_forms.edit", entity_name=entity, record_id=0)[:-1]
+        prefix = prefixes[entity] = url_for("ui_record.view", entity_name=entity, record_id=0)[:-1]
     return f"{prefix}{ident}"
 
 
@@ -411,6 +412,8 @@ class Formatter:
             )
         if type_ == "email":
             return Markup('<a href="mailto:%s">%s</a>') % (value, value)
+        if type_ == "phone":  # stored as E.164, shown as the user's locale writes it
+            return Markup('<a href="tel:%s">%s</a>') % (value, self.text(field, value))
         if type_ == "rating":
             return Markup('<span class="xrm-rating" aria-label="%s">%s</span>') % (
                 value,

@@ -229,7 +229,7 @@ def render_form(
         "conflict": conflict,
         "action": url_for("ui_forms.new", entity_name=entity.name)
         if creating
-        else url_for("ui_forms.edit", entity_name=entity.name, record_id=ident),
+        else url_for("ui_forms.update", entity_name=entity.name, record_id=ident),
         "list_url": url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name),
         "can_delete": not creating and C.can(entity.name, "delete"),
         "can_update": creating or C.can(entity.name, "update"),
@@ -315,14 +315,15 @@ def _done(entity: Entity, ident: int):
     target = C.safe_next(request.form.get("next")) if close else None
     if close and not target:
         target = url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name)
-    if not target:
-        target = url_for("ui_forms.edit", entity_name=entity.name, record_id=ident)
+    if not target:  # the read view, unless the user chose to stay in the form
+        stay = "ui_forms.edit" if request.form.get("_stay") else "ui_record.view"
+        target = url_for(stay, entity_name=entity.name, record_id=ident)
     if htmx():
         return "", 204, {"HX-Redirect": target}
     return redirect(target, code=303)
 
 
-@bp.get("/r/<entity_name>/<recid:record_id>")
+@bp.get("/r/<entity_name>/<recid:record_id>/edit")
 def edit(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     record = C.records(entity).get(record_id)
@@ -408,7 +409,7 @@ def delete(entity_name: str, record_id: int):
         )
         flash(message, "danger")
         return redirect(
-            url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id), code=303
+            url_for("ui_record.view", entity_name=entity.name, record_id=record_id), code=303
         )
     flash(C._("Deleted."), "success")
     target = url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name)
@@ -525,7 +526,7 @@ def related(entity_name: str, record_id: int, field_name: str):
                 "ui_forms.new",
                 entity_name=target.name,
                 **{via: record_id},
-                next=url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id),
+                next=url_for("ui_record.view", entity_name=entity.name, record_id=record_id),
             )
         all_url = url_for(
             "ui_lists.view", view_name=view.name, filter=json.dumps([via, "eq", record_id])

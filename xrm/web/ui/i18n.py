@@ -670,6 +670,11 @@ RU: dict[str, str] = {
     "ascending": "по возрастанию",
     "descending": "по убыванию",
     "weighted by…": "взвесить по…",
+    # the read view of a record and its inline edit
+    "Save and continue editing": "Сохранить и продолжить редактирование",
+    "Click to edit": "Нажмите, чтобы изменить",
+    "Edit %(field)s": "Изменить поле «%(field)s»",
+    "Your value is kept in its field. Review the current values, then save again to overwrite them, or cancel.": "Ваше значение сохранено в поле. Проверьте текущие значения и сохраните ещё раз, чтобы заменить их, или отмените изменение.",
 }
 
 CATALOGS = {"ru": RU}

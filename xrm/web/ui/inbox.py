@@ -350,4 +350,4 @@ def start(entity_name: str, record_id: int):
         # the toast goes into the page's toast area; the record stays as it is
         return render_template("ui/_toast.html", message=message, level=level)
     flash(message, level)
-    return redirect(url_for("ui_forms.edit", entity_name=entity.name, record_id=record_id), 303)
+    return redirect(url_for("ui_record.view", entity_name=entity.name, record_id=record_id), 303)

@@ -140,7 +140,7 @@ def board(view: View, entity: Entity):
                         for p, f in zip(card[1:], fields[1:])
                         if row.get(p) not in (None, "", [])
                     ],
-                    "url": url_for("ui_forms.edit", entity_name=entity.name, record_id=row["id"]),
+                    "url": url_for("ui_record.view", entity_name=entity.name, record_id=row["id"]),
                 }
                 for row in page.rows
             ]

@@ -147,7 +147,7 @@ def _regarding_entries(entity: Entity, record_id: int) -> list[dict]:
                 "entity": C.label(other),
                 "icon": other.icon or "circle",
                 "title": C.record_title(other, row),
-                "url": url_for("ui_forms.edit", entity_name=other.name, record_id=row["id"]),
+                "url": url_for("ui_record.view", entity_name=other.name, record_id=row["id"]),
                 "body": C.rich_html(row.get("body")) if other.name == "note" else None,
                 "attachment": row.get("attachment"),
                 "details": [],
