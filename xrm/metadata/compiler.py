@@ -58,6 +58,7 @@ from .schemas import VERSION_PATTERN
 from .source import Position
 from .source import node_position as _pos
 from .source import value_position as _vpos
+from .wizards import build_wizards
 
 LAYER = "customization"
 DEFAULT_KEYWORDS = {
@@ -202,6 +203,7 @@ class _Builder:
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.reports: list[tuple[str, Mapping]] = []  # (solution, document)
         self.dashboards: list[tuple[str, Mapping]] = []  # (solution, document)
+        self.wizards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.pack_data: list[tuple[str, str, Mapping]] = []  # (data|demo, solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
@@ -355,6 +357,9 @@ class _Builder:
 
     def _add_dashboards(self, solution: str, data: Mapping) -> None:
         self.dashboards.append((solution, data))
+
+    def _add_wizards(self, solution: str, data: Mapping) -> None:
+        self.wizards.append((solution, data))
 
     def _add_forms(self, solution: str, data: Mapping) -> None:
         forms = data["forms"]
@@ -1161,6 +1166,16 @@ def build_catalog(
         reports=reports,
         dashboards=dashboards,
     )
+    wizards = build_wizards(
+        problems,
+        entities,
+        roles,
+        workflow.processes,
+        option_sets,
+        {pack.name for pack in ordered},
+        builder.wizards,
+        LAYER,
+    )
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -1190,6 +1205,7 @@ def build_catalog(
         slas=MappingProxyType(workflow.slas),
         reports=MappingProxyType(reports),
         dashboards=MappingProxyType(dashboards),
+        wizards=MappingProxyType(wizards),
     )
 
 

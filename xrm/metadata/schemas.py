@@ -564,6 +564,9 @@ def published_schemas() -> dict[str, dict]:
     from .dashboards import dashboards_schema
 
     schemas.append(dashboards_schema(defs, _document))
+    from .wizards import wizards_schema
+
+    schemas.append(wizards_schema(defs, _document))
     from .pack_data import pack_data_schema
 
     schemas += [pack_data_schema(defs, _document, kind) for kind in ("data", "demo")]
@@ -609,6 +612,9 @@ class Validators:
         from .dashboards import dashboards_schema
 
         shells["dashboards"] = dashboards_schema(defs, _document)
+        from .wizards import wizards_schema
+
+        shells["wizards"] = wizards_schema(defs, _document)
         from .pack_data import pack_data_schema
 
         shells.update({k: pack_data_schema(defs, _document, k) for k in ("data", "demo")})
