@@ -266,9 +266,12 @@ class WizardRun:
                 return False
         return False
 
-    def go_to(self, name: str) -> None:
+    def go_to(self, name: str, posted: Mapping[str, Any] | None = None) -> None:
+        """Open another step (the indicator's and the review's links), keeping what was
+        typed on this one as ``back`` does."""
         if not self.may_go_to(name):
             raise WizardRefused(f"step {name!r} cannot be opened now")
+        self.keep(posted)
         self.current = name
 
     # ------------------------------------------------------------------ input
@@ -342,12 +345,18 @@ class WizardRun:
 
     def back(self, posted: Mapping[str, Any] | None = None) -> None:
         """Go to the previous visible step, keeping what was typed on this one as it was."""
-        for item in self.step().inputs:
-            if posted is not None and item.name in posted:
-                self.texts[item.name] = posted[item.name]
-            elif posted is not None and item.field.type == "boolean":
-                self.texts[item.name] = ""  # an unticked box is not posted
+        self.keep(posted)
         self._move(-1)
+
+    def keep(self, posted: Mapping[str, Any] | None) -> None:
+        """Keep the current step's posted text, unchecked, to show again as typed."""
+        if posted is None:
+            return
+        for item in self.step().inputs:
+            if item.name in posted:
+                self.texts[item.name] = posted[item.name]
+            elif item.field.type in ("boolean", "multi_choice"):
+                self.texts[item.name] = ""  # an unticked box, an empty multiple select
 
     def shown_text(self, item: WizardInput):
         """What an input shows: the text last typed if it was not accepted, else None (the

@@ -21,6 +21,7 @@ from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
 from .pack_data import check_pack_data
+from .scenarios import check_scenarios
 from .expressions import (
     FORMULA_GLOBALS,
     ExpressionError,
@@ -205,6 +206,7 @@ class _Builder:
         self.dashboards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.wizards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.pack_data: list[tuple[str, str, Mapping]] = []  # (data|demo, solution, document)
+        self.scenarios: list[tuple[str, Mapping]] = []  # (solution, tests document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -354,6 +356,9 @@ class _Builder:
 
     def _add_demo(self, solution: str, data: Mapping) -> None:
         self.pack_data.append(("demo", solution, data))
+
+    def _add_tests(self, solution: str, data: Mapping) -> None:
+        self.scenarios.append((solution, data))  # run by xrm solution test, not kept
 
     def _add_dashboards(self, solution: str, data: Mapping) -> None:
         self.dashboards.append((solution, data))
@@ -1166,6 +1171,7 @@ def build_catalog(
         reports=reports,
         dashboards=dashboards,
     )
+    check_scenarios(problems, entities, workflow.processes, roles, builder.scenarios)
     wizards = build_wizards(
         problems,
         entities,

@@ -52,6 +52,7 @@ DEFINITION_KINDS = (
     DefinitionKind("wizards", "wizards", "a wizard"),
     DefinitionKind("data", "data", "reference data"),
     DefinitionKind("demo", "demo", "sample data"),
+    DefinitionKind("tests", "tests", "a pack test"),
 )
 #: Top-level key of a document -> its kind.
 KINDS = {kind.key: kind for kind in DEFINITION_KINDS}

@@ -570,6 +570,9 @@ def published_schemas() -> dict[str, dict]:
     from .pack_data import pack_data_schema
 
     schemas += [pack_data_schema(defs, _document, kind) for kind in ("data", "demo")]
+    from .scenarios import scenarios_schema
+
+    schemas.append(scenarios_schema(defs, _document))
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
 
@@ -618,6 +621,9 @@ class Validators:
         from .pack_data import pack_data_schema
 
         shells.update({k: pack_data_schema(defs, _document, k) for k in ("data", "demo")})
+        from .scenarios import scenarios_schema
+
+        shells["tests"] = scenarios_schema(defs, _document)
         shared = Compiler(defs)  # one compiled label, filter... for every document and field
         self.documents = {k: SchemaValidator(v, shared) for k, v in shells.items()}
         self.fields = {

@@ -49,6 +49,7 @@ def init_app(app: Flask) -> None:
         admin,
         calendar,
         dashboards,
+        duplicates,
         forms,
         inbox,
         kanban,
@@ -58,6 +59,7 @@ def init_app(app: Flask) -> None:
         report_schedules,
         reports,
         shell,
+        wizards,
     )
 
     for module in (
@@ -66,6 +68,7 @@ def init_app(app: Flask) -> None:
         lists,
         record_view,
         forms,
+        duplicates,
         kanban,
         calendar,
         inbox,
@@ -73,6 +76,7 @@ def init_app(app: Flask) -> None:
         report_builder,
         report_schedules,
         dashboards,
+        wizards,
         admin,
     ):
         app.register_blueprint(module.bp)

@@ -670,6 +670,18 @@ RU: dict[str, str] = {
     "ascending": "по возрастанию",
     "descending": "по убыванию",
     "weighted by…": "взвесить по…",
+    # wizards (ui/wizards.py, templates/ui/wizards/)
+    "Steps": "Шаги",
+    "Step %(number)s of %(count)s": "Шаг %(number)s из %(count)s",
+    "Finish": "Готово",
+    "Change": "Изменить",
+    "No matching records found.": "Подходящих записей не найдено.",
+    "Create a new %(entity)s": "Создать: %(entity)s",
+    "%(wizard)s: done.": "%(wizard)s: готово.",
+    "This wizard was already finished.": "Этот мастер уже завершён.",
+    "Open this wizard from a record.": "Откройте этот мастер из записи.",
+    "The wizard's state is not valid. Start again.": "Состояние мастера повреждено. Начните заново.",
+    "The wizard changed since you started. Start again.": "Мастер изменился, пока вы его заполняли. Начните заново.",
     # the read view of a record and its inline edit
     "Save and continue editing": "Сохранить и продолжить редактирование",
     "Click to edit": "Нажмите, чтобы изменить",
@@ -683,6 +695,11 @@ CATALOGS = {"ru": RU}
 #: see them next to their fields; anything not listed is shown as it is.
 RU_ERRORS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^required$"), "обязательное поле"),
+    (re.compile(r"^complete this step first$"), "сначала заполните этот шаг"),
+    (re.compile(r"^no such record$"), "такой записи нет"),
+    (re.compile(r"^no such user$"), "такого пользователя нет"),
+    (re.compile(r"^expected a record$"), "ожидается запись"),
+    (re.compile(r"^you may not run the wizard '(.+)'$"), r"у вас нет прав запускать мастер «\1»"),
     (re.compile(r"^required for stage (.+)$"), r"обязательно для стадии «\1»"),
     (re.compile(r"^expected a number$"), "ожидается число"),
     (re.compile(r"^expected a finite number$"), "ожидается конечное число"),

@@ -69,8 +69,10 @@ def navigation() -> list[dict]:
 
 def _navigation(catalog) -> list[dict]:
     from .dashboards import by_module
+    from .wizards import by_module as wizards_by_module
 
     dashboards = by_module(catalog)  # a module's dashboards head its part of the menu
+    wizards = wizards_by_module(catalog)  # then the wizards it offers in its menu
     modules = []
     placed: set[str] = set()
     for solution in catalog.solutions.values():
@@ -84,13 +86,14 @@ def _navigation(catalog) -> list[dict]:
                 continue
             placed.add(entity.name)
             entities.append(_nav_entry(catalog, entity))
-        if entities or solution.name in dashboards:
+        if entities or solution.name in dashboards or solution.name in wizards:
             modules.append(
                 {
                     "name": solution.name,
                     "label": C.label(solution),
                     "entities": entities,
                     "dashboards": dashboards.get(solution.name, []),
+                    "wizards": wizards.get(solution.name, []),
                 }
             )
     custom = [
