@@ -299,6 +299,28 @@ def _solution_export(args) -> int:
     return 0
 
 
+def _solution_test(args) -> int:
+    from .metadata import DefinitionError
+    from .solutions.scenarios import run_scenarios
+
+    locations = _pack_locations(args.packs)
+    try:
+        outcomes = run_scenarios(locations, only=args.k)
+    except DefinitionError as exc:
+        _print_problems(exc.problems)
+        return 1
+    for outcome in outcomes:
+        print(f"{'PASS' if outcome.passed else 'FAIL'}  {outcome.solution}: {outcome.name}")
+        for failure in outcome.failures:
+            print(f"      {failure}")
+    failed = sum(not o.passed for o in outcomes)
+    print(
+        f"{len(outcomes) - failed} passed, {failed} failed"
+        + ("" if outcomes else " (no scenarios found: a pack's tests/*.yaml holds them)")
+    )
+    return 1 if failed else 0
+
+
 def _solution_list(args) -> int:
     import sqlalchemy as sa
 
@@ -341,8 +363,8 @@ def _solution_list(args) -> int:
 def _register_solution(sub, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="install, plan, uninstall, purge, export and list solution packs",
-        description="Install, plan, uninstall, purge, export and list solution packs.",
+        help="install, plan, uninstall, purge, export, test and list solution packs",
+        description="Install, plan, uninstall, purge, export, test and list solution packs.",
         epilog=EXIT_CODES,
     )
     commands = p.add_subparsers(
@@ -419,6 +441,18 @@ def _register_solution(sub, name: str) -> None:
     exporting.add_argument("--version", default="1.0.0", help="its version (default 1.0.0)")
     _add_database(exporting)
     exporting.set_defaults(handler=_solution_export, parser=exporting)
+
+    testing = commands.add_parser(
+        "test",
+        help="run packs' YAML scenarios (tests/*.yaml) on throwaway databases",
+        description="Run the scenarios in the packs' tests/ folders, each on a throwaway "
+        "SQLite database with a clock that moves only when a scenario waits; every failed "
+        "expectation is printed at its line.",
+        epilog=EXIT_CODES,
+    )
+    testing.add_argument("packs", nargs="+", metavar="NAME|PATH")
+    testing.add_argument("-k", metavar="TEXT", help="only the scenarios whose name contains TEXT")
+    testing.set_defaults(handler=_solution_test, parser=testing)
 
     listing = commands.add_parser(
         "list",

@@ -42,6 +42,7 @@ class Catalog:
     slas: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Sla
     reports: Mapping[str, Any] = field(default_factory=dict)  # name -> reports.Report
     dashboards: Mapping[str, Any] = field(default_factory=dict)  # name -> dashboards.Dashboard
+    web_forms: Mapping[str, Any] = field(default_factory=dict)  # name -> web_forms.WebForm
     wizards: Mapping[str, Any] = field(default_factory=dict)  # name -> wizards.Wizard
     _artifacts: dict = field(default_factory=dict, repr=False)
     # Re-entrant: building one artifact may ask for another (schemas need tables).
@@ -103,6 +104,7 @@ class Catalog:
             (len(self.templates), "template", "templates"),
             (len(self.reports), "report", "reports"),
             (len(self.dashboards), "dashboard", "dashboards"),
+            (len(self.web_forms), "web form", "web forms"),
             (len(self.wizards), "wizard", "wizards"),
         )
         return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)

@@ -59,6 +59,7 @@ from .schemas import VERSION_PATTERN
 from .source import Position
 from .source import node_position as _pos
 from .source import value_position as _vpos
+from .web_forms import build_web_forms
 from .wizards import build_wizards
 
 LAYER = "customization"
@@ -204,6 +205,7 @@ class _Builder:
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.reports: list[tuple[str, Mapping]] = []  # (solution, document)
         self.dashboards: list[tuple[str, Mapping]] = []  # (solution, document)
+        self.web_forms: list[tuple[str, Mapping]] = []  # (solution, document)
         self.wizards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.pack_data: list[tuple[str, str, Mapping]] = []  # (data|demo, solution, document)
         self.scenarios: list[tuple[str, Mapping]] = []  # (solution, tests document)
@@ -362,6 +364,9 @@ class _Builder:
 
     def _add_dashboards(self, solution: str, data: Mapping) -> None:
         self.dashboards.append((solution, data))
+
+    def _add_web_forms(self, solution: str, data: Mapping) -> None:
+        self.web_forms.append((solution, data))
 
     def _add_wizards(self, solution: str, data: Mapping) -> None:
         self.wizards.append((solution, data))
@@ -1182,6 +1187,9 @@ def build_catalog(
         builder.wizards,
         LAYER,
     )
+    web_forms = build_web_forms(
+        problems, entities, builder.web_forms, LAYER, rejected=builder.rejected
+    )
     problems.raise_if_any()
     solutions = {
         pack.name: Solution(
@@ -1211,6 +1219,7 @@ def build_catalog(
         slas=MappingProxyType(workflow.slas),
         reports=MappingProxyType(reports),
         dashboards=MappingProxyType(dashboards),
+        web_forms=MappingProxyType(web_forms),
         wizards=MappingProxyType(wizards),
     )
 

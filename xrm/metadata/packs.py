@@ -49,6 +49,7 @@ DEFINITION_KINDS = (
     DefinitionKind("templates", "templates", "a template"),
     DefinitionKind("reports", "reports", "a report"),
     DefinitionKind("dashboards", "dashboards", "a dashboard"),
+    DefinitionKind("web_forms", "web_forms", "a web form"),
     DefinitionKind("wizards", "wizards", "a wizard"),
     DefinitionKind("data", "data", "reference data"),
     DefinitionKind("demo", "demo", "sample data"),
@@ -349,7 +350,7 @@ def _subject(kind: str, data, path) -> str:
         name = f"{'slas' if kind == 'sla' else 'processes'}.{data.get(kind, '')}"
     if kind in ("option_sets", "views", "calendars", "templates") and len(parts) >= 2:
         name = str(parts[1])
-    elif kind in ("reports", "dashboards", "wizards") and len(parts) >= 2:
+    elif kind in ("reports", "dashboards", "web_forms", "wizards") and len(parts) >= 2:
         name = f"{kind}.{parts[1]}"
     elif kind in ("entity", "extend") and len(parts) >= 2 and parts[0] == "fields":
         name = f"{name}.{parts[1]}"

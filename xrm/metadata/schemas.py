@@ -564,6 +564,9 @@ def published_schemas() -> dict[str, dict]:
     from .dashboards import dashboards_schema
 
     schemas.append(dashboards_schema(defs, _document))
+    from .web_forms import web_forms_schema
+
+    schemas.append(web_forms_schema(defs, _document))
     from .wizards import wizards_schema
 
     schemas.append(wizards_schema(defs, _document))
@@ -615,6 +618,9 @@ class Validators:
         from .dashboards import dashboards_schema
 
         shells["dashboards"] = dashboards_schema(defs, _document)
+        from .web_forms import web_forms_schema
+
+        shells["web_forms"] = web_forms_schema(defs, _document)
         from .wizards import wizards_schema
 
         shells["wizards"] = wizards_schema(defs, _document)

@@ -107,6 +107,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
         health,
         hooks,
         problems,
+        public_forms,
         ui,
     )
 
@@ -152,6 +153,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.docs)
     app.register_blueprint(health.bp)
     hooks.init_app(app)
+    public_forms.init_app(app)
     ui.init_app(app)
 
     @app.before_request

@@ -1,0 +1,240 @@
+"""Pack tests without code: ``tests/*.yaml`` scenarios, their JSON Schema and the checks
+that their names (entities, fields, processes, roles, records) exist.  ``xrm solution
+test`` runs them (``xrm/solutions/scenarios.py``).
+
+A scenario gives records and a user, does things as that user (create, update, delete,
+start a process, let time pass) and expects field values, records created, notifications,
+emails and processes waiting::
+
+    tests:
+      - name: a deal in proposal gets a follow-up task
+        user: {roles: [sales_rep]}
+        at: 2026-03-02T09:00:00          # the clock, in the organization's time zone
+        given:
+          - {create: account, as: acme, values: {name: Acme}}
+        when:
+          - {create: opportunity, as: deal, values: {name: Big, account: {ref: acme}}}
+          - {update: deal, values: {stage: proposal}}
+          - {wait: 3d}
+        expect:
+          - {record: deal, values: {stage: proposal}}
+          - {created: task, where: [regarding_id, eq, {ref: deal}], count: 1}
+          - {notification: {to: user, contains: Big}}
+          - {email: {to: user, subject: Big}}
+          - {waiting: proposal_follow_up, for: deal}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .problems import Problems, did_you_mean
+from .source import Position, node_position, value_position
+
+NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+DURATION = {"type": "string", "pattern": r"^\d+\s*(s|m|h|d|w)$"}
+#: The verbs of a step, and of an expectation: each item has exactly one.
+STEP_VERBS = ("create", "update", "delete", "start", "wait")
+CHECK_VERBS = ("record", "created", "notification", "email", "waiting")
+
+
+def scenarios_schema(defs: dict, document) -> dict:
+    values = {"type": "object", "propertyNames": NAME}
+    step = {
+        "type": "object",
+        "properties": {
+            "create": NAME,
+            "update": NAME,
+            "delete": NAME,
+            "start": NAME,
+            "wait": DURATION,
+            "as": {**NAME, "description": "a name for the record, to refer to it later"},
+            "for": {**NAME, "description": "start: the named record the process runs on"},
+            "values": values,
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+    message = {
+        "type": "object",
+        "properties": {
+            "to": {"type": "string", "description": "user (the scenario's user) or an address"},
+            "contains": {"type": "string"},
+            "subject": {"type": "string"},
+        },
+        "additionalProperties": False,
+    }
+    check = {
+        "type": "object",
+        "properties": {
+            "record": NAME,
+            "values": values,
+            "created": NAME,
+            "where": {"$ref": "#/$defs/filter"},
+            "count": {"type": "integer", "minimum": 0},
+            "notification": message,
+            "email": message,
+            "waiting": NAME,
+            "for": {**NAME, "description": "waiting: the named record the process runs on"},
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+    scenario = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "user": {
+                "type": "object",
+                "properties": {
+                    "roles": {"type": "array", "items": NAME},
+                    "teams": {"type": "array", "items": {"type": "string"}},
+                },
+                "additionalProperties": False,
+            },
+            "at": {"description": "the clock at the start: a date-time (YAML reads it as one)"},
+            "given": {"type": "array", "items": step},
+            "when": {"type": "array", "items": step},
+            "expect": {"type": "array", "items": check, "minItems": 1},
+        },
+        "required": ["name", "expect"],
+        "additionalProperties": False,
+    }
+    return document(
+        "Pack tests (tests/*.yaml)",
+        {"tests": {"type": "array", "items": scenario, "minItems": 1}},
+        ["tests"],
+        defs,
+        "tests.schema.json",
+    )
+
+
+def check_scenarios(
+    problems: Problems, entities: Mapping, processes: Mapping, roles: Mapping, documents
+) -> None:
+    """Names in each (solution, document) that do not exist, at their lines."""
+    fallback = Position("<unknown>", 1, 1)
+    for _solution, data in documents:
+        tests = data.get("tests") or []
+        for index, test in enumerate(tests):
+            subject = str(test.get("name") or f"test {index + 1}")
+            where = node_position(tests, index, fallback)
+            for role in (test.get("user") or {}).get("roles") or []:
+                if role not in roles:
+                    problems.add(
+                        where, subject, f"unknown role {role!r}{did_you_mean(role, roles)}"
+                    )
+            named: dict[str, str] = {}  # record name -> entity
+            for part in ("given", "when"):
+                steps = test.get(part) or []
+                for i, step in enumerate(steps):
+                    _check_step(
+                        problems,
+                        entities,
+                        processes,
+                        named,
+                        subject,
+                        step,
+                        node_position(steps, i, where),
+                    )
+            checks = test.get("expect") or []
+            for i, check in enumerate(checks):
+                _check_expectation(
+                    problems,
+                    entities,
+                    processes,
+                    named,
+                    subject,
+                    check,
+                    node_position(checks, i, where),
+                )
+
+
+def _one_verb(problems, item, verbs, subject, at) -> str | None:
+    present = [v for v in verbs if v in item]
+    if len(present) != 1:
+        problems.add(
+            at,
+            subject,
+            f"expected one of {', '.join(verbs)} in each item, found "
+            f"{', '.join(present) if present else 'none'}",
+        )
+        return None
+    return present[0]
+
+
+def _check_step(problems, entities, processes, named, subject, step, at) -> None:
+    verb = _one_verb(problems, step, STEP_VERBS, subject, at)
+    if verb == "create":
+        entity = _entity(
+            problems, entities, step["create"], subject, value_position(step, "create", at)
+        )
+        if entity is not None:
+            _fields(problems, entity, step.get("values") or {}, subject, at)
+            if step.get("as"):
+                named[step["as"]] = entity.name
+    elif verb in ("update", "delete"):
+        entity = _named(
+            problems, entities, named, step[verb], subject, value_position(step, verb, at)
+        )
+        if entity is not None and verb == "update":
+            _fields(problems, entity, step.get("values") or {}, subject, at)
+    elif verb == "start":
+        name = step["start"]
+        if name not in processes:
+            problems.add(
+                value_position(step, "start", at),
+                subject,
+                f"unknown process {name!r}{did_you_mean(name, processes)}",
+            )
+        if step.get("for"):
+            _named(problems, entities, named, step["for"], subject, value_position(step, "for", at))
+
+
+def _check_expectation(problems, entities, processes, named, subject, check, at) -> None:
+    verb = _one_verb(problems, check, CHECK_VERBS, subject, at)
+    if verb == "record":
+        entity = _named(
+            problems, entities, named, check["record"], subject, value_position(check, "record", at)
+        )
+        if entity is not None:
+            _fields(problems, entity, check.get("values") or {}, subject, at)
+    elif verb == "created":
+        _entity(problems, entities, check["created"], subject, value_position(check, "created", at))
+    elif verb == "waiting":
+        name = check["waiting"]
+        if name not in processes:
+            problems.add(
+                value_position(check, "waiting", at),
+                subject,
+                f"unknown process {name!r}{did_you_mean(name, processes)}",
+            )
+
+
+def _entity(problems, entities, name, subject, at):
+    entity = entities.get(name)
+    if entity is None:
+        problems.add(at, subject, f"unknown entity {name!r}{did_you_mean(str(name), entities)}")
+    return entity
+
+
+def _named(problems, entities, named, name, subject, at):
+    if name not in named:
+        problems.add(
+            at,
+            subject,
+            f"no record named {name!r} was created before this "
+            f"(give a create step 'as: {name}'){did_you_mean(str(name), named)}",
+        )
+        return None
+    return entities.get(named[name])
+
+
+def _fields(problems, entity, values: Mapping, subject, at) -> None:
+    for name in values:
+        if name not in entity.fields and name not in ("id", "owner"):
+            problems.add(
+                node_position(values, name, at),
+                subject,
+                f"{name!r} is not a field of {entity.name}{did_you_mean(str(name), entity.fields)}",
+            )

@@ -1,0 +1,311 @@
+"""Running a pack's ``tests/*.yaml`` scenarios (the format: ``xrm/metadata/scenarios.py``).
+
+Each scenario runs on a throwaway SQLite database of its own, copied from one prepared
+for the whole run (the packs and their reference data installed once), with a clock that
+only moves when a step says ``wait``.  ``given`` steps run as the platform, ``when`` steps
+as the scenario's user (their permissions hold); after every step the workflow worker does
+everything due, as it would within seconds on a live instance.  Each failed expectation
+is reported at its line.  Nothing here touches any database but the throwaway ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..metadata.loader import resolve_packs
+from ..metadata.problems import Problems
+from ..metadata.source import Position, node_position, value_position
+from ..storage.store import Clock
+
+START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)  # a Monday morning
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_FALLBACK = Position("<unknown>", 1, 1)
+
+
+class ScenarioClock(Clock):
+    """A clock that stands still until a scenario moves it."""
+
+    def __init__(self, moment: dt.datetime = START):
+        self.moment = moment
+
+    def now(self) -> dt.datetime:
+        return self.moment
+
+
+@dataclass
+class Failure:
+    position: Position
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.message}"
+
+
+@dataclass
+class Outcome:
+    solution: str
+    name: str
+    position: Position
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+class _Stop(Exception):
+    """A step failed; the scenario's later steps and expectations are not run."""
+
+
+def run_scenarios(
+    paths: Iterable[str | Path], *, only: str | None = None, solutions: Iterable[str] = ()
+) -> list[Outcome]:
+    """Run the scenarios of the packs at ``paths`` (of the ``solutions`` named, else of
+    every pack given; ``only`` keeps the scenarios whose name contains it)."""
+    import xrm
+
+    paths = list(paths)
+    problems = Problems()
+    packs = resolve_packs(paths, problems)
+    problems.raise_if_any()
+    wanted = set(solutions) or {p.name for p in resolve_packs(paths, with_dependencies=False)}
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="xrm-scenarios-") as tmp:
+        template = Path(tmp) / "template.db"
+        prepared = xrm.open(f"sqlite:///{template}", clock=ScenarioClock())
+        try:
+            prepared.install(paths)  # fails like any install: every problem at its line
+        finally:
+            prepared.close()
+        number = 0
+        for pack in packs:
+            if pack.name not in wanted:
+                continue
+            for document in pack.documents:
+                if document.kind != "tests":
+                    continue
+                tests = document.data["tests"]
+                for index, test in enumerate(tests):
+                    if only and only not in test["name"]:
+                        continue
+                    number += 1
+                    database = Path(tmp) / f"scenario-{number}.db"
+                    shutil.copyfile(template, database)
+                    outcome = Outcome(
+                        pack.name, test["name"], node_position(tests, index, _FALLBACK)
+                    )
+                    _run(f"sqlite:///{database}", test, outcome)
+                    outcomes.append(outcome)
+                    database.unlink(missing_ok=True)
+    return outcomes
+
+
+def _run(url: str, test: Mapping, outcome: Outcome) -> None:
+    import xrm
+
+    from ..workflow.worker import Worker
+
+    clock = ScenarioClock(_moment(test.get("at")))
+    store = xrm.open(url, clock=clock)
+    try:
+        scenario = _Scenario(store, clock, Worker(store, smtp=""), test, outcome)
+        try:
+            for part, as_user in (("given", False), ("when", True)):
+                steps = test.get(part) or []
+                for index, step in enumerate(steps):
+                    scenario.step(step, node_position(steps, index, outcome.position), as_user)
+        except _Stop:
+            return
+        checks = test["expect"]
+        for index, check in enumerate(checks):
+            scenario.expect(check, node_position(checks, index, outcome.position))
+    finally:
+        store.close()
+
+
+def _moment(text) -> dt.datetime:
+    if not text:
+        return START
+    moment = text if isinstance(text, dt.datetime) else dt.datetime.fromisoformat(str(text))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+class _Scenario:
+    def __init__(self, store, clock: ScenarioClock, worker, test: Mapping, outcome: Outcome):
+        self.store, self.clock, self.worker, self.outcome = store, clock, worker, outcome
+        self.names: dict[str, tuple[str, int]] = {}  # record name -> (entity, id)
+        catalog = store.refresh()
+        user = test.get("user") or {}
+        roles = user.get("roles") or [r.name for r in catalog.roles.values() if r.admin][:1]
+        self.email = "tester@scenario.test"
+        self.user_id = store.add_user(
+            self.email,
+            "Scenario tester",
+            password=secrets.token_urlsafe(24),
+            roles=roles,
+            teams=user.get("teams") or (),
+        )
+        self.principal = store.principal(self.user_id)
+        self.worker.run_once()
+
+    # ------------------------------------------------------------ steps
+    def step(self, step: Mapping, at: Position, as_user: bool) -> None:
+        from ..storage.records import RecordError
+
+        # ``given`` writes with full access but in the user's name, so what it makes is
+        # theirs (owned by them) as the data a user works on would be.
+        principal = self.principal if as_user else None
+        try:
+            if "create" in step:
+                records = self.store.records(step["create"], self.user_id, principal=principal)
+                record = records.create(self._values(step.get("values") or {}, at))
+                if step.get("as"):
+                    self.names[step["as"]] = (step["create"], record["id"])
+            elif "update" in step:
+                entity, ident = self._record(step["update"], at)
+                self.store.records(entity, principal=principal).update(
+                    ident, self._values(step.get("values") or {}, at)
+                )
+            elif "delete" in step:
+                entity, ident = self._record(step["delete"], at)
+                self.store.records(entity, principal=principal).delete(ident)
+            elif "start" in step:
+                from ..workflow.instances import StartRefused, start
+
+                ident = self._record(step["for"], at)[1] if step.get("for") else None
+                try:
+                    start(
+                        self.store, step["start"], ident, user_id=self.user_id if as_user else None
+                    )
+                except StartRefused as exc:
+                    self._stop(at, f"start {step['start']}: {exc}")
+            elif "wait" in step:
+                amount, unit = re.fullmatch(r"(\d+)\s*([smhdw])", step["wait"]).groups()
+                self.clock.moment += dt.timedelta(**{_UNITS[unit]: int(amount)})
+        except RecordError as exc:
+            self._stop(at, f"{_verb(step)}: {exc}")
+        self.worker.run_once()
+
+    def _stop(self, at: Position, message: str):
+        self.outcome.failures.append(Failure(at, message))
+        raise _Stop
+
+    def _record(self, name: str, at: Position) -> tuple[str, int]:
+        if name not in self.names:
+            self._stop(at, f"no record named {name!r}")
+        return self.names[name]
+
+    def _values(self, values, at: Position):
+        """Values with ``{ref: name}`` replaced by the named record's id (also in lists)."""
+        if isinstance(values, Mapping):
+            if set(values) == {"ref"}:
+                return self._record(values["ref"], at)[1]
+            return {k: self._values(v, at) for k, v in values.items()}
+        if isinstance(values, list):
+            return [self._values(v, at) for v in values]
+        return values
+
+    # ------------------------------------------------------------ expectations
+    def expect(self, check: Mapping, at: Position) -> None:
+        if "record" in check:
+            entity, ident = self._record_or_fail(check["record"], at)
+            if entity is None:
+                return
+            record = self.store.records(entity).get(ident)
+            for name, wanted in (check.get("values") or {}).items():
+                wanted = self._values(wanted, at)
+                field = self.store.refresh().entity(entity).fields.get(name)
+                if field is not None and wanted is not None:
+                    wanted = field.kind.coerce(field, wanted)
+                if record.get(name) != wanted:
+                    self._fail(
+                        node_position(check["values"], name, at),
+                        f"{check['record']}.{name} is {record.get(name)!r}, expected {wanted!r}",
+                    )
+        elif "created" in check:
+            records = self.store.records(check["created"])
+            where = self._values(check.get("where"), at) if check.get("where") else None
+            count = records.count(where).value
+            wanted = check.get("count")
+            if (wanted is None and count < 1) or (wanted is not None and count != wanted):
+                self._fail(
+                    value_position(check, "created", at),
+                    f"{count} {check['created']} record{'s' if count != 1 else ''} "
+                    f"match{'es' if count == 1 else ''}, expected "
+                    f"{'at least 1' if wanted is None else wanted}",
+                )
+        elif "notification" in check:
+            self._message(check["notification"], at, notification=True)
+        elif "email" in check:
+            self._message(check["email"], at, notification=False)
+        elif "waiting" in check:
+            self._waiting(check, at)
+
+    def _record_or_fail(self, name, at):
+        if name not in self.names:
+            self._fail(at, f"no record named {name!r}")
+            return None, None
+        return self.names[name]
+
+    def _fail(self, at: Position, message: str) -> None:
+        self.outcome.failures.append(Failure(at, message))
+
+    def _message(self, spec: Mapping, at: Position, *, notification: bool) -> None:
+        from ..workflow import tables as W
+
+        table = W.notifications if notification else W.emails
+        query = sa.select(table)
+        to = spec.get("to", "user")
+        if notification:
+            user_id = self.user_id if to == "user" else self._user_id(to)
+            query = query.where(table.c.user_id == user_id)
+        else:
+            query = query.where(table.c.to_address == (self.email if to == "user" else to))
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        text_column = "title" if notification else "subject"
+        matching = [
+            row
+            for row in rows
+            if spec.get("contains", "") in f"{row[text_column]} {row.get('body') or ''}"
+            and spec.get("subject", "") in row[text_column]
+        ]
+        if not matching:
+            what = "notification" if notification else "email"
+            seen = "; ".join(row[text_column] for row in rows) or "none"
+            self._fail(at, f"no {what} to {to} matching {dict(spec)} (sent: {seen})")
+
+    def _user_id(self, email: str) -> int | None:
+        user = self.store.user_by_email(email)
+        return user.id if user else None
+
+    def _waiting(self, check: Mapping, at: Position) -> None:
+        from ..workflow import tables as W
+
+        table = W.instances
+        query = sa.select(table.c.status, table.c.due_at).where(
+            table.c.process == check["waiting"], table.c.status.in_(("waiting", "running"))
+        )
+        if check.get("for"):
+            entity, ident = self._record_or_fail(check["for"], at)
+            if entity is None:
+                return
+            query = query.where(table.c.entity == entity, table.c.record_id == ident)
+        with self.store.engine.connect() as conn:
+            found = conn.execute(query).all()
+        if not found:
+            self._fail(at, f"no instance of {check['waiting']} is waiting")
+
+
+def _verb(step: Mapping) -> str:
+    return next(
+        (f"{k} {step[k]}" for k in ("create", "update", "delete", "start") if k in step), "step"
+    )
