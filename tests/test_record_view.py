@@ -404,6 +404,34 @@ def test_inline_edit_needs_the_csrf_token(w, seller):
     assert stored(w, "opportunity", record["id"])["next_step"] == "Call back"
 
 
+def test_a_stage_move_from_the_read_view_comes_back_to_it(w, seller):
+    record = deal(w)
+    page = text(seller.get(f"/r/opportunity/{record['id']}"))
+    bar = page[page.index('data-testid="stage-bar"') :]
+    assert 'name="_stay"' not in bar[: bar.index("</nav>")]
+    # refused: the form opens with what the stage needs marked
+    response = seller.post(
+        f"/r/opportunity/{record['id']}/stage",
+        {"stage": "qualification", "_version": str(record["version"])},
+        htmx=True,
+    )
+    assert response.status_code == 422
+    assert 'data-testid="error-contact">required for stage Qualification<' in text(response)
+    updated = w.store.records("opportunity", w.seller).update(
+        record["id"], {"contact": w.jane["id"]}
+    )
+    response = seller.post(
+        f"/r/opportunity/{record['id']}/stage",
+        {"stage": "qualification", "_version": str(updated["version"])},
+    )
+    assert response.status_code == 303
+    assert response.location.endswith(f"/r/opportunity/{record['id']}")
+    assert stored(w, "opportunity", record["id"])["stage"] == "qualification"
+    # from the edit form, the move stays in the form
+    form = text(seller.get(f"/r/opportunity/{record['id']}/edit"))
+    assert 'name="_stay" value="1"' in form[form.index('data-testid="stage-bar"') :]
+
+
 # ------------------------------------------------------------------------ the edit form
 def test_edit_opens_the_full_form_and_saving_lands_on_the_read_view(w, seller):
     record = deal(w)

@@ -66,6 +66,7 @@ def test_create_a_record_see_an_error_fix_it_and_save(visit, site):
     ident = int(page.url.rsplit("/", 1)[1])
     saved = site.store.records("opportunity").get(ident)
     assert saved["account"] == site.acme["id"] and str(saved["amount"]) == "2500.00"
+    visit.go(f"/r/opportunity/{ident}/edit", "edit form")
     # the live rules: choosing "lost" shows the lost reason, required
     assert not page.locator("#field-lost_reason").is_visible()
     page.select_option("#f-stage", "lost")
@@ -243,7 +244,7 @@ def test_an_administrator_adds_a_field_and_sees_it_everywhere(visit, site):
     visit.shot("applied")
     assert page.locator('tr[data-field="segment"]').is_visible()
     # the form
-    visit.go(f"/r/account/{site.acme['id']}", "form with the new field")
+    visit.go(f"/r/account/{site.acme['id']}/edit", "form with the new field")
     assert page.locator('[data-testid="field-segment"]').is_visible()
     page.select_option("#f-segment", "enterprise")
     with page.expect_navigation():
@@ -271,7 +272,7 @@ def test_an_administrator_adds_a_field_and_sees_it_everywhere(visit, site):
 
 def test_switch_the_ui_to_russian(visit, site):
     page = visit.login(SELLER)
-    visit.go(f"/r/opportunity/{site.deal['id']}", "form in English")
+    visit.go(f"/r/opportunity/{site.deal['id']}/edit", "form in English")
     assert page.locator('[data-testid="save"]').inner_text() == "Save"
     page.click("#user-menu")
     page.click('[data-testid="language-ru"]')
@@ -307,7 +308,7 @@ def test_phone_sized_screen(browser, site):
         page.click('[aria-controls="sidebar"]')
         page.locator("#sidebar").wait_for(state="visible")
         tab.shot("menu on a phone")
-        tab.go(f"/r/opportunity/{site.deal['id']}", "form on a phone")
+        tab.go(f"/r/opportunity/{site.deal['id']}/edit", "form on a phone")
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 400  # nothing forces a sideways scroll
         assert not tab.errors

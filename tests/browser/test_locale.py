@@ -28,13 +28,13 @@ def test_a_russian_user_reads_and_types_amounts_her_way(visit, site):
         }
     )
     page = visit.login(OLGA)
-    visit.go(f"/r/opportunity/{deal['id']}", "amount in Russian")
+    visit.go(f"/r/opportunity/{deal['id']}/edit", "amount in Russian")
     assert page.input_value("#f-amount") == f"1{NBSP}200,50"
     assert page.get_attribute("#f-amount", "inputmode") == "decimal"
 
     page.fill("#f-amount", "2 500,75")
     with page.expect_navigation():
-        page.click('[data-testid="save"]')
+        page.click('[data-testid="save-stay"]')
     page.wait_for_load_state("networkidle")
     visit.shot("saved with a decimal comma")
     assert site.store.records("opportunity").get(deal["id"])["amount"] == Decimal("2500.75")
