@@ -165,6 +165,43 @@ def test_fields_hidden_by_visible_if_or_by_field_security_are_absent(w, seller, 
     assert "1,234.50" not in page
 
 
+def test_every_entity_opens_in_its_read_view(w, admin):
+    """A record of every entity (made through the records service) opens as a read view,
+    files as download links and long text as written."""
+    from xrm.storage.files import put_file
+
+    store = w.store
+    attachment = put_file(store, b"hello", "hello.txt", "text/plain", w.admin)
+    made = {
+        "task": {"subject": "Call back", "description": "First line\nSecond line"},
+        "call": {"subject": "Intro call"},
+        "meeting": {"subject": "Kick-off", "starts_at": "2027-03-01T10:00:00Z"},
+        "email_message": {"subject": "Hello", "attachment": attachment},
+        "note": {"body": "<p>Remember</p>", "regarding": {"entity": "account", "id": w.acme["id"]}},
+        "lead": {"last_name": "Smith", "company": "Smith & Co"},
+        "product": {"code": "P-RV", "name": "Widget", "list_price": "10"},
+        "price_list": {"name": "Read view list"},
+        "sales_target": {"name": "March", "period": "2027-03-01", "amount": "50000"},
+    }
+    ids = {"account": w.acme["id"], "contact": w.jane["id"], "opportunity": w.deal["id"]}
+    for name, values in made.items():
+        ids[name] = store.records(name, w.admin).create(values)["id"]
+    ids["price_list_item"] = store.records("price_list_item", w.admin).create(
+        {"price_list": ids["price_list"], "product": ids["product"], "price": "9.5"}
+    )["id"]
+    ids["opportunity_line"] = store.records("opportunity_line", w.admin).create(
+        {"opportunity": w.deal["id"], "product": ids["product"], "quantity": 2, "unit_price": "10"}
+    )["id"]
+    for name in store.refresh().entities:
+        response = admin.get(f"/r/{name}/{ids[name]}")
+        assert response.status_code == 200, (name, text(response)[:500])
+        assert 'data-testid="record-view"' in text(response), name
+    email = text(admin.get(f"/r/email_message/{ids['email_message']}"))
+    assert f'href="/files/{attachment["key"]}"' in block(email, "field-attachment")
+    task = text(admin.get(f"/r/task/{ids['task']}"))
+    assert "First line\nSecond line" in block(task, "field-description")
+
+
 def test_related_lists_and_their_links_open_read_views(w, seller):
     page = text(seller.get(f"/r/account/{w.acme['id']}"))
     url = f"/r/account/{w.acme['id']}/related/contacts"
