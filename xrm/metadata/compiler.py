@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
+from .duplicates import build_rules
 from .pack_data import check_pack_data
 from .scenarios import check_scenarios
 from .expressions import (
@@ -93,6 +94,7 @@ class _EntitySpec:
     validations: list[tuple[Mapping, str]] = field(default_factory=list)
     indexes: list[tuple[Mapping, str]] = field(default_factory=list)
     search: list[str] = field(default_factory=list)
+    duplicates: list[tuple[Mapping, str]] = field(default_factory=list)
     labels: dict[str, object] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
 
@@ -304,6 +306,8 @@ class _Builder:
         for item in data.get("search") or ():
             if item not in spec.search:
                 spec.search.append(item)
+        for item in data.get("duplicates") or ():
+            spec.duplicates.append((item, solution))
 
     def _add_option_sets(self, solution: str, data: Mapping) -> None:
         sets = data["option_sets"]
@@ -546,6 +550,9 @@ class _Builder:
             search=tuple(f for f in spec.search if f in fields),
             audit=bool(labels.get("audit", True)),
             position=_pos(doc),
+            duplicates=build_rules(
+                spec.name, spec.duplicates, fields, spec.removed, self.problems.add, _pos(doc)
+            ),
         )
 
 

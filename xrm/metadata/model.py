@@ -193,6 +193,8 @@ class Entity:
     search: tuple[str, ...] = ()
     audit: bool = True
     position: Position | None = field(default=None, compare=False)
+    #: duplicate rules (``metadata.duplicates.DuplicateRule``), checked on create
+    duplicates: tuple = ()
 
     def field(self, name: str) -> Field:
         return self.fields[name]

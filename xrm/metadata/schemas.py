@@ -12,6 +12,7 @@ import json
 from functools import cache
 from pathlib import Path
 
+from .duplicates import schema as duplicates_schema
 from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
 from .schemacheck import Compiler, SchemaValidator
 
@@ -232,6 +233,7 @@ def _entity_properties(field_ref: dict) -> dict:
                 "additionalProperties": False,
             },
         },
+        "duplicates": duplicates_schema(),
     }
 
 
@@ -290,7 +292,17 @@ def extend_schema(defs: dict, field_ref: dict) -> dict:
         {
             k: v
             for k, v in _entity_properties(field_ref).items()
-            if k in ("label", "plural", "description", "fields", "validations", "indexes", "search")
+            if k
+            in (
+                "label",
+                "plural",
+                "description",
+                "fields",
+                "validations",
+                "indexes",
+                "search",
+                "duplicates",
+            )
         }
     )
     properties["remove"] = {

@@ -27,6 +27,7 @@ from ..metadata.fieldtypes import AutonumberType, FieldType
 from ..metadata.filters import All, AnyOf, Condition, FilterContext, FilterError, Not, parse_filter
 from ..metadata.model import SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
+from . import duplicates as D
 from . import query as Q
 from . import tables as T
 from .fastpath import compiled_insert
@@ -646,6 +647,8 @@ class Records:
                 self._compute(record, now)
             links = {name: record.pop(name) for name in self.plan.m2m if name in record}
             row = self._columns(record)
+            if self.entity.duplicates:
+                row.update(D.keys_for(self.catalog, self.entity).all(record))
             row.update(
                 created_at=now,
                 updated_at=now,
@@ -793,7 +796,9 @@ class Records:
 
     def _load_for_write(self, unit: UnitOfWork, record_id: int) -> dict:
         row = (
-            unit.connection.execute(sa.select(self.table).where(self.table.c.id == record_id))
+            unit.connection.execute(
+                sa.select(*T.record_columns(self.table)).where(self.table.c.id == record_id)
+            )
             .mappings()
             .first()
         )
@@ -833,6 +838,8 @@ class Records:
             if not changed and not links:
                 return self._as_seen(record)
             row = self._columns({n: record[n] for n in changed if n in record})
+            if self.entity.duplicates:
+                row.update(D.keys_for(self.catalog, self.entity).changed(record, changed))
             if "owner" in changed:
                 row["owner"] = changed["owner"][1]
             new_version = old["version"] + 1
@@ -1105,7 +1112,11 @@ class Records:
                     {name: record.pop(name) for name in self.plan.m2m if name in record}
                     for _, record in batch
                 ]
-                column_rows = [{**self._columns(record), **system} for _, record in batch]
+                keys = D.keys_for(self.catalog, self.entity).all if self.entity.duplicates else None
+                column_rows = [
+                    {**self._columns(record), **(keys(record) if keys else {}), **system}
+                    for _, record in batch
+                ]
                 column_rows = _uniform(column_rows)
                 try:
                     ids = self._insert_many(unit, column_rows)
@@ -1198,8 +1209,8 @@ class Records:
                     )
                     scoped[name] = column.label(name)
             if not scoped:
-                return [self.table], None
-            return [scoped.get(c.key, c) for c in self.table.c], None
+                return T.record_columns(self.table), None
+            return [scoped.get(c.key, c) for c in T.record_columns(self.table)], None
         columns, labels = (
             [self.table.c.id.label("id"), self.table.c.version.label("version")],
             ["id", "version"],
@@ -1425,6 +1436,14 @@ class Records:
         if not conditions:
             return int(conn.execute(sa.select(sa.func.max(self.table.c.id))).scalar() or 0)
         return 0
+
+    def find_duplicates(
+        self, values: Mapping[str, Any], *, exclude_id: int | None = None, limit: int = 10
+    ) -> list[D.Candidate]:
+        """Records that the entity's duplicate rules say are likely the same as ``values``
+        (a new record's, or with ``exclude_id`` an existing one's), best first; only
+        records this user may read, by rules over fields they may read."""
+        return D.find(self, values, exclude_id=exclude_id, limit=max(1, min(int(limit), 50)))
 
     def history(self, record_id: int) -> list[dict]:
         """The audit trail of a record, oldest first (hidden fields left out)."""

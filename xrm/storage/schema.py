@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
-from . import search
+from . import duplicates, search
 from .tables import EntityTables, column_specs
 
 PLATFORM_PREFIX = "xrm_"
@@ -86,6 +86,8 @@ class SchemaPlan:
     search_indexes: list[str] = field(
         default_factory=list
     )  # entities whose search index is (re)built
+    # duplicate-rule key columns added to tables with rows: keys computed for every row
+    fill_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def refused(self) -> list[TypeChange]:
@@ -113,6 +115,7 @@ class SchemaPlan:
                 f"~ {verdict} {change.table}.{change.column}: {change.old} -> {change.new}{' (' + change.reason + ')' if change.reason else ''}"
             )
         out += [f"+ search index for {e}" for e in self.search_indexes]
+        out += [f"+ duplicate keys {t}.{c} computed for existing rows" for t, c in self.fill_keys]
         out += [
             f"= kept column {t}.{c} (no longer defined; data kept until purge)"
             for t, c in self.kept_columns
@@ -141,6 +144,7 @@ class SchemaPlan:
             "kept_columns": [f"{t}.{c}" for t, c in self.kept_columns],
             "kept_tables": self.kept_tables,
             "search_indexes": self.search_indexes,
+            "fill_keys": [f"{t}.{c}" for t, c in self.fill_keys],
         }
 
 
@@ -398,6 +402,7 @@ def plan_schema(
         if (only is None or e.name in only or e.name not in existing)
         and search.needs_rebuild(connection, inspector, e)
     ]
+    plan.fill_keys = duplicates.columns_to_fill(tables, plan.add_columns)
     for name in sorted(existing - set(known)):
         if (
             not name.startswith(PLATFORM_PREFIX)
@@ -480,6 +485,8 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
         ops.add_column(
             table_name, sa.Column(column.name, column.type, *foreign_keys, nullable=True)
         )
+    for table_name, column_name in plan.fill_keys:  # before its index: one build, not many
+        duplicates.fill(connection, tables, table_name, column_name)
     for table_name, index_name in plan.drop_indexes:
         ops.drop_index(index_name, table_name=table_name)
     for table_name, index_name in plan.add_indexes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from ..metadata import Catalog, Entity, Field
+from ..metadata.duplicates import COLUMN_PREFIX, KEY_LENGTH
 from ..metadata.fieldtypes import ID_TYPE, UTCDateTime
 
 NAMING = {
@@ -327,7 +328,14 @@ def column_specs(entity: Entity) -> list[ColumnSpec]:
     specs = system_specs(entity)
     for field in entity.fields.values():
         specs.extend(field_specs(entity, field))
+    # one hidden, indexed key column per duplicate rule (storage/duplicates.py keeps it)
+    specs.extend(ColumnSpec(rule.column, sa.String(KEY_LENGTH)) for rule in entity.duplicates)
     return specs
+
+
+def record_columns(table: sa.Table) -> list[sa.Column]:
+    """The columns a record is read from: all but the hidden duplicate keys."""
+    return [c for c in table.columns if not c.name.startswith(COLUMN_PREFIX)]
 
 
 def planned_indexes(catalog: Catalog, entity: Entity) -> dict[str, tuple[tuple[str, ...], bool]]:
@@ -355,6 +363,8 @@ def planned_indexes(catalog: Catalog, entity: Entity) -> dict[str, tuple[tuple[s
             want((field.name,))
     for index in entity.indexes:
         want(index.fields, index.unique, index.name)
+    for rule in entity.duplicates:
+        want((rule.column,))
     from ..metadata.filters import conditions_of
 
     for view in catalog.views_of(entity.name):

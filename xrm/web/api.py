@@ -73,6 +73,7 @@ bp = Blueprint("api", __name__, url_prefix=openapi.API_PREFIX)
 docs = Blueprint("api_docs", __name__, url_prefix="/api")
 
 JSON = "application/json"
+DUPLICATES = "urn:xrm:problem:possible-duplicates"
 log = logging.getLogger(__name__)
 
 
@@ -558,15 +559,81 @@ def _fresh(entity: Entity, record_id: int, fallback: Mapping) -> tuple[dict, str
 @bp.post("/<entity_name>")
 def create_record(entity_name: str):
     entity = entity_or_404(entity_name)
+    on_duplicate = request.args.get("on_duplicate") or "warn"
+    if on_duplicate not in ("warn", "refuse"):
+        raise Problem(400, "on_duplicate must be warn or refuse", type=BAD_REQUEST)
     data = json_object(exact=True)
     values, errors = load_values(entity, data, openapi.input_schema(g.catalog, entity))
     errors.update(own_files(entity, values))
     if errors:
         raise validation_failed(errors)
-    created = records_for(entity).create(values)
+    records = records_for(entity)
+    if on_duplicate == "refuse" and entity.duplicates:
+        found = records.find_duplicates(values)
+        if found:
+            raise Problem(
+                409,
+                f"{len(found)} possible duplicate(s) found; nothing was created",
+                type=DUPLICATES,
+                candidates=[_candidate_json(entity, c) for c in found],
+            )
+    created = records.create(values)
     body, tag = _fresh(entity, created["id"], created)
+    if entity.duplicates:
+        # Warn, as Dynamics' and Salesforce's "allow and alert" rules do: the record is
+        # created and the likely duplicates come back beside it.  "_warnings" cannot be
+        # a field's name (field names start with a letter).
+        found = records.find_duplicates(created, exclude_id=created["id"])
+        if found:
+            body["_warnings"] = [
+                {
+                    "code": "possible_duplicates",
+                    "message": f"{len(found)} possible duplicate(s) found",
+                    "candidates": [_candidate_json(entity, c) for c in found],
+                }
+            ]
     location = url_for("api.get_record", entity_name=entity.name, record_id=created["id"])
     return json_response(body, 201, {"ETag": tag, "Location": location})
+
+
+def _candidate_json(entity: Entity, candidate) -> dict:
+    return {
+        **candidate.as_json(),
+        "href": url_for("api.get_record", entity_name=entity.name, record_id=candidate.id),
+    }
+
+
+@bp.get("/<entity_name>/duplicates")
+def find_duplicates(entity_name: str):
+    """Records the entity's duplicate rules match with the values in the query string
+    (``field=value``; ``exclude`` an id, ``limit`` at most 50), as the caller may read."""
+    entity = entity_or_404(entity_name)
+    records = records_for(entity)
+    if records.access is not None and records.access.scope_of(entity.name, "read") == "none":
+        raise Forbidden(f"you may not read {entity.name} records")
+    matched = {name for rule in entity.duplicates for name in rule.fields}
+    values = {}
+    for key in request.args:
+        if key in ("exclude", "limit"):
+            continue
+        if key not in entity.fields:
+            raise Problem(
+                400,
+                f"unknown field {key!r}{did_you_mean(key, entity.fields)}",
+                type=BAD_REQUEST,
+            )
+        if key not in matched:
+            raise Problem(
+                400,
+                f"{key!r} is in no duplicate rule of {entity.name}"
+                + (f" (the rules match {', '.join(sorted(matched))})" if matched else ""),
+                type=BAD_REQUEST,
+            )
+        values[key] = request.args[key]
+    exclude = int_arg("exclude", 0, 0, openapi.INT64_MAX) or None
+    limit = int_arg("limit", 10, 1, 50)
+    found = records.find_duplicates(values, exclude_id=exclude, limit=limit)
+    return json_response({"data": [_candidate_json(entity, c) for c in found]})
 
 
 @bp.get("/<entity_name>/<recid:record_id>")

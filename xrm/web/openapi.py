@@ -380,6 +380,7 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
                 "tags": [tag],
                 "operationId": f"create_{name}",
                 "summary": f"Create {_a(label)}",
+                **_duplicate_check(entity),
                 "requestBody": _json_body(f"{name}.Input"),
                 "responses": {
                     "201": {
@@ -393,10 +394,13 @@ def _entity_paths(spec: APISpec, catalog: Catalog, entity: Entity, locale: str) 
                         },
                     },
                     **_common_errors(400, 403, 409, 413, 415, 422),
+                    **_duplicate_refused(entity),
                 },
             },
         },
     )
+    if entity.duplicates:
+        _duplicates_path(spec, entity, tag, plural)
     spec.path(
         path=f"{base}/bulk",
         operations={
@@ -543,6 +547,111 @@ def relations(catalog: Catalog, entity: Entity) -> Iterable[tuple[Field, Entity]
                 yield f, target
 
 
+def _duplicate_check(entity: Entity) -> dict:
+    """The create operation's duplicate check, for an entity with duplicate rules."""
+    if not entity.duplicates:
+        return {}
+    rules = ", ".join(rule.name for rule in entity.duplicates)
+    return {
+        "description": (
+            f"Duplicate rules ({rules}) are checked.  By default the record is created and "
+            "the 201 body carries `_warnings`: `[{code: possible_duplicates, message, "
+            "candidates: [DuplicateCandidate]}]` when likely duplicates exist (the "
+            "records the caller may read).  With `on_duplicate=refuse` nothing is "
+            "created when there are candidates: 409 with `candidates`."
+        ),
+        "parameters": [
+            {
+                "name": "on_duplicate",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["warn", "refuse"], "default": "warn"},
+                "description": "warn: create and list the candidates; refuse: 409 instead",
+            }
+        ],
+    }
+
+
+def _duplicate_refused(entity: Entity) -> dict:
+    if not entity.duplicates:
+        return {}
+    return {
+        "409": {
+            "description": (
+                "on_duplicate=refuse and likely duplicates exist (problem type "
+                "urn:xrm:problem:possible-duplicates, with candidates); or the record "
+                "changed during the request"
+            ),
+            "content": {PROBLEM_JSON: {"schema": _ref("DuplicatesProblem")}},
+        }
+    }
+
+
+def _duplicates_path(spec: APISpec, entity: Entity, tag: str, plural: str) -> None:
+    matched = sorted({name for rule in entity.duplicates for name in rule.fields})
+    parameters = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "a value to match, as text",
+        }
+        for name in matched
+    ]
+    parameters += [
+        {
+            "name": "exclude",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+            "description": "a record id left out (the record being edited)",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+        },
+    ]
+    spec.path(
+        path=f"{API_PREFIX}/{entity.name}/duplicates",
+        operations={
+            "get": {
+                "tags": [tag],
+                "operationId": f"duplicates_{entity.name}",
+                "summary": f"Find likely duplicates among {plural}",
+                "description": (
+                    "Records matching the given values by any duplicate rule, best first: "
+                    "exact rules score 1, fuzzy rules their similarity.  Only records the "
+                    "caller may read, by rules over fields they may read."
+                ),
+                "parameters": parameters,
+                "responses": {
+                    "200": {
+                        "description": "the candidates",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "data": {
+                                            "type": "array",
+                                            "items": _ref("DuplicateCandidate"),
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_common_errors(400, 403),
+                },
+            }
+        },
+    )
+
+
 def _page_schema(entity: Entity) -> dict:
     return {
         "type": "object",
@@ -599,6 +708,34 @@ _SHARED_SCHEMAS = {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/BulkFailure"},
                     },
+                },
+            },
+        ]
+    },
+    "DuplicateCandidate": {
+        "type": "object",
+        "description": "a record that is likely the same as the one given",
+        "required": ["id", "title", "score", "rules", "values", "href"],
+        "properties": {
+            "id": {"type": "integer"},
+            "title": {"type": "string"},
+            "score": {"type": "number", "description": "1 for exact rules; fuzzy similarity"},
+            "rules": {"type": "array", "items": {"type": "string"}},
+            "values": {"type": "object", "description": "the matched fields' values"},
+            "href": {"type": "string"},
+        },
+    },
+    "DuplicatesProblem": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Problem"},
+            {
+                "type": "object",
+                "properties": {
+                    "candidates": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/DuplicateCandidate"},
+                    },
+                    "current_version": {"type": "integer"},
                 },
             },
         ]

@@ -36,6 +36,10 @@ RU: dict[str, str] = {
     "You may not do this.": "У вас нет прав на это действие.",
     "The form expired or was not sent from this site. Reload the page and try again.": "Форма устарела или отправлена не с этого сайта. Обновите страницу и попробуйте снова.",
     "Something went wrong.": "Что-то пошло не так.",
+    # possible duplicates on a new record's form (ui/duplicates.py)
+    "Possible duplicates": "Возможные дубликаты",
+    "A record like this may already exist. Open it before saving a new one:": "Похожая запись, возможно, уже есть. Откройте её, прежде чем сохранять новую:",
+    "similarity %(percent)s%%": "сходство %(percent)s%%",
     "Back": "Назад",
     "Close": "Закрыть",
     "Cancel": "Отмена",
