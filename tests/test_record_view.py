@@ -262,6 +262,19 @@ def test_inline_edit_saves_one_field(w, seller):
     assert stored(w, "opportunity", record["id"])["next_step"] == "Sign"
 
 
+def test_the_tab_of_the_saved_field_stays_open(w, seller):
+    record = deal(w)
+    response = seller.post(
+        f"/r/opportunity/{record['id']}/field/description",
+        {"_version": record["version"], "_fields": "description", "description": "<p>Hi</p>"},
+        htmx=True,
+    )
+    assert response.status_code == 200
+    active = re.findall(r'class="nav-link active"[^>]*>([^<]*)<', text(response))
+    assert active == ["Details"]
+    assert stored(w, "opportunity", record["id"])["description"] == "<p>Hi</p>"
+
+
 def test_only_the_posted_field_is_written(w, seller):
     record = deal(w)
     seller.post(

@@ -115,6 +115,7 @@ def read_tabs(
     form: Form,
     record: Mapping,
     *,
+    updatable: bool,
     editing: str | None = None,
     posted: Mapping | None = None,
     errors: Mapping | None = None,
@@ -125,7 +126,6 @@ def read_tabs(
     Sections and fields whose ``visible_if`` is false are left out, as are fields the user
     may not read (``build_tabs`` already drops those) and sections left empty."""
     tabs, _editable = build_tabs(entity, form, record, posted=posted, errors=errors)
-    updatable = may_update(entity, record)
     out, highlights_from = [], None
     for tab in tabs:
         sections = []
@@ -150,7 +150,10 @@ def read_tabs(
             if highlights_from is None:
                 highlights_from = columns
         if sections:
-            active = any(f.editing for s in sections for c in s.get("columns", ()) for f in c)
+            # the tab of the field being edited or just saved stays open after the swap
+            active = any(
+                f.editing or f.saved for s in sections for c in s.get("columns", ()) for f in c
+            )
             out.append({**tab, "sections": sections, "active": active})
     if out and not any(t["active"] for t in out):
         out[0]["active"] = True
@@ -186,8 +189,16 @@ def render_view(
     status: int = 200,
 ):
     form = form_for(C.catalog(), entity)
+    updatable = may_update(entity, record)
     tabs, key_fields = read_tabs(
-        entity, form, record, editing=editing, posted=posted, errors=errors, saved=saved
+        entity,
+        form,
+        record,
+        updatable=updatable,
+        editing=editing,
+        posted=posted,
+        errors=errors,
+        saved=saved,
     )
     ident = record["id"]
     others = {k: v for k, v in (errors or {}).items() if k != editing}
@@ -206,7 +217,7 @@ def render_view(
         "form_version": conflict["version"] if conflict else record.get("version"),
         "list_url": url_for("ui_lists.view", view_name=main_view(C.catalog(), entity).name),
         "edit_url": url_for("ui_forms.edit", entity_name=entity.name, record_id=ident),
-        "can_update": may_update(entity, record),
+        "can_update": updatable,
         "can_delete": C.can(entity.name, "delete"),
         "actions": record_actions(entity, record),
     }
