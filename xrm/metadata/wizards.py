@@ -312,10 +312,10 @@ def wizards_schema(defs: dict, document) -> dict:
             "else": {
                 "properties": {
                     "start": {**name, "description": "a process with a manual trigger"},
-                    "on": {**name, "description": "record, or an earlier action's as"},
+                    "for": {**name, "description": "record, or an earlier action's as"},
                     "if": condition,
                 },
-                "required": ["start", "on"],
+                "required": ["start", "for"],
                 "additionalProperties": False,
             },
         },
@@ -464,6 +464,7 @@ class WizardCompiler(NamedCompiler):
     def build_one(self, name, raw, solution, where) -> Wizard | None:
         subject = f"wizards.{name}"
         before = len(self.problems)
+        self.rejected_inputs: set[str] = set()
 
         def fail(at, message):
             self.problems.add(at, subject, message)
@@ -507,6 +508,8 @@ class WizardCompiler(NamedCompiler):
                 if built is not None:
                     inputs.append(built)
                     fields[built.name] = built.field
+                else:  # reported: templates and conditions reading it stay silent
+                    self.rejected_inputs.add(str(item.get("input")))
             if not spec.get("review") and not inputs:
                 fail(at, f"step {step_name!r} has no fields (give it fields, or review: true)")
             steps.append(
@@ -622,7 +625,7 @@ class WizardCompiler(NamedCompiler):
                 return None
             candidates = item.get("candidates")
             if candidates is not None and not self.check_candidates(
-                candidates, entity, fields, record, _vpos(item, "candidates", at), fail
+                candidates, entity, self.known(fields), record, _vpos(item, "candidates", at), fail
             ):
                 return None
             f = plain_field(wizard, name, "lookup", label or entity.label, to=pick)
@@ -710,6 +713,8 @@ class WizardCompiler(NamedCompiler):
             tree = parse_filter(raw, entity, self.entity_of)
         except FilterError as exc:
             message = exc.message
+            if exc.path.split(".")[0] in self.rejected_inputs:
+                return None  # the input's own problem is reported
             if "has no field" in message:
                 message = message.replace(f"{entity.name} has no field", "unknown input")
                 message += f" ({hint})" if hint else ""
@@ -807,7 +812,7 @@ class WizardCompiler(NamedCompiler):
 
     def build_start(self, spec, at, aliases, open_from, condition, fail) -> WizardAction:
         name = spec["start"]
-        entity = self.target_entity(spec["on"], aliases, open_from, _vpos(spec, "on", at), fail)
+        entity = self.target_entity(spec["for"], aliases, open_from, _vpos(spec, "for", at), fail)
         process = self.processes.get(name)
         if process is None:
             fail(
@@ -824,7 +829,7 @@ class WizardCompiler(NamedCompiler):
         return WizardAction(
             kind="start",
             entity=entity.name if entity is not None else None,
-            target=spec["on"],
+            target=spec["for"],
             process=name,
             condition=condition,
             position=at,
@@ -844,7 +849,7 @@ class WizardCompiler(NamedCompiler):
                 fail(where, f"values: {entity.name}.{key} is computed or read only")
                 continue
             if is_template(value):
-                problem = template_problem(value, fields, aliases, record)
+                problem = template_problem(value, self.known(fields), aliases, record)
                 if problem:
                     fail(where, f"values: {key}: {problem}")
             elif f is not None and value is not None:
@@ -855,6 +860,10 @@ class WizardCompiler(NamedCompiler):
 
     def entity_of(self, name):
         return self.entities.get(name)
+
+    def known(self, fields) -> dict:
+        """The inputs a template may read: those built, and those already reported."""
+        return {**fields, **dict.fromkeys(self.rejected_inputs)}
 
 
 def _without_templates(raw):

@@ -27,6 +27,7 @@ from flask import (
 )
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from ...forms import FieldSpec
 from ...forms.wizard import CREATE_NEW, WizardFailed, WizardRefused, WizardRun
 from ...metadata.wizards import Wizard
 from ..routing import parse_id
@@ -260,7 +261,17 @@ def _input_view(run: WizardRun, item, errors) -> W.FieldView:
         view.value = chosen or (CREATE_NEW if item.or_create else "")
         return view
     # the record form's widget filling: a wizard input shows like the field it is
-    W._fill(view, f, value, {item.name: text} if text is not None else None)
+    spec = FieldSpec(
+        name=item.name,
+        field=f,
+        label=view.label,
+        help=view.help,
+        widget=widget,
+        read_only=False,
+        required=item.required,
+        choices=tuple((o.value, C.label(o)) for o in f.choices),
+    )
+    W._fill(view, spec, value, {item.name: text} if text is not None else None)
     return view
 
 
