@@ -42,8 +42,8 @@ class Catalog:
     slas: Mapping[str, Any] = field(default_factory=dict)  # name -> processes.Sla
     reports: Mapping[str, Any] = field(default_factory=dict)  # name -> reports.Report
     dashboards: Mapping[str, Any] = field(default_factory=dict)  # name -> dashboards.Dashboard
-    web_forms: Mapping[str, Any] = field(default_factory=dict)  # name -> web_forms.WebForm
     wizards: Mapping[str, Any] = field(default_factory=dict)  # name -> wizards.Wizard
+    web_forms: Mapping[str, Any] = field(default_factory=dict)  # name -> web_forms.WebForm
     _artifacts: dict = field(default_factory=dict, repr=False)
     # Re-entrant: building one artifact may ask for another (schemas need tables).
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -69,8 +69,9 @@ class Catalog:
             return self._artifacts[key]
 
     def form_for(self, entity: str) -> Form | None:
-        """The entity's main form: the one marked default, else the first declared."""
-        forms = [f for f in self.forms.values() if f.entity == entity]
+        """The entity's main form: the one marked default, else the first declared
+        (a quick-create form is never the main one)."""
+        forms = [f for f in self.forms.values() if f.entity == entity and not f.quick_create]
         return next((f for f in forms if f.default), forms[0] if forms else None)
 
     def views_of(self, entity: str) -> list[View]:
@@ -104,7 +105,7 @@ class Catalog:
             (len(self.templates), "template", "templates"),
             (len(self.reports), "report", "reports"),
             (len(self.dashboards), "dashboard", "dashboards"),
-            (len(self.web_forms), "web form", "web forms"),
             (len(self.wizards), "wizard", "wizards"),
+            (len(self.web_forms), "web form", "web forms"),
         )
         return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)

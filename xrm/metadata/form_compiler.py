@@ -134,10 +134,13 @@ class FormCompiler:
                 solution=solution,
                 tabs=tuple(tabs),
                 default=bool(raw.get("default", False)),
+                quick_create=bool(raw.get("quick_create", False)),
                 position=where,
             )
         main: dict[str, str] = {}
         for name, form in result.items():
+            if form.quick_create:  # a short form: no generated tab, never the main form
+                continue
             if form.entity not in main or (form.default and not result[main[form.entity]].default):
                 main[form.entity] = name
         for name in main.values():

@@ -288,6 +288,8 @@ class Form:
     solution: str
     tabs: tuple[FormTab, ...]
     default: bool = False
+    #: the entity's short form for creating a record in a dialog (never its main form)
+    quick_create: bool = False
     #: the entity's fields the form does not show; the form editor writes them back as
     #: ``left_out`` so that extensions and the generated tab do not bring them back
     left_out: tuple[str, ...] = ()

@@ -430,6 +430,11 @@ def forms_schema(defs: dict) -> dict:
                         },
                         "label": {"$ref": "#/$defs/label"},
                         "default": {"type": "boolean", "description": "the entity's main form"},
+                        "quick_create": {
+                            "type": "boolean",
+                            "description": "the entity's quick-create form: the short form "
+                            "a lookup opens in a dialog to create a record (never the main form)",
+                        },
                         "left_out": {
                             **names,
                             "description": "fields kept off the form on purpose: extensions "
@@ -576,18 +581,18 @@ def published_schemas() -> dict[str, dict]:
     from .dashboards import dashboards_schema
 
     schemas.append(dashboards_schema(defs, _document))
-    from .web_forms import web_forms_schema
-
-    schemas.append(web_forms_schema(defs, _document))
-    from .wizards import wizards_schema
-
-    schemas.append(wizards_schema(defs, _document))
     from .pack_data import pack_data_schema
 
     schemas += [pack_data_schema(defs, _document, kind) for kind in ("data", "demo")]
     from .scenarios import scenarios_schema
 
     schemas.append(scenarios_schema(defs, _document))
+    from .wizards import wizards_schema
+
+    schemas.append(wizards_schema(defs, _document))
+    from .web_forms import web_forms_schema
+
+    schemas.append(web_forms_schema(defs, _document))
     return {s["$id"].removeprefix(BASE_URL): s for s in schemas}
 
 
@@ -630,18 +635,18 @@ class Validators:
         from .dashboards import dashboards_schema
 
         shells["dashboards"] = dashboards_schema(defs, _document)
-        from .web_forms import web_forms_schema
-
-        shells["web_forms"] = web_forms_schema(defs, _document)
-        from .wizards import wizards_schema
-
-        shells["wizards"] = wizards_schema(defs, _document)
         from .pack_data import pack_data_schema
 
         shells.update({k: pack_data_schema(defs, _document, k) for k in ("data", "demo")})
         from .scenarios import scenarios_schema
 
         shells["tests"] = scenarios_schema(defs, _document)
+        from .wizards import wizards_schema
+
+        shells["wizards"] = wizards_schema(defs, _document)
+        from .web_forms import web_forms_schema
+
+        shells["web_forms"] = web_forms_schema(defs, _document)
         shared = Compiler(defs)  # one compiled label, filter... for every document and field
         self.documents = {k: SchemaValidator(v, shared) for k, v in shells.items()}
         self.fields = {

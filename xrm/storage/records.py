@@ -14,6 +14,7 @@ import datetime as dt
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -160,6 +161,10 @@ class EntityPlan:
         self.stored_inputs = {n: f for n, f in self.writable.items() if f.stored}
         self.m2m = {n: f for n, f in self.writable.items() if f.type == "many_to_many"}
         self.required = [f for f in fields.values() if f.required]
+        # The main form's required_if rules hold for every write (API, import, workflow),
+        # each with the visibility conditions of its field and section: a hidden field is
+        # not required.
+        self.required_if = _form_requirements(catalog.form_for(entity.name))
         self.defaults = [f for f in fields.values() if f.default is not None and not f.computed]
         self.unique = [f for f in fields.values() if f.unique and f.stored]
         # Every uniqueness rule as a tuple of columns: unique fields and unique indexes.
@@ -203,6 +208,42 @@ class EntityPlan:
                     if n in fields and fields[n].formula
                 }
         return [fields[n] for n in graphlib.TopologicalSorter(graph).static_order()]
+
+
+def _form_requirements(form) -> tuple:
+    """(field, required_if, visibility conditions) for each required_if item of a form."""
+    if form is None:
+        return ()
+    rules = []
+    for tab in form.tabs:
+        for section in tab.sections:
+            for column in section.columns:
+                for item in column:
+                    if item.required_if is None:
+                        continue
+                    shown_if = tuple(
+                        c for c in (section.visible_if, item.visible_if) if c is not None
+                    )
+                    rules.append((item.field, item.required_if, shown_if))
+    return tuple(rules)
+
+
+def condition_text(node) -> str:
+    """A typed filter tree as short text for a message: ``stage eq lost``."""
+    if isinstance(node, Condition):
+        if node.op in ("is_empty", "is_not_empty") or node.value is None:
+            return f"{node.dotted} {node.op}"
+        values = node.value if isinstance(node.value, tuple | list) else (node.value,)
+        texts = [format(v.normalize(), "f") if isinstance(v, Decimal) else str(v) for v in values]
+        text = f"[{', '.join(texts)}]" if isinstance(node.value, tuple | list) else texts[0]
+        return f"{node.dotted} {node.op} {text}"
+    if isinstance(node, Not):
+        return f"not ({condition_text(node.child)})"
+    joiner = " and " if isinstance(node, All) else " or "
+    parts = [condition_text(c) for c in node.children]
+    return joiner.join(
+        p if isinstance(c, Condition) else f"({p})" for p, c in zip(parts, node.children)
+    )
 
 
 def _rollup_targets(catalog: Catalog, child: Entity):
@@ -358,6 +399,8 @@ class Records:
             value = record.get(f.name)
             if value is None or value == [] or value == "":
                 errors.setdefault(f.name, []).append("required")
+        if self.plan.required_if:
+            self._validate_required_if(unit, record, errors)
         self._validate_stage(record, old, errors)
         self._validate_any_lookups(unit, record, old, errors)
         self._validate_owner(unit, record, old, errors)
@@ -372,6 +415,18 @@ class Records:
             if matches(validation.when, getter, ctx):
                 target = validation.fields[0] if validation.fields else ALL_KEY
                 errors.setdefault(target, []).append(validation.message.get(self.locale))
+
+    def _validate_required_if(
+        self, unit: UnitOfWork, record: dict, errors: dict[str, list[str]]
+    ) -> None:
+        getter = record_getter(record, self._related(unit))
+        ctx = self.context()
+        for name, condition, shown_if in self.plan.required_if:
+            value = record.get(name)
+            if name in errors or not (value is None or value == [] or value == ""):
+                continue
+            if all(matches(c, getter, ctx) for c in shown_if) and matches(condition, getter, ctx):
+                errors.setdefault(name, []).append(f"required when {condition_text(condition)}")
 
     def _validate_owner(
         self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict

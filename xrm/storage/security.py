@@ -149,6 +149,16 @@ class Access:
     def read_only(self, entity: Entity) -> set[str]:
         return set(self.field_rules(entity))
 
+    def writable(self, entity: Entity) -> set[str]:
+        """Fields this user may change: not computed, not read-only for users, not locked
+        by a role (what a form offers as editable and the records service accepts)."""
+        locked = self.read_only(entity)
+        return {
+            n
+            for n, f in entity.fields.items()
+            if not f.computed and not f.read_only and n not in locked
+        }
+
     def allowed_actions(self, entity: str) -> dict[str, str]:
         return {action: self.scope_of(entity, action) for action in ACTIONS}
 

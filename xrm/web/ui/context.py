@@ -193,12 +193,7 @@ def readable_fields(entity: Entity) -> list[Field]:
 
 def writable_names(entity: Entity) -> set[str]:
     """Fields the user may change: not computed, not read-only, not locked by a role."""
-    locked = access().read_only(entity)
-    return {
-        n
-        for n, f in entity.fields.items()
-        if not f.computed and not f.read_only and n not in locked
-    }
+    return access().writable(entity)
 
 
 # ----------------------------------------------------------------------- titles

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from markupsafe import escape
 
+from ...forms import BoundForm
 from ...metadata import CoercionError, Entity
 from ...metadata.filters import FilterError, system_field
-from ...metadata.model import Form, FormField
+from ...metadata.model import Form
 from ...storage.files import check_file_values
 from ...storage.records import ALL_KEY, Conflict, Forbidden, ValidationFailed
 from ..routing import parse_id
@@ -45,10 +46,6 @@ def readable_or_404(entity: Entity, record_id: int) -> None:
 
 
 # ------------------------------------------------------------------------ layout
-def form_items(form: Form) -> list[FormField]:
-    return list(form.fields())
-
-
 def _prefetch_titles(entity: Entity, form: Form, record: Mapping, posted: Mapping | None) -> None:
     titles = C.titles()
     for item in form.fields():
@@ -66,68 +63,43 @@ def _prefetch_titles(entity: Entity, form: Form, record: Mapping, posted: Mappin
 
 
 def build_tabs(
-    entity: Entity, form: Form, record: Mapping, *, posted=None, errors=None, creating=False
+    entity: Entity,
+    form: Form,
+    record: Mapping,
+    *,
+    posted=None,
+    errors=None,
+    creating=False,
+    bound: BoundForm | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """The form's tabs as the template renders them, and the editable field names."""
-    writable = C.writable_names(entity)
-    evaluation = W.evaluation_record(entity, record, posted) if posted is not None else record
+    """The form's tabs as the template renders them, and the editable field names: the
+    forms layer's tabs, sections and fields for this user, with their state for the
+    values being edited."""
+    bound = bound or W.bind(entity, record, posted, form=form, creating=creating)
     _prefetch_titles(entity, form, record, posted)
-    getter_ctx = W.filter_context()
-    from ...metadata.evaluate import matches, record_getter
-
-    getter = record_getter(dict(evaluation))
     editable: list[str] = []
     tabs = []
-    for t_index, tab in enumerate(form.tabs):
+    for tab in bound.spec.tabs:
         sections = []
-        for s_index, section in enumerate(tab.sections):
-            visible = section.visible_if is None or matches(section.visible_if, getter, getter_ctx)
+        for section in tab.sections:
             entry = {
-                "id": f"s-{t_index}-{s_index}",
-                "label": C.label(section.label) if section.label else "",
-                "visible": visible,
+                "id": section.id,
+                "label": section.label,
+                "visible": bound.section_visible(section),
                 "conditional": section.visible_if is not None,
-                "related": None,
+                "related": section.related,
                 "columns": [],
             }
-            if section.related:
-                f = entity.fields.get(section.related)
-                if f is None or section.related not in C.readable_names(entity):
-                    continue
-                entry["related"] = f
-                if not entry["label"]:
-                    entry["label"] = C.label(f)
-            else:
-                for column in section.columns:
-                    views = []
-                    for item in column:
-                        view = W.field_view(
-                            entity,
-                            item,
-                            record,
-                            posted=posted,
-                            errors=errors,
-                            writable=writable,
-                            evaluation=evaluation,
-                            creating=creating,
-                        )
-                        if view is None:
-                            continue
-                        if not view.read_only:
-                            editable.append(view.name)
-                        views.append(view)
-                    entry["columns"].append(views)
+            for column in section.columns:
+                views = [
+                    W.view_of(spec, bound, record, posted=posted, errors=errors, creating=creating)
+                    for spec in column
+                ]
+                editable.extend(v.name for v in views if not v.read_only)
+                entry["columns"].append(views)
             sections.append(entry)
-        if sections:
-            invalid = any(v.errors for s in sections for c in s["columns"] for v in c)
-            tabs.append(
-                {
-                    "id": f"tab-{t_index}",
-                    "label": C.label(tab.label) if tab.label else C._("General"),
-                    "sections": sections,
-                    "invalid": invalid,
-                }
-            )
+        invalid = any(v.errors for s in sections for c in s["columns"] for v in c)
+        tabs.append({"id": tab.id, "label": tab.label, "sections": sections, "invalid": invalid})
     # the first tab with an error opens, so that no message hides behind another tab
     active = next((t for t in tabs if t["invalid"]), tabs[0] if tabs else None)
     for tab in tabs:
@@ -263,20 +235,11 @@ def new(entity_name: str):
 def create(entity_name: str):
     entity = entity_or_404(entity_name)
     service = C.records(entity)
-    form = form_for(C.catalog(), entity)
     posted = W.posted_mapping(request.form)
-    names = _offered(entity, form)
-    values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
+    bound = W.bind(entity, {}, posted, creating=True)
+    values, errors = W.read_form(bound, request.files)
     _own_files(entity, posted, values, None, errors)
     _keep_uploads(posted, values)
-    preview = W.evaluation_record(entity, {}, posted)
-    errors.update(
-        {
-            k: v
-            for k, v in W.form_rule_errors(entity, form_items(form), preview).items()
-            if k not in errors
-        }
-    )
     if errors:
         return render_form(entity, {}, posted=posted, errors=errors, status=422, creating=True)
     try:
@@ -285,12 +248,6 @@ def create(entity_name: str):
         return render_form(entity, {}, posted=posted, errors=exc.errors, status=422, creating=True)
     flash(C._("Saved."), "success")
     return _done(entity, record["id"])
-
-
-def _offered(entity: Entity, form: Form) -> list[str]:
-    return [
-        item.field for item in form.fields() if item.field in entity.fields and not item.read_only
-    ]
 
 
 def _own_files(entity: Entity, posted: dict, values: dict, current, errors: dict) -> None:
@@ -334,22 +291,12 @@ def edit(entity_name: str, record_id: int):
 def update(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     service = C.records(entity)
-    form = form_for(C.catalog(), entity)
     posted = W.posted_mapping(request.form)
     version = parse_id(request.form.get("_version"))
     current = service.get(record_id)
-    names = _offered(entity, form)
-    values, errors = W.read_values(entity, posted, request.files, C.writable_names(entity), names)
+    values, errors = W.read_form(W.bind(entity, current, posted), request.files)
     _own_files(entity, posted, values, current, errors)
     _keep_uploads(posted, values)
-    preview = W.evaluation_record(entity, current, posted)
-    errors.update(
-        {
-            k: v
-            for k, v in W.form_rule_errors(entity, form_items(form), preview).items()
-            if k not in errors
-        }
-    )
     if errors:
         return render_form(entity, current, posted=posted, errors=errors, status=422)
     try:

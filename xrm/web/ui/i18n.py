@@ -740,6 +740,7 @@ RU_ERRORS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^expected a record$"), "ожидается запись"),
     (re.compile(r"^you may not run the wizard '(.+)'$"), r"у вас нет прав запускать мастер «\1»"),
     (re.compile(r"^required for stage (.+)$"), r"обязательно для стадии «\1»"),
+    (re.compile(r"^required when (.+)$"), r"обязательно, когда \1"),
     (re.compile(r"^expected a number$"), "ожидается число"),
     (re.compile(r"^expected a finite number$"), "ожидается конечное число"),
     (re.compile(r"^expected a whole number$"), "ожидается целое число"),

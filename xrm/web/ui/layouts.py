@@ -1,8 +1,8 @@
 """Layouts the catalog does not spell out, and catalog layouts written back as documents.
 
-An entity without a form gets a generated one (its fields in two columns, then a related
-list per children field); an entity without a list view gets a generated view (title
-and the first few simple fields).  Both are cached per catalog version.  The admin pages
+An entity without a list view gets a generated view (title and the first few simple
+fields), cached per catalog version; generated forms come from the forms layer
+(``xrm.forms.layout``, re-exported here).  The admin pages
 change forms and views by writing a whole new definition into the customization layer
 (top wins), so ``form_document``/``view_document`` turn the compiled model back into the
 pack format.  A form document written back is the merged form (pack extensions and
@@ -12,13 +12,12 @@ the extensions applied to it again add only the fields of packs installed afterw
 
 from __future__ import annotations
 
+from ...forms.layout import default_form, form_fields_of, form_for  # noqa: F401 (re-exported)
 from ...metadata import Catalog, Entity, View
 from ...metadata.labels import Label
-from ...metadata.model import Form, FormField, FormSection, FormTab
+from ...metadata.model import Form, FormField, FormSection
 from .filtering import to_raw
 
-#: Field types that are not put on a generated form's first columns.
-_RELATED_TYPES = ("children",)
 _LIST_SKIP = (
     "long_text",
     "rich_text",
@@ -30,41 +29,6 @@ _LIST_SKIP = (
     "tags",
     "multi_choice",
 )
-
-
-def form_fields_of(entity: Entity) -> list[str]:
-    return [n for n, f in entity.fields.items() if f.type not in _RELATED_TYPES]
-
-
-def default_form(catalog: Catalog, entity: Entity) -> Form:
-    """A form for an entity that has none: fields in two columns, related lists after."""
-
-    def build():
-        names = form_fields_of(entity)
-        half = (len(names) + 1) // 2
-        columns = tuple(
-            tuple(FormField(n) for n in part) for part in (names[:half], names[half:]) if part
-        )
-        sections = [FormSection(label=None, columns=columns)] if columns else []
-        for name, f in entity.fields.items():
-            if f.type == "children" or f.type == "many_to_many":
-                sections.append(FormSection(label=f.label, related=name))
-        if not sections:
-            sections.append(FormSection(label=None, columns=()))
-        tab = FormTab(label=Label.of({"en": "General", "ru": "Основное"}), sections=tuple(sections))
-        return Form(
-            name=f"{entity.name}_generated",
-            entity=entity.name,
-            label=entity.label,
-            solution="",
-            tabs=(tab,),
-        )
-
-    return catalog.artifact(("ui-default-form", entity.name), build)
-
-
-def form_for(catalog: Catalog, entity: Entity) -> Form:
-    return catalog.form_for(entity.name) or default_form(catalog, entity)
 
 
 def default_view(catalog: Catalog, entity: Entity) -> View:

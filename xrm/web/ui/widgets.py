@@ -17,43 +17,17 @@ from typing import Any
 from flask import current_app, url_for
 from markupsafe import Markup
 
+from ...forms import WIDGETS, BoundForm, FieldSpec, Reader, fields_form, form_for, record_form
 from ...metadata import Entity, Field
-from ...metadata.evaluate import matches, record_getter
-from ...metadata.fieldtypes import CoercionError, in_zone
+from ...metadata.fieldtypes import in_zone
 from ...metadata.filters import FilterContext
 from ...metadata.model import FormField
 from ...storage.files import put_file
 from ..routing import parse_id
 from . import context as C
+from .i18n import translate_error
 
-#: field type -> widget name (templates/ui/_widgets.html renders each)
-WIDGETS = {
-    "text": "text",
-    "email": "email",
-    "phone": "tel",
-    "url": "url",
-    "long_text": "textarea",
-    "rich_text": "rich_text",
-    "integer": "number",
-    "decimal": "number",
-    "percent": "percent",
-    "money": "money",
-    "duration": "duration",
-    "rating": "rating",
-    "boolean": "boolean",
-    "date": "date",
-    "datetime": "datetime",
-    "time": "time",
-    "choice": "choice",
-    "multi_choice": "multi_choice",
-    "tags": "tags",
-    "lookup": "lookup",
-    "user": "user",
-    "any_lookup": "any_lookup",
-    "many_to_many": "many_to_many",
-    "file": "file",
-    "json": "textarea",
-}
+__all__ = ["WIDGETS", "FieldView", "field_view", "reader", "view_of"]
 
 MiB = 1024 * 1024
 
@@ -125,6 +99,48 @@ def _posted_list(posted: Mapping, name: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------ building
+def reader() -> Reader:
+    """The request's user as the forms layer sees them: permissions, language, zone."""
+    return Reader(access=C.access(), locale=C.locale(), tz=C.tz(), translate=translate_error)
+
+
+def bind(
+    entity: Entity, record: Mapping, posted: Mapping | None = None, *, form=None, creating=False
+) -> BoundForm:
+    """The entity's form (its main one unless given) holding a record and what was posted."""
+    who = reader()
+    spec = record_form(C.catalog(), entity, who, form or form_for(C.catalog(), entity))
+    return spec.bind(who, record, posted, now=C.store().clock.now(), creating=creating)
+
+
+def view_of(
+    spec: FieldSpec,
+    bound: BoundForm,
+    record: Mapping,
+    *,
+    posted: Mapping | None = None,
+    errors: Mapping | None = None,
+    creating: bool = False,
+    writable: set[str] | None = None,
+) -> FieldView:
+    """How the page shows one field of a bound form (its state comes from the form)."""
+    f = spec.field
+    view = FieldView(name=f.name, field=f, label=spec.label, widget=spec.widget, help=spec.help)
+    view.read_only = spec.read_only or (writable is not None and f.name not in writable)
+    view.conditional = spec.conditional
+    view.visible = bound.visible(f.name)
+    view.required = bound.required(f.name)
+    view.errors = [C.error(m) for m in (errors or {}).get(f.name, ())]
+    value = record.get(f.name)
+    if creating and posted is None and value is None:
+        value = spec.default_for(bound.reader)
+    use_posted = posted is not None and not view.read_only and _was_posted(posted, f)
+    _fill(view, spec, value, posted if use_posted else None)
+    if view.read_only:
+        view.display = C.rich_html(value) if f.type == "rich_text" else C.display(f, value)
+    return view
+
+
 def field_view(
     entity: Entity,
     item: FormField,
@@ -132,41 +148,25 @@ def field_view(
     *,
     posted: Mapping | None = None,
     errors: Mapping | None = None,
-    writable: set[str],
-    evaluation: Mapping | None = None,
+    writable: set[str] | None = None,
     creating: bool = False,
 ) -> FieldView | None:
-    """The view of one form field, or None when the field is gone or hidden from the user."""
-    f = entity.fields.get(item.field)
-    if f is None:
+    """The view of one field outside a whole form (an inline edit), or None when the
+    field is gone or hidden from the user."""
+    who = reader()
+    spec = fields_form(C.catalog(), entity, [item], who)
+    if item.field not in spec.fields:
         return None
-    if f.name not in C.readable_names(entity):
-        return None
-    view = FieldView(
-        name=f.name,
-        field=f,
-        label=C.label(item.label) if item.label else C.label(f),
-        widget=item.widget if item.widget in WIDGETS.values() else WIDGETS.get(f.type, "text"),
-        help=f.help.get(C.locale()) if f.help else "",
+    bound = spec.bind(who, record, posted, now=C.store().clock.now(), creating=creating)
+    return view_of(
+        spec.fields[item.field],
+        bound,
+        record,
+        posted=posted,
+        errors=errors,
+        creating=creating,
+        writable=writable,
     )
-    view.read_only = item.read_only or f.name not in writable or f.computed
-    view.conditional = item.visible_if is not None or item.required_if is not None
-    evaluated = evaluation if evaluation is not None else record
-    getter = record_getter(dict(evaluated))
-    ctx = filter_context()
-    view.visible = item.visible_if is None or matches(item.visible_if, getter, ctx)
-    view.required = f.required or (
-        item.required_if is not None and matches(item.required_if, getter, ctx)
-    )
-    view.errors = [C.error(m) for m in (errors or {}).get(f.name, ())]
-    value = record.get(f.name)
-    if creating and posted is None and value is None and f.default is not None and not f.computed:
-        value = _default_value(f)
-    use_posted = posted is not None and not view.read_only and _was_posted(posted, f)
-    _fill(view, f, value, posted if use_posted else None)
-    if view.read_only:
-        view.display = C.rich_html(value) if f.type == "rich_text" else C.display(f, value)
-    return view
 
 
 def _was_posted(posted: Mapping, f: Field) -> bool:
@@ -174,28 +174,18 @@ def _was_posted(posted: Mapping, f: Field) -> bool:
     return f.name in names
 
 
-def _default_value(f: Field):
-    if f.default in ("current_user",):
-        return C.principal().user_id
-    if f.default in ("today", "now"):
-        return None  # filled by the records service at save time
-    try:
-        return f.kind.coerce(f, f.default)
-    except (CoercionError, TypeError, ValueError):
-        return None
-
-
-def _fill(view: FieldView, f: Field, value, posted: Mapping | None) -> None:
+def _fill(view: FieldView, spec: FieldSpec, value, posted: Mapping | None) -> None:
     """Set what the input shows: the posted text after a failed save, else the value."""
-    widget = view.widget
+    widget, f = view.widget, spec.field
     if widget in ("choice",):
-        view.options = [(o.value, C.label(o)) for o in f.choices]
+        view.options = list(spec.choices)
         view.value = _posted_text(posted, f.name) if posted is not None else (value or "")
         return
     if widget == "multi_choice":
-        view.options = [(o.value, C.label(o)) for o in f.choices]
+        view.options = list(spec.choices)
+        labels = dict(spec.choices)
         chosen = _posted_list(posted, f.name) if posted is not None else list(value or ())
-        view.values = [(v, C.label(f.option(v)) if f.option(v) else v) for v in chosen]
+        view.values = [(v, labels.get(v, v)) for v in chosen]
         return
     if widget in ("lookup", "user"):
         ident = _posted_text(posted, f.name) if posted is not None else value
@@ -275,30 +265,9 @@ def filter_context() -> FilterContext:
 
 # ------------------------------------------------------------------------ evaluation
 def evaluation_record(entity: Entity, base: Mapping, posted: Mapping) -> dict:
-    """The record as the form currently has it (for visible_if/required_if): the stored
-    values with what the user typed on top, coerced where it can be (else left empty)."""
-    record = dict(base)
-    for name in posted.get("_fields") or []:
-        f = entity.fields.get(name)
-        if f is None or f.type == "file":
-            continue
-        raw = _raw_posted(f, posted)
-        try:
-            record[name] = f.kind.coerce_input(f, raw, tz=C.tz(), locale=C.locale())
-        except (CoercionError, TypeError, ValueError):
-            record[name] = None
-    return record
-
-
-def _raw_posted(f: Field, posted: Mapping):
-    if f.type in ("multi_choice", "many_to_many"):
-        return _posted_list(posted, f.name)
-    if f.type == "boolean":
-        return bool(_posted_text(posted, f.name))
-    text = _posted_text(posted, f.name)
-    if f.type in ("lookup", "user"):
-        return parse_id(text)
-    return text
+    """The record as the main form currently has it (for visible_if/required_if): the
+    stored values with what the user typed on top, parsed where it can be (else empty)."""
+    return bind(entity, base, posted).evaluation
 
 
 def posted_mapping(form) -> dict:
@@ -331,45 +300,47 @@ def _size_text(size: int) -> str:
 def read_values(
     entity: Entity, posted: Mapping, files, writable: set[str], names: list[str]
 ) -> tuple[dict, dict]:
-    """The values to save from a posted form, and upload errors (field -> messages).
+    """The values to save from a post of some fields (an inline or bulk edit), and the
+    errors found reading them (field -> messages in the user's language).
 
-    Only fields the form showed as editable are read, so a user cannot set a field by
-    adding it to the request that the form did not offer."""
-    values: dict[str, Any] = {}
-    errors: dict[str, list[str]] = {}
-    offered = set(names)
-    for name in posted.get("_fields") or []:
-        f = entity.fields.get(name)
-        if f is None or name not in writable or name not in offered or f.computed:
+    Only the named fields the user may change are read, so a user cannot set a field by
+    adding it to the request that the page did not offer."""
+    items = [FormField(n) for n in names if n in entity.fields and n in writable]
+    who = reader()
+    spec = fields_form(C.catalog(), entity, items, who)
+    return read_form(spec.bind(who, {}, posted, now=C.store().clock.now()), files)
+
+
+def read_form(bound: BoundForm, files) -> tuple[dict, dict]:
+    """The values to save from a bound form's post and the errors reading them: the forms
+    layer parses the fields in the user's locale and checks what the form requires; the
+    files uploaded with it are stored here (uploads are the web's part)."""
+    bound.validate()
+    values = dict(bound.values)
+    errors = {name: list(messages) for name, messages in bound.errors.items()}
+    posted = bound.posted or {}
+    for name in bound.submitted:
+        f = bound.spec.fields[name].field
+        if f.type != "file":
             continue
-        if f.type == "file":
-            upload = files.get(name) if files else None
-            if upload is not None and upload.filename:
-                stored, problem = _store_upload(f, upload)
-                if problem:
-                    errors.setdefault(name, []).append(problem)
-                    continue
-                values[name] = stored
-            elif _posted_text(posted, f"{name}__remove"):
-                values[name] = None
+        upload = files.get(name) if files else None
+        if upload is not None and upload.filename:
+            stored, problem = _store_upload(f, upload)
+            if problem:
+                errors.setdefault(name, []).append(problem)
+                continue
+            values[name] = stored
+        elif _posted_text(posted, f"{name}__remove"):
+            values[name] = None
+        else:
+            kept = _posted_text(posted, f"{name}__kept")
+            if kept:
+                try:
+                    values[name] = json.loads(kept)
+                except ValueError:
+                    errors.setdefault(name, []).append(C.error("the kept file is not valid"))
             else:
-                kept = _posted_text(posted, f"{name}__kept")
-                if kept:
-                    try:
-                        values[name] = json.loads(kept)
-                    except ValueError:
-                        errors.setdefault(name, []).append("the kept file is not valid")
-                else:
-                    values[name] = None
-            continue
-        if f.type in ("multi_choice", "many_to_many"):
-            values[name] = _posted_list(posted, name)
-            continue
-        if f.type == "boolean":
-            values[name] = bool(_posted_text(posted, name))
-            continue
-        text = _posted_text(posted, name)
-        values[name] = text if text.strip() != "" else None
+                values[name] = None
     return values, errors
 
 
@@ -390,17 +361,7 @@ def _store_upload(f: Field, upload) -> tuple[dict | None, str | None]:
 def form_rule_errors(
     entity: Entity, items: list[FormField], record: Mapping
 ) -> dict[str, list[str]]:
-    """``required_if`` rules of the form that the record breaks (on visible fields)."""
-    getter = record_getter(dict(record))
-    ctx = filter_context()
-    errors: dict[str, list[str]] = {}
-    for item in items:
-        if item.required_if is None or item.field not in entity.fields:
-            continue
-        if item.visible_if is not None and not matches(item.visible_if, getter, ctx):
-            continue
-        if matches(item.required_if, getter, ctx):
-            value = record.get(item.field)
-            if value is None or value == "" or value == []:
-                errors.setdefault(item.field, []).append("required")
-    return errors
+    """``required_if`` rules of these form items that the record breaks (on shown fields)."""
+    who = reader()
+    spec = fields_form(C.catalog(), entity, items, who)
+    return spec.bind(who, record, now=C.store().clock.now()).rule_errors()
