@@ -169,8 +169,8 @@ def test_an_unknown_folder_gets_one_message_with_a_suggestion(xrm_check):
     assert code == 1
     assert out == [
         "probe/entites:1:1: probe: unknown folder 'entites': a pack's folders are entities, "
-        "option_sets, views, roles, forms, processes, templates, reports, dashboards; did you mean "
-        "'entities'?"
+        "option_sets, views, roles, forms, processes, templates, reports, dashboards, data, demo, "
+        "tests, wizards, web_forms; did you mean 'entities'?"
     ]
 
 
@@ -344,12 +344,14 @@ def test_the_summary_counts_every_kind_of_definition(xrm_check):
         "processes/p.yaml": process("  - notify: {to: owner, template: hello}\n", "gizmo"),
         "reports/r.yaml": "reports:\n  gizmos: {entity: gizmo, measures: {gizmos: count}}\n",
         "dashboards/d.yaml": "dashboards:\n  desk: {label: Desk, widgets: [{report: gizmos}]}\n",
+        "web_forms/w.yaml": "web_forms:\n  ask: {entity: gizmo, fields: [name], submit_as: a@b.io}\n",
     }
     code, out, err = xrm_check(files, depends={})
     assert code == 0, out + [err]
     assert re.fullmatch(
         r"ok: 1 solution, 1 entity, 2 fields, 1 option set, 1 view, 1 form, 1 role, "
-        r"1 process, 1 SLA, 1 calendar, 1 template, 1 report, 1 dashboard checked in \d+ ms",
+        r"1 process, 1 SLA, 1 calendar, 1 template, 1 report, 1 dashboard, 0 wizards, "
+        r"1 web form checked in \d+ ms",
         out[0],
     ), out
 
@@ -360,6 +362,6 @@ def test_the_summary_of_the_shipped_packs(capsys):
     assert re.fullmatch(
         r"ok: 2 solutions, \d+ entities, \d+ fields, \d+ option sets, \d+ views, \d+ forms, "
         r"\d+ roles, \d+ processes, \d+ SLAs?, \d+ calendars?, \d+ templates, \d+ reports, "
-        r"\d+ dashboards checked in \d+ ms\n",
+        r"\d+ dashboards, \d+ wizards?, \d+ web forms? checked in \d+ ms\n",
         out,
     ), out
