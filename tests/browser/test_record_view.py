@@ -66,6 +66,14 @@ def test_open_a_record_and_edit_fields_in_place(visit, site):
     visit.shot("account changed")
     assert site.store.records("opportunity").get(record["id"])["account"] == site.globex["id"]
 
+    # Escape leaves a field as it was
+    page.click('[data-testid="pencil-next_step"]')
+    page.locator("#f-next_step").wait_for()
+    page.fill("#f-next_step", "Never mind")
+    page.press("#f-next_step", "Escape")
+    page.locator('[data-testid="value-next_step"]', has_text="Send the proposal").wait_for()
+    assert site.store.records("opportunity").get(record["id"])["next_step"] == "Send the proposal"
+
     # a wrong value stays in its input with the message; Cancel brings the value back
     page.click('[data-testid="pencil-amount"]')
     page.locator("#f-amount").wait_for()

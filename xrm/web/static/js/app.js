@@ -357,6 +357,19 @@
     });
   }
 
+  // ------------------------------------------------------------------ read view: inline edit
+  // Escape leaves a field being edited in place as it was (its Cancel link).
+  document.addEventListener("keydown", function (event) {
+    // a widget that used the key itself (an open type-ahead closing) keeps it
+    if (event.key !== "Escape" || event.defaultPrevented || !event.target.closest) return;
+    var form = event.target.closest(".xrm-inline-form");
+    var cancel = form && form.querySelector('[data-testid="inline-cancel"]');
+    if (cancel) {
+      event.preventDefault();
+      cancel.click();
+    }
+  });
+
   // ------------------------------------------------------------------ htmx
   document.addEventListener("htmx:load", function (event) { init(event.target); });
   document.addEventListener("htmx:responseError", function (event) {
