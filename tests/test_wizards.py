@@ -477,3 +477,24 @@ def test_a_record_page_offers_the_wizards_opened_from_it(shop):
     assert opened.status_code == 200 and "Lee" in opened.get_data(as_text=True)
     assert seller.get("/wizards/qualify?from=lead:999999").status_code == 404
     assert seller.get("/wizards/qualify?from=account:1").status_code == 404
+
+
+def test_the_customization_layer_adds_and_replaces_wizards(shop):
+    from xrm.metadata.problems import DefinitionError
+
+    mine = {
+        "label": "Quick account",
+        "open_from": {"list": "account"},
+        "steps": [{"name": "only", "fields": [{"input": "name", "field": "account.name"}]}],
+        "finish": [{"create": "account", "values": {"name": "{{ inputs.name }}"}}],
+    }
+    shop.customize("wizards", {"wizards": {"quick_account": mine}})
+    assert shop.catalog.wizards["quick_account"].solution == "customization"
+    renamed = {**mine, "label": {"en": "Customer, quickly", "ru": "Быстро: клиент"}}
+    shop.customize("wizards", {"wizards": {"new_customer": renamed}})
+    assert shop.catalog.wizards["new_customer"].label.get("ru") == "Быстро: клиент"
+    broken = {**mine, "finish": [{"create": "acount", "values": {}}]}
+    with pytest.raises(DefinitionError) as refused:
+        shop.customize("wizards", {"wizards": {"broken": broken}})
+    assert "create: unknown entity 'acount'; did you mean 'account'?" in str(refused.value)
+    assert "broken" not in shop.catalog.wizards
