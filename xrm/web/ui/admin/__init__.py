@@ -28,4 +28,4 @@ def index():
     )
 
 
-from . import audit, layouts, people, plans, processes, schema, tokens, web_forms  # noqa: E402,F401  (routes on bp)
+from . import audit, layouts, people, plans, processes, schema, solutions, tokens, web_forms  # noqa: E402,F401  (routes on bp)
