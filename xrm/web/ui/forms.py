@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from markupsafe import escape
 
-from ...forms import BoundForm
+from ...forms import BoundForm, quick_create_form
 from ...metadata import CoercionError, Entity
 from ...metadata.filters import FilterError, system_field
 from ...metadata.model import Form
@@ -92,7 +92,15 @@ def build_tabs(
             }
             for column in section.columns:
                 views = [
-                    W.view_of(spec, bound, record, posted=posted, errors=errors, creating=creating)
+                    W.view_of(
+                        spec,
+                        bound,
+                        record,
+                        posted=posted,
+                        errors=errors,
+                        creating=creating,
+                        quick=True,
+                    )
                     for spec in column
                 ]
                 editable.extend(v.name for v in views if not v.read_only)
@@ -363,6 +371,54 @@ def delete(entity_name: str, record_id: int):
     if htmx():
         return "", 204, {"HX-Redirect": target}
     return redirect(target, code=303)
+
+
+# ------------------------------------------------------------------------ quick create
+@bp.route("/r/<entity_name>/quick-create", methods=["GET", "POST"])
+def quick_create(entity_name: str):
+    """The entity's quick-create form in a dialog opened from a lookup (``for``: the
+    lookup's input name): on save the new record is handed back to be selected there."""
+    entity = entity_or_404(entity_name)
+    if not C.can(entity.name, "create"):
+        raise Forbidden(f"you may not create {entity.name} records")
+    form = quick_create_form(C.catalog(), entity)
+    target = request.values.get("for", "")
+    target = target if target.isidentifier() else ""
+    posted = W.posted_mapping(request.form) if request.method == "POST" else None
+    bound = W.bind(entity, {}, posted, form=form, creating=True)
+    errors: dict = {}
+    if posted is not None:
+        values, errors = W.read_form(bound, request.files)
+        if not errors:
+            try:
+                record = C.records(entity).create(values)
+            except ValidationFailed as exc:
+                errors = exc.errors
+            else:
+                return render_template(
+                    "ui/_quick_created.html",
+                    target=target,
+                    ident=record["id"],
+                    title=C.record_title(entity, record),
+                    entity=entity,
+                )
+    fields = [
+        W.view_of(spec, bound, {}, posted=posted, errors=errors, creating=True)
+        for spec in bound.spec.fields.values()
+    ]
+    for view in fields:
+        view.prefix = "q-"
+    return render_template(
+        "ui/_quick_create.html",
+        entity=entity,
+        title=C._("New %(entity)s", entity=C.label(entity)),
+        fields=fields,
+        editable=[v.name for v in fields if not v.read_only],
+        target=target,
+        general_errors=error_lines(
+            entity, {k: v for k, v in errors.items() if k not in bound.spec.fields}
+        ),
+    ), (422 if errors else 200)
 
 
 # ------------------------------------------------------------------------ live rules

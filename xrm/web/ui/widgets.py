@@ -51,10 +51,11 @@ class FieldView:
     display: Markup = Markup("")
     help: str = ""
     extra: dict = field(default_factory=dict)
+    prefix: str = ""  # another form on the page (a quick-create dialog) keeps ids apart
 
     @property
     def input_id(self) -> str:
-        return f"f-{self.name}"
+        return f"{self.prefix}f-{self.name}"
 
 
 # ------------------------------------------------------------------------ value -> text
@@ -122,6 +123,7 @@ def view_of(
     errors: Mapping | None = None,
     creating: bool = False,
     writable: set[str] | None = None,
+    quick: bool = False,
 ) -> FieldView:
     """How the page shows one field of a bound form (its state comes from the form)."""
     f = spec.field
@@ -138,6 +140,11 @@ def view_of(
     _fill(view, spec, value, posted if use_posted else None)
     if view.read_only:
         view.display = C.rich_html(value) if f.type == "rich_text" else C.display(f, value)
+    elif quick and f.type == "lookup" and C.can(f.target, "create"):
+        # a record form's lookup offers "+ New": the target's quick-create form in a dialog
+        view.extra["quick_url"] = url_for(
+            "ui_forms.quick_create", entity_name=f.target, **{"for": f.name}
+        )
     return view
 
 

@@ -379,6 +379,34 @@
     var found = holder.querySelector("[data-xrm-toast] .toast-body");
     toast(found ? found.textContent.trim() : text("textError", "Something went wrong."), "danger");
   });
+  // The quick-create dialog of a lookup: open when its form arrives; a record saved in it
+  // is selected in the lookup that opened it, and the dialog closes.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var dialog = event.detail.target;
+    if (!dialog || dialog.id !== "xrm-quick-dialog") return;
+    var made = dialog.querySelector("[data-xrm-quick-created]");
+    if (made) {
+      var select = document.querySelector('#record-form [name="' + made.dataset.target + '"]');
+      if (select) {
+        if (select.tomselect) {
+          select.tomselect.addOption({ value: made.dataset.value, text: made.dataset.text });
+          select.tomselect.setValue(made.dataset.value);
+        } else {
+          select.add(new Option(made.dataset.text, made.dataset.value, true, true));
+        }
+        select.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+      dialog.close();
+      dialog.innerHTML = "";
+    } else if (!dialog.open) {
+      dialog.showModal();
+    }
+  });
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("[data-xrm-dialog-close]")) return;
+    var dialog = event.target.closest("dialog");
+    if (dialog) { dialog.close(); dialog.innerHTML = ""; }
+  });
   document.addEventListener("htmx:sendError", function () { toast(text("textError", "Something went wrong."), "danger"); });
   // A live-rules answer must not replace the field the user is typing in.
   document.addEventListener("htmx:oobBeforeSwap", function (event) {

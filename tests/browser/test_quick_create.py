@@ -1,0 +1,47 @@
+"""Quick create in a real browser: from a record form's lookup, "+ New" opens the target
+entity's short form (xrm.forms' quick-create form) in a dialog; an empty required field is
+refused in place; the saved record is selected in the lookup, and the form saves with it."""
+
+from __future__ import annotations
+
+from .support import SELLER
+
+
+def test_create_an_account_from_the_contacts_lookup(visit, site):
+    page = visit.login(SELLER)
+    visit.go("/r/contact/new", "new contact")
+    dialog = page.locator('[data-testid="quick-dialog"]')
+    assert not dialog.is_visible()
+
+    page.click('[data-testid="quick-create-account"]')
+    form = dialog.locator('[data-testid="quick-create-form"]')
+    form.wait_for()
+    visit.shot("quick create dialog")
+    assert dialog.is_visible()
+    assert form.locator("#q-f-name").is_visible()
+    assert form.locator("#q-f-annual_revenue").count() == 0  # a short form, not the main one
+
+    form.locator('[data-testid="quick-save"]').click()
+    error = dialog.locator('[data-testid="quick-error-name"]')
+    error.wait_for()
+    visit.shot("quick create refused")
+    assert error.inner_text() == "required"
+    assert site.store.records("account").count(filter=["name", "eq", "Quickly Made Ltd"]).value == 0
+
+    dialog.locator("#q-f-name").fill("Quickly Made Ltd")
+    dialog.locator('[data-testid="quick-save"]').click()
+    dialog.wait_for(state="hidden")
+    visit.shot("account selected")
+    made = site.store.records("account").query(filter=["name", "eq", "Quickly Made Ltd"]).rows
+    assert len(made) == 1
+    selected = page.locator("#field-account .ts-control .item")
+    assert selected.inner_text() == "Quickly Made Ltd"
+    assert page.locator("#f-account").input_value() == str(made[0]["id"])
+
+    page.fill("#f-first_name", "Quinn")
+    page.fill("#f-last_name", "Quick")
+    page.click('[data-testid="save"]')
+    page.wait_for_load_state("networkidle")
+    visit.shot("contact saved")
+    contact = site.store.records("contact").query(filter=["last_name", "eq", "Quick"]).rows[0]
+    assert contact["account"] == made[0]["id"]
