@@ -20,6 +20,7 @@ from xrm.metadata.duplicates import (
 )
 from xrm.metadata.problems import DefinitionError
 from xrm.web import create_app
+from xrm.workflow.loading import load_records
 
 # ------------------------------------------------------------------------- normalizers
 
@@ -211,9 +212,14 @@ def test_exact_rules_find_normalized_matches(store):
     assert _found(accounts, {"name": "Globex Corp."}) == [
         (other["id"], ["same_name", "similar_name"])
     ]
-    # the hidden key is not part of a record
+    # the hidden key is not part of a record: not read, not written back, not given to
+    # processes (whose webhooks send the record)
     assert not [k for k in accounts.get(acme["id"]) if k.startswith("_")]
     assert not [k for k in accounts.query().rows[0] if k.startswith("_")]
+    assert not [k for k in accounts.update(acme["id"], {"rating": 3}) if k.startswith("_")]
+    with store.engine.connect() as conn:
+        loaded = load_records(conn, store.refresh(), "account", [acme["id"]])[acme["id"]]
+    assert loaded["name"] == "Acme, Inc." and not [k for k in loaded if k.startswith("_")]
 
     contacts = store.records("contact")
     ivanov = contacts.create(

@@ -44,10 +44,11 @@ def load_records(
     model = catalog.entity(entity)
     found = {}
     convert = any(f.type == "any_lookup" for f in model.fields.values())
-    names = [c.key for c in table.c]
+    columns = T.record_columns(table)  # not the hidden duplicate keys
+    names = [c.key for c in columns]
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        result = conn.execute(sa.select(table).where(among(conn, table.c.id, chunk)))
+        result = conn.execute(sa.select(*columns).where(among(conn, table.c.id, chunk)))
         # plain tuples zipped with the names: a RowMapping per row costs more than the zip
         for values in result.all():
             row = dict(zip(names, values, strict=True))
