@@ -28,4 +28,15 @@ def index():
     )
 
 
-from . import audit, layouts, people, plans, processes, schema, solutions, tokens, web_forms  # noqa: E402,F401  (routes on bp)
+from . import (  # noqa: E402,F401  (routes on bp)
+    audit,
+    definitions,
+    layouts,
+    people,
+    plans,
+    processes,
+    schema,
+    solutions,
+    tokens,
+    web_forms,
+)

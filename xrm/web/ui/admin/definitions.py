@@ -1,0 +1,226 @@
+"""Every kind of definition editable in the browser as YAML: processes (enable, disable,
+change a step, add one), SLAs, calendars, templates, reports, dashboards, views, forms,
+roles, option sets, wizards, web forms.  The editor checks the text as it is typed
+against the published JSON Schema and the cross-checks (each problem at its line and
+column), a save is shown as its plan first and then written to the customization layer
+in place of the earlier version, and "revert" takes the customization out so the pack's
+own definition applies again.  Entities keep their structured editor (schema.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+import yaml
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from ....metadata.packs import KINDS, Document, _validate
+from ....metadata.problems import DefinitionError, Problems
+from ....metadata.schemas import NAME_PATTERN
+from ....metadata.source import YamlSyntaxError, load_yaml
+from ....solutions.lifecycle import definitions
+from ....storage.schema import SchemaChangeRefused
+from .. import context as C
+from . import bp
+
+#: Kinds edited here; entities and their extensions have the structured editor.
+EDITABLE = tuple(k for k in KINDS if k not in ("entity", "extend", "data", "demo", "tests"))
+#: Kinds whose document holds one definition under its top key (``process: name``).
+SINGLE = ("process", "sla")
+SOURCE = "definition.yaml"
+
+
+def _all() -> dict[tuple[str, str], dict]:
+    """Every editable definition: where it comes from and its current body."""
+    store = C.store()
+    found: dict[tuple[str, str], dict] = {}
+    for pack in store.installed_packs():
+        for (kind, name), (_solution, body) in definitions(
+            (pack.name, d) for d in pack.documents
+        ).items():
+            if kind in EDITABLE:
+                found[(kind, name)] = {"source": pack.name, "body": body, "customized": False}
+    for (kind, name), (place, body) in definitions(store.customization_documents()).items():
+        if kind in EDITABLE:
+            entry = found.setdefault((kind, name), {"source": None})
+            entry.update(body=body, customized=True, place=place)
+    return found
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _document(kind: str, name: str, body) -> dict:
+    return _plain(body) if kind in SINGLE else {kind: {name: _plain(body)}}
+
+
+def _text(kind: str, name: str, body) -> str:
+    return yaml.safe_dump(
+        _document(kind, name, body), sort_keys=False, allow_unicode=True, width=100
+    )
+
+
+@bp.get("/definitions")
+def definitions_index():
+    rows = [
+        {"kind": kind, "name": name, **entry}
+        for (kind, name), entry in sorted(
+            _all().items(), key=lambda kv: (EDITABLE.index(kv[0][0]), kv[0][1])
+        )
+    ]
+    return render_template("admin/definitions.html", rows=rows, kinds=EDITABLE)
+
+
+@bp.get("/definitions/new")
+def definition_new():
+    kind, name = request.args.get("kind", ""), request.args.get("name", "").strip()
+    if kind not in EDITABLE or not re.fullmatch(NAME_PATTERN, name):
+        flash(C._("Choose a kind and a name of lower-case letters, digits and _."), "danger")
+        return redirect(url_for("ui_admin.definitions_index"), code=303)
+    return redirect(url_for("ui_admin.definition", kind=kind, name=name, new=1), code=303)
+
+
+def _current(kind: str, name: str) -> dict:
+    if kind not in EDITABLE:
+        abort(404)
+    entry = _all().get((kind, name))
+    if entry is None and request.method == "GET" and "new" not in request.args:
+        abort(404)
+    return entry or {"source": None, "body": None, "customized": False}
+
+
+@bp.get("/definitions/<kind>/<name>")
+def definition(kind: str, name: str):
+    entry = _current(kind, name)
+    text = _text(kind, name, entry["body"]) if entry["body"] is not None else _starter(kind, name)
+    return render_template(
+        "admin/definition.html", kind=kind, name=name, entry=entry, text=text, problems=[]
+    )
+
+
+def _starter(kind: str, name: str) -> str:
+    return f"{kind}: {name}\n" if kind in SINGLE else f"{kind}:\n  {name}:\n"
+
+
+def _check(kind: str, name: str, text: str) -> tuple[dict | None, list[str]]:
+    """The document the text holds, and every problem in it (``line:column: message``):
+    YAML, the kind's JSON Schema, that it defines exactly this definition, then the
+    cross-checks of the catalog it would make."""
+    try:
+        data = load_yaml(text, SOURCE)
+    except YamlSyntaxError as exc:
+        return None, [f"{exc.position.line}:{exc.position.column}: {exc.message}"]
+    if not isinstance(data, Mapping):
+        return None, [f"1:1: expected a mapping that starts with {kind}:"]
+    if kind == "process":
+        from ....metadata.processes import normalize_on
+
+        normalize_on(data)
+    defined = [n for k, n in definitions([("layer", Document(kind, data, SOURCE))]) if k == kind]
+    if defined != [name]:
+        named = ", ".join(defined) or "nothing"
+        return None, [f"1:1: this page edits {kind} {name!r}; the text defines {named}"]
+    problems = Problems()
+    _validate(data, kind, SOURCE, problems)
+    if not problems:
+        try:  # the tree itself, positions and all, so cross-check problems have lines
+            C.store().customize_all([(kind, data)], dry_run=True, replacing=[(kind, name)])
+        except DefinitionError as exc:
+            problems.items.extend(exc.problems)
+        except (SchemaChangeRefused, ValueError) as exc:
+            return None, [str(exc)]
+    out = []
+    for problem in problems.items:
+        at = problem.position
+        where = f"{at.line}:{at.column}: " if at.path == SOURCE else ""
+        subject = f"{problem.subject}: " if problem.subject else ""
+        out.append(f"{where}{subject}{problem.message}")
+    return (_plain(data) if not out else None), out
+
+
+@bp.post("/definitions/<kind>/<name>/check")
+def definition_check(kind: str, name: str):
+    _current(kind, name)
+    _document_, problems = _check(kind, name, request.form.get("text", ""))
+    return render_template("admin/_definition_problems.html", problems=problems)
+
+
+@bp.post("/definitions/<kind>/<name>")
+def definition_save(kind: str, name: str):
+    entry = _current(kind, name)
+    text = request.form.get("text", "")
+    document, problems = _check(kind, name, text)
+    if problems:
+        return render_template(
+            "admin/definition.html",
+            kind=kind,
+            name=name,
+            entry=entry,
+            text=text,  # what the administrator typed is kept
+            problems=problems,
+        ), 422
+    _catalog, plan = C.store().customize_all(
+        [(kind, document)], dry_run=True, replacing=[(kind, name)]
+    )
+    return render_template(
+        "admin/definition_plan.html",
+        kind=kind,
+        name=name,
+        lines=plan.lines(),
+        documents=json.dumps([[kind, document]], ensure_ascii=False),
+        revert=False,
+    )
+
+
+@bp.post("/definitions/<kind>/<name>/apply")
+def definition_apply(kind: str, name: str):
+    _current(kind, name)
+    try:
+        documents = json.loads(request.form.get("documents", ""))
+        ((document_kind, document),) = documents
+    except (ValueError, TypeError):
+        abort(400)
+    if document_kind != kind or not isinstance(document, dict):
+        abort(400)
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    checked, problems = _check(kind, name, text)  # checked again: the form is the client's
+    if problems:
+        flash("; ".join(problems), "danger")
+        return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
+    C.store().customize_all(
+        [(kind, checked)], user_id=C.principal().user_id, replacing=[(kind, name)]
+    )
+    flash(C._("The change was applied."), "success")
+    return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
+
+
+@bp.post("/definitions/<kind>/<name>/revert")
+def definition_revert(kind: str, name: str):
+    entry = _current(kind, name)
+    if not entry.get("customized"):
+        abort(404)
+    confirmed = request.form.get("confirm") == "1"
+    try:
+        _catalog, plan = C.store().uncustomize(kind, name, dry_run=not confirmed)
+    except (DefinitionError, KeyError, ValueError) as exc:
+        flash(str(exc), "danger")
+        return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
+    if not confirmed:
+        return render_template(
+            "admin/definition_plan.html",
+            kind=kind,
+            name=name,
+            lines=plan.lines(),
+            documents="",
+            revert=True,
+            pack=entry.get("source"),
+        )
+    flash(C._("The customization was taken out."), "success")
+    target = "ui_admin.definition" if entry.get("source") else "ui_admin.definitions_index"
+    return redirect(url_for(target, kind=kind, name=name), code=303)
