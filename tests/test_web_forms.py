@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from browser.support import PASSWORD, Client, database_url, make_app
 from conftest import SOLUTIONS, write_pack
+from werkzeug.datastructures import MultiDict
 
 import xrm
 from xrm.cli import main
@@ -330,6 +331,33 @@ def test_the_records_service_validates_as_for_any_create(site, visitor):
     assert re.search(r'id="e-employees">expected a whole number', page)
     assert re.search(r'id="e-industry">&#39;no_such_industry&#39; is not an option', page)
     assert not leads(site, last_name="Numbers")
+
+
+def test_hostile_values_are_refused_without_a_server_error(site, visitor):
+    nul = visitor.post(
+        "/f/web_to_lead",
+        data={"_token": token("web_to_lead"), "last_name": "Nul\x00Byte", "email": "n@x.io"},
+    )
+    assert nul.status_code == 422 and "cannot contain NUL" in text(nul)
+    twice = visitor.post(
+        "/f/web_to_lead",
+        data=MultiDict([("_token", token("web_to_lead")), ("_token", "x"), ("last_name", "Twice")]),
+    )
+    assert twice.status_code == 400 and not leads(site, last_name="Twice")
+    nested = visitor.post(
+        "/f/web_to_lead",
+        json={"_token": token("web_to_lead"), "last_name": {"a": 1}, "email": "n@x.io"},
+        headers={"Accept": "application/json"},
+    )
+    assert nested.status_code == 422
+    assert nested.get_json()["errors"]["last_name"] == ["expected text"]
+    listed = visitor.post("/f/web_to_lead", json=["not", "an", "object"])
+    assert listed.status_code == 400
+    long = visitor.post(
+        "/f/web_to_lead",
+        data={"_token": token("web_to_lead"), "last_name": "L" * 101, "email": "l@x.io"},
+    )
+    assert long.status_code == 422 and "at most 100 characters" in text(long)
 
 
 # ---------------------------------------------------------------------------- spam

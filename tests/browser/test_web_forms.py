@@ -11,7 +11,7 @@ import pytest
 from xrm.workflow import Worker
 
 from .conftest import Visit
-from .support import ADMIN, ARTIFACTS, PASSWORD, PG_URL
+from .support import ADMIN, ARTIFACTS, PASSWORD, PG_URL, Server
 
 SALLY = "sally@example.com"
 
@@ -85,3 +85,82 @@ def test_a_visitor_sends_the_form_and_the_process_assigns_the_lead(visitor, visi
     assert "1 accepted" in counts.inner_text() and "1 with errors" in counts.inner_text()
     snippet = admin.locator("#snippet-web_to_lead").input_value()
     assert snippet == f'<script src="{site.url}/f/web_to_lead/embed.js" async></script>'
+
+
+def host_page(heading: str, snippet: str):
+    """A WSGI app serving one page of another site, with the snippet pasted in."""
+    body = (
+        f'<!doctype html><html lang="en"><head><title>{heading}</title></head><body>'
+        f"<h1>{heading}</h1>{snippet}<p>Below the form</p></body></html>"
+    ).encode()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [body]
+
+    return app
+
+
+def test_the_form_embedded_in_another_site(browser, site, people, request):
+    """The snippet on a page of an allowed site puts the form in a frame sized to it; the
+    visitor sends it from there.  Another site's page may not frame it.  Both sites are
+    real servers on loopback (other ports: other origins)."""
+    snippet = f'<script src="{site.url}/f/web_to_lead/embed.js" async></script>'
+    with (
+        Server(host_page("Partner site", snippet)) as partner,
+        Server(host_page("Another site", snippet)) as elsewhere,
+    ):
+        site.store.customize(
+            "web_forms",
+            {
+                "web_forms": {
+                    "web_to_lead": {
+                        "entity": "lead",
+                        "title": {"en": "Write to us", "ru": "Напишите нам"},
+                        "fields": ["last_name", {"field": "email", "required": True}],
+                        "values": {"source": "web_form", "source_details": "Partner site"},
+                        "submit_as": "web-forms@example.com",
+                        "allowed_origins": [partner.url],
+                    }
+                }
+            },
+        )
+        context = browser.new_context(viewport={"width": 1000, "height": 900}, locale="en-US")
+        page = context.new_page()
+        folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name
+        tab = Visit(page, partner.url, folder)
+        try:
+            tab.go("/contact", "embedded on the partner's page")
+            frame = page.frame_locator("iframe")
+            frame.get_by_role("heading", name="Write to us").wait_for()
+            page.wait_for_function("document.querySelector('iframe').style.height !== ''")
+            assert int(page.evaluate("document.querySelector('iframe').offsetHeight")) > 200
+            frame.get_by_label("Last name").fill("Framed")
+            frame.get_by_label("Email").fill("framed@partners.example.org")
+            page.wait_for_timeout(3200)
+            frame.get_by_role("button", name="Send").click()
+            frame.get_by_role("status").wait_for()
+            tab.shot("sent from the frame")
+            assert "Thank you" in frame.get_by_role("status").inner_text()
+            rows = site.store.records("lead").query().rows
+            (lead,) = [r for r in rows if r["last_name"] == "Framed"]
+            assert lead["source_details"] == "Partner site"
+
+            # a site not in allowed_origins: the browser refuses to show the form in a frame
+            refusals: list[str] = []
+            page.on(
+                "console",
+                lambda m: refusals.append(m.text) if "frame-ancestors" in m.text else None,
+            )
+            page.goto(elsewhere.url + "/contact")
+            page.wait_for_function("document.querySelector('iframe') !== null")
+            page.wait_for_load_state("networkidle")
+            tab.shot("refused elsewhere")
+            heading = page.frame_locator("iframe").get_by_role("heading", name="Write to us")
+            assert heading.count() == 0
+            assert refusals, "the browser reports the frame-ancestors refusal"
+            tab.errors.clear()  # that refusal is the point of this step
+        finally:
+            context.close()
+            site.store.uncustomize("web_forms", "web_to_lead")
+    assert not tab.errors, tab.errors

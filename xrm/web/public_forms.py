@@ -120,7 +120,9 @@ def form_token(secret: str, name: str, issued) -> str:
 def check_token(form: WebForm, token: str | None) -> None:
     """Raise Refused unless the token is this form's, old enough and not too old."""
     try:
-        payload = URLSafeSerializer(current_app.secret_key, salt=SALT).loads(token or "")
+        if not isinstance(token, str):  # missing, or sent twice, or not text in JSON
+            raise BadSignature("no token")
+        payload = URLSafeSerializer(current_app.secret_key, salt=SALT).loads(token)
         issued, name = int(payload["t"]), payload["f"]
     except (BadSignature, KeyError, TypeError, ValueError):
         raise Refused(
