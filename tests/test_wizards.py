@@ -498,3 +498,23 @@ def test_the_customization_layer_adds_and_replaces_wizards(shop):
         shop.customize("wizards", {"wizards": {"broken": broken}})
     assert "create: unknown entity 'acount'; did you mean 'account'?" in str(refused.value)
     assert "broken" not in shop.catalog.wizards
+
+
+def test_a_pick_input_takes_a_record_found_by_search_over_the_candidates(shop):
+    principal = shop.principal(shop.seller)
+    elsewhere = shop.records("account", principal=principal).create({"name": "Far Away Ltd"})
+    lead = make_lead(shop, shop.seller, company="Nearby Co")
+    run = WizardRun(shop.catalog.wizards["qualify"], origin=("lead", lead["id"]))
+    posted = {"account": "new", "account__other": str(elsewhere["id"])}
+    assert run.submit(posted, store=shop, principal=principal) == {}
+    assert run.value("account") == elsewhere["id"]
+    run.back()
+    assert run.submit({"account__other": "999999"}, store=shop, principal=principal) == {
+        "account": ["no such record"]
+    }
+    assert (
+        run.submit({"account__other": str(elsewhere["id"])}, store=shop, principal=principal) == {}
+    )
+    run.submit({"amount": "", "close_date": "2027-05-01"})
+    outcome = run.finish(shop, principal)
+    assert outcome.records["account"] == ("account", elsewhere["id"])

@@ -38,6 +38,8 @@ from ..storage.records import ALL_KEY, Forbidden, NotFound, RecordError, Validat
 
 #: The value a pick input posts for "create a new one".
 CREATE_NEW = "new"
+#: Suffix of a pick input's "or find another" search: a record that is not a candidate.
+OTHER = "__other"
 REQUIRED = "required"
 
 
@@ -286,6 +288,9 @@ class WizardRun:
         accepted: dict[str, Any] = {}
         for item in step.inputs:
             raw = posted.get(item.name)
+            other = _text(posted.get(item.name + OTHER)).strip() if item.pick else ""
+            if other:  # found by search: it wins over the candidates' radio buttons
+                raw = other
             self.texts[item.name] = raw if raw is not None else ""
             try:
                 value = self.parse(item, raw)
@@ -589,6 +594,7 @@ def _fill(raw, context):
 
 __all__ = [
     "CREATE_NEW",
+    "OTHER",
     "FinishContext",
     "Outcome",
     "WizardFailed",

@@ -257,6 +257,7 @@ def _input_view(run: WizardRun, item, errors) -> W.FieldView:
         if value is not None and str(value) not in {v for v, _ in view.options}:
             view.options.insert(0, (str(value), C.titles().title(item.pick, value)))
         view.extra["or_create"] = item.or_create
+        view.extra["url"] = url_for("ui_shell.lookup", entity_name=item.pick)
         view.extra["create_label"] = C._("Create a new %(entity)s", entity=C.label(entity))
         view.value = chosen or (CREATE_NEW if item.or_create else "")
         return view
