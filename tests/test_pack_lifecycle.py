@@ -330,7 +330,10 @@ def test_reference_data_is_upserted_by_key_and_demo_only_when_asked(store, tmp_p
             ("{code: it, name: IT services}", "{code: it, nam: IT services}"),
             "'nam' is not a field of industry",
         ),
-        (("{code: it, name: IT services}", "{code: it}"), "industries.yaml:5:5: industry: name: required"),
+        (
+            ("{code: it, name: IT services}", "{code: it}"),
+            "industries.yaml:5:5: industry: name: required",
+        ),
     ],
 )
 def test_bad_reference_data_installs_nothing(store, tmp_path, change, message):
@@ -345,3 +348,44 @@ def test_bad_reference_data_installs_nothing(store, tmp_path, change, message):
     assert message in str(caught.value)
     assert store.refresh().version == version
     assert "industry" not in tables(store)
+
+
+def test_an_upgrade_conflicting_with_a_customization_waits_for_acceptance(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'conflict.db'}"
+    older = write_pack(tmp_path / "v1", "gadgets", GADGET_V1, {"core": ">=1.0"})
+    assert main(["solution", "install", str(older), "--database", url]) == 0
+    store = xrm.open(url)
+    try:
+        store.customize(
+            "views",
+            {
+                "views": {
+                    "all_gadgets": {
+                        "entity": "gadget",
+                        "label": {"en": "Mine"},
+                        "columns": ["name"],
+                    }
+                }
+            },
+        )
+    finally:
+        store.close()
+    newer = write_pack(tmp_path / "v2", "gadgets", gadget_v2(), {"core": ">=1.0"}, "1.1.0")
+    capsys.readouterr()
+    assert main(["solution", "install", str(newer), "--database", url]) == 1
+    captured = capsys.readouterr()
+    assert "! views all_gadgets: customized by an administrator" in captured.out
+    assert "--accept-conflicts" in captured.err
+    store = xrm.open(url)
+    try:
+        assert store.refresh().solutions["gadgets"].version == "1.0.0"  # nothing applied
+    finally:
+        store.close()
+    assert main(["solution", "install", str(newer), "--accept-conflicts", "--database", url]) == 0
+    store = xrm.open(url)
+    try:
+        catalog = store.refresh()
+        assert catalog.solutions["gadgets"].version == "1.1.0"
+        assert catalog.views["all_gadgets"].columns == ("name",)  # the customization stays on top
+    finally:
+        store.close()

@@ -189,6 +189,8 @@ def _solution_install(args) -> int:
     with _store(args) as store:
         before = {name: s.version for name, s in store.catalog.solutions.items()}
         try:
+            if not args.plan and not args.accept_conflicts:
+                _refuse_conflicts(store, locations)
             catalog, plan = store.install(locations, dry_run=args.plan, demo=args.demo)
         except DefinitionError as exc:
             _print_problems(exc.problems)
@@ -218,6 +220,24 @@ def _solution_install(args) -> int:
             )
         print(f"installed {', '.join(installed)} (catalog version {catalog.version})")
     return 0
+
+
+def _refuse_conflicts(store, locations) -> None:
+    """An upgrade that changes definitions administrators customized applies nothing
+    until they are accepted (the customizations stay on top either way)."""
+    from .solutions.lifecycle import plan_install
+
+    if not store.customization_documents():
+        return
+    plan = plan_install(store, locations)
+    if plan.conflicts:
+        for line in plan.lines():
+            if line.startswith("!"):
+                print(line)
+        raise CommandError(
+            f"{len(plan.conflicts)} customization(s) conflict with this change: review them "
+            "(xrm solution plan), then install again with --accept-conflicts"
+        )
 
 
 def _solution_plan(args) -> int:
@@ -388,6 +408,11 @@ def _register_solution(sub, name: str) -> None:
     )
     install.add_argument(
         "--demo", action="store_true", help="also load the packs' sample data (demo/)"
+    )
+    install.add_argument(
+        "--accept-conflicts",
+        action="store_true",
+        help="install even though administrators customized definitions it changes",
     )
     _add_database(install)
     install.set_defaults(handler=_solution_install, parser=install)

@@ -298,6 +298,8 @@ RU: dict[str, str] = {
     "%(name)s is installed.": "%(name)s установлено.",
     "%(name)s is uninstalled; its data is kept.": "%(name)s удалено; данные сохранены.",
     "Purged: %(count)s tables and columns dropped.": "Очищено: удалено таблиц и столбцов — %(count)s.",
+    "Customizations conflict with this change: review them and accept.": "Настройки конфликтуют с этим изменением: просмотрите их и подтвердите.",
+    "I reviewed the customizations marked !: they stay on top of the new version.": "Я просмотрел настройки, отмеченные «!»: они остаются поверх новой версии.",
     # every definition as YAML (admin/definitions.py)
     "Definitions": "Определения",
     "Every process, SLA, calendar, template, report, dashboard, view, form, role, option set, wizard and web form, editable as YAML. A change is checked as you type, shown as its plan, and kept in the customization layer on top of the pack; revert brings the pack's own version back.": "Все процессы, SLA, календари, шаблоны, отчёты, панели, представления, формы, роли, наборы значений, мастера и веб-формы можно править в YAML. Изменение проверяется при вводе, показывается планом и хранится в слое настроек поверх пакета; откат возвращает версию пакета.",

@@ -102,8 +102,10 @@ def solution_plan():
         abort(404)
     errors: list[str] = []
     lines: list[str] = []
+    conflicts = False
     try:
-        lines = _plan(action, name).lines()
+        plan = _plan(action, name)
+        lines, conflicts = plan.lines(), bool(getattr(plan, "conflicts", ()))
     except (DefinitionError, SchemaChangeRefused, LifecycleRefused, ValueError) as exc:
         errors = _problems(exc)
     return render_template(
@@ -113,6 +115,7 @@ def solution_plan():
         lines=lines,
         risky=[line for line in lines if line.startswith(("!", "- table", "- column"))],
         errors=errors,
+        conflicts=conflicts,
     ), (422 if errors else 200)
 
 
@@ -127,6 +130,10 @@ def solution_apply():
             folder = discover().get(name or "")
             if folder is None:
                 abort(404)
+            if request.form.get("accept") != "1" and plan_install(store, [folder]).conflicts:
+                raise LifecycleRefused(
+                    C._("Customizations conflict with this change: review them and accept.")
+                )
             store.install([folder])
             message = C._("%(name)s is installed.", name=name)
         elif action == "uninstall":
@@ -143,6 +150,7 @@ def solution_apply():
             lines=[],
             risky=[],
             errors=_problems(exc),
+            conflicts=False,
         ), 422
     flash(message, "success")
     return redirect(url_for("ui_admin.solutions"), code=303)
