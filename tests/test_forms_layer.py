@@ -292,3 +292,25 @@ def test_api_writes_obey_required_if(store, users):
         headers={**headers, "If-Match": f'"{job["version"]}"'},
     )
     assert done.status_code == 200, done.get_data(as_text=True)
+
+
+def test_a_quick_create_form_cannot_be_the_main_form(tmp_path):
+    from xrm.metadata.problems import DefinitionError
+
+    files = dict(PACK)
+    files["forms/job.yaml"] = PACK["forms/job.yaml"].replace(
+        "    quick_create: true\n", "    quick_create: true\n    default: true\n"
+    )
+    pack = write_pack(tmp_path, "jobs", files, depends={"core": ">=0"})
+    with fresh_database(tmp_path) as database:
+        opened = database.open()
+        try:
+            with pytest.raises(DefinitionError) as caught:
+                opened.install([SOLUTIONS / "core", pack])
+        finally:
+            opened.close()
+    problems = caught.value.problems
+    assert [(p.subject, p.message) for p in problems] == [
+        ("forms.job_quick", "a quick-create form cannot be the entity's main form (default: true)")
+    ]
+    assert "jobs/forms/job.yaml:20:19: forms.job_quick" in str(problems[0])  # at quick_create

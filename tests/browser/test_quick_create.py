@@ -45,3 +45,29 @@ def test_create_an_account_from_the_contacts_lookup(visit, site):
     visit.shot("contact saved")
     contact = site.store.records("contact").query(filter=["last_name", "eq", "Quick"]).rows[0]
     assert contact["account"] == made[0]["id"]
+
+
+def test_quick_create_needs_the_right_to_create_and_a_csrf_token(site):
+    from .support import READER, Client, make_app
+
+    app = make_app(site.store)
+    reader = Client(app).login(READER)  # read-only role: may not create accounts
+    assert reader.get("/r/account/quick-create?for=account").status_code == 403
+    assert (
+        reader.post("/r/account/quick-create", {"_fields": "name", "name": "X"}).status_code == 403
+    )
+
+    seller = Client(app).login(SELLER)
+    refused = seller.post("/r/account/quick-create", {"_fields": "name", "name": "X"}, csrf=False)
+    assert refused.status_code in (400, 403)
+    made = seller.post(
+        "/r/account/quick-create", {"_fields": "name", "name": "Made By Post", "for": "account"}
+    )
+    assert made.status_code == 200
+    page = made.get_data(as_text=True)
+    assert 'data-target="account"' in page and 'data-text="Made By Post"' in page
+    # a "for" that is not a field name is not echoed into the page's script hooks
+    odd = seller.post(
+        "/r/account/quick-create", {"_fields": "name", "name": "Odd", "for": '"><script>'}
+    )
+    assert 'data-target=""' in odd.get_data(as_text=True)

@@ -17,7 +17,6 @@ one write path).  The web UI, wizards and public forms render and read these obj
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -358,14 +357,10 @@ class ValueField(wtforms.Field):
     def pre_validate(self, form):
         f = self.spec.field
         try:
-            raw = self.raw
-            if f.type == "json" and isinstance(raw, str):
-                raw = json.loads(raw)
-            self.data = f.kind.coerce_input(f, raw, tz=form.meta.tz, locale=form.meta.locale)
-        except (CoercionError, ValueError, TypeError) as exc:
+            self.data = f.kind.coerce_input(f, self.raw, tz=form.meta.tz, locale=form.meta.locale)
+        except CoercionError as exc:
             self.data = None
-            message = getattr(exc, "message", None) or "expected JSON"
-            raise StopValidation(form.meta.reader.message(message)) from None
+            raise StopValidation(form.meta.reader.message(exc.message)) from None
 
 
 def _form_class(spec: RecordForm) -> type[wtforms.Form]:
@@ -434,13 +429,10 @@ class BoundForm:
             value_field = self.wtform[name]
             f = value_field.spec.field
             try:
-                raw = value_field.raw
-                if f.type == "json" and isinstance(raw, str):
-                    raw = json.loads(raw)
                 record[name] = f.kind.coerce_input(
-                    f, raw, tz=self.reader.tz, locale=self.reader.locale
+                    f, value_field.raw, tz=self.reader.tz, locale=self.reader.locale
                 )
-            except (CoercionError, ValueError, TypeError):
+            except CoercionError:  # what cannot be read yet counts as empty for the rules
                 record[name] = None
         return record
 
@@ -465,10 +457,6 @@ class BoundForm:
                 if name in (s.name for s in section.fields):
                     return self.section_visible(section) and self.visible(name)
         return False
-
-    def value(self, name: str):
-        """The value the field's input starts with (not the posted text)."""
-        return self.evaluation.get(name) if self.posted is None else self.record.get(name)
 
     # -------------------------------------------------------------- reading a post
     def validate(self) -> bool:

@@ -109,6 +109,12 @@ class FormCompiler:
                         f"{did_you_mean(raw['entity'], self.checker.entities)}",
                     )
                 continue
+            if raw.get("quick_create") and raw.get("default"):
+                self.add(
+                    _vpos(raw, "quick_create", where),
+                    subject,
+                    "a quick-create form cannot be the entity's main form (default: true)",
+                )
             added = extensions.get(name, [])
             pack = self.builder.pack_forms.get(name)
             if pack is not None and added:
