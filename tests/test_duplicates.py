@@ -182,6 +182,25 @@ def test_schema_refuses_unknown_normalizer_and_bad_threshold(tmp_path):
     assert ":13:" in problems[1] and "1.5" in problems[1]
 
 
+def test_an_extension_adds_rules_and_may_not_reuse_a_name(tmp_path):
+    extend = (
+        "extend: contact\n"
+        "duplicates:\n"
+        "  - name: same_job_in_account\n"
+        "    match: [{field: job_title, normalize: text}, {field: account}]\n"
+    )
+    folder = write_pack(tmp_path, "ext", {"entities/contact.yaml": extend}, {"core": ">=1.0"})
+    catalog = load_catalog([SOLUTIONS / "core", folder])
+    assert catalog.entity("contact").duplicates[-1].name == "same_job_in_account"
+    clash = extend + "  - name: same_email\n    match: [{field: email}]\n"
+    folder = write_pack(tmp_path / "b", "ext", {"entities/contact.yaml": clash}, {"core": ">=1.0"})
+    with pytest.raises(DefinitionError) as caught:
+        load_catalog([SOLUTIONS / "core", folder])
+    assert [str(p).split("contact.yaml:", 1)[1] for p in caught.value.problems] == [
+        "5:11: contact: duplicate rule 'same_email' is defined twice"
+    ]
+
+
 def test_shipped_rules_compile():
     catalog = load_catalog([SOLUTIONS / "core", SOLUTIONS / "sales"])
     names = {e: [r.name for r in catalog.entity(e).duplicates] for e in ("contact", "account")}
