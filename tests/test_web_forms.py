@@ -213,7 +213,9 @@ def test_the_page_is_standalone_in_the_visitors_language(site, visitor):
     assert "csrf_token" not in page and "navbar" not in page  # no session, no app chrome
     english = text(visitor.get("/f/web_to_lead", headers={"Accept-Language": "de, en;q=0.5"}))
     assert '<html lang="en">' in english and "Get in touch" in english
-    assert '<html lang="ru">' in text(visitor.get("/f/web_to_lead?lang=ru"))
+    chosen = text(visitor.get("/f/web_to_lead?lang=ru&embed=1"))
+    assert '<html lang="ru">' in chosen  # the embedding page's language wins
+    assert 'action="/f/web_to_lead?embed=1&amp;lang=ru"' in chosen  # and the answer keeps it
     policy = response.headers["Content-Security-Policy"]
     assert "frame-ancestors 'self'" in policy and "script-src 'self'" in policy
     assert "X-Frame-Options" not in response.headers

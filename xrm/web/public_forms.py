@@ -187,7 +187,7 @@ def setup_problem(store, catalog, form: WebForm) -> str | None:
     principal = store.principal(row.id)
     if principal is None:
         return f"submit_as: the user {form.submit_as} is not active"
-    access = Access(catalog, principal)
+    access = catalog.artifact(("access", principal), lambda: Access(catalog, principal))
     if access.scope_of(form.entity, "create") == "none":
         return f"submit_as: {form.submit_as} may not create {form.entity} records (give them a role that may)"
     entity = catalog.entity(form.entity)
@@ -358,7 +358,13 @@ def render_form(form: WebForm, posted=None, errors=None, general=(), status=200)
         submit=form.submit.get(g.ui_locale) if form.submit else _("Send"),
         captcha=widget(g.ui_locale) if callable(widget) else "",
         captcha_errors=errors.get("_captcha", ()),
-        action=url_for(".page", name=form.name, embed="1" if request.values.get("embed") else None),
+        # the answer to the post comes in the same language and frame as the page
+        action=url_for(
+            ".page",
+            name=form.name,
+            embed="1" if request.values.get("embed") else None,
+            lang=g.ui_locale if request.args.get("lang") else None,
+        ),
     )
 
 
