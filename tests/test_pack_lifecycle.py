@@ -389,3 +389,50 @@ def test_an_upgrade_conflicting_with_a_customization_waits_for_acceptance(capsys
         assert catalog.views["all_gadgets"].columns == ("name",)  # the customization stays on top
     finally:
         store.close()
+
+
+def test_a_field_renamed_from_its_old_name_keeps_its_data(store, gadgets, tmp_path):
+    files = dict(GADGET_V1)
+    files["entities/gadget.yaml"] = (
+        files["entities/gadget.yaml"]
+        .replace(
+            "  code: {type: text}\n", "  sku: {type: text, renamed_from: code, searchable: true}\n"
+        )
+        .replace("  maker: {type: lookup", "  manufacturer: {renamed_from: maker, type: lookup")
+    )
+    files["views/gadgets.yaml"] = files["views/gadgets.yaml"].replace("[name, code]", "[name, sku]")
+    renamed = write_pack(tmp_path / "v3", "gadgets", files, {"core": ">=1.0"}, "1.2.0")
+    lines = plan_install(store, [renamed]).lines()
+    assert "~ rename column gadget.code -> gadget.sku (data kept)" in lines
+    assert "~ rename column gadget.maker -> gadget.manufacturer (data kept)" in lines
+    assert not any(line.startswith("= kept column gadget.") for line in lines)
+    store.install([renamed])
+    rows = store.records("gadget").query(fields=["name", "sku", "manufacturer"]).rows
+    assert sorted((r["name"], r["sku"], r["manufacturer"]) for r in rows) == [
+        ("Sprocket", "Spr", gadgets["account"]),
+        ("Widget", "Wid", gadgets["account"]),
+    ]
+    assert {"sku", "manufacturer"} <= columns(store, "gadget")
+    assert not {"code", "maker"} & columns(store, "gadget")
+    assert store.records("gadget").count(search="Wid").value == 1
+    # the foreign key still holds: deleting the account clears the renamed lookup
+    store.records("account").delete(gadgets["account"])
+    assert {
+        r["manufacturer"] for r in store.records("gadget").query(fields=["manufacturer"]).rows
+    } == {None}
+    # installing again renames nothing twice
+    assert not any("rename" in line for line in plan_install(store, [renamed]).lines())
+
+
+def test_renamed_from_a_field_that_still_exists_is_refused(store, tmp_path):
+    from xrm.metadata import DefinitionError
+
+    files = dict(GADGET_V1)
+    files["entities/gadget.yaml"] = files["entities/gadget.yaml"].replace(
+        "  code: {type: text}\n", "  code: {type: text}\n  sku: {type: text, renamed_from: code}\n"
+    )
+    folder = write_pack(tmp_path / "bad", "gadgets", files, {"core": ">=1.0"})
+    with pytest.raises(
+        DefinitionError, match="renamed_from 'code' names a field the entity still has"
+    ):
+        store.install([folder])

@@ -81,6 +81,7 @@ COMMON_KEYS = (
     "default",
     "formula",
     "rollup",
+    "renamed_from",
 )
 GROUPABLE = ("choice", "lookup", "user", "boolean")
 
@@ -207,10 +208,10 @@ class _Builder:
         self.workflow: list[tuple[str, str, Mapping]] = []  # (kind, solution, document)
         self.reports: list[tuple[str, Mapping]] = []  # (solution, document)
         self.dashboards: list[tuple[str, Mapping]] = []  # (solution, document)
-        self.web_forms: list[tuple[str, Mapping]] = []  # (solution, document)
-        self.wizards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.pack_data: list[tuple[str, str, Mapping]] = []  # (data|demo, solution, document)
         self.scenarios: list[tuple[str, Mapping]] = []  # (solution, tests document)
+        self.wizards: list[tuple[str, Mapping]] = []  # (solution, document)
+        self.web_forms: list[tuple[str, Mapping]] = []  # (solution, document)
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -369,11 +370,11 @@ class _Builder:
     def _add_dashboards(self, solution: str, data: Mapping) -> None:
         self.dashboards.append((solution, data))
 
-    def _add_web_forms(self, solution: str, data: Mapping) -> None:
-        self.web_forms.append((solution, data))
-
     def _add_wizards(self, solution: str, data: Mapping) -> None:
         self.wizards.append((solution, data))
+
+    def _add_web_forms(self, solution: str, data: Mapping) -> None:
+        self.web_forms.append((solution, data))
 
     def _add_forms(self, solution: str, data: Mapping) -> None:
         forms = data["forms"]
@@ -487,9 +488,16 @@ class _Builder:
                 formula=formula,
                 rollup=rollup,
                 choices=choices,
+                renamed_from=raw.get("renamed_from"),
                 solution=solution,
                 position=where,
             )
+            if raw.get("renamed_from") in spec.fields and raw["renamed_from"] not in spec.removed:
+                self.problems.add(
+                    _vpos(raw, "renamed_from", where),
+                    subject,
+                    f"renamed_from {raw['renamed_from']!r} names a field the entity still has",
+                )
         return fields
 
     def _choices(self, raw: Mapping, subject: str, option_sets: Mapping[str, OptionSet]):
@@ -1226,8 +1234,8 @@ def build_catalog(
         slas=MappingProxyType(workflow.slas),
         reports=MappingProxyType(reports),
         dashboards=MappingProxyType(dashboards),
-        web_forms=MappingProxyType(web_forms),
         wizards=MappingProxyType(wizards),
+        web_forms=MappingProxyType(web_forms),
     )
 
 

@@ -97,6 +97,8 @@ class Field:
     formula: str | None = None
     rollup: Rollup | None = None
     choices: tuple[Option, ...] = ()
+    #: the field's name in an earlier version: its column is renamed, data and all
+    renamed_from: str | None = None
     solution: str = ""
     position: Position | None = field(default=None, compare=False)
     #: the options' values, computed once (coercion checks them on every save)

@@ -104,6 +104,11 @@ COMMON_FIELD_KEYS = {
     "searchable": {"type": "boolean", "description": "included in full-text search"},
     "read_only": {"type": "boolean"},
     "default": {"description": "a constant, or current_user / today / now"},
+    "renamed_from": {
+        "type": "string",
+        "pattern": NAME_PATTERN,
+        "description": "the field's name in an earlier version: its column is renamed, data kept",
+    },
 }
 
 COMPUTED_KEYS = {

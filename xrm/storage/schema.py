@@ -88,6 +88,8 @@ class SchemaPlan:
     )  # entities whose search index is (re)built
     # duplicate-rule key columns added to tables with rows: keys computed for every row
     fill_keys: list[tuple[str, str]] = field(default_factory=list)
+    # (table, old column, new column): a field declared with renamed_from, data kept
+    renames: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def refused(self) -> list[TypeChange]:
@@ -97,6 +99,7 @@ class SchemaPlan:
     def empty(self) -> bool:
         return not (
             self.create_tables
+            or self.renames
             or self.add_columns
             or self.add_indexes
             or self.drop_indexes
@@ -106,6 +109,7 @@ class SchemaPlan:
 
     def lines(self) -> list[str]:
         out = [f"+ table {t}" for t in self.create_tables]
+        out += [f"~ rename column {t}.{o} -> {t}.{n} (data kept)" for t, o, n in self.renames]
         out += [f"+ column {t}.{c}" for t, c in self.add_columns]
         out += [f"+ index {n} on {t}" for t, n in self.add_indexes]
         out += [f"- index {n} on {t} (no longer needed)" for t, n in self.drop_indexes]
@@ -143,6 +147,7 @@ class SchemaPlan:
             ],
             "kept_columns": [f"{t}.{c}" for t, c in self.kept_columns],
             "kept_tables": self.kept_tables,
+            "renames": [f"{t}.{o}->{n}" for t, o, n in self.renames],
             "search_indexes": self.search_indexes,
             "fill_keys": [f"{t}.{c}" for t, c in self.fill_keys],
         }
@@ -364,6 +369,15 @@ def plan_schema(
         if table.name not in existing:
             plan.create_tables.append(table.name)
             continue
+        entity = tables.catalog.entity_of(table.name)
+        if entity is not None and any(f.renamed_from for f in entity.fields.values()):
+            in_database = (
+                names[table.name][0]
+                if table.name in names
+                else {c["name"] for c in inspector.get_columns(table.name)}
+            )
+            if _plan_renames(plan, entity, table.name, in_database):
+                names.pop(table.name, None)  # the renamed table is planned in full below
         if table.name in names:
             in_database, present = names[table.name]
             if _additions_only(signatures(tables)[table.name], before.get(table.name), in_database):
@@ -376,6 +390,8 @@ def plan_schema(
                 _plan_indexes(plan, table, present, search_owned)
                 continue
         columns = {c["name"]: c for c in inspector.get_columns(table.name)}
+        for _t, old, new in (r for r in plan.renames if r[0] == table.name):
+            columns[new] = columns.pop(old)  # planned as if already renamed
         for column in table.columns:
             if column.name not in columns:
                 plan.add_columns.append((table.name, column.name))
@@ -411,6 +427,27 @@ def plan_schema(
         ):
             plan.kept_tables.append(name)
     return plan
+
+
+def _plan_renames(plan: SchemaPlan, entity, table_name: str, in_database: set) -> bool:
+    """Columns of fields declared ``renamed_from`` that still have their old name: renamed
+    in place, data and all.  Only when every new column is missing and every old one is
+    there, so applying a plan twice, or a field added under an old name again, never
+    renames twice or over another column."""
+    from dataclasses import replace
+
+    from .tables import field_specs
+
+    found = False
+    for f in entity.fields.values():
+        if not f.renamed_from:
+            continue
+        new = [spec.name for spec in field_specs(entity, f)]
+        old = [spec.name for spec in field_specs(entity, replace(f, name=f.renamed_from))]
+        if all(n not in in_database for n in new) and all(o in in_database for o in old):
+            plan.renames += [(table_name, o, n) for o, n in zip(old, new, strict=True)]
+            found = True
+    return found
 
 
 def _plan_indexes(plan: SchemaPlan, table: sa.Table, present: set, search_owned: set) -> None:
@@ -473,6 +510,11 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
         tables.tables  # noqa: B018 - every table built, so new foreign keys resolve
     by_name = tables.by_table_name
     _create_tables(connection, [by_name(name) for name in plan.create_tables])
+    quote = connection.dialect.identifier_preparer.quote
+    for table_name, old, new in plan.renames:  # the same statement on both databases
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(table_name)} RENAME COLUMN {quote(old)} TO {quote(new)}"
+        )
     for table_name, column_name in plan.add_columns:
         column = by_name(table_name).c[column_name]
         if connection.dialect.name == "sqlite" and column.foreign_keys:
