@@ -632,10 +632,12 @@ class Records:
         return [n for n in self.entity.fields if n not in hidden]
 
     def writable_fields(self) -> list[str]:
-        locked = self.access.read_only(self.entity) if self.access else set()
+        """The fields this caller may set (a user: ``Access.writable``, what forms offer;
+        the platform: every field that is not computed)."""
         if self.access is not None:
-            locked = locked | self.plan.read_only
-        return [n for n, f in self.entity.fields.items() if not f.computed and n not in locked]
+            allowed = self.access.writable(self.entity)
+            return [n for n in self.entity.fields if n in allowed]
+        return [n for n, f in self.entity.fields.items() if not f.computed]
 
     def _check_reads(self, tree, paths: Iterable[str]) -> None:
         """A user may not filter, sort, select or search by what they may not read."""
