@@ -328,6 +328,20 @@ def test_a_rule_on_another_field_is_shown_under_the_edited_one(w, seller):
     assert stored(w, "opportunity", record["id"])["stage"] == "prospecting"
 
 
+def test_a_status_that_needs_another_field_is_refused_inline(w, seller):
+    lead = w.store.records("lead", w.seller).create(
+        {"last_name": "Inline", "company": "Inline Ltd", "owner": w.seller}
+    )
+    response = seller.post(
+        f"/r/lead/{lead['id']}/field/status",
+        {"_version": lead["version"], "_fields": "status", "status": "disqualified"},
+        htmx=True,
+    )
+    assert response.status_code == 422
+    assert "Disqualification reason" in block(text(response), "field-status")
+    assert stored(w, "lead", lead["id"])["status"] == lead["status"]
+
+
 def test_read_only_fields_have_no_pencil_and_are_refused(w, seller, clerk):
     record = deal(w)
     page = text(seller.get(f"/r/opportunity/{record['id']}"))

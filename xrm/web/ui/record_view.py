@@ -305,7 +305,7 @@ def save_field(entity_name: str, record_id: int, field_name: str):
     entity = entity_or_404(entity_name)
     service = C.records(entity)
     current = service.get(record_id)
-    item, _view = _editable_item(entity, current, field_name)
+    _editable_item(entity, current, field_name)
     posted = W.posted_mapping(request.form)
     posted["_fields"] = [field_name]  # this one field is read, whatever else comes along
     version = parse_id(request.form.get("_version"))
@@ -314,9 +314,7 @@ def save_field(entity_name: str, record_id: int, field_name: str):
     )
     _own_files(entity, posted, values, current, errors)
     _keep_uploads(posted, values)
-    preview = W.evaluation_record(entity, current, posted)
-    for name, messages in W.form_rule_errors(entity, [item], preview).items():
-        errors.setdefault(name, messages)
+    # required_if and the other rules are the records service's, as for every write
 
     def again(**state):
         return render_view(entity, current, editing=field_name, posted=posted, **state)
