@@ -21,6 +21,7 @@ def used_texts() -> set[str]:
     files = list((WEB / "templates" / "ui").glob("*.html")) + list(
         (WEB / "templates" / "admin").glob("*.html")
     )
+    files += list((WEB / "templates" / "setup").glob("*.html"))
     files += list((WEB / "ui").rglob("*.py"))
     for path in files:
         for match in LITERAL.finditer(path.read_text(encoding="utf-8")):

@@ -210,7 +210,8 @@ def _run(args) -> int:
     )
     if not _set_up(url):
         print(
-            "this database is not set up yet: run `xrm setup` (add --demo for sample data)",
+            f"this database is not set up yet: open http://{args.host}:{args.port}/setup in a "
+            "browser, or stop and run `xrm setup` (add --demo for sample data)",
             file=sys.stderr,
         )
     try:

@@ -3,6 +3,7 @@ sample data.  The CLI (`xrm setup`) and the web wizard both call ``run_setup``."
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
@@ -79,6 +80,23 @@ def check_modules(modules, available: dict) -> tuple[str, ...]:
                 f"(found: {', '.join(sorted(available))})"
             )
     return tuple(modules)
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: The calendar setup makes from the working hours.
+BUSINESS_CALENDAR = "business_hours"
+
+
+def check_working_hours(days, start: str, end: str) -> None:
+    unknown = [d for d in days if d not in WEEKDAYS]
+    if unknown:
+        raise SetupError(f"unknown days {', '.join(unknown)} (expected {', '.join(WEEKDAYS)})")
+    try:
+        opens, closes = (dt.time.fromisoformat(t) for t in (start, end))
+    except (TypeError, ValueError):
+        raise SetupError(f"working hours {start}-{end}: expected times such as 09:00") from None
+    if closes <= opens:
+        raise SetupError(f"working hours {start}-{end}: the end must come after the start")
 
 
 # ------------------------------------------------------------------ modules
@@ -161,6 +179,11 @@ class SetupAnswers:
     # The password policy of the organization (kept in its settings); None: unchanged.
     password_min_length: int | None = None
     password_deny: tuple[str, ...] | None = None
+    # Working hours: the organization's business calendar (SLAs and business time use it);
+    # None: no calendar is made.
+    work_days: tuple[str, ...] | None = None  # mon ... sun
+    work_start: str = "09:00"
+    work_end: str = "18:00"
 
     def check(self, available: dict) -> None:
         """Every answer checked by its own rule (the browser wizard and the prompts of
@@ -174,6 +197,23 @@ class SetupAnswers:
             check_base_url(self.base_url)
         if self.password_min_length is not None and not 1 <= self.password_min_length <= MAX_LENGTH:
             raise SetupError(f"the minimum password length must be 1 to {MAX_LENGTH}")
+        if self.work_days is not None:
+            check_working_hours(self.work_days, self.work_start, self.work_end)
+
+    def calendar(self) -> dict | None:
+        """The business calendar these answers make (``calendars: {business_hours: ...}``)."""
+        if not self.work_days:
+            return None
+        hours = [f"{self.work_start}-{self.work_end}"]
+        return {
+            "calendars": {
+                BUSINESS_CALENDAR: {
+                    "label": {"en": "Business hours", "ru": "Рабочее время"},
+                    "time_zone": self.time_zone,
+                    "week": {day: hours for day in self.work_days},
+                }
+            }
+        }
 
     def policy_settings(self) -> dict:
         """The password policy settings these answers set."""
@@ -198,9 +238,11 @@ class SetupResult:
     demo_users: list[demo.DemoUser] = field(default_factory=list)
 
 
-def run_setup(store, answers: SetupAnswers) -> SetupResult:
+def run_setup(store, answers: SetupAnswers, progress=None) -> SetupResult:
     """Bring a database from empty to ready.  Running it again on a set-up database only
-    installs modules that are missing; it never duplicates the administrator or samples."""
+    installs modules that are missing; it never duplicates the administrator or samples.
+    ``progress`` is called with each stage's name as it starts (the browser shows them)."""
+    say = progress or (lambda stage: None)
     available = discover(answers.extra_paths)
     answers.check(available)
     settings = store.settings()
@@ -211,7 +253,15 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
             raise SetupError("the administrator password: " + "; ".join(problems))
     if answers.policy_settings():
         store.save_settings(answers.policy_settings())  # add_user checks against them
+    say("modules")
     catalog, _plan = store.install([available[m] for m in answers.modules])
+    calendar = answers.calendar()
+    if calendar is not None and BUSINESS_CALENDAR not in catalog.calendars:
+        say("calendar")
+        catalog, _plan = store.customize_all(
+            [("calendars", calendar)], replacing=[("calendars", BUSINESS_CALENDAR)]
+        )
+    say("administrator")
     generated = None
     admin = store.user_by_email(answers.admin_email)
     if admin is None:
@@ -231,6 +281,7 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
     counts: dict[str, int] = {}
     team: list[demo.DemoUser] = []
     if answers.sample_data and not settings.get("sample_data"):
+        say("sample_data")
         # Sellers and their manager own the samples, so the shipped processes that ask a
         # manager (the deal review) have someone to ask.
         team = demo.people(
@@ -247,6 +298,7 @@ def run_setup(store, answers: SetupAnswers) -> SetupResult:
             users=[admin.id, *(member.id for member in team)],
             time_zone=answers.time_zone,
         )
+    say("settings")
     if answers.base_url is not None:
         store.save_settings({"base_url": answers.base_url.rstrip("/")})
     store.save_settings(

@@ -108,6 +108,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
         hooks,
         problems,
         public_forms,
+        setup_page,
         ui,
     )
 
@@ -154,6 +155,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     hooks.init_app(app)
     public_forms.init_app(app)
+    setup_page.init_app(app)
     ui.init_app(app)
 
     @app.before_request
