@@ -121,7 +121,7 @@ def test_a_changed_document_is_read_and_checked_again(pack):
         load_catalog([folder])
     assert [str(p) for p in raised.value.problems] == [
         "p/entities/a.yaml:3:22: a.name: unknown key 'max_lenght' in text fields (expected one "
-        "of type, label, help, required, unique, index, searchable, read_only, default, "
+        "of type, label, help, required, unique, index, searchable, read_only, default, renamed_from, "
         "max_length, pattern); did you mean 'max_length'?"
     ]
 

@@ -49,11 +49,11 @@ DEFINITION_KINDS = (
     DefinitionKind("templates", "templates", "a template"),
     DefinitionKind("reports", "reports", "a report"),
     DefinitionKind("dashboards", "dashboards", "a dashboard"),
-    DefinitionKind("web_forms", "web_forms", "a web form"),
-    DefinitionKind("wizards", "wizards", "a wizard"),
     DefinitionKind("data", "data", "reference data"),
     DefinitionKind("demo", "demo", "sample data"),
     DefinitionKind("tests", "tests", "a pack test"),
+    DefinitionKind("wizards", "wizards", "a wizard"),
+    DefinitionKind("web_forms", "web_forms", "a web form"),
 )
 #: Top-level key of a document -> its kind.
 KINDS = {kind.key: kind for kind in DEFINITION_KINDS}

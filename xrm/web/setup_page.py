@@ -41,8 +41,6 @@ bp = Blueprint("setup", __name__)
 SALT = "xrm-setup-run"
 #: Stages of ``run_setup`` as the progress page names them, in order.
 STAGES = ("modules", "calendar", "administrator", "sample_data", "settings")
-#: Requests that work before setup: the setup pages, static files, the health check.
-OPEN_ENDPOINTS = frozenset({"static", "health.health"})
 
 
 @dataclass
@@ -74,12 +72,13 @@ def needs_setup(app) -> bool:
 
 
 def _send_to_setup():
-    if request.endpoint in OPEN_ENDPOINTS or request.blueprint == "setup":
+    # The pages people open (the UI and its sign-in); the API, webhooks and public forms
+    # answer for themselves, as they would on any instance without the definitions asked.
+    blueprint = request.blueprint or ""
+    if not (blueprint.startswith("ui") or request.endpoint == "auth.login"):
         return None
     if not needs_setup(current_app):
         return None
-    if request.path.startswith("/api/"):
-        return {"title": "not set up", "detail": "open /setup in a browser first"}, 503
     return redirect(url_for("setup.page"), code=303)
 
 
