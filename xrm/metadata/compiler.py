@@ -21,8 +21,6 @@ from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
 from .duplicates import build_rules
-from .pack_data import check_pack_data
-from .scenarios import check_scenarios
 from .expressions import (
     FORMULA_GLOBALS,
     ExpressionError,
@@ -51,11 +49,13 @@ from .model import (
     View,
     frozen_map,
 )
+from .pack_data import check_pack_data
 from .packs import Document, PackSource
 from .problems import Problems, did_you_mean, one_of, yaml_text
 from .processes import workflow_definitions
 from .reports import build_reports
 from .reserved import PLATFORM_NAMES, reserved_reason
+from .scenarios import check_scenarios
 from .schemas import VERSION_PATTERN
 from .source import Position
 from .source import node_position as _pos
