@@ -82,7 +82,8 @@ class Visit:
             self.folder
             / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
         )
-        self.page.screenshot(path=str(path), full_page=True)
+        # a loaded CI machine can take a while to paint a long page; the picture is a record
+        self.page.screenshot(path=str(path), full_page=True, timeout=30_000)
         return path
 
     def go(self, path: str, name: str | None = None):
