@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from ..metadata.model import thaw
 from ..metadata.packs import KINDS, MANIFEST
 from ..metadata.schemas import NAME_PATTERN
 
@@ -52,7 +53,7 @@ def export_customizations(store, folder: Path, name: str, version: str = "1.0.0"
     for number, (_place, document) in enumerate(layer, start=1):
         kind = KINDS[document.kind]
         files[f"{kind.folder}/{number:04d}-{_slug(document.kind, document.data)}.yaml"] = _yaml(
-            _plain(document.data)
+            thaw(document.data)
         )
     written = []
     for relative, text in files.items():
@@ -68,14 +69,6 @@ def _slug(kind: str, data: Mapping) -> str:
     if isinstance(value, Mapping):
         value = "-".join(str(k) for k in value)
     return re.sub(r"[^a-z0-9_-]+", "_", f"{kind}-{value}".lower())[:80]
-
-
-def _plain(value):
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _yaml(data) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..metadata.loader import resolve_packs
+from ..metadata.model import thaw
 from ..metadata.packs import KINDS, Document, PackSource
 from ..metadata.problems import Problems
 from ..storage.schema import SchemaPlan
@@ -107,18 +108,9 @@ def diff_definitions(
             changes.append(DefinitionChange(*key, "added", new[key][0]))
         elif key not in new:
             changes.append(DefinitionChange(*key, "removed", old[key][0]))
-        elif _plain(old[key][1]) != _plain(new[key][1]):
+        elif thaw(old[key][1]) != thaw(new[key][1]):
             changes.append(DefinitionChange(*key, "changed", new[key][0]))
     return changes
-
-
-def _plain(value):
-    """A definition as plain data: positions and container classes left out."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------- plans

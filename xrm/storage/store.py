@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from ..metadata import Catalog, Document, build_catalog, parse_pack
 from ..metadata.loader import resolve_packs
+from ..metadata.model import thaw
 from ..metadata.packs import PackSource, _validate
 from ..metadata.problems import Problems
 from . import tables as T
@@ -52,15 +53,6 @@ def _layer_documents(layer, kind: str, name: str) -> list:
         and names(d.data)
         and d.path.startswith("customization#")
     ]
-
-
-def _plain(value):
-    """A document as plain JSON-ready data (read trees are dict and list subclasses)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _single_name(kind: str, data) -> tuple[str, str] | None:
@@ -353,11 +345,9 @@ class Store(Users):
                 refuse_downgrade(merged.get(pack.name), pack)
                 merged[pack.name] = pack
             for pack in exported:
-                present = [_plain(d.data) for d in layer]
+                present = [thaw(d.data) for d in layer]
                 fresh = [
-                    (d.kind, data)
-                    for d in pack.documents
-                    if (data := _plain(d.data)) not in present
+                    (d.kind, data) for d in pack.documents if (data := thaw(d.data)) not in present
                 ]
                 replacing = [key for kind, data in fresh if (key := _single_name(kind, data))]
                 layer = self._layered(conn, layer, fresh, replacing, None)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import yaml
 from flask import abort, flash, redirect, render_template, request, url_for
 
+from ....metadata.model import thaw
 from ....metadata.packs import KINDS, Document, _validate
 from ....metadata.problems import DefinitionError, Problems
 from ....metadata.schemas import NAME_PATTERN
@@ -48,16 +49,8 @@ def _all() -> dict[tuple[str, str], dict]:
     return found
 
 
-def _plain(value):
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _document(kind: str, name: str, body) -> dict:
-    return _plain(body) if kind in SINGLE else {kind: {name: _plain(body)}}
+    return thaw(body) if kind in SINGLE else {kind: {name: thaw(body)}}
 
 
 def _text(kind: str, name: str, body) -> str:
@@ -141,7 +134,7 @@ def _check(kind: str, name: str, text: str) -> tuple[dict | None, list[str]]:
         where = f"{at.line}:{at.column}: " if at.path == SOURCE else ""
         subject = f"{problem.subject}: " if problem.subject else ""
         out.append(f"{where}{subject}{problem.message}")
-    return (_plain(data) if not out else None), out
+    return (thaw(data) if not out else None), out
 
 
 @bp.post("/definitions/<kind>/<name>/check")
