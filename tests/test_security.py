@@ -1,6 +1,8 @@
 """The permission matrix at the records-service level: every scope, a hidden and a
 read-only field, through every read and write channel, including the indirect ones: a
-dotted path through a lookup, a formula over a hidden field and a rollup over children."""
+dotted path through a lookup, a formula over a hidden field, a rollup over children,
+likely duplicates, the forms layer, and the web UI's inline edit, quick create and
+duplicates panel."""
 
 from __future__ import annotations
 
@@ -61,6 +63,11 @@ fields:
   firm: {type: lookup, to: firm}
   lines: {type: children, entity: note_line, via: deal}
   line_count: {type: integer, rollup: {children: lines, count: true}}
+duplicates:
+  - name: same_secret
+    match: [{field: secret}]
+  - name: same_name
+    match: [{field: name, normalize: name}]
 """,
     "entities/firm.yaml": """
 entity: firm
@@ -72,6 +79,9 @@ fields:
   deal_count: {type: integer, rollup: {children: deals, count: true}}
   locked_sum: {type: integer, rollup: {children: deals, sum: locked}}
   amount_sum: {type: decimal, rollup: {children: deals, sum: amount}}
+duplicates:
+  - name: same_phone
+    match: [{field: phone, normalize: phone}]
 """,
     "entities/note_line.yaml": """
 entity: note_line
@@ -557,3 +567,143 @@ def test_reports_dashboards_and_report_emails_follow_the_scope(world, who):
         else:
             assert run_report(store, catalog.reports[name], {}, principal).totals
     assert (amounts.status == 403) is hidden
+
+
+# ------------------------------------------------------- duplicates, forms and the web UI
+def _owner_of(name: str) -> str:
+    return name.rsplit(" ", 1)[-1]
+
+
+@pytest.mark.parametrize("who", list(VISIBLE))
+def test_duplicate_candidates_follow_the_scope(world, who):
+    """Likely duplicates are a read channel: a rule names only records the reader may
+    read, and a rule over a field hidden from the reader matches nothing for them (else
+    typing a guess would tell whether someone's hidden value is that guess)."""
+    store, users, deals = world
+    readable = {_owner_of(name) for name in VISIBLE[who]}
+    firms = _records(store, users, who, "firm")
+    deal_records = _records(store, users, who)
+    system_firms = {
+        r["name"]: r for r in store.records("firm").query(fields=["name", "phone"]).rows
+    }
+    for owner in ("own", "mate", "blue"):
+        firm = system_firms[f"firm of {owner}"]
+        try:
+            found = firms.find_duplicates({"phone": firm["phone"]})
+        except Forbidden:
+            assert who == "none"
+            continue
+        assert [c.id for c in found] == ([firm["id"]] if owner in readable else [])
+        by_secret = deal_records.find_duplicates({"secret": f"s-{owner}"})
+        by_name = deal_records.find_duplicates({"name": f"Deal of {owner}"})
+        if who == "boss":
+            assert [c.id for c in by_secret] == [deals[owner]["id"]]
+        else:
+            assert by_secret == []  # the secret is hidden from every other role
+        assert [c.id for c in by_name] == ([deals[owner]["id"]] if owner in readable else [])
+        for candidate in by_name:
+            assert "secret" not in candidate.values and "amount" not in candidate.values
+
+
+@pytest.mark.parametrize("who", ["own", "team", "all", "boss"])
+def test_record_forms_show_and_write_only_what_the_reader_may(world, who):
+    """The forms layer (web forms, wizards, quick create and inline edit are built on it):
+    a hidden field is not on the form and a posted value for it is ignored; a read-only
+    field is shown but not written."""
+    from xrm.forms.record import reader_for, record_form
+
+    store, users, deals = world
+    catalog = store.refresh()
+    reader = reader_for(store, users[who])
+    form = record_form(catalog, catalog.entities["deal"], reader)
+    hidden = who != "boss"
+    assert ("secret" in form.fields) is not hidden
+    assert ("amount" in form.fields) is not hidden
+    assert form.fields["locked"].read_only is hidden  # the administrator's roles limit nothing
+    assert ("locked" in form.editable) is not hidden
+    records = _records(store, users, who)
+    posted = {"name": "made on a form", "secret": "posted", "locked": "7", "amount": "5"}
+    bound = form.bind(reader, posted={"_fields": list(posted), **posted}, creating=True)
+    assert bound.validate(), bound
+    made = bound.save(records)
+    assert made is not None, bound.errors
+    stored = store.records("deal").get(made["id"])
+    assert (stored["locked"] is None) is hidden
+    assert (stored["secret"] is None) is hidden
+    assert (stored["amount"] is None) is hidden
+
+
+@pytest.fixture
+def web(world):
+    from browser.support import Client, make_app
+
+    store, users, deals = world
+    app = make_app(store)
+    clients = {who: Client(app).login(f"{who}@x.test") for who in ("own", "team", "viewer")}
+    return store, users, deals, clients
+
+
+def test_inline_edit_and_quick_create_keep_to_the_scope(web):
+    """The read view's one-field edit and the lookup's quick-create dialog are write
+    channels of their own: a record outside the scope is missing, a hidden field is
+    missing, a read-only one is refused, and nothing of it is written."""
+    store, users, deals, clients = web
+    own, viewer = clients["own"], clients["viewer"]
+    before = _snapshot_deals(store)
+    theirs, mine = deals["blue"]["id"], deals["own"]["id"]
+    assert own.get(f"/r/deal/{theirs}/field/name?edit=1").status_code == 404
+    assert own.post(f"/r/deal/{theirs}/field/name", {"name": "taken"}).status_code == 404
+    assert own.get(f"/r/deal/{mine}/field/secret?edit=1").status_code == 404
+    assert own.post(f"/r/deal/{mine}/field/secret", {"secret": "x"}).status_code == 404
+    assert own.post(f"/r/deal/{mine}/field/locked", {"locked": "9"}).status_code == 403
+    # the viewer reads every deal but may update only its own (it owns none)
+    assert viewer.post(f"/r/deal/{mine}/field/name", {"name": "taken"}).status_code in (403, 404)
+    assert _snapshot_deals(store) == before
+    assert own.post(f"/r/deal/{mine}/field/name", {"name": "renamed"}).status_code in (200, 303)
+    assert store.records("deal").get(mine)["name"] == "renamed"
+
+    typed = {"name": "quick one", "secret": "posted", "locked": "3", "amount": "9"}
+    made = own.post("/r/deal/quick-create", [*(("_fields", k) for k in typed), *typed.items()])
+    assert made.status_code == 200, made.get_data(as_text=True)[:400]
+    row = next(
+        r
+        for r in store.records("deal").query(fields=["name", "secret", "locked", "amount"]).rows
+        if r["name"] == "quick one"
+    )
+    assert row["secret"] is None and row["locked"] is None and row["amount"] is None
+    none = _signed_in(web[0], "none")
+    assert none.post(
+        "/r/deal/quick-create", {"_fields": "name", "name": "not allowed"}
+    ).status_code in (403, 404)
+    assert not any(
+        r["name"] == "not allowed" for r in store.records("deal").query(fields=["name"]).rows
+    )
+
+
+def test_the_duplicates_panel_names_only_readable_records(web):
+    store, users, deals, clients = web
+    firms = {r["name"]: r for r in store.records("firm").query(fields=["name", "phone"]).rows}
+    for who, client in clients.items():
+        readable = {_owner_of(n) for n in VISIBLE.get(who, [])}
+        if who == "viewer":
+            readable = {"own", "mate", "blue"}
+        for owner in ("own", "mate", "blue"):
+            firm = firms[f"firm of {owner}"]
+            page = client.post("/r/firm/duplicates", {"phone": firm["phone"]})
+            text = page.get_data(as_text=True)
+            assert (f"/r/firm/{firm['id']}" in text) is (owner in readable), (who, owner)
+        # the secret is hidden from own and team; the viewer's role hides nothing
+        secret_page = client.post("/r/deal/duplicates", {"secret": "s-blue"})
+        named = f"/r/deal/{deals['blue']['id']}" in secret_page.get_data(as_text=True)
+        assert named is (who == "viewer")
+
+
+def _signed_in(store, who):
+    from browser.support import Client, make_app
+
+    return Client(make_app(store)).login(f"{who}@x.test")
+
+
+def _snapshot_deals(store) -> list[dict]:
+    rows = store.records("deal").query(fields=["name", "secret", "locked", "owner"]).rows
+    return sorted((dict(row) for row in rows), key=lambda row: row["id"])
