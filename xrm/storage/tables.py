@@ -213,6 +213,41 @@ files = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# Merges of duplicate records (storage/merge.py): what each merge changed on the kept
+# record, the removed record as it was stored and what was moved to the kept one, so that
+# the merge can be undone from the record's history.
+merges = sa.Table(
+    "xrm_merge",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("master_id", ID_TYPE, nullable=False),  # the record kept
+    sa.Column("merged_id", ID_TYPE, nullable=False),  # the record removed
+    sa.Column("user_id", ID_TYPE, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("record", sa.JSON, nullable=False),  # the removed record's columns and links
+    sa.Column("master", sa.JSON, nullable=False),  # field -> [before, after] on the kept one
+    sa.Column("moved", sa.JSON, nullable=False),  # references re-pointed to the kept one
+    sa.Column("undone_at", UTCDateTime(), nullable=True),
+    sa.Column("undone_by", ID_TYPE, nullable=True),
+    sa.Index("ix_xrm_merge_master", "entity", "master_id"),
+    sa.Index("ix_xrm_merge_merged", "entity", "merged_id"),
+)
+
+# The records a user opened lately (the global search's recent records), newest first by
+# viewed_at; storage/global_search.py keeps the latest few per user.
+recent_records = sa.Table(
+    "xrm_recent_record",
+    platform,
+    sa.Column(
+        "user_id", ID_TYPE, sa.ForeignKey("xrm_user.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("entity", sa.String(64), primary_key=True),
+    sa.Column("record_id", ID_TYPE, primary_key=True),
+    sa.Column("viewed_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_xrm_recent_record_user", "user_id", "viewed_at"),
+)
+
 # Failed sign-ins counted per key (an account at an address, an address), shared by every
 # worker; the web layer's sign-in throttle reads and writes it (Redis instead when set up).
 login_failures = sa.Table(
@@ -223,6 +258,25 @@ login_failures = sa.Table(
     sa.Column("last_at", UTCDateTime(), nullable=False),
     sa.Column("wait_until", UTCDateTime(), nullable=True),  # no attempt considered before
     sa.Index("ix_xrm_login_failure_last_at", "last_at"),
+)
+
+# Each change to a definition of the customization layer (storage/history.py): the
+# definition's text before and after, the layer's document after (what a revert applies
+# again; null when the layer no longer defines it), the plan's lines, who and when.
+definition_history = sa.Table(
+    "xrm_definition_history",
+    platform,
+    sa.Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(140), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("user_id", ID_TYPE, nullable=True),
+    sa.Column("note", sa.String(200), nullable=False, server_default=""),
+    sa.Column("before_text", sa.Text, nullable=True),
+    sa.Column("after_text", sa.Text, nullable=True),
+    sa.Column("document", sa.JSON, nullable=True),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Index("ix_xrm_definition_history_kind_name", "kind", "name", "id"),
 )
 
 # HMAC signatures of inbound webhooks already accepted, kept while they would still verify
