@@ -236,3 +236,189 @@ def _title(records: Records, title, record: Mapping, ident: int) -> str:
     if title.type in ("lookup", "user"):
         return f"#{ident}"
     return title.format(value, records.locale, records.tz)
+
+
+# ------------------------------------------------------------------ groups (the view)
+#: Records shown per group of the duplicates view (the group's size is counted in full).
+GROUP_MEMBERS = 10
+#: A fuzzy rule's groups: the records of a block sorted by their normalized value, each
+#: compared with the next few (the sorted-neighbourhood method), so a block costs n*w.
+FUZZY_WINDOW = 8
+#: Blocks of a fuzzy rule read for one page at most (a page may then hold fewer groups).
+FUZZY_BLOCKS = 50
+
+
+@dataclass
+class Member:
+    id: int
+    title: str
+    values: dict[str, Any]  # the rule's fields, as stored
+    score: float = 1.0
+
+
+@dataclass
+class Group:
+    key: str
+    size: int
+    members: list[Member]
+
+
+@dataclass
+class GroupPage:
+    rule: DuplicateRule
+    groups: list[Group]
+    next_after: str | None  # the cursor of the next page (None: this is the last)
+
+
+def groups(
+    records: Records, rule_name: str, *, after: str | None = None, limit: int = 20
+) -> GroupPage:
+    """Groups of likely duplicates among the records the reader may read, by one rule: for
+    an exact rule, the records sharing a key (``GROUP BY`` over the indexed key column,
+    paged by key); for a fuzzy rule, the similar records within each block."""
+    rule = next((r for r in usable_rules(records) if r.name == rule_name), None)
+    if rule is None:
+        raise LookupError(f"no duplicate rule {rule_name!r} of {records.entity.name} to read")
+    table = records.table
+    builder = records.builder()
+    scope = records.scope(builder)
+    key = table.c[rule.column]
+    size = sa.func.count(table.c.id).label("size")
+    keys = (
+        sa.select(key, size)
+        .select_from(builder.from_clause)
+        .where(key.is_not(None))
+        .group_by(key)
+        .having(sa.func.count(table.c.id) > 1)
+        .order_by(key)
+    )
+    if scope is not None:
+        keys = keys.where(scope)
+    if after is not None:
+        keys = keys.where(key > after)
+    with records._reading() as conn:
+        if rule.fuzzy is None:
+            found = conn.execute(keys.limit(limit + 1)).all()
+            more = len(found) > limit
+            found = found[:limit]
+            members = _members(records, conn, rule, builder, scope, [k for k, _ in found])
+            page = [Group(k, n, members.get(k, [])) for k, n in found]
+            return GroupPage(rule, page, found[-1][0] if more else None)
+        blocks = conn.execute(keys.limit(FUZZY_BLOCKS + 1)).all()
+        more = len(blocks) > FUZZY_BLOCKS
+        page, last = [], None
+        for block, _n in blocks[:FUZZY_BLOCKS]:
+            page.extend(_fuzzy_groups(records, conn, rule, builder, scope, block))
+            last = block
+            if len(page) >= limit:
+                more = more or block != blocks[-1][0]
+                break
+        return GroupPage(rule, page, last if more else None)
+
+
+def _title_field(records: Records):
+    entity = records.entity
+    title = entity.fields.get(entity.title) if entity.title else None
+    hidden = records.access.hidden(entity) if records.access else set()
+    if title is None or not title.stored or title.name in hidden or title.type == "any_lookup":
+        return None
+    return title
+
+
+def _member_columns(records: Records, rule: DuplicateRule) -> tuple[list[str], Any]:
+    title = _title_field(records)
+    names = list(dict.fromkeys([*rule.fields, *([title.name] if title else [])]))
+    return names, title
+
+
+def _members(records, conn, rule, builder, scope, keys: list[str]) -> dict[str, list[Member]]:
+    """The first records of each group (by id), in one query for the page's groups."""
+    if not keys:
+        return {}
+    table = records.table
+    key = table.c[rule.column]
+    names, title = _member_columns(records, rule)
+    number = sa.func.row_number().over(partition_by=key, order_by=table.c.id).label("n")
+    inner = (
+        sa.select(key.label("k"), table.c.id, *(table.c[n] for n in names), number)
+        .select_from(builder.from_clause)
+        .where(key.in_(keys))
+    )
+    if scope is not None:
+        inner = inner.where(scope)
+    inner = inner.subquery()
+    statement = (
+        sa.select(inner.c.k, inner.c.id, *(inner.c[n] for n in names))
+        .where(inner.c.n <= GROUP_MEMBERS)
+        .order_by(inner.c.k, inner.c.id)
+    )
+    out: dict[str, list[Member]] = {}
+    for row in conn.execute(statement):
+        record = dict(zip(names, row[2:], strict=True))
+        out.setdefault(row[0], []).append(
+            Member(
+                row[1],
+                _title(records, title, record, row[1]),
+                {n: record[n] for n in rule.fields},
+            )
+        )
+    return out
+
+
+def _fuzzy_groups(records, conn, rule, builder, scope, block: str) -> list[Group]:
+    """The clusters of similar records in one block of a fuzzy rule."""
+    table = records.table
+    names, title = _member_columns(records, rule)
+    statement = (
+        sa.select(table.c.id, *(table.c[n] for n in names))
+        .select_from(builder.from_clause)
+        .where(table.c[rule.column] == block)
+        .order_by(table.c.id.desc())
+        .limit(FUZZY_CANDIDATES)
+    )
+    if scope is not None:
+        statement = statement.where(scope)
+    rows = []
+    for row in conn.execute(statement):
+        record = dict(zip(names, row[1:], strict=True))
+        value = fuzzy_value(rule, record)
+        if value:
+            rows.append((value, row[0], record))
+    rows.sort(key=lambda item: (item[0], item[1]))
+    parent = list(range(len(rows)))
+    best = [0.0] * len(rows)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    threshold = rule.fuzzy.fuzzy
+    for i, (value, _id, _record) in enumerate(rows):
+        for j in range(i + 1, min(i + 1 + FUZZY_WINDOW, len(rows))):
+            score = 1.0 if rows[j][0] == value else _similarity(value, rows[j][0], threshold)
+            if score is None:
+                continue
+            best[i], best[j] = max(best[i], score), max(best[j], score)
+            parent[root(j)] = root(i)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(rows)):
+        clusters.setdefault(root(i), []).append(i)
+    out = []
+    for indexes in clusters.values():
+        if len(indexes) < 2:
+            continue
+        indexes.sort(key=lambda i: rows[i][1])
+        members = [
+            Member(
+                rows[i][1],
+                _title(records, title, rows[i][2], rows[i][1]),
+                {n: rows[i][2][n] for n in rule.fields},
+                best[i],
+            )
+            for i in indexes[:GROUP_MEMBERS]
+        ]
+        out.append(Group(block, len(indexes), members))
+    out.sort(key=lambda g: g.members[0].id)
+    return out
