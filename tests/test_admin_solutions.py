@@ -72,7 +72,13 @@ def test_install_uninstall_and_purge_each_planned_then_applied(w, admin):
 
     plan = text(admin.get("/admin/solutions/plan?action=purge"))
     assert "- table gadget (dropped with its data)" in plan
-    assert admin.post("/admin/solutions/apply", {"action": "purge"}).status_code == 303
+    # the table holds a row: the loss is named, and must be ticked by that name
+    assert 'name="allow_loss" value="gadget"' in plan and "rows: 1" in plan
+    refused = admin.post("/admin/solutions/apply", {"action": "purge"})
+    assert refused.status_code == 422 and "--allow-loss gadget" in text(refused)
+    assert "gadget" in {t for t in w.store.plan().kept_tables}
+    done = admin.post("/admin/solutions/apply", {"action": "purge", "allow_loss": "gadget"})
+    assert done.status_code == 303
     _schema, left = w.store.purge(dry_run=True)
     assert left == []
 

@@ -6,7 +6,7 @@ administrator should look at them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from ..metadata.loader import resolve_packs
 from ..metadata.model import thaw
 from ..metadata.packs import KINDS, Document, PackSource
 from ..metadata.problems import Problems
+from ..storage.history import definitions
 from ..storage.schema import SchemaPlan
 
 #: (kind, name) of one definition.
@@ -72,26 +73,6 @@ class LifecyclePlan:
 
 
 # ---------------------------------------------------------------- definitions
-def definitions(documents: Iterable[tuple[str, Document]]) -> dict[Key, tuple[str, object]]:
-    """Every definition of the documents by (kind, name): ``entity: lead`` names one, a
-    kind that holds several (``views: {a: ..., b: ...}``) names each; an entity extension
-    is keyed by the pack that extends, as two packs may extend one entity."""
-    found: dict[Key, tuple[str, object]] = {}
-    for solution, document in documents:
-        data = document.data
-        if not isinstance(data, Mapping):
-            continue
-        value = data.get(document.kind)
-        if document.kind == "extend":
-            found[("extend", f"{value} by {solution}")] = (solution, data)
-        elif isinstance(value, str):
-            found[(document.kind, value)] = (solution, data)
-        elif isinstance(value, Mapping):
-            for name, body in value.items():
-                found[(document.kind, str(name))] = (solution, body)
-    return found
-
-
 def _pack_documents(packs: Sequence[PackSource]) -> list[tuple[str, Document]]:
     return [(pack.name, document) for pack in packs for document in pack.documents]
 

@@ -3,7 +3,9 @@
 The plan is what ``xrm db plan`` prints and what an administrator sees before a change:
 tables, columns and indexes to add; columns no definition uses any more (kept, with their
 data, until an explicit purge); type changes, which are applied only when no data can be
-lost.  Applying runs inside the caller's transaction (DDL is transactional on SQLite with
+lost, or, for the conversions that cut or drop values, when the caller allows the loss by
+name (``Loss``: text shortened, decimals rounded, option values taken out while records
+hold them; ``--allow-loss`` on the command line).  Applying runs inside the caller's transaction (DDL is transactional on SQLite with
 our BEGIN handling, and on PostgreSQL), so a failed change leaves nothing half-applied.
 Adding a nullable column never rewrites a table on either database.
 """
@@ -65,6 +67,33 @@ def _declared(column: sa.Column, dialect) -> tuple:
 
 
 @dataclass
+class Loss:
+    """Data a change would cut or drop, named as ``--allow-loss`` names it: ``entity.field``
+    (``table.column``), or a table.  Applied only when allowed; ``rows`` is how many rows
+    hold what would go when the plan was made."""
+
+    key: str
+    table: str
+    column: str | None
+    rows: int
+    what: str  # "values longer than 50 characters are cut to 50"
+    kind: str  # shorten, round, options, drop
+    detail: tuple = ()  # shorten: (length,); round: (scale,); options: (values, multi)
+    allowed: bool = False
+
+    def line(self) -> str:
+        rows = f"{self.rows} row{'s' if self.rows != 1 else ''}"
+        if self.allowed:
+            return f"! data loss {self.key}: {self.what} ({rows}; allowed)"
+        return (
+            f"! data loss {self.key}: {self.what} ({rows}; allow it with --allow-loss {self.key})"
+        )
+
+    def allowed_by(self, names) -> bool:
+        return self.key in names or self.table in names
+
+
+@dataclass
 class TypeChange:
     table: str
     column: str
@@ -72,6 +101,8 @@ class TypeChange:
     new: tuple
     safe: bool
     reason: str = ""
+    #: a conversion that cuts values (shorter text, fewer decimals): applied when allowed
+    loss: Loss | None = None
 
 
 @dataclass
@@ -90,10 +121,37 @@ class SchemaPlan:
     fill_keys: list[tuple[str, str]] = field(default_factory=list)
     # (table, old column, new column): a field declared with renamed_from, data kept
     renames: list[tuple[str, str, str]] = field(default_factory=list)
+    # option values taken out of a choice field while rows hold them (see option_losses)
+    data_losses: list[Loss] = field(default_factory=list)
 
     @property
     def refused(self) -> list[TypeChange]:
-        return [c for c in self.type_changes if not c.safe]
+        return [c for c in self.type_changes if not c.safe and not (c.loss and c.loss.allowed)]
+
+    @property
+    def losses(self) -> list[Loss]:
+        """Every loss the plan names: lossy type changes and option values in use."""
+        return [c.loss for c in self.type_changes if c.loss] + self.data_losses
+
+    @property
+    def unallowed(self) -> list[Loss]:
+        return [loss for loss in self.losses if not loss.allowed]
+
+    @property
+    def blocked(self) -> bool:
+        """True when applying would be refused: a change that cannot be made, or a loss
+        not allowed."""
+        return bool(self.refused or self.unallowed)
+
+    def allow(self, names) -> list[str]:
+        """Mark the losses ``names`` name as allowed; returns the names that name none."""
+        names = set(names)
+        used = set()
+        for loss in self.losses:
+            if loss.allowed_by(names):
+                loss.allowed = True
+                used |= {loss.key, loss.table} & names
+        return sorted(names - used)
 
     @property
     def empty(self) -> bool:
@@ -103,7 +161,8 @@ class SchemaPlan:
             or self.add_columns
             or self.add_indexes
             or self.drop_indexes
-            or any(c.safe for c in self.type_changes)
+            or any(c.safe or (c.loss and c.loss.allowed) for c in self.type_changes)
+            or any(loss.allowed for loss in self.data_losses)
             or self.search_indexes
         )
 
@@ -114,10 +173,11 @@ class SchemaPlan:
         out += [f"+ index {n} on {t}" for t, n in self.add_indexes]
         out += [f"- index {n} on {t} (no longer needed)" for t, n in self.drop_indexes]
         for change in self.type_changes:
-            verdict = "change" if change.safe else "REFUSED"
+            verdict = "change" if change.safe or change not in self.refused else "REFUSED"
             out.append(
                 f"~ {verdict} {change.table}.{change.column}: {change.old} -> {change.new}{' (' + change.reason + ')' if change.reason else ''}"
             )
+        out += [loss.line() for loss in self.losses]
         out += [f"+ search index for {e}" for e in self.search_indexes]
         out += [f"+ duplicate keys {t}.{c} computed for existing rows" for t, c in self.fill_keys]
         out += [
@@ -150,14 +210,50 @@ class SchemaPlan:
             "renames": [f"{t}.{o}->{n}" for t, o, n in self.renames],
             "search_indexes": self.search_indexes,
             "fill_keys": [f"{t}.{c}" for t, c in self.fill_keys],
+            "losses": [
+                {"name": x.key, "rows": x.rows, "what": x.what, "allowed": x.allowed}
+                for x in self.losses
+            ],
         }
 
 
 class SchemaChangeRefused(Exception):
     def __init__(self, plan: SchemaPlan):
         self.plan = plan
-        details = "; ".join(f"{c.table}.{c.column}: {c.reason}" for c in plan.refused)
+        details = "; ".join(
+            f"{c.table}.{c.column}: {c.reason}"
+            + (
+                f" ({_rows(c.loss.rows)}; allow it with --allow-loss {c.loss.key})"
+                if c.loss
+                else ""
+            )
+            for c in plan.refused
+        )
+        details = "; ".join(
+            [details] * bool(details)
+            + [
+                f"{x.key}: {x.what} ({_rows(x.rows)}; allow it with --allow-loss {x.key})"
+                for x in plan.data_losses
+                if not x.allowed
+            ]
+        )
         super().__init__(f"schema change refused, data could be lost: {details}")
+
+
+class LossNotNamed(ValueError):
+    """``--allow-loss`` named something the plan would not lose (a typo must not pass)."""
+
+    def __init__(self, names: list[str], plan_losses: list[Loss]):
+        self.names = names
+        would = ", ".join(x.key for x in plan_losses) or "nothing"
+        super().__init__(
+            f"--allow-loss {', '.join(names)}: this change would not lose that "
+            f"(it would lose: {would})"
+        )
+
+
+def _rows(count: int) -> str:
+    return f"{count} row{'s' if count != 1 else ''} affected"
 
 
 def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange | None:
@@ -166,14 +262,36 @@ def _type_change(table: str, column: str, old: tuple, new: tuple) -> TypeChange 
     if old[0] == new[0] == "text":
         if new[1] is None or (old[1] is not None and new[1] >= old[1]):
             return TypeChange(table, column, old, new, True, "wider")
+        key = f"{table}.{column}"
+        loss = Loss(
+            key,
+            table,
+            column,
+            0,
+            f"text longer than {new[1]} characters is cut to {new[1]}",
+            "shorten",
+            (new[1],),
+        )
         return TypeChange(
-            table, column, old, new, False, f"would shorten text to {new[1]} characters"
+            table, column, old, new, False, f"would shorten text to {new[1]} characters", loss
         )
     if old[0] == new[0] == "numeric":
         op, os_ = old[1] or 0, old[2] or 0
         np_, ns = new[1] or 0, new[2] or 0
         if ns >= os_ and (np_ - ns) >= (op - os_):
             return TypeChange(table, column, old, new, True, "wider")
+        if (np_ - ns) >= (op - os_):  # fewer decimals only: values are rounded
+            loss = Loss(
+                f"{table}.{column}",
+                table,
+                column,
+                0,
+                f"values with more than {ns} decimal places are rounded to {ns}",
+                "round",
+                (ns,),
+            )
+            return TypeChange(table, column, old, new, False, "would lose digits", loss)
+        # fewer whole digits: a value too large has no number to become
         return TypeChange(table, column, old, new, False, "would lose digits")
     if old[0] == "int" and new[0] == "numeric":
         return TypeChange(table, column, old, new, True, "integer to decimal")
@@ -402,6 +520,8 @@ def plan_schema(
                 _family(columns[column.name]["type"]),
                 _declared(column, dialect),
             )
+            if change is not None and change.loss is not None:
+                change = _count_loss(connection, change, previous)
             # SQLite's declared types are affinities: a widening needs no DDL there, and
             # listing it would leave it pending in every later plan.
             if change is not None and not (change.safe and dialect.name == "sqlite"):
@@ -427,6 +547,132 @@ def plan_schema(
         ):
             plan.kept_tables.append(name)
     return plan
+
+
+def _count_loss(
+    connection: sa.Connection, change: TypeChange, previous: EntityTables | None
+) -> TypeChange | None:
+    """The rows a lossy type change would cut.  SQLite never rewrites a declared type (its
+    types are affinities), so a column converted earlier still reflects its old type: when
+    the previous catalog already declared the new type, or (not knowing it) no value would
+    be cut, there is nothing left to do there."""
+    loss = change.loss
+    holder = sa.table(change.table, sa.column(change.column))
+    column = holder.c[change.column]
+    if connection.dialect.name == "sqlite" and previous is not None:
+        try:
+            earlier = previous.by_table_name(change.table).c.get(change.column)
+        except KeyError:
+            earlier = None
+        if earlier is not None and _declared(earlier, connection.dialect) == change.new:
+            return None
+    loss.rows = int(
+        connection.execute(
+            sa.select(sa.func.count()).select_from(holder).where(_lossy_values(loss, column))
+        ).scalar()
+        or 0
+    )
+    if connection.dialect.name == "sqlite" and previous is None and loss.rows == 0:
+        return None
+    return change
+
+
+def _lossy_values(loss: Loss, column):
+    """The condition that picks the values a loss cuts."""
+    if loss.kind == "shorten":
+        return sa.func.length(column) > loss.detail[0]
+    if loss.kind == "round":
+        return column != sa.func.round(column, loss.detail[0])
+    values, _multi = loss.detail
+    return column.in_(values)
+
+
+def option_losses(connection: sa.Connection, before, after) -> list[Loss]:
+    """Option values taken out of a stored choice field (its options, or its option set)
+    that rows still hold, between two catalogs; the loss clears them."""
+    from .tables import field_specs
+
+    found: list[Loss] = []
+    if before is None:
+        return found
+    for entity in after.entities.values():
+        old_entity = before.entities.get(entity.name)
+        if old_entity is None:
+            continue
+        for f in entity.fields.values():
+            old = old_entity.fields.get(f.name)
+            if (
+                old is None
+                or f.type not in ("choice", "multi_choice")
+                or old.type != f.type
+                or not f.stored
+            ):
+                continue
+            removed = sorted(set(old.choice_values) - set(f.choice_values))
+            if not removed:
+                continue
+            (spec,) = field_specs(entity, f)
+            multi = f.type == "multi_choice"
+            rows = _rows_holding(connection, entity.table_name, spec.name, removed, multi)
+            if rows:
+                found.append(
+                    Loss(
+                        f"{entity.name}.{f.name}",
+                        entity.table_name,
+                        spec.name,
+                        len(rows),
+                        f"option value{'s' if len(removed) > 1 else ''} "
+                        f"{', '.join(removed)} no longer offered; "
+                        f"{'taken out of' if multi else 'cleared in'} the rows holding "
+                        f"{'them' if len(removed) > 1 else 'it'}",
+                        "options",
+                        (tuple(removed), multi),
+                    )
+                )
+    return found
+
+
+def _rows_holding(connection, table: str, column: str, values: list, multi: bool) -> list:
+    """Ids of the rows whose ``column`` holds one of ``values`` (a list of them for a
+    multi-choice: JSON, read and checked here so that both databases agree)."""
+    holder = sa.table(table, sa.column("id"), sa.column(column, sa.JSON if multi else sa.String))
+    col = holder.c[column]
+    if not multi:
+        return list(connection.execute(sa.select(holder.c.id).where(col.in_(values))).scalars())
+    wanted = set(values)
+    return [
+        ident
+        for ident, held in connection.execute(sa.select(holder.c.id, col).where(col.isnot(None)))
+        if isinstance(held, list) and wanted & set(held)
+    ]
+
+
+def _apply_loss(connection: sa.Connection, loss: Loss) -> None:
+    """Cut or clear what an allowed loss names, before its column's type changes."""
+    holder = sa.table(
+        loss.table,
+        sa.column("id"),
+        sa.column(loss.column, sa.JSON if loss.kind == "options" and loss.detail[1] else None),
+    )
+    column = holder.c[loss.column]
+    if loss.kind == "shorten":
+        value = sa.func.substr(column, 1, loss.detail[0])
+    elif loss.kind == "round":
+        value = sa.func.round(column, loss.detail[0])
+    elif not loss.detail[1]:
+        value = None
+    else:
+        values, _multi = loss.detail
+        for ident in _rows_holding(connection, loss.table, loss.column, list(values), True):
+            held = connection.execute(sa.select(column).where(holder.c.id == ident)).scalar()
+            kept = [v for v in held if v not in values] or None
+            connection.execute(
+                holder.update().where(holder.c.id == ident).values({loss.column: kept})
+            )
+        return
+    connection.execute(
+        holder.update().where(_lossy_values(loss, column)).values({loss.column: value})
+    )
 
 
 def _plan_renames(plan: SchemaPlan, entity, table_name: str, in_database: set) -> bool:
@@ -503,7 +749,7 @@ def _add_lookup_column_sqlite(
 
 def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPlan) -> None:
     """Carry out a plan inside the caller's transaction."""
-    if plan.refused:
+    if plan.blocked:
         raise SchemaChangeRefused(plan)
     ops = Operations(MigrationContext.configure(connection))
     if plan.create_tables:
@@ -536,9 +782,13 @@ def apply_schema(connection: sa.Connection, tables: EntityTables, plan: SchemaPl
         index.create(connection)
     for name in plan.search_indexes:
         search.rebuild(connection, tables.catalog.entity(name), tables[name])
+    for loss in plan.data_losses:
+        _apply_loss(connection, loss)  # allowed: the check above refused any other
     for change in plan.type_changes:
-        if not change.safe or connection.dialect.name == "sqlite":
-            continue  # SQLite's column types are affinities; widening needs no rewrite
+        if change.loss is not None:
+            _apply_loss(connection, change.loss)
+        if connection.dialect.name == "sqlite":
+            continue  # SQLite's column types are affinities; a new length needs no rewrite
         column = by_name(change.table).c[change.column]
         ops.alter_column(change.table, change.column, type_=column.type, existing_nullable=True)
 

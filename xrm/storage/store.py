@@ -26,9 +26,20 @@ from ..metadata.loader import resolve_packs
 from ..metadata.model import thaw
 from ..metadata.packs import PackSource, _validate
 from ..metadata.problems import Problems
+from . import history
 from . import tables as T
 from .database import WRITE, create_engine, default_url, is_postgres, lock_schema
-from .schema import SchemaPlan, apply_schema, changed_tables, plan_schema, purge_schema
+from .schema import (
+    Loss,
+    LossNotNamed,
+    SchemaChangeRefused,
+    SchemaPlan,
+    apply_schema,
+    changed_tables,
+    option_losses,
+    plan_schema,
+    purge_schema,
+)
 from .security import Access, Principal, load_principal
 from .tables import tables_for
 from .unit import UnitOfWork
@@ -63,6 +74,27 @@ def _single_name(kind: str, data) -> tuple[str, str] | None:
     if isinstance(value, dict) and len(value) == 1:
         return kind, next(iter(value))
     return None
+
+
+def purge_losses(conn, plan: SchemaPlan) -> list[Loss]:
+    """The kept tables and columns that hold data: what a purge would lose, with rows."""
+    losses = []
+    for table in plan.kept_tables:
+        rows = conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
+        if rows:
+            what = "the table is dropped with its data"
+            losses.append(Loss(table, table, None, int(rows), what, "drop"))
+    for table, column in plan.kept_columns:
+        if table in plan.kept_tables:
+            continue
+        holder = sa.table(table, sa.column(column))
+        rows = conn.execute(
+            sa.select(sa.func.count()).select_from(holder).where(holder.c[column].isnot(None))
+        ).scalar()
+        if rows:
+            what = "the column is dropped with its data"
+            losses.append(Loss(f"{table}.{column}", table, column, int(rows), what, "drop"))
+    return losses
 
 
 class LifecycleRefused(ValueError):
@@ -243,19 +275,29 @@ class Store(Users):
         *,
         dry_run: bool = False,
         after: Callable[[sa.Connection, Catalog], None] | None = None,
+        allow_loss: Iterable[str] = (),
+        actor: int | None = None,
+        note: str = "",
     ) -> tuple[Catalog, SchemaPlan]:
         """Build a catalog from the stored one plus a change, sync the schema and bump the
-        version, all in one transaction under the schema lock.  ``dry_run`` plans only."""
+        version, all in one transaction under the schema lock.  ``dry_run`` plans only.
+
+        A plan that would cut or drop data (``SchemaPlan.losses``) is applied only when
+        ``allow_loss`` names each loss (``entity.field``, or a table for all of its
+        columns); a name that names no loss is refused too, so a typo never passes.
+        Definitions of the customization layer that the change touches are written to
+        their history (``history.py``) with ``actor`` and ``note``."""
+        allow_loss = tuple(allow_loss)
         for attempt in range(5):
             try:
-                return self._change_catalog(change, dry_run, after)
+                return self._change_catalog(change, dry_run, after, allow_loss, actor, note)
             except sa.exc.OperationalError as exc:  # lock_timeout on PostgreSQL
                 if "lock" not in str(exc).lower() or attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _change_catalog(self, change, dry_run, after):
+    def _change_catalog(self, change, dry_run, after, allow_loss=(), actor=None, note=""):
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin() as transaction:
             lock_schema(conn)
             if is_postgres(conn):
@@ -271,10 +313,23 @@ class Store(Users):
             previous = tables_for(current) if in_sync else None
             only = changed_tables(previous, entity_tables) if in_sync else None
             plan = plan_schema(conn, entity_tables, only, previous)
+            before = current if in_sync else None
+            if before is None and stored_version:
+                before = build_catalog(stored_packs, stored_layer, stored_version)
+            plan.data_losses = option_losses(conn, before, catalog)
+            unknown = plan.allow(allow_loss)
+            if unknown:
+                raise LossNotNamed(unknown, plan.losses)
             if dry_run:
                 transaction.rollback()
                 return catalog, plan
-            apply_schema(conn, entity_tables, plan)
+            apply_schema(conn, entity_tables, plan)  # refuses a loss not allowed
+            if layer is not stored_layer and [id(d) for d in layer] != [
+                id(d) for d in stored_layer
+            ]:
+                history.record(
+                    conn, stored_packs, stored_layer, layer, plan, actor, note, self.clock.now()
+                )
             by_name = {p.name: p for p in packs}
             ordered = [by_name[name] for name in catalog.solutions]  # dependency order
             if [id(p) for p in ordered] != [id(p) for p in stored_packs]:
@@ -328,7 +383,12 @@ class Store(Users):
 
     # ------------------------------------------------------------------ packs
     def install(
-        self, paths: Iterable[str | Path], *, dry_run: bool = False, demo: bool = False
+        self,
+        paths: Iterable[str | Path],
+        *,
+        dry_run: bool = False,
+        demo: bool = False,
+        allow_loss: Iterable[str] = (),
     ) -> tuple[Catalog, SchemaPlan]:
         """Install (or update) packs and what they depend on, with their reference data
         (``data/``; ``demo/`` too when asked); all or nothing."""
@@ -360,12 +420,16 @@ class Store(Users):
 
             written.append(load_pack_data(self, conn, catalog, new, demo=demo)[0])
 
-        result = self.change_catalog(change, dry_run=dry_run, after=after)
+        result = self.change_catalog(
+            change, dry_run=dry_run, after=after, allow_loss=allow_loss, note="installed"
+        )
         for unit in written:
             unit.after_commit()
         return result
 
-    def uninstall(self, name: str, *, dry_run: bool = False) -> tuple[Catalog, SchemaPlan]:
+    def uninstall(
+        self, name: str, *, dry_run: bool = False, allow_loss: Iterable[str] = ()
+    ) -> tuple[Catalog, SchemaPlan]:
         """Take an installed pack's definitions out of the catalog, all or nothing.  Its
         tables and columns stay with their data (the plan lists them as kept) until a purge;
         refused while another installed pack depends on it."""
@@ -385,7 +449,7 @@ class Store(Users):
                 )
             return [p for p in packs if p.name != name], layer
 
-        return self.change_catalog(change, dry_run=dry_run)
+        return self.change_catalog(change, dry_run=dry_run, allow_loss=allow_loss)
 
     def installed_packs(self) -> list[PackSource]:
         """The installed packs as stored, in dependency order."""
@@ -398,10 +462,17 @@ class Store(Users):
             layer = self._stored_sources(conn, self.stored_version(conn))[1]
         return [(document.path, document) for document in layer]
 
-    def purge(self, *, dry_run: bool = False) -> tuple[SchemaPlan, list[str]]:
+    def purge(
+        self, *, dry_run: bool = False, allow_loss: Iterable[str] = ()
+    ) -> tuple[SchemaPlan, list[str]]:
         """Drop the tables and columns no definition uses any more (left by uninstalls and
         by fields taken out of definitions), with their data, all or nothing.  The catalog
-        does not change.  Returns the plan and what was (or, dry, would be) dropped."""
+        does not change.  Returns the plan and what was (or, dry, would be) dropped.
+
+        Each table or column that holds data is a loss (``plan.losses``, with its rows)
+        that ``allow_loss`` must name (``table.column``, or the table), else nothing is
+        dropped; an empty one goes without asking."""
+        allow_loss = tuple(allow_loss)
         catalog = self.refresh()
         entity_tables = tables_for(catalog)
         with self.engine.connect().execution_options(**WRITE) as conn:
@@ -414,6 +485,10 @@ class Store(Users):
                 with conn.begin() as transaction:
                     lock_schema(conn)
                     plan = plan_schema(conn, entity_tables)
+                    plan.data_losses = purge_losses(conn, plan)
+                    unknown = plan.allow(allow_loss)
+                    if unknown:
+                        raise LossNotNamed(unknown, plan.losses)
                     dropped = [
                         *(
                             f"- column {t}.{c} (dropped with its data)"
@@ -425,6 +500,8 @@ class Store(Users):
                     if dry_run or not dropped:
                         transaction.rollback()
                         return plan, dropped
+                    if plan.unallowed:
+                        raise SchemaChangeRefused(plan)
                     dropped = purge_schema(conn, entity_tables, plan)
                     if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                         raise RuntimeError("purge would break a reference between tables")
@@ -439,10 +516,18 @@ class Store(Users):
             return plan_schema(conn, tables_for(self.refresh()))
 
     def customize(
-        self, kind: str, document: dict, *, user_id: int | None = None, dry_run: bool = False
+        self,
+        kind: str,
+        document: dict,
+        *,
+        user_id: int | None = None,
+        dry_run: bool = False,
+        allow_loss: Iterable[str] = (),
     ):
         """Add a document to the customization layer (what administrators change)."""
-        return self.customize_all([(kind, document)], user_id=user_id, dry_run=dry_run)
+        return self.customize_all(
+            [(kind, document)], user_id=user_id, dry_run=dry_run, allow_loss=allow_loss
+        )
 
     def customize_all(
         self,
@@ -451,6 +536,8 @@ class Store(Users):
         user_id: int | None = None,
         dry_run: bool = False,
         replacing: Sequence[tuple[str, str]] = (),
+        allow_loss: Iterable[str] = (),
+        note: str = "saved",
     ):
         """Several customization documents (kind, document) as one change: one plan, and
         all of them applied or none (a field added together with its place on a form).
@@ -465,7 +552,9 @@ class Store(Users):
         def change(conn, packs, layer):
             return packs, self._layered(conn, layer, documents, replacing, user_id)
 
-        return self.change_catalog(change, dry_run=dry_run)
+        return self.change_catalog(
+            change, dry_run=dry_run, allow_loss=allow_loss, actor=user_id, note=note
+        )
 
     def _layered(self, conn, layer, documents, replacing, user_id) -> list[Document]:
         """The layer with ``documents`` stored on top and the documents of the ``replacing``
@@ -493,7 +582,16 @@ class Store(Users):
             layer = [d for d in layer if all(d is not g for g in gone)]
         return [*layer, *added]
 
-    def uncustomize(self, kind: str, name: str, *, dry_run: bool = False):
+    def uncustomize(
+        self,
+        kind: str,
+        name: str,
+        *,
+        dry_run: bool = False,
+        user_id: int | None = None,
+        allow_loss: Iterable[str] = (),
+        note: str = "customization taken out",
+    ):
         """Take the customization layer's documents of ``kind`` named ``name`` (by their top
         key: ``process: weekly_report``, or the one name under it: ``reports: {mine: ...}``)
         out again; a pack's own definition of that name, if any, applies again.  Raises
@@ -507,7 +605,9 @@ class Store(Users):
             conn.execute(T.customizations.delete().where(T.customizations.c.id.in_(ids)))
             return packs, [d for d in layer if all(d is not g for g in gone)]
 
-        return self.change_catalog(change, dry_run=dry_run)
+        return self.change_catalog(
+            change, dry_run=dry_run, allow_loss=allow_loss, actor=user_id, note=note
+        )
 
     # ------------------------------------------------------------------ work
     @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Solution packs in the admin area: what is installed and what the search path offers
 (newer versions marked), each install, upgrade, uninstall and purge shown as its plan
 first (``xrm/solutions/lifecycle.py``, the same plan as ``xrm solution plan``) and
-applied only when confirmed; the customization layer downloaded as a pack (a zip of what
+applied only when confirmed, each data loss the plan names ticked by name (as
+``--allow-loss`` names it); the customization layer downloaded as a pack (a zip of what
 ``xrm solution export`` writes)."""
 
 from __future__ import annotations
@@ -81,18 +82,19 @@ def _plan(action: str, name: str | None):
         return plan_install(store, [folder])
     if action == "uninstall":
         return plan_uninstall(store, name or "")
-    _schema, dropped = store.purge(dry_run=True)
-    return _Purge(dropped)
+    schema, dropped = store.purge(dry_run=True)
+    return _Purge(dropped, schema)
 
 
 class _Purge:
     """The purge's plan in the shape the page shows."""
 
-    def __init__(self, dropped: list[str]):
+    def __init__(self, dropped: list[str], schema):
         self.dropped = dropped
+        self.schema = schema
 
     def lines(self) -> list[str]:
-        return self.dropped
+        return self.dropped + [loss.line() for loss in self.schema.losses]
 
 
 @bp.get("/solutions/plan")
@@ -103,9 +105,11 @@ def solution_plan():
     errors: list[str] = []
     lines: list[str] = []
     conflicts = False
+    losses = []
     try:
         plan = _plan(action, name)
         lines, conflicts = plan.lines(), bool(getattr(plan, "conflicts", ()))
+        losses = plan.schema.losses
     except (DefinitionError, SchemaChangeRefused, LifecycleRefused, ValueError) as exc:
         errors = _problems(exc)
     return render_template(
@@ -116,6 +120,7 @@ def solution_plan():
         risky=[line for line in lines if line.startswith(("!", "- table", "- column"))],
         errors=errors,
         conflicts=conflicts,
+        losses=losses,
     ), (422 if errors else 200)
 
 
@@ -125,6 +130,8 @@ def solution_apply():
     if action not in ACTIONS:
         abort(400)
     store = C.store()
+    # the losses the administrator ticked on the plan, each named as the plan names it
+    allow = request.form.getlist("allow_loss")
     try:
         if action == "install":
             folder = discover().get(name or "")
@@ -134,13 +141,13 @@ def solution_apply():
                 raise LifecycleRefused(
                     C._("Customizations conflict with this change: review them and accept.")
                 )
-            store.install([folder])
+            store.install([folder], allow_loss=allow)
             message = C._("%(name)s is installed.", name=name)
         elif action == "uninstall":
-            store.uninstall(name or "")
+            store.uninstall(name or "", allow_loss=allow)
             message = C._("%(name)s is uninstalled; its data is kept.", name=name)
         else:
-            _schema, dropped = store.purge()
+            _schema, dropped = store.purge(allow_loss=allow)
             message = C._("Purged: %(count)s tables and columns dropped.", count=len(dropped))
     except (DefinitionError, SchemaChangeRefused, LifecycleRefused, ValueError) as exc:
         return render_template(
@@ -151,6 +158,7 @@ def solution_apply():
             risky=[],
             errors=_problems(exc),
             conflicts=False,
+            losses=[],
         ), 422
     flash(message, "success")
     return redirect(url_for("ui_admin.solutions"), code=303)
