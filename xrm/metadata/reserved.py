@@ -32,6 +32,8 @@ PLATFORM_NAMES = frozenset(
     {"user", "team", "role", "record", "records", "today", "now", "self", "meta"}
     # the workflow's routes beside /api/v1/<entity>
     | {"notifications", "approvals", "processes", "instances"}
+    # the global search's route beside /api/v1/<entity>
+    | {"search"}
 )
 
 RESERVED = SQLITE_KEYWORDS | POSTGRESQL_RESERVED

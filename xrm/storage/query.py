@@ -414,10 +414,21 @@ def fts_table_name(entity: Entity) -> str:
     return f"{entity.name}__fts"
 
 
+def search_words(text: str | None) -> list[str]:
+    """The words a search matches (as prefixes): at most eight."""
+    return _WORD.findall(text or "")[:8]
+
+
+def _fts_match(words: list[str], columns: list[str] | None = None) -> str:
+    """An FTS5 query: every word as a quoted prefix, in the named columns (else all)."""
+    match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
+    return f"{{{' '.join(columns)}}} : {match}" if columns is not None else match
+
+
 def search_condition(
     entity: Entity, table, text: str, dialect: str, exclude: set[str] = frozenset()
 ):
-    words = _WORD.findall(text or "")[:8]
+    words = search_words(text)
     fields = search_fields(entity)
     if not words:
         return sa.true()
@@ -429,13 +440,11 @@ def search_condition(
         if not visible:
             return sa.false()
         if dialect != "postgresql":
-            columns = " ".join(f.name for f in visible)
-            match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
             fts = sa.table(fts_table_name(entity), sa.column("rowid"))
             return table.c.id.in_(
                 sa.select(fts.c.rowid).where(
                     sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(
-                        fts_query=f"{{{columns}}} : {match}"
+                        fts_query=_fts_match(words, [f.name for f in visible])
                     )
                 )
             )
@@ -453,17 +462,74 @@ def search_condition(
             )
         )
     if dialect == "postgresql":
-        query = " & ".join(f"{w.lower()}:*" for w in words)
-        return tsvector_expression(table, fields).op("@@")(
-            sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), query)
-        )
-    match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
+        return tsvector_expression(table, fields).op("@@")(_tsquery(words))
     fts = sa.table(fts_table_name(entity), sa.column("rowid"))
     return table.c.id.in_(
         sa.select(fts.c.rowid).where(
-            sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(fts_query=match)
+            sa.text(f'"{fts_table_name(entity)}" MATCH :fts_query').bindparams(
+                fts_query=_fts_match(words)
+            )
         )
     )
+
+
+def _tsquery(words: list[str]):
+    query = " & ".join(f"{w.lower()}:*" for w in words)
+    return sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), query)
+
+
+#: How much more a match in the record's title weighs than one in another field.
+TITLE_WEIGHT = 10.0
+
+
+def ranked_search(
+    entity: Entity,
+    table,
+    text: str,
+    dialect: str,
+    exclude: set[str] = frozenset(),
+    title: str | None = None,
+):
+    """``(condition, rank)``: the records ``search_condition`` matches, and how well each
+    matches (higher is better) by the indexed fields the reader may read, a match in the
+    ``title`` field weighing ``TITLE_WEIGHT`` times more: BM25 of the FTS5 table on
+    SQLite, ``ts_rank`` on PostgreSQL (the title's words weighted A, the others D).  The
+    SQLite condition joins the FTS table's ranked matches in (``bm25()`` only runs in a
+    query of the table itself)."""
+    words = search_words(text)
+    if not words:
+        raise FilterError("nothing to search for")
+    fields = search_fields(entity)
+    visible = [f for f in fields if f.name not in exclude]
+    if not visible:
+        raise FilterError(f"{entity.name} has no searchable fields")
+    if dialect == "postgresql":
+        condition = search_condition(entity, table, text, dialect, exclude)
+        others = [f for f in visible if f.name != title]
+        vector = tsvector_expression(table, others) if others else None
+        if len(others) < len(visible):
+            titled = sa.func.setweight(
+                tsvector_expression(table, [entity.fields[title]]), sa.literal_column("'A'")
+            )
+            vector = titled if vector is None else titled.op("||")(vector)
+        return condition, sa.func.ts_rank(vector, _tsquery(words))
+    name = fts_table_name(entity)
+    fts = sa.table(name, sa.column("rowid"))
+    columns = [f.name for f in visible] if len(visible) < len(fields) else None
+    weights = [TITLE_WEIGHT if f.name == title else 1.0 for f in fields]
+    ranked = (
+        sa.select(
+            fts.c.rowid.label("rowid"),
+            (-sa.func.bm25(sa.literal_column(f'"{name}"'), *weights)).label("search_rank"),
+        )
+        .where(
+            sa.text(f'"{name}" MATCH :fts_rank_query').bindparams(
+                fts_rank_query=_fts_match(words, columns)
+            )
+        )
+        .subquery(f"{name}_ranked")
+    )
+    return table.c.id == ranked.c.rowid, ranked.c.search_rank
 
 
 def tsvector_expression(table, fields: list[Field]):

@@ -58,6 +58,7 @@ def init_app(app: Flask) -> None:
         report_builder,
         report_schedules,
         reports,
+        search,
         shell,
         wizards,
     )
@@ -77,6 +78,7 @@ def init_app(app: Flask) -> None:
         report_schedules,
         dashboards,
         wizards,
+        search,
         admin,
     ):
         app.register_blueprint(module.bp)

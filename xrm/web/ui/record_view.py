@@ -42,6 +42,7 @@ from .forms import (
 from .guards import guard, htmx
 from .inbox import record_actions
 from .layouts import form_for, main_view
+from .search import note_view
 
 bp = guard(Blueprint("ui_record", __name__))
 
@@ -261,6 +262,7 @@ def _editable_item(entity: Entity, record: Mapping, name: str) -> tuple[FormFiel
 def view(entity_name: str, record_id: int):
     entity = entity_or_404(entity_name)
     record = C.records(entity).get(record_id)
+    note_view(entity.name, record_id)  # among the user's recent records (global search)
     # ?edit=<field> opens that field for editing without scripts (the pencil's href)
     editing = request.args.get("edit") or None
     return render_view(entity, record, editing=editing)
