@@ -171,8 +171,17 @@ def test_option_set_change_warns_about_values_in_use(w, admin):
     assert (
         "record(s) hold" in page and "technology" in page
     )  # Globex is in technology, which would be gone
-    assert apply(admin, documents).status_code == 303
+    # the loss is asked for by name, and nothing is applied until it is ticked
+    assert 'name="allow_loss" value="account.industry"' in page
+    assert apply(admin, documents).status_code == 422
+    assert "technology" in w.store.refresh().option_sets["industry"].values
+    done = admin.post(
+        "/admin/apply",
+        {"documents": json.dumps(documents), "back": "/admin/", "allow_loss": "account.industry"},
+    )
+    assert done.status_code == 303
     assert w.store.refresh().option_sets["industry"].values == ("retail", "finance", "space")
+    assert w.store.records("account").get(w.globex["id"])["industry"] is None  # cleared
 
 
 def test_form_layout_move_add_and_remove_fields_and_sections(w, admin):

@@ -378,6 +378,17 @@ RU: dict[str, str] = {
     "Data that this change deletes or cuts": "Данные, которые это изменение удалит или обрежет",
     "rows: %(count)s": "строк: %(count)s",
     "I accept that this data is lost.": "Я согласен с потерей этих данных.",
+    # a definition's history and revert (admin/history.py)
+    "Every change made to this definition in the browser, newest first. Reverting to a version is a change like any other: its plan is shown first.": "Все изменения этого определения, сделанные в браузере, сначала новые. Возврат к версии — такое же изменение, как любое другое: сначала показывается его план.",
+    "Back to the definition": "К определению",
+    "Revert to this version…": "Вернуть эту версию…",
+    "in effect": "действует",
+    "No change was made to this definition in the browser yet.": "Это определение ещё не меняли в браузере.",
+    "Revert %(kind)s %(name)s to version #%(id)s": "Возврат %(kind)s %(name)s к версии №%(id)s",
+    "From the version in effect to version #%(id)s": "От действующей версии к версии №%(id)s",
+    "No difference.": "Различий нет.",
+    "This version is already the one in effect: there is nothing to revert.": "Эта версия уже действует: возвращать нечего.",
+    "Reverted to version #%(id)s.": "Возвращена версия №%(id)s.",
     # every definition as YAML (admin/definitions.py)
     "Definitions": "Определения",
     "Every process, SLA, calendar, template, report, dashboard, view, form, role, option set, wizard and web form, editable as YAML. A change is checked as you type, shown as its plan, and kept in the customization layer on top of the pack; revert brings the pack's own version back.": "Все процессы, SLA, календари, шаблоны, отчёты, панели, представления, формы, роли, наборы значений, мастера и веб-формы можно править в YAML. Изменение проверяется при вводе, показывается планом и хранится в слое настроек поверх пакета; откат возвращает версию пакета.",

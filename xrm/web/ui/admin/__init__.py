@@ -31,6 +31,7 @@ def index():
 from . import (  # noqa: E402,F401  (routes on bp)
     audit,
     definitions,
+    history,
     layouts,
     people,
     plans,

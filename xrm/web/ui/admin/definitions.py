@@ -4,7 +4,8 @@ roles, option sets, wizards, web forms.  The editor checks the text as it is typ
 against the published JSON Schema and the cross-checks (each problem at its line and
 column), a save is shown as its plan first and then written to the customization layer
 in place of the earlier version, and "revert" takes the customization out so the pack's
-own definition applies again.  Entities keep their structured editor (schema.py)."""
+own definition applies again.  Every save is kept in the definition's history
+(``history.py``: diffs, and revert to any earlier version).  Entities keep their structured editor (schema.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from ....metadata.problems import DefinitionError, Problems
 from ....metadata.schemas import NAME_PATTERN
 from ....metadata.source import YamlSyntaxError, load_yaml
 from ....solutions.lifecycle import definitions
-from ....storage.schema import SchemaChangeRefused
+from ....storage.schema import LossNotNamed, SchemaChangeRefused
 from .. import context as C
 from . import bp
+from .plans import _problems
 
 #: Kinds edited here; entities and their extensions have the structured editor.
 EDITABLE = tuple(k for k in KINDS if k not in ("entity", "extend", "data", "demo", "tests"))
@@ -165,9 +167,10 @@ def definition_save(kind: str, name: str):
         "admin/definition_plan.html",
         kind=kind,
         name=name,
-        lines=plan.lines(),
+        lines=[line for line in plan.lines() if not line.startswith("! data loss")],
         documents=json.dumps([[kind, document]], ensure_ascii=False),
         revert=False,
+        losses=plan.losses,
     )
 
 
@@ -186,9 +189,16 @@ def definition_apply(kind: str, name: str):
     if problems:
         flash("; ".join(problems), "danger")
         return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
-    C.store().customize_all(
-        [(kind, checked)], user_id=C.principal().user_id, replacing=[(kind, name)]
-    )
+    try:
+        C.store().customize_all(
+            [(kind, checked)],
+            user_id=C.principal().user_id,
+            replacing=[(kind, name)],
+            allow_loss=request.form.getlist("allow_loss"),  # the losses ticked on the plan
+        )
+    except (DefinitionError, SchemaChangeRefused, LossNotNamed, ValueError) as exc:
+        flash("; ".join(_problems(exc)), "danger")
+        return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
     flash(C._("The change was applied."), "success")
     return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
 
@@ -200,8 +210,14 @@ def definition_revert(kind: str, name: str):
         abort(404)
     confirmed = request.form.get("confirm") == "1"
     try:
-        _catalog, plan = C.store().uncustomize(kind, name, dry_run=not confirmed)
-    except (DefinitionError, KeyError, ValueError) as exc:
+        _catalog, plan = C.store().uncustomize(
+            kind,
+            name,
+            dry_run=not confirmed,
+            user_id=C.principal().user_id,
+            allow_loss=request.form.getlist("allow_loss"),
+        )
+    except (DefinitionError, SchemaChangeRefused, KeyError, ValueError) as exc:
         flash(str(exc), "danger")
         return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
     if not confirmed:
@@ -209,10 +225,11 @@ def definition_revert(kind: str, name: str):
             "admin/definition_plan.html",
             kind=kind,
             name=name,
-            lines=plan.lines(),
+            lines=[line for line in plan.lines() if not line.startswith("! data loss")],
             documents="",
             revert=True,
             pack=entry.get("source"),
+            losses=plan.losses,
         )
     flash(C._("The customization was taken out."), "success")
     target = "ui_admin.definition" if entry.get("source") else "ui_admin.definitions_index"

@@ -51,6 +51,8 @@ def review(
     added, kept = [], []
     if plan is not None:
         for line in plan.lines():
+            if line.startswith("! data loss"):
+                continue  # asked for by name below the plan (admin/_losses.html)
             if line.startswith("="):
                 kept.append(line[1:].strip())
             elif "REFUSED" in line:
@@ -68,6 +70,7 @@ def review(
             errors=errors,
             documents=json.dumps([[k, d] for k, d in documents], ensure_ascii=False),
             back=back,
+            losses=plan.losses if plan is not None else [],
         ),
         status,
     )
@@ -102,7 +105,11 @@ def apply():
     documents = _documents(request.form.get("documents", ""))
     back = _safe(request.form.get("back", "/admin/"))
     try:
-        C.store().customize_all(documents, user_id=C.principal().user_id)
+        C.store().customize_all(
+            documents,
+            user_id=C.principal().user_id,
+            allow_loss=request.form.getlist("allow_loss"),  # the losses ticked on the plan
+        )
     except (DefinitionError, SchemaChangeRefused, ValueError) as exc:
         return render_template(
             "admin/plan.html",
