@@ -35,6 +35,7 @@ from . import (  # noqa: E402,F401  (routes on bp)
     layouts,
     people,
     plans,
+    process_editor,
     processes,
     schema,
     solutions,
