@@ -139,3 +139,131 @@ tests:
 
 def test_shipped_packs_still_check_clean():
     assert main(["check", str(SOLUTIONS)]) == 0
+
+
+# ------------------------------------------------------------------ actions and wizards
+ACTION_PROCESS = """
+process: mark_key
+entity: account
+label: {en: Mark as key account}
+on: {manual: true}
+steps:
+  - set: {description: key account}
+"""
+
+WIZARD = """
+wizards:
+  quick_account:
+    label: {en: Quick account}
+    steps:
+      - name: company
+        fields:
+          - {input: name, field: account.name, required: true}
+          - {input: with_contact, type: boolean, default: false, label: {en: With a contact}}
+      - name: person
+        visible_if: [with_contact, eq, true]
+        fields:
+          - {input: last_name, field: contact.last_name, required: true}
+    finish:
+      - create: account
+        as: account
+        values: {name: "{{ inputs.name }}"}
+      - create: contact
+        as: person
+        if: [with_contact, eq, true]
+        values: {last_name: "{{ inputs.last_name }}", account: "{{ account.id }}"}
+"""
+
+
+def wizard_scenarios(tmp_path, text: str):
+    folder = write_pack(
+        tmp_path / "packs",
+        "probe",
+        {
+            "processes/greet.yaml": PROCESS,
+            "processes/mark_key.yaml": ACTION_PROCESS,
+            "templates/welcome.yaml": TEMPLATE,
+            "wizards/quick.yaml": WIZARD,
+            "tests/probe.yaml": text,
+        },
+        depends={"core": ">=1.0"},
+    )
+    return run_scenarios([folder])
+
+
+def test_a_wizard_runs_with_its_inputs_and_an_action_is_pressed(tmp_path):
+    passed, named, refused, blocked = wizard_scenarios(
+        tmp_path,
+        """
+tests:
+  - name: a wizard makes an account and its contact, then the account is marked
+    when:
+      - wizard: quick_account
+        inputs: {name: Acme, with_contact: true, last_name: Lee}
+      - {action: mark_key, for: account}
+    expect:
+      - {record: account, values: {name: Acme, description: key account}}
+      - {record: person, values: {last_name: Lee, account: {ref: account}}}
+      - {created: contact, where: [last_name, eq, Lee], count: 1}
+  - name: names chosen for the records, hidden steps skipped
+    when:
+      - {wizard: quick_account, inputs: {name: Solo}, names: {account: solo}}
+    expect:
+      - {record: solo, values: {name: Solo}}
+      - {created: contact, count: 0}
+  - name: a required input left out stops the scenario at the step
+    when:
+      - {wizard: quick_account, inputs: {with_contact: true, name: Acme}}
+    expect:
+      - {created: account, count: 0}
+  - name: a user who may not update the record cannot press its button
+    user: {roles: [read_only]}
+    given:
+      - {create: account, as: acme, values: {name: Acme}}
+    when:
+      - {action: mark_key, for: acme}
+    expect:
+      - {record: acme, values: {description: key account}}
+""",
+    )
+    assert passed.passed, [str(f) for f in passed.failures]
+    assert named.passed, [str(f) for f in named.failures]
+    (failure,) = refused.failures
+    assert (failure.position.line, failure.position.column) == (20, 9)
+    assert failure.message == "wizard quick_account: step person: last_name: required"
+    (failure,) = blocked.failures
+    assert failure.position.line == 28
+    assert failure.message == "action mark_key: you may not update account records"
+
+
+def test_wizard_and_action_steps_naming_what_does_not_exist_are_refused_at_their_lines(tmp_path):
+    with pytest.raises(DefinitionError) as caught:
+        wizard_scenarios(
+            tmp_path,
+            """
+tests:
+  - name: typos
+    given:
+      - {create: contact, as: ann, values: {last_name: Lee}}
+    when:
+      - {wizard: quick_acount}
+      - {wizard: quick_account, inputs: {nam: A}, names: {acount: x}, from: ann}
+      - {action: greet_new_account, for: ann}
+      - {action: mark_key}
+      - {create: account, inputs: {name: A}}
+    expect:
+      - {created: account, count: 1}
+""",
+        )
+    text = str(caught.value)
+    for expected in (
+        "7:18: typos: unknown wizard 'quick_acount'; did you mean 'quick_account'?",
+        "8:42: typos: wizard quick_account has no input 'nam'; did you mean 'name'?",
+        "8:59: typos: wizard quick_account has no action named 'acount' (as:)",
+        "8:77: typos: wizard quick_account is not opened from contact records",
+        "9:18: typos: process 'greet_new_account' has no manual trigger",
+        "9:42: typos: 'ann' is a contact record; greet_new_account runs on account records",
+        "10:9: typos: an action runs on a record: give for: NAME",
+        "11:35: typos: inputs: only a wizard step takes it",
+    ):
+        assert f"tests/probe.yaml:{expected}" in text, text

@@ -1191,7 +1191,6 @@ def build_catalog(
         reports=reports,
         dashboards=dashboards,
     )
-    check_scenarios(problems, entities, workflow.processes, roles, builder.scenarios)
     wizards = build_wizards(
         problems,
         entities,
@@ -1202,6 +1201,7 @@ def build_catalog(
         builder.wizards,
         LAYER,
     )
+    check_scenarios(problems, entities, workflow.processes, roles, builder.scenarios, wizards)
     web_forms = build_web_forms(
         problems, entities, builder.web_forms, LAYER, rejected=builder.rejected
     )

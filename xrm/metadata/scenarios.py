@@ -3,7 +3,8 @@ that their names (entities, fields, processes, roles, records) exist.  ``xrm sol
 test`` runs them (``xrm/solutions/scenarios.py``).
 
 A scenario gives records and a user, does things as that user (create, update, delete,
-start a process, let time pass) and expects field values, records created, notifications,
+start a process, press a record's action button, run a wizard with its inputs, let time
+pass) and expects field values, records created, notifications,
 emails and processes waiting::
 
     tests:
@@ -15,6 +16,8 @@ emails and processes waiting::
         when:
           - {create: opportunity, as: deal, values: {name: Big, account: {ref: acme}}}
           - {update: deal, values: {stage: proposal}}
+          - {action: send_quote, for: deal}
+          - {wizard: new_customer, inputs: {name: Globex}, names: {account: globex}}
           - {wait: 3d}
         expect:
           - {record: deal, values: {stage: proposal}}
@@ -34,7 +37,7 @@ from .source import Position, node_position, value_position
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
 DURATION = {"type": "string", "pattern": r"^\d+\s*(s|m|h|d|w)$"}
 #: The verbs of a step, and of an expectation: each item has exactly one.
-STEP_VERBS = ("create", "update", "delete", "start", "wait")
+STEP_VERBS = ("create", "update", "delete", "start", "action", "wizard", "wait")
 CHECK_VERBS = ("record", "created", "notification", "email", "waiting")
 
 
@@ -47,10 +50,24 @@ def scenarios_schema(defs: dict, document) -> dict:
             "update": NAME,
             "delete": NAME,
             "start": NAME,
+            "action": {**NAME, "description": "a manual process's button on a record, pressed"},
+            "wizard": {**NAME, "description": "a wizard run to its finish with inputs"},
             "wait": DURATION,
             "as": {**NAME, "description": "a name for the record, to refer to it later"},
-            "for": {**NAME, "description": "start: the named record the process runs on"},
+            "for": {**NAME, "description": "start, action: the named record it runs on"},
             "values": values,
+            "inputs": {
+                "type": "object",
+                "propertyNames": NAME,
+                "description": "wizard: input -> the value typed ({ref: name} for a record)",
+            },
+            "from": {**NAME, "description": "wizard: the named record it is opened from"},
+            "names": {
+                "type": "object",
+                "propertyNames": NAME,
+                "additionalProperties": NAME,
+                "description": "wizard: an action's alias -> a name for the record it made",
+            },
         },
         "additionalProperties": False,
         "minProperties": 1,
@@ -110,7 +127,12 @@ def scenarios_schema(defs: dict, document) -> dict:
 
 
 def check_scenarios(
-    problems: Problems, entities: Mapping, processes: Mapping, roles: Mapping, documents
+    problems: Problems,
+    entities: Mapping,
+    processes: Mapping,
+    roles: Mapping,
+    documents,
+    wizards: Mapping | None = None,
 ) -> None:
     """Names in each (solution, document) that do not exist, at their lines."""
     fallback = Position("<unknown>", 1, 1)
@@ -136,6 +158,7 @@ def check_scenarios(
                         subject,
                         step,
                         node_position(steps, i, where),
+                        wizards or {},
                     )
             checks = test.get("expect") or []
             for i, check in enumerate(checks):
@@ -163,7 +186,7 @@ def _one_verb(problems, item, verbs, subject, at) -> str | None:
     return present[0]
 
 
-def _check_step(problems, entities, processes, named, subject, step, at) -> None:
+def _check_step(problems, entities, processes, named, subject, step, at, wizards) -> None:
     verb = _one_verb(problems, step, STEP_VERBS, subject, at)
     if verb == "create":
         entity = _entity(
@@ -189,6 +212,100 @@ def _check_step(problems, entities, processes, named, subject, step, at) -> None
             )
         if step.get("for"):
             _named(problems, entities, named, step["for"], subject, value_position(step, "for", at))
+    elif verb == "action":
+        _check_action(problems, entities, processes, named, subject, step, at)
+    elif verb == "wizard":
+        _check_wizard(problems, entities, wizards, named, subject, step, at)
+    if verb not in ("wizard",):
+        for key in ("inputs", "from", "names"):
+            if key in step:
+                problems.add(
+                    value_position(step, key, at), subject, f"{key}: only a wizard step takes it"
+                )
+
+
+def _check_action(problems, entities, processes, named, subject, step, at) -> None:
+    """A record's action button: a manual process of the named record's entity."""
+    name = step["action"]
+    process = processes.get(name)
+    if process is None:
+        problems.add(
+            value_position(step, "action", at),
+            subject,
+            f"unknown process {name!r}{did_you_mean(name, processes)}",
+        )
+        return
+    if not any(t.kind == "manual" for t in process.triggers):
+        problems.add(
+            value_position(step, "action", at),
+            subject,
+            f"process {name!r} has no manual trigger: it is no action a user presses "
+            "(on: {manual: true})",
+        )
+    if not step.get("for"):
+        problems.add(at, subject, "an action runs on a record: give for: NAME")
+        return
+    entity = _named(
+        problems, entities, named, step["for"], subject, value_position(step, "for", at)
+    )
+    if entity is not None and process.entity and process.entity != entity.name:
+        problems.add(
+            value_position(step, "for", at),
+            subject,
+            f"{step['for']!r} is a {entity.name} record; {name} runs on {process.entity} records",
+        )
+
+
+def _check_wizard(problems, entities, wizards, named, subject, step, at) -> None:
+    name = step["wizard"]
+    wizard = wizards.get(name)
+    if wizard is None:
+        problems.add(
+            value_position(step, "wizard", at),
+            subject,
+            f"unknown wizard {name!r}{did_you_mean(name, wizards)}",
+        )
+        return
+    inputs = step.get("inputs") or {}
+    for input_name in inputs:
+        if input_name not in wizard.inputs:
+            problems.add(
+                node_position(inputs, input_name, at),
+                subject,
+                f"wizard {name} has no input {input_name!r}"
+                f"{did_you_mean(str(input_name), wizard.inputs)}",
+            )
+    if step.get("from"):
+        where = value_position(step, "from", at)
+        entity = _named(problems, entities, named, step["from"], subject, where)
+        if entity is not None and entity.name not in wizard.open_from.records:
+            problems.add(
+                where,
+                subject,
+                f"wizard {name} is not opened from {entity.name} records"
+                + (
+                    f" (open_from: record: {', '.join(wizard.open_from.records)})"
+                    if wizard.open_from.records
+                    else ""
+                ),
+            )
+    aliases = {a.alias: a for a in wizard.actions if a.alias}
+    names = step.get("names") or {}
+    for alias, record_name in names.items():
+        action = aliases.get(alias)
+        if action is None:
+            problems.add(
+                node_position(names, alias, at),
+                subject,
+                f"wizard {name} has no action named {alias!r} (as:)"
+                f"{did_you_mean(str(alias), aliases)}",
+            )
+        elif action.entity:
+            named[record_name] = action.entity
+    if not names:  # every alias names the record it made
+        for alias, action in aliases.items():
+            if action.entity:
+                named[alias] = action.entity
 
 
 def _check_expectation(problems, entities, processes, named, subject, check, at) -> None:

@@ -3,7 +3,8 @@
 Each scenario runs on a throwaway SQLite database of its own, copied from one prepared
 for the whole run (the packs and their reference data installed once), with a clock that
 only moves when a step says ``wait``.  ``given`` steps run as the platform, ``when`` steps
-as the scenario's user (their permissions hold); after every step the workflow worker does
+as the scenario's user (their permissions hold; a record's ``action`` button and a
+``wizard`` are always the user's); after every step the workflow worker does
 everything due, as it would within seconds on a live instance.  Each failed expectation
 is reported at its line.  Nothing here touches any database but the throwaway ones."""
 
@@ -187,12 +188,65 @@ class _Scenario:
                     )
                 except StartRefused as exc:
                     self._stop(at, f"start {step['start']}: {exc}")
+            elif "action" in step:
+                self._action(step, at)
+            elif "wizard" in step:
+                self._wizard(step, at)
             elif "wait" in step:
                 amount, unit = re.fullmatch(r"(\d+)\s*([smhdw])", step["wait"]).groups()
                 self.clock.moment += dt.timedelta(**{_UNITS[unit]: int(amount)})
         except RecordError as exc:
             self._stop(at, f"{_verb(step)}: {exc}")
         self.worker.run_once()
+
+    def _action(self, step: Mapping, at: Position) -> None:
+        """A manual process's button on a record, pressed by the scenario's user (in
+        ``given`` too: a button is always pressed by someone): refused as the record page
+        refuses it (disabled, another role, no right to update the record)."""
+        from ..workflow.instances import StartRefused, start
+
+        ident = self._record(step["for"], at)[1]
+        try:
+            start(self.store, step["action"], ident, user_id=self.user_id)
+        except StartRefused as exc:
+            self._stop(at, f"action {step['action']}: {exc}")
+
+    def _wizard(self, step: Mapping, at: Position) -> None:
+        """A wizard run to its finish as the scenario's user: each visible step gets the
+        inputs given (as a person types them: text, in English), the others keep what they
+        hold; a refusal at any step, or by the finish, stops the scenario with the reason.
+        The records its actions made are named by their aliases (or by ``names``)."""
+        from ..forms.wizard import WizardFailed, WizardRefused, WizardRun
+
+        name = step["wizard"]
+        wizard = self.store.refresh().wizards[name]
+        origin = self._record(step["from"], at) if step.get("from") else None
+        given = {k: self._values(v, at) for k, v in (step.get("inputs") or {}).items()}
+        try:
+            run = WizardRun(wizard, origin=origin)
+            for _guard in range(len(wizard.steps) + 1):
+                current = run.step()
+                posted = {
+                    item.name: _typed_text(given[item.name])
+                    if item.name in given
+                    else run.shown_text(item)
+                    for item in current.inputs
+                }
+                errors = run.submit(posted, store=self.store, principal=self.principal)
+                if errors:
+                    found = "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items())
+                    self._stop(at, f"wizard {name}: step {current.name}: {found}")
+                if run.current == current.name:  # stayed: the last visible step is done
+                    break
+            outcome = run.finish(self.store, self.principal)
+        except (WizardRefused, WizardFailed) as exc:
+            self._stop(at, f"wizard {name}: {exc}")
+        names = step.get("names")
+        for alias, record in outcome.records.items():
+            if names is None:
+                self.names[alias] = record
+            elif alias in names:
+                self.names[names[alias]] = record
 
     def _stop(self, at: Position, message: str):
         self.outcome.failures.append(Failure(at, message))
@@ -307,5 +361,23 @@ class _Scenario:
 
 def _verb(step: Mapping) -> str:
     return next(
-        (f"{k} {step[k]}" for k in ("create", "update", "delete", "start") if k in step), "step"
+        (
+            f"{k} {step[k]}"
+            for k in ("create", "update", "delete", "start", "action", "wizard")
+            if k in step
+        ),
+        "step",
     )
+
+
+def _typed_text(value) -> str:
+    """A scenario's value as a person would type it into a wizard's input."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return ", ".join(_typed_text(v) for v in value)
+    return str(value)
