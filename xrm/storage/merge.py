@@ -720,3 +720,26 @@ def _trail(store: Store, entity: Entity, record_id: int, hidden: set[str]) -> li
                     entry[key] = {k: v for k, v in entry[key].items() if k not in hidden}
             out.append(entry)
         return out
+
+
+def summaries(store: Store, entity_name: str, merge_ids: Iterable[int]) -> dict[int, dict]:
+    """A few merges at once (a history page's): ids, when undone, and the removed
+    record's stored values (typed), without access checks (the caller's page has them)."""
+    catalog = store.refresh()
+    entity = catalog.entity(entity_name)
+    m = T.merges
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(m.c.id, m.c.master_id, m.c.merged_id, m.c.undone_at, m.c.record).where(
+                m.c.entity == entity.name, m.c.id.in_(list(merge_ids))
+            )
+        ).mappings()
+        out = {}
+        for row in rows:
+            values = {
+                n: _from_json(entity.fields[n], v)
+                for n, v in row["record"]["values"].items()
+                if n in entity.fields
+            }
+            out[row["id"]] = {**row, "values": values}
+        return out

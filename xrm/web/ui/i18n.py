@@ -129,6 +129,8 @@ RU: dict[str, str] = {
     "Please correct the marked fields.": "Исправьте отмеченные поля.",
     "Too many submissions from your address. Please try again later.": "Слишком много заявок с вашего адреса. Попробуйте позже.",
     "Leave this field empty": "Оставьте это поле пустым",
+    "This link is not valid. Please use the link from your email.": "Ссылка недействительна. Воспользуйтесь ссылкой из письма.",
+    "This link has expired.": "Срок действия ссылки истёк.",
     "Fields marked * are required.": "Поля, отмеченные *, обязательны.",
     "Choose…": "Выберите…",
     "For the administrator:": "Для администратора:",

@@ -16,6 +16,8 @@ from ...storage.records import RecordError
 from . import context as C
 
 LIMIT = 50
+#: Audit actions of a merge (storage/merge.py): on the kept record and on the other one.
+MERGE_ACTIONS = ("merge", "unmerge", "merged")
 
 
 def when(at: dt.datetime) -> tuple[str, str]:
@@ -75,6 +77,8 @@ def _audit_groups(entity: Entity, record_id: int) -> list[dict]:
                     "changes": [],
                 }
             )
+        if entry["action"] in MERGE_ACTIONS and isinstance(entry["new"], dict):
+            groups[-1]["merge_id"] = entry["new"].get("merge")
         if entry["action"] == "update" and entry["field"]:
             f = _field(entity, entry["field"])
             if f is None:
@@ -87,6 +91,14 @@ def _audit_groups(entity: Entity, record_id: int) -> list[dict]:
                 )
                 old, new = C.text(f, _typed(f, entry["old"])), C.text(f, _typed(f, entry["new"]))
             groups[-1]["changes"].append({"label": label, "old": old, "new": new})
+    merges = [g["merge_id"] for g in groups if g.get("merge_id")]
+    if merges:  # the other record's title and the merge's page (ui/duplicates.py)
+        from .duplicates import merge_summaries
+
+        found = merge_summaries(entity, merges)
+        for group in groups:
+            if group.get("merge_id") in found:
+                group["merge"] = found[group["merge_id"]]
     return groups
 
 
