@@ -572,7 +572,9 @@ class Importer:
                 if len(ids) == 1:
                     out[text] = ids[0]
                 elif not ids and text in numbered:
-                    out[text] = numbered[text]  # "#12", as an export writes a record without a title
+                    out[text] = numbered[
+                        text
+                    ]  # "#12", as an export writes a record without a title
                 elif not ids:
                     out[text] = f"no {target.name} with {by} {text!r}"
                 else:
