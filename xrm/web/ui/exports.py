@@ -1,53 +1,24 @@
 """Export of a list as it stands (view filter, quick filters, advanced filter, search,
-sort) to CSV or XLSX, page by page through the records service, so an export never shows
-a row the list would not."""
+sort) to CSV or XLSX through the streaming exporter of ``xrm/data/exports.py`` (keyset
+pages through the records service, so an export never shows a row the list would not);
+values read as the list shows them."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import decimal
-import io
-import itertools
+import tempfile
 from zoneinfo import ZoneInfo
 
-from flask import Response, current_app
+from flask import Response, current_app, stream_with_context
 
+from ...data.exports import XLSX_MIMETYPE, Export, iter_csv, write_xlsx
 from ...metadata import Entity, Field, View
 from ...metadata.fieldtypes import in_zone
-from ...reports.export import as_text, csv_text
+from ...reports.export import csv_text
 from ...storage.query import search_fields
 from . import context as C
 from . import filtering as F
-
-BATCH = 1000
-
-
-def _rows(entity: Entity, state: F.ListState, columns: list[str]):
-    """Every row of the list (up to XRM_EXPORT_MAX), a batch at a time."""
-    limit = int(current_app.config.get("XRM_EXPORT_MAX", 100_000))
-    tree = F.effective_filter(state, entity, C.catalog().entity_of)
-    search = state.q if state.q and search_fields(entity) else None
-    service = C.records(entity)
-    after = None
-    sent = 0
-    while sent < limit:
-        page = service.query(
-            filter=tree,
-            sort=state.sort_spec,
-            fields=columns,
-            limit=min(BATCH, limit - sent),
-            after=after,
-            search=search,
-        )
-        titles = C.titles()
-        titles.want_records(entity, page.rows, columns)
-        titles.resolve()
-        yield from page.rows
-        sent += len(page.rows)
-        if not page.next_cursor:
-            return
-        after = page.next_cursor
 
 
 def _plain(field: Field, value):
@@ -70,8 +41,7 @@ def _plain(field: Field, value):
     return C.text(field, value)
 
 
-def _csv_cell(field: Field, value) -> str:
-    plain = _plain(field, value)
+def _csv_cell(plain) -> str:
     if plain is None:
         return ""
     if isinstance(plain, bool):
@@ -91,39 +61,52 @@ def _filename(view: View, fmt: str) -> str:
 def respond(
     view: View, entity: Entity, state: F.ListState, columns: list[str], fmt: str
 ) -> Response:
-    fields = [C.field_at(entity, p) for p in columns]
-    headers = [C.path_label(entity, p) for p in columns]
-    pages = _rows(entity, state, columns)
-    # the first page read before any writer starts: a filter the records service refuses
-    # fails here, not halfway through a workbook (whose writer would be left open)
-    rows = itertools.chain(list(itertools.islice(pages, 1)), pages)
-    if fmt == "csv":
-        buffer = io.StringIO()
-        buffer.write("\ufeff")  # so spreadsheets open UTF-8 (Cyrillic) correctly
-        writer = csv.writer(buffer)
-        writer.writerow(headers)
-        for row in rows:
-            writer.writerow([_csv_cell(f, row.get(p)) for p, f in zip(columns, fields)])
-        body = buffer.getvalue().encode("utf-8")
-        mimetype = "text/csv"
-    else:
-        from openpyxl import Workbook
-        from openpyxl.cell import WriteOnlyCell
+    """The list as a download, streamed: CSV goes out a page at a time; a workbook is
+    written to a temporary file as the rows come and then sent from it."""
+    limit = int(current_app.config.get("XRM_EXPORT_MAX", 100_000))
+    tree = F.effective_filter(state, entity, C.catalog().entity_of)
+    titles = C.titles()
 
-        workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet(title=C.label(view)[:31] or "export")
-        sheet.append(headers)
-        for row in rows:
-            cells = []
-            for p, f in zip(columns, fields):
-                cell = WriteOnlyCell(sheet, value=_plain(f, row.get(p)))
-                as_text(cell)
-                cells.append(cell)
-            sheet.append(cells)
-        buffer = io.BytesIO()
-        workbook.save(buffer)
-        body = buffer.getvalue()
-        mimetype = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-    response = Response(body, mimetype=mimetype)
+    def on_page(rows: list[dict]) -> None:
+        titles.want_records(entity, rows, columns)
+        titles.resolve()
+
+    export = Export(
+        C.records(entity),
+        columns,
+        filter=tree,
+        sort=state.sort_spec,
+        search=state.q if state.q and search_fields(entity) else None,
+        limit=limit,
+        headers=[C.path_label(entity, p) for p in columns],
+        cell=_plain,
+        on_page=on_page,
+    )
+    # the first page is read here, before any writer starts: a filter the records service
+    # refuses fails now, not halfway through a download
+    rows = export.rows()
+    if fmt == "csv":
+        chunks = iter_csv(export.headers, rows, value=_csv_cell)
+        response = Response(stream_with_context(_encoded(chunks)), mimetype="text/csv")
+    else:
+        handle = tempfile.TemporaryFile()  # noqa: SIM115 - the response's iterator closes it
+        try:
+            write_xlsx(export.headers, rows, handle, title=C.label(view))
+        except BaseException:
+            handle.close()
+            raise
+        handle.seek(0)
+        response = Response(_file_chunks(handle), mimetype=XLSX_MIMETYPE)
     response.headers.set("Content-Disposition", "attachment", filename=_filename(view, fmt))
     return response
+
+
+def _encoded(chunks):
+    for chunk in chunks:
+        yield chunk.encode("utf-8")
+
+
+def _file_chunks(handle, size: int = 1 << 16):
+    with handle:
+        while block := handle.read(size):
+            yield block
