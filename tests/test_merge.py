@@ -470,6 +470,15 @@ def test_api_merge_and_undo(world, app):
     assert back.get_json()["restored"] == dupe_id
     assert client.get(f"/api/v1/contact/{dupe_id}", headers=ann).status_code == 200
     assert client.post(undo, headers=ann).status_code == 409
+    # values are read as the caller writes them (a Russian date)
+    ru = store.add_user("ru@example.com", roles=["administrator"], locale="ru")
+    other = _contact(store, ru, last_name="Doe")
+    merged = client.post(
+        url,
+        json={"from": other["id"], "values": {"birthday": "05.03.1990"}},
+        headers={"Authorization": f"Bearer {store.create_token(ru)}"},
+    )
+    assert merged.status_code == 200 and merged.get_json()["record"]["birthday"] == "1990-03-05"
     document = client.get("/api/v1/openapi.json", headers=ann).get_json()
     assert "/api/v1/contact/{id}/merge" in document["paths"]
     assert "/api/v1/contact/merges/{merge}/undo" in document["paths"]

@@ -137,10 +137,15 @@ def related_counts(store: Store, entity_name: str, record_id: int) -> list[tuple
 # ---------------------------------------------------------------------------- helpers
 def _services(store: Store, entity: str, principal: Principal | None, user_id: int | None):
     """The caller's records service (their permissions) and the platform's, writing as
-    the same user (so audit rows name them)."""
+    the same user (so audit rows name them) and reading values as the user writes them."""
     uid = principal.user_id if principal is not None else user_id
-    users = store.records(entity, principal=principal) if principal else store.records(entity, uid)
-    return users, store.records(entity, uid), uid
+    if principal is None:
+        return store.records(entity, uid), store.records(entity, uid), uid
+    users = store.records(entity, principal=principal)
+    system = Records(
+        store, users.catalog, users.entity, uid, tz=principal.tz, locale=principal.locale
+    )
+    return users, system, uid
 
 
 def _json_record(entity: Entity, record: Mapping) -> dict:
