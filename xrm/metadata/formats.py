@@ -12,6 +12,7 @@ there.  Without one (a formula, a check), the organization-neutral default appli
     {{ record.amount | money }}           $12,500.00              12 500,00 ₽
     {{ record.probability | number }}     1,234.5                 1 234,5
     {{ record | url }}, {{ link(record.account) }}
+    {{ record | form_url('case_survey') }}   a public form about this record, signed
 """
 
 from __future__ import annotations
@@ -245,8 +246,24 @@ def _url(context, value):
     return of(context).url(value)
 
 
+#: The name a renderer gives the signer of form links (``xrm.storage.form_links``) in a
+#: template's namespace; without one (a check, a formula) ``form_url`` gives no address.
+FORM_LINKS = "_form_links"
+
+
+@pass_context
+def _form_url(context, value, form):
+    """``{{ record | form_url('case_survey') }}``: the address of a public web form about
+    this record (``record: link`` forms), signed so that it names this record only."""
+    links = context.get(FORM_LINKS)
+    if links is None or value is None:
+        return ""
+    return links.url(of(context), value, str(form))
+
+
 #: Registered in the sandbox (``expressions.environment``), so ``xrm check`` knows them.
 FILTERS = {
+    "form_url": _form_url,
     "date": _date,
     "datetime": _datetime,
     "time": _time,

@@ -43,12 +43,17 @@ FIELD_TYPES = (
     "boolean",
     "choice",
     "multi_choice",
+    "rating",
 )
 #: Rate limit units and their length in seconds.
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 RATE_PATTERN = r"^\s*([1-9][0-9]{0,5})\s*(?:/|per)\s*(second|minute|hour|day)\s*$"
 ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 DEFAULT_RATE = "10/hour"
+#: How long a signed link to a ``record: link`` form stays good (30 days), in seconds.
+DEFAULT_LINK_AGE = 30 * 86400
+LINK_AGE_PATTERN = r"^\s*([1-9][0-9]{0,3})\s*(h|d|w)\s*$"
+LINK_AGE_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 NAME = "^[a-z][a-z0-9_]*$"
 
 
@@ -95,6 +100,10 @@ class WebForm:
     captcha: str | None = None
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit.parse(DEFAULT_RATE))
     enabled: bool = True
+    # record: link -- the form changes the record a signed link names (a survey) instead
+    # of creating one; such a link is good for ``link_max_age`` seconds
+    record_link: bool = False
+    link_max_age: int = DEFAULT_LINK_AGE
     position: Position | None = field(default=None, compare=False)
 
     def field(self, name: str) -> WebFormField | None:
@@ -174,6 +183,15 @@ def web_forms_schema(defs: dict, document) -> dict:
                 "description": f"submissions per client address (default {DEFAULT_RATE})",
             },
             "enabled": {"type": "boolean"},
+            "record": {
+                "enum": ["link"],
+                "description": "link: the form changes the record a signed link names "
+                "({{ record | form_url('NAME') }} in a message) instead of creating one",
+            },
+            "link_valid_for": {
+                "type": "string",
+                "description": "how long such a link stays good: 48h, 30d, 8w (default 30d)",
+            },
         },
         "required": ["entity", "fields", "submit_as"],
         "additionalProperties": False,
@@ -234,6 +252,23 @@ class WebFormCompiler(NamedCompiler):
                 "rate_limit: expected submissions per second, minute, hour or day, such as"
                 f" 10/hour (got {raw['rate_limit']!r})",
             )
+        record_link = raw.get("record") == "link"
+        link_age = DEFAULT_LINK_AGE
+        if raw.get("link_valid_for") is not None:
+            match = re.match(LINK_AGE_PATTERN, str(raw["link_valid_for"]))
+            if not record_link:
+                fail(
+                    _pos(raw, "link_valid_for", where),
+                    "link_valid_for: only a form with record: link is opened from a link",
+                )
+            elif match is None:
+                fail(
+                    _vpos(raw, "link_valid_for", where),
+                    "link_valid_for: expected hours, days or weeks, such as 30d"
+                    f" (got {raw['link_valid_for']!r})",
+                )
+            else:
+                link_age = int(match.group(1)) * LINK_AGE_UNITS[match.group(2)]
         entity = self.entities.get(raw["entity"])
         if entity is None:
             if raw["entity"] not in self.rejected:
@@ -248,7 +283,11 @@ class WebFormCompiler(NamedCompiler):
         missing = [
             f.name
             for f in entity.fields.values()
-            if f.required and f.writable and f.default is None and f.name not in offered
+            if f.required
+            and f.writable
+            and f.default is None
+            and f.name not in offered
+            and not record_link  # the record exists already, with its required values
         ]
         if missing:
             fail(
@@ -275,6 +314,8 @@ class WebFormCompiler(NamedCompiler):
             captcha=raw.get("captcha"),
             rate_limit=rate,
             enabled=bool(raw.get("enabled", True)),
+            record_link=record_link,
+            link_max_age=link_age,
             position=where,
         )
 

@@ -47,8 +47,9 @@ from limits import RateLimitItemPerSecond
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..metadata.web_forms import WebForm, captchas
+from ..storage import form_links
 from ..storage import tables as T
-from ..storage.records import ALL_KEY, Forbidden, Records, ValidationFailed
+from ..storage.records import ALL_KEY, Forbidden, NotFound, Records, ValidationFailed
 from ..storage.security import Access
 from . import current_store
 from .auth import client_address
@@ -61,7 +62,8 @@ log = logging.getLogger(__name__)
 SALT = "xrm.web-form"
 TOKEN = "_token"  # the signed form token's input
 HONEYPOT = "_website"  # left empty by people, filled by bots that fill every field
-PLATFORM_INPUTS = (TOKEN, HONEYPOT)
+RECORD = "_record"  # a record: link form's signed record, carried from the page to the post
+PLATFORM_INPUTS = (TOKEN, HONEYPOT, RECORD)
 #: What each outcome of a post is counted as.
 OUTCOMES = ("accepted", "invalid", "spam", "limited")
 DEFAULTS = {
@@ -188,8 +190,9 @@ def setup_problem(store, catalog, form: WebForm) -> str | None:
     if principal is None:
         return f"submit_as: the user {form.submit_as} is not active"
     access = catalog.artifact(("access", principal), lambda: Access(catalog, principal))
-    if access.scope_of(form.entity, "create") == "none":
-        return f"submit_as: {form.submit_as} may not create {form.entity} records (give them a role that may)"
+    action = "update" if form.record_link else "create"
+    if access.scope_of(form.entity, action) == "none":
+        return f"submit_as: {form.submit_as} may not {action} {form.entity} records (give them a role that may)"
     entity = catalog.entity(form.entity)
     locked = (access.read_only(entity) | access.hidden(entity)) & (
         {f.name for f in form.fields} | set(form.values)
@@ -231,7 +234,7 @@ def field_views(form: WebForm, posted: Mapping | None, errors: Mapping) -> list[
             "value": raw if isinstance(raw, str) else "",
             "chosen": set(raw) if isinstance(raw, list) else {raw} if raw else set(),
             "max_length": f.params.get("max_length"),
-            "options": [(o.value, o.label.get(locale)) for o in f.choices],
+            "options": [(o.value, o.label.get(locale)) for o in f.choices] or _rating_options(f),
         }
         view["described"] = " ".join(
             ref
@@ -242,6 +245,32 @@ def field_views(form: WebForm, posted: Mapping | None, errors: Mapping) -> list[
             view["checked"] = raw not in (None, "", False, "0", "false", "off")
         out.append(view)
     return out
+
+
+def _rating_options(f) -> list[tuple[str, str]]:
+    """A rating offered as its stars, best first: 5, 4, ... 1."""
+    if f.type != "rating":
+        return []
+    top = int(f.params.get("max") or 5)
+    return [(str(n), "★" * n) for n in range(top, 0, -1)]
+
+
+def linked_record(form: WebForm, token) -> form_links.Signed:
+    """The record a ``record: link`` form's link names; Refused when the link is not one of
+    this form's, or too old."""
+    store = current_store()
+    with store.engine.connect() as conn:
+        key = form_links.secret(conn)
+        conn.commit()
+    signed = form_links.read(key, token)
+    if signed is None or signed.form != form.name or signed.entity != form.entity:
+        raise Refused(
+            404, _("This link is not valid. Please use the link from your email."), "spam"
+        )
+    age = (store.clock.now() - signed.issued).total_seconds()
+    if age > form.link_max_age:
+        raise Refused(410, _("This link has expired."), "spam")
+    return signed
 
 
 def read_posted() -> dict[str, Any]:
@@ -341,7 +370,7 @@ def _page(form: WebForm, template: str, status: int = 200, **context):
     return _cors(response, form)
 
 
-def render_form(form: WebForm, posted=None, errors=None, general=(), status=200):
+def render_form(form: WebForm, posted=None, errors=None, general=(), status=200, record=""):
     errors = errors or {}
     verifier = captchas.get(form.captcha) if form.captcha else None
     widget = getattr(verifier, "widget", None)
@@ -358,6 +387,8 @@ def render_form(form: WebForm, posted=None, errors=None, general=(), status=200)
         submit=form.submit.get(g.ui_locale) if form.submit else _("Send"),
         captcha=widget(g.ui_locale) if callable(widget) else "",
         captcha_errors=errors.get("_captcha", ()),
+        record=record,
+        record_name=RECORD,
         # the answer to the post comes in the same language and frame as the page
         action=url_for(
             ".page",
@@ -390,7 +421,11 @@ def _refused(form: WebForm, exc: Refused, posted):
         body = {"status": "refused", "message": exc.message}
         response = current_app.make_response((jsonify(body), exc.status, exc.headers or {}))
         return _cors(response, form)
-    response = render_form(form, posted, general=[exc.message], status=exc.status)
+    if exc.status in (404, 410):  # a bad link: no form to fill in again
+        response = _page(form, "unavailable.html", exc.status, message=exc.message, detail="")
+        return response
+    record = posted.get(RECORD, "") if isinstance(posted.get(RECORD), str) else ""
+    response = render_form(form, posted, general=[exc.message], status=exc.status, record=record)
     response.headers.update(exc.headers or {})
     return response
 
@@ -436,9 +471,18 @@ def page(name: str):
     except NotSetUp as exc:
         return _not_set_up(form, str(exc))
     if request.method == "GET":
+        record = ""
+        if form.record_link:
+            record = request.args.get(form_links.PARAMETER, "")
+            try:
+                linked_record(form, record)
+            except Refused as exc:
+                return _refused(form, exc, {})
         if wants_json():
-            return _cors(jsonify(describe(form)), form)
-        return render_form(form)
+            return _cors(
+                jsonify({**describe(form), **({"record": record} if record else {})}), form
+            )
+        return render_form(form, record=record)
     return submit(form)
 
 
@@ -505,11 +549,22 @@ def submit(form: WebForm):
                 raise ValidationFailed(
                     {"_captcha": [_("Please confirm that you are not a robot.")]}
                 )
+        signed = linked_record(form, posted.get(RECORD)) if form.record_link else None
         principal = _setup_or_raise(form)
         service = _records(store, principal, form.entity)
         try:
             with store.transaction(principal.user_id) as unit:
-                service.create({**values, **dict(form.values)})
+                if signed is not None:
+                    try:
+                        service.update(signed.record_id, {**values, **dict(form.values)})
+                    except NotFound:  # the record is gone since the link was sent
+                        raise Refused(
+                            404,
+                            _("This link is not valid. Please use the link from your email."),
+                            "spam",
+                        ) from None
+                else:
+                    service.create({**values, **dict(form.values)})
                 if errors:
                     # the record's own checks ran too, so every field's message shows at
                     # once; raising here rolls the record back

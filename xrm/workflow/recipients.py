@@ -11,6 +11,7 @@ from ..metadata.filters import resolve_path
 from ..metadata.processes import as_list
 from ..storage import tables as T
 from .blocked import Blocked
+from .context import is_template
 from .loading import USER_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +48,8 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
     users: dict[int, dict] = {}
     addresses: list[str] = []
     for item in as_list(spec):
-        text = str(item)
+        # a template names a recipient from the record: team:{{ record.queue.team }}
+        text = batch.text(run, item) if is_template(item) else str(item)
         prefix, sep, rest = text.partition(":")
         found: list[dict] = []
         if sep and prefix == "role":

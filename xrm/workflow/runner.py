@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 
 from ..metadata import Catalog
 from ..metadata.filters import FilterContext
-from ..metadata.formats import FORMATS, Formats, Link
+from ..metadata.formats import FORM_LINKS, FORMATS, Formats, Link
 from ..metadata.processes import Process, Step
+from ..storage.form_links import FormLinks
 from ..storage.records import Records, ValidationFailed
 from . import tables as W
 from .bulk import update_by_id
@@ -298,6 +299,7 @@ class Batch:
                 "days": days,
                 "user": None,
                 FORMATS: self.formats(),
+                FORM_LINKS: FormLinks(self.conn, self.now),
             }
         context = shared | {
             "record": record,
