@@ -66,7 +66,7 @@ def _setup(args) -> int:
             )
         for member in result.demo_users:
             print(
-                f"demo {member.title}: {member.email} (team {demo.SALES_TEAM})  "
+                f"demo {member.title}: {member.email} (team {member.team})  "
                 f"password: {member.password}  (shown once)"
             )
     return 0
@@ -264,6 +264,7 @@ def _user_add(args) -> int:
 
     with _store(args) as store:
         try:
+            account = store.find_account(args.account) if args.account else None
             user_id = store.add_user(
                 args.email,
                 args.name,
@@ -272,6 +273,7 @@ def _user_add(args) -> int:
                 teams=args.team or [],
                 locale=args.locale,
                 time_zone=args.time_zone,
+                account=account,
             )
         except UserError as exc:
             raise CommandError(str(exc)) from None
@@ -384,6 +386,11 @@ def _register_user(sub, name: str) -> None:
     add.add_argument("--team", action="append", help="a team, created if new (repeatable)")
     add.add_argument("--locale", default="en")
     add.add_argument("--time-zone", default="UTC")
+    add.add_argument(
+        "--account",
+        help="the account the user belongs to, by id or name (a partner's user: the "
+        "roles' account scope)",
+    )
     add.set_defaults(handler=_user_add, parser=add)
     listing = commands.add_parser("list", help="list users and their roles")
     _add_database(listing)

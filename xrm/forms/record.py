@@ -142,6 +142,8 @@ class FieldSpec:
         """The value a new record's input starts with."""
         if self.field.default == "current_user":
             return reader.user_id
+        if self.field.default == "current_account":
+            return reader.access.principal.account_id if reader.access is not None else None
         return self.default
 
 
@@ -255,9 +257,12 @@ class RecordForm:
         return BoundForm(self, reader, dict(record or {}), posted, now=now, creating=creating)
 
 
+KEYWORD_DEFAULTS = ("current_user", "current_account", "today", "now")
+
+
 def _default_value(f: Field):
-    if f.default is None or f.computed or f.default in ("current_user", "today", "now"):
-        return None  # the user's id is the reader's; dates are set by the records service
+    if f.default is None or f.computed or f.default in KEYWORD_DEFAULTS:
+        return None  # the user's (and account's) id are the reader's; dates are set on save
     try:
         return f.kind.coerce(f, f.default)
     except (CoercionError, TypeError, ValueError):

@@ -34,6 +34,8 @@ from .filters import FilterError, parse_filter, resolve_path, through_unknown_en
 from .form_compiler import build_forms
 from .labels import Label
 from .model import (
+    ACCOUNT_ENTITY,
+    ACCOUNT_SELF,
     SYSTEM_COLUMNS,
     Entity,
     Field,
@@ -47,6 +49,7 @@ from .model import (
     StageFlow,
     Validation,
     View,
+    default_account_paths,
     frozen_map,
 )
 from .pack_data import check_pack_data
@@ -66,6 +69,7 @@ from .wizards import build_wizards
 LAYER = "customization"
 DEFAULT_KEYWORDS = {
     "current_user": ("user",),
+    "current_account": ("lookup",),  # the user's account (a lookup to account only)
     "today": ("date", "datetime"),
     "now": ("datetime",),
 }
@@ -751,6 +755,10 @@ class _Checker:
                 self.add(
                     where, subject, f"default {default!r} does not apply to {field.type} fields"
                 )
+            elif default == "current_account" and field.params.get("to") != ACCOUNT_ENTITY:
+                self.add(
+                    where, subject, f"default {default!r} applies to lookups to {ACCOUNT_ENTITY}"
+                )
             return
         if field.computed:
             self.add(where, subject, "a computed field has no default")
@@ -976,12 +984,69 @@ class _Checker:
                 )
         return tuple(result)
 
+    def _account_paths(self, entity_name: str, rules, where, subject: str) -> tuple[str, ...]:
+        """``account: [partner_account, opportunity.account]``: the lookup paths that end at
+        the account a record belongs to, for the account scope (``id``: the account record
+        itself).  Without them, the entity's default must exist."""
+        at = _pos(rules, "account", where) if "account" in rules else where
+        account = self.entities.get(ACCOUNT_ENTITY)
+        if account is None:
+            self.add(at, subject, f"the account scope needs the {ACCOUNT_ENTITY!r} entity")
+            return ()
+        if entity_name == "*":
+            if "account" in rules:
+                self.add(at, subject, "account paths are named per entity, not under '*'")
+            return ()
+        entity = self.entities[entity_name]
+        if "account" not in rules:
+            paths = default_account_paths(entity)
+            if not paths:
+                self.add(
+                    at,
+                    subject,
+                    f"{entity_name} has no lookup 'account' to {ACCOUNT_ENTITY}: name the "
+                    f"path to its account with account: [...] for the account scope",
+                )
+            return paths
+        result = []
+        for path in rules["account"]:
+            problem = self._account_path_problem(entity, path)
+            if problem:
+                self.add(at, subject, f"account path {path!r}: {problem}")
+            else:
+                result.append(path)
+        return tuple(result)
+
+    def _account_path_problem(self, entity: Entity, path: str) -> str | None:
+        if path == ACCOUNT_SELF:
+            if entity.name == ACCOUNT_ENTITY:
+                return None
+            return f"{ACCOUNT_SELF!r} means the record itself, on {ACCOUNT_ENTITY} only"
+        current = entity
+        steps = path.split(".")
+        for i, step in enumerate(steps):
+            f = current.fields.get(step)
+            if f is None:
+                return f"{current.name} has no field {step!r}{did_you_mean(step, current.fields)}"
+            if f.type != "lookup":
+                return f"{current.name}.{step} is a {f.type} field; a path follows lookups"
+            target = f.params.get("to")
+            if i == len(steps) - 1:
+                if target != ACCOUNT_ENTITY:
+                    return f"ends at {target}, not at {ACCOUNT_ENTITY}"
+                return None
+            current = self.entities.get(target)
+            if current is None:
+                return f"{step} points at unknown entity {target!r}"
+        return None
+
     def build_roles(self, roles) -> dict[str, Role]:
         result = {}
         for name, (raw, solution, where) in roles.items():
             subject = f"roles.{name}"
             permissions = raw.get("permissions") or {}
             own_fields = {}
+            account_paths = {}
             for entity_name, rules in permissions.items():
                 if entity_name != "*" and entity_name not in self.entities:
                     if self.unknown(entity_name):  # else its refused document is reported
@@ -995,6 +1060,11 @@ class _Checker:
                     own_fields[entity_name] = self._own_fields(
                         entity_name, rules["own"], _pos(rules, "own", where), subject
                     )
+                # the "account" key names paths; an "account" value is the scope using them
+                if "account" in rules or "account" in rules.values():
+                    paths = self._account_paths(entity_name, rules, where, subject)
+                    if "account" in rules:
+                        account_paths[entity_name] = paths
             field_rules = raw.get("fields") or {}
             for entity_name, rules in field_rules.items():
                 entity = self.entities.get(entity_name)
@@ -1021,11 +1091,14 @@ class _Checker:
                 admin=bool(raw.get("admin", False)),
                 permissions=MappingProxyType(
                     {
-                        k: MappingProxyType({a: s for a, s in v.items() if a != "own"})
+                        k: MappingProxyType(
+                            {a: s for a, s in v.items() if a not in ("own", "account")}
+                        )
                         for k, v in permissions.items()
                     }
                 ),
                 own_fields=MappingProxyType(own_fields),
+                account_paths=MappingProxyType(account_paths),
                 fields=MappingProxyType(
                     {k: MappingProxyType(dict(v)) for k, v in field_rules.items()}
                 ),

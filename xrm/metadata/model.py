@@ -227,14 +227,34 @@ class View:
     position: Position | None = field(default=None, compare=False)
 
 
-SCOPE_ORDER = {"none": 0, "own": 1, "team": 2, "all": 3}
+# "account" (the records of the user's own account, and their own) and "team" are not
+# nested; the order only names the widest of several roles' scopes, while their rows are
+# the union of what each admits (``Access.scopes_of``).
+SCOPE_ORDER = {"none": 0, "own": 1, "account": 2, "team": 3, "all": 4}
 ACTIONS = ("create", "read", "update", "delete")
+#: The entity whose records users belong to (``xrm_user.account_id``) for the "account"
+#: scope: the core pack's accounts.
+ACCOUNT_ENTITY = "account"
+#: A path in ``account: [...]`` meaning the record itself (on the account entity only).
+ACCOUNT_SELF = "id"
+
+
+def default_account_paths(entity: Entity) -> tuple[str, ...]:
+    """Where a record's account is found when a role names no ``account: [...]``: the
+    record itself on the account entity, else its lookup named ``account`` to accounts
+    (none: under the account scope such records are only the user's own)."""
+    if entity.name == ACCOUNT_ENTITY:
+        return (ACCOUNT_SELF,)
+    f = entity.fields.get("account")
+    if f is not None and f.type == "lookup" and f.params.get("to") == ACCOUNT_ENTITY:
+        return ("account",)
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
 class Role:
     """Per-entity scopes for each action and field-level rules.  ``permissions`` maps an
-    entity name (or ``*`` for any entity) to {action: none|own|team|all}; ``fields`` maps
+    entity name (or ``*`` for any entity) to {action: none|own|account|team|all}; ``fields`` maps
     ``entity`` -> {field: hidden|read_only}."""
 
     name: str
@@ -246,6 +266,9 @@ class Role:
     # entity -> the user fields that make a record "mine" for the own and team scopes
     # (``own: [owner, agent]``); the owner alone when not given.
     own_fields: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
+    # entity -> the lookup paths to the account that make a record the user's account's,
+    # for the account scope (``account: [partner_account]``); the default when not given.
+    account_paths: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
     position: Position | None = field(default=None, compare=False)
 
     def scope(self, entity: str, action: str) -> str:

@@ -504,7 +504,7 @@ def views_schema(defs: dict) -> dict:
     )
 
 
-SCOPES = ["none", "own", "team", "all"]
+SCOPES = ["none", "own", "account", "team", "all"]
 
 
 def roles_schema(defs: dict) -> dict:
@@ -539,6 +539,16 @@ def roles_schema(defs: dict) -> dict:
                                         "description": "the user fields that make a record "
                                         "the user's own (for the own and team scopes); "
                                         "default [owner]",
+                                    },
+                                    "account": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "minItems": 1,
+                                        "uniqueItems": True,
+                                        "description": "the lookup paths to the account that "
+                                        "make a record the user's account's (for the account "
+                                        "scope); default [account], or the record itself on "
+                                        "the account entity",
                                     },
                                 },
                                 "additionalProperties": False,

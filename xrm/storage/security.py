@@ -1,8 +1,8 @@
 """Record- and field-level security, applied where queries are built.
 
-A principal's roles give, per entity and action, a scope (none / own / team / all; the
-union of several roles is the widest) and per field a rule (visible / read_only / hidden;
-the most permissive role wins).  ``Access.scope`` returns the SQL condition that every
+A principal's roles give, per entity and action, a scope (none / own / account / team /
+all; several roles admit the union of what each admits) and per field a rule (visible /
+read_only / hidden; the most permissive role wins).  ``Access.scope`` returns the SQL condition that every
 read for that user includes — lists, gets, counts, related lists, search, and later
 reports and exports all go through ``Records.query``/``count``, so none can forget it.
 """
@@ -17,7 +17,12 @@ import sqlalchemy as sa
 from ..metadata import Catalog, Entity
 from ..metadata.expressions import names_in, parse_expression
 from ..metadata.filters import conditions_of, parse_filter
-from ..metadata.model import ACTIONS, SCOPE_ORDER
+from ..metadata.model import (
+    ACCOUNT_SELF,
+    ACTIONS,
+    SCOPE_ORDER,
+    default_account_paths,
+)
 from . import tables as T
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,11 +34,13 @@ _RULE_ORDER = {HIDDEN: 0, READ_ONLY: 1, VISIBLE: 2}
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking: a user with roles and teams (``user_id`` None: the platform itself)."""
+    """Who is asking: a user with roles and teams (``user_id`` None: the platform itself),
+    and the account they belong to (a partner's user: the account scope's records)."""
 
     user_id: int | None
     roles: tuple[str, ...] = ()
     team_ids: tuple[int, ...] = ()
+    account_id: int | None = None
     is_admin: bool = False
     locale: str = "en"
     tz: str = "UTC"
@@ -51,24 +58,30 @@ class Access:
         roles = [catalog.roles[r] for r in principal.roles if r in catalog.roles]
         self.is_admin = principal.is_admin or any(r.admin for r in roles)
         self._roles = roles
-        self._scopes: dict[tuple[str, str], str] = {}
+        self._scopes: dict[tuple[str, str], frozenset[str]] = {}
         self._scoped_rollups: dict[str, frozenset[str]] = {}
         self._own_fields: dict[str, tuple[str, ...]] = {}
+        self._account_paths: dict[str, tuple[str, ...]] = {}
         self._rules: dict[str, dict[str, str]] = {}
 
-    def scope_of(self, entity: str, action: str) -> str:
+    def scopes_of(self, entity: str, action: str) -> frozenset[str]:
+        """Every scope the user's roles give for the action: the rows they may touch are
+        the union of what each admits (``account`` and ``team`` are not nested)."""
         key = (entity, action)
         if key not in self._scopes:
             if self.is_admin:
-                scope = "all"
+                scopes = frozenset({"all"})
             else:
-                scope = max(
-                    (r.scope(entity, action) for r in self._roles),
-                    key=SCOPE_ORDER.__getitem__,
-                    default="none",
+                scopes = frozenset(r.scope(entity, action) for r in self._roles) or frozenset(
+                    {"none"}
                 )
-            self._scopes[key] = scope
+            self._scopes[key] = scopes
         return self._scopes[key]
+
+    def scope_of(self, entity: str, action: str) -> str:
+        """The widest of the scopes (``all`` and ``none`` are exact; between ``account`` and
+        ``team`` it is a name for menus and pages, the rows are ``scopes_of``'s union)."""
+        return max(self.scopes_of(entity, action), key=SCOPE_ORDER.__getitem__)
 
     def field_rules(self, entity: Entity) -> dict[str, str]:
         """field -> hidden | read_only, for the fields that are not simply visible.
@@ -173,25 +186,65 @@ class Access:
             self._own_fields[entity] = tuple(names)
         return self._own_fields[entity]
 
+    def account_paths(self, entity: str) -> tuple[str, ...]:
+        """The lookup paths that end at the account a record belongs to (``id``: the record
+        itself), over all the user's roles: what each names with ``account: [...]``, the
+        entity's default when it names none (see ``default_account_paths``)."""
+        if entity not in self._account_paths:
+            default = default_account_paths(self.catalog.entity(entity))
+            names: dict[str, None] = {}
+            for role in self._roles or [None]:
+                given = role.account_paths.get(entity) if role is not None else None
+                names.update(dict.fromkeys(given or default))
+            self._account_paths[entity] = tuple(names)
+        return self._account_paths[entity]
+
     def is_own(self, entity: str, record: dict) -> bool:
         uid = self.principal.user_id
         return uid is not None and any(record.get(f) == uid for f in self.own_fields(entity))
 
     # -- SQL
     def scope_condition(self, table: sa.Table, entity: str, action: str):
-        scope = self.scope_of(entity, action)
-        if scope == "all":
+        scopes = self.scopes_of(entity, action)
+        if "all" in scopes:
             return None
         uid = self.principal.user_id
-        if scope == "none" or uid is None:
+        if scopes <= {"none"} or uid is None:
             return sa.false()
         columns = [table.c[f] for f in self.own_fields(entity)]
-        if scope == "own":
-            return sa.or_(*(c == uid for c in columns))
-        members = sa.select(T.team_members.c.user_id).where(
-            T.team_members.c.team_id.in_(list(self.principal.team_ids) or [-1])
-        )
-        return sa.or_(*(c == uid for c in columns), *(c.in_(members) for c in columns))
+        parts = [c == uid for c in columns]
+        if "team" in scopes:
+            members = sa.select(T.team_members.c.user_id).where(
+                T.team_members.c.team_id.in_(list(self.principal.team_ids) or [-1])
+            )
+            parts += [c.in_(members) for c in columns]
+        if "account" in scopes:
+            parts += self.account_conditions(table, entity)
+        return sa.or_(*parts)
+
+    def account_conditions(self, table: sa.FromClause, entity: str) -> list:
+        """The account scope beyond the user's own records: each account path of the entity
+        naming the user's account (none without an account)."""
+        account_id = self.principal.account_id
+        if account_id is None:
+            return []
+        return [
+            self._path_condition(table, entity, p, account_id) for p in self.account_paths(entity)
+        ]
+
+    def _path_condition(self, table: sa.FromClause, entity: str, path: str, account_id: int):
+        """``path`` from ``table``'s rows names the account.  A path through other entities
+        is a chain of ``IN (SELECT id ...)`` over fresh aliases, not correlated with the
+        query it sits in (which may join the same tables)."""
+        if path == ACCOUNT_SELF:
+            return table.c.id == account_id
+        first, _, rest = path.partition(".")
+        if not rest:
+            return table.c[first] == account_id
+        target = self.catalog.entity(entity).fields[first].params["to"]
+        alias = T.tables_for(self.catalog)[target].alias()
+        chosen = sa.select(alias.c.id).where(self._path_condition(alias, target, rest, account_id))
+        return table.c[first].in_(chosen.correlate(None).scalar_subquery())
 
     # -- records service hooks
     def scope(self, records: Records, builder, action: str):
@@ -201,31 +254,85 @@ class Access:
         from .records import Forbidden
 
         entity = records.entity.name
-        scope = self.scope_of(entity, action)
-        if scope == "none":
+        scopes = self.scopes_of(entity, action)
+        if scopes <= {"none"}:
             raise Forbidden(f"you may not {action} {entity} records")
-        if record is None or scope == "all" or self.is_own(entity, record):
+        if record is None or "all" in scopes or self.is_own(entity, record):
             return
-        if scope == "team":
+        if "team" in scopes:
             users = {record.get(f) for f in self.own_fields(entity)} - {None}
             if any(self._same_team(records, user) for user in users):
                 return
+        if "account" in scopes and self._in_account(records, record):
+            return
         raise Forbidden(f"you may not {action} this {entity}")
 
     def check_owner(self, records: Records, owner, record: dict | None = None) -> None:
-        """On create with scope own/team, the new record must belong to the user (or team):
-        its owner, or another of the entity's own fields (``own: [owner, agent]``)."""
+        """On create with scope own/team/account, the new record must belong to the user
+        (or team, or account): its owner, or another of the entity's own fields (``own:
+        [owner, agent]``), or with the account scope an account path naming the user's
+        account."""
         from .records import Forbidden
 
         entity = records.entity.name
-        scope = self.scope_of(entity, "create")
-        if scope == "all" or owner == self.principal.user_id:
+        scopes = self.scopes_of(entity, "create")
+        if "all" in scopes or owner == self.principal.user_id:
             return
         if record is not None and self.is_own(entity, {**record, "owner": owner}):
             return
-        if scope == "team" and owner is not None and self._same_team(records, owner):
+        if "team" in scopes and owner is not None and self._same_team(records, owner):
+            return
+        if "account" in scopes and record is not None and self._in_account(records, record):
             return
         raise Forbidden(f"you may not create {records.entity.name} records owned by someone else")
+
+    def check_account(self, records: Records, record: dict, old: dict) -> None:
+        """On update, a writer whose update scope reaches a record only through its account
+        may not move it out of their account (changing the lookup its account is read
+        from): the record must stay theirs, like a new one (``check_owner``)."""
+        entity = records.entity.name
+        scopes = self.scopes_of(entity, "update")
+        if "all" in scopes or "account" not in scopes:
+            return
+        first_steps = {p.split(".")[0] for p in self.account_paths(entity)} - {ACCOUNT_SELF}
+        if not any(record.get(step) != old.get(step) for step in first_steps):
+            return
+        if not self.is_own(entity, record) and not self._in_account(records, record):
+            from .records import Forbidden
+
+            raise Forbidden(f"you may not move this {entity} to another account")
+
+    def _in_account(self, records: Records, record: dict) -> bool:
+        """Whether a record (as stored, or about to be) belongs to the user's account: a
+        one-step path is read from the record, a longer one from the database (in the
+        writer's transaction, so their own changes count)."""
+        account_id = self.principal.account_id
+        if account_id is None:
+            return False
+        entity = records.entity.name
+        for path in self.account_paths(entity):
+            if path == ACCOUNT_SELF:
+                if record.get("id") == account_id:
+                    return True
+                continue
+            first, _, rest = path.partition(".")
+            if not rest:
+                if record.get(first) == account_id:
+                    return True
+                continue
+            target_id = record.get(first)
+            if target_id is None:
+                continue
+            target = records.entity.fields[first].params["to"]
+            table = T.tables_for(self.catalog)[target]
+            condition = self._path_condition(table, target, rest, account_id)
+            with records._reading() as conn:
+                found = conn.execute(
+                    sa.select(table.c.id).where(table.c.id == target_id, condition)
+                ).first()
+            if found is not None:
+                return True
+        return False
 
     def _same_team(self, records: Records, owner: int) -> bool:
         if not self.principal.team_ids:
@@ -261,6 +368,7 @@ def load_principal(conn: sa.Connection, catalog: Catalog, user_id: int) -> Princ
         user_id=user.id,
         roles=roles,
         team_ids=teams,
+        account_id=user.account_id,
         is_admin=is_admin,
         locale=user.locale,
         tz=user.time_zone,

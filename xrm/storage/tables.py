@@ -88,6 +88,10 @@ users = sa.Table(
     sa.Column("session_generation", sa.Integer, nullable=False, server_default="0"),
     # The dashboard the user chose as their home page (None: the first one they see).
     sa.Column("home_dashboard", sa.String(64), nullable=True),
+    # The account record the user belongs to (a partner's user), for the roles' account
+    # scope.  No foreign key: the account table is the catalog's, not the platform's; the
+    # users service checks the record exists and an account linked to users is not deleted.
+    sa.Column("account_id", ID_TYPE, nullable=True),
 )
 
 user_roles = sa.Table(

@@ -97,7 +97,10 @@ class Users:
         locale: str = "en",
         time_zone: str = "UTC",
         password_hash: str | None = None,
+        account: int | None = None,
     ) -> int:
+        """A new user; ``account`` is the id of the account record they belong to (a
+        partner's user), which the roles' account scope reads."""
         email = email.strip().lower()
         if "@" not in email:
             raise UserError(f"not an email address: {email!r}")
@@ -108,6 +111,8 @@ class Users:
             raise UserError(
                 f"unknown role {unknown[0]!r} (known: {', '.join(sorted(catalog.roles)) or 'none'})"
             )
+        if account is not None:
+            self._check_account(account)
         if password is not None:
             self.check_new_password(password, email)
             password_hash = hash_password(password)
@@ -123,6 +128,7 @@ class Users:
                     time_zone=time_zone,
                     password_hash=password_hash,
                     created_at=self.clock.now(),
+                    account_id=account,
                 )
                 .returning(T.users.c.id)
             ).scalar_one()
@@ -135,6 +141,55 @@ class Users:
                     )
                 )
         return user_id
+
+    def set_account(self, user_id: int, account: int | None) -> None:
+        """Link a user to the account record they belong to (None: to none)."""
+        if self.user(user_id) is None:
+            raise UserError(f"no user {user_id}")
+        if account is not None:
+            self._check_account(account)
+        with self._write() as conn, conn.begin():
+            conn.execute(T.users.update().where(T.users.c.id == user_id).values(account_id=account))
+
+    def _check_account(self, account) -> None:
+        from ..metadata.model import ACCOUNT_ENTITY
+        from .records import NotFound
+
+        if self.refresh().entity_of(ACCOUNT_ENTITY) is None:
+            raise UserError(f"no {ACCOUNT_ENTITY} entity is installed to link users to")
+        if isinstance(account, bool) or not isinstance(account, int):
+            raise UserError(f"an account is given by its id, not {account!r}")
+        try:
+            self.records(ACCOUNT_ENTITY).get(account, fields=["id"])
+        except NotFound:
+            raise UserError(f"no {ACCOUNT_ENTITY} {account}") from None
+
+    def find_account(self, text: str) -> int:
+        """An account's id from its id or its exact title (for commands and forms)."""
+        from ..metadata.model import ACCOUNT_ENTITY
+
+        text = str(text).strip()
+        if text.isdigit():
+            account = int(text)
+            self._check_account(account)
+            return account
+        entity = self.refresh().entity_of(ACCOUNT_ENTITY)
+        if entity is None or not entity.title:
+            raise UserError(f"no {ACCOUNT_ENTITY} entity is installed to link users to")
+        rows = self.records(ACCOUNT_ENTITY).query(filter=[entity.title, "eq", text], limit=2).rows
+        if len(rows) != 1:
+            found = "no" if not rows else "more than one"
+            raise UserError(f"{found} {ACCOUNT_ENTITY} named {text!r}")
+        return rows[0]["id"]
+
+    def users_of_account(self, account: int) -> list[int]:
+        """The ids of the users linked to an account record."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(T.users.c.id).where(T.users.c.account_id == account)
+                ).scalars()
+            )
 
     def _team_id(self, conn, name: str) -> int:
         found = conn.execute(sa.select(T.teams.c.id).where(T.teams.c.name == name)).scalar()

@@ -130,6 +130,10 @@ RU: dict[str, str] = {
     "Too many submissions from your address. Please try again later.": "Слишком много заявок с вашего адреса. Попробуйте позже.",
     "Leave this field empty": "Оставьте это поле пустым",
     "This link is not valid. Please use the link from your email.": "Ссылка недействительна. Воспользуйтесь ссылкой из письма.",
+    # the unsubscribe page of mass emails (web/unsubscribe.py)
+    "Unsubscribe": "Отписаться",
+    "Do you want to stop receiving these emails from us?": "Отказаться от наших рассылок?",
+    "You are unsubscribed: we will not send you such emails any more.": "Вы отписались: мы больше не будем присылать вам такие письма.",
     "This link has expired.": "Срок действия ссылки истёк.",
     "Fields marked * are required.": "Поля, отмеченные *, обязательны.",
     "Choose…": "Выберите…",
@@ -285,6 +289,11 @@ RU: dict[str, str] = {
     "Users": "Пользователи",
     "User": "Пользователь",
     "Teams": "Команды",
+    "Account (partner)": "Контрагент (партнёр)",
+    "The account this user belongs to: roles with the account scope show them its records.": (
+        "Контрагент, к которому относится пользователь: роли с областью «контрагент» "
+        "показывают ему записи этого контрагента."
+    ),
     "Roles": "Роли",
     "Role": "Роль",
     "Audit log": "Журнал аудита",
@@ -468,6 +477,7 @@ RU: dict[str, str] = {
     "delete": "удаление",
     "none": "нет",
     "own": "свои",
+    "account": "своего контрагента",
     "team": "команды",
     "all": "все",
     "read_only": "только чтение",
@@ -960,6 +970,18 @@ RU_ERRORS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^no enabled process '(.+)'$"), r"нет включённого процесса «\1»"),
     (re.compile(r"^unknown or inactive user$"), "пользователь неизвестен или неактивен"),
     (re.compile(r"^you may not update this \w+$"), "у вас нет прав изменять эту запись"),
+    # the account scope (storage/security.py, users.py)
+    (
+        re.compile(r"^you may not move this \w+ to another account$"),
+        "у вас нет прав переносить эту запись к другому контрагенту",
+    ),
+    (
+        re.compile(r"^users belong to this \w+: unlink them first$"),
+        "к этому контрагенту относятся пользователи: сначала отвяжите их",
+    ),
+    (re.compile(r"^no account named '(.+)'$"), r"нет контрагента «\1»"),
+    (re.compile(r"^more than one account named '(.+)'$"), r"контрагентов «\1» несколько"),
+    (re.compile(r"^no account (\d+)$"), r"нет контрагента \1"),
     (re.compile(r"^you may not update \w+ records$"), "у вас нет прав изменять такие записи"),
     (re.compile(r"^\w+ (\d+) not found$"), r"запись \1 не найдена"),
     # the password policy

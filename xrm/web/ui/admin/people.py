@@ -1,4 +1,4 @@
-"""Users (add, roles, teams, language, deactivate, password), teams, and roles (scopes
+"""Users (add, roles, teams, account, language, deactivate, password), teams, and roles (scopes
 per entity and action, hidden and read-only fields; changed through the plan page like any
 customization).  A password set here must pass the password policy; a new password ends
 the user's sessions (the administrator's own one is re-issued)."""
@@ -9,7 +9,8 @@ from zoneinfo import available_timezones
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from ....metadata.model import ACTIONS
+from ....metadata.model import ACCOUNT_ENTITY, ACTIONS
+from ....storage.records import NotFound
 from ....storage.users import PasswordRejected, UserError
 from ...auth import reissue_session
 from .. import context as C
@@ -18,7 +19,7 @@ from . import bp
 from .plans import review
 from .schema import _label
 
-SCOPES = ("none", "own", "team", "all")
+SCOPES = ("none", "own", "account", "team", "all")
 FIELD_RULES = ("read_only", "hidden")
 
 
@@ -73,6 +74,26 @@ def add_user():
     return redirect(url_for("ui_admin.users"), code=303)
 
 
+def _account_choice(account_id: int | None) -> dict | None:
+    """The account picker of a user's page (None: no account entity is installed): the
+    lookup's URL and the account the user belongs to, by its title."""
+    entity = C.catalog().entity_of(ACCOUNT_ENTITY)
+    if entity is None:
+        return None
+    title = ""
+    if account_id is not None:
+        try:
+            record = C.records(entity).get(account_id, fields=[entity.title or "id"])
+            title = str(record.get(entity.title) or "") if entity.title else ""
+        except NotFound:
+            account_id = None
+    return {
+        "url": url_for("ui_shell.lookup", entity_name=ACCOUNT_ENTITY),
+        "id": account_id,
+        "title": title or (f"#{account_id}" if account_id else ""),
+    }
+
+
 def flash_password_problems(exc: PasswordRejected) -> None:
     """One message per rule the password broke, in the user's language."""
     for problem in exc.problems:
@@ -89,6 +110,7 @@ def user(user_id: int):
     return render_template(
         "admin/user.html",
         row=row,
+        account=_account_choice(row.account_id),
         user_roles=store.user_roles().get(user_id, []),
         user_teams=[t for t, members in teams.items() if user_id in members],
         teams=sorted(teams),
@@ -113,6 +135,15 @@ def change_user(user_id: int):
         except PasswordRejected as exc:
             flash_password_problems(exc)
             return redirect(url_for("ui_admin.user", user_id=user_id), code=303)
+    account = None
+    if form.get("account", "").strip():
+        try:  # checked before anything changes, like the password
+            account = store.find_account(form["account"])
+        except UserError as exc:
+            flash(C.error(str(exc)), "danger")
+            return redirect(url_for("ui_admin.user", user_id=user_id), code=303)
+    if "account" in form and account != row.account_id:
+        store.set_account(user_id, account)
     roles = [r for r in form.getlist("roles") if r in C.catalog().roles]
     store.set_roles(user_id, roles)
     wanted = {t for t in form.getlist("teams") if t}
@@ -192,6 +223,12 @@ def change_role(name: str):
         if rules and (
             entity == "*" or any(v != "none" for v in rules.values()) or entity in role.permissions
         ):
+            # What makes a record the user's own or their account's is not on this page:
+            # the role keeps it.
+            if entity in role.own_fields:
+                rules["own"] = list(role.own_fields[entity])
+            if entity in role.account_paths:
+                rules["account"] = list(role.account_paths[entity])
             permissions[entity] = rules
     document: dict = {
         "label": _label(form.get("label_en", ""), form.get("label_ru", ""), name),
