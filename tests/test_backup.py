@@ -245,3 +245,22 @@ def test_postgresql_refuses_a_schema_in_use_elsewhere(instance, tmp_path):
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{other}" CASCADE'))
         admin.dispose()
+
+
+def test_a_backup_taken_during_a_write_holds_what_was_committed(instance, tmp_path):
+    """The application keeps running: a write transaction open meanwhile neither blocks
+    the backup nor appears in it half done."""
+    store, _attached = instance
+    from xrm.storage.database import WRITE
+
+    with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        conn.execute(sa.text("UPDATE account SET name = 'Not yet' WHERE name = 'Globex'"))
+        conn.execute(sa.text("DELETE FROM contact"))
+        archive = B.backup(store, tmp_path / "during.tar.gz").path
+        conn.rollback()
+    with _empty_target(tmp_path) as (url, options):
+        B.restore(archive, url, **options)
+        with xrm.open(url, **options) as restored:
+            names = sorted(r["name"] for r in restored.records("account").query().rows)
+            assert names == ["Acme Corporation", "Globex"]
+            assert restored.records("contact").count().value == 1
