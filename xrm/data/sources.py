@@ -8,6 +8,7 @@ import codecs
 import csv
 import datetime as dt
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,30 +169,50 @@ def _reader(source: Source) -> Iterator[tuple[int, list[str]]]:
     """(line the row starts on, cells) for every row, blank ones included."""
     csv.field_size_limit(FIELD_LIMIT)
     try:
-        with open(source.path, encoding=source.encoding, newline="", errors="strict") as handle:
+        with open(source.path, "rb") as handle:
             yield from _records(source, handle)
     except OSError as exc:
         raise SourceError(f"cannot read {source.path}: {exc.strerror or exc}") from None
 
 
+def _lines(source: Source, handle, at: list[int]) -> Iterator[str]:
+    """The file's lines as text, ``at[0]`` the number of the last one read.  Decoded a line
+    at a time, so a byte the encoding refuses is reported on its own line (UTF-16, whose
+    line breaks are two bytes, is decoded as a stream)."""
+    if source.encoding.startswith("utf-16"):
+        text = io.TextIOWrapper(handle, encoding=source.encoding, newline="")
+        for line in text:
+            at[0] += 1
+            yield line
+        return
+    decode = codecs.getdecoder(source.encoding)
+    for raw in handle:
+        at[0] += 1
+        if at[0] == 1 and source.encoding == "utf-8-sig":
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            yield decode(raw)[0]
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"the file is not valid {source.encoding} here (byte 0x{raw[exc.start]:02x}); "
+                "give its encoding with --encoding",
+                at[0],
+            ) from None
+
+
 def _records(source: Source, handle) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(handle, delimiter=source.delimiter, strict=True)
+    at = [0]
+    reader = csv.reader(_lines(source, handle, at), delimiter=source.delimiter, strict=True)
     line = 1
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"the file is not valid {source.encoding} here (byte 0x{exc.object[exc.start]:02x}); "
-                "give its encoding with --encoding",
-                reader.line_num + 1,
-            ) from None
         except csv.Error as exc:
             raise SourceError(f"broken row: {exc}", line) from None
         yield line, cells
-        line = reader.line_num + 1
+        line = at[0] + 1
 
 
 def _csv_rows(source: Source) -> Iterator[tuple[int, list]]:
