@@ -277,7 +277,7 @@ def _export(args) -> int:
         elif view is not None and view.columns:
             columns = list(view.columns)
         else:
-            columns = [
+            columns = ["id"] + [
                 n
                 for n in records.readable_fields()
                 if entity.fields[n].stored and entity.fields[n].type != "json"

@@ -33,6 +33,16 @@ FORMATS = ("csv", "xlsx")
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 Cell = Callable[[Field, object], object]
+#: Headers of the system columns (English, Russian).
+SYSTEM_LABELS = {
+    "id": ("ID", "ID"),
+    "owner": ("Owner", "Ответственный"),
+    "created_at": ("Created", "Создано"),
+    "updated_at": ("Modified", "Изменено"),
+    "created_by": ("Created by", "Кем создано"),
+    "updated_by": ("Modified by", "Кем изменено"),
+    "version": ("Version", "Версия"),
+}
 
 
 class Export:
@@ -62,6 +72,7 @@ class Export:
         self.search = search
         self.limit = limit
         self.on_page = on_page
+        self._default_cells = cell is None
         if cell is not None:
             self.cell: Cell = cell
             self.selected = self.columns
@@ -79,8 +90,11 @@ class Export:
                 head = self.entity.fields.get(path.split(".", 1)[0])
                 prefix = head.label.get(locale) + " " if head is not None else ""
                 out.append(prefix + f.label.get(locale))
+            elif path in self.entity.fields:
+                out.append(f.label.get(locale))
             else:
-                out.append(f.label.get(locale) if path in self.entity.fields else path)
+                labels = SYSTEM_LABELS.get(path, (path, path))
+                out.append(labels[1] if locale.startswith("ru") else labels[0])
         return out
 
     def _title_paths(self) -> dict[str, str]:
@@ -134,7 +148,7 @@ class Export:
         if first is None:
             return
         columns, fields = self.columns, self.fields
-        if self.cell is not self._plain:
+        if not self._default_cells:
             cell = self.cell
             for page in _chain(first, pages):
                 for row in page:
