@@ -2,9 +2,12 @@
 read-only field, through every read and write channel, including the indirect ones: a
 dotted path through a lookup, a formula over a hidden field, a rollup over children,
 likely duplicates, the forms layer, and the web UI's inline edit, quick create and
-duplicates panel."""
+duplicates panel; and the account scope ("my account") through the same channels, the API
+and global search included."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import pytest
 from browser.support import PASSWORD
@@ -707,3 +710,269 @@ def _signed_in(store, who):
 def _snapshot_deals(store) -> list[dict]:
     rows = store.records("deal").query(fields=["name", "secret", "locked", "owner"]).rows
     return sorted((dict(row) for row in rows), key=lambda row: row["id"])
+
+
+# ---------------------------------------------------------- the account scope ("my account")
+# Partner users see the records of the account they belong to (xrm_user.account_id): the
+# same matrix of channels for the account scope, with its own small pack.  More about the
+# scope itself (writes, paths, several roles, linking users) is in test_account_scope.py.
+ACCOUNT_PACK = {
+    "entities/account.yaml": """
+entity: account
+title: name
+search: [name]
+fields:
+  name: {type: text, required: true}
+  phone: {type: text}
+  deals: {type: children, entity: deal, via: account}
+  pipeline: {type: decimal, rollup: {children: deals, sum: amount}}
+  pipeline_k: {type: decimal, formula: "pipeline / 1000"}
+duplicates:
+  - name: same_phone
+    match: [{field: phone, normalize: phone}]
+""",
+    "entities/deal.yaml": """
+entity: deal
+title: name
+search: [name]
+fields:
+  name: {type: text, required: true}
+  account: {type: lookup, to: account, default: current_account}
+  customer: {type: lookup, to: account}
+  amount: {type: decimal}
+  margin: {type: decimal}
+  margin_share: {type: decimal, formula: "margin / amount"}
+  lines: {type: children, entity: deal_line, via: deal}
+duplicates:
+  - name: same_name
+    match: [{field: name, normalize: name}]
+""",
+    "entities/deal_line.yaml": """
+entity: deal_line
+fields:
+  text: {type: text}
+  deal: {type: lookup, to: deal, on_delete: cascade}
+""",
+    "roles/roles.yaml": """
+roles:
+  partner:
+    permissions:
+      account: {read: account}
+      deal: {create: account, read: account, update: account, delete: account}
+      deal_line: {create: account, read: account, update: account, account: [deal.account]}
+    fields:
+      deal: {margin: hidden}
+  channel:
+    permissions:
+      "*": {create: all, read: all, update: all, delete: all}
+  boss:
+    admin: true
+""",
+    "reports/deals.yaml": """
+reports:
+  deals_by_account:
+    entity: deal
+    group_by: [account.name]
+    measures: {deals: count, amount: {sum: amount}}
+    totals: true
+  margins:
+    entity: deal
+    measures: {margin: {sum: margin}}
+""",
+    "dashboards/deals.yaml": """
+dashboards:
+  partner_deals:
+    label: Deals
+    widgets:
+      - report: deals_by_account
+      - list: {entity: deal, columns: [name, account]}
+""",
+}
+
+PARTNERS = {"north": "North", "south": "South", "channel": None, "boss": None}
+
+
+@pytest.fixture
+def partner_world(database, tmp_path):
+    """Accounts North, South and a customer, Acme; two deals with a line each per partner
+    account (the customer Acme on each); a partner user of each, a channel manager (all)
+    and an administrator."""
+    store = database.open()
+    store.install([write_pack(tmp_path, "partners", ACCOUNT_PACK)])
+    accounts = {}
+    for i, name in enumerate(("North", "South", "Acme")):
+        accounts[name] = store.records("account").create({"name": name, "phone": f"+155501{i}"})
+    deals = {}
+    for name in ("North", "South"):
+        for n in (1, 2):
+            deal = store.records("deal").create(
+                {
+                    "name": f"{name} deal {n}",
+                    "account": accounts[name]["id"],
+                    "customer": accounts["Acme"]["id"],
+                    "amount": 100 * n,
+                    "margin": 10 * n,
+                }
+            )
+            deals[deal["name"]] = deal
+            store.records("deal_line").create({"text": f"{name} line {n}", "deal": deal["id"]})
+    users = {
+        who: store.add_user(
+            f"{who}@p.test",
+            password=PASSWORD,
+            roles=["boss" if who == "boss" else "channel" if who == "channel" else "partner"],
+            account=accounts[account]["id"] if account else None,
+        )
+        for who, account in PARTNERS.items()
+    }
+    yield store, users, accounts, deals
+    store.close()
+
+
+def _seen(who: str) -> list[str]:
+    mine = PARTNERS[who]
+    names = ["North deal 1", "North deal 2", "South deal 1", "South deal 2"]
+    return [n for n in names if mine is None or n.startswith(mine)]
+
+
+@pytest.mark.parametrize("who", list(PARTNERS))
+def test_account_scope_through_lists_paths_formulas_and_rollups(partner_world, who):
+    store, users, accounts, deals = partner_world
+    deal_rows = store.records("deal", principal=store.principal(users[who]))
+    expected = _seen(who)
+    assert _names(deal_rows.query(fields=["name"])) == expected
+    assert deal_rows.count().value == len(expected)
+    assert _names(deal_rows.query(search="deal", fields=["name"])) == expected
+    for name, deal in deals.items():
+        if name in expected:
+            assert deal_rows.get(deal["id"])["name"] == name
+        else:
+            with pytest.raises(NotFound):
+                deal_rows.get(deal["id"])
+    # A path to the customer, an account the partner may not read, is empty everywhere.
+    partner = PARTNERS[who] is not None
+    rows = deal_rows.query(fields=["name", "account.name", "customer.name"]).rows
+    assert {r["customer.name"] for r in rows} == ({None} if partner else {"Acme"})
+    assert deal_rows.count(filter=["customer.name", "eq", "Acme"]).value == (
+        0 if partner else len(expected)
+    )
+    groups = {
+        g["account.name"]: g["count"] for g in deal_rows.aggregate(["account.name"], ["count"])
+    }
+    assert groups == ({PARTNERS[who]: 2} if partner else {"North": 2, "South": 2})
+    # Related list: the lines of a deal, through deal.account.
+    line_rows = store.records("deal_line", principal=store.principal(users[who]))
+    texts = sorted(r["text"] for r in line_rows.query(fields=["text"]).rows)
+    assert texts == sorted(n.replace("deal", "line") for n in expected)
+    other = deals["South deal 1" if PARTNERS[who] == "North" else "North deal 1"]
+    others_lines = line_rows.query(filter=["deal", "eq", other["id"]]).rows
+    assert bool(others_lines) is not partner
+    # Formulas over a hidden field are hidden; a rollup is over the deals they may read
+    # (here all of their account's) and a formula over such a rollup is hidden.
+    account_rows = store.records("account", principal=store.principal(users[who]))
+    if partner:
+        mine = accounts[PARTNERS[who]]["id"]
+        assert [r["name"] for r in account_rows.query(fields=["name"]).rows] == [PARTNERS[who]]
+        record = account_rows.get(mine)
+        assert record["pipeline"] == 300 and "pipeline_k" not in record
+        with pytest.raises(FilterError):
+            account_rows.query(fields=["pipeline_k"])
+        with pytest.raises(FilterError):
+            deal_rows.query(fields=["margin_share"])
+        assert "margin" not in deal_rows.get(deals[expected[0]]["id"])
+        # One more North deal by the platform under South's account is not North's.
+        store.records("deal").create({"name": "x", "account": accounts["South"]["id"], "amount": 5})
+        assert account_rows.get(mine)["pipeline"] == 300 + (5 if PARTNERS[who] == "South" else 0)
+    else:
+        assert account_rows.count().value == 3
+        assert account_rows.get(accounts["North"]["id"])["pipeline_k"] == Decimal("0.3")
+
+
+@pytest.mark.parametrize("who", list(PARTNERS))
+def test_account_scope_through_reports_dashboards_duplicates_and_search(partner_world, who):
+    from xrm.metadata.formats import Formats
+    from xrm.reports import ReportRefused, run_report
+    from xrm.reports.dashboards import run_dashboard
+    from xrm.reports.mailing import report_mail
+    from xrm.storage.global_search import search
+
+    store, users, accounts, deals = partner_world
+    principal = store.principal(users[who])
+    catalog = store.refresh()
+    expected = _seen(who)
+    partner = PARTNERS[who] is not None
+    result = run_report(store, catalog.reports["deals_by_account"], {}, principal)
+    assert result.totals["deals"] == len(expected)
+    assert result.totals["amount"] == (300 if partner else 600)
+    assert {r["account.name"] for r in result.rows} == (
+        {PARTNERS[who]} if partner else {"North", "South"}
+    )
+    mail = report_mail(store, catalog.reports["deals_by_account"], {}, principal, Formats("en"))
+    assert ("South" in mail.text) is (PARTNERS[who] in (None, "South"))
+    board = run_dashboard(store, catalog.dashboards["partner_deals"], {}, principal, fresh=True)
+    by_account, listing = board.widgets
+    assert by_account.result.totals["deals"] == len(expected)
+    assert sorted(r["name"] for r in listing.rows) == expected
+    if partner:  # the margin is hidden from partners: the report is refused
+        with pytest.raises(ReportRefused):
+            run_report(store, catalog.reports["margins"], {}, principal)
+    # Two partners of different accounts, same roles: the cached figures are not shared.
+    if who == "north":
+        south = store.principal(users["south"])
+        cached = run_dashboard(store, catalog.dashboards["partner_deals"], {}, south)
+        assert sorted(r["name"] for r in cached.widgets[1].rows) == _seen("south")
+    # Likely duplicates name only the records of their account.
+    account_rows = store.records("account", principal=principal)
+    for name, account in accounts.items():
+        found = [c.id for c in account_rows.find_duplicates({"phone": account["phone"]})]
+        readable = not partner or name == PARTNERS[who]
+        assert found == ([account["id"]] if readable else [])
+    deal_rows = store.records("deal", principal=principal)
+    for name, deal in deals.items():
+        found = [c.id for c in deal_rows.find_duplicates({"name": name})]
+        assert found == ([deal["id"]] if name in expected else [])
+    # Global search groups only what the reader may read.
+    results = search(catalog, lambda e: store.records(e, principal=principal), "deal")
+    hits = sorted(h.title for g in results.groups if g.entity == "deal" for h in g.hits)
+    assert hits == expected
+
+
+def test_account_scope_through_the_api(partner_world):
+    from xrm.web import create_app
+
+    store, users, accounts, deals = partner_world
+    app = create_app(store, {"TESTING": True, "RATELIMIT_ENABLED": False})
+    http = app.test_client()
+    headers = {"Authorization": f"Bearer {store.create_token(users['north'])}"}
+
+    def get(path, **params):
+        return http.get(f"/api/v1{path}", query_string=params, headers=headers)
+
+    listed = get("/deal")
+    assert sorted(r["name"] for r in listed.get_json()["data"]) == _seen("north")
+    assert listed.get_json()["count"]["value"] == 2
+    assert sorted(r["name"] for r in get("/deal", q="deal").get_json()["data"]) == _seen("north")
+    south = deals["South deal 1"]["id"]
+    assert get(f"/deal/{south}").status_code == 404
+    assert get(f"/deal/{south}/lines").status_code == 404
+    north = deals["North deal 1"]["id"]
+    lines = get(f"/deal/{north}/lines").get_json()["data"]
+    assert [r["text"] for r in lines] == ["North line 1"]
+    assert get(f"/account/{accounts['Acme']['id']}").status_code == 404
+    searched = get("/search", q="deal").get_json()
+    titles = sorted(h["title"] for g in searched["groups"] for h in g["hits"])
+    assert titles == _seen("north")
+    before = store.records("deal").get(south)
+    patched = http.patch(f"/api/v1/deal/{south}", json={"name": "taken"}, headers=headers)
+    assert patched.status_code == 404
+    assert http.delete(f"/api/v1/deal/{south}", headers=headers).status_code == 404
+    made = http.post(
+        "/api/v1/deal",
+        json={"name": "for South", "account": accounts["South"]["id"]},
+        headers=headers,
+    )
+    assert made.status_code == 422
+    assert store.records("deal").get(south) == before
+    created = http.post("/api/v1/deal", json={"name": "North via API"}, headers=headers)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert created.get_json()["account"] == accounts["North"]["id"]
