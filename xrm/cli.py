@@ -179,19 +179,45 @@ def _pack_locations(names_or_paths: list[str]) -> list[Path]:
     return locations
 
 
+def _allowed_losses(args) -> list[str]:
+    """``--allow-loss a.b --allow-loss c,d`` as names."""
+    return [n.strip() for given in args.allow_loss or () for n in given.split(",") if n.strip()]
+
+
+def _add_allow_loss(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-loss",
+        action="append",
+        metavar="NAME",
+        help="allow the data loss the plan names NAME (entity.field, or a table for all of "
+        "its columns); repeat it or separate names by commas",
+    )
+
+
 def _solution_install(args) -> int:
     from .metadata import DefinitionError
     from .metadata.loader import resolve_packs
-    from .storage.schema import SchemaChangeRefused
+    from .storage.schema import LossNotNamed, SchemaChangeRefused
     from .storage.store import LifecycleRefused
 
     locations = _pack_locations(args.packs)
+    allow = _allowed_losses(args)
     with _store(args) as store:
         before = {name: s.version for name, s in store.catalog.solutions.items()}
+        if getattr(args, "upgrade", False):
+            missing = [p.name for p in resolve_packs(locations, with_dependencies=False)]
+            missing = [name for name in missing if name not in before]
+            if missing:
+                raise CommandError(
+                    f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                    f"installed: xrm solution install {' '.join(missing)}"
+                )
         try:
             if not args.plan and not args.accept_conflicts:
                 _refuse_conflicts(store, locations)
-            catalog, plan = store.install(locations, dry_run=args.plan, demo=args.demo)
+            catalog, plan = store.install(
+                locations, dry_run=args.plan, demo=args.demo, allow_loss=allow
+            )
         except DefinitionError as exc:
             _print_problems(exc.problems)
             return 1
@@ -199,7 +225,7 @@ def _solution_install(args) -> int:
             for line in exc.plan.lines():
                 print(line)
             raise CommandError(str(exc)) from None
-        except LifecycleRefused as exc:
+        except (LifecycleRefused, LossNotNamed) as exc:
             raise CommandError(str(exc)) from None
         for line in plan.lines():
             print(line)
@@ -209,6 +235,8 @@ def _solution_install(args) -> int:
                 raise CommandError(
                     f"{count} schema change{'s' if count != 1 else ''} refused: installing would fail"
                 )
+            if plan.unallowed:
+                raise CommandError(_loss_message(plan.unallowed))
             return 0
         installed = []
         wanted = {p.name for p in resolve_packs(locations)}
@@ -220,6 +248,14 @@ def _solution_install(args) -> int:
             )
         print(f"installed {', '.join(installed)} (catalog version {catalog.version})")
     return 0
+
+
+def _loss_message(losses) -> str:
+    names = ",".join(x.key for x in losses)
+    return (
+        f"{len(losses)} data loss{'es' if len(losses) != 1 else ''} not allowed: nothing was "
+        f"applied; to accept, add --allow-loss {names}"
+    )
 
 
 def _refuse_conflicts(store, locations) -> None:
@@ -260,15 +296,23 @@ def _solution_plan(args) -> int:
         print(line)
     if plan.schema.refused:
         raise CommandError(f"{len(plan.schema.refused)} schema change(s) refused")
+    if plan.schema.unallowed:
+        print(
+            f"xrm: the change needs --allow-loss {','.join(x.key for x in plan.schema.unallowed)}",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _solution_uninstall(args) -> int:
     from .metadata import DefinitionError
     from .solutions.lifecycle import plan_uninstall
+    from .storage.schema import LossNotNamed, SchemaChangeRefused
     from .storage.store import LifecycleRefused
 
     with _store(args) as store:
+        if args.purge and not args.plan:  # the purge's losses are known before anything
+            _purge_losses_allowed(store, args, after_uninstall=args.name)
         try:
             plan = plan_uninstall(store, args.name)
             for line in plan.lines():
@@ -285,18 +329,56 @@ def _solution_uninstall(args) -> int:
             raise CommandError(str(exc)) from None
         print(f"uninstalled {args.name} (catalog version {catalog.version}); its data is kept")
         if args.purge:
-            _plan, dropped = store.purge()
+            try:
+                _plan, dropped = store.purge(allow_loss=_allowed_losses(args))
+            except (SchemaChangeRefused, LossNotNamed) as exc:
+                raise CommandError(str(exc)) from None
             for line in dropped:
                 print(line)
             print(f"purged: {len(dropped)} table(s) and column(s) dropped")
     return 0
 
 
+def _purge_losses_allowed(store, args, after_uninstall: str | None = None) -> None:
+    """Refuse, before anything is changed, a purge whose losses ``--allow-loss`` does not
+    name all: the tables and columns holding data, with their rows."""
+    from .storage.schema import LossNotNamed, plan_schema
+    from .storage.store import purge_losses
+    from .storage.tables import tables_for
+
+    if after_uninstall is not None:
+        catalog, _schema = store.uninstall(after_uninstall, dry_run=True)
+    else:
+        catalog = store.refresh()
+    with store.engine.connect() as conn:
+        plan = plan_schema(conn, tables_for(catalog))
+        plan.data_losses = purge_losses(conn, plan)
+    unknown = plan.allow(_allowed_losses(args))
+    if plan.unallowed or unknown:
+        for loss in plan.losses:
+            print(loss.line())
+        if unknown:
+            raise CommandError(str(LossNotNamed(unknown, plan.losses)))
+        raise CommandError(_loss_message(plan.unallowed))
+
+
 def _solution_purge(args) -> int:
+    from .storage.schema import LossNotNamed, SchemaChangeRefused
+
     with _store(args) as store:
-        _plan, dropped = store.purge(dry_run=args.plan)
+        try:
+            plan, dropped = store.purge(dry_run=args.plan, allow_loss=_allowed_losses(args))
+        except (SchemaChangeRefused, LossNotNamed) as exc:
+            if isinstance(exc, SchemaChangeRefused):
+                for loss in exc.plan.losses:
+                    print(loss.line())
+                raise CommandError(_loss_message(exc.plan.unallowed)) from None
+            raise CommandError(str(exc)) from None
     for line in dropped:
         print(line)
+    if args.plan:
+        for loss in plan.losses:
+            print(loss.line())
     if not dropped:
         print("nothing to purge: every table and column is defined")
     elif not args.plan:
@@ -388,7 +470,9 @@ def _register_solution(sub, name: str) -> None:
         epilog=EXIT_CODES,
     )
     commands = p.add_subparsers(
-        dest="solution_command", required=True, metavar="{install,plan,uninstall,purge,list}"
+        dest="solution_command",
+        required=True,
+        metavar="{install,upgrade,plan,uninstall,purge,export,test,list}",
     )
 
     install = commands.add_parser(
@@ -414,8 +498,28 @@ def _register_solution(sub, name: str) -> None:
         action="store_true",
         help="install even though administrators customized definitions it changes",
     )
+    _add_allow_loss(install)
     _add_database(install)
     install.set_defaults(handler=_solution_install, parser=install)
+
+    upgrading = commands.add_parser(
+        "upgrade",
+        help="upgrade installed packs (install, refused for a pack not installed)",
+        description="Upgrade installed packs to the version found, all or nothing, as "
+        "install does; a pack that is not installed is refused.",
+        epilog=EXIT_CODES,
+    )
+    upgrading.add_argument("packs", nargs="+", metavar="NAME|PATH")
+    upgrading.add_argument("--plan", action="store_true", help="print the plan only")
+    upgrading.add_argument("--demo", action="store_true", help="also load sample data (demo/)")
+    upgrading.add_argument(
+        "--accept-conflicts",
+        action="store_true",
+        help="upgrade even though administrators customized definitions it changes",
+    )
+    _add_allow_loss(upgrading)
+    _add_database(upgrading)
+    upgrading.set_defaults(handler=_solution_install, parser=upgrading, upgrade=True)
 
     planning = commands.add_parser(
         "plan",
@@ -444,6 +548,7 @@ def _register_solution(sub, name: str) -> None:
     removing.add_argument("name")
     removing.add_argument("--purge", action="store_true", help="also drop its data")
     removing.add_argument("--plan", action="store_true", help="print the plan only")
+    _add_allow_loss(removing)
     _add_database(removing)
     removing.set_defaults(handler=_solution_uninstall, parser=removing)
 
@@ -453,6 +558,7 @@ def _register_solution(sub, name: str) -> None:
         epilog=EXIT_CODES,
     )
     purging.add_argument("--plan", action="store_true", help="list what would go; drop nothing")
+    _add_allow_loss(purging)
     _add_database(purging)
     purging.set_defaults(handler=_solution_purge, parser=purging)
 
@@ -658,7 +764,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
 
 
-from . import cli_run  # noqa: E402,F401 - registers setup, run, user, token
+from . import (  # noqa: E402 - registers the commands of these modules
+    cli_backup,  # noqa: F401 - backup, restore
+    cli_data,  # noqa: F401 - import, export
+    cli_run,  # noqa: F401 - setup, run, user, token
+)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
