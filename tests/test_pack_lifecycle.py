@@ -12,6 +12,7 @@ from conftest import write_pack
 import xrm
 from xrm.cli import main
 from xrm.solutions.lifecycle import plan_install, plan_uninstall
+from xrm.storage.schema import LossNotNamed, SchemaChangeRefused
 from xrm.storage.store import LifecycleRefused
 
 GADGET_V1 = {
@@ -139,7 +140,16 @@ def test_uninstall_keeps_data_and_purge_drops_only_what_no_definition_uses(store
     assert "- column account.favourite_gadget (dropped with its data)" in would
     assert "gadget" in tables(store)
 
-    _plan, dropped = store.purge()
+    # what holds data goes only when named: refused with the rows, and nothing dropped
+    with pytest.raises(SchemaChangeRefused) as refused:
+        store.purge(allow_loss=["gadget"])
+    message = str(refused.value)
+    assert "account.gadget_note: the column is dropped with its data (1 row affected" in message
+    assert "--allow-loss account.gadget_note" in message
+    assert "gadget" in tables(store) and "gadget_note" in columns(store, "account")
+    with pytest.raises(LossNotNamed, match="--allow-loss acount: this change would not lose"):
+        store.purge(allow_loss=["gadget", "account", "acount"])
+    _plan, dropped = store.purge(allow_loss=["gadget", "account"])  # a table names its columns
     assert set(would) == set(dropped)
     assert "gadget" not in tables(store)
     assert not {"favourite_gadget", "gadget_note"} & columns(store, "account")
@@ -172,9 +182,27 @@ def test_solution_commands_plan_uninstall_and_purge(capsys, tmp_path):
     assert "gadgets 1.1.0 is installed and 1.0.0 is older" in capsys.readouterr().err
     assert main(["solution", "uninstall", "core", "--database", url]) == 1
     assert "gadgets depends on it" in capsys.readouterr().err
+    opened = xrm.open(url)
+    try:
+        for name in ("Widget", "Sprocket"):
+            opened.records("gadget").create({"name": name})
+    finally:
+        opened.close()
     assert main(["solution", "plan", "gadgets", "--uninstall", "--database", url]) == 0
     assert "- entity gadget (removed, gadgets)" in capsys.readouterr().out
-    assert main(["solution", "uninstall", "gadgets", "--purge", "--database", url]) == 0
+    assert main(["solution", "uninstall", "gadgets", "--purge", "--database", url]) == 1
+    captured = capsys.readouterr()
+    assert "! data loss gadget: the table is dropped with its data (2 rows;" in captured.out
+    assert "nothing was applied; to accept, add --allow-loss gadget" in captured.err
+    assert main(["solution", "list", "--database", url]) == 0
+    assert "gadgets" in capsys.readouterr().out  # not even uninstalled
+    assert (
+        main(
+            ["solution", "uninstall", "gadgets", "--purge", "--allow-loss", "gadget"]
+            + ["--database", url]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "uninstalled gadgets" in out and "- table gadget (dropped with its data)" in out
     assert "- column gadget.code" not in out  # went with its table
