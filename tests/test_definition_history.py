@@ -65,7 +65,7 @@ def test_saves_are_listed_with_diffs_and_a_revert_goes_through_its_plan(w, admin
     save(admin, URL, second)
     entries = history.entries(w.store, "process", "proposal_follow_up")
     assert [e["note"] for e in entries[:2]] == ["saved", "saved"]
-    newest, older = entries[0], entries[1]
+    older = entries[1]
     assert older["before_text"].strip() == pack_text.strip()  # the pack's, as shown
     assert "enabled: false" in older["after_text"] and older["user_id"] == w.admin
     assert older["document"]["enabled"] is False
@@ -101,9 +101,7 @@ def test_saves_are_listed_with_diffs_and_a_revert_goes_through_its_plan(w, admin
 
 
 def test_a_revert_that_no_longer_fits_is_refused_and_changes_nothing(w, admin):
-    w.store.customize(
-        "extend", {"extend": "account", "fields": {"loyalty": {"type": "integer"}}}
-    )
+    w.store.customize("extend", {"extend": "account", "fields": {"loyalty": {"type": "integer"}}})
     url = "/admin/definitions/views/loyal_accounts"
     view = (
         "views:\n  loyal_accounts:\n    entity: account\n    columns: [name]\n"

@@ -64,7 +64,9 @@ def test_switch_off_change_a_delay_and_add_a_step_through_the_plan(w, admin):
     assert process.enabled and len(process.steps) == 3  # nothing applied yet
     raw = plan.get_data(as_text=True)
     documents = html.unescape(raw.split('name="documents" value="')[1].split('"')[0])
-    done = admin.post("/admin/definitions/process/proposal_follow_up/apply", {"documents": documents})
+    done = admin.post(
+        "/admin/definitions/process/proposal_follow_up/apply", {"documents": documents}
+    )
     assert done.status_code == 303
     process = w.store.refresh().processes["proposal_follow_up"]
     assert not process.enabled
