@@ -191,6 +191,7 @@ def _page(entity: Entity, upload: _Upload, options: dict, status: int = 200):
         "error": error,
         "choices": field_choices(entity),
         "rules": [(r.name, r.title(C.locale())) for r in entity.duplicates],
+        "rule_titles": {r.name: r.title(C.locale()) for r in entity.duplicates},
         "modes": MODES,
         "encodings": ENCODINGS,
         "delimiters": DELIMITERS,
