@@ -275,10 +275,14 @@ def search(
     if not words:
         return Results(text, words, ())
     groups = []
-    for entity in allowed:
-        group = _search_entity(catalog, records_of(entity.name), entity, text, words, limit)
-        if group is not None:
-            groups.append(group)
+    services = [records_of(entity.name) for entity in allowed]
+    if not services:
+        return Results(text, words, ())
+    with services[0]._reading() as conn:  # one connection for every entity's statement
+        for entity, records in zip(allowed, services, strict=True):
+            group = _search_entity(conn, catalog, records, entity, text, words, limit)
+            if group is not None:
+                groups.append(group)
     groups.sort(key=lambda g: (not _names_all(g.hits[0], words), -g.hits[0].rank))
     return Results(text, words, tuple(groups))
 
@@ -298,7 +302,7 @@ def _names_all(hit: Hit, words: Sequence[str]) -> bool:
     return all(any(t.startswith(_fold(w)) for t in tokens) for w in words)
 
 
-def _search_entity(catalog, records, entity: Entity, text: str, words, limit: int):
+def _search_entity(conn, catalog, records, entity: Entity, text: str, words, limit: int):
     table = records.table
     hidden = records.access.hidden(entity) if records.access is not None else set()
     fields = [f for f in Q.search_fields(entity) if f.name not in hidden]
@@ -326,8 +330,7 @@ def _search_entity(catalog, records, entity: Entity, text: str, words, limit: in
         .order_by(ranking.desc(), table.c.id.desc())
         .limit(limit + 1)
     )
-    with records._reading() as conn:
-        rows = conn.execute(statement).all()
+    rows = conn.execute(statement).all()
     if not rows:
         return None
     title_field = resolve_path(entity, path, catalog.entity_of)[0] if path else None
