@@ -22,6 +22,8 @@ from workflow_pack import MovableClock
 
 from xrm.cli import main
 from xrm.metadata import check
+from xrm.reports.dashboards import run_dashboard
+from xrm.reports.run import run_report
 from xrm.storage.form_links import PARAMETER, read, secret, sign
 from xrm.web.public_forms import form_token
 from xrm.workflow import Worker
@@ -400,3 +402,106 @@ web_forms:
     assert "recipient 'team:{{ record.team_nam }}': ticket has no field 'team_nam'" in text
     assert "link_valid_for: expected hours, days or weeks, such as 30d (got '3 months')" in text
     assert "link_valid_for: only a form with record: link is opened from a link" in text
+
+
+# ------------------------------------------------------------------------ sample data
+class FixedClock:
+    """A Wednesday in the middle of a month, so "this month" has days behind and ahead."""
+
+    moment = dt.datetime(2026, 6, 17, 11, 30, tzinfo=dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.moment
+
+
+def test_setup_with_sample_data_makes_every_service_report_and_the_dashboard_show_figures(
+    database,
+):
+    from xrm.solutions.setup import SetupAnswers, run_setup
+
+    store = database.open(clock=FixedClock())
+    try:
+        result = run_setup(
+            store,
+            SetupAnswers(
+                sample_data=True,
+                time_zone="Europe/Berlin",
+                admin_password="Correct-Horse-42-battery",
+                modules=("core", "sales", "service"),
+                work_days=("mon", "tue", "wed", "thu", "fri"),
+            ),
+        )
+        catalog = store.refresh()
+        # the organization's hours replace the pack's calendar, in its time zone
+        assert catalog.calendars["business_hours"].time_zone == "Europe/Berlin"
+        teams = {m.email.split("@")[0]: m.team for m in result.demo_users}
+        assert teams["agent"] == teams["support.lead"] == "support"
+        lead = next(m for m in result.demo_users if m.role == "service_manager")
+        reader = store.principal(lead.id)
+        service = [r for r in catalog.reports.values() if r.solution == "service"]
+        assert len(service) >= 6
+        for report in service:
+            out = run_report(store, report, {}, reader)
+            assert out.rows, f"report {report.name} is empty"
+            figures = [v for row in out.rows for k, v in row.items() if k not in report.group_by]
+            assert any(v not in (None, 0) for v in figures), f"{report.name} has only zeros"
+        board = run_dashboard(store, catalog.dashboards["service"], {}, reader, fresh=True)
+        for widget in board.widgets:
+            where = f"service widget {widget.widget.index}"
+            assert widget.error is None, f"{where}: {widget.error}"
+            if widget.widget.kind == "kpi":
+                assert widget.value, f"{where} has no figure"
+            elif widget.widget.kind == "report":
+                assert widget.result.rows, f"{where} is empty"
+            else:
+                assert widget.rows, f"{where} lists nothing"
+        # the pack's own samples, not invented ones: its cases, and no random queues
+        cases = store.records("support_case").query(limit=200).rows
+        assert len(cases) == 40 and all(c["subject"] and c["contact"] for c in cases)
+        assert store.records("queue").count().value == 3
+        # each case was made at its moment in the past and moved on at later ones
+        printer = next(c for c in cases if c["subject"] == "Receipt printer prints blank pages")
+        assert printer["status"] == "closed"
+        assert (FixedClock.moment - printer["created_at"]).days >= 150
+        assert printer["created_at"] < printer["first_response_at"] < printer["resolved_at"]
+        assert printer["owner"] in {m.id for m in result.demo_users if m.team == "support"}
+        # the worker then does what the history leaves due, and nothing fails
+        Worker(store).run_once()
+        with store.engine.connect() as conn:
+            failed = conn.execute(
+                sa.select(W.instances.c.process, W.instances.c.error).where(
+                    W.instances.c.status == "failed"
+                )
+            ).all()
+        assert failed == []
+    finally:
+        store.close()
+
+
+def test_xrm_setup_installs_the_service_module_with_sample_data(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'setup.db'}"
+    assert main(["setup", "--database", url, "--modules", "core,sales,service", "--demo"]) == 0
+    out = capsys.readouterr().out
+    assert "solutions core, sales, service" in out
+    assert "demo service agent: agent@example.com (team support)" in out
+
+
+def test_demo_files_say_when_at_their_line(tmp_path):
+    files = {
+        "demo/cases.yaml": """\
+demo: account
+key: name
+records:
+  - {name: Acme, _at: yesterday}
+  - name: Beta
+    owner: agent@example.com
+    _then:
+      - {_at: -1d, nmae: x}
+""",
+    }
+    pack = write_pack(tmp_path, "probe", files, depends={"core": ">=1.0"})
+    _catalog, problems = check([SOLUTIONS / "core", pack])
+    text = "\n".join(str(p) for p in problems)
+    assert "_at: expected a time relative to the install, such as -3h" in text
+    assert "owner: expected {role: NAME}, got 'agent@example.com'" in text
+    assert "'nmae' is not a field of account; did you mean 'name'?" in text

@@ -14,7 +14,6 @@ from .cli import DATABASE_HELP, CommandError, _add_database, _store, command
 
 # ------------------------------------------------------------------------------ setup
 def _setup(args) -> int:
-    from .solutions import demo
     from .solutions.setup import SetupAnswers, SetupError, run_setup
 
     with _store(args) as store:

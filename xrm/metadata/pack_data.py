@@ -15,6 +15,7 @@ Schema and the cross-checks; ``xrm/storage/pack_data.py`` writes the records."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .problems import Problems, did_you_mean
@@ -24,6 +25,11 @@ from .source import Position, node_position, value_position
 KINDS = ("data", "demo")
 #: Field types whose values the platform computes: a data file may not set them.
 COMPUTED = frozenset({"formula", "rollup", "autonumber", "children"})
+#: Sample data's history: when a record was made, and its later changes.
+MOMENT_KEYS = ("_at", "_then")
+#: A time relative to the install: -12d, +3h, -2w, -12d 10:30 (a day, at a time of day).
+RELATIVE = re.compile(r"^\s*([+-])(\d{1,5})([mhdw])(?:\s+([01]?\d|2[0-3]):([0-5]\d))?\s*$")
+UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def pack_data_schema(defs: dict, document, kind: str) -> dict:
@@ -39,7 +45,28 @@ def pack_data_schema(defs: dict, document, kind: str) -> dict:
             },
             "records": {
                 "type": "array",
-                "items": {"type": "object", "propertyNames": names},
+                "items": {"type": "object", "propertyNames": names}
+                if kind == "data"
+                else {
+                    "type": "object",
+                    "propertyNames": {"pattern": "^(_at|_then|[a-z][a-z0-9_]*)$"},
+                    "properties": {
+                        "_at": {
+                            "type": "string",
+                            "description": "when the record was made, relative to the "
+                            "install: -12d, -3h, -12d 10:30",
+                        },
+                        "_then": {
+                            "type": "array",
+                            "description": "later changes, each at its moment (_at)",
+                            "items": {
+                                "type": "object",
+                                "propertyNames": {"pattern": "^(_at|[a-z][a-z0-9_]*)$"},
+                                "required": ["_at"],
+                            },
+                        },
+                    },
+                },
                 "minItems": 1,
             },
         },
@@ -62,6 +89,7 @@ def check_pack_data(
     fallback = Position("<unknown>", 1, 1)
     for kind, _solution, data in documents:
         name = data.get(kind)
+        # (a record's _at and _then are sample data's: the schema lets only demo/ have them)
         entity = entities.get(name)
         if entity is None:
             problems.add(
@@ -85,9 +113,31 @@ def check_pack_data(
             missing = [k for k in keys if record.get(k) in (None, "")]
             if missing:
                 problems.add(where, entity.name, f"record {index + 1} has no {', '.join(missing)}")
-            for field_name, value in record.items():
+            items = list(record.items())
+            for step_index, change in enumerate(record.get("_then") or ()):
+                if isinstance(change, Mapping):
+                    here = node_position(record["_then"], step_index, where)
+                    items += [(k, v, change, here) for k, v in change.items()]
+            for item in items:
+                field_name, value = item[0], item[1]
+                holder, near = (item[2], item[3]) if len(item) > 2 else (record, where)
+                at = node_position(holder, field_name, near)
+                if field_name in MOMENT_KEYS:
+                    if field_name == "_at" and not RELATIVE.match(str(value)):
+                        problems.add(
+                            value_position(holder, field_name, near),
+                            entity.name,
+                            f"_at: expected a time relative to the install, such as -3h, "
+                            f"-12d or -12d 10:30 (got {value!r})",
+                        )
+                    continue
                 field = entity.fields.get(field_name)
-                at = node_position(record, field_name, where)
+                if field_name == "owner" and kind == "demo":
+                    if not (isinstance(value, Mapping) and set(value) == {"role"}):
+                        problems.add(
+                            at, entity.name, f"owner: expected {{role: NAME}}, got {value!r}"
+                        )
+                    continue
                 if field is None:
                     problems.add(
                         at,

@@ -49,16 +49,28 @@ WORKDAY = (dt.time(9, 0), dt.time(18, 0))
 #: Activities lie within this many days of today, either way.
 ACTIVITY_DAYS = 45
 SALES_TEAM = "sales"
+SUPPORT_TEAM = "support"
+#: The demo's people: (local part of the email, what they are, role, team); each only when
+#: an installed pack defines the role (the service desk comes with the service pack).
+PEOPLE = (
+    ("manager", "manager", "manager", SALES_TEAM),
+    ("seller", "seller", "user", SALES_TEAM),
+    ("seller2", "seller", "user", SALES_TEAM),
+    ("support.lead", "service manager", "service_manager", SUPPORT_TEAM),
+    ("agent", "service agent", "service_agent", SUPPORT_TEAM),
+    ("agent2", "service agent", "service_agent", SUPPORT_TEAM),
+)
 
 
 @dataclass
 class DemoUser:
     email: str
     name: str
-    title: str  # what they are in the demo: manager, seller
+    title: str  # what they are in the demo: manager, seller, agent
     role: str
     password: str
     id: int
+    team: str = "sales"
 
 
 def fill_order(catalog: Catalog) -> list[Entity]:
@@ -354,9 +366,12 @@ def generate(
     seed: int = 7,
     users: list[int] | None = None,
     time_zone: str | None = None,
+    skip=(),
 ) -> dict[str, int]:
     """Create ``per_entity`` sample records for each entity; returns counts per entity.
-    ``time_zone`` is the organization's (default: its settings'), where working hours are."""
+    ``time_zone`` is the organization's (default: its settings'), where working hours are.
+    Entities in ``skip`` get none (their pack ships their sample data, ``pack_samples``);
+    the records they have are looked up by the samples of other entities."""
     catalog = store.refresh()
     fake = Faker(LOCALES.get(locale, locale))
     fake.seed_instance(seed)
@@ -372,6 +387,10 @@ def generate(
     # their stages at past moments inside it (each move dated, ``demo_history.at``).
     with store.transaction(), history.past_clock(store):
         for entity in fill_order(catalog):
+            if entity.name in skip:
+                ids = [r["id"] for r in store.records(entity.name).query(limit=1000).rows]
+                sampler.remember(entity, ids, [{} for _ in ids])
+                continue
             if entity.name in targets:
                 continue  # made last, around what the records they are set against won
             if entity.stages is not None:
@@ -541,6 +560,19 @@ def _fill_targets(store, entity: Entity, spec: tuple, sampler: Sampler, created:
     created[entity.name] = len(result.ids)
 
 
+def pack_samples(packs, catalog: Catalog) -> set[str]:
+    """The entities whose own pack ships records for them (``data/`` or ``demo/``): their
+    samples are the pack's, not invented from the field types."""
+    owned = set()
+    for pack in packs:
+        for document in pack.documents:
+            if document.kind in ("data", "demo"):
+                entity = catalog.entities.get(document.data.get(document.kind))
+                if entity is not None and entity.solution == pack.name:
+                    owned.add(entity.name)
+    return owned
+
+
 def people(
     store,
     catalog: Catalog,
@@ -550,15 +582,15 @@ def people(
     time_zone: str = "UTC",
     seed: int = 7,
 ) -> list[DemoUser]:
-    """A sales team for the demo: two sellers (role user) and their manager (role
-    manager), so that processes addressing ``role:manager`` (the deal review) find
-    someone.  Each gets a random password, returned once; existing emails are left alone."""
+    """The demo's teams: two sellers (role user) and their manager (role manager), so that
+    processes addressing ``role:manager`` (the deal review) find someone; with the
+    service pack, two agents and their service manager in the support team, whom cases are
+    routed and escalated to.  Each gets a random password, returned once; existing emails
+    are left alone."""
     fake = Faker(LOCALES.get(locale, locale))
     fake.seed_instance(seed)
-    wanted = [("manager", "manager", "manager"), ("seller", "seller", "user")]
-    wanted.append(("seller2", "seller", "user"))
     made = []
-    for local, title, role in wanted:
+    for local, title, role, team in PEOPLE:
         if role not in catalog.roles:
             continue
         email = f"{local}@{domain}"
@@ -575,13 +607,13 @@ def people(
                     name,
                     password=password,
                     roles=[role],
-                    teams=[SALES_TEAM],
+                    teams=[team],
                     locale=locale.split("_")[0],
                     time_zone=time_zone,
                 )
             except ValueError:
                 continue
-            made.append(DemoUser(email, name, title, role, password, ident))
+            made.append(DemoUser(email, name, title, role, password, ident, team))
             break
     return made
 

@@ -256,7 +256,10 @@ def run_setup(store, answers: SetupAnswers, progress=None) -> SetupResult:
     say("modules")
     catalog, _plan = store.install([available[m] for m in answers.modules])
     calendar = answers.calendar()
-    if calendar is not None and BUSINESS_CALENDAR not in catalog.calendars:
+    present = catalog.calendars.get(BUSINESS_CALENDAR)
+    # the answers make the calendar, over a pack's default one (the service pack's SLA
+    # counts business_hours), but never over one an administrator made
+    if calendar is not None and (present is None or present.solution in catalog.solutions):
         say("calendar")
         catalog, _plan = store.customize_all(
             [("calendars", calendar)], replacing=[("calendars", BUSINESS_CALENDAR)]
@@ -291,12 +294,17 @@ def run_setup(store, answers: SetupAnswers, progress=None) -> SetupResult:
             locale=answers.locale,
             time_zone=answers.time_zone,
         )
+        # the packs' own sample data (demo/), now that the people to own it exist; the
+        # entities it is for get no invented samples
+        modules = [available[m] for m in answers.modules]
+        catalog, _plan = store.install(modules, demo=True)
         counts = demo.generate(
             store,
             answers.sample_size,
             locale=answers.locale.split("_")[0],
             users=[admin.id, *(member.id for member in team)],
             time_zone=answers.time_zone,
+            skip=demo.pack_samples(store.installed_packs(), catalog),
         )
     say("settings")
     if answers.base_url is not None:

@@ -3,18 +3,29 @@ install's own transaction, through the records service: the same coercion, valid
 audit and processes as any write.  A record whose key is already present is updated (only
 the fields that differ), so installing or upgrading again never adds a second copy; a
 record the file no longer lists is left alone (people may have linked to it).  Any
-problem is reported at the record's line and the whole install rolls back."""
+problem is reported at the record's line and the whole install rolls back.
+
+Sample data tells a short history: a record may say when it was made (``_at: -12d
+10:30``, relative to the install) and what happened to it later (``_then``: changes,
+each at its moment), written with the unit of work's time set to that moment, so that
+``created_at``, the stage history, the SLA clocks and the processes' outbox rows read as
+they would have; date and datetime values may be relative the same way, and ``owner:
+{role: NAME}`` gives the records to the users holding that role in turn."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from collections.abc import Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..metadata.pack_data import key_fields
+from ..metadata.pack_data import MOMENT_KEYS, RELATIVE, UNIT_SECONDS, key_fields
 from ..metadata.packs import PackSource
 from ..metadata.problems import Problems
 from ..metadata.source import Position, node_position
+from . import tables as T
 from .records import RecordError, ValidationFailed
 from .tables import tables_for
 from .unit import UnitOfWork
@@ -45,30 +56,110 @@ def load_pack_data(
     return unit, counts
 
 
+class _Past:
+    """Sample data's times, relative to the moment of the install: ``-12d 10:30`` is 10:30
+    (the organization's time zone) twelve days before today, ``-3h`` three hours ago."""
+
+    def __init__(self, store):
+        self.now = store.clock.now()
+        self.zone = ZoneInfo(store.settings().get("time_zone") or "UTC")
+        self.today = self.now.astimezone(self.zone).date()
+
+    def moment(self, text) -> dt.datetime | None:
+        match = RELATIVE.match(str(text)) if isinstance(text, str) else None
+        if match is None:
+            return None
+        sign, count, unit, hour, minute = match.groups()
+        span = int(count) * UNIT_SECONDS[unit] * (-1 if sign == "-" else 1)
+        if hour is None:
+            return self.now + dt.timedelta(seconds=span)
+        day = self.today + dt.timedelta(seconds=span)
+        local = dt.datetime.combine(day, dt.time(int(hour), int(minute)), self.zone)
+        return local.astimezone(dt.UTC)
+
+    def value(self, field, value):
+        """A date or datetime field's relative value as its date or moment."""
+        if field.type not in ("date", "datetime"):
+            return value
+        moment = self.moment(value)
+        if moment is None:
+            return value
+        return moment if field.type == "datetime" else moment.astimezone(self.zone).date()
+
+
+def _owner(unit, spec, turns: dict) -> int | None:
+    """``owner: {role: NAME}``: the active users holding the role, in turn."""
+    role = spec.get("role")
+    users = turns.get(role)
+    if users is None:
+        users = turns[role] = list(
+            unit.connection.execute(
+                sa.select(T.users.c.id)
+                .where(
+                    T.users.c.active.is_(True),
+                    T.users.c.id.in_(
+                        sa.select(T.user_roles.c.user_id).where(T.user_roles.c.role == role)
+                    ),
+                )
+                .order_by(T.users.c.id)
+            ).scalars()
+        )
+        turns[(role, "next")] = 0
+    if not users:
+        return None
+    turn = turns[(role, "next")]
+    turns[(role, "next")] = turn + 1
+    return users[turn % len(users)]
+
+
+def _resolve(unit, catalog, entity, raw: Mapping, where, problems, past, turns) -> dict:
+    """A record's values as the records service takes them: lookups found by the fields
+    given, and in sample data relative times and owners by role."""
+    values = {}
+    for name, value in raw.items():
+        if name in MOMENT_KEYS:
+            continue
+        if name == "owner" and past is not None and isinstance(value, Mapping):
+            values[name] = _owner(unit, value, turns)
+            continue
+        field = entity.fields[name]
+        if field.type == "lookup" and isinstance(value, Mapping):
+            found = _find(unit, catalog, field.target, value)
+            if len(found) != 1:
+                problems.add(
+                    node_position(raw, name, where),
+                    entity.name,
+                    f"{name}: {'no' if not found else len(found)} {field.target} "
+                    f"record{'s' if len(found) > 1 else ''} with "
+                    + ", ".join(f"{k} = {v!r}" for k, v in value.items()),
+                )
+                continue
+            value = found[0]
+        elif past is not None:
+            value = past.value(field, value)
+        values[name] = value
+    return values
+
+
 def _load(store, unit, catalog, data: Mapping, kind: str, problems, counts) -> None:
     entity = catalog.entity(data[kind])
     table = tables_for(catalog)[entity.name]
     keys = key_fields(data)
     service = store.records(entity.name)
     records = data["records"]
+    past = _Past(store) if kind == "demo" else None
+    turns: dict = {}
     for index, raw in enumerate(records):
         where = node_position(records, index, _FALLBACK)
-        values = {}
-        for name, value in raw.items():
-            field = entity.fields[name]
-            if field.type == "lookup" and isinstance(value, Mapping):
-                found = _find(unit, catalog, field.target, value)
-                if len(found) != 1:
-                    problems.add(
-                        node_position(raw, name, where),
-                        entity.name,
-                        f"{name}: {'no' if not found else len(found)} {field.target} "
-                        f"record{'s' if len(found) > 1 else ''} with "
-                        + ", ".join(f"{k} = {v!r}" for k, v in value.items()),
-                    )
-                    continue
-                value = found[0]
-            values[name] = value
+        values = _resolve(unit, catalog, entity, raw, where, problems, past, turns)
+        # sample data's later changes, each at its moment: {_at: -2d 15:00, status: resolved}
+        changes = []
+        for step_index, change in enumerate(raw.get("_then") or ()):
+            at = node_position(raw["_then"], step_index, where)
+            moment = past.moment(change.get("_at")) if past is not None else None
+            changes.append(
+                (moment, _resolve(unit, catalog, entity, change, at, problems, past, turns), at)
+            )
         if len(problems):
             continue
         try:
@@ -80,17 +171,27 @@ def _load(store, unit, catalog, data: Mapping, kind: str, problems, counts) -> N
                 problems.add(where, entity.name, f"{len(existing)} records have the key {key}")
                 continue
             if existing:
+                final = dict(values)
+                for _moment, change, _at in changes:
+                    final.update(change)
                 current = service.get(existing[0].id)
                 changed = {
                     k: v
-                    for k, v in values.items()
-                    if current.get(k) != entity.fields[k].kind.coerce(entity.fields[k], v)
+                    for k, v in final.items()
+                    if k != "owner"
+                    and current.get(k) != entity.fields[k].kind.coerce(entity.fields[k], v)
                 }
                 if changed:
                     service.update(existing[0].id, changed)
                     counts[entity.name] = counts.get(entity.name, 0) + 1
             else:
-                service.create(values)
+                created = past.moment(raw.get("_at")) if past is not None else None
+                with unit.dated(created) if created is not None else contextlib.nullcontext():
+                    ident = service.create(values)["id"]
+                for moment, change, at in changes:
+                    where = at
+                    with unit.dated(moment) if moment is not None else contextlib.nullcontext():
+                        service.update(ident, change)
                 counts[entity.name] = counts.get(entity.name, 0) + 1
         except ValidationFailed as exc:
             for field_name, messages in exc.errors.items():
