@@ -1,8 +1,10 @@
 """The wizard engine: one run of a wizard (``xrm.metadata.wizards``), without a request.
 
 A run holds what was entered by step, the current step, and which steps are visible (their
-conditions over the inputs entered before them).  ``submit`` parses a step's posted text by
-the field-type registry in the reader's locale and returns field errors; ``back`` keeps
+conditions over the inputs entered before them).  ``start`` opens a run on the record it
+was opened from (the wizard's condition on that record checked, inputs filled from it);
+``submit`` parses a step's posted text by the field-type registry in the reader's locale
+(``accept``: an API's JSON values) and returns field errors; ``back`` keeps
 what was entered, valid or not; ``finish`` runs the actions (or a Python wizard's
 callable) in one unit of work through the records service as the user, so permissions
 hold and a failure anywhere writes nothing and comes back on the step and input it
@@ -12,10 +14,12 @@ in the form, so any worker can take the next step.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import TemplateError, Undefined
 
@@ -23,6 +27,7 @@ from ..metadata.evaluate import matches, record_getter
 from ..metadata.expressions import environment
 from ..metadata.fieldtypes import CoercionError
 from ..metadata.filters import FilterContext, FilterError, parse_filter
+from ..metadata.labels import Label
 from ..metadata.model import thaw
 from ..metadata.wizards import (
     CANDIDATE_LIMIT,
@@ -34,7 +39,14 @@ from ..metadata.wizards import (
     is_template,
     single_expression,
 )
-from ..storage.records import ALL_KEY, Forbidden, NotFound, RecordError, ValidationFailed
+from ..storage.records import (
+    ALL_KEY,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RecordError,
+    ValidationFailed,
+)
 
 #: The value a pick input posts for "create a new one".
 CREATE_NEW = "new"
@@ -47,21 +59,45 @@ class WizardRefused(PermissionError):
     """The user may not run this wizard, or the run's state does not fit the wizard."""
 
 
-class WizardFailed(Exception):
-    """A finish that wrote nothing: errors on the step (and inputs) they belong to."""
+class WizardUnavailable(WizardRefused):
+    """The record the wizard was opened from is not one it applies to (``open_from.if``):
+    a lead already converted.  ``label`` says why in the user's language."""
 
-    def __init__(self, step: str, errors: dict[str, list[str]], general: list[str]):
+    def __init__(self, wizard: Wizard, record: tuple[str, int]):
+        self.label = wizard.open_from.message or Label.of(
+            {
+                "en": "This wizard does not apply to this record.",
+                "ru": "Этот мастер не применяется к этой записи.",
+            }
+        )
+        super().__init__(f"{record[0]} {record[1]}: {self.label.get('en')}")
+
+
+class WizardFailed(Exception):
+    """A finish that wrote nothing: errors on the step (and inputs) they belong to.
+    ``conflict``: a record changed under the run (someone else wrote it meanwhile)."""
+
+    def __init__(
+        self,
+        step: str,
+        errors: dict[str, list[str]],
+        general: list[str],
+        conflict: bool = False,
+    ):
         self.step, self.errors, self.general = step, errors, general
+        self.conflict = conflict
         text = "; ".join([*general, *(f"{k}: {', '.join(v)}" for k, v in errors.items())])
         super().__init__(f"step {step}: {text}")
 
 
 @dataclass
 class Outcome:
-    """A finished run: the records its actions made or used, by alias, and where to go."""
+    """A finished run: the records its actions made or used, by alias, and where to go;
+    ``linked``: the aliases whose record was picked, not created."""
 
     records: dict[str, tuple[str, int]] = field(default_factory=dict)
     landing: tuple[str, int] | None = None
+    linked: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -160,6 +196,71 @@ class WizardRun:
         ):
             raise WizardRefused(f"wizard {wizard.name!r} is not opened from {origin[0]} records")
         self._origin_record: dict | None = None
+        #: the origin's version when the finish checked it: its update must find it so
+        self._origin_version: int | None = None
+
+    @classmethod
+    def start(
+        cls,
+        wizard: Wizard,
+        store,
+        principal,
+        *,
+        origin: tuple[str, int] | None = None,
+        locale: str = "en",
+        tz: str = "UTC",
+    ) -> WizardRun:
+        """A new run as ``principal``: the record opened from must be one they may read and
+        one the wizard applies to (WizardUnavailable), and the inputs whose ``default`` is
+        a template start from it."""
+        run = cls(wizard, origin=origin, locale=locale, tz=tz)
+        if origin is not None:
+            run.origin_record(store, principal)  # NotFound unless the user may read it
+            run.check_origin(store)
+        run.prefill(store, principal)
+        return run
+
+    def check_origin(self, store) -> dict | None:
+        """The record opened from as the platform reads it, when the wizard's ``open_from``
+        condition holds for it; WizardUnavailable when not.  (A condition may read fields
+        the user may not: its answer is all they learn.)"""
+        if self.origin is None:
+            return None
+        entity, ident = self.origin
+        record = store.records(entity).get(ident)
+        condition = self.wizard.open_from.condition
+        if condition is not None:
+
+            def related(name, key):
+                try:
+                    return store.records(name).get(key)
+                except NotFound:
+                    return None
+
+            if not matches(condition, record_getter(record, related), self._filter_context()):
+                raise WizardUnavailable(self.wizard, self.origin)
+        return record
+
+    def prefill(self, store, principal) -> None:
+        """Fill the inputs whose ``default`` is a template (``{{ record.company }}``) from
+        the record opened from and the user; a value the input's field refuses, or none,
+        leaves it empty."""
+        context = None
+        for item in self.wizard.inputs.values():
+            if item.prefill is None:
+                continue
+            if context is None:
+                context = self.template_context(store, principal)
+            try:
+                value = render(item.prefill, context)
+                if _empty(value):
+                    continue
+                f = item.field
+                if f.type in ("lookup", "user") and not isinstance(value, int):
+                    value = int(str(value))
+                self.values[item.name] = f.kind.to_json(f, f.kind.coerce(f, value))
+            except (TemplateError, CoercionError, TypeError, ValueError):
+                continue
 
     # ------------------------------------------------------------------ state
     def to_dict(self) -> dict:
@@ -298,17 +399,67 @@ class WizardRun:
                 errors.setdefault(item.name, []).append(exc.message)
                 continue
             chose_new = item.pick is not None and item.or_create and _text(raw) == CREATE_NEW
-            if item.required and _empty(value) and not chose_new:
-                errors.setdefault(item.name, []).append(REQUIRED)
+            problem = self._problem(item, value, chose_new, store, principal)
+            if problem:
+                errors.setdefault(item.name, []).append(problem)
                 continue
-            if value is not None and item.field.type in ("lookup", "user") and store is not None:
-                problem = self._lookup_problem(item, value, store, principal)
-                if problem:
-                    errors.setdefault(item.name, []).append(problem)
-                    continue
             accepted[item.name] = value
         if errors:
             return errors
+        return self._keep_step(step, accepted)
+
+    def accept(self, given: Mapping[str, Any], *, store=None, principal=None) -> dict:
+        """The current step's inputs from an API's JSON: each value as the records service
+        takes a field's (a JSON number or date text; text in the user's language); an input
+        not given keeps what it holds (its default, or what the record opened from filled
+        in).  A pick input takes a record id, or ``"new"``/null for "create a new one".
+        Like ``submit``: errors, or the values kept and the next visible step opened."""
+        step = self.step()
+        errors: dict[str, list[str]] = {}
+        accepted: dict[str, Any] = {}
+        for item in step.inputs:
+            f = item.field
+            chose_new = False
+            if item.name not in given:
+                value = self.value(item.name)
+            else:
+                raw = given[item.name]
+                chose_new = item.pick is not None and item.or_create and raw in (CREATE_NEW, None)
+                try:
+                    if chose_new or raw is None or raw == "":
+                        value = None
+                    elif f.type in ("lookup", "user"):
+                        if isinstance(raw, bool) or not isinstance(raw, int | str):
+                            raise CoercionError("expected a record id")
+                        value = int(raw) if str(raw).isdigit() else None
+                        if value is None:
+                            raise CoercionError("expected a record id")
+                    else:
+                        value = f.kind.coerce_input(f, raw, tz=self.tz, locale=self.locale)
+                except CoercionError as exc:
+                    errors.setdefault(item.name, []).append(exc.message)
+                    continue
+                except (TypeError, ValueError) as exc:
+                    errors.setdefault(item.name, []).append(str(exc))
+                    continue
+            chose_new = chose_new or (item.pick is not None and item.or_create and value is None)
+            problem = self._problem(item, value, chose_new, store, principal)
+            if problem:
+                errors.setdefault(item.name, []).append(problem)
+                continue
+            accepted[item.name] = value
+        if errors:
+            return errors
+        return self._keep_step(step, accepted)
+
+    def _problem(self, item, value, chose_new, store, principal) -> str | None:
+        if item.required and _empty(value) and not chose_new:
+            return REQUIRED
+        if value is not None and item.field.type in ("lookup", "user") and store is not None:
+            return self._lookup_problem(item, value, store, principal)
+        return None
+
+    def _keep_step(self, step: WizardStep, accepted: Mapping[str, Any]) -> dict:
         for name, value in accepted.items():
             item = self.wizard.inputs[name]
             if value is None:
@@ -378,11 +529,14 @@ class WizardRun:
             self._origin_record = store.records(entity, principal=principal).get(ident)
         return self._origin_record
 
-    def template_context(self, store, principal) -> dict:
+    def template_context(self, store, principal, now: dt.datetime | None = None) -> dict:
         record = self.origin_record(store, principal)
+        now = now or store.clock.now()
         context = {
             "inputs": _Namespace(self.visible_values()),
             "record": _Namespace(record) if record is not None else None,
+            "now": now,
+            "today": _local_date(now, getattr(principal, "tz", None) or self.tz),
             "user": _Namespace(
                 {
                     "id": getattr(principal, "user_id", None),
@@ -397,14 +551,37 @@ class WizardRun:
         return context
 
     def candidates(self, item: WizardInput, store, principal) -> list[dict]:
-        """The records a pick input offers: its candidates filter with its templates
-        filled from the inputs and the record opened from, read as the user (so only
-        records they may read); a condition whose template is empty matches nothing."""
+        """The records a pick input offers, read as the user (so only records they may
+        read): first the likely duplicates its ``duplicates`` values find by the picked
+        entity's rules (best first; each row's ``_matched`` names the rules), then those of
+        its ``candidates`` filter, filled from the inputs and the record opened from (a
+        condition whose template is empty matches nothing); at most CANDIDATE_LIMIT."""
+        context = self.template_context(store, principal)
+        records = store.records(item.pick, principal=principal)
+        found: dict[int, dict] = {}
+        if item.duplicates is not None:
+            values = {k: render(v, context) for k, v in thaw(item.duplicates).items()}
+            values = {k: v for k, v in values.items() if not _empty(v)}
+            matched = records.find_duplicates(values, limit=CANDIDATE_LIMIT) if values else []
+            if matched:
+                ids = [c.id for c in matched]
+                rows = {r["id"]: r for r in records.query(["id", "in", ids], limit=len(ids)).rows}
+                for candidate in matched:
+                    row = rows.get(candidate.id)
+                    if row is not None:
+                        found[candidate.id] = {**row, "_matched": list(candidate.rules)}
+        if item.candidates is not None and len(found) < CANDIDATE_LIMIT:
+            for row in self._filtered(item, records, context, store):
+                found.setdefault(row["id"], row)
+        elif item.candidates is None and item.duplicates is None:
+            found = {r["id"]: r for r in records.query(None, limit=CANDIDATE_LIMIT).rows}
+        return list(found.values())[:CANDIDATE_LIMIT]
+
+    def _filtered(self, item: WizardInput, records, context, store) -> list[dict]:
         entity = store.refresh().entity(item.pick)
-        raw = _fill(thaw(item.candidates), self.template_context(store, principal))
+        raw = _fill(thaw(item.candidates), context)
         if raw is _NOTHING:
             return []
-        records = store.records(item.pick, principal=principal)
         try:
             tree = parse_filter(
                 None if raw is _EVERYTHING else raw, entity, store.refresh().entity_of
@@ -434,11 +611,15 @@ class WizardRun:
         action: WizardAction | None = None
         try:
             with store.transaction(principal.user_id) as unit:
+                if self.origin is not None:
+                    # checked again in the unit of work (it may have been converted since the
+                    # run started); its update must find the version read here
+                    self._origin_version = self.check_origin(store)["version"]
                 if wizard.finish is not None:
                     values = self.visible_values()
                     landing = wizard.finish(FinishContext(self, store, principal, unit, values))
                     return Outcome(landing=landing)
-                context = self.template_context(store, principal)
+                context = self.template_context(store, principal, unit.now)
                 outcome = Outcome()
                 for action in wizard.actions:
                     self._run(action, context, outcome, store, principal, unit)
@@ -448,8 +629,13 @@ class WizardRun:
                 elif done is not None:
                     outcome.landing = outcome.records.get(done)
                 return outcome
+        except WizardUnavailable:
+            raise
         except ValidationFailed as exc:
             step, errors, general = self._place(exc.errors, action, last)
+        except Conflict as exc:
+            self.current = last
+            raise WizardFailed(last, {}, [str(exc)], conflict=True) from None
         except (Forbidden, NotFound, RecordError, WizardRefused) as exc:
             step, errors, general = last, {}, [str(exc)]
         except (TemplateError, CoercionError, TypeError, ValueError) as exc:
@@ -472,13 +658,22 @@ class WizardRun:
             picked = inputs[action.use] if action.use else None
             if picked is not None:
                 record = records.get(int(picked))
+                if action.alias:
+                    outcome.linked.add(action.alias)
             else:
                 values = {k: render(v, context) for k, v in action.values.items()}
                 record = records.create(values)
         else:
             ident = self._target_id(action.target, context)
             values = {k: render(v, context) for k, v in action.values.items()}
-            record = records.update(ident, values)
+            stamp = {k: render(v, context) for k, v in action.stamp.items()}
+            version = self._origin_version if action.target == "record" else None
+            if stamp:  # the platform's part of the write (read-only fields)
+                record = records.update(ident, values, version, stamp=stamp)
+            else:
+                record = records.update(ident, values, version)
+            if action.target == "record":
+                self._origin_version = record["version"]
         if action.alias:
             context[action.alias] = _Namespace(record)
             outcome.records[action.alias] = (action.entity, record["id"])
@@ -555,6 +750,13 @@ class WizardRun:
         return last, {}, general
 
 
+def _local_date(now: dt.datetime, tz: str) -> dt.date:
+    try:
+        return now.astimezone(ZoneInfo(tz)).date()
+    except (KeyError, ValueError):
+        return now.date()
+
+
 def _text(raw) -> str:
     if isinstance(raw, list):
         return raw[0] if raw else ""
@@ -600,5 +802,6 @@ __all__ = [
     "WizardFailed",
     "WizardRefused",
     "WizardRun",
+    "WizardUnavailable",
     "render",
 ]

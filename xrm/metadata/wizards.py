@@ -6,6 +6,10 @@ A wizard is a guided multi-step form: named steps of inputs (bound to an entity'
 plain typed inputs, or a pick among candidate records with "create new"), a condition per
 step over the inputs entered before it, an optional review step, and finish actions (create,
 update, start a process) run in one transaction through the records service.  A wizard
+opened from a record knows it: inputs start from its values (``default`` templates), a
+condition on it says when the wizard applies (``open_from.if``), a pick input can offer
+the records the picked entity's duplicate rules find for the values entered so far
+(``duplicates``), and an update may ``stamp`` read-only fields as the platform.  A wizard
 built in Python (the setup wizard) uses the same model with a callable ``finish``.
 """
 
@@ -61,7 +65,7 @@ INPUT_TYPES = (
     "user",
 )
 #: Names a template of a wizard may use besides the aliases of earlier actions.
-TEMPLATE_ROOTS = ("inputs", "record", "user")
+TEMPLATE_ROOTS = ("inputs", "record", "user", "now", "today")
 ACTION_KINDS = ("create", "update", "start")
 #: How many candidates a pick input offers at most.
 CANDIDATE_LIMIT = 10
@@ -82,7 +86,12 @@ class WizardInput:
     pick: str | None = None  # a pick input: the entity whose records it offers
     candidates: Any = None  # a pick input: a filter (values may be templates), frozen
     or_create: bool = False  # a pick input: "create a new one" may be chosen
+    #: a pick input: field of the picked entity -> constant or template; the entity's
+    #: duplicate rules find the records likely the same as a record with these values
+    duplicates: Any = None
     help: Label | None = None
+    #: a ``default`` template over record, user, now, today: filled when the run starts
+    prefill: str | None = None
     position: Position | None = field(default=None, compare=False)
 
 
@@ -111,6 +120,9 @@ class WizardAction:
     condition: Any = None  # ``if``: a typed filter tree over the inputs
     process: str | None = None
     use: str | None = None
+    #: update: field -> constant or template, written by the platform in the same write
+    #: (read-only fields included) once the user's right to update the record is checked
+    stamp: Mapping[str, Any] = field(default_factory=dict)
     position: Position | None = field(default=None, compare=False)
 
 
@@ -119,6 +131,9 @@ class OpenFrom:
     menu: str | None = None  # a solution whose menu offers it
     lists: tuple[str, ...] = ()  # entities whose list pages offer it
     records: tuple[str, ...] = ()  # entities whose record pages offer it (``?from=``)
+    #: ``if``: a typed filter tree over the record's entity: the records it applies to
+    condition: Any = None
+    message: Label | None = None  # why it does not apply to a record the condition refuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +228,10 @@ def wizards_schema(defs: dict, document) -> dict:
         "label": label,
         "help": label,
         "required": {"type": "boolean"},
-        "default": {"description": "the value the input starts with"},
+        "default": {
+            "description": "the value the input starts with: a constant, or a template over"
+            " record (the record opened from), user, now and today"
+        },
     }
     bound = {
         "type": "object",
@@ -240,6 +258,13 @@ def wizards_schema(defs: dict, document) -> dict:
             "or_create": {
                 "type": "boolean",
                 "description": "offer 'create a new one' (a create action with use: makes it)",
+            },
+            "duplicates": {
+                "type": "object",
+                "propertyNames": {"pattern": NAME},
+                "minProperties": 1,
+                "description": "field -> constant or template: offer the records the picked"
+                " entity's duplicate rules find for a record with these values",
             },
         },
         "required": ["input", "pick"],
@@ -304,9 +329,15 @@ def wizards_schema(defs: dict, document) -> dict:
                 "properties": {
                     "update": {**name, "description": "record, or an earlier action's as"},
                     "values": values,
+                    "stamp": {
+                        **values,
+                        "description": "field -> constant or template, set by the platform"
+                        " in the same write (read-only fields too)",
+                    },
                     "if": condition,
                 },
-                "required": ["update", "values"],
+                "required": ["update"],
+                "anyOf": [{"required": ["values"]}, {"required": ["stamp"]}],
                 "additionalProperties": False,
             },
             "else": {
@@ -332,6 +363,14 @@ def wizards_schema(defs: dict, document) -> dict:
                     "menu": {**name, "description": "the solution whose menu offers it"},
                     "list": {"anyOf": [name, names], "description": "entities' list pages"},
                     "record": {"anyOf": [name, names], "description": "entities' record pages"},
+                    "if": {
+                        "$ref": "#/$defs/filter",
+                        "description": "the records it applies to (a filter over the record)",
+                    },
+                    "message": {
+                        **label,
+                        "description": "why it does not apply to a record the if refuses",
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -510,7 +549,7 @@ class WizardCompiler(NamedCompiler):
                     fields[built.name] = built.field
                 else:  # reported: templates and conditions reading it stay silent
                     self.rejected_inputs.add(str(item.get("input")))
-            if not spec.get("review") and not inputs:
+            if not spec.get("review") and not spec.get("fields"):
                 fail(at, f"step {step_name!r} has no fields (give it fields, or review: true)")
             steps.append(
                 WizardStep(
@@ -577,7 +616,30 @@ class WizardCompiler(NamedCompiler):
             for entity_name in listed:
                 self.entity_named(entity_name, _vpos(spec, key, where), fail, f"open_from: {key}")
             found[key] = tuple(listed)
-        return OpenFrom(menu=menu, lists=found["list"], records=found["record"])
+        condition = None
+        if spec.get("if") is not None:
+            at = _vpos(spec, "if", where)
+            entity = self.entities.get(found["record"][0]) if len(found["record"]) == 1 else None
+            if len(found["record"]) != 1:
+                fail(at, "open_from: if: needs one entity's records (open_from: record: ENTITY)")
+            elif entity is not None:
+                try:
+                    condition = parse_filter(spec["if"], entity, self.entity_of)
+                except FilterError as exc:
+                    fail(at, f"open_from: if: {exc.path + ': ' if exc.path else ''}{exc.message}")
+        message = Label.of(spec["message"]) if spec.get("message") else None
+        if message is not None and spec.get("if") is None:
+            fail(
+                _vpos(spec, "message", where),
+                "open_from: message: says why if refuses a record; there is no if",
+            )
+        return OpenFrom(
+            menu=menu,
+            lists=found["list"],
+            records=found["record"],
+            condition=condition,
+            message=message,
+        )
 
     def build_input(self, wizard, item, at, fields, record, fail) -> WizardInput | None:
         name = item["input"]
@@ -585,7 +647,7 @@ class WizardCompiler(NamedCompiler):
             fail(_vpos(item, "input", at), f"input {name!r} is defined twice")
             return None
         label = Label.of(item["label"]) if item.get("label") else None
-        pick = candidates = None
+        pick = candidates = duplicates = None
         bound = None
         if "field" in item:
             bound = item["field"]
@@ -628,6 +690,11 @@ class WizardCompiler(NamedCompiler):
                 candidates, entity, self.known(fields), record, _vpos(item, "candidates", at), fail
             ):
                 return None
+            duplicates = item.get("duplicates")
+            if duplicates is not None and not self.check_duplicates(
+                duplicates, entity, self.known(fields), record, _vpos(item, "duplicates", at), fail
+            ):
+                return None
             f = plain_field(wizard, name, "lookup", label or entity.label, to=pick)
             required = bool(item.get("required", False))
         else:
@@ -659,6 +726,14 @@ class WizardCompiler(NamedCompiler):
             f = plain_field(wizard, name, type_name, label or Label.humanize(name), **params)
             required = bool(item.get("required", False))
         default = item.get("default")
+        prefill = None
+        if is_template(default):
+            # filled when the run starts, before any input: it reads the record and the user
+            problem = template_problem(default, {}, {}, record)
+            if problem:
+                fail(_vpos(item, "default", at), f"input {name!r}: default: {problem}")
+                return None
+            prefill, default = default, None
         if default is not None:
             try:
                 default = f.kind.coerce(f, default)
@@ -675,9 +750,50 @@ class WizardCompiler(NamedCompiler):
             pick=pick,
             candidates=freeze(candidates),
             or_create=bool(item.get("or_create", False)),
+            duplicates=freeze(dict(duplicates)) if duplicates is not None else None,
             help=Label.of(item["help"]) if item.get("help") else f.help,
+            prefill=prefill,
             position=at,
         )
+
+    def check_duplicates(self, raw, entity, fields, record, at, fail) -> bool:
+        """A pick input's ``duplicates``: fields of the picked entity that its duplicate
+        rules read, each a constant the field takes or a template over the inputs before
+        it and the record opened from."""
+        if not entity.duplicates:
+            fail(
+                at, f"duplicates: {entity.name} has no duplicate rules (duplicates: on the entity)"
+            )
+            return False
+        read = {n for rule in entity.duplicates for n in rule.fields}
+        for key, value in raw.items():
+            where = _vpos(raw, key, at)
+            if key not in entity.fields:
+                fail(
+                    where,
+                    f"duplicates: {entity.name} has no field {key!r}{did_you_mean(key, entity.fields)}",
+                )
+                return False
+            if key not in read:
+                fail(
+                    where,
+                    f"duplicates: no duplicate rule of {entity.name} reads {key!r}"
+                    f" (the rules read {', '.join(sorted(read))})",
+                )
+                return False
+            if is_template(value):
+                problem = template_problem(value, fields, {}, record)
+                if problem:
+                    fail(where, f"duplicates: {key}: {problem}")
+                    return False
+            elif value is not None:
+                f = entity.fields[key]
+                try:
+                    f.kind.coerce(f, value)
+                except (CoercionError, TypeError, ValueError) as exc:
+                    fail(where, f"duplicates: {key}: {exc}")
+                    return False
+        return True
 
     def check_candidates(self, raw, entity, fields, record, at, fail) -> bool:
         """A candidates filter: its paths and operators against the picked entity, its
@@ -769,9 +885,20 @@ class WizardCompiler(NamedCompiler):
                         f"use: input {use!r} picks {item_pick or picked.type}, not {entity.name}",
                     )
             values = spec.get("values") or {}
+            stamp = spec.get("stamp") or {}
             if entity is not None:
                 self.check_values(
                     values, entity, fields, aliases, record, _pos(spec, "values", at), fail
+                )
+                self.check_values(
+                    stamp,
+                    entity,
+                    fields,
+                    aliases,
+                    record,
+                    _pos(spec, "stamp", at),
+                    fail,
+                    stamp=True,
                 )
             alias = spec.get("as")
             if alias is not None:
@@ -788,6 +915,7 @@ class WizardCompiler(NamedCompiler):
                     values=freeze(dict(values)),
                     condition=condition,
                     use=use,
+                    stamp=freeze(dict(stamp)),
                     position=at,
                 )
             )
@@ -835,28 +963,36 @@ class WizardCompiler(NamedCompiler):
             position=at,
         )
 
-    def check_values(self, values, entity, fields, aliases, record, at, fail) -> None:
+    def check_values(self, values, entity, fields, aliases, record, at, fail, stamp=False):
+        what = "stamp" if stamp else "values"
         for key, value in values.items():
             where = _vpos(values, key, at)
             f = entity.fields.get(key)
-            if f is None and key != "owner":
+            if f is None and (stamp or key != "owner"):
                 fail(
                     where,
-                    f"values: {entity.name} has no field {key!r}{did_you_mean(key, entity.fields)}",
+                    f"{what}: {entity.name} has no field {key!r}{did_you_mean(key, entity.fields)}",
                 )
                 continue
-            if f is not None and not f.writable:
-                fail(where, f"values: {entity.name}.{key} is computed or read only")
+            if stamp and (f.computed or not f.stored or f.type == "file"):
+                fail(where, f"stamp: {entity.name}.{key} is not a field the platform can set")
+                continue
+            if not stamp and f is not None and not f.writable:
+                fail(
+                    where,
+                    f"values: {entity.name}.{key} is computed or read only"
+                    + (" (a read-only field is set by stamp:)" if f.read_only else ""),
+                )
                 continue
             if is_template(value):
                 problem = template_problem(value, self.known(fields), aliases, record)
                 if problem:
-                    fail(where, f"values: {key}: {problem}")
+                    fail(where, f"{what}: {key}: {problem}")
             elif f is not None and value is not None:
                 try:
                     f.kind.coerce(f, value)
                 except (CoercionError, TypeError, ValueError) as exc:
-                    fail(where, f"values: {key}: {exc}")
+                    fail(where, f"{what}: {key}: {exc}")
 
     def entity_of(self, name):
         return self.entities.get(name)

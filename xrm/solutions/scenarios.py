@@ -123,6 +123,8 @@ def _run(url: str, test: Mapping, outcome: Outcome) -> None:
                 steps = test.get(part) or []
                 for index, step in enumerate(steps):
                     scenario.step(step, node_position(steps, index, outcome.position), as_user)
+                if part == "given":
+                    scenario.join_account((test.get("user") or {}).get("account"))
         except _Stop:
             return
         checks = test["expect"]
@@ -156,6 +158,14 @@ class _Scenario:
         )
         self.principal = store.principal(self.user_id)
         self.worker.run_once()
+
+    def join_account(self, name: str | None) -> None:
+        """``user: {account: NAME}``: once ``given`` made it, the user belongs to that
+        account (their roles' account scope reads it) for the ``when`` steps."""
+        if name is None:
+            return
+        self.store.set_account(self.user_id, self.names[name][1])
+        self.principal = self.store.principal(self.user_id)
 
     # ------------------------------------------------------------ steps
     def step(self, step: Mapping, at: Position, as_user: bool) -> None:
@@ -212,34 +222,38 @@ class _Scenario:
             self._stop(at, f"action {step['action']}: {exc}")
 
     def _wizard(self, step: Mapping, at: Position) -> None:
-        """A wizard run to its finish as the scenario's user: each visible step gets the
-        inputs given (as a person types them: text, in English), the others keep what they
-        hold; a refusal at any step, or by the finish, stops the scenario with the reason.
-        The records its actions made are named by their aliases (or by ``names``)."""
+        """A wizard run to its finish as the scenario's user: opened from the record named
+        (the wizard's condition on it checked, inputs filled from it), each visible step
+        gets the inputs given (as a person types them: text, in English), the others keep
+        what they hold (their defaults); a refusal at any step, or by the finish, stops the
+        scenario with the reason.  The records its actions made are named by their aliases
+        (or by ``names``)."""
         from ..forms.wizard import WizardFailed, WizardRefused, WizardRun
+        from ..storage.records import NotFound
 
         name = step["wizard"]
         wizard = self.store.refresh().wizards[name]
         origin = self._record(step["from"], at) if step.get("from") else None
         given = {k: self._values(v, at) for k, v in (step.get("inputs") or {}).items()}
         try:
-            run = WizardRun(wizard, origin=origin)
+            run = WizardRun.start(wizard, self.store, self.principal, origin=origin)
             for _guard in range(len(wizard.steps) + 1):
                 current = run.step()
-                posted = {
-                    item.name: _typed_text(given[item.name])
-                    if item.name in given
-                    else run.shown_text(item)
+                typed = {  # a list stays one: the choices of a multiple choice
+                    item.name: [_typed_text(v) for v in given[item.name]]
+                    if isinstance(given[item.name], list | tuple)
+                    else _typed_text(given[item.name])
                     for item in current.inputs
+                    if item.name in given
                 }
-                errors = run.submit(posted, store=self.store, principal=self.principal)
+                errors = run.accept(typed, store=self.store, principal=self.principal)
                 if errors:
                     found = "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items())
                     self._stop(at, f"wizard {name}: step {current.name}: {found}")
                 if run.current == current.name:  # stayed: the last visible step is done
                     break
             outcome = run.finish(self.store, self.principal)
-        except (WizardRefused, WizardFailed) as exc:
+        except (WizardRefused, WizardFailed, NotFound) as exc:
             self._stop(at, f"wizard {name}: {exc}")
         names = step.get("names")
         for alias, record in outcome.records.items():
@@ -296,12 +310,48 @@ class _Scenario:
                     f"match{'es' if count == 1 else ''}, expected "
                     f"{'at least 1' if wanted is None else wanted}",
                 )
+        elif "sees" in check:
+            self._sees(check, at)
         elif "notification" in check:
             self._message(check["notification"], at, notification=True)
         elif "email" in check:
             self._message(check["email"], at, notification=False)
         elif "waiting" in check:
             self._waiting(check, at)
+
+    def _sees(self, check: Mapping, at: Position) -> None:
+        """What the scenario's user reads of an entity, through their permissions: a
+        count, and with ``records`` exactly those named records."""
+        from ..metadata.filters import FilterError
+        from ..storage.records import RecordError
+
+        entity = check["sees"]
+        records = self.store.records(entity, principal=self.store.principal(self.user_id))
+        where = self._values(check.get("where"), at) if check.get("where") else None
+        try:
+            count = records.count(where).value
+            ids = {r["id"] for r in records.query(where, fields=["id"], limit=1000).rows}
+        except (RecordError, FilterError) as exc:  # e.g. the user may not read the entity
+            self._fail(value_position(check, "sees", at), f"sees {entity}: {exc}")
+            return
+        wanted = check.get("count")
+        if wanted is not None and count != wanted:
+            self._fail(
+                value_position(check, "sees", at),
+                f"the user reads {count} {entity} record{'s' if count != 1 else ''}, "
+                f"expected {wanted}",
+            )
+        if "records" in check:
+            named = {n: i for n, (e, i) in self.names.items() if e == entity}
+            shown = sorted(n for n, ident in named.items() if ident in ids)
+            unnamed = len(ids - set(named.values()))
+            if shown != sorted(check["records"]) or unnamed:
+                extra = f" and {unnamed} unnamed" if unnamed else ""
+                self._fail(
+                    value_position(check, "records", at),
+                    f"the user reads {entity} records {shown or 'none'}{extra}, expected "
+                    f"{sorted(check['records'])}",
+                )
 
     def _record_or_fail(self, name, at):
         if name not in self.names:

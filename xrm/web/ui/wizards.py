@@ -2,7 +2,8 @@
 record) shows one step at a time with a step indicator, Next/Back/Finish, field errors in
 place, a review step with links back to each step, and lands on the page the wizard names
 once its actions ran.  Offered from the menu, list pages and record pages where the
-wizard's ``open_from`` says, to the roles it names (administrators always).
+wizard's ``open_from`` says, to the roles it names (administrators always); on a record's
+page only when the wizard's condition holds for that record (a lead not yet converted).
 
 The run's state (``xrm.forms.wizard.WizardRun.to_dict``) travels in the form, signed with
 the application's secret and bound to the user, so any worker serves the next step and
@@ -28,7 +29,13 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from ...forms import FieldSpec
-from ...forms.wizard import CREATE_NEW, WizardFailed, WizardRefused, WizardRun
+from ...forms.wizard import (
+    CREATE_NEW,
+    WizardFailed,
+    WizardRefused,
+    WizardRun,
+    WizardUnavailable,
+)
 from ...metadata.wizards import Wizard
 from ..routing import parse_id
 from . import context as C
@@ -77,7 +84,9 @@ def _page_offers():
             return []
         ident = record.get("id") if isinstance(record, dict) else None
         if ident is not None:
-            found = offered("record", entity.name)
+            found = [
+                w for w in offered("record", entity.name) if _applies(w["name"], entity, ident)
+            ]
             for item in found:
                 item["url"] = url_for(
                     "ui_wizards.page", name=item["name"], **{"from": f"{entity.name}:{ident}"}
@@ -91,6 +100,18 @@ def _page_offers():
         return found
 
     return {"wizard_offers": page_offers}
+
+
+def _applies(name: str, entity, ident: int) -> bool:
+    """Whether the wizard's ``open_from`` condition holds for the record on the page."""
+    wizard = C.catalog().wizards[name]
+    if wizard.open_from.condition is None:
+        return True
+    try:
+        WizardRun(wizard, origin=(entity.name, ident)).check_origin(C.store())
+    except (WizardRefused, LookupError):
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------ state
@@ -143,8 +164,14 @@ def _loaded(wizard: Wizard) -> WizardRun:
 @bp.get("/wizards/<name>")
 def page(name: str):
     wizard = _wizard_or_404(name)
+    origin = _origin(wizard)
     try:
-        run = WizardRun(wizard, origin=_origin(wizard), locale=C.locale(), tz=C.tz())
+        run = WizardRun.start(
+            wizard, C.store(), C.principal(), origin=origin, locale=C.locale(), tz=C.tz()
+        )
+    except WizardUnavailable as exc:
+        flash(C.label(exc.label), "warning")
+        return redirect(C.record_url(*origin))
     except WizardRefused:
         abort(404)
     return _render(run)
@@ -177,10 +204,13 @@ def step(name: str):
         return _render(run)
     try:
         outcome = run.finish(C.store(), C.principal())
+    except WizardUnavailable as exc:
+        return _render(run, general=[C.label(exc.label)]), 409
     except WizardRefused as exc:
         return _render(run, general=[C.error(str(exc))]), 403
     except WizardFailed as exc:
-        return _render(run, errors=exc.errors, general=[C.error(m) for m in exc.general]), 422
+        general = [C.error(m) for m in exc.general]
+        return _render(run, errors=exc.errors, general=general), 409 if exc.conflict else 422
     finished = [*session.get(FINISHED_KEY, []), run.id][-FINISHED_KEPT:]
     session[FINISHED_KEY] = finished
     flash(C._("%(wizard)s: done.", wizard=C.label(wizard)), "success")
@@ -254,6 +284,12 @@ def _input_view(run: WizardRun, item, errors) -> W.FieldView:
         entity = C.catalog().entity(item.pick)
         chosen = text if text is not None else (str(value) if value is not None else "")
         view.options = [(str(r["id"]), C.record_title(entity, r)) for r in rows]
+        rules = {rule.name: C.label(rule) for rule in entity.duplicates}
+        view.extra["matched"] = {
+            str(r["id"]): ", ".join(rules.get(n, n) for n in r["_matched"])
+            for r in rows
+            if r.get("_matched")
+        }
         if value is not None and str(value) not in {v for v, _ in view.options}:
             view.options.insert(0, (str(value), C.titles().title(item.pick, value)))
         view.extra["or_create"] = item.or_create
