@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .model import ACCOUNT_ENTITY
 from .problems import Problems, did_you_mean
 from .source import Position, node_position, value_position
 
@@ -38,7 +39,7 @@ NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
 DURATION = {"type": "string", "pattern": r"^\d+\s*(s|m|h|d|w)$"}
 #: The verbs of a step, and of an expectation: each item has exactly one.
 STEP_VERBS = ("create", "update", "delete", "start", "action", "wizard", "wait")
-CHECK_VERBS = ("record", "created", "notification", "email", "waiting")
+CHECK_VERBS = ("record", "created", "sees", "notification", "email", "waiting")
 
 
 def scenarios_schema(defs: dict, document) -> dict:
@@ -91,6 +92,17 @@ def scenarios_schema(defs: dict, document) -> dict:
             "count": {"type": "integer", "minimum": 0},
             "notification": message,
             "email": message,
+            "sees": {
+                **NAME,
+                "description": "the entity whose records the scenario's user reads (their "
+                "permissions): count, where, and records (exactly these named ones)",
+            },
+            "records": {
+                "type": "array",
+                "items": NAME,
+                "uniqueItems": True,
+                "description": "sees: the named records the user reads, and no others",
+            },
             "waiting": NAME,
             "for": {**NAME, "description": "waiting: the named record the process runs on"},
         },
@@ -106,6 +118,11 @@ def scenarios_schema(defs: dict, document) -> dict:
                 "properties": {
                     "roles": {"type": "array", "items": NAME},
                     "teams": {"type": "array", "items": {"type": "string"}},
+                    "account": {
+                        **NAME,
+                        "description": "an account made in given: the user belongs to it "
+                        "(the roles' account scope) from the when steps on",
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -160,6 +177,8 @@ def check_scenarios(
                         node_position(steps, i, where),
                         wizards or {},
                     )
+                if part == "given":
+                    _check_account(problems, test, named, subject, where)
             checks = test.get("expect") or []
             for i, check in enumerate(checks):
                 _check_expectation(
@@ -171,6 +190,18 @@ def check_scenarios(
                     check,
                     node_position(checks, i, where),
                 )
+
+
+def _check_account(problems, test, named, subject, where) -> None:
+    """``user: {account: NAME}`` names an account record made in ``given``."""
+    user = test.get("user") or {}
+    name = user.get("account")
+    if name is None:
+        return
+    at = value_position(user, "account", where)
+    if named.get(name) != ACCOUNT_ENTITY:
+        found = f"a {named[name]} record" if name in named else "no record made in given"
+        problems.add(at, subject, f"user account {name!r} is {found}; name an account")
 
 
 def _one_verb(problems, item, verbs, subject, at) -> str | None:
@@ -318,6 +349,20 @@ def _check_expectation(problems, entities, processes, named, subject, check, at)
             _fields(problems, entity, check.get("values") or {}, subject, at)
     elif verb == "created":
         _entity(problems, entities, check["created"], subject, value_position(check, "created", at))
+    elif verb == "sees":
+        entity = _entity(
+            problems, entities, check["sees"], subject, value_position(check, "sees", at)
+        )
+        for name in check.get("records") or ():
+            seen = _named(
+                problems, entities, named, name, subject, value_position(check, "records", at)
+            )
+            if entity is not None and seen is not None and seen.name != entity.name:
+                problems.add(
+                    value_position(check, "records", at),
+                    subject,
+                    f"{name!r} is a {seen.name} record, not a {entity.name}",
+                )
     elif verb == "waiting":
         name = check["waiting"]
         if name not in processes:
