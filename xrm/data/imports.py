@@ -778,6 +778,8 @@ class _Run:
 
     def _chunk(self, unit, rows: list[tuple[int, list]]) -> None:
         im = self.im
+        # rows of earlier chunks are found through the keys they left in ``seen``
+        self.created_rows.clear()
         self.result.rows += len(rows)
         resolved = self._resolve_lookups(rows)
         prepared: list[tuple[int, list, dict]] = []
