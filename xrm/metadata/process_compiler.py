@@ -64,6 +64,8 @@ TEMPLATE_NAMES = frozenset(
         "link",
         "approval",
         "related",
+        "member",  # mass_email: the reader's record
+        "unsubscribe_url",  # mass_email: the reader's way out
     }
 )
 USER_ATTRIBUTES = ("id", "name", "email", "locale", "time_zone")
@@ -889,6 +891,12 @@ class WorkflowCompiler:
                 ok = False
                 self.add(where, subject, f"{target.name}.{name} is computed and cannot be set")
                 continue
+            if f is not None and f.type == "lookup" and isinstance(value, Mapping):
+                if "id" not in value and not self._check_finder(
+                    value, f, _vpos(values, name, where), subject, context_entity, related
+                ):
+                    ok = False
+                continue
             if isinstance(value, str) and ("{{" in value or "{%" in value):
                 found = template_problems(value, context_entity, self.entity_of)
                 if not found:
@@ -908,6 +916,31 @@ class WorkflowCompiler:
                 except CoercionError as exc:
                     ok = False
                     self.add(_vpos(values, name, where), subject, f"{name}: {exc.message}")
+        return ok
+
+    def _check_finder(self, finder, lookup, at, subject, context_entity, related) -> bool:
+        """A lookup given by the fields that find its record: each a stored field of the
+        target, each value a constant or a template that reads what exists."""
+        target = self.entities.get(lookup.target)
+        if target is None:
+            return False
+        ok = True
+        for name, value in finder.items():
+            where = _pos(finder, name, at)
+            f = target.fields.get(name)
+            if f is None or not f.stored or f.type in ("children", "many_to_many"):
+                ok = False
+                problem = (
+                    f"{target.name} has no field {name!r}{did_you_mean(name, target.fields)}"
+                    if f is None
+                    else f"{target.name}.{name} has no value to find a record by"
+                )
+                self.add(where, subject, f"{lookup.name}: {problem}")
+                continue
+            if isinstance(value, str) and ("{{" in value or "{%" in value):
+                for problem in template_problems(value, context_entity, self.entity_of):
+                    ok = False
+                    self.add(where, subject, f"{lookup.name}.{name}: {problem}")
         return ok
 
     def _check_set(self, spec, at, entity, subject):
@@ -1252,6 +1285,11 @@ class WorkflowCompiler:
                 self.add(_pos(given, name, at), subject, f"send_report: {problem}")
         return None if ok else False
 
+    def _check_mass_email(self, spec, at, entity, subject):
+        from .mass_email import check_mass_email
+
+        return check_mass_email(self, spec, at, entity, subject)
+
     def _check_stop(self, spec, at, entity, subject):
         return None
 
@@ -1408,6 +1446,9 @@ def recipient_problem(
     text: str, entity: Entity | None, entity_of, roles, *, users_only=False
 ) -> str | None:
     """Why a recipient reference cannot be resolved (None when it can, or needs the database)."""
+    if "{{" in text or "{%" in text:  # made from the record when the step runs
+        found = template_problems(text, entity, entity_of)
+        return f"recipient {text!r}: {found[0]}" if found else None
     prefix, sep, rest = text.partition(":")
     if sep:
         if prefix not in RECIPIENT_PREFIXES:

@@ -175,6 +175,58 @@ STEP_KINDS: dict[str, dict] = {
         "required": ["to"],
         "additionalProperties": False,
     },
+    "mass_email": {
+        "type": "object",
+        "description": "emails every record of an audience that consents, throttled through the outbox, each with its own unsubscribe link ({{ unsubscribe_url }})",
+        "properties": {
+            "entity": {"type": "string", "description": "the audience's entity (contact)"},
+            "list": {
+                "type": "string",
+                "description": "a many-to-many field of this record, or a path to one through lookups (segment.contacts): the records it links",
+            },
+            "saved_filter": {
+                "type": "string",
+                "description": "a json field of this record, or a path to one (segment.criteria), holding a filter over the audience's entity",
+            },
+            "filter": {"$ref": "#/$defs/filter"},
+            "email": {"type": "string", "description": "the audience's email field"},
+            "consent": {
+                "type": "string",
+                "description": "the audience's boolean field: only records where it is true get the email; the unsubscribe link sets it to false",
+            },
+            "language": {
+                "type": "string",
+                "description": "the audience's field holding each reader's language (en, ru); default: the organization's",
+            },
+            "template": {
+                "type": "string",
+                "description": "a message template; member is the reader's record, record this record, unsubscribe_url their link",
+            },
+            "rate": {
+                "type": "string",
+                "description": "at most this many emails per second, minute, hour or day leave the outbox (default 600/hour)",
+            },
+            "log": {
+                "type": "object",
+                "description": "a record created for each email queued (a campaign member)",
+                "properties": {
+                    "entity": STRING,
+                    "values": VALUES,
+                    "unique": {
+                        "type": "array",
+                        "items": STRING,
+                        "minItems": 1,
+                        "description": "fields whose values, when a record already holds them, mean that reader was emailed already",
+                    },
+                },
+                "required": ["entity", "values"],
+                "additionalProperties": False,
+            },
+            "as": NAME,
+        },
+        "required": ["entity", "email", "consent", "template"],
+        "additionalProperties": False,
+    },
     "stop": {"const": True},
     "if": {"$ref": "#/$defs/filter"},
 }

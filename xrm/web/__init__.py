@@ -100,7 +100,10 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     from . import (
         api,
         api_dashboards,
+        api_merge,
         api_reports,
+        api_search,
+        api_wizards,
         api_workflow,
         auth,
         headers,
@@ -110,6 +113,7 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
         public_forms,
         setup_page,
         ui,
+        unsubscribe,
     )
 
     app = Flask(__name__)
@@ -147,14 +151,21 @@ def create_app(store=None, config: Mapping[str, Any] | None = None) -> Flask:
     auth.protect_api(app, api_workflow.bp)
     auth.protect_api(app, api_reports.bp)
     auth.protect_api(app, api_dashboards.bp)
+    auth.protect_api(app, api_merge.bp)
+    auth.protect_api(app, api_search.bp)
+    auth.protect_api(app, api_wizards.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api_workflow.bp)
     app.register_blueprint(api_reports.bp)
     app.register_blueprint(api_dashboards.bp)
+    app.register_blueprint(api_merge.bp)
+    app.register_blueprint(api_search.bp)
+    app.register_blueprint(api_wizards.bp)
     app.register_blueprint(api.docs)
     app.register_blueprint(health.bp)
     hooks.init_app(app)
     public_forms.init_app(app)
+    unsubscribe.init_app(app)
     setup_page.init_app(app)
     ui.init_app(app)
 

@@ -19,6 +19,7 @@ COLORS = {
     "webhook": "#efe7fd",
     "notify": "#e6f4ea",
     "send_report": "#e6f4ea",
+    "mass_email": "#e6f4ea",
     "start": "#f1f3f4",
     "stop": "#f1f3f4",
 }
@@ -55,6 +56,8 @@ def _summary(step: Step) -> str:
         to = spec["to"] if isinstance(spec["to"], str) else ", ".join(spec["to"])
         what = f"report {spec['report']}" if "report" in spec else f"dashboard {spec['dashboard']}"
         return f"email {what} to {to}"
+    if step.kind == "mass_email":
+        return f"email every consenting {spec['entity']}: {spec['template']}"
     if step.kind == "if":
         return "if " + _condition_text(spec)
     return step.kind

@@ -93,6 +93,7 @@ class Effects:
         *,
         html: str | None = None,
         attachments: list[dict] | None = None,
+        due_at=None,
     ) -> None:
         # columns left out (status queued, no attempts, no lease) take their defaults; every
         # row names the same columns, as one multi-row INSERT writes them all
@@ -108,7 +109,7 @@ class Effects:
                 "attachments": attachments,
                 "entity": entity,
                 "record_id": record_id,
-                "due_at": now,
+                "due_at": due_at if due_at is not None else now,  # later: a throttled mailing
                 "created_at": now,
             }
         )

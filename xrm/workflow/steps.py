@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from jinja2 import meta
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..metadata.expressions import environment
+from ..metadata.fieldtypes import CoercionError
 from ..metadata.filters import parse_filter
 from ..metadata.formats import FORMATS
 from ..metadata.model import thaw
@@ -36,6 +38,7 @@ from .blocked import Blocked
 from .context import UserView, is_template, render_text
 from .effects import new_instance
 from .loading import load_records
+from .mass_email import step_mass_email
 from .recipients import resolve, user_ids
 from .runner import FINISHED, IO, STOP, Outcome, StepError, branch, done, path_text, wait
 
@@ -89,8 +92,48 @@ def _remember(batch: Batch, key: str, kind: str, entity, record_id, result=None)
     )
 
 
-def _values(batch: Batch, run: Run, raw, **extra) -> dict:
-    return {name: batch.value(run, value, **extra) for name, value in (raw or {}).items()}
+def _values(batch: Batch, run: Run, raw, entity: str | None = None, **extra) -> dict:
+    """A step's values rendered; a lookup of ``entity`` given as a mapping of the target's
+    fields (``contact: {email: "{{ record.from_email }}"}``) is the record they find."""
+    values = {name: batch.value(run, value, **extra) for name, value in (raw or {}).items()}
+    if entity is not None:
+        fields = batch.catalog.entity(entity).fields
+        for name, value in values.items():
+            f = fields.get(name)
+            finder = isinstance(value, Mapping) and "id" not in value
+            if f is not None and f.type == "lookup" and finder:
+                values[name] = _find(batch, f.params["to"], value)
+    return values
+
+
+def _find(batch: Batch, entity: str, wanted: Mapping) -> int | None:
+    """The one record of ``entity`` whose fields hold ``wanted`` (text compared without
+    regard to case), or None when none or several do, or a value is empty: a lookup by an
+    email nobody has is left empty rather than failing the step."""
+    target = batch.catalog.entity(entity)
+    table = tables_for(batch.catalog)[entity]
+    conditions = []
+    for name, value in wanted.items():
+        f = target.fields[name]
+        if value is None or value == "":
+            return None
+        try:
+            value = f.kind.coerce(f, value)
+        except CoercionError:
+            return None
+        if value is None:
+            return None
+        column = table.c[name]
+        if isinstance(value, str):
+            conditions.append(sa.func.lower(column) == value.lower())
+        else:
+            conditions.append(column == value)
+    found = (
+        batch.unit.connection.execute(sa.select(table.c.id).where(*conditions).limit(2))
+        .scalars()
+        .all()
+    )
+    return found[0] if len(found) == 1 else None
 
 
 # ------------------------------------------------------------------------ record steps
@@ -105,7 +148,7 @@ def _update(batch: Batch, run: Run, entity: str, ident, values: dict) -> dict:
 
 
 def step_set(batch: Batch, run: Run, step: Step):
-    values = _values(batch, run, step.spec)
+    values = _values(batch, run, step.spec, run.entity)
     with batch.write(run):
         run.record = _update(batch, run, run.entity, run.record_id, values)
     batch.loader.records[(run.entity, run.record_id)] = run.record
@@ -125,7 +168,8 @@ def _create(batch: Batch, run: Run, step: Step, entity: str, values: dict):
 
 def step_create(batch: Batch, run: Run, step: Step):
     spec = step.spec
-    ident, repeated = _create(batch, run, step, spec["entity"], _values(batch, run, spec["values"]))
+    values = _values(batch, run, spec["values"], spec["entity"])
+    ident, repeated = _create(batch, run, step, spec["entity"], values)
     if spec.get("as"):
         run.vars[spec["as"]] = ident
     return done({"entity": spec["entity"], "id": ident, **({"repeated": True} if repeated else {})})
@@ -135,7 +179,7 @@ def step_activity(batch: Batch, run: Run, step: Step):
     spec = step.spec
     name = spec.get("entity", "task")
     target = batch.catalog.entity(name)
-    values = _values(batch, run, spec.get("values"))
+    values = _values(batch, run, spec.get("values"), name)
     values["subject"] = batch.text(run, spec["subject"])
     due_field = activity_due_field(target)
     if spec.get("due") is not None:
@@ -189,7 +233,8 @@ def step_update(batch: Batch, run: Run, step: Step):
 
         view = RecordView(batch.catalog, target, values, batch.loader)
         with batch.write(run):
-            _update(batch, run, target, ident, _values(batch, run, spec["values"], related=view))
+            values = _values(batch, run, spec["values"], target, related=view)
+            _update(batch, run, target, ident, values)
         changed.append(ident)
     return done({"entity": target, "updated": changed})
 
@@ -764,6 +809,7 @@ HANDLERS = {
     "webhook": step_webhook,
     "start": step_start,
     "send_report": step_send_report,
+    "mass_email": step_mass_email,
     "stop": step_stop,
     "if": step_if,
 }
