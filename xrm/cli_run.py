@@ -64,8 +64,9 @@ def _setup(args) -> int:
                 f"administrator: {result.admin_email}  password: {result.admin_password}  (shown once)"
             )
         for member in result.demo_users:
+            where = f"account {member.account}" if member.account else f"team {member.team}"
             print(
-                f"demo {member.title}: {member.email} (team {member.team})  "
+                f"demo {member.title}: {member.email} ({where})  "
                 f"password: {member.password}  (shown once)"
             )
     return 0

@@ -50,6 +50,7 @@ WORKDAY = (dt.time(9, 0), dt.time(18, 0))
 ACTIVITY_DAYS = 45
 SALES_TEAM = "sales"
 SUPPORT_TEAM = "support"
+CHANNEL_TEAM = "channel"
 #: The demo's people: (local part of the email, what they are, role, team); each only when
 #: an installed pack defines the role (the service desk comes with the service pack).
 PEOPLE = (
@@ -59,6 +60,13 @@ PEOPLE = (
     ("support.lead", "service manager", "service_manager", SUPPORT_TEAM),
     ("agent", "service agent", "service_agent", SUPPORT_TEAM),
     ("agent2", "service agent", "service_agent", SUPPORT_TEAM),
+    ("channel", "channel manager", "channel_manager", CHANNEL_TEAM),
+)
+#: The partner portal's people, made once the sample data's accounts exist: (local part,
+#: what they are, role, the account they belong to, whether they are its main user).
+PARTNER_PEOPLE = (
+    ("partner.northwind", "partner user", "partner_user", "Northwind Partners", True),
+    ("partner.contoso", "partner user", "partner_user", "Contoso Resellers", True),
 )
 
 
@@ -71,6 +79,7 @@ class DemoUser:
     password: str
     id: int
     team: str = "sales"
+    account: str = ""  # a partner's user: the account they belong to
 
 
 def fill_order(catalog: Catalog) -> list[Entity]:
@@ -134,6 +143,9 @@ class Sampler:
         self.rows: dict[str, list[dict]] = {}  # entity -> the values of the records made
         #: entity -> fields some report groups by: always filled, so no report shows a blank group
         self.grouped: dict[str, set[str]] = {}
+        #: (entity, field) left empty: what a pack that ships its own samples adds to
+        #: another pack's entity (``pack_fields``)
+        self.left_empty: set[tuple[str, str]] = set()
 
     # -- time
     def day(self, low: int, high: int) -> dt.date:
@@ -163,6 +175,8 @@ class Sampler:
         for f in entity.fields.values():
             if f.computed or f.read_only or f.type in _SKIPPED:
                 continue
+            if (entity.name, f.name) in self.left_empty:
+                continue  # its pack's own samples say what it holds
             if f.name in _closing_only(entity) and f.name not in required:
                 continue  # a lost reason belongs to lost records only
             if flow is not None and f.name in (flow.field, flow.probability_field):
@@ -367,17 +381,20 @@ def generate(
     users: list[int] | None = None,
     time_zone: str | None = None,
     skip=(),
+    leave_empty=(),
 ) -> dict[str, int]:
     """Create ``per_entity`` sample records for each entity; returns counts per entity.
     ``time_zone`` is the organization's (default: its settings'), where working hours are.
     Entities in ``skip`` get none (their pack ships their sample data, ``pack_samples``);
-    the records they have are looked up by the samples of other entities."""
+    the records they have are looked up by the samples of other entities.  The fields in
+    ``leave_empty`` (``(entity, field)``, ``pack_fields``) are left empty."""
     catalog = store.refresh()
     fake = Faker(LOCALES.get(locale, locale))
     fake.seed_instance(seed)
     rnd = random.Random(seed)
     tz = time_zone or store.settings().get("time_zone") or "UTC"
     sampler = Sampler(fake, rnd, list(users or []), tz, store.clock.now())
+    sampler.left_empty = set(leave_empty)
     for report in catalog.reports.values():
         grouped = sampler.grouped.setdefault(report.entity, set())
         grouped.update(g.split(":")[0] for g in report.group_by)
@@ -573,6 +590,25 @@ def pack_samples(packs, catalog: Catalog) -> set[str]:
     return owned
 
 
+def pack_fields(packs, catalog: Catalog) -> set[tuple[str, str]]:
+    """The fields a pack adds to another pack's entity when it ships sample records of that
+    entity itself (a partner on an opportunity, a tier on an account): invented records
+    leave them empty, so that the pack's own samples alone say what they hold (no invented
+    customer becomes a partner, no invented deal gets a random one)."""
+    shipped = {
+        (pack.name, document.data.get(document.kind))
+        for pack in packs
+        for document in pack.documents
+        if document.kind in ("data", "demo")
+    }
+    return {
+        (entity.name, f.name)
+        for entity in catalog.entities.values()
+        for f in entity.fields.values()
+        if f.solution != entity.solution and (f.solution, entity.name) in shipped
+    }
+
+
 def people(
     store,
     catalog: Catalog,
@@ -596,26 +632,70 @@ def people(
         email = f"{local}@{domain}"
         if store.user_by_email(email) is not None:
             continue
-        name = fake.name()
-        # a policy may refuse a random password now and then (one built from the email,
-        # a minimum length set higher): draw another
-        for _ in range(10):
-            password = _password(store.settings())
-            try:
-                ident = store.add_user(
-                    email,
-                    name,
-                    password=password,
-                    roles=[role],
-                    teams=[team],
-                    locale=locale.split("_")[0],
-                    time_zone=time_zone,
-                )
-            except ValueError:
-                continue
-            made.append(DemoUser(email, name, title, role, password, ident, team))
-            break
+        member = _add_person(store, email, fake.name(), title, role, locale, time_zone, team=team)
+        if member is not None:
+            made.append(member)
     return made
+
+
+def partner_people(
+    store,
+    catalog: Catalog,
+    domain: str,
+    *,
+    locale: str = "en",
+    time_zone: str = "UTC",
+    seed: int = 11,
+) -> list[DemoUser]:
+    """With the partner pack, a portal user for two of its sample partners, each linked to
+    their account (the account scope shows them its records) and made its main user (who
+    hears of the leads passed on to it).  Made after the packs' sample data, whose accounts
+    they belong to; existing emails, and accounts that are not there, are left alone."""
+    fake = Faker(LOCALES.get(locale, locale))
+    fake.seed_instance(seed)
+    made = []
+    for local, title, role, account_name, main in PARTNER_PEOPLE:
+        email = f"{local}@{domain}"
+        if role not in catalog.roles or store.user_by_email(email) is not None:
+            continue
+        try:
+            account = store.find_account(account_name)
+        except ValueError:
+            continue
+        member = _add_person(
+            store, email, fake.name(), title, role, locale, time_zone, account=account
+        )
+        if member is None:
+            continue
+        member.account = account_name
+        if main and "partner_contact" in catalog.entity("account").fields:
+            store.records("account").update(account, {"partner_contact": member.id})
+        made.append(member)
+    return made
+
+
+def _add_person(
+    store, email, name, title, role, locale, time_zone, *, team=None, account=None
+) -> DemoUser | None:
+    # a policy may refuse a random password now and then (one built from the email,
+    # a minimum length set higher): draw another
+    for _ in range(10):
+        password = _password(store.settings())
+        try:
+            ident = store.add_user(
+                email,
+                name,
+                password=password,
+                roles=[role],
+                teams=[team] if team else [],
+                locale=locale.split("_")[0],
+                time_zone=time_zone,
+                account=account,
+            )
+        except ValueError:
+            continue
+        return DemoUser(email, name, title, role, password, ident, team or "")
+    return None
 
 
 def _password(settings: dict) -> str:

@@ -305,6 +305,16 @@ def run_setup(store, answers: SetupAnswers, progress=None) -> SetupResult:
             users=[admin.id, *(member.id for member in team)],
             time_zone=answers.time_zone,
             skip=demo.pack_samples(store.installed_packs(), catalog),
+            leave_empty=demo.pack_fields(store.installed_packs(), catalog),
+        )
+        # the partner portal's users belong to sample partners (made once these exist),
+        # and own none of the invented samples: they see their account's records
+        team += demo.partner_people(
+            store,
+            catalog,
+            answers.admin_email.rpartition("@")[2],
+            locale=answers.locale,
+            time_zone=answers.time_zone,
         )
     say("settings")
     if answers.base_url is not None:

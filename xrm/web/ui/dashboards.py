@@ -37,10 +37,32 @@ bp = guard(Blueprint("ui_dashboards", __name__))
 
 def visible(catalog=None) -> list[Dashboard]:
     """The dashboards the user sees (their own personal ones, the ones published to their
-    roles), in the order the catalog holds them."""
+    roles, and the ones for everyone that show something they may read), in the order the
+    catalog holds them."""
     catalog = catalog or C.catalog()
     principal = C.principal()
-    return [d for d in catalog.dashboards.values() if sees_dashboard(catalog, principal, d)]
+    return [
+        d
+        for d in catalog.dashboards.values()
+        if sees_dashboard(catalog, principal, d) and (d.roles or d.owner or _reads_any(catalog, d))
+    ]
+
+
+def _reads_any(catalog, dashboard: Dashboard) -> bool:
+    """A dashboard for everyone is for everyone who may read its records: a user who may
+    read none of its widgets' entities (a partner, and the core activities) is not offered
+    it, in the menu or as their home page."""
+    access = C.access()
+    for widget in dashboard.widgets:
+        if widget.report is not None and widget.report in catalog.reports:
+            entity = catalog.reports[widget.report].entity
+        elif widget.view is not None and widget.view in catalog.views:
+            entity = catalog.views[widget.view].entity
+        else:
+            entity = widget.entity
+        if entity is not None and access.scope_of(entity, "read") != "none":
+            return True
+    return False
 
 
 def home_dashboard() -> Dashboard | None:
