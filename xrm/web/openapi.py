@@ -988,11 +988,22 @@ def build_document(catalog: Catalog, locale: str = "en") -> dict:
     for entity in entities:
         _entity_paths(spec, catalog, entity, locale)
     _meta_paths(spec)
-    from . import api_dashboards, api_reports, api_workflow, hooks  # outside the records API
+    from . import (  # outside the records API
+        api_dashboards,
+        api_merge,
+        api_reports,
+        api_search,
+        api_wizards,
+        api_workflow,
+        hooks,
+    )
 
     api_workflow.document(spec)
     api_reports.document(spec, catalog)
     api_dashboards.document(spec, catalog)
+    api_merge.document(spec, catalog)
+    api_search.document(spec)
+    api_wizards.document(spec, catalog)
     hooks.document(spec)
     document = spec.to_dict()
     _close_objects(document)
