@@ -49,6 +49,9 @@ fields:
   total:      {type: money, rollup: {children: lines, sum: amount}}
   line_count: {type: integer, rollup: {children: lines, count: true}}
   big_total:  {type: money, rollup: {children: lines, sum: amount, filter: [amount, ge, 100]}}
+  top_line:   {type: money, rollup: {children: lines, max: amount}}
+  average:    {type: money, formula: "total / line_count if line_count else 0"}
+  large:      {type: boolean, formula: "average > 100 or (top_line or 0) > 250"}
 validations:
   - when: {all: [[kind, eq, credit], [note, is_empty]]}
     message: {en: A credit note needs a reason., ru: Укажите причину кредит-ноты.}
@@ -377,6 +380,36 @@ def test_rollups_follow_children_created_updated_moved_and_deleted(shop):
     )
     assert totals(shop, a) == (Decimal("301.00"), 2, Decimal("300.00"))
     assert totals(shop, b) == (Decimal("152.25"), 2, Decimal("150.25"))
+
+
+def test_formulas_over_rollups_follow_the_children(shop):
+    """A formula that reads a rollup (or a formula over one) is computed again when a
+    child moves the rollup, though the parent itself is not saved."""
+    invoices, lines = shop.records("invoice"), shop.records("invoice_line")
+
+    def figures(ident):
+        record = invoices.get(ident, fields=["average", "large"])
+        return record["average"], record["large"]
+
+    a, b = invoices.create({})["id"], invoices.create({})["id"]
+    assert figures(a) == (Decimal("0"), False)
+    first = lines.create({"invoice": a, "amount": "50"})["id"]
+    second = lines.create({"invoice": a, "amount": "250"})["id"]
+    assert figures(a) == (Decimal("150.00"), True)
+    lines.update(second, {"amount": 90})
+    assert figures(a) == (Decimal("70.00"), False)
+    lines.update(second, {"invoice": b})  # moved: both parents computed again
+    assert figures(a) == (Decimal("50.00"), False)
+    assert figures(b) == (Decimal("90.00"), False)
+    lines.delete(first)
+    assert figures(a) == (Decimal("0"), False)
+    lines.bulk_create([{"invoice": a, "amount": 260}, {"invoice": b, "amount": 130}])
+    assert figures(a) == (Decimal("260.00"), True)  # through the max rollup, then the formula
+    assert figures(b) == (Decimal("110.00"), True)
+    with pytest.raises(RuntimeError), shop.store.transaction():
+        lines.create({"invoice": b, "amount": 1000})
+        raise RuntimeError("roll back")
+    assert figures(b) == (Decimal("110.00"), True)
 
 
 def test_rollups_change_in_the_childs_transaction(shop):

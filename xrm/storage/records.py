@@ -26,7 +26,7 @@ from ..metadata.evaluate import matches, record_getter
 from ..metadata.expressions import evaluate_formula, names_in, parse_expression
 from ..metadata.fieldtypes import AutonumberType, FieldType
 from ..metadata.filters import All, AnyOf, Condition, FilterContext, FilterError, Not, parse_filter
-from ..metadata.model import SYSTEM_COLUMNS
+from ..metadata.model import ACCOUNT_ENTITY, SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
 from . import duplicates as D
 from . import query as Q
@@ -186,6 +186,15 @@ class EntityPlan:
         self.any_lookups = [f for f in fields.values() if f.type == "any_lookup"]
         self.columns = {n: f for n, f in fields.items() if f.stored}
         self.formulas = self._formula_order(fields)
+        # Formulas that read a rollup, directly or through another formula: a child's
+        # change moves the rollup without saving this record, so they are computed again
+        # then (refresh_rollup_formulas), after the rollups themselves.
+        moved = {n for n, f in fields.items() if f.rollup}
+        self.rollup_formulas = []
+        for f in self.formulas:
+            if moved & names_in(parse_expression(f.formula)):
+                moved.add(f.name)
+                self.rollup_formulas.append(f)
         self.rollup_targets = list(_rollup_targets(catalog, entity))
         self.lookups = [f for f in fields.values() if f.type == "lookup" and f.stored]
         # Master-detail lookups: the child is part of its parent (deleted with it), so
@@ -330,7 +339,11 @@ class Records:
 
     # ------------------------------------------------------------------ preparing values
     def _coerce(
-        self, values: Mapping[str, Any], errors: dict[str, list[str]], creating: bool
+        self,
+        values: Mapping[str, Any],
+        errors: dict[str, list[str]],
+        creating: bool,
+        platform: bool = False,
     ) -> dict[str, Any]:
         coerced: dict[str, Any] = {}
         fields = self.entity.fields
@@ -354,7 +367,7 @@ class Records:
                         f"unknown field{did_you_mean(name, writable)}"
                     )
                 continue
-            if name in self.plan.read_only and self.access is not None:
+            if name in self.plan.read_only and self.access is not None and not platform:
                 errors.setdefault(name, []).append(f"{name} is read-only")
                 continue
             try:
@@ -364,6 +377,17 @@ class Records:
                 errors.setdefault(name, []).append(exc.message)
         return coerced
 
+    def _coerce_stamp(self, stamp: Mapping[str, Any], errors: dict[str, list[str]]) -> dict:
+        """A platform stamp's values (``update(stamp=...)``): fields only, read-only ones
+        included; a file or a set of links is not a stamp."""
+        fields = self.plan.writable
+        for name in stamp:
+            f = fields.get(name)
+            if f is None or not f.stored or name in self.plan.file_fields:
+                errors.setdefault(name, []).append(f"{name} cannot be stamped")
+        kept = {n: v for n, v in stamp.items() if n not in errors}
+        return self._coerce(kept, errors, creating=False, platform=True)
+
     def _apply_defaults(self, record: dict, given: Mapping, now: dt.datetime) -> None:
         for f in self.plan.defaults:
             if f.name in given:
@@ -371,6 +395,8 @@ class Records:
             default = f.default
             if default == "current_user":
                 record[f.name] = self.user_id
+            elif default == "current_account":  # the writer's account (none: the platform)
+                record[f.name] = self.access.principal.account_id if self.access else None
             elif default == "today":
                 record[f.name] = self._today(now) if f.type == "date" else now
             elif default == "now":
@@ -863,8 +889,20 @@ class Records:
             raise NotFound(self.entity.name, record_id)
         return self._record(row)
 
-    def update(self, record_id: int, values: Mapping[str, Any], version: int | None = None) -> dict:
-        """Change fields of a record.  With ``version``, a stale write is a Conflict."""
+    def update(
+        self,
+        record_id: int,
+        values: Mapping[str, Any],
+        version: int | None = None,
+        *,
+        stamp: Mapping[str, Any] | None = None,
+    ) -> dict:
+        """Change fields of a record.  With ``version``, a stale write is a Conflict.
+
+        ``stamp`` holds fields the platform sets in the same write, on behalf of what the
+        user did (a wizard's finish noting the records a lead was converted into): read-only
+        fields and the role's read-only fields are open to it, computed fields and the
+        system columns are not, and the user must still be allowed to update the record."""
         with self._unit() as unit:
             now = unit.now
             old = self._load_for_write(unit, record_id)
@@ -877,8 +915,12 @@ class Records:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
             values, errors = self._own_files(values, old)
             given = self._coerce(values, errors, creating=False)
+            if stamp:
+                given.update(self._coerce_stamp(stamp, errors))
             links = {name: given.pop(name) for name in list(given) if name in self.plan.m2m}
             record = {**old, **given}
+            if self.access is not None:
+                self.access.check_account(self, record, old)
             self._apply_stage(record, old)
             self._compute(record, now)
             self._validate(unit, record, old, errors)
@@ -961,6 +1003,8 @@ class Records:
             if version is not None and old["version"] != version:
                 raise Conflict(self.entity.name, record_id, version, old["version"])
             self._check_parents_on_delete(unit, old)
+            if self.entity.name == ACCOUNT_ENTITY:
+                self._check_account_users(unit, record_id)
             self._before_cascade(unit, record_id, now)
             try:
                 unit.connection.execute(self.table.delete().where(self.table.c.id == record_id))
@@ -974,6 +1018,16 @@ class Records:
                     self._audit("delete", record_id, None, self._snapshot(old), None, now)
                 )
             unit.record_event("deleted", self.entity.name, record_id, self.user_id, now, None)
+
+    def _check_account_users(self, unit: UnitOfWork, record_id: int) -> None:
+        """Users belong to accounts (``xrm_user.account_id``, read by the account scope):
+        an account users belong to is kept, as a lookup with ``on_delete: restrict`` is."""
+        linked = unit.connection.execute(
+            sa.select(T.users.c.id).where(T.users.c.account_id == record_id).limit(1)
+        ).scalar()
+        if linked is not None:
+            message = f"users belong to this {self.entity.name}: unlink them first"
+            raise ValidationFailed({ALL_KEY: [message]})
 
     def _check_parents_on_delete(self, unit: UnitOfWork, old: dict) -> None:
         """Deleting a detail record changes its parent: the user must be able to update it."""
@@ -1046,6 +1100,7 @@ class Records:
                         lambda p=parent, f=rollup_field: _delta_statement(self.tables[p.name], f),
                     )
                     unit.add_rollup_deltas(statement, deltas)
+                    self._recompute_after_rollups(unit, parent, deltas)
                 continue
             ids = {r.get(lookup.name) for r in new} | {r.get(lookup.name) for r in (old or ())}
             ids.discard(None)
@@ -1053,6 +1108,25 @@ class Records:
                 refresh_rollup(
                     unit.connection, self.catalog, self.entity, lookup, parent, rollup_field, ids
                 )
+                self._recompute_after_rollups(unit, parent, ids)
+
+    def _recompute_after_rollups(self, unit: UnitOfWork, parent: Entity, ids) -> None:
+        """Have the parents' formulas over rollups computed again once the unit has moved
+        the rollups (nothing to do for the usual parent, which has none)."""
+        if not plan_for(self.catalog, parent).rollup_formulas:
+            return
+        key = ("rollup-formulas", parent.name)
+        pending = unit.cache.get(key)
+        if pending is None:
+            pending = unit.cache[key] = set()
+            catalog = self.catalog
+
+            def refresh(conn):
+                unit.cache.pop(key, None)  # a later write in the unit starts a new set
+                refresh_rollup_formulas(conn, catalog, parent, pending, unit.now)
+
+            unit.after_rollups.append(refresh)
+        pending.update(ids)
 
     def _stage_history(
         self, unit: UnitOfWork, new: list[dict], old: list[dict] | None, now
@@ -1548,6 +1622,30 @@ def _delta_statement(table: sa.Table, rollup_field: Field):
         .where(table.c.id == sa.bindparam("_pid"))
         .values({column: sa.func.coalesce(column, 0) + sa.bindparam("_delta", type_=column.type)})
     )
+
+
+def refresh_rollup_formulas(conn, catalog: Catalog, entity: Entity, ids, now) -> None:
+    """Compute again, for these records, the formulas that read their rollups (after the
+    rollups moved), and write the values that changed."""
+    plan = plan_for(catalog, entity)
+    table = tables_for(catalog)[entity.name]
+    ids = sorted(i for i in ids if i is not None)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
+            values = {**plan.formula_inputs, **row}
+            changed = {}
+            for f in plan.rollup_formulas:
+                value = evaluate_formula(f.formula, values, now)
+                try:
+                    value = f.kind.coerce(f, value) if value is not None else None
+                except CoercionError:
+                    value = None
+                values[f.name] = value
+                if value != row[f.name]:
+                    changed[f.name] = value
+            if changed:
+                conn.execute(table.update().where(table.c.id == row["id"]).values(changed))
 
 
 def refresh_rollup(

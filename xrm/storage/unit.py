@@ -3,6 +3,7 @@ signals to send once it commits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -79,6 +80,8 @@ class UnitOfWork:
         self.cache: dict[Any, Any] = {}  # per-transaction memo (related records, counters)
         # Rollup sums/counts accumulate here and are applied once, before commit.
         self.rollup_deltas: dict[Any, dict[int, Any]] = {}
+        # Then these run with the connection: parents' formulas that read the rollups.
+        self.after_rollups: list[Callable[[sa.Connection], None]] = []
 
     @property
     def connection(self) -> sa.Connection:
@@ -207,6 +210,9 @@ class UnitOfWork:
             if params:
                 self.connection.execute(statement, params)
         self.rollup_deltas = {}
+        after, self.after_rollups = self.after_rollups, []
+        for refresh in after:
+            refresh(self.connection)
         dialect = self.connection.dialect
         if self.audit_rows:
             compiled_insert(self.catalog, T.audit, dialect, returning=False).execute_many(
