@@ -21,6 +21,7 @@ from ...metadata import Entity, Field
 from ...metadata.filters import FilterError, resolve_path, system_field
 from ...metadata.model import SYSTEM_COLUMNS
 from ...storage import tables as T
+from ...storage.global_search import title_path as _title_path
 from ...storage.records import RecordError, Records
 from ...storage.security import Access
 from .. import current_store
@@ -197,19 +198,10 @@ def writable_names(entity: Entity) -> set[str]:
 
 
 # ----------------------------------------------------------------------- titles
-def title_path(entity: Entity, depth: int = 0) -> str | None:
-    """The path that names a record: its title field, through a lookup title if need be."""
-    name = entity.title
-    if not name or name not in entity.fields:
-        return None
-    field = entity.fields[name]
-    if field.type == "lookup" and depth < 2:
-        target = catalog().entity_of(field.params["to"])
-        inner = title_path(target, depth + 1) if target else None
-        return f"{name}.{inner}" if inner else name
-    if not field.stored or field.kind.json_type in ("array", "object"):
-        return None
-    return name
+def title_path(entity: Entity) -> str | None:
+    """The path that names a record: its title field, through a lookup title if need be
+    (the global search's rule, so a hit and a page name a record alike)."""
+    return _title_path(catalog(), entity)
 
 
 class Titles:
