@@ -668,10 +668,7 @@ class WizardRun:
             values = {k: render(v, context) for k, v in action.values.items()}
             stamp = {k: render(v, context) for k, v in action.stamp.items()}
             version = self._origin_version if action.target == "record" else None
-            if stamp:  # the platform's part of the write (read-only fields)
-                record = records.update(ident, values, version, stamp=stamp)
-            else:
-                record = records.update(ident, values, version)
+            record = records.update(ident, values, version, stamp=stamp)
             if action.target == "record":
                 self._origin_version = record["version"]
         if action.alias:
