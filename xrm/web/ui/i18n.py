@@ -918,7 +918,6 @@ RU: dict[str, str] = {
     "descending": "по убыванию",
     "weighted by…": "взвесить по…",
     # wizards (ui/wizards.py, templates/ui/wizards/)
-    "Steps": "Шаги",
     "Step %(number)s of %(count)s": "Шаг %(number)s из %(count)s",
     "Finish": "Готово",
     "Change": "Изменить",
