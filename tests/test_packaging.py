@@ -109,7 +109,9 @@ def test_the_wheel_sets_up_the_platform_with_its_shipped_packs(venv, environment
     )
     module, packs = json.loads(where.stdout)
     assert Path(module).is_relative_to(venv)  # the wheel's copy, not this source tree
-    assert set(packs) == {"core", "sales"}
+    shipped = Path(__file__).resolve().parents[1] / "xrm" / "solutions" / "packs"
+    assert set(packs) == {f.parent.name for f in shipped.glob("*/solution.yaml")}
+    assert {"core", "sales", "service", "marketing", "partner"} <= set(packs)
     assert all(Path(folder).is_relative_to(venv) for folder in packs.values())
 
     setup = run([venv / "bin" / "xrm", "setup", "--demo", "--demo-size", "3"], **environment)
