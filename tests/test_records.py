@@ -52,6 +52,7 @@ fields:
   top_line:   {type: money, rollup: {children: lines, max: amount}}
   average:    {type: money, formula: "total / line_count if line_count else 0"}
   large:      {type: boolean, formula: "average > 100 or (top_line or 0) > 250"}
+  opened_at:  {type: datetime, formula: "created_at"}
 validations:
   - when: {all: [[kind, eq, credit], [note, is_empty]]}
     message: {en: A credit note needs a reason., ru: Укажите причину кредит-ноты.}
@@ -410,6 +411,21 @@ def test_formulas_over_rollups_follow_the_children(shop):
         lines.create({"invoice": b, "amount": 1000})
         raise RuntimeError("roll back")
     assert figures(b) == (Decimal("110.00"), True)
+
+
+def test_formulas_read_the_system_columns_from_the_first_save(shop):
+    invoices = shop.records("invoice")
+    made = invoices.create({})
+    assert made["opened_at"] == made["created_at"]
+    invoices.update(made["id"], {"note": "changed"})
+    assert invoices.get(made["id"])["opened_at"] == made["created_at"]
+    invoices.bulk_create([{"note": "in bulk"}])
+    bulk = next(
+        r
+        for r in invoices.query(fields=["note", "opened_at", "created_at"]).rows
+        if r["note"] == "in bulk"
+    )
+    assert bulk["opened_at"] == bulk["created_at"]
 
 
 def test_rollups_change_in_the_childs_transaction(shop):

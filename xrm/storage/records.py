@@ -157,7 +157,8 @@ class EntityPlan:
         # run as the system); computed fields are closed to everyone.
         self.writable = {n: f for n, f in fields.items() if not f.computed}
         self.read_only = {n for n, f in fields.items() if f.read_only}
-        self.formula_inputs = dict.fromkeys(fields)
+        # formulas may read the system columns too (created_at, owner...)
+        self.formula_inputs = dict.fromkeys([*SYSTEM_COLUMNS, *fields])
         self.stored_inputs = {n: f for n, f in self.writable.items() if f.stored}
         self.m2m = {n: f for n, f in self.writable.items() if f.type == "many_to_many"}
         self.required = [f for f in fields.values() if f.required]
@@ -408,6 +409,9 @@ class Records:
         if not self.plan.formulas:
             return
         values = {**self.plan.formula_inputs, **record}  # absent fields are None, not undefined
+        if values["created_at"] is None:  # a new record: what its insert will stamp
+            values.update(created_at=now, updated_at=now)
+            values.update(created_by=self.user_id, updated_by=self.user_id)
         for f in self.plan.formulas:
             value = evaluate_formula(f.formula, values, now)
             try:
