@@ -40,6 +40,7 @@ from .processes import (
     parse_clock,
     parse_offset,
     parse_span,
+    resolve_members,
 )
 from .schemacheck import Compiler, SchemaValidator
 from .source import Node, Position
@@ -1468,6 +1469,11 @@ def recipient_problem(
         )
     if entity is None:
         return f"{text!r}: a field needs a process on an entity"
+    try:  # the users of a related record's children: territory.members.user
+        if resolve_members(entity, text, entity_of) is not None:
+            return None
+    except FilterError as exc:
+        return f"recipient {text!r}: {exc.message}"
     try:
         f, _ = resolve_path(entity, text, entity_of)
     except FilterError as exc:

@@ -227,6 +227,45 @@ def as_list(value) -> tuple:
     return (value,)
 
 
+def resolve_members(entity: Entity, dotted: str, entity_of):
+    """A recipient that names many users: ``territory.members.user`` walks lookups
+    (``territory``) to a record, then one of its children fields (``members``), and ends
+    at a user field of those children (``user``).  Returns (lookups walked, the children
+    field, the children's entity, the user field); raises FilterError when the path is not
+    of that shape, None when it has no children field at all (an ordinary path)."""
+    from .filters import FilterError, resolve_path
+
+    parts = str(dotted).split(".")
+    current, walked = entity, []
+    for index, part in enumerate(parts[:-1]):
+        f = current.fields.get(part)
+        if f is None or f.type not in ("lookup", "children"):
+            return None
+        if f.type == "lookup":
+            target = entity_of(f.target)
+            if target is None:
+                return None
+            walked.append(f)
+            current = target
+            continue
+        child = entity_of(f.params.get("entity"))
+        if child is None:
+            return None
+        rest = ".".join(parts[index + 1 :])
+        if "." in rest:
+            raise FilterError(
+                f"{rest!r}: after the children field {part!r} name one user field of {child.name}",
+                dotted,
+            )
+        user, _ = resolve_path(child, rest, entity_of)
+        if user.type != "user":
+            raise FilterError(
+                f"{child.name}.{rest} is a {user.type} field; expected a user field", dotted
+            )
+        return tuple(walked), f, child, user
+    return None
+
+
 def activity_due_field(entity: Entity) -> str | None:
     for name in ("due", "starts_at"):
         if name in entity.fields and entity.fields[name].type in ("date", "datetime"):

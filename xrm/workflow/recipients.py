@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..metadata.filters import resolve_path
-from ..metadata.processes import as_list
+from ..metadata.processes import as_list, resolve_members
 from ..storage import tables as T
+from ..storage.tables import tables_for
 from .blocked import Blocked
 from .context import is_template
 from .loading import USER_COLUMNS
@@ -76,6 +77,8 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
         elif text == "owner":
             user = _user(batch, (run.record or {}).get("owner"))
             found = [user] if user else []
+        elif (members := _members(batch, run, text)) is not None:
+            found = members
         else:
             value, kind = _field_value(batch, run, text)
             if kind == "user":
@@ -86,6 +89,54 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
         for user in found:
             users.setdefault(user["id"], user)
     return list(users.values()), list(dict.fromkeys(addresses))
+
+
+def _member_path(batch: Batch, run: Run, dotted: str):
+    entity = batch.catalog.entity(run.entity)
+    return batch.catalog.artifact(
+        ("wf-members", entity.name, dotted),
+        lambda: resolve_members(entity, dotted, batch.catalog.entity_of),
+    )
+
+
+def _members_parent(batch: Batch, run: Run, lookups) -> int | None:
+    current = run.record or {}
+    for lookup in lookups:
+        ident = current.get(lookup.name)
+        current = batch.loader.record(lookup.params["to"], ident) if ident is not None else None
+        if current is None:
+            return None
+    return current.get("id")
+
+
+def _members(batch: Batch, run: Run, dotted: str) -> list[dict] | None:
+    """The active users a children path names (``territory.members.user``: the users of
+    the members of the record's territory); None when the path has no children field."""
+    path = _member_path(batch, run, dotted)
+    if path is None:
+        return None
+    lookups, children, child, user = path
+    parent_id = _members_parent(batch, run, lookups)
+    if parent_id is None:
+        return []
+    table = tables_for(batch.catalog)[child.name]
+    via = children.params["via"]
+    members = sa.select(table.c[user.name]).where(table.c[via] == parent_id)
+    return _users_where(batch, ("members", child.name, via, parent_id), T.users.c.id.in_(members))
+
+
+def group_key(batch: Batch, run: Run, spec) -> str:
+    """What makes one group of candidates, for a round robin's turn: the recipients as
+    written, a template as rendered for this record (team:{{ record.queue.team }} is one
+    group per team), a children path with the record it starts from (one per territory)."""
+    parts = []
+    for item in as_list(spec):
+        text = batch.text(run, item) if is_template(item) else str(item)
+        path = _member_path(batch, run, text) if ":" not in text else None
+        if path is not None:
+            text = f"{text}@{_members_parent(batch, run, path[0])}"
+        parts.append(text)
+    return "|".join(parts)
 
 
 def _field_value(batch: Batch, run: Run, dotted: str):

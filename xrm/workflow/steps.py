@@ -9,6 +9,7 @@ now holds, approvals that came in), so an early or repeated wake-up is harmless.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from .context import UserView, is_template, render_text
 from .effects import new_instance
 from .loading import load_records
 from .mass_email import step_mass_email
-from .recipients import resolve, user_ids
+from .recipients import group_key, resolve, user_ids
 from .runner import FINISHED, IO, STOP, Outcome, StepError, branch, done, path_text, wait
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -276,13 +277,25 @@ def step_assign(batch: Batch, run: Run, step: Step):
         elif method == "least_loaded":
             chosen = _least_loaded(batch, run, step, field_name, candidates)
         else:
-            turn = _next_counter(batch, f"wf-assign:{run.process.name}:{path_text(step.path)}")
+            # One turn counter per group of candidates (a team, a territory's members):
+            # a row upserted in the run's transaction, so turns survive restarts and two
+            # workers assigning at once take consecutive turns.
+            turn = _next_counter(batch, _turn_key(run, step, group_key(batch, run, to)))
             chosen = candidates[(turn - 1) % len(candidates)]
         run.record = _update(batch, run, run.entity, run.record_id, {field_name: chosen})
     batch.loader.records[(run.entity, run.record_id)] = run.record
     return done(
         {"field": field_name, "user": chosen, "method": method, "candidates": len(candidates)}
     )
+
+
+def _turn_key(run: Run, step: Step, group: str) -> str:
+    key = f"wf-assign:{run.process.name}:{path_text(step.path)}"
+    if group:
+        key += ":" + group
+    if len(key) > 200:  # the counters' key column; a long group is kept apart by its digest
+        key = key[:150] + ":" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    return key
 
 
 def _least_loaded(
