@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,67 @@ def test_a_start_from_the_cache_does_not_import_yaml(cache_dir):
     again = subprocess.run(env_run, env=env, capture_output=True, text=True, check=True)
     assert first.stdout.strip() == "True"
     assert again.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ remembered answers
+_FRESH_LOAD = r"""
+import json, sys
+from xrm.metadata import load_catalog
+catalog = load_catalog([sys.argv[1]])
+print(json.dumps({"jinja2": "jinja2" in sys.modules, "croniter": "croniter" in sys.modules,
+                  "processes": len(catalog.processes)}))
+"""
+
+
+def fresh_load(tmp_path) -> dict:
+    env = {**os.environ, "XRM_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_LOAD, str(shipped_solutions())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_start_with_every_answer_remembered_parses_no_template(tmp_path):
+    first = fresh_load(tmp_path)
+    assert first["jinja2"] and first["croniter"]  # worked out, then written down
+    memo = tmp_path / "cache" / "parsed" / "memo"
+    assert {p.name.split(".")[0] for p in memo.iterdir()} >= {"template_shape", "cron"}
+    second = fresh_load(tmp_path)
+    assert second == {**first, "jinja2": False, "croniter": False}
+
+
+def test_remembered_answers_are_the_answers(cache_dir):
+    from xrm.metadata.expressions import formula_shape, template_shape
+    from xrm.metadata.process_compiler import check_cron
+
+    texts = ["Hi {{ record.account.name | upper }} {% set x = 1 %}{{ x }}", "{{ oops", "{{ a.b }}"]
+    worked = [template_shape(t) for t in texts] + [formula_shape("a * 2 + b.c")]
+    cron = [check_cron("0 8 * * 1-5"), check_cron("61 * * * *")]
+    assert worked[0].free == ("record",) and worked[0].chains[0] == ("record", "account", "name")
+    assert worked[1].syntax and worked[2].single == ("a", "b")
+    assert worked[3].arithmetic == ("a",) and worked[3].attributes == (("b", "c"),)
+    assert cron[0] is None and "not a cron expression" in cron[1]
+    parse_cache.save_remembered()
+    for function in (template_shape, formula_shape, check_cron):
+        function.cache_clear()
+    parse_cache._tables.clear()  # as a new process: read back from disk
+    assert [template_shape(t) for t in texts] + [formula_shape("a * 2 + b.c")] == worked
+    assert [check_cron("0 8 * * 1-5"), check_cron("61 * * * *")] == cron
+
+
+def test_a_damaged_memo_is_worked_out_again(cache_dir):
+    from xrm.metadata.expressions import template_shape
+
+    template_shape("{{ record.name }}")
+    parse_cache.save_remembered()
+    (table,) = (cache_dir / "memo").glob("template_shape.*.json")
+    for body in ('{"{{ record.name }}": [1, 2]}', "[1]", "{broken"):
+        table.write_text(body)
+        template_shape.cache_clear()
+        parse_cache._tables.clear()
+        assert template_shape("{{ record.name }}").chains == (("record", "name"),)

@@ -17,18 +17,12 @@ from types import MappingProxyType
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from . import parse_cache
 from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
 from .duplicates import build_rules
-from .expressions import (
-    FORMULA_GLOBALS,
-    ExpressionError,
-    arithmetic_operands,
-    find_nodes,
-    names_in,
-    parse_expression,
-)
+from .expressions import FORMULA_GLOBALS, formula_names, formula_shape
 from .fieldtypes import FIELD_TYPES, CoercionError
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
 from .form_compiler import build_forms
@@ -774,17 +768,16 @@ class _Checker:
     def check_formula(self, entity: Entity, field: Field, raw, subject):
         key = "expression" if field.type == "formula" else "formula"
         where = _vpos(raw, key, field.position)
-        try:
-            expr = parse_expression(field.formula)
-        except ExpressionError as exc:
-            self.add(where, subject, str(exc))
+        shape = formula_shape(field.formula)
+        if shape.syntax:
+            self.add(where, subject, shape.syntax)
             return
         known = set(entity.fields) | set(SYSTEM_COLUMNS)
-        for name in sorted(names_in(expr) - known - FORMULA_GLOBALS):
+        for name in sorted(set(shape.names) - known - FORMULA_GLOBALS):
             self.add(
                 where, subject, f"formula uses unknown field {name!r}{did_you_mean(name, known)}"
             )
-        for name, _node in arithmetic_operands(expr):
+        for name in shape.arithmetic:
             other = entity.fields.get(name)
             if other is not None and not (
                 other.kind.numeric or other.kind.temporal or other.type in ("formula",)
@@ -798,14 +791,12 @@ class _Checker:
                 self.add(
                     where, subject, f"formula uses {name!r}, which holds many records; use a rollup"
                 )
-        from jinja2 import nodes
-
-        for node in find_nodes(expr, (nodes.Getattr, nodes.Getitem)):
-            if isinstance(node.node, nodes.Name) and node.node.name in entity.fields:
+        for name, attribute in shape.attributes:
+            if name in entity.fields:
                 self.add(
                     where,
                     subject,
-                    f"formula reads {node.node.name}.{getattr(node, 'attr', '...')}: formulas use this record's own fields only",
+                    f"formula reads {name}.{attribute}: formulas use this record's own fields only",
                 )
 
     def check_formula_cycles(self, entity: Entity) -> None:
@@ -813,13 +804,9 @@ class _Checker:
         for each in entity.fields.values():
             if each.formula is None:
                 continue
-            try:
-                expr = parse_expression(each.formula)
-            except ExpressionError:
-                continue
             graph[each.name] = {
                 n
-                for n in names_in(expr)
+                for n in formula_names(each.formula)
                 if n in entity.fields and entity.fields[n].formula is not None
             }
         sorter = graphlib.TopologicalSorter(graph)
@@ -1223,6 +1210,13 @@ def build_catalog(
 
     Raises DefinitionError listing every problem; nothing is returned half-built.
     """
+    try:
+        return _build_catalog(packs, layer, version, problems)
+    finally:
+        parse_cache.save_remembered()  # template, formula and cron answers worked out here
+
+
+def _build_catalog(packs, layer, version, problems) -> Catalog:
     problems = problems if problems is not None else Problems()
     ordered = order_packs(packs, problems)
     builder = _Builder(problems, ordered)

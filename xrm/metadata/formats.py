@@ -23,8 +23,6 @@ from collections.abc import Mapping
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import pass_context
-
 # Babel is imported where a value is formatted: loading a catalog registers these filters
 # but formats nothing, and Babel with its locale data is a good part of a cold start.
 
@@ -216,32 +214,26 @@ class Link(str):
 
 
 # ------------------------------------------------------------------------ the filters
-@pass_context
 def _date(context, value, format="medium"):
     return of(context).date(value, format)
 
 
-@pass_context
 def _datetime(context, value, format=None):
     return of(context).datetime(value, format)
 
 
-@pass_context
 def _time(context, value, format="short"):
     return of(context).time(value, format)
 
 
-@pass_context
 def _number(context, value, digits=None):
     return of(context).number(value, digits)
 
 
-@pass_context
 def _money(context, value, currency=None):
     return of(context).money(value, currency)
 
 
-@pass_context
 def _url(context, value):
     return of(context).url(value)
 
@@ -251,7 +243,6 @@ def _url(context, value):
 FORM_LINKS = "_form_links"
 
 
-@pass_context
 def _form_url(context, value, form):
     """``{{ record | form_url('case_survey') }}``: the address of a public web form about
     this record (``record: link`` forms), signed so that it names this record only."""
@@ -262,7 +253,7 @@ def _form_url(context, value, form):
 
 
 #: Registered in the sandbox (``expressions.environment``), so ``xrm check`` knows them.
-FILTERS = {
+_FILTERS = {
     "form_url": _form_url,
     "date": _date,
     "datetime": _datetime,
@@ -271,3 +262,12 @@ FILTERS = {
     "money": _money,
     "url": _url,
 }
+
+
+def filters() -> dict:
+    """The formatting filters for a Jinja environment, each handed the template's context
+    (where ``of`` finds the reader's formats).  Jinja is imported here, when an environment
+    is made, and not when a catalog that never renders is loaded."""
+    from jinja2 import pass_context
+
+    return {name: pass_context(function) for name, function in _FILTERS.items()}

@@ -20,11 +20,12 @@ place, so a reader never sees half a file, and any unreadable entry counts as a 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 
@@ -172,3 +173,104 @@ def _encode(value):
     if value.__class__ is dt.date:
         return {"d": value.isoformat()}
     raise _Unsupported
+
+
+# ------------------------------------------------------------------------ remembered answers
+# Checking a catalog also asks pure questions of short texts again in every process: the
+# shape of each template and formula (Jinja's lexer and parser), whether a cron expression
+# is valid (croniter).  Their answers depend on the text and on our code only, so they are
+# kept here too, one JSON table per question under the same fingerprint, read once per
+# process and written back after a load that asked something new.  A start that finds every
+# answer imports neither Jinja nor croniter.
+
+#: A table that grows past this is started again (a long admin session editing templates).
+MEMO_LIMIT = 20_000
+_tables: dict[str, dict] = {}
+_pending: dict[tuple[Path, str], dict] = {}  # (cache directory, question) -> new answers
+
+
+def _memo_path(root: Path, name: str) -> Path:
+    return root / "memo" / f"{name}.{_fingerprint()[:24]}.json"
+
+
+def _table(name: str) -> dict:
+    root = directory()
+    table = _tables.get(f"{root}\0{name}")
+    if table is None:
+        table = {}
+        if root is not None:
+            try:
+                found = json.loads(_memo_path(root, name).read_bytes())
+                if isinstance(found, dict):
+                    table = found
+            except (OSError, ValueError):
+                pass  # none yet, or unreadable: every answer is worked out again
+        _tables[f"{root}\0{name}"] = table
+    return table
+
+
+def remembered(name: str, revive: Callable[[object], object]):
+    """Decorate a pure function of one string whose answer is JSON data (``revive`` turns
+    the stored JSON back into the answer, and raises on anything malformed).  Answers are
+    kept in memory and, through ``save_remembered``, on disk."""
+
+    def decorate(compute: Callable[[str], object]):
+        memory: dict[str, object] = {}
+
+        @functools.wraps(compute)
+        def answer(text: str):
+            try:
+                return memory[text]
+            except KeyError:
+                pass
+            table = _table(name)
+            value = _MISSING
+            if text in table:
+                try:
+                    value = revive(table[text])
+                except (TypeError, ValueError, KeyError, IndexError):
+                    value = _MISSING  # not ours: work it out
+            if value is _MISSING:
+                value = compute(text)
+                table[text] = value
+                root = directory()
+                if root is not None:
+                    _pending.setdefault((root, name), {})[text] = value
+            if len(memory) >= 4096:
+                memory.clear()
+            memory[text] = value
+            return value
+
+        answer.cache_clear = memory.clear  # type: ignore[attr-defined]
+        return answer
+
+    return decorate
+
+
+_MISSING = object()
+
+
+def save_remembered() -> None:
+    """Write the answers worked out since the last save.  Failing to write is never an
+    error; two processes saving at once each keep what the other had already written."""
+    if not _pending:
+        return
+    pending = dict(_pending)
+    _pending.clear()
+    for (root, name), answers in pending.items():
+        path = _memo_path(root, name)
+        try:
+            stored = json.loads(path.read_bytes())
+            if not isinstance(stored, dict) or len(stored) + len(answers) > MEMO_LIMIT:
+                stored = {}
+        except (OSError, ValueError):
+            stored = {}
+        stored.update(answers)
+        try:
+            body = json.dumps(stored, separators=(",", ":"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(body, encoding="utf-8")
+            os.replace(temporary, path)
+        except (OSError, TypeError, ValueError):
+            continue

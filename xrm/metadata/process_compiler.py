@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import TemplateSyntaxError, nodes
-
-from .expressions import environment
+from . import parse_cache
+from .expressions import environment, template_shape
 from .filters import (
     FilterError,
     parse_filter,
@@ -76,58 +75,24 @@ def template_problems(
     source: str, entity: Entity | None, entity_of: Callable[[str], Entity | None]
 ) -> list[str]:
     """What is wrong with a template: syntax, unknown names, unknown record fields."""
-    syntax, unknown, chains, filters = _template_shape(source)
-    if syntax:
-        return [syntax]
+    shape = template_shape(source)
+    if shape.syntax:
+        return [f"template syntax: {shape.syntax} (line {shape.line})"]
     found = [
-        f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}" for name in unknown
+        f"unknown name {name!r} in template{did_you_mean(name, TEMPLATE_NAMES)}"
+        for name in sorted(set(shape.free) - TEMPLATE_NAMES)
     ]
     found += [
         f"unknown filter {name!r} in template{did_you_mean(name, environment().filters)}"
-        for name in filters
+        for name in shape.unknown_filters
     ]
     if entity is not None:
-        for chain in chains:
-            problem = _check_chain(entity, list(chain), entity_of)
-            if problem:
-                found.append(problem)
+        for chain in shape.chains:
+            if chain[0] in ("record", "old") and len(chain) > 1:
+                problem = _check_chain(entity, list(chain[1:]), entity_of)
+                if problem:
+                    found.append(problem)
     return list(dict.fromkeys(found))
-
-
-@functools.lru_cache(maxsize=4096)
-def _template_shape(
-    source: str,
-) -> tuple[str | None, tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str, ...]]:
-    """(syntax error, unknown names, record/old attribute chains, unknown filters) of a
-    template: parsed once per text, since every catalog version re-checks the same
-    templates.  Jinja only finds an unknown filter when it compiles, which a check does
-    not do, so they are looked up here."""
-    env = environment()
-    try:
-        tree = env.parse(source)
-    except TemplateSyntaxError as exc:
-        return f"template syntax: {exc.message} (line {exc.lineno})", (), (), ()
-    stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    known = TEMPLATE_NAMES | set(env.globals) | stored
-    unknown = tuple(sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - known))
-    chains = []
-    for node in tree.find_all(nodes.Getattr):
-        chain = _attribute_chain(node)
-        if chain and chain[0] in ("record", "old") and len(chain) > 1:
-            chains.append(tuple(chain[1:]))
-    filters = tuple(sorted({n.name for n in tree.find_all(nodes.Filter)} - set(env.filters)))
-    return None, unknown, tuple(chains), filters
-
-
-def _attribute_chain(node) -> list[str] | None:
-    """``record.account.name`` as ['record', 'account', 'name'] (outermost Getattr only)."""
-    parts = []
-    while isinstance(node, nodes.Getattr):
-        parts.append(node.attr)
-        node = node.node
-    if isinstance(node, nodes.Name):
-        return [node.name, *reversed(parts)]
-    return None
 
 
 def _check_chain(entity: Entity, chain: list[str], entity_of) -> str | None:
@@ -160,9 +125,6 @@ def _check_chain(entity: Entity, chain: list[str], entity_of) -> str | None:
 
 
 # ------------------------------------------------------------------------- value types
-#: ``{{ expression }}`` and nothing else: the runner keeps such a template's value as it is
-#: rather than rendering text (the same test as ``xrm/workflow/context.py``).
-SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 #: A value of each type whose fit a check can decide for every record: the runner hands
 #: dates, times and booleans to the records service as they are.
 _REPRESENTATIVE = {
@@ -198,29 +160,13 @@ class TemplateValue:
     always: bool = False  # never empty (today, now, a required field of the record itself)
 
 
-@functools.lru_cache(maxsize=4096)
-def _single_chain(source: str) -> tuple[str, ...] | None:
-    """``{{ record.account }}`` as ('record', 'account'); None for anything else."""
-    match = SINGLE_EXPRESSION.match(source)
-    if not match:
-        return None
-    try:
-        tree = environment().parse("{{" + match["expr"] + "}}")
-    except TemplateSyntaxError:
-        return None
-    if len(tree.body) != 1 or len(getattr(tree.body[0], "nodes", ())) != 1:
-        return None
-    chain = _attribute_chain(tree.body[0].nodes[0])
-    return tuple(chain) if chain else None
-
-
 def template_value(
     source: str, names: Mapping[str, Entity], entity_of: Callable[[str], Entity | None]
 ) -> TemplateValue | None:
     """The kind of value a template gives whatever the record holds, when one expression
     of a known name or field decides it; ``names`` maps record names (record, old,
     related) to their entities."""
-    chain = _single_chain(source) if isinstance(source, str) else None
+    chain = template_shape(source).single if isinstance(source, str) else None
     if not chain:
         return None
     path = ".".join(chain)
@@ -1486,11 +1432,18 @@ def recipient_problem(
     return f"recipient {text!r} is a {f.type} field; expected {kinds}"
 
 
+def _message_or_none(raw) -> str | None:
+    if raw is not None and not isinstance(raw, str):
+        raise ValueError("not a message")
+    return raw
+
+
+@parse_cache.remembered("cron", _message_or_none)
 def check_cron(expression: str) -> str | None:
-    try:
-        from croniter import croniter
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
+    """Why ``expression`` is not a cron schedule, or None (remembered: croniter is a good
+    part of a cold start)."""
+    from croniter import croniter
+
     if not croniter.is_valid(expression):
         return f"{expression!r} is not a cron expression (expected minute hour day month weekday, e.g. '0 8 * * 1-5')"
     return None

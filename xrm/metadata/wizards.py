@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, nodes
-
-from .expressions import environment
+from .expressions import template_shape
 from .fieldtypes import CoercionError
 from .filters import (
     All,
@@ -414,52 +412,31 @@ def single_expression(value: str) -> str | None:
     return None
 
 
-def _chain(node) -> list[str] | None:
-    parts = []
-    while isinstance(node, nodes.Getattr):
-        parts.append(node.attr)
-        node = node.node
-    if isinstance(node, nodes.Name):
-        return [node.name, *reversed(parts)]
-    return None
-
-
 def input_names_in(source: str) -> list[str]:
     """The inputs a template reads (``inputs.x``), in order (maps record errors back)."""
-    try:
-        tree = environment().parse(source)
-    except TemplateSyntaxError:
-        return []
-    found = []
-    for node in tree.find_all(nodes.Getattr):
-        chain = _chain(node)
-        if chain and chain[0] == "inputs" and len(chain) > 1:
-            found.append(chain[1])
+    shape = template_shape(source)
+    found = [chain[1] for chain in shape.chains if chain[0] == "inputs" and len(chain) > 1]
     return list(dict.fromkeys(found))
 
 
 def template_problem(source: str, inputs, aliases: Mapping[str, Entity], record) -> str | None:
     """What is wrong with a template of a wizard: syntax, unknown names, unknown inputs,
     unknown fields of ``record`` (the entity opened from, None: none) or of an alias."""
-    env = environment()
-    try:
-        tree = env.parse(source)
-    except TemplateSyntaxError as exc:
-        return f"template syntax: {exc.message}"
-    stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    known = set(TEMPLATE_ROOTS) | set(aliases) | set(env.globals) | stored
-    for n in tree.find_all(nodes.Name):
-        if n.ctx == "load" and n.name not in known:
+    shape = template_shape(source)
+    if shape.syntax:
+        return f"template syntax: {shape.syntax}"
+    known = set(TEMPLATE_ROOTS) | set(aliases)
+    for name in shape.free:
+        if name not in known:
             return (
-                f"unknown name {n.name!r} in template"
-                f"{did_you_mean(n.name, [*TEMPLATE_ROOTS, *aliases])}"
+                f"unknown name {name!r} in template"
+                f"{did_you_mean(name, [*TEMPLATE_ROOTS, *aliases])}"
                 f" (expected inputs, record, user or an earlier action's as)"
             )
-        if n.ctx == "load" and n.name == "record" and record is None:
+        if name == "record" and record is None:
             return "the template reads record, but the wizard is not opened from a record"
-    for node in tree.find_all(nodes.Getattr):
-        chain = _chain(node)
-        if not chain or len(chain) < 2:
+    for chain in shape.chains:
+        if len(chain) < 2:
             continue
         root, attr = chain[0], chain[1]
         if root == "inputs" and attr not in inputs:

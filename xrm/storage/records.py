@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..metadata import Catalog, CoercionError, Entity, Field
 from ..metadata.evaluate import matches, record_getter
-from ..metadata.expressions import evaluate_formula, names_in, parse_expression
+from ..metadata.expressions import evaluate_formula, formula_names
 from ..metadata.fieldtypes import AutonumberType, FieldType
 from ..metadata.filters import All, AnyOf, Condition, FilterContext, FilterError, Not, parse_filter
 from ..metadata.model import ACCOUNT_ENTITY, SYSTEM_COLUMNS
@@ -178,7 +178,7 @@ class EntityPlan:
         # read one are computed again once it is drawn.
         numbered = {f.name for f in self.autonumbers}
         self.formulas_read_numbers = any(
-            numbered & names_in(parse_expression(f.formula)) for f in fields.values() if f.formula
+            numbered & formula_names(f.formula) for f in fields.values() if f.formula
         )
         # Sums and counts start at 0: a parent without children has a total of 0.
         self.zero_rollups = [
@@ -193,7 +193,7 @@ class EntityPlan:
         moved = {n for n, f in fields.items() if f.rollup}
         self.rollup_formulas = []
         for f in self.formulas:
-            if moved & names_in(parse_expression(f.formula)):
+            if moved & formula_names(f.formula):
                 moved.add(f.name)
                 self.rollup_formulas.append(f)
         self.rollup_targets = list(_rollup_targets(catalog, entity))
@@ -214,7 +214,7 @@ class EntityPlan:
             if f.formula is not None:
                 graph[f.name] = {
                     n
-                    for n in names_in(parse_expression(f.formula))
+                    for n in formula_names(f.formula)
                     if n in fields and fields[n].formula
                 }
         return [fields[n] for n in graphlib.TopologicalSorter(graph).static_order()]

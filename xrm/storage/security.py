@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..metadata import Catalog, Entity
-from ..metadata.expressions import names_in, parse_expression
+from ..metadata.expressions import formula_names
 from ..metadata.filters import conditions_of, parse_filter
 from ..metadata.model import (
     ACCOUNT_SELF,
@@ -382,7 +382,7 @@ def formula_inputs(catalog: Catalog, entity: Entity, f) -> frozenset[str]:
     """The fields of ``entity`` a formula reads (parsed once per catalog version)."""
     return catalog.artifact(
         ("formula-inputs", entity.name, f.name),
-        lambda: frozenset(n for n in names_in(parse_expression(f.formula)) if n in entity.fields),
+        lambda: frozenset(n for n in formula_names(f.formula) if n in entity.fields),
     )
 
 
