@@ -404,7 +404,9 @@ def generate(
     # their stages at past moments inside it (each move dated, ``demo_history.at``).
     with store.transaction(), history.past_clock(store):
         for entity in fill_order(catalog):
-            if entity.name in skip:
+            if entity.name in skip or (not sampler.users and _needs_a_user(entity)):
+                # its pack's samples, or a record that cannot be without a user (samples
+                # made with no users): the records it has are what others link to
                 ids = [r["id"] for r in store.records(entity.name).query(limit=1000).rows]
                 sampler.remember(entity, ids, [{} for _ in ids])
                 continue
@@ -417,6 +419,10 @@ def generate(
         for name, spec in targets.items():
             _fill_targets(store, catalog.entities[name], spec, sampler, created)
     return created
+
+
+def _needs_a_user(entity: Entity) -> bool:
+    return any(f.type == "user" and f.required for f in entity.fields.values())
 
 
 def _fill(store, entity: Entity, per_entity: int, sampler: Sampler, created: dict) -> None:
