@@ -22,6 +22,7 @@ from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
 from .duplicates import build_rules
+from .scoring import build_scoring
 from .expressions import FORMULA_GLOBALS, formula_names, formula_shape
 from .fieldtypes import FIELD_TYPES, CoercionError
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
@@ -608,7 +609,11 @@ class _Checker:
         for entity in self.entities.values():
             spec = self.builder.entities[entity.name]
             self.check_entity(entity, spec)
-            final[entity.name] = replace(entity, validations=self.validations(entity, spec))
+            final[entity.name] = replace(
+                entity,
+                validations=self.validations(entity, spec),
+                scoring=self.scoring(entity, spec),
+            )
         self.entities = final
         return final
 
@@ -914,6 +919,18 @@ class _Checker:
                         f"{entity.name}.stages.{name}",
                         f"next names unknown stage {target!r}{did_you_mean(target, flow.steps)}",
                     )
+
+    def scoring(self, entity: Entity, spec: _EntitySpec):
+        raw = spec.doc.get("scoring")
+        if raw is None:
+            return None
+        return build_scoring(
+            raw,
+            entity,
+            self.entity_of,
+            self.add,
+            lambda exc: self.follows_on(entity, exc),
+        )
 
     def validations(self, entity: Entity, spec: _EntitySpec) -> tuple[Validation, ...]:
         result = []

@@ -197,6 +197,8 @@ class Entity:
     position: Position | None = field(default=None, compare=False)
     #: duplicate rules (``metadata.duplicates.DuplicateRule``), checked on create
     duplicates: tuple = ()
+    #: the rules-based score (``metadata.scoring.Scoring``), kept by the records service
+    scoring: Any = None
 
     def field(self, name: str) -> Field:
         return self.fields[name]

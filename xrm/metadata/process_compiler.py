@@ -1232,6 +1232,24 @@ class WorkflowCompiler:
                 self.add(_pos(given, name, at), subject, f"send_report: {problem}")
         return None if ok else False
 
+    def _check_rescore(self, spec, at, entity, subject):
+        target = self.entity_of(spec)
+        if target is None:
+            self.add(
+                at, subject, f"rescore: unknown entity {spec!r}{did_you_mean(spec, self.entities)}"
+            )
+            return False
+        if target.scoring is None:
+            scored = [n for n, e in self.entities.items() if e.scoring is not None]
+            self.add(
+                at,
+                subject,
+                f"rescore: {spec} has no scoring model (scoring: in its entity document)"
+                + (f"; entities with one: {', '.join(sorted(scored))}" if scored else ""),
+            )
+            return False
+        return None
+
     def _check_mass_email(self, spec, at, entity, subject):
         from .mass_email import check_mass_email
 

@@ -140,6 +140,10 @@ STEP_KINDS: dict[str, dict] = {
         "required": ["process"],
         "additionalProperties": False,
     },
+    "rescore": {
+        "type": "string",
+        "description": "an entity with a scoring model: every record it scores is scored again (its decay)",
+    },
     "send_report": {
         "type": "object",
         "description": "emails a report or a dashboard to users, each run as its reader (their scope and field rules)",

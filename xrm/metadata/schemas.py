@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from .duplicates import schema as duplicates_schema
+from .scoring import schema as scoring_schema
 from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
 from .schemacheck import Compiler, SchemaValidator
 
@@ -239,6 +240,7 @@ def _entity_properties(field_ref: dict) -> dict:
             },
         },
         "duplicates": duplicates_schema(),
+        "scoring": scoring_schema(),
     }
 
 

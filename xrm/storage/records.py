@@ -30,6 +30,7 @@ from ..metadata.model import ACCOUNT_ENTITY, SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
 from . import duplicates as D
 from . import query as Q
+from . import scoring as S
 from . import tables as T
 from .fastpath import compiled_insert
 from .files import check_file_values
@@ -420,6 +421,20 @@ class Records:
                 record[f.name] = None
             values[f.name] = record[f.name]
 
+    def _score(self, unit: UnitOfWork, record: dict, now: dt.datetime) -> None:
+        """The entity's scoring model on the record being written (after its formulas, so
+        rules may read them).  A stored record outside the model's ``where`` keeps its
+        score; the decay moves the others later (``storage.scoring.rescore``)."""
+        if self.entity.scoring is None:
+            return
+        getter = record_getter(record, self._related(unit))
+        ctx = FilterContext(user_id=self.user_id, tz=self.tz, now=now)
+        where = self.entity.scoring.where
+        if record.get("id") and where is not None and not matches(where, getter, ctx):
+            return
+        anchor = S.anchor_of(self.entity, record, now)
+        record.update(S.score_values(self.entity, getter, ctx, anchor, now))
+
     def _validate(
         self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict[str, list[str]]
     ) -> None:
@@ -711,6 +726,7 @@ class Records:
             record["owner"] = self.user_id
         self._apply_stage(record, None)
         self._compute(record, now)
+        self._score(unit, record, now)
         self._validate(unit, record, None, errors)
         return record
 
@@ -927,6 +943,7 @@ class Records:
                 self.access.check_account(self, record, old)
             self._apply_stage(record, old)
             self._compute(record, now)
+            self._score(unit, record, now)
             self._validate(unit, record, old, errors)
             self._check_unique(unit, record, record_id, errors)
             if errors:

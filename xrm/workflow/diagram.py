@@ -56,6 +56,8 @@ def _summary(step: Step) -> str:
         to = spec["to"] if isinstance(spec["to"], str) else ", ".join(spec["to"])
         what = f"report {spec['report']}" if "report" in spec else f"dashboard {spec['dashboard']}"
         return f"email {what} to {to}"
+    if step.kind == "rescore":
+        return f"score every {spec} again"
     if step.kind == "mass_email":
         return f"email every consenting {spec['entity']}: {spec['template']}"
     if step.kind == "if":

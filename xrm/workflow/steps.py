@@ -717,6 +717,18 @@ def step_start(batch: Batch, run: Run, step: Step):
     return done({"sub-process": child["status"], "instance": child["id"]})
 
 
+# ------------------------------------------------------------------------ scores
+def step_rescore(batch: Batch, run: Run, step: Step):
+    """Score again every record of an entity with a scoring model (its points fading
+    with age): one UPDATE in the run's transaction, however many records."""
+    from ..storage.scoring import rescore
+
+    entity = batch.catalog.entity(step.spec)
+    with batch.write(run):
+        moved = rescore(batch.conn, batch.catalog, entity, batch.now, batch.tz)
+    return done({"entity": entity.name, "rescored": moved})
+
+
 # ------------------------------------------------------------------------ reports
 def step_send_report(batch: Batch, run: Run, step: Step):
     """Email a report (or a dashboard) to each recipient as they would see it: it runs as
@@ -823,6 +835,7 @@ HANDLERS = {
     "start": step_start,
     "send_report": step_send_report,
     "mass_email": step_mass_email,
+    "rescore": step_rescore,
     "stop": step_stop,
     "if": step_if,
 }

@@ -1,0 +1,112 @@
+"""Keeping scores (``scoring:`` on an entity, ``xrm.metadata.scoring``): one record scored
+in Python when the records service writes it, and every record rescored by one SQL
+``UPDATE`` (the decay, run by the ``rescore`` process step).
+
+Both read the same rules: the conditions through the filter language's two back ends
+(which agree, and are tested to), the decay through the thresholds ``Decay`` computes once,
+the sum through integer arithmetic that truncates as SQL's integer division does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+
+import sqlalchemy as sa
+
+from ..metadata import Catalog, Entity
+from ..metadata.evaluate import matches
+from ..metadata.filters import FilterContext
+from . import query as Q
+from .tables import tables_for
+
+
+def score_values(
+    entity: Entity,
+    getter: Callable,
+    ctx: FilterContext,
+    anchor: dt.datetime | None,
+    now: dt.datetime,
+) -> dict:
+    """The score (and rating) of one record as it is about to be written."""
+    scoring = entity.scoring
+    fixed = decaying = 0
+    for rule in scoring.rules:
+        if matches(rule.when, getter, ctx):
+            if rule.decays and scoring.decay is not None:
+                decaying += rule.points
+            else:
+                fixed += rule.points
+    percent = scoring.decay.percent(anchor, now) if scoring.decay is not None else 100
+    score = scoring.score(fixed, decaying, percent)
+    values = {scoring.field: score}
+    if scoring.rating_field:
+        values[scoring.rating_field] = scoring.band(score)
+    return values
+
+
+def anchor_of(entity: Entity, record: Mapping, now: dt.datetime) -> dt.datetime | None:
+    """When the record was last active, for a write: this write stamps updated_at (and a
+    new record's created_at) with ``now``."""
+    decay = entity.scoring.decay
+    if decay is None:
+        return None
+    if decay.since == "updated_at" or (decay.since == "created_at" and not record.get("id")):
+        return now
+    return record.get(decay.since)
+
+
+def rescore(
+    conn: sa.Connection,
+    catalog: Catalog,
+    entity: Entity,
+    now: dt.datetime,
+    tz: str = "UTC",
+) -> int:
+    """Score again every record the model's ``where`` takes, in one statement; only rows
+    whose score or rating moves are written.  Returns how many."""
+    scoring = entity.scoring
+    table = tables_for(catalog)[entity.name]
+    ctx = FilterContext(user_id=None, tz=tz, now=now)
+    builder = Q.builder(catalog, entity, ctx, conn.dialect.name)
+    fixed, decaying = [], []
+    for rule in scoring.rules:
+        term = sa.case((builder.compile(rule.when), rule.points), else_=0)
+        (decaying if rule.decays and scoring.decay is not None else fixed).append(term)
+    scope = builder.compile(scoring.where) if scoring.where is not None else sa.true()
+
+    def total(terms):
+        return sum(terms[1:], terms[0]) if terms else sa.literal(0)
+
+    score = total(fixed)
+    if decaying:
+        decay = scoring.decay
+        anchor = table.c[decay.since]
+        percent = sa.case(
+            (anchor.is_(None), 100),
+            *((anchor > moment, kept) for moment, kept in decay.thresholds(now)),
+            else_=decay.floor,
+        )
+        # integer division truncates toward zero in both databases (Scoring.score too)
+        score = score + (total(decaying) * percent).op("/")(sa.literal(100, sa.Integer))
+    scored = (
+        sa.select(table.c.id.label("id"), sa.cast(score, sa.Integer).label("score"))
+        .select_from(builder.from_clause)
+        .where(scope)
+        .subquery("scored")
+    )
+    values = {scoring.field: scored.c.score}
+    moved = [table.c[scoring.field].is_distinct_from(scored.c.score)]
+    if scoring.rating_field:
+        band = sa.case(
+            *(
+                (scored.c.score >= minimum, value)
+                for minimum, value in scoring.bands
+                if minimum is not None
+            ),
+            else_=next((v for m, v in scoring.bands if m is None), None),
+        )
+        values[scoring.rating_field] = band
+        moved.append(table.c[scoring.rating_field].is_distinct_from(band))
+    statement = sa.update(table).where(table.c.id == scored.c.id, sa.or_(*moved)).values(values)
+    return conn.execute(statement).rowcount
