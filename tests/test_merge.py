@@ -265,14 +265,15 @@ def test_self_references_and_restrict_lookups_with_rollups(world):
     store, users = world
     admin = users["admin"]
     contacts = store.records("contact", admin)
+    # (reports_to is a hierarchy: the two may not report to each other, so one way only)
     boss = contacts.create({"last_name": "Boss"})
-    again = contacts.create({"last_name": "Boss", "reports_to": boss["id"]})
+    again = contacts.create({"last_name": "Boss"})
     store.records("contact", admin).update(boss["id"], {"reports_to": again["id"]})
     merged = M.merge(store, "contact", boss["id"], again["id"], user_id=admin)
     assert _get(store, "contact", boss["id"])["reports_to"] is None  # not itself
     M.undo(store, "contact", merged.merge_id, user_id=admin)
     assert _get(store, "contact", boss["id"])["reports_to"] == again["id"]
-    assert _get(store, "contact", again["id"])["reports_to"] == boss["id"]
+    assert _get(store, "contact", again["id"])["reports_to"] is None
 
     # accounts: opportunity.account is on_delete: restrict, and feeds a rollup
     accounts = store.records("account", admin)

@@ -1347,6 +1347,10 @@ class LookupType(FieldType):
     params = {
         "to": {"type": "string", "description": "the entity this field points at"},
         "on_delete": {"enum": list(ON_DELETE)},
+        "hierarchy": {
+            "type": "boolean",
+            "description": "a lookup of the entity to itself that makes a hierarchy: a record may not become its own ancestor",
+        },
     }
     required_params = ("to",)
     operators = EQUALITY_OPS
@@ -1383,7 +1387,7 @@ class AnyLookupType(FieldType):
 
     name = "any_lookup"
     params = {"to": {"type": "array", "items": {"type": "string"}, "minItems": 1}}
-    operators = frozenset({"eq", "ne", "is_empty", "is_not_empty"})
+    operators = frozenset({"eq", "ne", "in", "is_empty", "is_not_empty"})
     json_type = "object"
 
     def columns(self, field):

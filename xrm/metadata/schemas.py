@@ -486,7 +486,7 @@ def views_schema(defs: dict) -> dict:
                     "properties": {
                         "entity": {"type": "string"},
                         "label": {"$ref": "#/$defs/label"},
-                        "kind": {"enum": ["list", "kanban", "calendar"]},
+                        "kind": {"enum": ["list", "kanban", "calendar", "tree"]},
                         "columns": column_list,
                         "filter": {"$ref": "#/$defs/filter"},
                         "sort": {"$ref": "#/$defs/sort"},
@@ -505,6 +505,8 @@ def views_schema(defs: dict) -> dict:
         "views.schema.json",
     )
 
+                        "end_field": {"type": "string"},
+                        "parent": {"type": "string"},
 
 SCOPES = ["none", "own", "account", "team", "all"]
 

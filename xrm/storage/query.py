@@ -256,6 +256,17 @@ class SqlBuilder:
             return id_col.is_(None)
         if cond.op == "is_not_empty":
             return id_col.is_not(None)
+        if cond.op == "in":  # any of several records: one IN list per entity
+            by_entity: dict[str, list] = {}
+            for each in value:
+                by_entity.setdefault(each["entity"], []).append(each["id"])
+            return sa.or_(
+                sa.false(),
+                *(
+                    sa.and_(id_col.is_not(None), entity_col == name, id_col.in_(ids))
+                    for name, ids in by_entity.items()
+                ),
+            )
         same = sa.and_(id_col.is_not(None), entity_col == value["entity"], id_col == value["id"])
         return same if cond.op == "eq" else sa.not_(same)
 

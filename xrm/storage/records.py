@@ -199,6 +199,12 @@ class EntityPlan:
                 self.rollup_formulas.append(f)
         self.rollup_targets = list(_rollup_targets(catalog, entity))
         self.lookups = [f for f in fields.values() if f.type == "lookup" and f.stored]
+        # Self lookups marked ``hierarchy: true``: a record may not become its own ancestor.
+        self.hierarchies = [
+            f
+            for f in self.lookups
+            if f.params.get("hierarchy") and f.params.get("to") == entity.name
+        ]
         # Master-detail lookups: the child is part of its parent (deleted with it), so
         # adding, moving or deleting a child is changing the parent.
         self.detail_of = {f.name for f in self.lookups if f.on_delete == "cascade"}
@@ -450,6 +456,8 @@ class Records:
         self._validate_any_lookups(unit, record, old, errors)
         self._validate_owner(unit, record, old, errors)
         self._validate_link_access(unit, record, old, errors)
+        if self.plan.hierarchies and old is not None:
+            self._validate_hierarchies(unit, record, old, errors)
         if errors:
             return
         if not self.entity.validations:
@@ -536,6 +544,36 @@ class Records:
 
     def _validate_any_lookups(
         self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
+    def _validate_hierarchies(self, unit: UnitOfWork, record: dict, old: dict, errors) -> None:
+        """A hierarchy field may not make the record its own ancestor: the new parent's
+        chain of parents (one recursive query, over every record whoever may read them, so
+        that a cycle through records the writer cannot see is refused too) must not reach
+        the record.  A new record has no descendants yet, so only updates are checked."""
+        for f in self.plan.hierarchies:
+            value = record.get(f.name)
+            if value is None or value == old.get(f.name) or f.name in errors:
+                continue
+            if value == old["id"]:
+                errors.setdefault(f.name, []).append("a record cannot be its own parent")
+                continue
+            column = self.table.c[f.name]
+            up = (
+                sa.select(self.table.c.id.label("id"), column.label("up"))
+                .where(self.table.c.id == value)
+                .cte(f"ancestors_{f.name}", recursive=True)
+            )
+            step = self.table.alias("parent_step")
+            up = up.union(
+                sa.select(step.c.id, step.c[f.name]).where(step.c.id == up.c.up)
+            )  # UNION, not UNION ALL: a cycle already stored ends the walk too
+            found = unit.connection.execute(
+                sa.select(sa.literal(1)).select_from(up).where(up.c.id == old["id"]).limit(1)
+            ).first()
+            if found is not None:
+                errors.setdefault(f.name, []).append(
+                    "this would make the record its own ancestor (a loop in the hierarchy)"
+                )
+
     ) -> None:
         for f in self.plan.any_lookups:
             value = record.get(f.name)

@@ -964,6 +964,8 @@ def _view_json(view) -> dict:
         "group_by": view.group_by,
         "card": list(view.card),
         "date_field": view.date_field,
+        "end_field": view.end_field,
+        "parent": view.parent,
     }
 
 

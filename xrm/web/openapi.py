@@ -830,6 +830,8 @@ _META_SCHEMAS = {
             "group_by": {"type": ["string", "null"]},
             "card": {"type": "array", "items": {"type": "string"}},
             "date_field": {"type": ["string", "null"]},
+            "end_field": {"type": ["string", "null"]},
+            "parent": {"type": ["string", "null"]},
         },
     },
     "meta.EntitySummary": {

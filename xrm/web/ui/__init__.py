@@ -61,6 +61,7 @@ def init_app(app: Flask) -> None:
         reports,
         search,
         shell,
+        tree,
         wizards,
     )
 
@@ -74,6 +75,7 @@ def init_app(app: Flask) -> None:
         imports,
         kanban,
         calendar,
+        tree,
         inbox,
         reports,
         report_builder,

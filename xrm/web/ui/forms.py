@@ -6,6 +6,7 @@ for the processes the user may start by hand (posted to ``inbox.start``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 
@@ -24,7 +25,7 @@ from . import widgets as W
 from .guards import guard, htmx
 from .inbox import record_actions
 from .layouts import form_for, main_view
-from .timeline import timeline_entries
+from .timeline import timeline_page
 
 bp = guard(Blueprint("ui_forms", __name__))
 
@@ -226,8 +227,14 @@ def new(entity_name: str):
     entity = entity_or_404(entity_name)
     if not C.can(entity.name, "create"):
         raise Forbidden(f"you may not create {entity.name} records")
+    return render_form(entity, prefill_of(entity, request.args), creating=True)
+
+
+def prefill_of(entity: Entity, args) -> dict:
+    """Values a new record's form starts with, from the address (a related list's parent,
+    a calendar's day and time): fields of the entity, read by their type."""
     prefill: dict = {}
-    for name, value in request.args.items():
+    for name, value in args.items():
         f = entity.fields.get(name)
         if f is not None and value:
             try:
@@ -236,7 +243,7 @@ def new(entity_name: str):
                 )
             except (CoercionError, ValueError, TypeError):  # a bad prefill is simply not used
                 continue
-    return render_form(entity, prefill, creating=True)
+    return prefill
 
 
 @bp.post("/r/<entity_name>/new")
@@ -385,7 +392,10 @@ def quick_create(entity_name: str):
     target = request.values.get("for", "")
     target = target if target.isidentifier() else ""
     posted = W.posted_mapping(request.form) if request.method == "POST" else None
-    bound = W.bind(entity, {}, posted, form=form, creating=True)
+    # a calendar opens the dialog with its day and time filled in (and reloads once saved)
+    start = prefill_of(entity, request.args) if posted is None else {}
+    reload = request.values.get("reload") == "1"
+    bound = W.bind(entity, start, posted, form=form, creating=True)
     errors: dict = {}
     if posted is not None:
         values, errors = W.read_form(bound, request.files)
@@ -401,9 +411,10 @@ def quick_create(entity_name: str):
                     ident=record["id"],
                     title=C.record_title(entity, record),
                     entity=entity,
+                    reload=reload,
                 )
     fields = [
-        W.view_of(spec, bound, {}, posted=posted, errors=errors, creating=True)
+        W.view_of(spec, bound, start, posted=posted, errors=errors, creating=True)
         for spec in bound.spec.fields.values()
     ]
     for view in fields:
@@ -415,6 +426,7 @@ def quick_create(entity_name: str):
         fields=fields,
         editable=[v.name for v in fields if not v.read_only],
         target=target,
+        reload=reload,
         general_errors=error_lines(
             entity, {k: v for k, v in errors.items() if k not in bound.spec.fields}
         ),
@@ -547,9 +559,38 @@ def related(entity_name: str, record_id: int, field_name: str):
 # ------------------------------------------------------------------------ timeline and notes
 @bp.get("/r/<entity_name>/<recid:record_id>/timeline")
 def timeline(entity_name: str, record_id: int):
+    """A page of the record's timeline: the first with the note form, or with ``before``
+    (an ISO moment) the entries older than it, for the "Older" button."""
     entity = entity_or_404(entity_name)
-    entries = timeline_entries(entity, record_id)
-    return render_template("ui/_timeline.html", entries=entries, entity=entity, record_id=record_id)
+    readable_or_404(entity, record_id)
+    before = None
+    if request.args.get("before"):
+        try:
+            before = dt.datetime.fromisoformat(request.args["before"])
+        except ValueError:
+            abort(400)
+        if before.tzinfo is None:
+            before = before.replace(tzinfo=dt.UTC)
+    entries, older = timeline_page(entity, record_id, before)
+    return render_template(
+        "ui/_timeline.html",
+        entries=entries,
+        entity=entity,
+        record_id=record_id,
+        page_only=before is not None,
+        older_url=_older_url(entity, record_id, older),
+    )
+
+
+def _older_url(entity: Entity, record_id: int, older) -> str | None:
+    if older is None:
+        return None
+    return url_for(
+        "ui_forms.timeline",
+        entity_name=entity.name,
+        record_id=record_id,
+        before=older.isoformat(),
+    )
 
 
 @bp.post("/r/<entity_name>/<recid:record_id>/notes")
@@ -581,7 +622,7 @@ def add_note(entity_name: str, record_id: int):
             errors = exc.errors
         except Forbidden as exc:
             errors = {ALL_KEY: [str(exc)]}
-    entries = timeline_entries(entity, record_id)
+    entries, older = timeline_page(entity, record_id)
     status = 422 if errors else 200
     messages = error_lines(note_entity, errors)
     return render_template(
@@ -589,6 +630,7 @@ def add_note(entity_name: str, record_id: int):
         entries=entries,
         entity=entity,
         record_id=record_id,
+        older_url=_older_url(entity, record_id, older),
         note_errors=messages,
         note_body=body if errors else "",
     ), status

@@ -935,6 +935,18 @@ RU: dict[str, str] = {
     "Click to edit": "Нажмите, чтобы изменить",
     "Edit %(field)s": "Изменить поле «%(field)s»",
     "Your value is kept in its field. Review the current values, then save again to overwrite them, or cancel.": "Ваше значение сохранено в поле. Проверьте текущие значения и сохраните ещё раз, чтобы заменить их, или отмените изменение.",
+    # hierarchies (tree views, a record's place), calendars by week and day, the timeline
+    "Show or hide what is under %(title)s": "Показать или скрыть то, что входит в «%(title)s»",
+    "Directly under it": "Непосредственно входят",
+    "Collapse all": "Свернуть всё",
+    "Show more": "Показать ещё",
+    "Show in the hierarchy": "Показать в иерархии",
+    "Show": "Показать",
+    "Previous": "Назад",
+    "A click creates": "По щелчку создаётся",
+    "New on %(day)s": "Создать на %(day)s",
+    "about": "по записи",
+    "Pages": "Страницы",
 }
 
 CATALOGS = {"ru": RU}
@@ -943,6 +955,11 @@ CATALOGS = {"ru": RU}
 #: see them next to their fields; anything not listed is shown as it is.
 RU_ERRORS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^required$"), "обязательное поле"),
+    (
+        re.compile(r"^this would make the record its own ancestor \(a loop in the hierarchy\)$"),
+        "запись стала бы своим же предком (петля в иерархии)",
+    ),
+    (re.compile(r"^a record cannot be its own parent$"), "запись не может входить сама в себя"),
     (re.compile(r"^complete this step first$"), "сначала заполните этот шаг"),
     (re.compile(r"^no such record$"), "такой записи нет"),
     (re.compile(r"^no such user$"), "такого пользователя нет"),

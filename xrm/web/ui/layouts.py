@@ -182,4 +182,8 @@ def view_document(view: View) -> dict:
         out["card"] = list(view.card)
     if view.date_field:
         out["date_field"] = view.date_field
+    if view.end_field:
+        out["end_field"] = view.end_field
+    if view.parent:
+        out["parent"] = view.parent
     return out

@@ -1,7 +1,7 @@
 """List views: columns from the view definition, quick filters, the advanced filter builder,
 sort by column, search, keyset pages, personal saved views, bulk update and delete, manual
-processes started for the selected rows, and export of what the list shows.  Kanban and
-calendar views are dispatched from here too."""
+processes started for the selected rows, and export of what the list shows.  Kanban,
+calendar and tree views are dispatched from here too."""
 
 from __future__ import annotations
 
@@ -370,6 +370,10 @@ def view(view_name: str):
         from .calendar import month_page
 
         return month_page(view, entity)
+    if view.kind == "tree":
+        from .tree import tree_page
+
+        return tree_page(view, entity)
     try:
         state = state_for(view, entity)
     except FilterError as exc:

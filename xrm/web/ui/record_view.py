@@ -43,6 +43,7 @@ from .guards import guard, htmx
 from .inbox import record_actions
 from .layouts import form_for, main_view
 from .search import note_view
+from .tree import hierarchy_cards
 
 bp = guard(Blueprint("ui_record", __name__))
 
@@ -221,6 +222,7 @@ def render_view(
         "can_update": updatable,
         "can_delete": C.can(entity.name, "delete"),
         "actions": record_actions(entity, record),
+        "hierarchies": hierarchy_cards(entity, record),
     }
     return render_template("ui/record.html", **context), status
 

@@ -385,6 +385,10 @@
     var dialog = event.detail.target;
     if (!dialog || dialog.id !== "xrm-quick-dialog") return;
     var made = dialog.querySelector("[data-xrm-quick-created]");
+    if (made && made.dataset.reload) {  // made from a calendar: show it in its place
+      window.location.reload();
+      return;
+    }
     if (made) {
       var select = document.querySelector('#record-form [name="' + made.dataset.target + '"]');
       if (select) {
@@ -406,6 +410,86 @@
     if (!event.target.closest("[data-xrm-dialog-close]")) return;
     var dialog = event.target.closest("dialog");
     if (dialog) { dialog.close(); dialog.innerHTML = ""; }
+  });
+  // ------------------------------------------------------------------ calendars
+  // A day or a half hour with data-xrm-quick opens the quick-create dialog there (its href,
+  // the full form, serves a new tab and browsers without scripts).  In the week and day
+  // grid the arrows move between half hours (Up/Down) and days (Left/Right); Enter opens.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-xrm-quick]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || typeof htmx === "undefined") return;
+    if (!document.getElementById("xrm-quick-dialog")) return;
+    event.preventDefault();
+    htmx.ajax("GET", link.dataset.xrmQuick, { target: "#xrm-quick-dialog", swap: "innerHTML" });
+  });
+  document.addEventListener("keydown", function (event) {
+    var slot = event.target.closest && event.target.closest("[data-xrm-slot]");
+    if (!slot) return;
+    var day = slot.parentElement;
+    var target = null;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      var slots = Array.prototype.slice.call(day.querySelectorAll("[data-xrm-slot]"));
+      target = slots[slots.indexOf(slot) + (event.key === "ArrowDown" ? 1 : -1)];
+    } else if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
+      var next = event.key === "ArrowRight" ? day.nextElementSibling : day.previousElementSibling;
+      if (next) target = next.querySelector('[data-xrm-slot][data-time="' + slot.dataset.time + '"]');
+    }
+    if (!target) return;
+    event.preventDefault();
+    slot.tabIndex = -1;
+    target.tabIndex = 0;
+    target.focus();
+  });
+  function scrollGrid(root) {
+    (root || document).querySelectorAll("[data-xrm-timegrid]").forEach(function (grid) {
+      var body = grid.querySelector("[data-xrm-scroll]");
+      var hour = grid.querySelector(".xrm-tg-hour");
+      if (body && hour) body.scrollTop = hour.offsetHeight * Number(grid.dataset.workStart || 8);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { scrollGrid(document); });
+
+  // ------------------------------------------------------------------ tree views
+  // A node's toggle opens its children (loaded once with htmx) and closes them again; its
+  // href (the page with the node in expand=) serves browsers without scripts.  Right and
+  // Left arrows on a focused toggle open and close, Up and Down move between rows.
+  function treeToggle(link, open) {
+    var item = link.closest("[role=treeitem]");
+    var group = item && item.querySelector(":scope > [role=group]");
+    if (!group) return;
+    var expanded = item.getAttribute("aria-expanded") === "true";
+    if (open === undefined) open = !expanded;
+    if (open === expanded) return;
+    if (open && !group.dataset.loaded && typeof htmx !== "undefined") {
+      group.dataset.loaded = "1";
+      htmx.ajax("GET", link.dataset.url, { target: group, swap: "innerHTML" }).then(function () {
+        group.hidden = false;
+        item.setAttribute("aria-expanded", "true");
+      });
+      return;
+    }
+    group.hidden = !open;
+    item.setAttribute("aria-expanded", open ? "true" : "false");
+  }
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-xrm-tree-toggle]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    treeToggle(link);
+  });
+  document.addEventListener("keydown", function (event) {
+    var here = event.target.closest && event.target.closest(".xrm-tree-title");
+    if (!here) return;
+    var link = here.querySelector("[data-xrm-tree-toggle]");
+    if (event.key === "ArrowRight" && link) { event.preventDefault(); treeToggle(link, true); return; }
+    if (event.key === "ArrowLeft" && link) { event.preventDefault(); treeToggle(link, false); return; }
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    var rows = Array.prototype.filter.call(document.querySelectorAll(".xrm-tree .xrm-tree-title"), function (el) { return el.offsetParent !== null; });
+    var at = rows.indexOf(here) + (event.key === "ArrowDown" ? 1 : -1);
+    if (at < 0 || at >= rows.length) return;
+    event.preventDefault();
+    var target = rows[at].querySelector("[data-xrm-tree-toggle]") || rows[at].querySelector("a");
+    if (target) target.focus();
   });
   document.addEventListener("htmx:sendError", function () { toast(text("textError", "Something went wrong."), "danger"); });
   // A live-rules answer must not replace the field the user is typing in.
