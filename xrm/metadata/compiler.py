@@ -697,6 +697,13 @@ class _Checker:
                     )
         if field.type == "children":
             self.check_children(entity, field, raw, subject)
+        if field.params.get("hierarchy") and field.params.get("to") != entity.name:
+            # a hierarchy is a lookup of an entity to itself (account.parent, contact.reports_to)
+            self.add(
+                _vpos(raw, "hierarchy", field.position),
+                subject,
+                f"hierarchy: true needs a lookup to {entity.name} itself (it points at {field.params.get('to')!r})",
+            )
         if field.required and field.params.get("on_delete") == "set_null":
             self.add(
                 _vpos(raw, "on_delete", field.position),
@@ -798,13 +805,6 @@ class _Checker:
                 )
         for name, attribute in shape.attributes:
             if name in entity.fields:
-        if field.params.get("hierarchy") and field.params.get("to") != entity.name:
-            # a hierarchy is a lookup of an entity to itself (account.parent, contact.reports_to)
-            self.add(
-                _vpos(raw, "hierarchy", field.position),
-                subject,
-                f"hierarchy: true needs a lookup to {entity.name} itself (it points at {field.params.get('to')!r})",
-            )
                 self.add(
                     where,
                     subject,
@@ -1203,6 +1203,8 @@ class _Checker:
             if kind == "calendar" and not raw.get("date_field"):
                 ok = False
                 self.add(where, subject, "a calendar view needs date_field")
+            if not self.check_view_extras(raw, entity, kind, subject, where):
+                ok = False
             if not ok:
                 continue
             result[name] = View(
@@ -1218,9 +1220,52 @@ class _Checker:
                 group_by=raw.get("group_by"),
                 card=kept["card"],
                 date_field=raw.get("date_field"),
+                end_field=raw.get("end_field"),
+                parent=raw.get("parent"),
                 position=where,
             )
         return result
+
+    def check_view_extras(self, raw, entity: Entity, kind: str, subject: str, where) -> bool:
+        """A calendar's ``end_field`` (a datetime: where events end; a duration: how long
+        they last) and a tree's ``parent`` (a lookup of the entity to itself)."""
+        ok = True
+        for key, kinds in (("end_field", ("calendar",)), ("parent", ("tree",))):
+            if raw.get(key) is not None and kind not in kinds:
+                ok = False
+                self.add(_vpos(raw, key, where), subject, f"{key} is for {kinds[0]} views only")
+        end = raw.get("end_field")
+        if end is not None and kind == "calendar":
+            target = entity.fields.get(end)
+            if target is None or target.type not in ("datetime", "duration") or not target.stored:
+                ok = False
+                found = "unknown" if target is None else target.type
+                self.add(
+                    _vpos(raw, "end_field", where),
+                    subject,
+                    f"end_field {end!r} must be a datetime or duration field (it is {found}){did_you_mean(end, entity.fields) if target is None else ''}",
+                )
+        if kind == "tree":
+            parent = raw.get("parent")
+            target = entity.fields.get(parent) if parent else None
+            if parent is None:
+                ok = False
+                self.add(where, subject, "a tree view needs parent")
+            elif target is None or target.type != "lookup" or target.params.get("to") != entity.name:
+                ok = False
+                found = (
+                    "unknown"
+                    if target is None
+                    else f"a lookup to {target.params.get('to')}"
+                    if target.type == "lookup"
+                    else target.type
+                )
+                self.add(
+                    _vpos(raw, "parent", where),
+                    subject,
+                    f"parent {parent!r} must be a lookup of {entity.name} to {entity.name} (it is {found}){did_you_mean(parent, entity.fields) if target is None else ''}",
+                )
+        return ok
 
 
 @collector_paused()
@@ -1311,8 +1356,6 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
         )
         for pack in ordered
     }
-            if not self.check_view_extras(raw, entity, kind, subject, where):
-                ok = False
     return Catalog(
         version=version,
         solutions=MappingProxyType(solutions),
@@ -1328,54 +1371,9 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
         reports=MappingProxyType(reports),
         dashboards=MappingProxyType(dashboards),
         wizards=MappingProxyType(wizards),
-                end_field=raw.get("end_field"),
-                parent=raw.get("parent"),
         web_forms=MappingProxyType(web_forms),
     )
 
-
-    def check_view_extras(self, raw, entity: Entity, kind: str, subject: str, where) -> bool:
-        """A calendar's ``end_field`` (a datetime: where events end; a duration: how long
-        they last) and a tree's ``parent`` (a lookup of the entity to itself)."""
-        ok = True
-        for key, kinds in (("end_field", ("calendar",)), ("parent", ("tree",))):
-            if raw.get(key) is not None and kind not in kinds:
-                ok = False
-                self.add(_vpos(raw, key, where), subject, f"{key} is for {kinds[0]} views only")
-        end = raw.get("end_field")
-        if end is not None and kind == "calendar":
-            target = entity.fields.get(end)
-            if target is None or target.type not in ("datetime", "duration") or not target.stored:
-                ok = False
-                found = "unknown" if target is None else target.type
-                self.add(
-                    _vpos(raw, "end_field", where),
-                    subject,
-                    f"end_field {end!r} must be a datetime or duration field (it is {found}){did_you_mean(end, entity.fields) if target is None else ''}",
-                )
-        if kind == "tree":
-            parent = raw.get("parent")
-            target = entity.fields.get(parent) if parent else None
-            if parent is None:
-                ok = False
-                self.add(where, subject, "a tree view needs parent")
-            elif (
-                target is None or target.type != "lookup" or target.params.get("to") != entity.name
-            ):
-                ok = False
-                found = (
-                    "unknown"
-                    if target is None
-                    else f"a lookup to {target.params.get('to')}"
-                    if target.type == "lookup"
-                    else target.type
-                )
-                self.add(
-                    _vpos(raw, "parent", where),
-                    subject,
-                    f"parent {parent!r} must be a lookup of {entity.name} to {entity.name} (it is {found}){did_you_mean(parent, entity.fields) if target is None else ''}",
-                )
-        return ok
 
 _KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3, "roles": 4, "forms": 5}
 

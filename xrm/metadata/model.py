@@ -226,6 +226,10 @@ class View:
     group_by: str | None = None
     card: tuple[str, ...] = ()
     date_field: str | None = None
+    #: calendar: where an event ends, a datetime field (its end) or a duration field
+    end_field: str | None = None
+    #: tree: the lookup to the entity itself that makes the hierarchy
+    parent: str | None = None
     position: Position | None = field(default=None, compare=False)
 
 
@@ -233,10 +237,6 @@ class View:
 # nested; the order only names the widest of several roles' scopes, while their rows are
 # the union of what each admits (``Access.scopes_of``).
 SCOPE_ORDER = {"none": 0, "own": 1, "account": 2, "team": 3, "all": 4}
-    #: calendar: where an event ends, a datetime field (its end) or a duration field
-    end_field: str | None = None
-    #: tree: the lookup to the entity itself that makes the hierarchy
-    parent: str | None = None
 ACTIONS = ("create", "read", "update", "delete")
 #: The entity whose records users belong to (``xrm_user.account_id``) for the "account"
 #: scope: the core pack's accounts.

@@ -494,6 +494,8 @@ def views_schema(defs: dict) -> dict:
                         "group_by": {"type": "string"},
                         "card": column_list,
                         "date_field": {"type": "string"},
+                        "end_field": {"type": "string"},
+                        "parent": {"type": "string"},
                     },
                     "required": ["entity"],
                     "additionalProperties": False,
@@ -505,8 +507,6 @@ def views_schema(defs: dict) -> dict:
         "views.schema.json",
     )
 
-                        "end_field": {"type": "string"},
-                        "parent": {"type": "string"},
 
 SCOPES = ["none", "own", "account", "team", "all"]
 

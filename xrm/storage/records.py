@@ -542,8 +542,6 @@ class Records:
                 if not self._may(unit, target, value, "read"):
                     errors.setdefault(name, []).append("a linked record does not exist")
 
-    def _validate_any_lookups(
-        self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
     def _validate_hierarchies(self, unit: UnitOfWork, record: dict, old: dict, errors) -> None:
         """A hierarchy field may not make the record its own ancestor: the new parent's
         chain of parents (one recursive query, over every record whoever may read them, so
@@ -574,6 +572,8 @@ class Records:
                     "this would make the record its own ancestor (a loop in the hierarchy)"
                 )
 
+    def _validate_any_lookups(
+        self, unit: UnitOfWork, record: dict, old: dict | None, errors: dict
     ) -> None:
         for f in self.plan.any_lookups:
             value = record.get(f.name)
