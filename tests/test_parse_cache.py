@@ -15,7 +15,7 @@ import pytest
 from xrm.metadata import load_catalog, parse_cache
 from xrm.metadata import packs as packs_module
 from xrm.metadata.packs import parse_pack, read_pack_files, shipped_solutions
-from xrm.metadata.problems import Problems
+from xrm.metadata.problems import DefinitionError, Problems
 from xrm.metadata.source import Node, load_yaml
 
 
@@ -218,3 +218,40 @@ def test_a_damaged_memo_is_worked_out_again(cache_dir):
         template_shape.cache_clear()
         parse_cache._tables.clear()
         assert template_shape("{{ record.name }}").chains == (("record", "name"),)
+
+
+def test_packs_built_clean_before_skip_their_checked_only_files(cache_dir, tmp_path):
+    """Sample data and pack tests are only checked by a build: a second build of the very
+    same packs does not read them, and any change to a pack checks them again."""
+    core = shipped_solutions() / "core"
+    pack = tmp_path / "p"
+    (pack / "entities").mkdir(parents=True)
+    (pack / "demo").mkdir()
+    (pack / "solution.yaml").write_text("solution: p\nversion: '1.0'\ndepends: {core: '>=0'}\n")
+    entity = "entity: thing\nlabel: {en: Thing}\nplural: {en: Things}\nfields: {n: {type: text}}\n"
+    (pack / "entities" / "thing.yaml").write_text(entity)
+    (pack / "demo" / "things.yaml").write_text("demo: thing\nkey: n\nrecords:\n  - {n: one}\n")
+
+    def build():
+        packs_module._READ.clear()
+        parse_cache._tables.clear()  # as a new process
+        found = load_catalog([core, pack])
+        parse_cache.save_remembered()
+        return found
+
+    build()  # the demo file is checked, then the clean build noted
+    build()  # from the cache: the demo file is deferred, and never decoded
+    from xrm.metadata.loader import resolve_packs
+
+    packs_module._READ.clear()
+    (p,) = [x for x in resolve_packs([core, pack]) if x.name == "p"]
+    assert [d[0] for d in p.deferred] == ["demo/things.yaml"]
+    assert [d.kind for d in p.documents] == ["demo", "entity"]  # asked for: read after all
+    # The entity loses the field the sample data sets: the demo file is checked again.
+    (pack / "entities" / "thing.yaml").write_text(
+        entity.replace("n: {type: text}", "m: {type: text}")
+    )
+    with pytest.raises(DefinitionError) as raised:
+        build()
+    found = [str(problem) for problem in raised.value.problems]
+    assert found and all("demo/things.yaml" in p and "'n'" in p for p in found), found

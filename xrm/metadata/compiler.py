@@ -9,6 +9,7 @@ All problems are collected; if there is any, nothing is returned.
 from __future__ import annotations
 
 import graphlib
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1288,9 +1289,13 @@ def build_catalog(
 def _build_catalog(packs, layer, version, problems) -> Catalog:
     problems = problems if problems is not None else Problems()
     ordered = order_packs(packs, problems)
+    inputs = _inputs_digest(ordered, layer)
+    # These very packs and layer were built clean before (a worker's start, a command):
+    # the documents only a build checks (data, demo, tests) need not be read again.
+    checked_before = not problems and parse_cache.recall("built_clean", inputs) is True
     builder = _Builder(problems, ordered)
     for pack in ordered:
-        for document in _by_kind(pack.documents):
+        for document in _by_kind(pack.defined() if checked_before else pack.documents):
             builder.add(pack.name, document)
     for document in _by_kind(layer):
         builder.add(LAYER, document)
@@ -1342,6 +1347,8 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
         problems, entities, builder.web_forms, LAYER, rejected=builder.rejected
     )
     problems.raise_if_any()
+    if not checked_before:
+        parse_cache.note("built_clean", inputs, True)
     solutions = {
         pack.name: Solution(
             name=pack.name,
@@ -1373,6 +1380,21 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
         wizards=MappingProxyType(wizards),
         web_forms=MappingProxyType(web_forms),
     )
+
+
+def _inputs_digest(packs: Sequence[PackSource], layer: Sequence[Document]) -> str:
+    """What a build reads: every pack's files and the customization layer, with the
+    fingerprint of the code that reads them (``parse_cache``)."""
+    digest = hashlib.sha256(parse_cache.code_fingerprint().encode())
+    for pack in packs:
+        digest.update(f"\0pack\0{pack.name}\0{pack.root}".encode())
+        for relative, text in sorted(pack.files.items()):
+            digest.update(f"\0{relative}\0".encode())
+            digest.update((text or "").encode("utf-8", "surrogatepass"))
+    for document in layer:
+        body = repr(_plain(document.data))  # the same data gives the same text
+        digest.update(f"\0layer\0{document.kind}\0{document.path}\0{body}".encode())
+    return digest.hexdigest()
 
 
 _KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3, "roles": 4, "forms": 5}

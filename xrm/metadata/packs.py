@@ -69,6 +69,11 @@ class Document:
     path: str  # display path, used in messages
 
 
+#: Folders whose documents a catalog build only checks (reference and sample data, pack
+#: tests): the install and ``xrm solution test`` read them, the running platform does not.
+CHECKED_ONLY = ("data/", "demo/", "tests/")
+
+
 @dataclass
 class PackSource:
     """One pack's documents, read but not compiled."""
@@ -76,16 +81,40 @@ class PackSource:
     name: str
     version: str
     manifest: Mapping
-    documents: list[Document] = field(default_factory=list)
+    read: list[Document] = field(default_factory=list)
     root: str = ""
     files: dict[str, str] = field(default_factory=dict)  # relative path -> text
     #: entities whose document was refused (already reported); references to them are
     #: not reported again as "unknown entity"
     rejected: set[str] = field(default_factory=set)
+    #: files of CHECKED_ONLY folders found in the parse cache, (relative, display, text):
+    #: decoded when ``documents`` is first asked for, so that a build which checked these
+    #: very packs before (``compiler.build_catalog``) never decodes them
+    deferred: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def depends(self) -> Mapping[str, str]:
         return self.manifest.get("depends") or {}
+
+    @property
+    def documents(self) -> list[Document]:
+        """Every document of the pack, in file order."""
+        if self.deferred:
+            deferred, self.deferred = self.deferred, []
+            for relative, display, text in deferred:
+                found = parse_cache.get(relative, display, text)
+                if found:
+                    self.read.append(Document(found[0], found[1], display))
+                    continue
+                document = _read_document(relative, display, text, Problems(), self)
+                if document is not None:  # it read clean before; the cache entry went
+                    self.read.append(document)
+            self.read.sort(key=lambda d: d.path)
+        return self.read
+
+    def defined(self) -> list[Document]:
+        """The documents the platform runs on: all but the deferred checked-only ones."""
+        return self.read
 
 
 def _display(root: str, relative: str) -> str:
@@ -140,15 +169,19 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
             continue
         display = _display(root, relative)
         key = (validators(), relative, display, text)
-        found = _READ.get(key) or (text is not None and parse_cache.get(relative, display, text))
+        found = _READ.get(key)
+        if not found and relative.startswith(CHECKED_ONLY) and parse_cache.has(relative, display, text):
+            pack.deferred.append((relative, display, text))
+            continue
+        found = found or (text is not None and parse_cache.get(relative, display, text))
         if found:
-            pack.documents.append(Document(found[0], found[1], display))
+            pack.read.append(Document(found[0], found[1], display))
             _READ.put(key, found, len(text))
             continue
         before = len(problems)
         document = _read_document(relative, display, text, problems, pack)
         if document is not None:
-            pack.documents.append(document)
+            pack.read.append(document)
             if len(problems) == before:
                 _READ.put(key, (document.kind, document.data), len(text))
                 parse_cache.put(relative, display, text, document.kind, document.data)

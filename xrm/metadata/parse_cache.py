@@ -61,6 +61,11 @@ def _fingerprint() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def code_fingerprint() -> str:
+    """The fingerprint of the code and field types that read definitions (see above)."""
+    return _fingerprint()
+
+
 def _key(relative: str, display: str, text: str) -> str:
     digest = hashlib.sha256()
     for part in (_fingerprint(), relative, display, text):
@@ -87,6 +92,12 @@ def get(relative: str, display: str, text: str) -> tuple[str, Mapping] | None:
     if version != FORMAT or not isinstance(kind, str) or not isinstance(data, YamlMap):
         return None
     return kind, data
+
+
+def has(relative: str, display: str, text: str) -> bool:
+    """Whether this file is stored (it read clean), without reading the entry."""
+    root = directory()
+    return root is not None and _path(root, _key(relative, display, text)).is_file()
 
 
 def _decoder(display: str):
@@ -209,6 +220,19 @@ def _table(name: str) -> dict:
     return table
 
 
+def recall(name: str, key: str):
+    """The answer noted for ``key`` under the question ``name`` (JSON data), or None."""
+    return _table(name).get(key)
+
+
+def note(name: str, key: str, value) -> None:
+    """Note an answer (JSON data); written by the next ``save_remembered``."""
+    _table(name)[key] = value
+    root = directory()
+    if root is not None:
+        _pending.setdefault((root, name), {})[key] = value
+
+
 def remembered(name: str, revive: Callable[[object], object]):
     """Decorate a pure function of one string whose answer is JSON data (``revive`` turns
     the stored JSON back into the answer, and raises on anything malformed).  Answers are
@@ -232,10 +256,7 @@ def remembered(name: str, revive: Callable[[object], object]):
                     value = _MISSING  # not ours: work it out
             if value is _MISSING:
                 value = compute(text)
-                table[text] = value
-                root = directory()
-                if root is not None:
-                    _pending.setdefault((root, name), {})[text] = value
+                note(name, text, value)
             if len(memory) >= 4096:
                 memory.clear()
             memory[text] = value
