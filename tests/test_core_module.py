@@ -175,8 +175,9 @@ def test_the_checker_names_the_new_keys_at_their_lines(tmp_path):
         finally:
             store.close()
     message = str(refused.value)
-    thing = Path(pack, "entities", "thing.yaml")
-    views = Path(pack, "views", "views.yaml")
+    # (paths are printed relative to the working directory when that is shorter)
+    thing = Path("bad", "entities", "thing.yaml")
+    views = Path("bad", "views", "views.yaml")
     assert (
         f"{thing}:5:" in message
         and "hierarchy: true needs a lookup to thing itself (it points at 'other')" in message
