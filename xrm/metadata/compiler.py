@@ -56,7 +56,7 @@ from .reports import build_reports
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .scenarios import check_scenarios
 from .schemas import VERSION_PATTERN
-from .source import Position
+from .source import Node, Position, YamlMap
 from .source import node_position as _pos
 from .source import value_position as _vpos
 from .web_forms import build_web_forms
@@ -92,7 +92,8 @@ class _EntitySpec:
     solution: str
     doc: Mapping
     fields: dict[str, tuple[Mapping, str, Position]] = field(default_factory=dict)
-    validations: list[tuple[Mapping, str]] = field(default_factory=list)
+    #: (rule, solution that defined it, changed by the customization layer)
+    validations: list[tuple[Mapping, str, bool]] = field(default_factory=list)
     indexes: list[tuple[Mapping, str]] = field(default_factory=list)
     search: list[str] = field(default_factory=list)
     duplicates: list[tuple[Mapping, str]] = field(default_factory=list)
@@ -212,6 +213,7 @@ class _Builder:
         self.scenarios: list[tuple[str, Mapping]] = []  # (solution, tests document)
         self.wizards: list[tuple[str, Mapping]] = []  # (solution, document)
         self.web_forms: list[tuple[str, Mapping]] = []  # (solution, document)
+        self.rule_changes: list[Mapping] = []  # validation: documents of the layer
         self.depends = _closure(packs)
         self.depends[LAYER] = set(self.depends) | {p.name for p in packs}
         self.rejected: set[str] = set().union(*(p.rejected for p in packs))
@@ -301,7 +303,7 @@ class _Builder:
         for removed in data.get("remove") or ():
             spec.removed.add(removed)
         for item in data.get("validations") or ():
-            spec.validations.append((item, solution))
+            self._add_rule(spec, solution, item)
         for item in data.get("indexes") or ():
             spec.indexes.append((item, solution))
         for item in data.get("search") or ():
@@ -309,6 +311,79 @@ class _Builder:
                 spec.search.append(item)
         for item in data.get("duplicates") or ():
             spec.duplicates.append((item, solution))
+
+    def _add_rule(self, spec: _EntitySpec, solution: str, item: Mapping) -> None:
+        """A validation rule joins its entity; a named one is unique there, and the
+        customization layer's rule of a name already defined takes its place (top wins)."""
+        name = item.get("name")
+        for index, (old, owner, _changed) in enumerate(spec.validations):
+            if name is None or old.get("name") != name:
+                continue
+            if solution == LAYER:
+                spec.validations[index] = (item, owner, True)
+            else:
+                self.problems.add(
+                    _vpos(item, "name", _pos(item)),
+                    f"{spec.name}.validations",
+                    f"validation rule {name!r} is "
+                    + (
+                        f"defined twice in solution {owner!r}"
+                        if owner == solution
+                        else f"already defined by solution {owner!r}"
+                    ),
+                )
+            return
+        spec.validations.append((item, solution, solution == LAYER))
+
+    def _add_validation(self, solution: str, data: Mapping) -> None:
+        if solution != LAYER:
+            self.problems.add(
+                _vpos(data, "validation"),
+                str(data["validation"]),
+                "a validation rule is changed in the customization layer (the admin area, or "
+                "an exported customization pack); a pack changes its own rules in its "
+                "entity documents",
+            )
+            return
+        self.rule_changes.append(data)
+
+    def apply_rule_changes(self) -> None:
+        """``validation: ENTITY.NAME`` documents of the customization layer, in the layer's
+        order: each changes the keys it gives of the named rule (message, when, fields,
+        enabled); a rule must have a name to be changed."""
+        for data in self.rule_changes:
+            key = str(data["validation"])
+            where = _vpos(data, "validation")
+            entity_name, _dot, rule = key.partition(".")
+            spec = self.entities.get(entity_name)
+            if spec is None:
+                if entity_name not in self.rejected:
+                    self.problems.add(
+                        where,
+                        key,
+                        f"unknown entity {entity_name!r}{did_you_mean(entity_name, self.entities)}",
+                    )
+                continue
+            names = [str(i["name"]) for i, _s, _c in spec.validations if i.get("name")]
+            index = next(
+                (n for n, (i, _s, _c) in enumerate(spec.validations) if i.get("name") == rule),
+                None,
+            )
+            if index is None:
+                self.problems.add(
+                    where,
+                    key,
+                    f"{entity_name} has no validation rule named {rule!r}"
+                    f"{did_you_mean(rule, names)} "
+                    + (
+                        f"(its named rules: {', '.join(names)})"
+                        if names
+                        else "(none of its rules has a name:, and only a named rule can be changed)"
+                    ),
+                )
+                continue
+            item, owner, _changed = spec.validations[index]
+            spec.validations[index] = (_changed_rule(item, data, key), owner, True)
 
     def _add_option_sets(self, solution: str, data: Mapping) -> None:
         sets = data["option_sets"]
@@ -562,6 +637,31 @@ class _Builder:
                 spec.name, spec.duplicates, fields, spec.removed, self.problems.add, _pos(doc)
             ),
         )
+
+
+def _changed_rule(rule: Mapping, change: Mapping, key: str) -> Mapping:
+    """A validation rule with a layer document's keys on top, each key keeping the place
+    it was written (the pack's file or the change's), so messages point at the right one."""
+    merged = YamlMap()
+    positions: dict = {}
+    for source in (rule, change):
+        for name, value in source.items():
+            if name == "validation":
+                continue
+            merged[name] = value
+            if isinstance(source, Node):
+                positions[name] = source.at(name)
+                positions[("value", name)] = source.value_at(name)
+            else:  # stored by the platform: no file to point at
+                positions.pop(name, None)
+                positions.pop(("value", name), None)
+    merged.position = (
+        change.position
+        if isinstance(change, Node)
+        else Position(f"customization layer (validation: {key})", 1, 1)
+    )
+    merged.positions = positions
+    return merged
 
 
 def _overlay(base: Mapping, top: Mapping) -> Mapping:
@@ -942,7 +1042,7 @@ class _Checker:
 
     def validations(self, entity: Entity, spec: _EntitySpec) -> tuple[Validation, ...]:
         result = []
-        for item, _solution in spec.validations:
+        for item, solution, changed in spec.validations:
             where = _vpos(item, "when", _pos(item))
             try:
                 tree = parse_filter(item["when"], entity, self.entity_of)
@@ -964,7 +1064,14 @@ class _Checker:
                 fields = tuple(dict.fromkeys(c.path[0] for c in conditions_of(tree)))
             result.append(
                 Validation(
-                    when=tree, message=Label.of(item["message"]), fields=fields, position=where
+                    when=tree,
+                    message=Label.of(item["message"]),
+                    fields=fields,
+                    name=item.get("name"),
+                    enabled=item.get("enabled", True) is not False,
+                    solution=solution,
+                    customized=changed,
+                    position=where,
                 )
             )
         return tuple(result)
@@ -1252,7 +1359,9 @@ class _Checker:
             if parent is None:
                 ok = False
                 self.add(where, subject, "a tree view needs parent")
-            elif target is None or target.type != "lookup" or target.params.get("to") != entity.name:
+            elif (
+                target is None or target.type != "lookup" or target.params.get("to") != entity.name
+            ):
                 ok = False
                 found = (
                     "unknown"
@@ -1299,6 +1408,7 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
             builder.add(pack.name, document)
     for document in _by_kind(layer):
         builder.add(LAYER, document)
+    builder.apply_rule_changes()
     option_sets = builder.build_option_sets()
     preliminary = {}
     for name, spec in builder.entities.items():

@@ -152,6 +152,13 @@ class Validation:
     when: Any  # filter-language tree: the record is invalid when it matches
     message: Label
     fields: tuple[str, ...] = ()
+    #: names the rule within its entity, so the customization layer can change it
+    name: str | None = None
+    #: a switched-off rule stays in the catalog (the admin area shows it) but is not checked
+    enabled: bool = True
+    #: the solution that defined the rule, and whether the customization layer changed it
+    solution: str = ""
+    customized: bool = False
     position: Position | None = field(default=None, compare=False)
 
 

@@ -39,6 +39,9 @@ class DefinitionKind:
 DEFINITION_KINDS = (
     DefinitionKind("entity", "entities", "an entity"),
     DefinitionKind("extend", "entities", "an entity extension"),
+    # a change to a named validation rule; only the customization layer (and a layer
+    # exported as a pack) holds one
+    DefinitionKind("validation", "entities", "a validation rule change"),
     DefinitionKind("option_sets", "option_sets", "an option-set"),
     DefinitionKind("views", "views", "a view"),
     DefinitionKind("roles", "roles", "a role"),

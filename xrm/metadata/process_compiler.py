@@ -1394,6 +1394,7 @@ class WorkflowCompiler:
             warning=warning,
             warning_process=hooks.get("on_warning"),
             breach_process=hooks.get("on_breach"),
+            enabled=raw.get("enabled", True) is not False,
             position=where,
         )
 

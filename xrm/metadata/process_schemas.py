@@ -406,6 +406,10 @@ def sla_schema(defs: dict, steps: dict | None = None) -> dict:
             },
             "on_warning": steps,
             "on_breach": steps,
+            "enabled": {
+                "type": "boolean",
+                "description": "false switches the SLA off: no clock starts, running ones are cancelled",
+            },
         },
         ["sla", "entity", "metrics"],
         {**defs, **step_defs()},

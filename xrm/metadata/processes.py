@@ -205,6 +205,8 @@ class Sla:
     warning: float | int = 0.75  # a fraction of the target, or seconds before the deadline
     warning_process: str | None = None  # compiled from on_warning (name "sla:<name>:warning")
     breach_process: str | None = None
+    #: false: no clock starts, and the clocks that run are cancelled (workflow/sla.py)
+    enabled: bool = True
     position: Position | None = field(default=None, compare=False)
 
     def target(self, metric: SlaMetric, priority) -> int | None:

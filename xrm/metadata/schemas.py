@@ -191,9 +191,20 @@ def _entity_properties(field_ref: dict) -> dict:
             "items": {
                 "type": "object",
                 "properties": {
+                    "name": {
+                        "type": "string",
+                        "pattern": NAME_PATTERN,
+                        "maxLength": 60,
+                        "description": "names the rule in its entity; the customization layer "
+                        "changes or switches off a rule by it (validation: ENTITY.NAME)",
+                    },
                     "when": {"$ref": "#/$defs/filter"},
                     "message": {"$ref": "#/$defs/label"},
                     "fields": {"type": "array", "items": {"type": "string"}},
+                    "enabled": {
+                        "type": "boolean",
+                        "description": "false: the rule is not checked (default true)",
+                    },
                 },
                 "required": ["when", "message"],
                 "additionalProperties": False,
@@ -508,6 +519,35 @@ def views_schema(defs: dict) -> dict:
     )
 
 
+#: ``validation: opportunity.lost_needs_reason``: the entity and the rule's name.
+VALIDATION_KEY_PATTERN = "^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$"
+
+
+def validation_schema(defs: dict) -> dict:
+    """A change to one named validation rule, made in the customization layer."""
+    return {
+        **_document(
+            "Validation rule change (customization layer)",
+            {
+                "validation": {
+                    "type": "string",
+                    "pattern": VALIDATION_KEY_PATTERN,
+                    "maxLength": 120,
+                    "description": "ENTITY.NAME of the rule changed",
+                },
+                "when": {"$ref": "#/$defs/filter"},
+                "message": {"$ref": "#/$defs/label"},
+                "fields": {"type": "array", "items": {"type": "string"}},
+                "enabled": {"type": "boolean", "description": "false switches the rule off"},
+            },
+            ["validation"],
+            defs,
+            "validation.schema.json",
+        ),
+        "minProperties": 2,
+    }
+
+
 SCOPES = ["none", "own", "account", "team", "all"]
 
 
@@ -590,6 +630,7 @@ def published_schemas() -> dict[str, dict]:
         views_schema(defs),
         roles_schema(defs),
         forms_schema(defs),
+        validation_schema(defs),
     ]
     from .processes import published as workflow_schemas
 
@@ -644,6 +685,7 @@ class Validators:
             "views": views_schema(defs),
             "roles": roles_schema(defs),
             "forms": forms_schema(defs),
+            "validation": validation_schema(defs),
         }
         from .processes import shells as workflow_shells
 

@@ -27,14 +27,23 @@ Key = tuple[str, str]
 def definitions(documents: Iterable[tuple[str, Document]]) -> dict[Key, tuple[str, object]]:
     """Every definition of the documents by (kind, name): ``entity: lead`` names one, a
     kind that holds several (``views: {a: ..., b: ...}``) names each; an entity extension
-    is keyed by the pack that extends, as two packs may extend one entity.  A later
-    document's definition replaces an earlier one's (the layer's top wins)."""
+    is keyed by the pack that extends, as two packs may extend one entity; a named
+    validation rule of an entity is ``("validation", "lead.needs_reason")`` besides.  A
+    later document's definition replaces an earlier one's (the layer's top wins)."""
     found: dict[Key, tuple[str, object]] = {}
     for solution, document in documents:
         data = document.data
         if not isinstance(data, Mapping):
             continue
         value = data.get(document.kind)
+        if document.kind in ("entity", "extend"):
+            # a named validation rule is a definition of its own: the layer changes it
+            # by name (validation: ENTITY.NAME), and an upgrade that changes it conflicts
+            for rule in data.get("validations") or ():
+                if isinstance(rule, Mapping) and rule.get("name"):
+                    key = f"{value}.{rule['name']}"
+                    body = {k: v for k, v in rule.items() if k != "name"}
+                    found[("validation", key)] = (solution, {"validation": key, **body})
         if document.kind == "extend":
             found[("extend", f"{value} by {solution}")] = (solution, data)
         elif isinstance(value, str):
@@ -68,9 +77,10 @@ def _effective(packs: Sequence[PackSource], layer: Sequence[Document]) -> dict[K
             (pack.name, d) for pack in packs for d in pack.documents
         ).items()
     }
-    found.update(
-        (key, body) for key, (_place, body) in definitions((d.path, d) for d in layer).items()
-    )
+    for key, (_place, body) in definitions((d.path, d) for d in layer).items():
+        if key[0] == "validation" and key in found:  # a change of some keys of the rule
+            body = {**thaw(found[key]), **thaw(body)}
+        found[key] = body
     return found
 
 

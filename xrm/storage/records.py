@@ -465,6 +465,8 @@ class Records:
         getter = record_getter(record, self._related(unit))
         ctx = self.context()
         for validation in self.entity.validations:
+            if not validation.enabled:
+                continue  # switched off (in its pack, or by an administrator)
             if matches(validation.when, getter, ctx):
                 target = validation.fields[0] if validation.fields else ALL_KEY
                 errors.setdefault(target, []).append(validation.message.get(self.locale))

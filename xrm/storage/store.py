@@ -406,9 +406,9 @@ class Store(Users):
                 merged[pack.name] = pack
             for pack in exported:
                 present = [thaw(d.data) for d in layer]
-                fresh = [
-                    (d.kind, data) for d in pack.documents if (data := thaw(d.data)) not in present
-                ]
+                # the documents as read (stored as plain JSON all the same), so that a
+                # problem in one is reported at its file, line and column
+                fresh = [(d.kind, d.data) for d in pack.documents if thaw(d.data) not in present]
                 replacing = [key for kind, data in fresh if (key := _single_name(kind, data))]
                 layer = self._layered(conn, layer, fresh, replacing, None)
             return list(merged.values()), layer

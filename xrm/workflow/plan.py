@@ -72,7 +72,8 @@ def build_plan(catalog: Catalog) -> WorkflowPlan:
             ):
                 getattr(entities[process.entity], trigger.kind).append(process)
     for sla in catalog.slas.values():
-        entities[sla.entity].slas.append(sla)
+        if sla.enabled:  # a switched-off SLA starts no clock (sla.stop_disabled ends its own)
+            entities[sla.entity].slas.append(sla)
     return WorkflowPlan(entities=dict(entities), schedules=schedules)
 
 

@@ -7,6 +7,12 @@ walked forward by what is left.  Pauses and priority changes move the deadline a
 replace the timers; a timer that fires for a deadline that has since moved does nothing.
 Every transition uses the time of the change itself (the outbox row's ``at``), so a busy
 worker never eats into anybody's SLA.
+
+A switched-off SLA (``enabled: false``) starts no clock, and its running and paused clocks
+are cancelled with their timers when a worker first sees the catalog that switched it off,
+as Dynamics 365 cancels the KPI instances of a deactivated SLA: nobody is warned about, or
+measured against, an agreement that no longer applies.  Switching it on again starts
+clocks for records as they next change; a cancelled clock stays cancelled.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sqlalchemy as sa
 
 from ..metadata import Catalog
 from ..metadata.processes import Sla
+from ..storage.database import WRITE
 from . import tables as W
 from .calendar import BusinessHours
 from .effects import new_instance
@@ -213,10 +220,37 @@ def _replace_timers(consumer: Consumer, sla: Sla, row, running: list[dict]) -> N
         )
 
 
+def stop_disabled(store, catalog: Catalog, now: dt.datetime) -> int:
+    """Cancel the running and paused clocks of the catalog's switched-off SLAs, and their
+    waiting warning and breach timers; returns how many clocks stopped."""
+    off = [sla for sla in catalog.slas.values() if not sla.enabled]
+    if not off:
+        return 0
+    c, i = W.sla_clocks, W.instances
+    names = [sla.name for sla in off]
+    hooks = [p for sla in off for p in (sla.warning_process, sla.breach_process) if p]
+    with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        stopped = conn.execute(
+            c.update()
+            .where(c.c.sla.in_(names), c.c.status.in_(("running", "paused")))
+            .values(status="cancelled", resumed_at=None, deadline=None, updated_at=now)
+        ).rowcount
+        if hooks:
+            conn.execute(
+                i.update()
+                .where(i.c.process.in_(hooks), i.c.status == "waiting")
+                .values(status="cancelled", finished_at=now, updated_at=now)
+            )
+    return stopped
+
+
 def fire(batch: Batch, run: Run) -> bool:
-    """Whether an SLA timer still stands (its clock runs toward the same deadline); if so,
-    mark the clock warned or breached in the run's transaction."""
+    """Whether an SLA timer still stands (its clock runs toward the same deadline, and its
+    SLA is on); if so, mark the clock warned or breached in the run's transaction."""
     info = run.context["sla"]
+    sla = batch.catalog.slas.get(info["name"])
+    if sla is None or not sla.enabled:
+        return False
     c = W.sla_clocks
     clock = batch.conn.execute(sa.select(c).where(c.c.id == info["clock"])).mappings().first()
     if clock is None or clock["status"] != "running" or clock["deadline"] is None:
@@ -232,7 +266,7 @@ def fire(batch: Batch, run: Run) -> bool:
             .where(c.c.id == clock["id"])
             .values({column: batch.now, "updated_at": batch.now})
         )
-    hours = hours_for(batch.catalog, batch.catalog.slas[info["name"]])
+    hours = hours_for(batch.catalog, sla)
     info["elapsed"] = clock["elapsed_s"] + hours.elapsed(clock["resumed_at"], batch.now)
     return True
 

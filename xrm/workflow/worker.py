@@ -30,6 +30,7 @@ from .failures import error_text, park_instance, transient
 from .mail import Mailer, smtp_url
 from .runner import Batch, load_runs
 from .schedule import seed
+from .sla import stop_disabled
 from .tables import ensure_tables
 from .webhooks import call
 
@@ -86,6 +87,7 @@ class Worker:
         stats["reaped"] += claims.reap(store.engine, store.clock.now())
         if self._seeded_version != catalog.version:
             stats["scheduled"] += seed(store, catalog, store.clock.now(), tz)
+            stats["sla_stopped"] += stop_disabled(store, catalog, store.clock.now())
             self._seeded_version = catalog.version
         for _ in range(self.max_rounds):
             read, started = consume(store, catalog, store.clock.now(), tz, self.outbox_batch)
