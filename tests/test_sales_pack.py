@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 
 import pytest
+import sqlalchemy as sa
 from conftest import SOLUTIONS, write_pack
 from workflow_pack import START, MovableClock
 
@@ -15,6 +16,7 @@ from xrm.cli import main
 from xrm.storage.database import WRITE
 from xrm.storage.records import ValidationFailed
 from xrm.storage.scoring import rescore
+from xrm.storage.tables import tables_for
 from xrm.workflow import Worker
 
 
@@ -302,3 +304,151 @@ def test_rescore_needs_an_entity_with_a_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "p.yaml:4:14: processes.p: rescore: opportunity has no scoring model" in out
     assert "entities with one: lead" in out
+
+
+# ------------------------------------------------------------------ quotes and orders
+@pytest.fixture
+def deal(sales):
+    """An opportunity with two products, a price list, and its owner ann."""
+    ann = sales.users["ann"]
+    rec = lambda entity: sales.records(entity, principal=sales.principal(ann))  # noqa: E731
+    acme = rec("account").create({"name": "Acme"})
+    pump = rec("product").create({"code": "P-1", "name": "Pump", "list_price": 1200})
+    valve = rec("product").create({"code": "V-2", "name": "Valve", "list_price": 80})
+    seal = rec("product").create({"code": "S-3", "name": "Seal", "list_price": 7})
+    prices = rec("price_list").create({"name": "Partners"})
+    for product, price in ((pump, 1000), (valve, 50)):
+        rec("price_list_item").create(
+            {"price_list": prices["id"], "product": product["id"], "price": price}
+        )
+    opp = rec("opportunity").create(
+        {
+            "name": "Acme pumps",
+            "account": acme["id"],
+            "close_date": "2025-06-30",
+            "price_list": prices["id"],
+        }
+    )
+    for product, qty, price, discount in ((pump, 3, "999.99", 15), (valve, 7, 50, 0)):
+        rec("opportunity_line").create(
+            {
+                "opportunity": opp["id"],
+                "product": product["id"],
+                "quantity": qty,
+                "unit_price": price,
+                "discount": discount,
+            }
+        )
+    return {"rec": rec, "opp": opp, "acme": acme, "seal": seal, "valve": valve, "ann": ann}
+
+
+def _quote_from(sales, deal, **inputs) -> int:
+    from xrm.forms.wizard import WizardRun
+
+    wizard = sales.catalog.wizards["create_quote"]
+    principal = sales.principal(deal["ann"])
+    run = WizardRun.start(wizard, sales, principal, origin=("opportunity", deal["opp"]["id"]))
+    run.accept({"valid_until": "2025-04-30", **inputs}, store=sales, principal=principal)
+    outcome = run.finish(sales, principal)
+    return outcome.records["quote"][1]
+
+
+def test_a_quote_copies_the_deals_lines_and_adds_up_with_exact_money(sales, deal):
+    from decimal import Decimal
+
+    quote_id = _quote_from(sales, deal)
+    quote = deal["rec"]("quote").get(quote_id)
+    # 3 x 999.99 less 15% = 2549.9745 -> money keeps cents; 7 x 50 = 350
+    assert quote["number"].startswith("Q-") and quote["status"] == "draft"
+    assert quote["line_count"] == 2
+    assert quote["subtotal"] == Decimal("3349.97")
+    assert quote["total"] == Decimal("2899.97")
+    assert quote["discount_amount"] == Decimal("450.00")
+    assert quote["account"] == deal["acme"]["id"] and quote["price_list"] is not None
+    # a line with no price: the price list's, else the product's list price
+    lines = deal["rec"]("quote_line")
+    valve = lines.create({"quote": quote_id, "product": deal["valve"]["id"], "quantity": 2})
+    seal = lines.create({"quote": quote_id, "product": deal["seal"]["id"], "quantity": 10})
+    Worker(sales).run_once()
+    assert lines.get(valve["id"])["unit_price"] == Decimal("50.00")
+    assert lines.get(valve["id"])["price_item"] is not None
+    assert lines.get(seal["id"])["unit_price"] == Decimal("7.00")
+    assert deal["rec"]("quote").get(quote_id)["total"] == Decimal("3069.97")
+
+
+def test_one_accepted_quote_per_opportunity_and_accepting_sets_the_amount(sales, deal):
+    from decimal import Decimal
+
+    quotes = deal["rec"]("quote")
+    first, second = _quote_from(sales, deal), _quote_from(sales, deal, name="Plan B")
+    with pytest.raises(ValidationFailed) as refused:
+        quotes.update(first, {"status": "accepted"})  # draft -> accepted skips sent
+    assert "status" in refused.value.errors
+    quotes.update(first, {"status": "sent"})
+    quotes.update(second, {"status": "sent"})
+    quotes.update(first, {"status": "accepted"})
+    with pytest.raises(ValidationFailed) as refused:
+        quotes.update(second, {"status": "accepted"})
+    assert refused.value.errors == {
+        "accepted_opportunity": ["another quote already has this value"]
+    }
+    Worker(sales).run_once()
+    assert sales.records("opportunity").get(deal["opp"]["id"])["amount"] == Decimal("2899.97")
+    assert quotes.get(first)["decided_on"] is not None
+    # the database refuses it too, whoever writes (two writers at once, a raw import)
+    table = tables_for(sales.catalog)["quote"]
+    with pytest.raises(sa.exc.IntegrityError), sales.engine.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.id == second)
+            .values(accepted_opportunity=deal["opp"]["id"])
+        )
+    # rejected and sent back to draft, the second may be accepted once the first is not
+    quotes.update(second, {"status": "rejected", "rejection_reason": "price"})
+    assert quotes.get(second)["accepted_opportunity"] is None
+
+
+def test_an_order_is_made_only_from_an_accepted_quote(sales, deal):
+    from xrm.forms.wizard import WizardRun, WizardUnavailable
+
+    quote_id = _quote_from(sales, deal)
+    principal = sales.principal(deal["ann"])
+    wizard = sales.catalog.wizards["create_order"]
+    with pytest.raises(WizardUnavailable):
+        WizardRun.start(wizard, sales, principal, origin=("quote", quote_id))
+    deal["rec"]("quote").update(quote_id, {"status": "sent"})
+    deal["rec"]("quote").update(quote_id, {"status": "accepted"})
+    run = WizardRun.start(wizard, sales, principal, origin=("quote", quote_id))
+    run.accept({"delivery_date": "2025-05-01"}, store=sales, principal=principal)
+    order_id = run.finish(sales, principal).records["order"][1]
+    order = deal["rec"]("sales_order").get(order_id)
+    assert order["number"].startswith("SO-") and order["line_count"] == 2
+    assert order["total"] == deal["rec"]("quote").get(quote_id)["total"]
+    assert order["quote"] == quote_id and order["opportunity"] == deal["opp"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("each", "message"),
+    [
+        ("record.line", "each: opportunity has no children field 'line'; did you mean 'lines'?"),
+        ("offer.lines", "each: unknown 'offer' (expected record or an earlier action's as)"),
+        ("record.account", "each: opportunity has no children field 'account'"),
+    ],
+)
+def test_the_checker_names_a_bad_each(tmp_path, capsys, each, message):
+    text = f"""
+wizards:
+  copy:
+    label: Copy
+    open_from: {{record: opportunity}}
+    steps:
+      - {{name: one, fields: [{{input: n, type: text}}]}}
+    finish:
+      - create: quote_line
+        each: {each}
+        values: {{product: "{{{{ item.product }}}}"}}
+"""
+    pack = write_pack(tmp_path, "bad", {"wizards/w.yaml": text}, {"sales": ">=1.0"})
+    assert main(["check", str(SOLUTIONS / "core"), str(SOLUTIONS / "sales"), str(pack)]) == 1
+    out = capsys.readouterr().out
+    assert message in out and "w.yaml:10:15" in out

@@ -654,6 +654,9 @@ class WizardRun:
             self._start(action, context, store, principal, unit)
             return
         records = store.records(action.entity, principal=principal)
+        if action.kind == "create" and action.each:
+            self._create_each(action, context, records, store, principal)
+            return
         if action.kind == "create":
             picked = inputs[action.use] if action.use else None
             if picked is not None:
@@ -674,6 +677,35 @@ class WizardRun:
         if action.alias:
             context[action.alias] = _Namespace(record)
             outcome.records[action.alias] = (action.entity, record["id"])
+
+    def _create_each(self, action: WizardAction, context, records, store, principal) -> None:
+        """One record per child of ``record.<children>`` or ``<as>.<children>``, each
+        read as the user (only the children they may read are copied), in the order
+        they were made; ``item`` is the child in the values' templates."""
+        root, _, name = action.each.partition(".")
+        parent_entity = (
+            self.wizard.open_from.records[0]
+            if root == "record"
+            else next(a.entity for a in self.wizard.actions if a.alias == root)
+        )
+        children = store.catalog.entity(parent_entity).fields[name]
+        parent_id = self._target_id(root, context)
+        source = store.records(children.params["entity"], principal=principal)
+        after = None
+        while True:
+            page = source.query(
+                [children.params["via"], "eq", parent_id],
+                sort=[["id", "asc"]],
+                limit=200,
+                after=after,
+            )
+            for child in page.rows:
+                context["item"] = _Namespace(child)
+                records.create({k: render(v, context) for k, v in action.values.items()})
+            after = page.next_cursor
+            if not after:
+                break
+        context.pop("item", None)
 
     def _target_id(self, target: str, context) -> int:
         if target == "record":

@@ -121,6 +121,8 @@ class WizardAction:
     #: update: field -> constant or template, written by the platform in the same write
     #: (read-only fields included) once the user's right to update the record is checked
     stamp: Mapping[str, Any] = field(default_factory=dict)
+    #: create: ``record.lines`` or ``<as>.lines``, one record per child (``item``)
+    each: str | None = None
     position: Position | None = field(default=None, compare=False)
 
 
@@ -315,6 +317,12 @@ def wizards_schema(defs: dict, document) -> dict:
                 "create": name,
                 "as": name,
                 "use": {**name, "description": "a pick input: adopt the record it picked"},
+                "each": {
+                    "type": "string",
+                    "pattern": "^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$",
+                    "description": "record.<children field> or <as>.<children field>: one "
+                    "record for each child, read as item in the values",
+                },
                 "values": values,
                 "if": condition,
             },
@@ -863,9 +871,13 @@ class WizardCompiler(NamedCompiler):
                     )
             values = spec.get("values") or {}
             stamp = spec.get("stamp") or {}
+            named = aliases
+            if spec.get("each") is not None:
+                # item is known even when each is wrong: one message, not one per value
+                named = {**aliases, "item": self.each_entity(spec, at, aliases, record, fail)}
             if entity is not None:
                 self.check_values(
-                    values, entity, fields, aliases, record, _pos(spec, "values", at), fail
+                    values, entity, fields, named, record, _pos(spec, "values", at), fail
                 )
                 self.check_values(
                     stamp,
@@ -893,10 +905,44 @@ class WizardCompiler(NamedCompiler):
                     condition=condition,
                     use=use,
                     stamp=freeze(dict(stamp)),
+                    each=spec.get("each"),
                     position=at,
                 )
             )
         return actions, aliases
+
+    def each_entity(self, spec, at, aliases, record, fail) -> Entity | None:
+        """The entity of the children a create's ``each`` walks (``record.lines``)."""
+        where = _vpos(spec, "each", at)
+        root, _, name = spec["each"].partition(".")
+        if spec.get("as") is not None:
+            fail(_vpos(spec, "as", at), "as: a create with each: makes many records; drop as:")
+        if spec.get("use") is not None:
+            fail(_vpos(spec, "use", at), "use: a create with each: adopts no picked record")
+        if root == "record":
+            parent = record
+            if parent is None:
+                fail(where, "each: the wizard is not opened from a record")
+                return None
+        elif root in aliases:
+            parent = aliases[root]
+        else:
+            fail(
+                where,
+                f"each: unknown {root!r}{did_you_mean(root, ['record', *aliases])}"
+                " (expected record or an earlier action's as)",
+            )
+            return None
+        f = parent.fields.get(name)
+        if f is None or f.type != "children":
+            children = [n for n, x in parent.fields.items() if x.type == "children"]
+            fail(
+                where,
+                f"each: {parent.name} has no children field {name!r}"
+                f"{did_you_mean(name, children)}",
+            )
+            return None
+        return self.entities.get(f.params["entity"])
 
     def target_entity(self, target, aliases, open_from, at, fail) -> Entity | None:
         if target == "record":
