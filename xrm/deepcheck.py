@@ -49,9 +49,9 @@ def deep_check(paths: Iterable[str | os.PathLike] = ()) -> DeepReport:
         try:
             catalog, _ = store.install(list(paths))
             user = _sample_people(store, catalog)
-            samples = _sample_records(store, catalog, user, report)
+            samples = _sample_records(store, list(paths), user, report)
             for process in sorted(catalog.processes.values(), key=_position_key):
-                _run(store, process, samples, report)
+                _run(store, process, samples, report, user)
         finally:
             store.close()
     report.problems.sort(key=lambda p: (p.position.path, p.position.line, p.position.column))
@@ -80,19 +80,25 @@ def _sample_people(store, catalog) -> int:
     return user
 
 
-def _sample_records(store, catalog, user: int, report: DeepReport) -> dict[str, list[int]]:
-    """Entity -> the ids of its sample records."""
+def _sample_records(store, paths, user: int, report: DeepReport) -> dict[str, list[int]]:
+    """Entity -> the ids of its sample records: the packs' own sample data (``demo/``, as
+    ``xrm setup --demo`` loads it: records that keep their packs' rules, such as a claim
+    against an approved request) and invented samples for the other entities."""
     import sqlalchemy as sa
 
-    from .solutions.demo import generate
+    from .metadata import DefinitionError
+    from .solutions.demo import generate, pack_fields, pack_samples
     from .storage.records import RecordError
     from .storage.tables import tables_for
 
     try:
-        generate(store, SAMPLES_PER_ENTITY, users=[user])
+        catalog, _ = store.install(paths, demo=True)
+        skip = pack_samples(store.installed_packs(), catalog)
+        empty = pack_fields(store.installed_packs(), catalog)
+        generate(store, SAMPLES_PER_ENTITY, users=[user], skip=skip, leave_empty=empty)
         # and a few with no user in any user field, for conditions such as [agent, is_empty]
-        generate(store, 2, users=[], seed=11)
-    except RecordError as exc:
+        generate(store, 2, users=[], seed=11, skip=skip, leave_empty=empty)
+    except (RecordError, DefinitionError) as exc:
         # All of the sample data is one transaction: without it no process can run.
         report.skipped.append(f"no sample records could be saved ({exc}); no process was run")
         return {}
@@ -100,26 +106,33 @@ def _sample_records(store, catalog, user: int, report: DeepReport) -> dict[str, 
     with store.engine.connect() as conn:
         return {
             name: list(
-                conn.execute(sa.select(tables[name].c.id).order_by(tables[name].c.id)).scalars()
+                conn.execute(
+                    # records with an owner first: a step that tells or assigns the owner
+                    # is then tried on a record that has one
+                    sa.select(tables[name].c.id).order_by(
+                        tables[name].c.owner.is_(None), tables[name].c.id
+                    )
+                ).scalars()
             )
             for name in catalog.entities
         }
 
 
-def _run(store, process, samples: dict[str, list[int]], report: DeepReport) -> None:
+def _run(store, process, samples: dict[str, list[int]], report: DeepReport, user: int) -> None:
     from .workflow.dryrun import dry_run
 
     sla = process.name.split(":")[1] if process.name.startswith("sla:") else None
     subject = f"slas.{sla}" if sla else f"processes.{process.name}"
     where = process.position or Position(f"processes/{process.name}", 1, 1)
     candidates = [None] if process.entity is None else samples.get(process.entity, [])
+    candidates = _in_its_stage(store, process, candidates)
     if not candidates:
         report.skipped.append(f"{subject}: no sample {process.entity} record to run it on")
         return
     result = None
     for record_id in candidates:
         try:
-            result = dry_run(store, process.name, record_id)
+            result = dry_run(store, process.name, record_id, user_id=user)
         except Exception as exc:  # noqa: BLE001 - whatever stops a dry run is the finding
             report.problems.append(Problem(where, subject, f"a dry run fails: {_reason(exc)}"))
             return
@@ -134,12 +147,57 @@ def _run(store, process, samples: dict[str, list[int]], report: DeepReport) -> N
     if result.get("error") or result.get("status") == "failed":
         on = f" on a sample {process.entity} record" if process.entity else ""
         step = _failed_step(process, result)
+        if step is not None and _names_people_from_data(step, result.get("error") or ""):
+            # team:{{ record.queue.team }}: who that is depends on the organization's
+            # teams, which sample people do not stand for
+            report.skipped.append(
+                f"{subject}: its {step.title} step's people come from the record "
+                f"({result.get('error')})"
+            )
+            return
         if step is not None and step.position is not None:
             where = step.position  # the step's own line, in the process's file
         at = f" at its {step.title} step" if step is not None else ""
         report.problems.append(
             Problem(where, subject, f"a dry run{on} fails{at}: {result.get('error')}")
         )
+
+
+def _in_its_stage(store, process, candidates: list) -> list:
+    """For a process that starts when a record enters a stage, the samples in that stage
+    only: they hold what the stage requires (an approved registration, its customer)."""
+    trigger = process.trigger("enter_stage")
+    entity = store.catalog.entities.get(process.entity) if process.entity else None
+    if trigger is None or entity is None or entity.stages is None or not candidates:
+        return candidates
+    import sqlalchemy as sa
+
+    from .storage.tables import tables_for
+
+    table = tables_for(store.catalog)[entity.name]
+    with store.engine.connect() as conn:
+        staged = set(
+            conn.execute(
+                sa.select(table.c.id).where(
+                    table.c[entity.stages.field].in_(list(trigger.stages)),
+                    table.c.id.in_(candidates),
+                )
+            ).scalars()
+        )
+    return [c for c in candidates if c in staged]
+
+
+def _names_people_from_data(step, error: str) -> bool:
+    """A step blocked for want of people whom a template of the record names."""
+    from .workflow.checks import RECIPIENT_KEYS
+
+    spec = step.spec if hasattr(step.spec, "get") else {}
+    named = [str(v) for key in RECIPIENT_KEYS for v in _as_list(spec.get(key))]
+    return "nobody" in error and any("{{" in value for value in named)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _failed_step(process, result: dict):

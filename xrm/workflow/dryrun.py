@@ -19,7 +19,12 @@ class _Rollback(Exception):
 
 
 def dry_run(
-    store, process_name: str, record_id: int | None = None, *, payload: dict | None = None
+    store,
+    process_name: str,
+    record_id: int | None = None,
+    *,
+    payload: dict | None = None,
+    user_id: int | None = None,
 ) -> dict:
     ensure_tables(store)
     catalog = store.refresh()
@@ -41,7 +46,13 @@ def dry_run(
             if process.name.startswith("sla:"):
                 context["sla"] = _sample_sla(catalog, process.name, now)
             row = new_instance(
-                process.name, process.entity, record_id, now, key=None, context=context
+                process.name,
+                process.entity,
+                record_id,
+                now,
+                key=None,
+                context=context,
+                user_id=user_id,  # who starts it (a step's "initiator")
             )
             row["id"] = 0
             run = Run(row, process)

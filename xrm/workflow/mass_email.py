@@ -162,6 +162,10 @@ def step_mass_email(batch: Batch, run: Run, step: Step):
     ]
     result = {"readers": len(to_mail), "logged_before": len(already)}
     if batch.dry:
+        # what the step would hand on (``as``), so that later steps read it as they will
+        result["emailed"] = len(to_mail)
+        if spec.get("as"):
+            run.vars[spec["as"]] = result
         return done({**result, "would email": [a for _, a in to_mail[:10]]})
     rate = rate_of(spec)
     gap = dt.timedelta(seconds=rate.seconds / rate.count)
