@@ -382,6 +382,11 @@ class _Builder:
                     ),
                 )
                 continue
+            if not set(data) - {"validation"}:
+                self.problems.add(
+                    where, key, "changes nothing: give message, when, fields or enabled"
+                )
+                continue
             item, owner, _changed = spec.validations[index]
             spec.validations[index] = (_changed_rule(item, data, key), owner, True)
 

@@ -525,27 +525,24 @@ VALIDATION_KEY_PATTERN = "^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$"
 
 def validation_schema(defs: dict) -> dict:
     """A change to one named validation rule, made in the customization layer."""
-    return {
-        **_document(
-            "Validation rule change (customization layer)",
-            {
-                "validation": {
-                    "type": "string",
-                    "pattern": VALIDATION_KEY_PATTERN,
-                    "maxLength": 120,
-                    "description": "ENTITY.NAME of the rule changed",
-                },
-                "when": {"$ref": "#/$defs/filter"},
-                "message": {"$ref": "#/$defs/label"},
-                "fields": {"type": "array", "items": {"type": "string"}},
-                "enabled": {"type": "boolean", "description": "false switches the rule off"},
+    return _document(
+        "Validation rule change (customization layer)",
+        {
+            "validation": {
+                "type": "string",
+                "pattern": VALIDATION_KEY_PATTERN,
+                "maxLength": 120,
+                "description": "ENTITY.NAME of the rule changed",
             },
-            ["validation"],
-            defs,
-            "validation.schema.json",
-        ),
-        "minProperties": 2,
-    }
+            "when": {"$ref": "#/$defs/filter"},
+            "message": {"$ref": "#/$defs/label"},
+            "fields": {"type": "array", "items": {"type": "string"}},
+            "enabled": {"type": "boolean", "description": "false switches the rule off"},
+        },
+        ["validation"],
+        defs,
+        "validation.schema.json",
+    )
 
 
 SCOPES = ["none", "own", "account", "team", "all"]

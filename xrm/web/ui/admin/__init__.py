@@ -37,6 +37,7 @@ from . import (  # noqa: E402,F401  (routes on bp)
     plans,
     process_editor,
     processes,
+    rules,
     schema,
     solutions,
     tokens,

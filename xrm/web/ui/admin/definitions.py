@@ -30,7 +30,10 @@ from .plans import _problems
 #: Kinds edited here; entities and their extensions have the structured editor.
 EDITABLE = tuple(k for k in KINDS if k not in ("entity", "extend", "data", "demo", "tests"))
 #: Kinds whose document holds one definition under its top key (``process: name``).
-SINGLE = ("process", "sla")
+SINGLE = ("process", "sla", "validation")
+#: Kinds only changed, never made from nothing here (a validation rule is made in its
+#: entity; the layer changes a named one).
+CHANGED_ONLY = ("validation",)
 SOURCE = "definition.yaml"
 
 
@@ -47,6 +50,8 @@ def _all() -> dict[tuple[str, str], dict]:
     for (kind, name), (place, body) in definitions(store.customization_documents()).items():
         if kind in EDITABLE:
             entry = found.setdefault((kind, name), {"source": None})
+            if kind == "validation" and entry.get("body") is not None:
+                body = {**thaw(entry["body"]), **thaw(body)}  # the keys it changes, on top
             entry.update(body=body, customized=True, place=place)
     return found
 
@@ -69,13 +74,15 @@ def definitions_index():
             _all().items(), key=lambda kv: (EDITABLE.index(kv[0][0]), kv[0][1])
         )
     ]
-    return render_template("admin/definitions.html", rows=rows, kinds=EDITABLE)
+    return render_template(
+        "admin/definitions.html", rows=rows, kinds=[k for k in EDITABLE if k not in CHANGED_ONLY]
+    )
 
 
 @bp.get("/definitions/new")
 def definition_new():
     kind, name = request.args.get("kind", ""), request.args.get("name", "").strip()
-    if kind not in EDITABLE or not re.fullmatch(NAME_PATTERN, name):
+    if kind not in EDITABLE or kind in CHANGED_ONLY or not re.fullmatch(NAME_PATTERN, name):
         flash(C._("Choose a kind and a name of lower-case letters, digits and _."), "danger")
         return redirect(url_for("ui_admin.definitions_index"), code=303)
     return redirect(url_for("ui_admin.definition", kind=kind, name=name, new=1), code=303)
@@ -85,7 +92,9 @@ def _current(kind: str, name: str) -> dict:
     if kind not in EDITABLE:
         abort(404)
     entry = _all().get((kind, name))
-    if entry is None and request.method == "GET" and "new" not in request.args:
+    if entry is None and (
+        kind in CHANGED_ONLY or (request.method == "GET" and "new" not in request.args)
+    ):
         abort(404)
     return entry or {"source": None, "body": None, "customized": False}
 
@@ -200,6 +209,9 @@ def definition_apply(kind: str, name: str):
         flash("; ".join(_problems(exc)), "danger")
         return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
     flash(C._("The change was applied."), "success")
+    back = request.form.get("back", "")  # a structured editor's page, when it made the change
+    if back.startswith("/") and not back.startswith("//"):
+        return redirect(back, code=303)
     return redirect(url_for("ui_admin.definition", kind=kind, name=name), code=303)
 
 

@@ -160,6 +160,8 @@ def add_entity():
 
 @bp.get("/entities/<name>")
 def entity(name: str):
+    from .rules import rules_view  # rules.py imports this module
+
     entity = entity_or_404(name)
     catalog = C.catalog()
     form = form_for(catalog, entity)
@@ -192,6 +194,7 @@ def entity(name: str):
         targets=sorted(catalog.entities),
         placements=placements,
         list_views=[v for v in catalog.views_of(entity.name) if v.kind == "list"],
+        rules=rules_view(entity),
     )
 
 
