@@ -12,15 +12,13 @@ layer (``xrm/web/public_forms.py``) checks it against the store's clock.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy.dialects import postgresql, sqlite
 
-from . import tables as T
+from .signing_keys import signing_key
 
 SETTING = "form_link_secret"
 SALT = "xrm.form-link"
@@ -29,21 +27,8 @@ PARAMETER = "r"
 
 
 def secret(conn: sa.Connection) -> str:
-    """The organization's link secret, made (once, whoever comes first) when missing."""
-    found = conn.execute(
-        sa.select(T.settings.c.value).where(T.settings.c.key == SETTING)
-    ).scalar_one_or_none()
-    if isinstance(found, str) and found:
-        return found
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(T.settings)
-    conn.execute(
-        insert.values(key=SETTING, value=secrets.token_urlsafe(48)).on_conflict_do_nothing(
-            index_elements=["key"]
-        )
-    )
-    return conn.execute(
-        sa.select(T.settings.c.value).where(T.settings.c.key == SETTING)
-    ).scalar_one()
+    """The organization's link secret (made at first use)."""
+    return signing_key(conn, SETTING)
 
 
 def sign(key: str, form: str, entity: str, record_id: int, issued: dt.datetime) -> str:

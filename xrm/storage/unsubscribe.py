@@ -11,36 +11,20 @@ an unsubscribe link has to keep working as long as the email may be read.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy.dialects import postgresql, sqlite
 
-from . import tables as T
+from .signing_keys import signing_key
 
 SETTING = "unsubscribe_secret"
 SALT = "xrm.unsubscribe"
 
 
 def secret(conn: sa.Connection) -> str:
-    """The organization's unsubscribe secret, made (once, whoever comes first) when
-    missing."""
-    found = conn.execute(
-        sa.select(T.settings.c.value).where(T.settings.c.key == SETTING)
-    ).scalar_one_or_none()
-    if isinstance(found, str) and found:
-        return found
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(T.settings)
-    conn.execute(
-        insert.values(key=SETTING, value=secrets.token_urlsafe(48)).on_conflict_do_nothing(
-            index_elements=["key"]
-        )
-    )
-    return conn.execute(
-        sa.select(T.settings.c.value).where(T.settings.c.key == SETTING)
-    ).scalar_one()
+    """The organization's unsubscribe secret (made at first use)."""
+    return signing_key(conn, SETTING)
 
 
 @dataclass(frozen=True)
