@@ -15,15 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
-
 from . import parse_cache
 from .bulk import collector_paused
 from .catalog import Catalog
 from .dashboards import build_dashboards
 from .duplicates import build_rules
-from .scoring import build_scoring
 from .expressions import FORMULA_GLOBALS, formula_names, formula_shape
 from .fieldtypes import FIELD_TYPES, CoercionError
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
@@ -56,6 +52,7 @@ from .reports import build_reports
 from .reserved import PLATFORM_NAMES, reserved_reason
 from .scenarios import check_scenarios
 from .schemas import VERSION_PATTERN
+from .scoring import build_scoring
 from .source import Node, Position, YamlMap
 from .source import node_position as _pos
 from .source import value_position as _vpos
@@ -101,6 +98,32 @@ class _EntitySpec:
     removed: set[str] = field(default_factory=set)
 
 
+def _verdict(raw) -> str | None:
+    if raw not in (None, "invalid version", "invalid range", "unmet"):
+        raise ValueError("not a verdict")
+    return raw
+
+
+@parse_cache.remembered("versions", _verdict)
+def version_verdict(question: str) -> str | None:
+    """``VERSION`` or ``VERSION\0RANGE``: "invalid version", "invalid range", "unmet"
+    (the version is outside the range) or None.  Remembered like template shapes, so
+    that a start with every answer known does not import packaging."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    version, _, wanted = question.partition("\0")
+    try:
+        accepted = SpecifierSet(wanted) if wanted else None
+    except InvalidSpecifier:
+        return "invalid range"
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return "invalid version"
+    return "unmet" if accepted is not None and parsed not in accepted else None
+
+
 def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSource]:
     """Packs in dependency order; missing, mismatched and cyclic dependencies are problems."""
     by_name: dict[str, PackSource] = {}
@@ -114,9 +137,7 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
             )
             continue
         by_name[pack.name] = pack
-        try:
-            Version(pack.version)
-        except InvalidVersion:
+        if version_verdict(f"{pack.version}") == "invalid version":
             if not re.match(VERSION_PATTERN, pack.version):
                 continue  # the manifest's schema check has reported it already
             problems.add(
@@ -138,26 +159,21 @@ def order_packs(packs: Sequence[PackSource], problems: Problems) -> list[PackSou
                     f"{did_you_mean(dep, [n for n in by_name if n != pack.name])}",
                 )
                 continue
-            try:
-                accepted = (
-                    SpecifierSet(str(spec)) if spec not in (None, "", "*") else SpecifierSet()
-                )
-            except InvalidSpecifier:
+            wanted = str(spec) if spec not in (None, "", "*") else ""
+            verdict = version_verdict(f"{by_name[dep].version}\0{wanted}")
+            if verdict == "invalid range":
                 problems.add(
                     where,
                     pack.name,
                     f"invalid version range {spec!r} for {dep!r} (expected e.g. '>=1.0,<2')",
                 )
                 continue
-            try:
-                if Version(by_name[dep].version) not in accepted:
-                    problems.add(
-                        where,
-                        pack.name,
-                        f"needs {dep} {spec}, but {dep} is version {by_name[dep].version}",
-                    )
-            except InvalidVersion:
-                pass
+            if verdict == "unmet":
+                problems.add(
+                    where,
+                    pack.name,
+                    f"needs {dep} {spec}, but {dep} is version {by_name[dep].version}",
+                )
             graph.add(pack.name, dep)
     try:
         order = list(graph.static_order())

@@ -13,9 +13,9 @@ from functools import cache
 from pathlib import Path
 
 from .duplicates import schema as duplicates_schema
-from .scoring import schema as scoring_schema
 from .fieldtypes import FIELD_TYPES, ROLLUP_AGGREGATES
 from .schemacheck import Compiler, SchemaValidator
+from .scoring import schema as scoring_schema
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 BASE_URL = "https://xrm.dev/schemas/"
