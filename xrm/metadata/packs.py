@@ -173,7 +173,11 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
         display = _display(root, relative)
         key = (validators(), relative, display, text)
         found = _READ.get(key)
-        if not found and relative.startswith(CHECKED_ONLY) and parse_cache.has(relative, display, text):
+        if (
+            not found
+            and relative.startswith(CHECKED_ONLY)
+            and parse_cache.has(relative, display, text)
+        ):
             pack.deferred.append((relative, display, text))
             continue
         found = found or (text is not None and parse_cache.get(relative, display, text))

@@ -938,8 +938,7 @@ class WizardCompiler(NamedCompiler):
             children = [n for n, x in parent.fields.items() if x.type == "children"]
             fail(
                 where,
-                f"each: {parent.name} has no children field {name!r}"
-                f"{did_you_mean(name, children)}",
+                f"each: {parent.name} has no children field {name!r}{did_you_mean(name, children)}",
             )
             return None
         return self.entities.get(f.params["entity"])

@@ -220,9 +220,7 @@ class EntityPlan:
         for f in fields.values():
             if f.formula is not None:
                 graph[f.name] = {
-                    n
-                    for n in formula_names(f.formula)
-                    if n in fields and fields[n].formula
+                    n for n in formula_names(f.formula) if n in fields and fields[n].formula
                 }
         return [fields[n] for n in graphlib.TopologicalSorter(graph).static_order()]
 
