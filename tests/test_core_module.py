@@ -403,3 +403,129 @@ def test_regarding_in_agrees_in_sql_and_python(w):
         assert matches(tree, record_getter(tasks.get(record["id"])), ctx) == (record["id"] in found)
     assert tasks.query(filter=["regarding", "in", []], fields=["id"]).rows == []
     assert json.dumps(raw)  # the filter language's own form
+
+
+# ------------------------------------------------------------------------ consent moved
+def _old_packs(root: Path) -> dict[str, Path]:
+    """Core 1.0 and marketing 1.0 as they shipped: the consent fields, the language option
+    set and the consent process were marketing's."""
+    import shutil
+
+    out = {}
+    for name in ("core", "sales", "marketing"):
+        out[name] = Path(shutil.copytree(SOLUTIONS / name, root / name))
+    core, marketing = out["core"], out["marketing"]
+
+    def edit(path: Path, old: str, new: str = "") -> None:
+        text = path.read_text(encoding="utf-8")
+        assert old in text, (path, old)
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
+    moved = [
+        line
+        for line in (core / "entities" / "contact.yaml")
+        .read_text(encoding="utf-8")
+        .splitlines(True)
+        if line.startswith(
+            (
+                "  preferred_language:",
+                "  email_consent:",
+                "  consent_given_at:",
+                "  unsubscribed_at:",
+            )
+        )
+    ]
+    contact = core / "entities" / "contact.yaml"
+    for line in (core / "entities" / "contact.yaml").read_text(encoding="utf-8").splitlines(True):
+        if line.startswith(
+            (
+                "  preferred_channel:",
+                "  preferred_language:",
+                "  do_not_email:",
+                "  email_consent:",
+                "  consent_source:",
+                "  consent_given_at:",
+                "  unsubscribed_at:",
+            )
+        ):
+            edit(contact, line)
+    form = core / "forms" / "account.yaml"
+    text = form.read_text(encoding="utf-8")
+    start = text.index("      - label: {en: Communication")
+    form.write_text(text[:start] + text[text.index("  contact_list_main:") :], encoding="utf-8")
+    views = core / "views" / "core.yaml"
+    text = views.read_text(encoding="utf-8")
+    start = text.index("  do_not_contact:")
+    views.write_text(text[:start] + text[text.index("  my_open_tasks:") :], encoding="utf-8")
+    options = core / "option_sets" / "core.yaml"
+    text = options.read_text(encoding="utf-8")
+    start = text.index("  preferred_language:")
+    block = text[start : text.index("  contact_list_purpose:")]
+    options.write_text(text.replace(block, ""), encoding="utf-8")
+    consent = (core / "processes" / "contact_consent.yaml").read_text(encoding="utf-8")
+    for name in ("contact_consent", "contact_consent_given", "contact_do_not_email"):
+        (core / "processes" / f"{name}.yaml").unlink()
+    shutil.rmtree(core / "tests")  # core 1.0 had no scenarios
+    edit(core / "solution.yaml", "version: 1.1.0", "version: 1.0.0")
+    edit(marketing / "solution.yaml", "version: 1.1.0", "version: 1.0.0")
+    edit(marketing / "solution.yaml", 'core: ">=1.1,<2"', 'core: ">=1.0,<2"')
+    edit(marketing / "entities" / "contact.yaml", "fields:\n", "fields:\n" + "".join(moved))
+    (marketing / "option_sets" / "marketing.yaml").write_text(
+        (marketing / "option_sets" / "marketing.yaml").read_text(encoding="utf-8") + block,
+        encoding="utf-8",
+    )
+    (marketing / "processes" / "contact_consent.yaml").write_text(consent, encoding="utf-8")
+    edit(
+        marketing / "processes" / "campaign_send_email.yaml",
+        "          filter: [do_not_email, ne, true]\n",
+    )
+    return out
+
+
+def test_consent_moves_from_marketing_to_core_keeping_every_value(database, tmp_path):
+    old = _old_packs(tmp_path / "old")
+    store = database.open()
+    try:
+        store.install([old["core"], old["sales"], old["marketing"]])
+        assert store.catalog.entity("contact").fields["email_consent"].solution == "marketing"
+        admin = store.add_user(
+            "admin@example.com", "Ada Admin", password=PASSWORD, roles=["administrator"]
+        )
+        contacts = store.records("contact", admin)
+        given = dt.datetime(2025, 5, 1, 9, 30, tzinfo=dt.UTC)
+        ann = contacts.create(
+            {
+                "last_name": "Lee",
+                "email": "ann@example.com",
+                "email_consent": True,
+                "consent_given_at": given,
+                "preferred_language": "ru",
+            }
+        )
+        bob = contacts.create(
+            {"last_name": "Stone", "email_consent": False, "unsubscribed_at": given}
+        )
+        # core alone cannot take the fields while the installed marketing still defines them
+        with pytest.raises(DefinitionError) as refused:
+            store.install([SOLUTIONS / "core"])
+        assert "email_consent" in str(refused.value)
+        store.install([SOLUTIONS / "core", SOLUTIONS / "marketing"])
+        contacts = store.records("contact", admin)  # on the new catalog
+        contact = store.catalog.entity("contact")
+        assert contact.fields["email_consent"].solution == "core"
+        assert store.catalog.processes["contact_consent"].solution == "core"
+        kept = contacts.get(ann["id"])
+        assert (kept["email_consent"], kept["consent_given_at"], kept["preferred_language"]) == (
+            True,
+            given,
+            "ru",
+        )
+        assert contacts.get(bob["id"])["unsubscribed_at"] == given
+        # the new preferences are there, empty for the contacts made before
+        assert kept["do_not_email"] in (None, False) and kept["preferred_channel"] is None
+        assert (
+            contacts.update(ann["id"], {"preferred_channel": "email"})["preferred_channel"]
+            == "email"
+        )
+    finally:
+        store.close()
