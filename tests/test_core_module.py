@@ -529,3 +529,30 @@ def test_consent_moves_from_marketing_to_core_keeping_every_value(database, tmp_
         )
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------ sample data
+def test_sample_data_gives_hierarchies_and_activities_about_customers(database):
+    from xrm.solutions import demo
+
+    store = database.open()
+    try:
+        store.install([SOLUTIONS / "core"])
+        admin = store.add_user(
+            "admin@example.com", "Ada Admin", password=PASSWORD, roles=["administrator"]
+        )
+        demo.generate(store, 25, users=[admin])
+        accounts = store.records("account").query(fields=["parent"], limit=100).rows
+        under = [r for r in accounts if r["parent"]]
+        assert len(under) >= 5
+        contacts = store.records("contact").query(fields=["reports_to", "account"], limit=100).rows
+        by_id = {r["id"]: r for r in contacts}
+        reporting = [r for r in contacts if r["reports_to"]]
+        assert len(reporting) >= 5
+        # people report within their own company
+        assert all(by_id[r["reports_to"]]["account"] == r["account"] for r in reporting)
+        calls = store.records("call").query(fields=["regarding"], limit=100).rows
+        about = [r["regarding"]["entity"] for r in calls if r["regarding"]]
+        assert len(about) >= len(calls) // 2 and set(about) <= {"account", "contact"}
+    finally:
+        store.close()

@@ -16,7 +16,13 @@ organization's, from what the definitions say rather than from entity names:
   organization's time zone, a meeting ends on the day it starts, and an activity in the
   past is done while one ahead is open (and may remind its owner);
 * a lookup follows the others where it can: an opportunity's contact works for its
-  account.
+  account;
+* a polymorphic lookup (an activity's ``regarding``) points at an account or a record that
+  belongs to one (a contact, an opportunity, a case...), so timelines fill up;
+* a hierarchy (a lookup to the entity itself marked ``hierarchy: true``) gets a few trees:
+  groups of companies with subsidiaries and their branches, and people reporting up to a
+  head within their own company (records are grouped by the lookup whose target lists
+  them, as an account lists its contacts).
 
 Everything goes through the records service (its bulk path; records of a stage flow one
 move at a time at past moments, ``demo_history``), so sample data obeys the same
@@ -37,6 +43,7 @@ from faker import Faker
 
 from ..metadata import Catalog, Entity
 from ..metadata.aggregates import months_from
+from ..metadata.model import default_account_paths
 from ..storage.records import ValidationFailed
 from . import demo_history as history
 
@@ -91,12 +98,45 @@ def fill_order(catalog: Catalog) -> list[Entity]:
             for f in entity.fields.values()
             if f.type == "lookup" and f.params["to"] != entity.name
         }
+    # what a polymorphic lookup (an activity's regarding) may name comes first too
+    polymorphic = {
+        e.name
+        for e in catalog.entities.values()
+        if any(f.type == "any_lookup" for f in e.fields.values())
+    }
+    for name in polymorphic:
+        entity = catalog.entities[name]
+        named = set().union(
+            *(
+                set(f.params.get("to") or ())
+                for f in entity.fields.values()
+                if f.type == "any_lookup"
+            )
+        )
+        graph[name] |= {
+            n
+            for n in (named or set(graph))
+            if n not in polymorphic and not _depends_on(graph, n, name)
+        }
     sorter = graphlib.TopologicalSorter(graph)
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError:
         order = sorted(graph)
     return [catalog.entities[name] for name in order]
+
+
+def _depends_on(graph: dict[str, set[str]], name: str, target: str) -> bool:
+    """Whether ``name`` needs ``target`` made first, through its lookups."""
+    seen, stack = set(), [name]
+    while stack:
+        current = stack.pop()
+        if current == target:
+            return True
+        if current not in seen:
+            seen.add(current)
+            stack.extend(graph.get(current, ()))
+    return False
 
 
 def funnel(entity: Entity, count: int, rnd: random.Random) -> list[str | None]:
@@ -146,6 +186,8 @@ class Sampler:
         #: (entity, field) left empty: what a pack that ships its own samples adds to
         #: another pack's entity (``pack_fields``)
         self.left_empty: set[tuple[str, str]] = set()
+        #: entities with related lists (children fields): what activities are about
+        self.parents: list[str] = []
 
     # -- time
     def day(self, low: int, high: int) -> dt.date:
@@ -173,6 +215,12 @@ class Sampler:
         grouped = self.grouped.get(entity.name, set())
         values: dict = {}
         for f in entity.fields.values():
+            if f.type == "any_lookup" and not (f.computed or f.read_only):
+                choices = [n for n in (f.params.get("to") or self.parents) if self.ids.get(n)]
+                if choices and rnd.random() < 0.85:
+                    name = rnd.choice(choices)
+                    values[f.name] = {"entity": name, "id": rnd.choice(self.ids[name])}
+                continue
             if f.computed or f.read_only or f.type in _SKIPPED:
                 continue
             if (entity.name, f.name) in self.left_empty:
@@ -399,6 +447,12 @@ def generate(
         grouped = sampler.grouped.setdefault(report.entity, set())
         grouped.update(g.split(":")[0] for g in report.group_by)
     targets = _target_specs(catalog)
+    # activities are about a customer's records: the accounts and what belongs to one
+    sampler.parents = sorted(
+        e.name
+        for e in catalog.entities.values()
+        if "regarding" not in e.fields and default_account_paths(e)
+    )
     created: dict[str, int] = {}
     # One transaction: all the sample data, or none of it.  Records with a stage flow walk
     # their stages at past moments inside it (each move dated, ``demo_history.at``).
@@ -416,9 +470,79 @@ def generate(
                 _fill_flow(store, entity, per_entity, sampler, created)
             else:
                 _fill(store, entity, per_entity, sampler, created)
+            _hierarchies(store, catalog, entity, sampler)
         for name, spec in targets.items():
             _fill_targets(store, catalog.entities[name], spec, sampler, created)
     return created
+
+
+def _hierarchies(store, catalog: Catalog, entity: Entity, sampler: Sampler) -> None:
+    """Trees over the entity's ``hierarchy: true`` lookups among the records just made.
+    Records are grouped by the lookup whose target lists them (a contact's account), and
+    each group gets one head with a level or two under it; without such a lookup a few
+    groups of three to six (a holding, its subsidiaries, their branches) are made and the
+    rest stay alone."""
+    fields = [
+        f
+        for f in entity.fields.values()
+        if f.type == "lookup" and f.params.get("hierarchy") and f.params.get("to") == entity.name
+    ]
+    ids, rows = sampler.ids.get(entity.name) or [], sampler.rows.get(entity.name) or []
+    if not fields or len(ids) < 2:
+        return
+    anchor = next(
+        (
+            f.name
+            for f in entity.fields.values()
+            if f.type == "lookup"
+            and f.params.get("to") != entity.name
+            and any(
+                c.type == "children"
+                and c.params.get("entity") == entity.name
+                and c.params.get("via") == f.name
+                for c in catalog.entities[f.params["to"]].fields.values()
+            )
+        ),
+        None,
+    )
+    rnd = sampler.rnd
+    groups: list[list[int]] = []
+    moves: dict[int, dict] = {}  # what else a record takes with its place (its company)
+    if anchor is not None:
+        by: dict[int, list[int]] = {}
+        for ident, row in zip(ids, rows, strict=True):
+            if row.get(anchor) is not None:
+                by.setdefault(row[anchor], []).append(ident)
+        # a few companies with a real org chart: people from elsewhere join the largest
+        largest = sorted(by, key=lambda k: -len(by[k]))[:3]
+        alone = [g[0] for k, g in by.items() if len(g) == 1 and k not in largest]
+        rnd.shuffle(alone)
+        for index, ident in enumerate(alone[: len(ids) // 3]):
+            target = largest[index % len(largest)]
+            by[target].append(ident)
+            moves[ident] = {anchor: target}
+        groups = [g for g in by.values() if len(g) > 1]
+    else:
+        pool = list(ids)
+        rnd.shuffle(pool)
+        while len(pool) >= 3 and sum(len(g) for g in groups) < len(ids) * 0.6:
+            size = min(len(pool), rnd.randint(3, 6))
+            groups.append(pool[:size])
+            pool = pool[size:]
+    records = store.records(entity.name)
+    for f in fields:
+        for group in groups:
+            head, *rest = group
+            placed = [(head, 0)]
+            for ident in rest:
+                # under the head mostly, else under someone one level down
+                parent, depth = rnd.choice([p for p in placed if p[1] < 2] or placed[:1])
+                try:
+                    records.update(ident, {**moves.get(ident, {}), f.name: parent})
+                except ValidationFailed:
+                    continue
+                placed.append((ident, depth + 1))
+        break  # one hierarchy per entity is plenty for sample data
 
 
 def _needs_a_user(entity: Entity) -> bool:
