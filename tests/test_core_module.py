@@ -259,6 +259,37 @@ def test_the_read_view_shows_the_records_place(w, seller):
     assert 'data-testid="hierarchy-parent"' not in text(seller.get(f"/r/account/{w.lone['id']}"))
 
 
+def test_an_administrator_makes_a_tree_view_in_the_browser(w, app):
+    import html
+
+    admin = Client(app).login("admin@example.com")
+    response = admin.post(
+        "/admin/views/contacts_by_manager",
+        {
+            "entity": "contact",
+            "label_en": "By manager",
+            "kind": "tree",
+            "parent": "reports_to",
+            "columns": "full_name,job_title",
+        },
+    )
+    raw = re.search(r'name="documents" value="([^"]*)"', text(response)).group(1)
+    documents = json.loads(html.unescape(raw))
+    assert documents[0][1]["views"]["contacts_by_manager"]["parent"] == "reports_to"
+    done = admin.post("/admin/apply", {"documents": json.dumps(documents), "back": "/admin/"})
+    assert done.status_code == 303
+    view = w.store.refresh().views["contacts_by_manager"]
+    assert (view.kind, view.parent) == ("tree", "reports_to")
+    assert 'data-testid="tree"' in text(admin.get("/views/contacts_by_manager"))
+    # a list keeps no parent; a tree without one is refused with the checker's words
+    refused = admin.post(
+        "/admin/views/contacts_by_manager", {"label_en": "By manager", "kind": "tree", "parent": ""}
+    )
+    assert refused.status_code == 422 and "a tree view needs parent" in refused.get_data(
+        as_text=True
+    )
+
+
 # ------------------------------------------------------------------------ calendars
 def test_week_and_day_views_place_events_and_a_click_creates_there(w, seller):
     meetings = w.store.records("meeting", w.seller)

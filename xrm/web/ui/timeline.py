@@ -187,6 +187,7 @@ def _regarding_entries(
                 "starts_at",
                 "sent_at",
                 "direction",
+                "outcome",
                 "regarding",
             )
             if n in other.fields and n in readable and other.fields[n].stored
@@ -238,7 +239,7 @@ def _regarding_entries(
                 "about": about_other,
                 "details": [],
             }
-            for name in ("direction", "status", "due", "starts_at", "sent_at"):
+            for name in ("direction", "outcome", "status", "due", "starts_at", "sent_at"):
                 if name in wanted and row.get(name) is not None:
                     entry["details"].append(C.text(other.fields[name], row[name]))
             out.append(entry)

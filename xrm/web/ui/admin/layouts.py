@@ -223,6 +223,13 @@ def save_view(name: str):
     for key in ("group_by", "date_field"):
         if form.get(key):
             document[key] = form[key]
+    # a calendar's end and a tree's parent: what the form says, and only on their kind
+    for key, kind in (("end_field", "calendar"), ("parent", "tree")):
+        value = form.get(key, "").strip()
+        if value and document.get("kind", "list") == kind:
+            document[key] = value
+        else:
+            document.pop(key, None)
     card = [c.strip() for c in form.get("card", "").split(",") if c.strip()]
     if card:
         document["card"] = card
