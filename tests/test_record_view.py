@@ -178,6 +178,7 @@ def test_every_entity_opens_in_its_read_view(w, admin):
         "meeting": {"subject": "Kick-off", "starts_at": "2027-03-01T10:00:00Z"},
         "email_message": {"subject": "Hello", "attachment": attachment},
         "note": {"body": "<p>Remember</p>", "regarding": {"entity": "account", "id": w.acme["id"]}},
+        "contact_list": {"name": "Board", "members": [w.jane["id"]]},
         "lead": {"last_name": "Smith", "company": "Smith & Co"},
         "product": {"code": "P-RV", "name": "Widget", "list_price": "10"},
         "price_list": {"name": "Read view list"},

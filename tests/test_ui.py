@@ -110,6 +110,7 @@ def test_every_record_form_renders(w, admin):
         },
         "email_message": {"subject": "Hello", "body": "<p>Hi <b>there</b></p>"},
         "note": {"body": "<p>Remember</p>", "regarding": {"entity": "account", "id": w.acme["id"]}},
+        "contact_list": {"name": "Board", "members": [w.jane["id"]]},
         "lead": {"last_name": "Smith", "company": "Smith & Co"},
         "product": {"code": "P-1", "name": "Widget", "list_price": "10"},
         "price_list": {"name": "Standard"},
