@@ -290,6 +290,22 @@ def test_an_administrator_makes_a_tree_view_in_the_browser(w, app):
     )
 
 
+def test_a_contact_page_names_the_lists_it_is_in_as_the_user_may_read_them(w, seller):
+    jane = w.store.records("contact", w.seller).create({"last_name": "Listed"})
+    w.store.records("contact_list", w.seller).create(
+        {"name": "Advisory board", "members": [jane["id"]]}
+    )
+    w.store.records("contact_list", w.outsider).create(
+        {"name": "Outsiders' guests", "members": [jane["id"]]}
+    )
+    page = text(seller.get(f"/r/contact/{jane['id']}"))
+    card = re.search(r'data-testid="memberships">(.*?)</div>\s*</div>', page, re.S).group(1)
+    assert "Advisory board" in card and "Contact lists" in card
+    assert "Outsiders" not in page
+    # meetings it attends are the timeline's, not a list
+    assert 'data-testid="memberships"' not in text(seller.get(f"/r/account/{w.lone['id']}"))
+
+
 # ------------------------------------------------------------------------ calendars
 def test_week_and_day_views_place_events_and_a_click_creates_there(w, seller):
     meetings = w.store.records("meeting", w.seller)

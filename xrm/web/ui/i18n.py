@@ -969,6 +969,7 @@ RU: dict[str, str] = {
     "New on %(day)s": "Создать на %(day)s",
     "about": "по записи",
     "Pages": "Страницы",
+    "Member of": "Входит в",
 }
 
 CATALOGS = {"ru": RU}

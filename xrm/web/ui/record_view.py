@@ -42,6 +42,7 @@ from .forms import (
 from .guards import guard, htmx
 from .inbox import record_actions
 from .layouts import form_for, main_view
+from .memberships import memberships
 from .search import note_view
 from .tree import hierarchy_cards
 
@@ -223,6 +224,7 @@ def render_view(
         "can_delete": C.can(entity.name, "delete"),
         "actions": record_actions(entity, record),
         "hierarchies": hierarchy_cards(entity, record),
+        "memberships": memberships(entity, record),
     }
     return render_template("ui/record.html", **context), status
 
