@@ -378,6 +378,22 @@ def test_week_and_day_views_place_events_and_a_click_creates_there(w, seller):
     )  # unreadable: today
 
 
+def test_an_overnight_meeting_shows_on_both_days(w, seller):
+    # 22:00 to 01:00 in Moscow: 19:00 to 22:00 UTC
+    start = dt.datetime(2031, 5, 5, 19, 0, tzinfo=dt.UTC)
+    w.store.records("meeting", w.seller).create(
+        {"subject": "Night launch", "starts_at": start, "ends_at": start + dt.timedelta(hours=3)}
+    )
+    for day, css in (
+        ("2031-05-05", "top:91.667%;height:8.333%"),
+        ("2031-05-06", "top:0.000%;height:4.167%"),
+    ):
+        page = text(seller.get(f"/calendar?mode=day&date={day}"))
+        assert "Night launch" in page, day
+        assert css in re.search(r"<style nonce=\"[^\"]+\">([^<]*)</style>", page).group(1), day
+    assert "Night launch" not in text(seller.get("/calendar?mode=day&date=2031-05-07"))
+
+
 # ------------------------------------------------------------------------ timeline
 def test_account_timeline_shows_its_contacts_activities_as_the_user_may_read_them(w, seller):
     store = w.store

@@ -40,6 +40,8 @@ MODES = ("month", "week", "day")
 #: An event with no end lasts this long on the grid; a shorter one is drawn this tall.
 DEFAULT_LENGTH = dt.timedelta(minutes=30)
 SHORTEST = dt.timedelta(minutes=15)
+#: How far before the first day the week and day grids look for events running into it.
+OVERNIGHT = dt.timedelta(days=1)
 #: A record created on the grid with an end field ends this much later.
 DEFAULT_NEW_LENGTH = dt.timedelta(hours=1)
 SLOT_MINUTES = 30
@@ -130,12 +132,15 @@ def _events(
     first: dt.date,
     end: dt.date,
     end_field: str | None = None,
+    reach_back: dt.timedelta = dt.timedelta(0),
 ) -> list[dict]:
+    """The records placed between ``first`` and ``end``; with ``reach_back`` also those
+    starting that much earlier (a meeting from the evening before runs into the grid)."""
     field = C.field_at(entity, date_field)
     zone = ZoneInfo(C.tz())
     if field.type == "datetime":
         # in far zones the first and the last month reach past the moments a field holds
-        low = max(dt.datetime.combine(first, dt.time(), zone), MIN_MOMENT)
+        low = max(dt.datetime.combine(first, dt.time(), zone) - reach_back, MIN_MOMENT)
         high = dt.datetime.combine(end, dt.time(), zone)
         lower = ["ge", low.isoformat()]
         upper = ["lt", high.isoformat()] if high <= MAX_MOMENT else ["le", MAX_MOMENT.isoformat()]
@@ -464,8 +469,9 @@ def month_page(view: View, entity: Entity):
     mode = _mode()
     _anchor, first, end = _span(mode)
     base = F.to_raw(view.filter)
+    back = OVERNIGHT if mode != "month" and view.end_field else dt.timedelta(0)
     events = (
-        _events(entity, view.date_field, base, first, end, view.end_field)
+        _events(entity, view.date_field, base, first, end, view.end_field, back)
         if view.date_field
         else []
     )
@@ -508,7 +514,9 @@ def activities():
         if not C.can(entity.name, "read") or date_field not in C.readable_names(entity):
             continue
         base = ["owner", "eq", "current_user"] if mine else None
-        events.extend(_events(entity, date_field, base, first, end, _end_field(entity)))
+        ends = _end_field(entity)
+        back = OVERNIGHT if mode != "month" and ends else dt.timedelta(0)
+        events.extend(_events(entity, date_field, base, first, end, ends, back))
     events.sort(key=lambda e: (e["day"], e["time"]))
     # what a click creates: the chosen activity, else the first of meeting, call, task
     creatable = [
