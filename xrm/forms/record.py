@@ -20,6 +20,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import wtforms
 from wtforms.validators import StopValidation
@@ -138,12 +139,17 @@ class FieldSpec:
     def conditional(self) -> bool:
         return self.visible_if is not None or self.required_if is not None
 
-    def default_for(self, reader: Reader):
-        """The value a new record's input starts with."""
+    def default_for(self, reader: Reader, now: dt.datetime | None = None):
+        """The value a new record's input starts with (``today`` and ``now`` at ``now``,
+        the day in the reader's zone: a required date must not start empty)."""
         if self.field.default == "current_user":
             return reader.user_id
         if self.field.default == "current_account":
             return reader.access.principal.account_id if reader.access is not None else None
+        if self.field.default in ("today", "now") and now is not None:
+            if self.field.type == "date":
+                return now.astimezone(ZoneInfo(reader.tz)).date()
+            return now
         return self.default
 
 
@@ -397,6 +403,7 @@ class BoundForm:
         self.spec, self.reader, self.record = spec, reader, record
         self.posted = posted
         self.creating = creating
+        self.now = now
         #: the editable fields the post carries (``_fields`` names what the page showed)
         self.submitted: tuple[str, ...] = ()
         self.wtform = None
@@ -423,7 +430,7 @@ class BoundForm:
         if self.creating and self.posted is None:
             for spec in self.spec.fields.values():
                 if record.get(spec.name) is None:
-                    default = spec.default_for(self.reader)
+                    default = spec.default_for(self.reader, self.now)
                     if default is not None:
                         record[spec.name] = default
         if self.wtform is None:

@@ -1335,7 +1335,12 @@ class WorkflowCompiler:
                     ok = False
                     self.add(_vpos(spec["targets"], key, key_at), subject, str(exc))
             metrics.append(
-                SlaMetric(name=metric_name, done=done, targets=MappingProxyType(targets))
+                SlaMetric(
+                    name=metric_name,
+                    done=done,
+                    targets=MappingProxyType(targets),
+                    label=Label.of(spec.get("label"), metric_name.replace("_", " ").capitalize()),
+                )
             )
         warning: float | int = 0.75
         if raw.get("warning") is not None:

@@ -394,7 +394,11 @@ def sla_schema(defs: dict, steps: dict | None = None) -> dict:
                 "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
                 "additionalProperties": {
                     "type": "object",
-                    "properties": {"done": {"$ref": "#/$defs/filter"}, "targets": targets},
+                    "properties": {
+                        "label": {"$ref": "#/$defs/label"},
+                        "done": {"$ref": "#/$defs/filter"},
+                        "targets": targets,
+                    },
                     "required": ["done", "targets"],
                     "additionalProperties": False,
                 },

@@ -189,6 +189,7 @@ class SlaMetric:
     name: str
     done: Any  # filter: the metric is met when the record matches
     targets: Mapping[str, int]  # priority value -> business seconds ("*" = any other)
+    label: Label | None = None  # what the record page calls it (default: from the name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from .inbox import record_actions
 from .layouts import form_for, main_view
 from .memberships import memberships
 from .search import note_view
+from .sla_status import sla_status
 from .tree import hierarchy_cards
 
 bp = guard(Blueprint("ui_record", __name__))
@@ -225,6 +226,7 @@ def render_view(
         "actions": record_actions(entity, record),
         "hierarchies": hierarchy_cards(entity, record),
         "memberships": memberships(entity, record),
+        "sla": sla_status(entity, record),
     }
     return render_template("ui/record.html", **context), status
 

@@ -134,8 +134,10 @@ def view_of(
     view.required = bound.required(f.name)
     view.errors = [C.error(m) for m in (errors or {}).get(f.name, ())]
     value = record.get(f.name)
-    if creating and posted is None and value is None:
-        value = spec.default_for(bound.reader)
+    # a new record's inputs start with the defaults; a read-only one keeps showing its
+    # default after a refused save (the records service will set it)
+    if creating and value is None and (posted is None or view.read_only):
+        value = spec.default_for(bound.reader, bound.now)
     use_posted = posted is not None and not view.read_only and _was_posted(posted, f)
     _fill(view, spec, value, posted if use_posted else None)
     if view.read_only:
