@@ -73,3 +73,28 @@ def test_a_read_only_default_still_shows_after_a_refused_save(w, agent):
     response = agent.post("/r/time_entry/new", posted)
     assert response.status_code == 422
     assert "$60.00" in response.get_data(as_text=True)  # the hourly rate, read-only to agents
+
+
+def test_saving_a_form_keeps_the_seconds_of_a_moment_left_as_it_was(w, agent):
+    case = w.store.records("support_case").get(w.case["id"])
+    assert case["received_at"].second or case["received_at"].microsecond  # made at "now"
+    page = agent.get(f"/r/support_case/{case['id']}/edit").get_data(as_text=True)
+    shown = _value(page, "received_at")  # minutes only
+    version = re.search(r'name="_version" value="(\d+)"', page).group(1)
+    posted = [("_fields", "subject"), ("_fields", "received_at"), ("_version", version)] + [
+        ("subject", "Printer jam, tray 2"),
+        ("received_at", shown),
+    ]
+    response = agent.post(f"/r/support_case/{case['id']}", posted)
+    assert response.status_code == 303, response.get_data(as_text=True)[:2000]
+    saved = w.store.records("support_case").get(case["id"])
+    assert saved["subject"] == "Printer jam, tray 2"
+    assert saved["received_at"] == case["received_at"]  # not cut to the minute
+    # a moment the user changes is what they typed
+    moved = dt.datetime.fromisoformat(shown) - dt.timedelta(hours=1)
+    posted[-1] = ("received_at", moved.isoformat(timespec="minutes"))
+    posted[2] = ("_version", str(saved["version"]))
+    assert agent.post(f"/r/support_case/{case['id']}", posted).status_code == 303
+    later = w.store.records("support_case").get(case["id"])
+    assert later["received_at"].second == 0
+    assert later["received_at"] < case["received_at"]

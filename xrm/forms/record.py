@@ -266,6 +266,24 @@ class RecordForm:
 KEYWORD_DEFAULTS = ("current_user", "current_account", "today", "now")
 
 
+def _keep_seconds(values: dict, record: Mapping) -> None:
+    """A datetime input shows minutes: one posted back at the minute it showed keeps the
+    stored seconds, so saving a form changes no moment the user did not touch (a case's
+    received time, and the durations computed from it)."""
+    for name, new in values.items():
+        old = record.get(name)
+        if (
+            isinstance(old, dt.datetime)
+            and isinstance(new, dt.datetime)
+            and old.tzinfo is not None
+            and new.tzinfo is not None
+            and new.second == 0
+            and new.microsecond == 0
+            and old.replace(second=0, microsecond=0) == new
+        ):
+            values[name] = old
+
+
 def _default_value(f: Field):
     if f.default is None or f.computed or f.default in KEYWORD_DEFAULTS:
         return None  # the user's (and account's) id are the reader's; dates are set on save
@@ -484,6 +502,7 @@ class BoundForm:
             for name in self.submitted
             if name in self.wtform and name not in errors
         }
+        _keep_seconds(values, self.record)
         message = self.reader.message(REQUIRED)
         for name in self.submitted:
             if name in errors or name not in self.wtform:
