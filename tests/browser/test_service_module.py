@@ -107,6 +107,7 @@ def test_a_case_from_the_web_worked_resolved_and_rated(visit, customer, site):
 
     # -- the agent finds it among their open cases, in the queue, with the SLA running
     agent = visit.login(AGENT)
+    assert agent.locator('[data-testid="nav-support_case"]').count() == 1
     visit.go("/views/my_open_cases", "my open cases")
     rows = agent.locator('[data-testid="list-table"] tbody tr')
     assert rows.count() == 1 and "Cannot sign in" in rows.first.inner_text()
