@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import json
 import os
 import re
@@ -177,6 +178,7 @@ def walk(tmp_path_factory):
             done.admin = Client(done.app).login("admin@example.com", password.group(1))
             done.records = quick_start_in_the_browser(done.admin)
             add_the_field(done.admin)
+            remove_the_field(done.admin, store, done.records["account"])
             write_files(ADMIN_GUIDE, folder)
             done.console(ADMIN_GUIDE)
             yield done
@@ -284,12 +286,26 @@ def add_the_field(admin: Client) -> None:
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "+ column account.tier" in page
     documents = re.search(r'name="documents" value="([^"]*)"', page).group(1)
-    import html
-
     applied = admin.post(
         "/admin/apply", {"documents": html.unescape(documents), "back": "/admin/entities/account"}
     )
     assert applied.status_code == 303, applied.get_data(as_text=True)[:2000]
+
+
+def remove_the_field(admin: Client, store, account: int) -> None:
+    """Administrator's guide §3 and §6: an account has a tier, then the field is removed
+    through its plan; its column and value stay for the purge the guide shows."""
+    record = store.records("account").get(account)
+    store.records("account").update(account, {"tier": "gold"}, version=record["version"])
+    response = admin.post("/admin/entities/account/fields/tier/remove", {})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "kept column account.tier" in page, page[:2000]
+    documents = re.search(r'name="documents" value="([^"]*)"', page).group(1)
+    applied = admin.post(
+        "/admin/apply", {"documents": html.unescape(documents), "back": "/admin/entities/account"}
+    )
+    assert applied.status_code == 303, applied.get_data(as_text=True)[:2000]
+    assert "tier" not in store.refresh().entities["account"].fields
 
 
 # ------------------------------------------------------------------------ the tests
@@ -337,7 +353,11 @@ def test_the_administrators_commands_did_what_it_says(walk):
     users = {u.email: u for u in store.users()}
     assert "pat@example.com" in users
     assert "support" in store.teams() and users["pat@example.com"].id in store.teams()["support"]
-    assert "marketing" not in {p.name for p in store.installed_packs()}  # purged
+    assert "marketing" not in {p.name for p in store.installed_packs()}  # uninstalled
+    import sqlalchemy as sa
+
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("account")}
+    assert "tier" not in columns  # purged with the loss allowed
     emails = {r["email"] for r in store.records("contact").query(fields=["email"]).rows}
     assert "tom.baker@larkspur.example" in emails and "lena.ross@larkspur" not in emails
     rejected = (walk.folder / "rejected.csv").read_text(encoding="utf-8-sig")
