@@ -888,6 +888,29 @@ def test_bulk_create_of_many_rows_in_batches(shop):
     assert accounts.get(result.ids[1000])["employees"] == 1000
 
 
+@pytest.mark.parametrize("count", [1, 5, 21, 341, 999])
+def test_bulk_rows_are_written_whole_whatever_the_batch_length(shop, count):
+    """SQLite takes a batch as multi-row INSERTs of a few fixed sizes (256, 64, 16, 4, 1):
+    every length comes out whole, in order, each row its own values, audited, and found
+    by the full-text search its trigger keeps."""
+    invoices = shop.records("invoice")
+    tag = uuid.uuid4().hex[:8]
+    rows = [
+        {"code": f"{tag}-{i}", "note": f"zebra{tag} row {i}", "priority": i} for i in range(count)
+    ]
+    result = invoices.bulk_create(rows, batch_size=2000)
+    assert len(result.ids) == count and result.ids == sorted(result.ids)
+    found = invoices.query(
+        ["code", "starts_with", f"{tag}-"], fields=["code", "priority"], limit=1000
+    )
+    assert sorted((r["code"], r["priority"]) for r in found.rows) == sorted(
+        (f"{tag}-{i}", i) for i in range(count)
+    )
+    assert invoices.get(result.ids[-1])["code"] == f"{tag}-{count - 1}"
+    assert invoices.count(search=f"zebra{tag}").value == count
+    assert invoices.history(result.ids[0])[-1]["action"] == "create"
+
+
 # ------------------------------------------------------------------------ relations
 def test_many_to_many_links(shop):
     contacts, meetings = shop.records("contact"), shop.records("meeting")

@@ -783,11 +783,18 @@ class _Run:
         self.result.rows += len(rows)
         resolved = self._resolve_lookups(rows)
         prepared: list[tuple[int, list, dict]] = []
+        width = len(im.source.headers)
+        # (column, field, the lookup's resolved texts or None), worked out once a chunk
+        plan = [
+            (c, f, resolved[c.field] if self._is_lookup(c, f) else None)
+            for c in self.value_columns
+            for f in (im.entity.fields.get(c.field),)
+        ]
         for number, cells in rows:
             values: dict = {}
             bad = False
-            if len(cells) > len(im.source.headers):
-                extra = len(cells) - len(im.source.headers)
+            if len(cells) > width:
+                extra = len(cells) - width
                 self.reject(
                     number,
                     "",
@@ -795,13 +802,12 @@ class _Run:
                     f"{extra} cell(s) more than the header has: a delimiter or quote is out of place",
                 )
                 continue
-            for column in self.value_columns:
+            for column, f, lookup in plan:
                 value = cells[column.index] if column.index < len(cells) else ""
                 if value == "" or (isinstance(value, str) and not value.strip()):
                     continue
-                f = im.entity.fields.get(column.field)
-                if column.by or column.field == "owner" or f.type in ("lookup", "user"):
-                    found = resolved[column.field].get(_text(value))
+                if lookup is not None:
+                    found = lookup.get(_text(value))
                     if isinstance(found, str):
                         self.reject(number, column.header, value, found)
                         bad = True
@@ -862,11 +868,16 @@ class _Run:
             return ""
         return _text(cells[column.index])
 
+    @staticmethod
+    def _is_lookup(column: Column, f: Field | None) -> bool:
+        """Whether a column's cells name records (a lookup, a user, the owner)."""
+        return bool(column.by or column.field == "owner" or f.type in ("lookup", "user"))
+
     def _resolve_lookups(self, rows) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for column in self.value_columns:
             f = self.im.entity.fields.get(column.field)
-            if not (column.by or column.field == "owner" or f.type in ("lookup", "user")):
+            if not self._is_lookup(column, f):
                 continue
             texts = set()
             for _number, cells in rows:

@@ -9,6 +9,7 @@ one field by similarity instead of equality.  Storage keeps one hidden key colum
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -38,6 +39,7 @@ _SEPARATOR = "\x1f"  # between the parts of a key with several fields
 
 # ------------------------------------------------------------------------- normalizers
 _PLUS_DOMAINS_WITH_DOTS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+_E164 = re.compile(r"\+?[0-9]+")
 _EXTENSION = re.compile(r"(?:ext\.?|extension|x|доб\.?|добавочный|#)\s*\d+\s*$", re.IGNORECASE)
 
 #: Legal-form words taken out of names: a company is found whatever form its name was
@@ -87,6 +89,9 @@ def normalize_phone(value: str) -> str:
     ``9161234567`` are one number, as are ``+1 212 555 0100`` and ``(212) 555-0100``.
     An extension (``ext. 12``, ``доб. 12``) is left out.  Fewer than seven digits is no
     phone number (empty key)."""
+    if type(value) is str and _E164.fullmatch(value):  # as stored: nothing to take out
+        digits = value.lstrip("+")
+        return digits[-10:] if len(digits) >= 7 else ""
     text = _EXTENSION.sub("", str(value))
     digits = "".join(ch for ch in text if ch.isdigit())
     if len(digits) < 7:
@@ -97,7 +102,14 @@ def normalize_phone(value: str) -> str:
 def normalize_name(value: str) -> str:
     """Case and accents folded, punctuation and extra spaces gone, legal forms (Inc, LLC,
     ООО, АО, ...) taken out while another word remains."""
-    text = _fold(str(value))
+    value = str(value)
+    # names repeat (first names, companies): each is worked out once while it is common
+    return _normalize_name(value) if len(value) <= 64 else _normalize_name.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalize_name(value: str) -> str:
+    text = _fold(value)
     text = _PUNCTUATION.sub(" ", text)
     words = text.split()
     # "l l c" and "o o o" (written with dots) are one legal form
@@ -201,20 +213,21 @@ class DuplicateRule:
     def column(self) -> str:
         """The hidden key column: named by the rule and a fingerprint of its definition, so
         a changed rule (or normalizer) is a new column, filled when it is added."""
-        spec = repr(
-            (
-                NORMALIZER_VERSION,
-                BLOCK_LENGTH,
-                [(m.field, m.normalize, m.fuzzy) for m in self.match],
-            )
-        )
-        digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
-        return f"{COLUMN_PREFIX}{self.name}_{digest}"
+        return _column_name(self.name, self.match)
 
     def title(self, locale: str = "en") -> str:
         if self.label is not None:
             return self.label.get(locale)
         return self.name.replace("_", " ")
+
+
+@functools.lru_cache(maxsize=1024)
+def _column_name(name: str, match: tuple[DuplicateMatch, ...]) -> str:
+    spec = repr(
+        (NORMALIZER_VERSION, BLOCK_LENGTH, [(m.field, m.normalize, m.fuzzy) for m in match])
+    )
+    digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
+    return f"{COLUMN_PREFIX}{name}_{digest}"
 
 
 def _parts(rule: DuplicateRule, record: Mapping, exact_only: bool) -> list[str] | None:
@@ -225,7 +238,9 @@ def _parts(rule: DuplicateRule, record: Mapping, exact_only: bool) -> list[str] 
         value = record.get(item.field)
         if value is None or value == "" or value == []:
             return None  # a blank value never matches (as Dynamics' "ignore blank values")
-        if isinstance(value, bool):
+        if type(value) is str:
+            pass
+        elif isinstance(value, bool):
             value = "1" if value else "0"
         elif hasattr(value, "isoformat"):
             value = value.isoformat()

@@ -207,10 +207,11 @@ def _check_length(field: Field, value: str) -> str:
     """Length within max_length, and text every database stores: no NUL, valid Unicode."""
     if "\x00" in value:
         raise CoercionError("text cannot contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise CoercionError("text is not valid Unicode") from None
+    if not value.isascii():  # ASCII always encodes; only other text can hold a lone surrogate
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CoercionError("text is not valid Unicode") from None
     limit = field.params.get("max_length")
     if limit and len(value) > limit:
         raise CoercionError(f"at most {limit} characters (got {len(value)})")
@@ -345,13 +346,12 @@ class EmailType(TextType):
         value = super().coerce(field, value)
         if value is None:
             return None
-        from email_validator import EmailNotValidError, validate_email
+        from .validators import InvalidEmail, normalized_email
 
         try:
-            result = validate_email(value, check_deliverability=False)
-        except EmailNotValidError as exc:
+            return normalized_email(value)  # email-validator's answer, domains cached
+        except InvalidEmail as exc:
             raise CoercionError(f"not a valid email address: {exc}") from None
-        return result.normalized
 
     def sample(self, field, fake, rnd):
         return fake.unique.email() if rnd.random() < 0.5 else fake.email()
@@ -371,15 +371,12 @@ class PhoneType(TextType):
         value = super().coerce(field, value)
         if value is None:
             return None
-        import phonenumbers
+        from .validators import InvalidPhone, e164_phone
 
         try:
-            number = phonenumbers.parse(value, field.params.get("region") or "US")
-        except phonenumbers.NumberParseException:
-            raise CoercionError("not a phone number") from None
-        if not phonenumbers.is_possible_number(number):
-            raise CoercionError("not a possible phone number")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            return e164_phone(value, field.params.get("region") or "US")
+        except InvalidPhone as exc:
+            raise CoercionError(str(exc)) from None
 
     def format(self, field, value, locale="en", tz="UTC"):
         if not value:

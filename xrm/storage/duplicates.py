@@ -36,16 +36,17 @@ class DuplicateKeys:
     def __init__(self, entity: Entity):
         self.rules: tuple[DuplicateRule, ...] = entity.duplicates
         self.fields = frozenset(name for rule in self.rules for name in rule.fields)
+        self._columns = [(rule.column, rule) for rule in self.rules]  # named once
 
     def all(self, record: Mapping) -> dict[str, str | None]:
-        return {rule.column: rule_key(rule, record) for rule in self.rules}
+        return {column: rule_key(rule, record) for column, rule in self._columns}
 
     def changed(self, record: Mapping, names: Iterable[str]) -> dict[str, str | None]:
         """The keys of the rules over any of the changed fields."""
         names = set(names)
         return {
-            rule.column: rule_key(rule, record)
-            for rule in self.rules
+            column: rule_key(rule, record)
+            for column, rule in self._columns
             if names.intersection(rule.fields)
         }
 

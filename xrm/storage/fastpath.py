@@ -4,10 +4,17 @@ SQLAlchemy compiles the statement and supplies each column type's bind processor
 per catalog version; each insert (or batch, through the driver's executemany) then goes
 straight to the DBAPI cursor.  This removes the execution-context setup and per-row
 parameter construction that cost more than the inserts themselves.
+
+On SQLite a batch goes out as multi-row ``INSERT ... VALUES (...), (...)`` statements
+rather than an executemany of one-row statements: each statement opens a savepoint, and an
+FTS5 index (kept by an ``AFTER INSERT`` trigger) flushes its pending terms to a new
+segment at every savepoint, so one statement per row made the full-text index cost three
+times the rest of the insert.  One statement per few hundred rows keeps it to one flush.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -47,6 +54,15 @@ class CompiledInsert:
         # taken as they are, by one C-level map over the row.
         self._converted = [(i, p) for i, (_n, p) in enumerate(self.processors) if p is not None]
         self._memo = [(object(), None)] * len(self.processors)
+        self.multirow = None
+        if dialect.name == "sqlite" and not returning and self.positional:
+            head, sep, group = self.sql.rpartition(" VALUES ")
+            if sep and group.startswith("(") and group.endswith(")"):
+                # SQLite takes at most 32,766 parameters a statement (older builds 999)
+                most = max(1, min(MULTIROW_MAX, _variable_limit(dialect) // len(names)))
+                self.statement_sizes = [4**k for k in range(5) if 4**k <= most][::-1]
+                self.multirow = (head + sep, group)
+                self._multirow_sql: dict[int, str] = {}
 
     def parameters(self, row: dict, positional: bool = False):
         # NULL stays NULL (no JSON 'null'); a batch shares one timestamp object, so the
@@ -93,11 +109,45 @@ class CompiledInsert:
                     for row in rows:
                         copy.write_row(self.parameters(row, positional=True))
                 return
+            if self.multirow is not None:
+                self._execute_multirow(cursor, rows)
+                return
             cursor.executemany(self.sql, [self.parameters(row) for row in rows])
         except self.integrity_error as exc:
             raise sa.exc.IntegrityError(self.sql, None, exc) from exc
         finally:
             cursor.close()
+
+    def _execute_multirow(self, cursor, rows: Iterable[dict]) -> None:
+        # Statements of a few fixed sizes (256, 64, 16, 4 and 1 rows): SQLite keeps each
+        # prepared statement, and one per batch length would fill its cache with big ones.
+        parameters = self.parameters
+        pending = [parameters(row) for row in rows]
+        start = 0
+        for size in self.statement_sizes:
+            while len(pending) - start >= size:
+                batch = pending[start : start + size]
+                cursor.execute(
+                    self._statement_for(size), list(itertools.chain.from_iterable(batch))
+                )
+                start += size
+
+    def _statement_for(self, count: int) -> str:
+        sql = self._multirow_sql.get(count)
+        if sql is None:
+            head, group = self.multirow
+            sql = self._multirow_sql[count] = head + ", ".join([group] * count)
+        return sql
+
+
+#: Rows in the longest multi-row INSERT on SQLite: longer statements stop paying for themselves.
+MULTIROW_MAX = 256
+
+
+def _variable_limit(dialect: sa.Dialect) -> int:
+    """The most parameters one SQLite statement takes (999 before SQLite 3.32)."""
+    version = getattr(dialect, "dbapi", None) and dialect.dbapi.sqlite_version_info
+    return 32766 if version and tuple(version) >= (3, 32, 0) else 999
 
 
 def compiled_insert(

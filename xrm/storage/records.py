@@ -158,6 +158,8 @@ class EntityPlan:
         # run as the system); computed fields are closed to everyone.
         self.writable = {n: f for n, f in fields.items() if not f.computed}
         self.read_only = {n for n, f in fields.items() if f.read_only}
+        # each writable field's coerce_input, looked up once (a bulk write calls it per cell)
+        self.coercers = {n: f.kind.coerce_input for n, f in self.writable.items()}
         # formulas may read the system columns too (created_at, owner...)
         self.formula_inputs = dict.fromkeys([*SYSTEM_COLUMNS, *fields])
         self.stored_inputs = {n: f for n, f in self.writable.items() if f.stored}
@@ -354,6 +356,8 @@ class Records:
         coerced: dict[str, Any] = {}
         fields = self.entity.fields
         writable = self.plan.writable
+        coercers, read_only = self.plan.coercers, self.plan.read_only
+        tz, locale = self.tz, self.locale
         for name, value in values.items():
             f = writable.get(name)
             if f is None:
@@ -373,12 +377,12 @@ class Records:
                         f"unknown field{did_you_mean(name, writable)}"
                     )
                 continue
-            if name in self.plan.read_only and self.access is not None and not platform:
+            if name in read_only and self.access is not None and not platform:
                 errors.setdefault(name, []).append(f"{name} is read-only")
                 continue
             try:
                 # text in the user's locale (numbers, dates), a time without zone in theirs
-                coerced[name] = f.kind.coerce_input(f, value, tz=self.tz, locale=self.locale)
+                coerced[name] = coercers[name](f, value, tz=tz, locale=locale)
             except CoercionError as exc:
                 errors.setdefault(name, []).append(exc.message)
         return coerced
