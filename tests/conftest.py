@@ -103,3 +103,21 @@ def write_pack(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return folder
+
+
+def one_record_of_each(store, user_id: int, ids: dict[str, int]) -> dict[str, int]:
+    """``ids`` (entity -> a record id made by the test) completed with a record of every
+    other entity of the catalog, made by the sample-data generator (so that a test that
+    opens a record of every entity keeps up with the packs' new entities)."""
+    from xrm.solutions.demo import generate
+
+    catalog = store.refresh()
+    missing = [name for name in catalog.entities if name not in ids]
+    if missing:
+        generate(store, 2, users=[user_id], skip=set(catalog.entities) - set(missing))
+    found = dict(ids)
+    for name in missing:
+        rows = store.records(name).query(fields=["id"], limit=1).rows
+        assert rows, f"the sample-data generator made no {name} record"
+        found[name] = rows[0]["id"]
+    return found

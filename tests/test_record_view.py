@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from browser.support import ADMIN, PASSWORD, READER, SELLER, Client, make_app, world
+from conftest import one_record_of_each
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,7 @@ def test_every_entity_opens_in_its_read_view(w, admin):
     ids["opportunity_line"] = store.records("opportunity_line", w.admin).create(
         {"opportunity": w.deal["id"], "product": ids["product"], "quantity": 2, "unit_price": "10"}
     )["id"]
+    ids = one_record_of_each(store, w.admin, ids)
     for name in store.refresh().entities:
         response = admin.get(f"/r/{name}/{ids[name]}")
         assert response.status_code == 200, (name, text(response)[:500])

@@ -12,6 +12,7 @@ import re
 
 import pytest
 from browser.support import ADMIN, READER, SELLER, Client, make_app, world
+from conftest import one_record_of_each
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +126,10 @@ def test_every_record_form_renders(w, admin):
     ids["opportunity_line"] = store.records("opportunity_line", w.admin).create(
         {"opportunity": w.deal["id"], "product": ids["product"], "quantity": 2, "unit_price": "10"}
     )["id"]
+    ids.update(account=w.acme["id"], contact=w.jane["id"], opportunity=w.deal["id"])
+    ids = one_record_of_each(store, w.admin, ids)
     for name in catalog.entities:
-        ident = (
-            ids.get(name)
-            or {"account": w.acme, "contact": w.jane, "opportunity": w.deal}[name]["id"]
-        )
-        response = admin.get(f"/r/{name}/{ident}/edit")
+        response = admin.get(f"/r/{name}/{ids[name]}/edit")
         assert response.status_code == 200, (name, text(response)[:500])
         assert 'data-testid="record-form"' in text(response)
 
