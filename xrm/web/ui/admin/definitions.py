@@ -108,6 +108,19 @@ def definition(kind: str, name: str):
     )
 
 
+def changes(kind: str, name: str, document: dict) -> list[tuple[str, str]]:
+    """What saving ``document`` changes in the definition in effect, as diff lines for the
+    plan page (the schema plan says nothing of a change that touches no table)."""
+    from .history import diff_lines
+
+    entry = _all().get((kind, name))
+    body = entry.get("body") if entry else None
+    before = _text(kind, name, body) if body is not None else None
+    return diff_lines(
+        before, _text(kind, name, document if kind in SINGLE else document[kind][name])
+    )
+
+
 def _starter(kind: str, name: str) -> str:
     return f"{kind}: {name}\n" if kind in SINGLE else f"{kind}:\n  {name}:\n"
 
@@ -180,6 +193,7 @@ def definition_save(kind: str, name: str):
         documents=json.dumps([[kind, document]], ensure_ascii=False),
         revert=False,
         losses=plan.losses,
+        diff=changes(kind, name, document),
     )
 
 

@@ -19,7 +19,7 @@ from ....metadata.process_schemas import BRANCHES, STEP_KINDS
 from ....metadata.processes import normalize_on
 from .. import context as C
 from . import bp
-from .definitions import _all, _check
+from .definitions import _all, _check, changes
 
 
 class _Bad(ValueError):
@@ -214,6 +214,7 @@ def process_editor_save(name: str):
         revert=False,
         losses=plan.losses,
         text=text,
+        diff=changes("process", name, checked),
     )
 
 

@@ -17,8 +17,8 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from ....metadata.model import thaw
 from .. import context as C
 from . import bp
-from .definitions import _all, _check
-from .process_editor import _at_step
+from .definitions import _all, _check, changes
+from .process_editor import _at_step, _shown
 from .processes import condition_words
 from .schema import entity_or_404
 
@@ -56,6 +56,7 @@ def _review(kind: str, name: str, document: dict, back: str):
         revert=False,
         losses=plan.losses,
         back=back,
+        diff=changes(kind, name, checked),
     ), []
 
 
@@ -110,9 +111,7 @@ def _rule_page(entity, rule, key: str, document: dict, problems: list[str], stat
         message_en=message.get("en", ""),
         message_ru=message.get("ru", ""),
         fields_text=", ".join(str(f) for f in fields) if isinstance(fields, list) else "",
-        when_text=_dump(document.get("when")).strip()
-        if not isinstance(document.get("when"), str)
-        else document["when"],
+        when_text=_shown(document.get("when")),  # one line, as packs write conditions
         when_words=condition_words(entity, rule.when),
         problems=problems,
     ), status
