@@ -159,28 +159,43 @@ def test_removing_a_field_keeps_its_data_and_says_so(w, admin):
 
 
 def test_option_set_change_warns_about_values_in_use(w, admin):
+    kept = (
+        "manufacturing | Manufacturing | Производство\n"
+        "finance | Finance | Финансы\n"
+        "technology | Technology | Технологии\n"
+        "logistics | Logistics | Логистика\n"
+    )
+    # a value a definition names (the sales lead score's target industries) cannot go
+    refused = admin.post(
+        "/admin/option_sets/industry",
+        {"label_en": "Industry", "label_ru": "Отрасль", "options": "retail | Retail | Розница"},
+    )
+    assert refused.status_code == 422 and "technology" in text(refused)
+    w.store.records("account").update(w.globex["id"], {"industry": "healthcare"})
     response = admin.post(
         "/admin/option_sets/industry",
-        {
-            "label_en": "Industry",
-            "label_ru": "Отрасль",
-            "options": "retail | Retail | Розница\nfinance | Finance | Финансы\nspace | Space | Космос",
-        },
+        {"label_en": "Industry", "label_ru": "Отрасль", "options": kept + "space | Space | Космос"},
     )
     page, documents = plan_of(response)
     assert (
-        "record(s) hold" in page and "technology" in page
-    )  # Globex is in technology, which would be gone
+        "record(s) hold" in page and "healthcare" in page
+    )  # Globex is in healthcare, which would be gone
     # the loss is asked for by name, and nothing is applied until it is ticked
     assert 'name="allow_loss" value="account.industry"' in page
     assert apply(admin, documents).status_code == 422
-    assert "technology" in w.store.refresh().option_sets["industry"].values
+    assert "healthcare" in w.store.refresh().option_sets["industry"].values
     done = admin.post(
         "/admin/apply",
         {"documents": json.dumps(documents), "back": "/admin/", "allow_loss": "account.industry"},
     )
     assert done.status_code == 303
-    assert w.store.refresh().option_sets["industry"].values == ("retail", "finance", "space")
+    assert w.store.refresh().option_sets["industry"].values == (
+        "manufacturing",
+        "finance",
+        "technology",
+        "logistics",
+        "space",
+    )
     assert w.store.records("account").get(w.globex["id"])["industry"] is None  # cleared
 
 
