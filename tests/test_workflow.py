@@ -108,10 +108,10 @@ def test_an_opportunity_moved_to_proposal_gets_a_follow_up_task_three_days_befor
         clock.advance(days=30)
         worker.run_once()
         assert store.records("task").count().value == 1  # never twice
-        # the new task's own reminder fired an hour before its due time
-        assert [n["title"] for n in workflow.notifications(store, seller)][
-            0
-        ] == "Напоминание: Follow up: Big deal"
+        # the new task's own reminder fired an hour before its due time (beside what
+        # other processes tell the owner over the month, such as a stale deal)
+        titles = [n["title"] for n in workflow.notifications(store, seller)]
+        assert titles.count("Напоминание: Follow up: Big deal") == 1, titles
         history = workflow.instances(store, process="proposal_follow_up")
         assert [i["status"] for i in history] == ["done"]
         steps = workflow.instance(store, history[0]["id"])["history"]
