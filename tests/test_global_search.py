@@ -332,3 +332,18 @@ def test_the_box_is_in_every_page_and_speaks_russian(app, world):
     page = client.get("/search?q=nothinglikethis").get_data(as_text=True)
     assert "По запросу «nothinglikethis» ничего не найдено." in page
     assert "Поиск по всему… (клавиша /)" in page
+
+
+@pytest.mark.parametrize("text", ["acme", "acme-corp", "ACME corp", "acme-corp.com", "sales@acme"])
+def test_punctuated_words_are_found_by_their_parts(world, text):
+    """An email address, a host or a hyphenated word is words on both databases (PostgreSQL's
+    parser would keep ``sales@acme-corp.com`` as one token): the global search and a list's
+    search find it by any of its parts."""
+    store, users, made = world
+    firm = store.records("firm").create({"name": "Hyphen Trading", "city": "sales@acme-corp.com"})
+    found = _found(_search(store, users["admin"], text))
+    assert found.get("firm") == [firm["id"]]
+    listed = store.records("firm").query(search=text, fields=["name"]).rows
+    assert [r["id"] for r in listed] == [firm["id"]]
+    (hit,) = next(g for g in _search(store, users["admin"], text).groups).hits
+    assert hit.snippet.field == "city"

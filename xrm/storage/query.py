@@ -543,9 +543,24 @@ def ranked_search(
     return table.c.id == ranked.c.rowid, ranked.c.search_rank
 
 
+#: ASCII punctuation, which PostgreSQL's search text has turned into spaces (a literal in
+#: the index expression; no quote or backslash in it).
+PG_SEPARATORS = "[!-/:-@[-`{-~]+"
+
+
 def tsvector_expression(table, fields: list[Field]):
+    """The searched text of a row as a tsvector.  PostgreSQL's parser keeps an email address,
+    a host name or a hyphenated word as one token (``a@acme-corp.com``), where SQLite's
+    FTS5 (unicode61) splits at every punctuation mark; punctuation becomes spaces first, so
+    ``acme`` or ``acme-corp`` find the address on both databases."""
     parts = [sa.func.coalesce(table.c[f.name], "") for f in fields]
     joined = parts[0]
     for part in parts[1:]:
         joined = joined.op("||")(" ").op("||")(part)
-    return sa.func.to_tsvector(sa.literal_column("'simple'::regconfig"), joined)
+    spaced = sa.func.regexp_replace(
+        joined,
+        sa.literal_column(f"'{PG_SEPARATORS}'"),
+        sa.literal_column("' '"),
+        sa.literal_column("'g'"),
+    )
+    return sa.func.to_tsvector(sa.literal_column("'simple'::regconfig"), spaced)

@@ -35,7 +35,8 @@ def needs_rebuild(conn: sa.Connection, inspector, entity: Entity) -> bool:
             ),
             {"n": index_name(entity)},
         ).first()
-        return row is None or _pg_columns(row[0]) != wanted
+        # an index made before punctuation was taken out is not the expression queries use
+        return row is None or _pg_columns(row[0]) != wanted or "regexp_replace" not in row[0]
     name = fts_table_name(entity)
     exists = conn.execute(
         sa.text("SELECT sql FROM sqlite_master WHERE type='table' AND name=:n"), {"n": name}
