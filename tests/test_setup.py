@@ -48,7 +48,8 @@ def test_setup_installs_modules_admin_and_samples_once(url, capsys):
             "Europe/Moscow",
         )
         first = store.records("opportunity").count().value
-        assert 0 < first <= 5
+        assert first > 0  # the sales pack's own sample deals (demo/), whatever the size
+        assert 0 < store.records("task").count().value <= 5  # invented samples: 5 each
         # Samples follow the rules: every opportunity's account exists.
         for row in store.records("opportunity").query(fields=["account.name"]).rows:
             assert row["account.name"]

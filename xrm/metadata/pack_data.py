@@ -132,10 +132,13 @@ def check_pack_data(
                         )
                     continue
                 field = entity.fields.get(field_name)
-                if field_name == "owner" and kind == "demo":
+                is_user = field_name == "owner" or (field is not None and field.type == "user")
+                if is_user and kind == "demo":
                     if not (isinstance(value, Mapping) and set(value) == {"role"}):
                         problems.add(
-                            at, entity.name, f"owner: expected {{role: NAME}}, got {value!r}"
+                            at,
+                            entity.name,
+                            f"{field_name}: expected {{role: NAME}}, got {value!r}",
                         )
                     continue
                 if field is None:

@@ -684,7 +684,11 @@ def _fill_targets(store, entity: Entity, spec: tuple, sampler: Sampler, created:
     won = [
         row.get(mine) or 0
         for row in sampler.rows.get(of, ())
-        if mine and flow is not None and flow.steps[row[flow.field]].closed == "won"
+        # a pack's own records (skipped above) are remembered without their values
+        if mine
+        and flow is not None
+        and row.get(flow.field) in flow.steps
+        and flow.steps[row[flow.field]].closed == "won"
     ]
     per_month = float(sum(won)) / (6 * len(users)) if won else 20000.0
     names = {u: (store.user(u).name if u is not None else "") for u in users}

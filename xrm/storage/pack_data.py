@@ -48,6 +48,11 @@ def load_pack_data(
             for document in pack.documents:
                 if document.kind in kinds:
                     _load(store, unit, catalog, document.data, document.kind, problems, counts)
+                    if not len(problems):
+                        # the file's rollups moved before the next file reads them (a
+                        # quote is sent, with its rule on its number of lines, once
+                        # another file added them)
+                        unit.flush()
         problems.raise_if_any()
         unit.flush()
     finally:
@@ -119,10 +124,12 @@ def _resolve(unit, catalog, entity, raw: Mapping, where, problems, past, turns) 
     for name, value in raw.items():
         if name in MOMENT_KEYS:
             continue
-        if name == "owner" and past is not None and isinstance(value, Mapping):
-            values[name] = _owner(unit, value, turns)
+        field = entity.fields.get(name)
+        is_user = name == "owner" or (field is not None and field.type == "user")
+        if is_user and past is not None and isinstance(value, Mapping):
+            # {role: NAME}: the role's users in turn (each user field keeps its own turn)
+            values[name] = _owner(unit, value, turns.setdefault(name, {}))
             continue
-        field = entity.fields[name]
         if field.type == "lookup" and isinstance(value, Mapping):
             found = _find(unit, catalog, field.target, value)
             if len(found) != 1:
@@ -141,6 +148,27 @@ def _resolve(unit, catalog, entity, raw: Mapping, where, problems, past, turns) 
     return values
 
 
+def _nobody_for(entity, raw: Mapping, values: Mapping) -> bool:
+    """A required user field given as ``{role: NAME}`` whose role has no active user."""
+    return any(
+        isinstance(value, Mapping)
+        and name in entity.fields
+        and entity.fields[name].type == "user"
+        and entity.fields[name].required
+        and values.get(name) is None
+        for name, value in raw.items()
+    )
+
+
+def _differing(entity, current: Mapping, values: Mapping) -> dict:
+    """The values that differ from the record's (the owner is never moved)."""
+    return {
+        k: v
+        for k, v in values.items()
+        if k != "owner" and current.get(k) != entity.fields[k].kind.coerce(entity.fields[k], v)
+    }
+
+
 def _load(store, unit, catalog, data: Mapping, kind: str, problems, counts) -> None:
     entity = catalog.entity(data[kind])
     table = tables_for(catalog)[entity.name]
@@ -152,6 +180,8 @@ def _load(store, unit, catalog, data: Mapping, kind: str, problems, counts) -> N
     for index, raw in enumerate(records):
         where = node_position(records, index, _FALLBACK)
         values = _resolve(unit, catalog, entity, raw, where, problems, past, turns)
+        if past is not None and _nobody_for(entity, raw, values):
+            continue  # sample data of people who are not there (a demo without its team)
         # sample data's later changes, each at its moment: {_at: -2d 15:00, status: resolved}
         changes = []
         for step_index, change in enumerate(raw.get("_then") or ()):
@@ -175,14 +205,18 @@ def _load(store, unit, catalog, data: Mapping, kind: str, problems, counts) -> N
                 for _moment, change, _at in changes:
                     final.update(change)
                 current = service.get(existing[0].id)
-                changed = {
-                    k: v
-                    for k, v in final.items()
-                    if k != "owner"
-                    and current.get(k) != entity.fields[k].kind.coerce(entity.fields[k], v)
-                }
-                if changed:
-                    service.update(existing[0].id, changed)
+                if _differing(entity, current, final):
+                    # the record's own values, then its later changes each at its moment
+                    # (a quote made in one file is sent and accepted in another, once its
+                    # lines exist), each change only where it still differs
+                    steps = [(None, values, where), *changes]
+                    for moment, change, at in steps:
+                        where = at
+                        differing = _differing(entity, current, change)
+                        if not differing:
+                            continue
+                        with unit.dated(moment) if moment is not None else contextlib.nullcontext():
+                            current = service.update(existing[0].id, differing)
                     counts[entity.name] = counts.get(entity.name, 0) + 1
             else:
                 created = past.moment(raw.get("_at")) if past is not None else None
