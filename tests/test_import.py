@@ -514,3 +514,85 @@ def test_the_import_page_guards(web, web_app):
     assert reader.get(url).status_code in (403, 404)  # another user's upload
     listing = reader.get("/e/contact", follow_redirects=True).get_data(as_text=True)
     assert 'data-testid="import-records"' not in listing
+
+
+def test_the_import_page_continues_a_stopped_partial_import(web, web_app, tmp_path):
+    """As the command's --resume: a partial import of the same file and columns that
+    stopped halfway is offered to continue after its last committed row (or to start
+    over); run without a choice, it is refused with the row it stopped after."""
+    from browser.support import SELLER, Client
+
+    seller = Client(web_app).login(SELLER)
+    lines = "".join(f"Resume{i},resume{i}@example.com\n" for i in range(25))
+    data = ("Last name,Email\n" + lines).encode()
+    url = _upload(seller, data, "resume.csv")
+    key = url.rsplit("/", 1)[1]
+    path = tmp_path / "resume.csv"
+    path.write_bytes(data)
+
+    def stop_after_two_chunks(progress):
+        if progress.rows >= 10:
+            raise ImportCancelled
+
+    store = web.store
+    stopped = Importer(
+        store,
+        "contact",
+        open_source(path),
+        principal=store.principal(web.seller),
+        partial=True,
+        chunk_size=5,
+    )
+    with pytest.raises(ImportCancelled):
+        stopped.run(progress=stop_after_two_chunks)
+
+    def resumed_count() -> int:
+        return store.records("contact").count(["last_name", "starts_with", "Resume"]).value
+
+    assert resumed_count() == 10
+    form = {"col-0": "last_name", "col-1": "email", "partial": "1"}
+    page = seller.post(f"/e/contact/import/{key}/preview", form, htmx=True).get_data(as_text=True)
+    notice = re.search(r'data-testid="import-stopped".*?</div>\s*</div>', page, re.S).group(0)
+    assert "stopped after row 11" in notice
+    assert re.search(r'value="resume"[^>]*checked', notice)
+    # all or nothing does not continue anything: the page says how to
+    page = seller.post(f"/e/contact/import/{key}/preview", {**form, "partial": ""}, htmx=True)
+    assert "To continue it, or to start it over" in page.get_data(as_text=True)
+
+    def run(extra):
+        streamed = seller.post(
+            f"/e/contact/import/{key}/run",
+            {**form, **extra},
+            headers={"Accept": "application/x-ndjson"},
+        )
+        return [json.loads(line) for line in streamed.get_data(as_text=True).splitlines()][-1]
+
+    refused = run({})
+    assert refused["done"] and "stopped after row 11" in refused["error"]
+    assert resumed_count() == 10
+    done = run({"stopped": "resume"})
+    assert 'data-testid="import-resumed"' in done["html"] and "row 11" in done["html"]
+    assert "15 created" in done["html"]
+    assert resumed_count() == 25
+    assert sorted(
+        r["last_name"]
+        for r in store.records("contact")
+        .query(["last_name", "starts_with", "Resume"], fields=["last_name"], limit=100)
+        .rows
+    ) == sorted(f"Resume{i}" for i in range(25))
+    page = seller.post(f"/e/contact/import/{key}/preview", form, htmx=True).get_data(as_text=True)
+    assert 'data-testid="import-stopped"' not in page  # finished: nothing to continue
+
+    # stopped again, started over: every row once more, the page's outcome without "continued"
+    with pytest.raises(ImportCancelled):
+        Importer(
+            store,
+            "contact",
+            open_source(path),
+            principal=store.principal(web.seller),
+            partial=True,
+            chunk_size=5,
+        ).run(progress=stop_after_two_chunks)
+    done = run({"stopped": "restart"})
+    assert "25 created" in done["html"] and 'data-testid="import-resumed"' not in done["html"]
+    assert resumed_count() == 60

@@ -48,3 +48,56 @@ def test_import_a_csv_with_a_mapping_and_a_duplicate_found(visit, site, tmp_path
     moss = store.records("contact").query(filter=["last_name", "eq", "Moss"]).rows
     assert moss[0]["account"] == site.globex["id"] and moss[0]["owner"] == site.seller
     assert store.records("contact").count().value == before + 1
+
+
+def test_a_stopped_partial_import_continues_from_the_page(visit, site, tmp_path):
+    """An import of the good rows that stopped halfway (two chunks committed) is offered
+    to continue after its last committed row; continuing writes only the rest."""
+    import pytest
+
+    from xrm.data.imports import ImportCancelled, Importer
+    from xrm.data.sources import open_source
+
+    page = visit.login(SELLER)
+    store = site.store
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "Last name,Email\n" + "".join(f"Later{i},later{i}@example.com\n" for i in range(25)),
+        encoding="utf-8",
+    )
+
+    def stop(progress):
+        if progress.rows >= 10:
+            raise ImportCancelled
+
+    importer = Importer(
+        store,
+        "contact",
+        open_source(path),
+        principal=store.principal(site.seller),
+        partial=True,
+        chunk_size=5,
+    )
+    with pytest.raises(ImportCancelled):
+        importer.run(progress=stop)
+
+    def count() -> int:
+        return store.records("contact").count(["last_name", "starts_with", "Later"]).value
+
+    assert count() == 10
+    visit.go("/e/contact/import", "import")
+    page.set_input_files("#import-file", str(path))
+    page.click('[data-testid="import-upload-submit"]')
+    page.locator('[data-testid="import-preview"]').wait_for()
+    page.check("#import-partial")
+    notice = page.locator('[data-testid="import-stopped"]')
+    notice.wait_for()
+    assert "stopped after row 11" in notice.inner_text()
+    assert page.locator('[data-testid="import-resume"]').is_checked()
+    visit.shot("a stopped import offered to continue")
+    page.click('[data-testid="import-run"]')
+    done = page.locator('[data-testid="import-done"]')
+    done.wait_for()
+    assert "Continued after row 11" in done.inner_text()
+    assert "15 created" in done.inner_text()
+    assert count() == 25

@@ -7,7 +7,9 @@ The uploaded file is kept in the file store as the user's own upload, so every s
 every web worker) reads the same bytes and nobody else can use it.  The run streams its
 progress as lines of JSON to the page's script (``static/js/import.js``); the import itself
 runs in a thread beside the response, and a page closed halfway cancels it, which rolls
-back what was not committed.  The work is ``xrm/data/imports.py``: no rule lives here.
+back what was not committed (a partial import keeps its committed chunks, and the page
+offers to continue it after them, as ``xrm import --resume``).  The work is
+``xrm/data/imports.py``: no rule lives here.
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ def _options() -> dict:
         "key": values.get("key") or None,
         "dedupe": [v for v in values.getlist("dedupe") if v],
         "partial": values.get("partial") == "1",
+        # an earlier partial run of the same file and plan that stopped: go on after its
+        # last committed row, or start over (the command's --resume / --restart)
+        "stopped": values.get("stopped")
+        if values.get("stopped") in ("resume", "restart")
+        else None,
         "encoding": values.get("encoding") or None,
         "delimiter": values.get("delimiter") or None,
         "mapping": mapping,
@@ -173,10 +180,11 @@ def field_choices(entity: Entity) -> list[tuple[str, str]]:
 
 def _page(entity: Entity, upload: _Upload, options: dict, status: int = 200):
     error = None
-    importer = preview = None
+    importer = preview = stopped = None
     try:
         importer = _importer(entity, upload, options)
         preview = importer.preview()
+        stopped = importer.resume_point()
     except SourceError as exc:
         error = C.error(str(exc))
     except ImportRefused as exc:
@@ -188,6 +196,7 @@ def _page(entity: Entity, upload: _Upload, options: dict, status: int = 200):
         "options": options,
         "importer": importer,
         "preview": preview,
+        "stopped": stopped,
         "error": error,
         "choices": field_choices(entity),
         "rules": [(r.name, r.title(C.locale())) for r in entity.duplicates],
@@ -237,18 +246,22 @@ def run(entity_name: str, key: str):
             return _page(entity, upload, options, 422)
         finally:
             upload.close()
+    choice = {"resume": options["stopped"] == "resume", "restart": options["stopped"] == "restart"}
     if "application/x-ndjson" not in request.headers.get("Accept", ""):
         try:  # without the page's script: run, then show the outcome
-            result = importer.run()
+            result = importer.run(**choice)
+        except ImportRefused:  # a stopped import neither continued nor started over
+            return _page(entity, upload, options, 422)
         finally:
             upload.close()
         return render_template("ui/import.html", step="done", **_outcome(entity, upload, result))
     return Response(
-        stream_with_context(_stream(entity, upload, importer)), mimetype="application/x-ndjson"
+        stream_with_context(_stream(entity, upload, importer, choice)),
+        mimetype="application/x-ndjson",
     )
 
 
-def _stream(entity: Entity, upload: _Upload, importer: Importer):
+def _stream(entity: Entity, upload: _Upload, importer: Importer, choice: dict):
     """Progress lines while the import runs in a thread; the outcome's HTML last.  A
     closed page stops the generator, which cancels the import (nothing half-done)."""
     events: queue.Queue = queue.Queue()
@@ -267,9 +280,11 @@ def _stream(entity: Entity, upload: _Upload, importer: Importer):
 
     def work() -> None:
         try:
-            events.put(("done", importer.run(progress=progress)))
+            events.put(("done", importer.run(progress=progress, **choice)))
         except ImportCancelled:
             events.put(("cancelled", None))
+        except ImportRefused as exc:
+            events.put(("refused", exc))
         except Exception as exc:  # shown on the page, logged by the caller
             events.put(("failed", exc))
 
@@ -293,6 +308,8 @@ def _stream(entity: Entity, upload: _Upload, importer: Importer):
             if kind == "done":
                 html = render_template("ui/_import_done.html", **_outcome(entity, upload, value))
                 yield _line({"done": True, "html": html})
+            elif kind == "refused":
+                yield _line({"done": True, "error": "; ".join(C.error(p) for p in value.problems)})
             elif kind == "failed":
                 current_app.logger.error("import into %s failed", entity.name, exc_info=value)
                 yield _line({"done": True, "error": C._("The import failed; nothing was written.")})
