@@ -530,6 +530,9 @@ def _old_packs(root: Path) -> dict[str, Path]:
         (core / "processes" / f"{name}.yaml").unlink()
     shutil.rmtree(core / "tests")  # core 1.0 had no scenarios
     edit(core / "solution.yaml", "version: 1.1.0", "version: 1.0.0")
+    # (the copy keeps the sales of today, which needs core 1.1's territories: here it is
+    # taken as sales 1.0 was, needing core 1.0)
+    edit(out["sales"] / "solution.yaml", 'core: ">=1.1,<2"', 'core: ">=1.0,<2"')
     edit(marketing / "solution.yaml", "version: 1.1.0", "version: 1.0.0")
     edit(marketing / "solution.yaml", 'core: ">=1.1,<2"', 'core: ">=1.0,<2"')
     edit(marketing / "entities" / "contact.yaml", "fields:\n", "fields:\n" + "".join(moved))
