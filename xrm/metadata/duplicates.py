@@ -230,40 +230,45 @@ def _column_name(name: str, match: tuple[DuplicateMatch, ...]) -> str:
     return f"{COLUMN_PREFIX}{name}_{digest}"
 
 
-def _parts(rule: DuplicateRule, record: Mapping, exact_only: bool) -> list[str] | None:
-    parts = []
-    for item in rule.match:
-        if exact_only and item.fuzzy is not None:
-            continue
-        value = record.get(item.field)
-        if value is None or value == "" or value == []:
-            return None  # a blank value never matches (as Dynamics' "ignore blank values")
-        if type(value) is str:
-            pass
-        elif isinstance(value, bool):
-            value = "1" if value else "0"
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        key = NORMALIZERS[item.normalize](value)
-        if not key:
-            return None
-        parts.append(key)
-    return parts
-
-
 def rule_key(rule: DuplicateRule, record: Mapping) -> str | None:
     """The key stored for a record: every part of an exact rule; for a fuzzy rule its exact
     parts and the first characters of the fuzzy value (the block candidates share)."""
-    parts = _parts(rule, record, exact_only=True)
-    if parts is None:
-        return None
+    return key_function(rule)(record)
+
+
+@functools.lru_cache(maxsize=1024)
+def key_function(rule: DuplicateRule) -> Callable[[Mapping], str | None]:
+    """``rule_key`` for one rule, with its items and normalizers looked up once (a bulk
+    write keys every record by every rule)."""
+    exact = [(m.field, NORMALIZERS[m.normalize]) for m in rule.match if m.fuzzy is None]
     fuzzy = rule.fuzzy
-    if fuzzy is not None:
-        value = fuzzy_value(rule, record)
-        if not value:
-            return None
-        parts.append(value.replace(" ", "")[:BLOCK_LENGTH])
-    return _SEPARATOR.join(parts)[:KEY_LENGTH]
+    fuzzy_normalizer = NORMALIZERS[fuzzy.normalize] if fuzzy is not None else None
+
+    def key(record: Mapping) -> str | None:
+        parts = []
+        for name, normalizer in exact:
+            value = record.get(name)
+            if value is None or value == "" or value == []:
+                return None  # a blank value never matches (as Dynamics' "ignore blank values")
+            if type(value) is str:
+                pass
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            elif hasattr(value, "isoformat"):
+                value = value.isoformat()
+            part = normalizer(value)
+            if not part:
+                return None
+            parts.append(part)
+        if fuzzy is not None:
+            value = record.get(fuzzy.field)
+            value = fuzzy_normalizer(value) if value is not None and value != "" else None
+            if not value:
+                return None
+            parts.append(value.replace(" ", "")[:BLOCK_LENGTH])
+        return _SEPARATOR.join(parts)[:KEY_LENGTH]
+
+    return key
 
 
 def fuzzy_value(rule: DuplicateRule, record: Mapping) -> str | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..metadata import Catalog, CoercionError, Entity
-from ..metadata.duplicates import DuplicateRule, fuzzy_value, rule_key
+from ..metadata.duplicates import DuplicateRule, fuzzy_value, key_function, rule_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from .records import Records
@@ -36,17 +36,18 @@ class DuplicateKeys:
     def __init__(self, entity: Entity):
         self.rules: tuple[DuplicateRule, ...] = entity.duplicates
         self.fields = frozenset(name for rule in self.rules for name in rule.fields)
-        self._columns = [(rule.column, rule) for rule in self.rules]  # named once
+        # each rule's column and key function, worked out once
+        self._columns = [(rule.column, rule, key_function(rule)) for rule in self.rules]
 
     def all(self, record: Mapping) -> dict[str, str | None]:
-        return {column: rule_key(rule, record) for column, rule in self._columns}
+        return {column: key(record) for column, _rule, key in self._columns}
 
     def changed(self, record: Mapping, names: Iterable[str]) -> dict[str, str | None]:
         """The keys of the rules over any of the changed fields."""
         names = set(names)
         return {
-            column: rule_key(rule, record)
-            for column, rule in self._columns
+            column: key(record)
+            for column, rule, key in self._columns
             if names.intersection(rule.fields)
         }
 
