@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from ..metadata import CoercionError, Entity, Field
-from ..metadata.duplicates import DuplicateRule, rule_key
+from ..metadata.duplicates import DuplicateRule, key_function
 from ..metadata.problems import did_you_mean, one_of
 from ..storage import duplicates as D
 from ..storage import tables as T
@@ -737,6 +737,7 @@ class _Run:
         self.seen: dict[str, dict[str, tuple[int, int | None]]] = {
             r.name: {} for r in importer.rules
         }
+        self.key_of = {r.name: key_function(r) for r in importer.rules}  # rule_key, once
         self.keys_seen: dict[object, tuple[int, int | None]] = {}
         # row -> the (map, key) entries it made, filled in with the id once it is written
         self.row_keys: dict[int, list[tuple[dict, object]]] = {}
@@ -1035,7 +1036,7 @@ class _Run:
             elif not isinstance(value, str | int):
                 value = _text(value)
             record[item.field] = value
-        return rule_key(rule, record)
+        return self.key_of[rule.name](record)
 
     def _title(self, row) -> str:
         if self.title is None or len(row) < 3 or row[2] is None:
