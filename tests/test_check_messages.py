@@ -152,7 +152,7 @@ def test_deep_runs_the_suggested_forms_and_the_shipped_processes(xrm_check):
     assert "processes.probe" not in err  # it ran (a process no sample fits is named there)
     # every process of probe, sales and core, less those no sample record fits
     total = len(load_catalog(["probe"]).processes)
-    ran = total - err.count("not run:")
+    ran = total - err.count("not run: processes.") - err.count("not run: slas.")
     assert f", {ran} processes dry-run on sample records, in " in out[0], out
 
 
@@ -367,14 +367,14 @@ def test_the_summary_of_the_shipped_packs(capsys):
     ), out
 
 
-def test_deep_runs_nearly_every_shipped_process_on_the_packs_sample_data():
-    """The shipped packs dry-run clean on their own sample data (demo/) and invented
-    samples for the rest: a pack's rules that invented samples cannot keep (a claim needs
-    an approved fund request) no longer leave every process unrun."""
+def test_deep_runs_most_shipped_processes_on_invented_samples():
+    """The shipped packs dry-run clean on invented samples: a pack's rule that invented
+    samples cannot keep (a claim needs an approved fund request) leaves that entity without
+    samples, and its processes unrun, instead of every process."""
     from xrm.deepcheck import deep_check
 
     report = deep_check([SOLUTIONS])
     assert report.problems == []
     total = len(load_catalog([SOLUTIONS]).processes)
-    assert report.ran >= total * 3 // 4, report.skipped
+    assert report.ran >= total * 2 // 3, report.skipped
     assert not any("no sample records could be saved" in s for s in report.skipped)

@@ -430,8 +430,11 @@ def generate(
     time_zone: str | None = None,
     skip=(),
     leave_empty=(),
+    lenient: bool = False,
 ) -> dict[str, int]:
     """Create ``per_entity`` sample records for each entity; returns counts per entity.
+    ``lenient``: an entity none of whose samples its rules accept (a claim needs an
+    approved request) is left without any, instead of failing all of them.
     ``time_zone`` is the organization's (default: its settings'), where working hours are.
     Entities in ``skip`` get none (their pack ships their sample data, ``pack_samples``);
     the records they have are looked up by the samples of other entities.  The fields in
@@ -466,10 +469,16 @@ def generate(
                 continue
             if entity.name in targets:
                 continue  # made last, around what the records they are set against won
-            if entity.stages is not None:
-                _fill_flow(store, entity, per_entity, sampler, created)
-            else:
-                _fill(store, entity, per_entity, sampler, created)
+            try:
+                if entity.stages is not None:
+                    _fill_flow(store, entity, per_entity, sampler, created)
+                else:
+                    _fill(store, entity, per_entity, sampler, created)
+            except ValidationFailed:
+                if not lenient:
+                    raise
+                sampler.remember(entity, [], [])
+                continue
             _hierarchies(store, catalog, entity, sampler)
         for name, spec in targets.items():
             _fill_targets(store, catalog.entities[name], spec, sampler, created)
