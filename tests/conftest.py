@@ -11,8 +11,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 import xrm
+
+#: The shipped core pack's version, as its manifest says (tests that print it follow it).
+CORE_VERSION = str(
+    yaml.safe_load(
+        (Path(xrm.__file__).parent / "solutions" / "packs" / "core" / "solution.yaml").read_text(
+            encoding="utf-8"
+        )
+    )["version"]
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "xrm" / "solutions" / "packs"

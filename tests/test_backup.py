@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, SOLUTIONS
+from conftest import CORE_VERSION, PG_URL, SOLUTIONS
 
 import xrm
 from xrm.cli import main
@@ -77,7 +77,7 @@ def test_manifest_describes_the_instance(instance, tmp_path):
     assert manifest == made.manifest
     assert manifest["format"] == "xrm-backup" and manifest["platform_version"] == xrm.__version__
     assert manifest["dialect"] == store.engine.dialect.name
-    assert manifest["solutions"] == [{"name": "core", "version": "1.0.0"}]
+    assert manifest["solutions"] == [{"name": "core", "version": CORE_VERSION}]
     assert manifest["users"] == 1 and manifest["customizations"] == 1
     assert manifest["files"] == {"count": 1, "bytes": len(b"\x00binary\xffbytes")}
     assert manifest["tables"]["account"] == 2 and manifest["tables"]["note"] == 1
@@ -181,7 +181,7 @@ def test_the_commands(instance, database, tmp_path, capsys):
     args = ["--database", url]
     assert main(["backup", "--to", str(archive), *args]) == 0
     out = capsys.readouterr().out
-    assert f"wrote {archive}" in out and "solutions core 1.0.0; 1 users" in out
+    assert f"wrote {archive}" in out and f"solutions core {CORE_VERSION}; 1 users" in out
     store.records("account").create({"name": "Initech"})
     assert main(["restore", str(archive), *args]) == 1
     assert "holds data" in capsys.readouterr().err

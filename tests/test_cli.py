@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CORE_VERSION
 
 from xrm.cli import main
 
@@ -58,7 +59,7 @@ def test_install_by_name_prints_the_plan_then_what_was_installed(capsys, db):
     assert code == 0, err
     lines = out.splitlines()
     assert "+ table account" in lines
-    assert lines[-1].startswith("installed core 1.0.0 (catalog version ")
+    assert lines[-1].startswith(f"installed core {CORE_VERSION} (catalog version ")
 
     code, out, _ = run(capsys, "db", "plan", "--database", db)
     assert (code, out) == (0, "nothing to change\n")
@@ -83,17 +84,17 @@ def test_install_resolves_dependencies_and_lists_them_in_order(capsys, db, tmp_p
     code, out, err = run(capsys, "solution", "install", str(pack), "--database", db)
     assert code == 0, err
     assert "+ table gadget" in out.splitlines()
-    assert out.splitlines()[-1].startswith("installed core 1.0.0, gadgets 1.0.0 ")
+    assert out.splitlines()[-1].startswith(f"installed core {CORE_VERSION}, gadgets 1.0.0 ")
 
     code, out, _ = run(capsys, "solution", "list", "--database", db)
     assert code == 0
     rows = [line.split()[:2] for line in out.splitlines()]
-    assert rows == [["NAME", "VERSION"], ["core", "1.0.0"], ["gadgets", "1.0.0"]]
+    assert rows == [["NAME", "VERSION"], ["core", CORE_VERSION], ["gadgets", "1.0.0"]]
 
     code, out, _ = run(capsys, "solution", "list", "--json", "--database", db)
     assert code == 0
     assert [(s["name"], s["version"]) for s in json.loads(out)] == [
-        ("core", "1.0.0"),
+        ("core", CORE_VERSION),
         ("gadgets", "1.0.0"),
     ]
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import CORE_VERSION
+
 import xrm
 
 PYPROJECT = """
@@ -92,7 +94,7 @@ def test_a_pack_installed_as_a_distribution_is_found_and_installed_by_name(tmp_p
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "installed core 1.0.0, clinic 0.1.0" in done.stdout
+    assert f"installed core {CORE_VERSION}, clinic 0.1.0" in done.stdout
     store = xrm.open(url)
     try:
         catalog = store.refresh()
