@@ -134,7 +134,13 @@ def test_core_and_sales_account_form_has_the_sales_tab():
         ),
         (
             "Sales",
-            [["open_pipeline", "won_revenue", "price_list"], "opportunities", "converted_leads"],
+            [
+                ["open_pipeline", "won_revenue", "price_list", "territory"],
+                "opportunities",
+                "converted_leads",
+                "quotes",
+                "orders",
+            ],
         ),
         ("Details", [["description"]]),
     ]
