@@ -150,6 +150,8 @@ def test_core_and_sales_account_form_has_the_sales_tab():
         "Воронка",
         "Сделки",
         "Квалифицированные лиды",
+        "КП",
+        "Заказы",
     ]
     assert form.left_out == ()  # every field of account is on it
     # core alone: the account form is core's own
