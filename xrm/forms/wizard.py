@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import TemplateError, Undefined
 
 from ..metadata.evaluate import matches, record_getter
-from ..metadata.expressions import environment
+from ..metadata.expressions import Today, environment
 from ..metadata.fieldtypes import CoercionError
 from ..metadata.filters import FilterContext, FilterError, parse_filter
 from ..metadata.labels import Label
@@ -780,10 +780,11 @@ class WizardRun:
 
 
 def _local_date(now: dt.datetime, tz: str) -> dt.date:
+    """Today in the zone, adding whole days as the workflow's does (``today + 30``)."""
     try:
-        return now.astimezone(ZoneInfo(tz)).date()
+        return Today.of(now.astimezone(ZoneInfo(tz)).date())
     except (KeyError, ValueError):
-        return now.date()
+        return Today.of(now.date())
 
 
 def _text(raw) -> str:

@@ -19,36 +19,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import concat
 
 from ..metadata import Catalog
-from ..metadata.expressions import environment
+from ..metadata.expressions import Today, environment
 from ..metadata.formats import Formats
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
-
-
-class Today(dt.date):
-    """A date that adds and subtracts whole days: ``today + 1`` is tomorrow."""
-
-    def __add__(self, other):
-        if isinstance(other, int) and not isinstance(other, bool):
-            other = dt.timedelta(days=other)
-        result = dt.date.__add__(self, other)
-        return (
-            Today(result.year, result.month, result.day) if isinstance(result, dt.date) else result
-        )
-
-    __radd__ = __add__
-
-    def __sub__(self, other):
-        if isinstance(other, int) and not isinstance(other, bool):
-            other = dt.timedelta(days=other)
-        result = dt.date.__sub__(self, other)
-        if isinstance(result, dt.date) and not isinstance(result, dt.datetime):
-            return Today(result.year, result.month, result.day)
-        return result
-
-    @classmethod
-    def of(cls, day: dt.date) -> Today:
-        return cls(day.year, day.month, day.day)
 
 
 class RememberingFormats(Formats):
