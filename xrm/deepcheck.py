@@ -139,7 +139,6 @@ def _run(store, process, samples: dict[str, list[int]], report: DeepReport, user
             f"{subject}: none of {len(candidates)} sample {process.entity} records meets its condition"
         )
         return
-    report.ran += 1
     if result.get("error") or result.get("status") == "failed":
         on = f" on a sample {process.entity} record" if process.entity else ""
         step = _failed_step(process, result)
@@ -151,13 +150,14 @@ def _run(store, process, samples: dict[str, list[int]], report: DeepReport, user
                 f"{subject}: its {step.title} step's people come from the sample record "
                 f"({result.get('error')})"
             )
-            return
+            return  # not counted as run: what it would do is unknown
         if step is not None and step.position is not None:
             where = step.position  # the step's own line, in the process's file
         at = f" at its {step.title} step" if step is not None else ""
         report.problems.append(
             Problem(where, subject, f"a dry run{on} fails{at}: {result.get('error')}")
         )
+    report.ran += 1
 
 
 def _in_its_stage(store, process, candidates: list) -> list:
