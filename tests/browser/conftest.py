@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from .support import ARTIFACTS, PASSWORD, PG_URL, Server, make_app, world
 
@@ -82,8 +83,13 @@ class Visit:
             self.folder
             / f"{self.count:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
         )
-        # a loaded CI machine can take a while to paint a long page; the picture is a record
-        self.page.screenshot(path=str(path), full_page=True, timeout=30_000)
+        # a loaded CI machine can take a while to paint a long page; the picture is a record,
+        # so a page still settling (a redirect after a button) is given a second try
+        try:
+            self.page.screenshot(path=str(path), full_page=True, timeout=30_000)
+        except PlaywrightError:
+            self.page.wait_for_load_state("load")
+            self.page.screenshot(path=str(path), full_page=True, timeout=30_000)
         return path
 
     def go(self, path: str, name: str | None = None):
