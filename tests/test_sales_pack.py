@@ -452,3 +452,12 @@ wizards:
     assert main(["check", str(SOLUTIONS / "core"), str(SOLUTIONS / "sales"), str(pack)]) == 1
     out = capsys.readouterr().out
     assert message in out and "w.yaml:10:15" in out
+
+
+def test_sales_sample_data_installs_with_the_core_it_needs(store):
+    """Installing sales alone with --demo brings core along; core's sample data (the
+    territories) is written before sales' accounts, which name them."""
+    store.install([SOLUTIONS / "sales"], demo=True)
+    assert {"core", "sales"} <= set(store.catalog.solutions)
+    accounts = store.records("account").query(fields=["name", "territory"], limit=500).rows
+    assert accounts and any(a["territory"] is not None for a in accounts)

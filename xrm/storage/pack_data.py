@@ -43,6 +43,10 @@ def load_pack_data(
     pinned, current = store._pinned.set(catalog), store._current.set(unit)
     problems = Problems()
     counts: dict[str, int] = {}
+    # dependencies first: a pack's sample data names records of the packs it needs (sales'
+    # accounts are in core's territories), whatever order the packs were given in
+    order = {name: index for index, name in enumerate(catalog.solutions)}
+    packs = sorted(packs, key=lambda pack: order.get(pack.name, len(order)))
     try:
         for pack in packs:
             for document in pack.documents:
