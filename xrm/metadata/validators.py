@@ -7,6 +7,11 @@ ASCII address (``local@domain``, the local part a dot-atom, nothing the library 
 rewrite) takes its domain's verdict from a cache and is put together here as the library
 would.  Every other address, and every address the library would refuse (for its exact
 message), goes through the library itself.
+
+A phone written in international form (``+`` and digits) is mostly just those digits:
+when phonenumbers' metadata for its country code says the library would strip nothing and
+call the length possible, the answer is put together here (about ten times faster);
+anything else goes to phonenumbers.
 """
 
 from __future__ import annotations
@@ -135,6 +140,11 @@ def _phonenumbers():
 def e164_phone(value: str, region: str) -> str:
     """The number in E.164 as phonenumbers parses it in ``region``; InvalidPhone with the
     field's message otherwise."""
+    fast = _fast_e164(value)
+    return fast if fast is not None else _library_e164(value, region)
+
+
+def _library_e164(value: str, region: str) -> str:
     phonenumbers = _phonenumbers()
     try:
         number = phonenumbers.parse(value, region)
@@ -143,3 +153,64 @@ def e164_phone(value: str, region: str) -> str:
     if not phonenumbers.is_possible_number(number):
         raise InvalidPhone("not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+#: A number written in international form: ``+``, then ASCII digits and the separators
+#: people write (phonenumbers drops them all when it parses).
+_INTERNATIONAL = re.compile(r"\+[0-9 ().\-]+")
+_SEPARATORS = str.maketrans("", "", " ().-")
+#: phonenumbers' own limits: the longest input it reads, a national number's lengths.
+_MAX_INPUT, _MIN_NSN, _MAX_NSN = 250, 2, 17
+
+
+def _fast_e164(value: str) -> str | None:
+    """``"+" + digits`` for a number in international form whose answer is certainly that:
+    its country code is known, its national part neither starts with 0 nor with what the
+    country's national prefix for parsing matches (so phonenumbers strips nothing) and has
+    a length the country's metadata calls possible.  None otherwise: the caller asks the
+    library (which also words the refusals)."""
+    if len(value) > _MAX_INPUT or not _INTERNATIONAL.fullmatch(value):
+        return None
+    digits = value[1:].translate(_SEPARATORS)
+    if not digits or digits[0] == "0":
+        return None
+    for size in (1, 2, 3):  # phonenumbers takes the shortest known code, as here
+        rule = _country_rule(digits[:size])
+        if rule is not None:
+            break
+    else:
+        return None
+    national = digits[size:]
+    if not national or national[0] == "0" or len(national) not in rule[1]:
+        return None
+    prefix = rule[0]
+    if prefix is not None and prefix(national):
+        return None
+    return "+" + digits
+
+
+@functools.cache
+def _country_rule(code: str):
+    """(the national prefix's match function or None, the possible national lengths) of a
+    country calling code, from phonenumbers' metadata of its main region; None for a code
+    phonenumbers does not know."""
+    phonenumbers = _phonenumbers()
+    if not code.isdigit() or int(code) not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        return None
+    country = int(code)
+    region = phonenumbers.region_code_for_country_code(country)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country, region)
+    if metadata is None:
+        return None
+    pattern = metadata.national_prefix_for_parsing
+    prefix = re.compile(pattern).match if pattern else None
+    # Whether a length is possible is all is_possible_number asks of a national number
+    # without leading zeros: asked once per length of a number made of nines.
+    lengths = frozenset(
+        length
+        for length in range(_MIN_NSN, _MAX_NSN + 1)
+        if phonenumbers.is_possible_number(
+            phonenumbers.PhoneNumber(country_code=country, national_number=int("9" * length))
+        )
+    )
+    return prefix, lengths
