@@ -295,7 +295,16 @@ class _Builder:
     def _merge_into(
         self, spec: _EntitySpec, solution: str, data: Mapping, new: bool = False
     ) -> None:
-        for key in ("label", "plural", "description", "icon", "title", "audit", "stages"):
+        for key in (
+            "label",
+            "plural",
+            "description",
+            "icon",
+            "title",
+            "audit",
+            "navigation",
+            "stages",
+        ):
             if key in data:
                 spec.labels[key] = (data[key], _vpos(data, key))
         fields = data.get("fields") or {}
@@ -653,6 +662,7 @@ class _Builder:
             indexes=tuple(indexes),
             search=tuple(f for f in spec.search if f in fields),
             audit=bool(labels.get("audit", True)),
+            navigation=bool(labels.get("navigation", True)),
             position=_pos(doc),
             duplicates=build_rules(
                 spec.name, spec.duplicates, fields, spec.removed, self.problems.add, _pos(doc)

@@ -201,6 +201,8 @@ class Entity:
     indexes: tuple[Index, ...] = ()
     search: tuple[str, ...] = ()
     audit: bool = True
+    #: False: a helper entity (lines, members) the navigation leaves out
+    navigation: bool = True
     position: Position | None = field(default=None, compare=False)
     #: duplicate rules (``metadata.duplicates.DuplicateRule``), checked on create
     duplicates: tuple = ()

@@ -185,6 +185,12 @@ def _entity_properties(field_ref: dict) -> dict:
         "title": {"type": "string", "description": "the field that names a record"},
         "search": {"type": "array", "items": {"type": "string"}},
         "audit": {"type": "boolean"},
+        "navigation": {
+            "type": "boolean",
+            "description": "false: a helper entity (lines, members) left out of the "
+            "navigation; its records stay reachable from the parent's related lists, by "
+            "their address and from the admin area",
+        },
         "fields": _fields_block(field_ref),
         "validations": {
             "type": "array",
@@ -315,6 +321,7 @@ def extend_schema(defs: dict, field_ref: dict) -> dict:
                 "label",
                 "plural",
                 "description",
+                "navigation",
                 "fields",
                 "validations",
                 "indexes",

@@ -54,7 +54,9 @@ def _nav_entry(catalog, entity) -> dict:
 
 def navigation() -> list[dict]:
     """Modules (installed packs, in install order) -> entities the user may read -> views.
-    Entities an administrator added (the customization layer) come last.  The same for
+    Entities an administrator added (the customization layer) come last.  Helper entities
+    (``navigation: false``: lines, members) are left out; their records are reached from
+    their parent's related lists, by address and from the admin area.  The same for
     everyone with the same roles and language, so it is kept per catalog version."""
     catalog = C.catalog()
     principal = C.principal()
@@ -78,14 +80,11 @@ def _navigation(catalog) -> list[dict]:
     for solution in catalog.solutions.values():
         entities = []
         for entity in catalog.entities.values():
-            if (
-                entity.solution != solution.name
-                or entity.name in placed
-                or not C.can(entity.name, "read")
-            ):
+            if entity.solution != solution.name or entity.name in placed:
                 continue
             placed.add(entity.name)
-            entities.append(_nav_entry(catalog, entity))
+            if entity.navigation and C.can(entity.name, "read"):
+                entities.append(_nav_entry(catalog, entity))
         if entities or solution.name in dashboards or solution.name in wizards:
             modules.append(
                 {
@@ -99,7 +98,7 @@ def _navigation(catalog) -> list[dict]:
     custom = [
         _nav_entry(catalog, e)
         for e in catalog.entities.values()
-        if e.name not in placed and C.can(e.name, "read")
+        if e.name not in placed and e.navigation and C.can(e.name, "read")
     ]
     if custom:
         modules.append({"name": "customization", "label": C._("Customization"), "entities": custom})
