@@ -298,7 +298,7 @@ def start_process(name: str):
     location = url_for(".get_instance", instance_id=ident)
     # Its first pass ran: a step that could not go on at once parked it already, and the
     # caller hears why (in their language) rather than a plain "queued".
-    reason = stop_reason(current_store(), ident, locale())
+    reason = stop_reason(current_store(), ident, locale(), g.principal)
     body = {"instance": ident, "status": "failed" if reason else "waiting"}
     if reason:
         body["reason"] = reason

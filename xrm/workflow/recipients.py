@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from jinja2.exceptions import UndefinedError
 
 from ..metadata.filters import resolve_path
 from ..metadata.processes import as_list, resolve_members
@@ -50,7 +51,7 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
     addresses: list[str] = []
     for item in as_list(spec):
         # a template names a recipient from the record: team:{{ record.queue.team }}
-        text = batch.text(run, item) if is_template(item) else str(item)
+        text = _rendered(batch, run, item) if is_template(item) else str(item)
         prefix, sep, rest = text.partition(":")
         found: list[dict] = []
         if sep and prefix == "role":
@@ -89,6 +90,17 @@ def resolve(batch: Batch, run: Run, spec) -> tuple[list[dict], list[str]]:
         for user in found:
             users.setdefault(user["id"], user)
     return list(users.values()), list(dict.fromkeys(addresses))
+
+
+def _rendered(batch: Batch, run: Run, item) -> str:
+    """A recipient template for this record; one that reads through an empty lookup
+    (``record.queue.team`` of a case without a queue) names nobody, as an empty field
+    does, rather than failing the step on every retry."""
+    try:
+        return batch.text(run, item)
+    except UndefinedError:
+        prefix, sep, _rest = str(item).partition(":")
+        return f"{prefix}:" if sep and not is_template(prefix) else ""
 
 
 def _member_path(batch: Batch, run: Run, dotted: str):

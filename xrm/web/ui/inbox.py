@@ -297,7 +297,7 @@ def _start(entity: Entity, process_name: str, record_id: int) -> tuple[str, str 
         )
     except (StartRefused, RecordError) as exc:
         return "refused", C.error(str(exc))
-    reason = stop_reason(C.store(), ident, C.locale())
+    reason = stop_reason(C.store(), ident, C.locale(), C.principal())
     return ("stopped", reason) if reason else ("started", None)
 
 

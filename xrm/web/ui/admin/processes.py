@@ -25,6 +25,7 @@ from ....metadata.filters import All, AnyOf, Condition, CurrentUser, Not, system
 from ....metadata.processes import Process, Trigger
 from ....workflow import heartbeat
 from ....workflow import tables as W
+from ....workflow.blocked import reason_for
 from ...routing import parse_id
 from .. import context as C
 from ..filtering import NO_VALUE_OPS, OPERATOR_WORDS
@@ -282,12 +283,26 @@ def _describe(rows: list[dict]) -> list[dict]:
             titles.want(row["entity"], row["record_id"])
         titles.want("user", row.get("user_id"))
     titles.resolve()
+    reasons = _blocked_reasons([row["id"] for row in rows if row["status"] == "failed"])
     for row in rows:
         process = catalog.processes.get(row["process"])
         row["process_label"] = C.label(process) if process else row["process"]
         row["process_defined"] = process is not None
         row["record"] = _record_ref(row["entity"], row["record_id"])
+        if row["id"] in reasons:
+            # why it is parked, in the reader's words, with the values they may read
+            row["error"] = reason_for(reasons[row["id"]], C.locale(), catalog, C.principal())
     return rows
+
+
+def _blocked_reasons(ids: list[int]) -> dict[int, dict]:
+    """Instance id -> the reason it is parked (``context["blocked"]``), for those that are
+    parked waiting for a fix."""
+    if not ids:
+        return {}
+    i = W.instances
+    rows = _rows(sa.select(i.c.id, i.c.context).where(i.c.id.in_(ids)))
+    return {r["id"]: r["context"]["blocked"] for r in rows if (r["context"] or {}).get("blocked")}
 
 
 def _record_ref(entity_name: str | None, record_id) -> dict | None:
