@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+# imports nothing of the libraries until a value is checked; at the top, because an import
+# statement run for every email or phone of a big import costs as much as a cached check
+from .validators import InvalidEmail, InvalidPhone, e164_phone, normalized_email
+
 if TYPE_CHECKING:  # pragma: no cover
     import sqlalchemy as sa
 
@@ -346,8 +350,6 @@ class EmailType(TextType):
         value = super().coerce(field, value)
         if value is None:
             return None
-        from .validators import InvalidEmail, normalized_email
-
         try:
             return normalized_email(value)  # email-validator's answer, domains cached
         except InvalidEmail as exc:
@@ -371,8 +373,6 @@ class PhoneType(TextType):
         value = super().coerce(field, value)
         if value is None:
             return None
-        from .validators import InvalidPhone, e164_phone
-
         try:
             return e164_phone(value, field.params.get("region") or "US")
         except InvalidPhone as exc:

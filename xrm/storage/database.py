@@ -8,6 +8,7 @@ transaction that reads and then writes cannot fail at once with "database is loc
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -40,8 +41,39 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def json_text(value) -> str:
+    """``json.dumps(value)`` with the default settings, text for text: one C encoder made
+    once, where ``json.dumps`` makes a new one (and a dict of visited containers) for every
+    value, which was most of the time of an audit row's JSON.  A value that holds itself
+    gives RecursionError instead of ValueError (none of ours can)."""
+    if isinstance(value, str):
+        return _JSON_STRING(value)
+    return "".join(_JSON_ENCODER(value, 0))
+
+
+_JSON_DEFAULTS = json.JSONEncoder()
+_JSON_STRING = json.encoder.encode_basestring_ascii
+_JSON_ENCODER = (
+    (json.encoder.c_make_encoder or json.encoder._make_iterencode)(
+        None,  # no check for cycles
+        _JSON_DEFAULTS.default,
+        _JSON_STRING,
+        None,
+        _JSON_DEFAULTS.key_separator,
+        _JSON_DEFAULTS.item_separator,
+        False,
+        False,
+        True,
+    )
+    if json.encoder.c_make_encoder
+    else None
+)
+
+
 def create_engine(url: str, **kwargs) -> sa.Engine:
     url = normalize_url(url)
+    if _JSON_ENCODER is not None:  # without the C accelerator, json.dumps itself
+        kwargs.setdefault("json_serializer", json_text)
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
     options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
