@@ -964,7 +964,8 @@ class _Run:
             if key is not None:
                 keys[number] = key
         found: dict[str, list[tuple[int, str]]] = {}
-        if rule.fuzzy is None:
+        fuzzy = rule.fuzzy  # a property that searches the rule's items: once, not per row
+        if fuzzy is None:
             table = im.records.table
             builder = im.records.builder()
             scope = im.records.scope(builder)
@@ -990,7 +991,7 @@ class _Run:
             key = keys.get(number)
             if key is None:
                 continue
-            if rule.fuzzy is not None:
+            if fuzzy is not None:
                 candidates = [
                     (c.id, c.title)
                     for c in im.records.find_duplicates(

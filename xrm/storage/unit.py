@@ -82,6 +82,8 @@ class UnitOfWork:
         self.rollup_deltas: dict[Any, dict[int, Any]] = {}
         # Then these run with the connection: parents' formulas that read the rollups.
         self.after_rollups: list[Callable[[sa.Connection], None]] = []
+        # entity -> (whether its changes go to the outbox, the fields an outbox row keeps)
+        self._event_plans: dict[str, tuple[bool, tuple[str, ...]]] = {}
 
     @property
     def connection(self) -> sa.Connection:
@@ -161,8 +163,13 @@ class UnitOfWork:
         """A change for the outbox (entities some rule watches) or for signals only.
         ``values``: a callable giving the JSON values of the fields named, called only when
         an outbox row keeps them (``condition_fields``)."""
-        if self.store.outbox == "all" or entity in watched_entities(self.catalog):
-            wanted = condition_fields(self.catalog, entity) if values is not None else ()
+        plan = self._event_plans.get(entity)
+        if plan is None:  # worked out once per entity: an import records thousands of events
+            outbox = self.store.outbox == "all" or entity in watched_entities(self.catalog)
+            plan = outbox, condition_fields(self.catalog, entity) if outbox else ()
+            self._event_plans[entity] = plan
+        if plan[0]:
+            wanted = plan[1] if values is not None else ()
             kept = values(wanted) if wanted and event != "deleted" else None
             self._outbox(event, entity, record_id, user_id, at, changes, kept)
         else:
