@@ -15,10 +15,14 @@ A merge keeps one record (the *master*) and removes the other, in one transactio
    its id), the chosen values are written to the master, and a row of ``xrm_merge`` keeps
    what undoing needs: the removed record as stored, the master's values before, and the
    ids that were moved.  ``merge`` and ``merged`` audit rows put it in both histories.
+   The deletion's outbox row names the merge, so that the workflow engine moves the
+   removed record's waiting processes and SLA clocks to the master instead of cancelling
+   them (``workflow/merging.py``).
 
 Undo restores the removed record with its id and values, gives the master back the values
 the merge wrote (unless they changed since), and moves back what was moved and still
-points at the master.  Both run through the records service's own write steps (coercion,
+points at the master; an outbox row tells the workflow engine to bring the record's
+processes back.  Both run through the records service's own write steps (coercion,
 formulas, rollups, keys of duplicate rules, audit); the restore is the one write that
 inserts a row with a given id, which is why it lives here and uses the service's parts.
 """
@@ -36,6 +40,7 @@ from ..metadata import CoercionError, Entity, Field
 from . import duplicates as D
 from . import tables as T
 from .records import NotFound, RecordError, Records, ValidationFailed, _jsonable
+from .unit import watched_entities
 
 if TYPE_CHECKING:  # pragma: no cover
     from .security import Principal
@@ -194,6 +199,31 @@ def _audit(unit: UnitOfWork, entity: Entity, record_id, action, field_name, old,
         )
 
 
+def _merge_note(unit: UnitOfWork, entity: str, record_id: int, event: str, merge: dict) -> None:
+    """Tell the workflow engine that the removed record's ``deleted`` outbox row was this
+    merge, or (``restored``) that an undo brought the record back: a ``_merge`` key in
+    the row's changes.  Entities no process or SLA watches have no outbox rows."""
+    if event == "deleted":
+        for row in reversed(unit.outbox_rows):
+            if (row["event"], row["entity"], row["record_id"]) == (event, entity, record_id):
+                row["changes"] = {**(row["changes"] or {}), "_merge": merge}
+                return
+        return
+    if entity in watched_entities(unit.catalog):
+        # not record_event: a restore is no signal's business, only the engine's
+        unit.outbox_rows.append(
+            {
+                "entity": entity,
+                "record_id": record_id,
+                "event": event,
+                "changes": {"_merge": merge},
+                "user_id": unit.user_id,
+                "at": unit.now,
+                "processed_at": None,
+            }
+        )
+
+
 def _update_as_platform(store: Store, entity_name: str, uid, ident: int, values: dict) -> None:
     """A referencing record changed by the merge (or its undo): the records service as the
     platform, so the user need not read the record, audited under the user's name."""
@@ -340,6 +370,10 @@ def merge(
             )
             .returning(T.merges.c.id)
         ).scalar_one()
+        # The workflow engine reads the removed record's deletion from the outbox: told it
+        # was this merge, it moves the record's waiting processes to the master instead of
+        # cancelling them (xrm/workflow/merging.py).
+        _merge_note(unit, entity.name, merged_id, "deleted", {"id": merge_id, "into": master_id})
         _audit(
             unit,
             entity,
@@ -495,6 +529,9 @@ def undo(
             system.update(master_id, revert)
         # 2. the removed record, as it was stored
         _restore(store, system, unit, row["record"], merged_id)
+        # its processes: those the merge moved to the master and still waiting there come
+        # back, those it cancelled wait again (the workflow engine, from the outbox)
+        _merge_note(unit, entity.name, merged_id, "restored", {"id": merge_id, "into": master_id})
         # 3. what was moved, where it still points at the master
         moved_back = _move_back(store, unit, entity, tables, uid, row["moved"] or [], row)
         if later:

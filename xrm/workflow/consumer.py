@@ -24,6 +24,7 @@ from ..metadata.filters import FilterContext
 from ..metadata.processes import Process, Trigger
 from ..storage import tables as T
 from ..storage.database import WRITE, is_postgres
+from . import merging
 from . import sla as slas
 from . import tables as W
 from .effects import Effects, new_instance
@@ -146,11 +147,21 @@ class Consumer:
                     self.initial_stages[(entity, record_id)] = stage
 
     def handle(self, row, record: dict | None) -> None:
+        event = row["event"]
+        changes = dict(row["changes"] or {})
+        # a record removed by a merge: its waiting work goes on on the kept record; an
+        # undo brings it back (storage/merge.py marks the rows, merging.py moves things)
+        merge = changes.pop("_merge", None)
+        if merge is not None and row["entity"] in self.catalog.entities:
+            if event == "deleted":
+                merging.carry_over(self, row, merge)
+            elif event == "restored":
+                merging.bring_back(self, row, merge)
+        if event == "restored":
+            return
         entity_plan = self.plan.of(row["entity"])
         if entity_plan is None or row["entity"] not in self.catalog.entities:
             return
-        event = row["event"]
-        changes = dict(row["changes"] or {})
         origin = changes.pop("_origin", None) or {}
         written = changes.pop("_values", None)
         depth = int(origin.get("depth", 0))
