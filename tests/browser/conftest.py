@@ -7,15 +7,17 @@ these tests elsewhere."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
-from .support import ARTIFACTS, PASSWORD, PG_URL, Server, make_app, world
+from .support import ARTIFACTS, PASSWORD, PG_URL, serve, world
 
 CHROMIUM = os.environ.get("XRM_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -27,6 +29,9 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+#: A phone-sized touch screen, in the browser's own language.
+PHONE = {"width": 390, "height": 844, "locale": None, "is_mobile": True, "has_touch": True}
 
 
 def _required() -> bool:
@@ -50,11 +55,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    with world(tmp_path_factory.mktemp("browser")) as built:
-        app = make_app(built.store)
-        with Server(app) as server:
-            built.url = server.url
-            yield built
+    with world(tmp_path_factory.mktemp("browser")) as built, serve(built):
+        yield built
 
 
 class Visit:
@@ -109,13 +111,38 @@ class Visit:
         return self.page
 
 
+@contextlib.contextmanager
+def open_tab(
+    browser,
+    base: str,
+    request,
+    who: str = "",
+    *,
+    width: int = 1366,
+    height: int = 900,
+    locale: str | None = "en-US",
+    **options,
+) -> Iterator[Visit]:
+    """A browser context of its own (its own cookies: another person), its pictures under
+    the test's folder (in ``who`` below it for a second person); closed at the end, and no
+    script error may have happened on any of its pages. ``options`` go to the context
+    (``is_mobile``...); ``locale=None`` leaves the browser's own."""
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, locale=locale, **options
+    )
+    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name
+    if who:
+        folder = folder / who
+    shutil.rmtree(folder, ignore_errors=True)
+    tab = Visit(context.new_page(), base, folder)
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not tab.errors, tab.errors  # no script errors on any page
+
+
 @pytest.fixture
 def visit(browser, site, request):
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
-    page = context.new_page()
-    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name
-    shutil.rmtree(folder, ignore_errors=True)
-    tab = Visit(page, site.url, folder)
-    yield tab
-    context.close()
-    assert not tab.errors, tab.errors  # no script errors on any page
+    with open_tab(browser, site.url, request) as tab:
+        yield tab

@@ -1,6 +1,7 @@
 """What the UI tests share: a store with the shipped packs, users and a few records; an
-application around it; a test client that signs in and posts with real CSRF tokens; and
-a real WSGI server on a random loopback port for the browser tests.
+application around it; a test client that signs in and posts with real CSRF tokens; a
+real WSGI server on a random loopback port for the browser tests; and the steps the
+browser tests take on a page again and again.
 
 The database is SQLite, or PostgreSQL when XRM_TEST_DATABASE_URL is set (a fresh schema
 per use, dropped afterwards), as everywhere else in the suite.
@@ -139,12 +140,16 @@ class World:
 
 
 @contextlib.contextmanager
-def world(tmp: Path) -> Iterator[World]:
+def world(tmp: Path, *packs: str) -> Iterator[World]:
+    """The World; the shipped ``packs`` named (a module's) are installed after it is made."""
     with database_url(tmp) as (url, options):
         store = xrm.open(url, **options)
         try:
             store.install([SOLUTIONS / "core", SOLUTIONS / "sales"])
-            yield World(store)
+            built = World(store)
+            if packs:
+                store.install([SOLUTIONS / name for name in packs])
+            yield built
         finally:
             store.close()
 
@@ -229,3 +234,32 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve(built: World, mail_from: str | None = None) -> Iterator[World]:
+    """The world's application served over HTTP, its address in ``built.url``; with
+    ``mail_from``, the instance's settings make the links in its emails point at it."""
+    with Server(make_app(built.store)) as server:
+        built.url = server.url
+        if mail_from:
+            built.store.save_settings({"base_url": server.url, "mail_from": mail_from})
+        yield built
+
+
+# ----------------------------------------------------------------------------- pages
+def pick(page, field: str, query: str, option: str, close: bool = False) -> None:
+    """Choose a record in a tom-select lookup (or add one to a many-to-many) by typing part
+    of its title; ``close`` shuts the dropdown after (a many-to-many's stays open)."""
+    page.click(f"#field-{field} .ts-control")
+    page.keyboard.type(query)
+    page.locator(f"#field-{field} .ts-dropdown .option", has_text=option).first.click()
+    if close:
+        page.keyboard.press("Escape")
+
+
+def saved_id(page, entity: str) -> int:
+    """The id of the record a form's save has landed on."""
+    page.wait_for_url(re.compile(rf"/r/{entity}/\d+$"))
+    page.wait_for_load_state("networkidle")
+    return int(page.url.rsplit("/", 1)[1])

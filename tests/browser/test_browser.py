@@ -9,14 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from .support import ADMIN, SELLER
-
-
-def pick(page, field: str, query: str, option: str) -> None:
-    """Choose a record in a tom-select lookup by typing part of its title."""
-    page.click(f"#field-{field} .ts-control")
-    page.keyboard.type(query)
-    page.locator(f"#field-{field} .ts-dropdown .option", has_text=option).first.click()
+from .support import ADMIN, SELLER, pick
 
 
 def drag(page, source, target) -> None:
@@ -289,19 +282,11 @@ def test_switch_the_ui_to_russian(visit, site):
     assert page.locator("html").get_attribute("lang") == "en"
 
 
-def test_phone_sized_screen(browser, site):
-    context = browser.new_context(
-        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
-    )
-    page = context.new_page()
-    from .conftest import ARTIFACTS, PG_URL, Visit
+def test_phone_sized_screen(browser, site, request):
+    from .conftest import PHONE, open_tab
 
-    tab = Visit(
-        page,
-        site.url,
-        ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / "test_phone_sized_screen",
-    )
-    try:
+    with open_tab(browser, site.url, request, **PHONE) as tab:
+        page = tab.page
         tab.login(SELLER)
         tab.go("/views/open_opportunities", "list on a phone")
         assert not page.locator("#sidebar").is_visible()
@@ -311,9 +296,6 @@ def test_phone_sized_screen(browser, site):
         tab.go(f"/r/opportunity/{site.deal['id']}/edit", "form on a phone")
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 400  # nothing forces a sideways scroll
-        assert not tab.errors
-    finally:
-        context.close()
 
 
 def test_an_administrator_rearranges_a_form_by_dragging(visit, site):

@@ -11,8 +11,8 @@ from test_ui_inbox import MANAGER, deal, install_review_pack
 from xrm import workflow
 from xrm.workflow import Worker
 
-from .conftest import ARTIFACTS, PG_URL, Visit
-from .support import SELLER, Server, make_app, world
+from .conftest import open_tab
+from .support import SELLER, serve, world
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +20,14 @@ def site(tmp_path_factory):
     """The shared browser world with the review pack and its approver installed."""
     with world(tmp_path_factory.mktemp("browser-inbox")) as built:
         built.manager = install_review_pack(built.store, tmp_path_factory.mktemp("packs"))
-        with Server(make_app(built.store)) as server:
-            built.url = server.url
+        with serve(built):
             yield built
 
 
 def test_approve_from_the_inbox_and_the_badge_drops(browser, visit, site, request):
     record = deal(site, "Browser review")
     # the seller presses the record's button, in a browser context of their own
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
-    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name / "seller"
-    seller = Visit(context.new_page(), site.url, folder)
-    try:
+    with open_tab(browser, site.url, request, "seller") as seller:
         page = seller.login(SELLER)
         seller.go(f"/r/opportunity/{record['id']}", "record with its button")
         page.click('[data-testid="actions-menu"]')  # two processes: in the Actions menu
@@ -41,9 +37,6 @@ def test_approve_from_the_inbox_and_the_badge_drops(browser, visit, site, reques
         seller.shot("started")
         assert "Started: Request review." in toast.inner_text()
         assert page.url.endswith(f"/r/opportunity/{record['id']}")
-        assert not seller.errors, seller.errors
-    finally:
-        context.close()
     Worker(site.store).run_once()
     [pending] = workflow.pending_approvals(site.store, site.manager)
 

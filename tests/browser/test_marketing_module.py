@@ -17,8 +17,8 @@ from test_workflow_delivery import smtp_server  # noqa: F401  (the fixture)
 
 from xrm.workflow import Worker
 
-from .conftest import ARTIFACTS, PG_URL, Visit
-from .support import PASSWORD, SOLUTIONS, Server, make_app, world
+from .conftest import open_tab
+from .support import PASSWORD, pick, saved_id, serve, world
 
 MIA = "mia@example.com"
 LINK = re.compile(r"http://\S+/u/[A-Za-z0-9_.\-]+")
@@ -29,9 +29,8 @@ def site(tmp_path_factory):
     """The shared browser world with the marketing pack: a marketing manager, two contacts
     (one agreed to campaign email, one did not) and an email text; links in emails point
     at this server."""
-    with world(tmp_path_factory.mktemp("browser-marketing")) as built:
+    with world(tmp_path_factory.mktemp("browser-marketing"), "marketing") as built:
         store = built.store
-        store.install([SOLUTIONS / "marketing"])
         built.mia = store.add_user(
             MIA, "Mia Marketing", password=PASSWORD, roles=["marketing_manager"]
         )
@@ -59,35 +58,15 @@ def site(tmp_path_factory):
                 "body": "Twenty percent off every plan until January.",
             }
         )
-        with Server(make_app(store)) as server:
-            built.url = server.url
-            store.save_settings({"base_url": server.url, "mail_from": "news@example.org"})
+        with serve(built, mail_from="news@example.org"):
             yield built
 
 
 @pytest.fixture
 def reader(browser, site, request):
     """The tab of the email's reader, who never signs in."""
-    context = browser.new_context(viewport={"width": 900, "height": 800}, locale="en-US")
-    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name / "reader"
-    tab = Visit(context.new_page(), site.url, folder)
-    yield tab
-    context.close()
-    assert not tab.errors, tab.errors
-
-
-def pick(page, field: str, query: str, option: str) -> None:
-    """Choose a record in a tom-select lookup (or add one to a many-to-many) by typing."""
-    page.click(f"#field-{field} .ts-control")
-    page.keyboard.type(query)
-    page.locator(f"#field-{field} .ts-dropdown .option", has_text=option).first.click()
-    page.keyboard.press("Escape")
-
-
-def saved_id(page, entity: str) -> int:
-    page.wait_for_url(re.compile(rf"/r/{entity}/\d+$"))
-    page.wait_for_load_state("networkidle")
-    return int(page.url.rsplit("/", 1)[1])
+    with open_tab(browser, site.url, request, "reader", width=900, height=800) as tab:
+        yield tab
 
 
 def test_a_campaign_mailed_unsubscribed_answered_and_paid_back(
@@ -104,8 +83,8 @@ def test_a_campaign_mailed_unsubscribed_answered_and_paid_back(
     visit.go("/r/segment/new", "new segment")
     page.fill("#f-name", "Winter prospects")
     assert page.input_value("#f-kind") == "static"
-    pick(page, "contacts", "Ann", "Ann Lee")
-    pick(page, "contacts", "Bob", "Bob Stone")
+    pick(page, "contacts", "Ann", "Ann Lee", close=True)
+    pick(page, "contacts", "Bob", "Bob Stone", close=True)
     visit.shot("segment with contacts")
     page.click('[data-testid="save"]')
     segment = saved_id(page, "segment")
@@ -116,8 +95,8 @@ def test_a_campaign_mailed_unsubscribed_answered_and_paid_back(
     visit.go("/r/campaign/new", "new campaign")
     page.fill("#f-name", "Winter offer 2026")
     page.select_option("#f-campaign_type", "email")
-    pick(page, "segment", "Winter", "Winter prospects")
-    pick(page, "email_template", "Winter", "Winter offer")
+    pick(page, "segment", "Winter", "Winter prospects", close=True)
+    pick(page, "email_template", "Winter", "Winter offer", close=True)
     page.fill("#f-budget", "1000")
     page.fill("#f-actual_cost", "800")
     page.click('[data-testid="save"]')

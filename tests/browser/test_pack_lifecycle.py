@@ -21,8 +21,8 @@ from xrm.storage.records import ValidationFailed
 from xrm.workflow import Worker
 from xrm.workflow import tables as W
 
-from .conftest import Visit
-from .support import ADMIN, ARTIFACTS, PASSWORD, PG_URL, SOLUTIONS, Server, database_url, make_app
+from .conftest import open_tab
+from .support import ADMIN, PASSWORD, SOLUTIONS, Server, database_url, make_app
 
 MESSAGE_EN = "Add an email or a phone number, then qualify."
 MESSAGE_RU = "Добавьте почту или телефон, затем квалифицируйте."
@@ -140,14 +140,10 @@ def test_a_customized_process_and_rule_export_and_behave_the_same_elsewhere(
         assert MESSAGE_EN in str(refused.value.errors)
 
         # and its new-lead form says so, in the browser
-        with Server(make_app(there)) as server:
-            context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
-            folder = (
-                ARTIFACTS
-                / ("postgresql" if PG_URL else "sqlite")
-                / (request.node.name + "-elsewhere")
-            )
-            tab = Visit(context.new_page(), server.url, folder)
+        with (
+            Server(make_app(there)) as server,
+            open_tab(browser, server.url, request, "elsewhere") as tab,
+        ):
             other = tab.login(ADMIN)
             tab.go("/r/lead/new", "new lead elsewhere")
             other.fill("#f-last_name", "Lee")
@@ -156,8 +152,6 @@ def test_a_customized_process_and_rule_export_and_behave_the_same_elsewhere(
             other.click("[data-testid=save]")
             other.get_by_text(MESSAGE_EN).first.wait_for()
             tab.shot("refused with the new message")
-            context.close()
-            assert not tab.errors, tab.errors
         assert there.records("lead").query(filter=["last_name", "eq", "Lee"]).rows == []
     to_proposal(store)  # and here, where it was switched off
     assert follow_ups(store) == 0

@@ -15,8 +15,8 @@ import pytest
 
 from xrm.workflow import Worker
 
-from .conftest import ARTIFACTS, PG_URL, Visit
-from .support import PASSWORD, SOLUTIONS, Server, make_app, world
+from .conftest import open_tab
+from .support import PASSWORD, pick, saved_id, serve, world
 
 ANN = "ann@northwind.test"
 CHRIS = "chris@example.com"
@@ -26,9 +26,8 @@ CHRIS = "chris@example.com"
 def site(tmp_path_factory):
     """The shared browser world with the partner pack: a channel manager; Northwind
     (gold, his) and Contoso, each with a portal user; a registration of each partner."""
-    with world(tmp_path_factory.mktemp("browser-partner")) as built:
+    with world(tmp_path_factory.mktemp("browser-partner"), "partner") as built:
         store = built.store
-        store.install([SOLUTIONS / "partner"])
         built.chris = store.add_user(
             CHRIS, "Chris Channel", password=PASSWORD, roles=["channel_manager"]
         )
@@ -64,26 +63,15 @@ def site(tmp_path_factory):
 
         built.own = register(built.ann, "Fabrikam Foods", 12000)
         built.theirs = register(built.carl, "Tailspin Toys", 30000)
-        with Server(make_app(store)) as server:
-            built.url = server.url
+        with serve(built):
             yield built
 
 
 @pytest.fixture
 def manager(browser, site, request):
     """The channel manager's own browser."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
-    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name / "manager"
-    tab = Visit(context.new_page(), site.url, folder)
-    yield tab
-    context.close()
-    assert not tab.errors, tab.errors
-
-
-def pick(page, field: str, query: str, option: str) -> None:
-    page.click(f"#field-{field} .ts-control")
-    page.keyboard.type(query)
-    page.locator(f"#field-{field} .ts-dropdown .option", has_text=option).first.click()
+    with open_tab(browser, site.url, request, "manager") as tab:
+        yield tab
 
 
 def list_text(page) -> str:
@@ -133,9 +121,7 @@ def test_a_partner_registers_a_deal_and_sees_the_approved_opportunity(visit, man
     page.fill("#f-expected_close", close.isoformat())
     page.fill("#f-product_interest", "Rocket skates, 40 pairs")
     page.click('[data-testid="save"]')
-    page.wait_for_url(re.compile(r"/r/deal_registration/\d+$"))
-    page.wait_for_load_state("networkidle")
-    ident = int(page.url.rsplit("/", 1)[1])
+    ident = saved_id(page, "deal_registration")
     made = store.records("deal_registration").get(ident)
     assert made["partner_account"] == site.northwind  # their account, by the role's scope
     assert page.locator('[data-testid="stage-approved"]').is_disabled()  # not theirs to do

@@ -9,8 +9,7 @@ import datetime as dt
 import re
 from decimal import Decimal
 
-from .support import SELLER
-from .test_browser import pick
+from .support import SELLER, pick
 
 
 def deal(site, name: str):
@@ -109,21 +108,10 @@ def test_edit_opens_the_full_form_and_save_returns_to_the_read_view(visit, site)
     assert page.locator('[data-testid="value-next_step"]').inner_text() == "From the full form"
 
 
-def test_the_read_view_fits_a_phone(browser, site):
-    from .conftest import ARTIFACTS, PG_URL, Visit
+def test_the_read_view_fits_a_phone(browser, site, request):
+    from .conftest import PHONE, open_tab
 
-    context = browser.new_context(
-        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
-    )
-    tab = Visit(
-        context.new_page(),
-        site.url,
-        ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / "test_the_read_view_fits_a_phone",
-    )
-    try:
+    with open_tab(browser, site.url, request, **PHONE) as tab:
         tab.login(SELLER)
         page = tab.go(f"/r/opportunity/{site.deal['id']}", "read view on a phone")
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 400
-        assert not tab.errors, tab.errors
-    finally:
-        context.close()

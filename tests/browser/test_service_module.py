@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from xrm.workflow import Worker
 from xrm.workflow import tables as W
 
-from .conftest import ARTIFACTS, PG_URL, Visit
-from .support import PASSWORD, SOLUTIONS, Server, make_app, world
+from .conftest import open_tab
+from .support import PASSWORD, serve, world
 
 AGENT = "alex.agent@example.com"
 BUSY = "bea.agent@example.com"
@@ -29,9 +29,8 @@ def site(tmp_path_factory):
     """The shared browser world with the service pack: two agents of the support team (Bea
     already has an open case, so routing picks Alex), the public forms' user, a published
     knowledge article, and links in emails pointing at this server."""
-    with world(tmp_path_factory.mktemp("browser-service")) as built:
+    with world(tmp_path_factory.mktemp("browser-service"), "service") as built:
         store = built.store
-        store.install([SOLUTIONS / "service"])
         built.agent = store.add_user(
             AGENT, "Alex Agent", password=PASSWORD, roles=["service_agent"], teams=["support"]
         )
@@ -53,21 +52,15 @@ def site(tmp_path_factory):
                 "status": "published",
             }
         )
-        with Server(make_app(store)) as server:
-            built.url = server.url
-            store.save_settings({"base_url": server.url, "mail_from": "support@example.org"})
+        with serve(built, mail_from="support@example.org"):
             yield built
 
 
 @pytest.fixture
 def customer(browser, site, request):
     """A tab of a browser that never signed in: the customer's."""
-    context = browser.new_context(viewport={"width": 900, "height": 1000}, locale="en-US")
-    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name / "customer"
-    tab = Visit(context.new_page(), site.url, folder)
-    yield tab
-    context.close()
-    assert not tab.errors, tab.errors
+    with open_tab(browser, site.url, request, "customer", width=900, height=1000) as tab:
+        yield tab
 
 
 def survey_mail(store, case_id: int) -> dict:

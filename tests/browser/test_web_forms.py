@@ -10,8 +10,8 @@ import pytest
 
 from xrm.workflow import Worker
 
-from .conftest import Visit
-from .support import ADMIN, ARTIFACTS, PASSWORD, PG_URL, Server
+from .conftest import open_tab
+from .support import ADMIN, PASSWORD, Server
 
 SALLY = "sally@example.com"
 
@@ -27,13 +27,10 @@ def people(site):
 @pytest.fixture
 def visitor(browser, site, request):
     """A tab of a browser that never signed in, speaking Russian."""
-    context = browser.new_context(viewport={"width": 900, "height": 1000}, locale="ru-RU")
-    page = context.new_page()
-    folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name / "visitor"
-    tab = Visit(page, site.url, folder)
-    yield tab
-    context.close()
-    assert not tab.errors, tab.errors
+    with open_tab(
+        browser, site.url, request, "visitor", width=900, height=1000, locale="ru-RU"
+    ) as tab:
+        yield tab
 
 
 def test_a_visitor_sends_the_form_and_the_process_assigns_the_lead(visitor, visit, site, people):
@@ -125,42 +122,38 @@ def test_the_form_embedded_in_another_site(browser, site, people, request):
                 }
             },
         )
-        context = browser.new_context(viewport={"width": 1000, "height": 900}, locale="en-US")
-        page = context.new_page()
-        folder = ARTIFACTS / ("postgresql" if PG_URL else "sqlite") / request.node.name
-        tab = Visit(page, partner.url, folder)
         try:
-            tab.go("/contact", "embedded on the partner's page")
-            frame = page.frame_locator("iframe")
-            frame.get_by_role("heading", name="Write to us").wait_for()
-            page.wait_for_function("document.querySelector('iframe').style.height !== ''")
-            assert int(page.evaluate("document.querySelector('iframe').offsetHeight")) > 200
-            frame.get_by_label("Last name").fill("Framed")
-            frame.get_by_label("Email").fill("framed@partners.example.org")
-            page.wait_for_timeout(3200)
-            frame.get_by_role("button", name="Send").click()
-            frame.get_by_role("status").wait_for()
-            tab.shot("sent from the frame")
-            assert "Thank you" in frame.get_by_role("status").inner_text()
-            rows = site.store.records("lead").query().rows
-            (lead,) = [r for r in rows if r["last_name"] == "Framed"]
-            assert lead["source_details"] == "Partner site"
+            with open_tab(browser, partner.url, request, width=1000) as tab:
+                page = tab.page
+                tab.go("/contact", "embedded on the partner's page")
+                frame = page.frame_locator("iframe")
+                frame.get_by_role("heading", name="Write to us").wait_for()
+                page.wait_for_function("document.querySelector('iframe').style.height !== ''")
+                assert int(page.evaluate("document.querySelector('iframe').offsetHeight")) > 200
+                frame.get_by_label("Last name").fill("Framed")
+                frame.get_by_label("Email").fill("framed@partners.example.org")
+                page.wait_for_timeout(3200)
+                frame.get_by_role("button", name="Send").click()
+                frame.get_by_role("status").wait_for()
+                tab.shot("sent from the frame")
+                assert "Thank you" in frame.get_by_role("status").inner_text()
+                rows = site.store.records("lead").query().rows
+                (lead,) = [r for r in rows if r["last_name"] == "Framed"]
+                assert lead["source_details"] == "Partner site"
 
-            # a site not in allowed_origins: the browser refuses to show the form in a frame
-            refusals: list[str] = []
-            page.on(
-                "console",
-                lambda m: refusals.append(m.text) if "frame-ancestors" in m.text else None,
-            )
-            page.goto(elsewhere.url + "/contact")
-            page.wait_for_function("document.querySelector('iframe') !== null")
-            page.wait_for_load_state("networkidle")
-            tab.shot("refused elsewhere")
-            heading = page.frame_locator("iframe").get_by_role("heading", name="Write to us")
-            assert heading.count() == 0
-            assert refusals, "the browser reports the frame-ancestors refusal"
-            tab.errors.clear()  # that refusal is the point of this step
+                # a site not in allowed_origins: the browser refuses to show the form in a frame
+                refusals: list[str] = []
+                page.on(
+                    "console",
+                    lambda m: refusals.append(m.text) if "frame-ancestors" in m.text else None,
+                )
+                page.goto(elsewhere.url + "/contact")
+                page.wait_for_function("document.querySelector('iframe') !== null")
+                page.wait_for_load_state("networkidle")
+                tab.shot("refused elsewhere")
+                heading = page.frame_locator("iframe").get_by_role("heading", name="Write to us")
+                assert heading.count() == 0
+                assert refusals, "the browser reports the frame-ancestors refusal"
+                tab.errors.clear()  # that refusal is the point of this step
         finally:
-            context.close()
             site.store.uncustomize("web_forms", "web_to_lead")
-    assert not tab.errors, tab.errors
