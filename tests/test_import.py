@@ -61,6 +61,27 @@ def run(store, path, **options):
     return Importer(store, "contact", open_source(path), **options).run()
 
 
+def numbered_people(prefix: str, count: int = 25) -> str:
+    """A CSV of ``count`` contacts, ``{prefix}{i}``, each with an email of their own."""
+    lines = "".join(f"{prefix}{i},{prefix.lower()}{i}@example.com\n" for i in range(count))
+    return "Last name,Email\n" + lines
+
+
+def stopped_halfway(store, path, **options) -> Importer:
+    """A partial import of ``path`` into contacts, in chunks of five, stopped once two
+    chunks (ten rows) are committed; the importer, to ask where it stopped. Also the
+    browser's import test's (tests/browser/test_import.py)."""
+
+    def stop_after_two_chunks(progress):
+        if progress.rows >= 10:
+            raise ImportCancelled
+
+    importer = Importer(store, "contact", open_source(path), partial=True, chunk_size=5, **options)
+    with pytest.raises(ImportCancelled):
+        importer.run(progress=stop_after_two_chunks)
+    return importer
+
+
 # ------------------------------------------------------------------------------ files
 def test_encodings_and_delimiters_are_found_out(tmp_path):
     header = "Имя;Фамилия;Эл. почта\nАнна;Петрова;anna@example.com\n"
@@ -324,14 +345,7 @@ def test_a_partial_import_stopped_halfway_resumes_where_it_stopped(crm, tmp_path
     store = crm[0]
     lines = "".join(f"Person {i},p{i}@example.com\n" for i in range(25))
     path = write(tmp_path, "Last name,Email\n" + lines)
-
-    def stop_after_two_chunks(progress):
-        if progress.rows >= 10:
-            raise ImportCancelled
-
-    importer = Importer(store, "contact", open_source(path), partial=True, chunk_size=5)
-    with pytest.raises(ImportCancelled):
-        importer.run(progress=stop_after_two_chunks)
+    importer = stopped_halfway(store, path)
     assert len(contacts(store)) == 10  # two chunks committed whole
     assert importer.resume_point() == 11  # the row of the file they end on
     again = Importer(store, "contact", open_source(path), partial=True, chunk_size=5)
@@ -523,28 +537,13 @@ def test_the_import_page_continues_a_stopped_partial_import(web, web_app, tmp_pa
     from browser.support import SELLER, Client
 
     seller = Client(web_app).login(SELLER)
-    lines = "".join(f"Resume{i},resume{i}@example.com\n" for i in range(25))
-    data = ("Last name,Email\n" + lines).encode()
+    data = numbered_people("Resume").encode()
     url = _upload(seller, data, "resume.csv")
     key = url.rsplit("/", 1)[1]
     path = tmp_path / "resume.csv"
     path.write_bytes(data)
-
-    def stop_after_two_chunks(progress):
-        if progress.rows >= 10:
-            raise ImportCancelled
-
     store = web.store
-    stopped = Importer(
-        store,
-        "contact",
-        open_source(path),
-        principal=store.principal(web.seller),
-        partial=True,
-        chunk_size=5,
-    )
-    with pytest.raises(ImportCancelled):
-        stopped.run(progress=stop_after_two_chunks)
+    stopped_halfway(store, path, principal=store.principal(web.seller))
 
     def resumed_count() -> int:
         return store.records("contact").count(["last_name", "starts_with", "Resume"]).value
@@ -584,15 +583,7 @@ def test_the_import_page_continues_a_stopped_partial_import(web, web_app, tmp_pa
     assert 'data-testid="import-stopped"' not in page  # finished: nothing to continue
 
     # stopped again, started over: every row once more, the page's outcome without "continued"
-    with pytest.raises(ImportCancelled):
-        Importer(
-            store,
-            "contact",
-            open_source(path),
-            principal=store.principal(web.seller),
-            partial=True,
-            chunk_size=5,
-        ).run(progress=stop_after_two_chunks)
+    stopped_halfway(store, path, principal=store.principal(web.seller))
     done = run({"stopped": "restart"})
     assert "25 created" in done["html"] and 'data-testid="import-resumed"' not in done["html"]
     assert resumed_count() == 60

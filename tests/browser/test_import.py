@@ -4,6 +4,8 @@ duplicate rule ticked), then the import run with its progress, skipping that row
 
 from __future__ import annotations
 
+from test_import import numbered_people, stopped_halfway
+
 from .support import SELLER
 
 
@@ -53,33 +55,11 @@ def test_import_a_csv_with_a_mapping_and_a_duplicate_found(visit, site, tmp_path
 def test_a_stopped_partial_import_continues_from_the_page(visit, site, tmp_path):
     """An import of the good rows that stopped halfway (two chunks committed) is offered
     to continue after its last committed row; continuing writes only the rest."""
-    import pytest
-
-    from xrm.data.imports import ImportCancelled, Importer
-    from xrm.data.sources import open_source
-
     page = visit.login(SELLER)
     store = site.store
     path = tmp_path / "long.csv"
-    path.write_text(
-        "Last name,Email\n" + "".join(f"Later{i},later{i}@example.com\n" for i in range(25)),
-        encoding="utf-8",
-    )
-
-    def stop(progress):
-        if progress.rows >= 10:
-            raise ImportCancelled
-
-    importer = Importer(
-        store,
-        "contact",
-        open_source(path),
-        principal=store.principal(site.seller),
-        partial=True,
-        chunk_size=5,
-    )
-    with pytest.raises(ImportCancelled):
-        importer.run(progress=stop)
+    path.write_text(numbered_people("Later"), encoding="utf-8")
+    stopped_halfway(store, path, principal=store.principal(site.seller))
 
     def count() -> int:
         return store.records("contact").count(["last_name", "starts_with", "Later"]).value
