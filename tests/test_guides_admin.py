@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import html
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser.support import Client, make_app
+from browser.support import TIER_FIELD, Client, make_app, planned
 from conftest import ROOT, SOLUTIONS
 from test_guides_api import ANY, blocks, like, run_xrm
 from test_run_command import XRM, children_of, free_port, wait_until
@@ -268,28 +267,21 @@ def quick_start_in_the_browser(admin: Client) -> dict[str, int]:
     return {"account": account, "contact": contact, "opportunity": deal}
 
 
+def apply_the_plan(admin: Client, page: str) -> None:
+    """Apply on the plan's page, back to the accounts' page."""
+    applied = admin.post(
+        "/admin/apply", {"documents": planned(page), "back": "/admin/entities/account"}
+    )
+    assert applied.status_code == 303, applied.get_data(as_text=True)[:2000]
+
+
 def add_the_field(admin: Client) -> None:
     """Administrator's guide §3: the field `tier` on accounts, placed on the form and in
     the view All accounts, through its plan."""
-    response = admin.post(
-        "/admin/entities/account/fields",
-        {
-            "name": "tier",
-            "type": "choice",
-            "label_en": "Tier",
-            "label_ru": "Уровень",
-            "options": "gold | Gold | Золото\nsilver | Silver | Серебро",
-            "placement": "0:0:0",
-            "views": "all_accounts",
-        },
-    )
+    response = admin.post("/admin/entities/account/fields", TIER_FIELD)
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "+ column account.tier" in page
-    documents = re.search(r'name="documents" value="([^"]*)"', page).group(1)
-    applied = admin.post(
-        "/admin/apply", {"documents": html.unescape(documents), "back": "/admin/entities/account"}
-    )
-    assert applied.status_code == 303, applied.get_data(as_text=True)[:2000]
+    apply_the_plan(admin, page)
 
 
 def remove_the_field(admin: Client, store, account: int) -> None:
@@ -300,11 +292,7 @@ def remove_the_field(admin: Client, store, account: int) -> None:
     response = admin.post("/admin/entities/account/fields/tier/remove", {})
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "kept column account.tier" in page, page[:2000]
-    documents = re.search(r'name="documents" value="([^"]*)"', page).group(1)
-    applied = admin.post(
-        "/admin/apply", {"documents": html.unescape(documents), "back": "/admin/entities/account"}
-    )
-    assert applied.status_code == 303, applied.get_data(as_text=True)[:2000]
+    apply_the_plan(admin, page)
     assert "tier" not in store.refresh().entities["account"].fields
 
 

@@ -5,12 +5,11 @@ another application on the same database (a second web worker), with no restart.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 
 import pytest
-from browser.support import ADMIN, SELLER, Client, make_app, world
+from browser.support import ADMIN, SELLER, TIER_FIELD, Client, make_app, planned, world
 
 import xrm
 
@@ -37,8 +36,7 @@ def text(response) -> str:
 
 def plan_of(response) -> tuple[str, list]:
     page = text(response)
-    raw = re.search(r'name="documents" value="([^"]*)"', page).group(1)
-    return page, json.loads(html.unescape(raw))
+    return page, json.loads(planned(page))
 
 
 def apply(admin, documents, back="/admin/"):
@@ -56,18 +54,7 @@ def customizations(store) -> int:
 
 def test_adding_a_field_plans_then_applies_and_shows_everywhere(w, app, admin):
     before = customizations(w.store)
-    response = admin.post(
-        "/admin/entities/account/fields",
-        {
-            "name": "tier",
-            "type": "choice",
-            "label_en": "Tier",
-            "label_ru": "Уровень",
-            "options": "gold | Gold | Золото\nsilver | Silver | Серебро",
-            "placement": "0:0:0",
-            "views": "all_accounts",
-        },
-    )
+    response = admin.post("/admin/entities/account/fields", TIER_FIELD)
     assert response.status_code == 200
     page, documents = plan_of(response)
     assert "+ column account.tier" in page

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import os
 import re
 import threading
@@ -35,6 +36,19 @@ READER = "reader@example.com"
 
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+PLANNED = re.compile(r'name="documents" value="([^"]*)"')
+
+#: The administrator's guide's example field (§3), as its form posts it: a choice ``tier``
+#: on accounts, placed on the form and in the view All accounts.
+TIER_FIELD = {
+    "name": "tier",
+    "type": "choice",
+    "label_en": "Tier",
+    "label_ru": "Уровень",
+    "options": "gold | Gold | Золото\nsilver | Silver | Серебро",
+    "placement": "0:0:0",
+    "views": "all_accounts",
+}
 
 
 @contextlib.contextmanager
@@ -210,6 +224,11 @@ class Client:
 
             data = MultiDict(data)
         return self.http.post(url, data=data, headers=headers, **kwargs)
+
+
+def planned(page: str) -> str:
+    """The documents (JSON) an administration plan's page carries to its Apply button."""
+    return html.unescape(PLANNED.search(page).group(1))
 
 
 # ----------------------------------------------------------------------------- server
