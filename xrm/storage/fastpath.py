@@ -80,7 +80,8 @@ class CompiledInsert:
                 values[index] = last[1]
             else:
                 out = processor(value)
-                if not isinstance(value, str | int):
+                # a timestamp shared by the batch, True, False: the same object again
+                if type(value) is bool or not isinstance(value, str | int):
                     memo[index] = (value, out)
                 values[index] = out
         if self.positional or positional:
