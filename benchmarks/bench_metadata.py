@@ -8,9 +8,12 @@
   compiles it at install; here an untimed first run writes it to a temporary
   ``PYTHONPYCACHEPREFIX``) and the parsed definitions to a parse cache
   (``XRM_CACHE_DIR``, see ``xrm/metadata/parse_cache.py``), so the figure is the
-  platform's start and not Python's compiler or the YAML parser.
-  ``shipped_uncached_ms`` is the same start with the parse cache off.  ``shipped_from_source_ms`` is the same start with our modules compiled from
-  source every time (a checkout run with ``PYTHONDONTWRITEBYTECODE``), for reference.
+  platform's start and not Python's compiler or the YAML parser. Those packs built clean
+  before, so forms, processes, reports and the other later sections wait for first use
+  (``catalog.Sections``); ``shipped_later_sections_ms`` is what that first use then costs
+  (not part of the target).  ``shipped_uncached_ms`` is the same start with the parse
+  cache off.  ``shipped_from_source_ms`` is the same start with our modules compiled
+  from source every time (a checkout run with ``PYTHONDONTWRITEBYTECODE``), for reference.
 - ``load_500_entities_ms``: ``load_catalog`` of a generated pack (parse cache off: a pack
   seen for the first time) of 500 entities x 40 fields
   of mixed types (lookups between them, choices over option sets, formulas, children and
@@ -46,16 +49,19 @@ from xrm.metadata import load_catalog
 imported = time.perf_counter()
 catalog = load_catalog(sys.argv[1:])
 done = time.perf_counter()
+views = len(catalog.views)
+later = len(catalog.processes) + len(catalog.forms)  # built on first use when checked before
 print(json.dumps({
     "total_ms": (done - started) * 1000,
     "import_ms": (imported - started) * 1000,
     "load_ms": (done - imported) * 1000,
+    "later_ms": (time.perf_counter() - done) * 1000,
     "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     "solutions": len(catalog.solutions),
     "entities": len(catalog.entities),
     "fields": catalog.field_count,
     "option_sets": len(catalog.option_sets),
-    "views": len(catalog.views),
+    "views": views,
 }))
 """
 
@@ -227,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_shipped_packs_ms": round(statistics.median(r["total_ms"] for r in shipped), 1),
         "shipped_import_ms": round(statistics.median(r["import_ms"] for r in shipped), 1),
         "shipped_load_ms": round(statistics.median(r["load_ms"] for r in shipped), 1),
+        "shipped_later_sections_ms": round(statistics.median(r["later_ms"] for r in shipped), 1),
         "shipped_uncached_ms": round(statistics.median(r["total_ms"] for r in unparsed), 1),
         "shipped_from_source_ms": round(statistics.median(r["total_ms"] for r in sourced), 1),
         "shipped_solutions": shipped[0]["solutions"],

@@ -255,3 +255,38 @@ def test_packs_built_clean_before_skip_their_checked_only_files(cache_dir, tmp_p
         build()
     found = [str(problem) for problem in raised.value.problems]
     assert found and all("demo/things.yaml" in p and "'n'" in p for p in found), found
+
+
+LATER = ("forms", "reports", "dashboards", "processes", "templates", "calendars", "slas")
+LATER += ("wizards", "web_forms")
+
+
+def test_later_sections_of_packs_built_clean_before_wait_for_first_use(cache_dir):
+    """A build of the very packs and layer that built clean before decodes forms,
+    processes, reports... only when one of them is first asked for, and builds the same
+    sections as a build that checks everything (the layer rewrites a pack's form)."""
+    from xrm.metadata.loader import resolve_packs
+    from xrm.metadata.packs import Document
+    from xrm.metadata.source import load_yaml
+
+    shipped = sorted(shipped_solutions().iterdir())
+    form = load_yaml((shipped_solutions() / "core" / "forms" / "account.yaml").read_text())
+    form["forms"]["account_main"]["label"] = {"en": "Company"}
+    layer = [Document("forms", {"forms": {"account_main": form["forms"]["account_main"]}}, "c#1")]
+
+    def build():
+        packs_module._READ.clear()
+        parse_cache._tables.clear()  # as a new process
+        return load_catalog(shipped, layer)
+
+    checked = build()  # checks everything, then notes the clean build
+    assert all(type(getattr(checked, name)).__name__ == "mappingproxy" for name in LATER)
+    later = build()
+    assert {type(getattr(later, name)).__name__ for name in LATER} == {"_LaterSection"}
+    packs_module._READ.clear()
+    core = next(p for p in resolve_packs(shipped) if p.name == "core")
+    assert core.pending and all(f[0].startswith(packs_module.LATER_FOLDERS) for f in core.pending)
+    assert later.forms["account_main"].label.get("en") == "Company"  # builds them all, once
+    for name in LATER:
+        assert dict(getattr(later, name)) == dict(getattr(checked, name)), name
+    assert later.summary() == checked.summary()

@@ -18,6 +18,71 @@ from .problems import did_you_mean
 T = TypeVar("T")
 
 
+class Sections:
+    """Catalog sections built together on first use: forms, reports, dashboards,
+    processes, wizards and web forms of a catalog whose very inputs built clean before
+    (so building them cannot find a problem). A worker that only reads records never pays
+    for them; the first thread to ask builds them once, under a lock."""
+
+    def __init__(self, build: Callable[[], Mapping[str, Mapping]]):
+        self._build: Callable[[], Mapping[str, Mapping]] | None = build
+        self._built: Mapping[str, Mapping] | None = None
+        self._lock = threading.Lock()
+
+    def section(self, name: str) -> Mapping:
+        built = self._built
+        if built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+                    self._build = None  # let go of the builder and its documents
+                built = self._built
+        return built[name]
+
+    def mapping(self, name: str) -> Mapping:
+        return _LaterSection(self, name)
+
+
+class _LaterSection(Mapping):
+    """One section of ``Sections``: a read-only mapping that builds them on first use."""
+
+    __slots__ = ("_sections", "_name")
+
+    def __init__(self, sections: Sections, name: str):
+        self._sections = sections
+        self._name = name
+
+    def _real(self) -> Mapping:
+        return self._sections.section(self._name)
+
+    def __getitem__(self, key):
+        return self._real()[key]
+
+    def __iter__(self):
+        return iter(self._real())
+
+    def __len__(self) -> int:
+        return len(self._real())
+
+    def __contains__(self, key) -> bool:
+        return key in self._real()
+
+    def get(self, key, default=None):
+        return self._real().get(key, default)
+
+    def keys(self):
+        return self._real().keys()
+
+    def values(self):
+        return self._real().values()
+
+    def items(self):
+        return self._real().items()
+
+    def __repr__(self) -> str:
+        return repr(self._real())
+
+
 class UnknownEntity(KeyError):
     def __init__(self, name: str, known):
         self.name = name

@@ -11,19 +11,17 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from . import parse_cache
 from .bulk import collector_paused
-from .catalog import Catalog
-from .dashboards import build_dashboards
+from .catalog import Catalog, Sections
 from .duplicates import build_rules
 from .expressions import FORMULA_GLOBALS, formula_names, formula_shape
 from .fieldtypes import FIELD_TYPES, CoercionError
 from .filters import FilterError, parse_filter, resolve_path, through_unknown_entity
-from .form_compiler import build_forms
 from .labels import Label
 from .model import (
     ACCOUNT_ENTITY,
@@ -44,20 +42,14 @@ from .model import (
     default_account_paths,
     frozen_map,
 )
-from .pack_data import check_pack_data
-from .packs import Document, PackSource
+from .packs import LATER_KINDS, Document, PackSource
 from .problems import Problems, did_you_mean, one_of, yaml_text
-from .processes import workflow_definitions
-from .reports import build_reports
 from .reserved import PLATFORM_NAMES, reserved_reason
-from .scenarios import check_scenarios
 from .schemas import VERSION_PATTERN
 from .scoring import build_scoring
 from .source import Node, Position, YamlMap
 from .source import node_position as _pos
 from .source import value_position as _vpos
-from .web_forms import build_web_forms
-from .wizards import build_wizards
 
 LAYER = "customization"
 DEFAULT_KEYWORDS = {
@@ -1435,9 +1427,9 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
     checked_before = not problems and parse_cache.recall("built_clean", inputs) is True
     builder = _Builder(problems, ordered)
     for pack in ordered:
-        for document in _by_kind(pack.defined() if checked_before else pack.documents):
+        for document in _by_kind(pack.defined(later=False) if checked_before else pack.documents):
             builder.add(pack.name, document)
-    for document in _by_kind(layer):
+    for document in _by_kind(d for d in layer if not checked_before or d.kind not in LATER_KINDS):
         builder.add(LAYER, document)
     builder.apply_rule_changes()
     option_sets = builder.build_option_sets()
@@ -1448,47 +1440,37 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
     entities = checker.run(builder.views)
     views = checker.build_views(builder.views)
     roles = checker.build_roles(builder.roles)
-    forms = build_forms(checker, builder, LAYER)
-    reports = build_reports(
-        problems, entities, builder.reports, LAYER, builder.rejected, roles=roles
-    )
-    check_pack_data(problems, entities, builder.pack_data)
-    dashboards = build_dashboards(
-        problems,
-        entities,
-        views,
-        reports,
-        roles,
-        {pack.name for pack in ordered},
-        builder.dashboards,
-        LAYER,
-    )
-    workflow = workflow_definitions(
-        problems,
-        entities,
-        roles,
-        builder.workflow,
-        LAYER,
-        rejected=builder.rejected,
-        reports=reports,
-        dashboards=dashboards,
-    )
-    wizards = build_wizards(
-        problems,
-        entities,
-        roles,
-        workflow.processes,
-        option_sets,
-        {pack.name for pack in ordered},
-        builder.wizards,
-        LAYER,
-    )
-    check_scenarios(problems, entities, workflow.processes, roles, builder.scenarios, wizards)
-    web_forms = build_web_forms(
-        problems, entities, builder.web_forms, LAYER, rejected=builder.rejected
-    )
-    problems.raise_if_any()
-    if not checked_before:
+    names = {pack.name for pack in ordered}
+    if checked_before:
+        # Built clean before: the later sections cannot find a problem, so they are built
+        # on first use (a request for a form, the workflow worker's first round).
+        def build_later():
+            for pack in ordered:
+                for document in _by_kind(pack.defined(later=True)):
+                    builder.add(pack.name, document)
+            for document in _by_kind(d for d in layer if d.kind in LATER_KINDS):
+                builder.add(LAYER, document)
+            return _later_sections_paused(
+                builder.problems, checker, builder, views, roles, option_sets, names, finish=True
+            )
+
+        sections = Sections(build_later)
+        later = {name: sections.mapping(name) for name in _LATER}
+    else:
+        later = _later_sections(problems, checker, builder, views, roles, option_sets, names)
+        from .pack_data import check_pack_data
+        from .scenarios import check_scenarios
+
+        check_pack_data(problems, checker.entities, builder.pack_data)
+        check_scenarios(
+            problems,
+            checker.entities,
+            later["processes"],
+            roles,
+            builder.scenarios,
+            later["wizards"],
+        )
+        problems.raise_if_any()
         parse_cache.note("built_clean", inputs, True)
     solutions = {
         pack.name: Solution(
@@ -1511,16 +1493,92 @@ def _build_catalog(packs, layer, version, problems) -> Catalog:
         option_sets=MappingProxyType(option_sets),
         views=MappingProxyType(views),
         roles=MappingProxyType(roles),
-        forms=MappingProxyType(forms),
-        processes=MappingProxyType(workflow.processes),
-        templates=MappingProxyType(workflow.templates),
-        calendars=MappingProxyType(workflow.calendars),
-        slas=MappingProxyType(workflow.slas),
-        reports=MappingProxyType(reports),
-        dashboards=MappingProxyType(dashboards),
-        wizards=MappingProxyType(wizards),
-        web_forms=MappingProxyType(web_forms),
+        **later,
     )
+
+
+_LATER = (
+    "forms",
+    "reports",
+    "dashboards",
+    "processes",
+    "templates",
+    "calendars",
+    "slas",
+    "wizards",
+    "web_forms",
+)
+
+
+@collector_paused()
+def _later_sections_paused(*args, **kwargs) -> dict[str, Mapping]:
+    return _later_sections(*args, **kwargs)
+
+
+def _later_sections(
+    problems, checker, builder, views, roles, option_sets, names, finish=False
+) -> dict[str, Mapping]:
+    """The sections built on the checked entities, views and roles: forms, reports,
+    dashboards, the workflow's definitions, wizards and web forms (keys of ``_LATER``).
+    ``finish``: raise DefinitionError if ``problems`` holds any afterwards, and keep the
+    answers worked out (a build on first use, after ``build_catalog`` returned)."""
+    # Imported here: a start whose later sections wait for first use needs none of them.
+    from .dashboards import build_dashboards
+    from .form_compiler import build_forms
+    from .process_compiler import workflow_definitions
+    from .reports import build_reports
+    from .web_forms import build_web_forms
+    from .wizards import build_wizards
+
+    try:
+        entities = checker.entities
+        forms = build_forms(checker, builder, LAYER)
+        reports = build_reports(
+            problems, entities, builder.reports, LAYER, builder.rejected, roles=roles
+        )
+        dashboards = build_dashboards(
+            problems, entities, views, reports, roles, names, builder.dashboards, LAYER
+        )
+        workflow = workflow_definitions(
+            problems,
+            entities,
+            roles,
+            builder.workflow,
+            LAYER,
+            rejected=builder.rejected,
+            reports=reports,
+            dashboards=dashboards,
+        )
+        wizards = build_wizards(
+            problems,
+            entities,
+            roles,
+            workflow.processes,
+            option_sets,
+            names,
+            builder.wizards,
+            LAYER,
+        )
+        web_forms = build_web_forms(
+            problems, entities, builder.web_forms, LAYER, rejected=builder.rejected
+        )
+        if finish:
+            problems.raise_if_any()
+    finally:
+        if finish:
+            parse_cache.save_remembered()
+    built = {
+        "forms": forms,
+        "reports": reports,
+        "dashboards": dashboards,
+        "processes": workflow.processes,
+        "templates": workflow.templates,
+        "calendars": workflow.calendars,
+        "slas": workflow.slas,
+        "wizards": wizards,
+        "web_forms": web_forms,
+    }
+    return {name: MappingProxyType(section) for name, section in built.items()}
 
 
 def _inputs_digest(packs: Sequence[PackSource], layer: Sequence[Document]) -> str:
@@ -1541,7 +1599,7 @@ def _inputs_digest(packs: Sequence[PackSource], layer: Sequence[Document]) -> st
 _KIND_ORDER = {"option_sets": 0, "entity": 1, "extend": 2, "views": 3, "roles": 4, "forms": 5}
 
 
-def _by_kind(documents: Sequence[Document]) -> list[Document]:
+def _by_kind(documents: Iterable[Document]) -> list[Document]:
     return sorted(documents, key=lambda d: _KIND_ORDER.get(d.kind, 9))
 
 

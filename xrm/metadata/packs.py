@@ -75,6 +75,13 @@ class Document:
 #: Folders whose documents a catalog build only checks (reference and sample data, pack
 #: tests): the install and ``xrm solution test`` read them, the running platform does not.
 CHECKED_ONLY = ("data/", "demo/", "tests/")
+#: Kinds only a catalog's later sections need (``catalog.Sections``: forms, processes,
+#: reports...): a build of packs that built clean before decodes them on first use.
+LATER_KINDS = frozenset(
+    ("forms", "process", "sla", "calendars", "templates")
+    + ("reports", "dashboards", "wizards", "web_forms")
+)
+LATER_FOLDERS = tuple(dict.fromkeys(KINDS[k].folder + "/" for k in sorted(LATER_KINDS)))
 
 
 @dataclass
@@ -94,6 +101,9 @@ class PackSource:
     #: decoded when ``documents`` is first asked for, so that a build which checked these
     #: very packs before (``compiler.build_catalog``) never decodes them
     deferred: list[tuple[str, str, str]] = field(default_factory=list)
+    #: files of LATER_FOLDERS found in the parse cache, decoded when ``defined(later=True)``
+    #: or ``documents`` is first asked for
+    pending: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def depends(self) -> Mapping[str, str]:
@@ -102,22 +112,35 @@ class PackSource:
     @property
     def documents(self) -> list[Document]:
         """Every document of the pack, in file order."""
-        if self.deferred:
-            deferred, self.deferred = self.deferred, []
-            for relative, display, text in deferred:
-                found = parse_cache.get(relative, display, text)
-                if found:
-                    self.read.append(Document(found[0], found[1], display))
-                    continue
-                document = _read_document(relative, display, text, Problems(), self)
-                if document is not None:  # it read clean before; the cache entry went
-                    self.read.append(document)
-            self.read.sort(key=lambda d: d.path)
+        if self.deferred or self.pending:
+            self._decode("deferred")
+            self._decode("pending")
         return self.read
 
-    def defined(self) -> list[Document]:
-        """The documents the platform runs on: all but the deferred checked-only ones."""
-        return self.read
+    def defined(self, later: bool | None = None) -> list[Document]:
+        """The documents the platform runs on: all but the deferred checked-only ones.
+        ``later=False``: those of the kinds a catalog builds first, decoding nothing more;
+        ``later=True``: those of ``LATER_KINDS``."""
+        if later is None or later:
+            self._decode("pending")
+        if later is None:
+            return self.read
+        return [d for d in self.read if (d.kind in LATER_KINDS) == later]
+
+    def _decode(self, group: str) -> None:
+        files = getattr(self, group)
+        if not files:
+            return
+        setattr(self, group, [])
+        for relative, display, text in files:
+            found = parse_cache.get(relative, display, text)
+            if found:
+                self.read.append(Document(found[0], found[1], display))
+                continue
+            document = _read_document(relative, display, text, Problems(), self)
+            if document is not None:  # it read clean before; the cache entry went
+                self.read.append(document)
+        self.read.sort(key=lambda d: d.path)
 
 
 def _display(root: str, relative: str) -> str:
@@ -171,14 +194,17 @@ def parse_pack(files: Mapping[str, str], root: str, problems: Problems) -> PackS
         if relative == MANIFEST:
             continue
         display = _display(root, relative)
-        key = (validators(), relative, display, text)
+        # Remembered per set of schemas: the fingerprint names the code and field types
+        # that make them, without building the validators a warm start never uses.
+        key = (parse_cache.code_fingerprint(), relative, display, text)
         found = _READ.get(key)
         if (
             not found
-            and relative.startswith(CHECKED_ONLY)
+            and relative.startswith(CHECKED_ONLY + LATER_FOLDERS)
             and parse_cache.has(relative, display, text)
         ):
-            pack.deferred.append((relative, display, text))
+            group = pack.deferred if relative.startswith(CHECKED_ONLY) else pack.pending
+            group.append((relative, display, text))
             continue
         found = found or (text is not None and parse_cache.get(relative, display, text))
         if found:

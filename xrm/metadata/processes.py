@@ -19,31 +19,10 @@ from typing import Any
 from .labels import Label
 from .model import Entity
 from .source import Node, Position
+from .spans import parse_offset, parse_span
 
 # ------------------------------------------------------------------------- time spans
-_SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
-_UNIT = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def parse_span(text) -> int:
-    """``15m``, ``2h``, ``3d``, ``1w``, ``1h30m`` as whole seconds; raises ValueError."""
-    if not isinstance(text, str):
-        raise ValueError("expected a duration such as 15m, 2h or 3d")
-    compact = text.replace(" ", "").lower()
-    parts = _SPAN_PART.findall(compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"{text!r} is not a duration (expected e.g. 15m, 2h, 3d, 1h30m)")
-    return int(sum(float(n) * _UNIT[u] for n, u in parts))
-
-
-def parse_offset(text) -> int:
-    """``-3d``, ``+2h``, ``-15m`` (or ``3d``, meaning after) as signed seconds."""
-    if not isinstance(text, str):
-        raise ValueError("expected an offset such as -3d, +2h or -15m")
-    stripped = text.strip()
-    sign = -1 if stripped.startswith("-") else 1
-    return sign * parse_span(stripped.lstrip("+-"))
 
 
 def parse_clock(text) -> dt.time:
@@ -276,15 +255,13 @@ def activity_due_field(entity: Entity) -> str | None:
     return None
 
 
-# The schema pieces and the compiler are modules of their own; the loader imports their
-# entry points from here.
-from .process_compiler import WORKFLOW_KINDS, workflow_definitions  # noqa: E402
+# The schema pieces are a module of its own, as is the compiler (``process_compiler``,
+# which imports this module: the catalog compiler imports it directly).
 from .process_schemas import BRANCHES, STEP_KINDS, published, shells, step_defs, step_schema  # noqa: E402
 
 __all__ = [
     "BRANCHES",
     "STEP_KINDS",
-    "WORKFLOW_KINDS",
     "Calendar",
     "Process",
     "Sla",
@@ -302,5 +279,4 @@ __all__ = [
     "shells",
     "step_defs",
     "step_schema",
-    "workflow_definitions",
 ]

@@ -179,7 +179,7 @@ def build_scoring(
 ) -> Scoring | None:
     """The entity's scoring model, or None after reporting every problem at its place."""
     from .filters import FilterError, parse_filter
-    from .processes import parse_span
+    from .spans import parse_span
 
     subject = f"{entity.name}.scoring"
     where = _pos(raw)
