@@ -244,6 +244,23 @@ def key_function(rule: DuplicateRule) -> Callable[[Mapping], str | None]:
     fuzzy = rule.fuzzy
     fuzzy_normalizer = NORMALIZERS[fuzzy.normalize] if fuzzy is not None else None
 
+    if fuzzy is None and len(exact) == 1:  # the usual rule: one field, its key is its part
+        name, normalizer = exact[0]
+
+        def single(record: Mapping) -> str | None:
+            value = record.get(name)
+            if value is None or value == "" or value == []:
+                return None
+            if type(value) is str:
+                pass
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            elif hasattr(value, "isoformat"):
+                value = value.isoformat()
+            return normalizer(value)[:KEY_LENGTH] or None
+
+        return single
+
     def key(record: Mapping) -> str | None:
         parts = []
         for name, normalizer in exact:
