@@ -115,6 +115,32 @@ def write_pack(
     return folder
 
 
+def assert_widgets_show_figures(board, where: str) -> None:
+    """Every widget of a run dashboard shows something (``where`` starts each message): a
+    KPI its figure, a report widget its rows, a list its records; none has an error."""
+    for widget in board.widgets:
+        here = f"{where} widget {widget.widget.index}"
+        assert widget.error is None, f"{here}: {widget.error}"
+        if widget.widget.kind == "kpi":
+            assert widget.value, f"{here} has no figure"
+        elif widget.widget.kind == "report":
+            assert widget.result.rows, f"{here} is empty"
+        else:
+            assert widget.rows, f"{here} lists nothing"
+
+
+def failed_instances(store) -> list:
+    """(process, error) of every process instance that failed."""
+    from xrm.workflow import tables as W
+
+    with store.engine.connect() as conn:
+        return conn.execute(
+            sa.select(W.instances.c.process, W.instances.c.error).where(
+                W.instances.c.status == "failed"
+            )
+        ).all()
+
+
 def one_record_of_each(store, user_id: int, ids: dict[str, int]) -> dict[str, int]:
     """``ids`` (entity -> a record id made by the test) completed with a record of every
     other entity of the catalog, made by the sample-data generator (so that a test that

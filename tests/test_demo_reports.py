@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+from conftest import assert_widgets_show_figures
 
 from xrm.reports.dashboards import run_dashboard
 from xrm.reports.run import run_report
@@ -54,15 +55,7 @@ def test_every_shipped_report_and_dashboard_shows_figures(demo):
         assert any(v not in (None, 0) for v in figures), f"report {name} has only zeros"
     for name, dashboard in catalog.dashboards.items():
         out = run_dashboard(store, dashboard, {}, principal, fresh=True)
-        for widget in out.widgets:
-            where = f"dashboard {name} widget {widget.widget.index}"
-            assert widget.error is None, f"{where}: {widget.error}"
-            if widget.widget.kind == "kpi":
-                assert widget.value, f"{where} has no figure"
-            elif widget.widget.kind == "report":
-                assert widget.result.rows, f"{where} is empty"
-            else:
-                assert widget.rows, f"{where} lists nothing"
+        assert_widgets_show_figures(out, f"dashboard {name}")
 
 
 def test_the_funnel_comes_from_stage_changes_over_past_months(demo):

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from browser.support import PASSWORD, Client, make_app
-from conftest import SOLUTIONS, write_pack
+from conftest import SOLUTIONS, assert_widgets_show_figures, failed_instances, write_pack
 
 from xrm.cli import main
 from xrm.reports.dashboards import run_dashboard
@@ -368,15 +368,7 @@ def test_setup_with_sample_data_makes_every_partner_report_and_dashboard_show_fi
                     assert len(names) > 1
         for name, reader in (("partner_program", channel), ("partner_portal", partner)):
             board = run_dashboard(store, catalog.dashboards[name], {}, reader, fresh=True)
-            for widget in board.widgets:
-                where = f"{name} widget {widget.widget.index}"
-                assert widget.error is None, f"{where}: {widget.error}"
-                if widget.widget.kind == "kpi":
-                    assert widget.value, f"{where} has no figure"
-                elif widget.widget.kind == "report":
-                    assert widget.result.rows, f"{where} is empty"
-                else:
-                    assert widget.rows, f"{where} lists nothing"
+            assert_widgets_show_figures(board, name)
         # Invented samples leave the partner fields alone: only the pack's partners are
         # partners, and only its deals and leads have one.
         tiers = store.records("account").query(
@@ -391,13 +383,7 @@ def test_setup_with_sample_data_makes_every_partner_report_and_dashboard_show_fi
             for r in store.records("account", principal=partner).query(fields=["name"]).rows
         } == {"Northwind Partners"}
         Worker(store).run_once()
-        with store.engine.connect() as conn:
-            failed = conn.execute(
-                sa.select(W.instances.c.process, W.instances.c.error).where(
-                    W.instances.c.status == "failed"
-                )
-            ).all()
-        assert failed == []
+        assert failed_instances(store) == []
     finally:
         store.close()
 

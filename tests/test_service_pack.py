@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from browser.support import make_app
-from conftest import SOLUTIONS, write_pack
+from conftest import SOLUTIONS, assert_widgets_show_figures, failed_instances, write_pack
 from workflow_pack import MovableClock
 
 from xrm.cli import main
@@ -446,15 +446,7 @@ def test_setup_with_sample_data_makes_every_service_report_and_the_dashboard_sho
             figures = [v for row in out.rows for k, v in row.items() if k not in report.group_by]
             assert any(v not in (None, 0) for v in figures), f"{report.name} has only zeros"
         board = run_dashboard(store, catalog.dashboards["service"], {}, reader, fresh=True)
-        for widget in board.widgets:
-            where = f"service widget {widget.widget.index}"
-            assert widget.error is None, f"{where}: {widget.error}"
-            if widget.widget.kind == "kpi":
-                assert widget.value, f"{where} has no figure"
-            elif widget.widget.kind == "report":
-                assert widget.result.rows, f"{where} is empty"
-            else:
-                assert widget.rows, f"{where} lists nothing"
+        assert_widgets_show_figures(board, "service")
         # the pack's own samples, not invented ones: its cases, and no random queues
         cases = store.records("support_case").query(limit=200).rows
         assert len(cases) == 40 and all(c["subject"] and c["contact"] for c in cases)
@@ -467,13 +459,7 @@ def test_setup_with_sample_data_makes_every_service_report_and_the_dashboard_sho
         assert printer["owner"] in {m.id for m in result.demo_users if m.team == "support"}
         # the worker then does what the history leaves due, and nothing fails
         Worker(store).run_once()
-        with store.engine.connect() as conn:
-            failed = conn.execute(
-                sa.select(W.instances.c.process, W.instances.c.error).where(
-                    W.instances.c.status == "failed"
-                )
-            ).all()
-        assert failed == []
+        assert failed_instances(store) == []
     finally:
         store.close()
 
