@@ -94,6 +94,37 @@ def store(database):
     app.close()
 
 
+# The UI tests' application and signed-in clients: a module that defines ``w`` (a
+# browser.support World, or its like: a ``store`` and the users) gets them from here; a
+# module that needs other settings defines its own ``app``.
+@pytest.fixture(scope="module")
+def app(w):
+    from browser.support import make_app
+
+    return make_app(w.store)
+
+
+@pytest.fixture
+def admin(app):
+    from browser.support import ADMIN, Client
+
+    return Client(app).login(ADMIN)
+
+
+@pytest.fixture
+def seller(app):
+    from browser.support import SELLER, Client
+
+    return Client(app).login(SELLER)
+
+
+@pytest.fixture
+def reader(app):
+    from browser.support import READER, Client
+
+    return Client(app).login(READER)
+
+
 def write_pack(
     root: Path,
     name: str,

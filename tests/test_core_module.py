@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser.support import PASSWORD, SOLUTIONS, Client, database_url, make_app
+from browser.support import PASSWORD, SOLUTIONS, Client, database_url
 from conftest import write_pack
 
 import xrm
@@ -71,16 +71,6 @@ def w(tmp_path_factory):
             yield World(store)
         finally:
             store.close()
-
-
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
-
-
-@pytest.fixture
-def seller(app):
-    return Client(app).login(SELLER)
 
 
 def text(response) -> str:

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from browser.support import ADMIN, SELLER, Client, make_app, world
+from browser.support import ADMIN, SELLER, Client, world
 
 from xrm.metadata import Document, build_catalog, check, load_catalog, resolve_packs
 from xrm.metadata.problems import DefinitionError, Problems
@@ -474,11 +474,6 @@ def test_the_customization_layer_cannot_hold_an_extension(packs):
 def w(tmp_path_factory):
     with world(tmp_path_factory.mktemp("form-extensions")) as built:
         yield built
-
-
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
 
 
 def text(response) -> str:

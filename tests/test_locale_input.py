@@ -15,7 +15,7 @@ import re
 from decimal import Decimal
 
 import pytest
-from browser.support import ADMIN, PASSWORD, SELLER, Client, make_app, world
+from browser.support import ADMIN, PASSWORD, SELLER, Client, world
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -243,11 +243,6 @@ def test_stage_messages_name_the_stage_by_its_label_in_the_users_language(w):
 
 
 # ------------------------------------------------------------------------ the API
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
-
-
 @pytest.fixture(scope="module")
 def tokens(w):
     return {

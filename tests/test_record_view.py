@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 
 import pytest
-from browser.support import ADMIN, PASSWORD, READER, SELLER, Client, make_app, world
+from browser.support import PASSWORD, Client, world
 from conftest import one_record_of_each
 
 
@@ -40,29 +40,9 @@ def w(tmp_path_factory):
         yield built
 
 
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
-
-
-@pytest.fixture
-def seller(app):
-    return Client(app).login(SELLER)
-
-
-@pytest.fixture
-def reader(app):
-    return Client(app).login(READER)
-
-
 @pytest.fixture
 def clerk(app):
     return Client(app).login("clerk@example.com")
-
-
-@pytest.fixture
-def admin(app):
-    return Client(app).login(ADMIN)
 
 
 def text(response) -> str:

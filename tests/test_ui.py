@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser.support import ADMIN, READER, SELLER, Client, make_app, world
+from browser.support import SELLER, Client, world
 from conftest import one_record_of_each
 
 
@@ -19,26 +19,6 @@ from conftest import one_record_of_each
 def w(tmp_path_factory):
     with world(tmp_path_factory.mktemp("ui")) as built:
         yield built
-
-
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
-
-
-@pytest.fixture
-def admin(app):
-    return Client(app).login(ADMIN)
-
-
-@pytest.fixture
-def seller(app):
-    return Client(app).login(SELLER)
-
-
-@pytest.fixture
-def reader(app):
-    return Client(app).login(READER)
 
 
 def text(response) -> str:

@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from browser.support import ADMIN, SELLER, TIER_FIELD, Client, make_app, planned, world
+from browser.support import SELLER, TIER_FIELD, Client, make_app, planned, world
 
 import xrm
 
@@ -18,16 +18,6 @@ import xrm
 def w(tmp_path_factory):
     with world(tmp_path_factory.mktemp("ui-admin")) as built:
         yield built
-
-
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
-
-
-@pytest.fixture
-def admin(app):
-    return Client(app).login(ADMIN)
 
 
 def text(response) -> str:

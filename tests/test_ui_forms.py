@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 
 import pytest
-from browser.support import ADMIN, SELLER, Client, make_app, world
+from browser.support import SELLER, Client, make_app, world
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +23,6 @@ def w(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app(w):
     return make_app(w.store, MAX_CONTENT_LENGTH=256 * 1024)
-
-
-@pytest.fixture
-def seller(app):
-    return Client(app).login(SELLER)
-
-
-@pytest.fixture
-def admin(app):
-    return Client(app).login(ADMIN)
 
 
 def text(response) -> str:

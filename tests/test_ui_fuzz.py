@@ -16,7 +16,7 @@ import re
 from urllib.parse import quote, urlencode
 
 import pytest
-from browser.support import ADMIN, PASSWORD, Client, make_app, world
+from browser.support import ADMIN, PASSWORD, Client, world
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -158,11 +158,6 @@ def w(tmp_path_factory):
             }
         )
         yield built
-
-
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
 
 
 def _get_routes(app, *, admin: bool) -> list:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from babel.dates import format_datetime
-from browser.support import ADMIN, PASSWORD, READER, SELLER, SOLUTIONS, Client, make_app, world
+from browser.support import ADMIN, PASSWORD, SELLER, SOLUTIONS, Client, world
 from conftest import write_pack
 
 from xrm import workflow
@@ -93,29 +93,9 @@ def w(tmp_path_factory):
         yield built
 
 
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
-
-
-@pytest.fixture
-def seller(app):
-    return Client(app).login(SELLER)
-
-
 @pytest.fixture
 def manager(app):
     return Client(app).login(MANAGER)
-
-
-@pytest.fixture
-def admin(app):
-    return Client(app).login(ADMIN)
-
-
-@pytest.fixture
-def reader(app):
-    return Client(app).login(READER)
 
 
 def text(response) -> str:

@@ -48,16 +48,6 @@ def app(w):
     return make_app(w.store, XRM_KANBAN_CARDS=10)
 
 
-@pytest.fixture
-def seller(app):
-    return Client(app).login(SELLER)
-
-
-@pytest.fixture
-def admin(app):
-    return Client(app).login(ADMIN)
-
-
 def text(response) -> str:
     return response.get_data(as_text=True)
 

@@ -18,7 +18,7 @@ import json
 import re
 
 import pytest
-from browser.support import ADMIN, PASSWORD, READER, SELLER, Client, make_app, world
+from browser.support import ADMIN, PASSWORD, READER, SELLER, Client, world
 
 from xrm.storage.files import NOT_YOUR_UPLOAD, put_file
 from xrm.web.routing import RecordIdConverter
@@ -67,11 +67,6 @@ def w(tmp_path_factory):
             }
         )
         yield built
-
-
-@pytest.fixture(scope="module")
-def app(w):
-    return make_app(w.store)
 
 
 @pytest.fixture(scope="module")
