@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 
 import pytest
-from browser.support import PASSWORD, SOLUTIONS, Client, database_url
+from browser.support import PASSWORD, SOLUTIONS, Client, opened
 from conftest import write_pack
 
-import xrm
 from xrm.metadata.evaluate import matches, record_getter
 from xrm.metadata.filters import FilterContext, parse_filter
 from xrm.metadata.problems import DefinitionError
@@ -64,13 +63,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    with database_url(tmp_path_factory.mktemp("core-module")) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([SOLUTIONS / "core"])
-            yield World(store)
-        finally:
-            store.close()
+    with opened(tmp_path_factory.mktemp("core-module"), [SOLUTIONS / "core"]) as store:
+        yield World(store)
 
 
 def text(response) -> str:
@@ -126,16 +120,11 @@ def test_org_chart_refuses_loops_and_other_self_lookups_do_not_care(w, tmp_path)
             "  referred_by: {type: lookup, to: person}\n"
         },
     )
-    with database_url(tmp_path) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([pack])
-            people = store.records("person")
-            a = people.create({"name": "A"})
-            b = people.create({"name": "B", "referred_by": a["id"]})
-            assert people.update(a["id"], {"referred_by": b["id"]})["referred_by"] == b["id"]
-        finally:
-            store.close()
+    with opened(tmp_path, [pack]) as store:
+        people = store.records("person")
+        a = people.create({"name": "A"})
+        b = people.create({"name": "B", "referred_by": a["id"]})
+        assert people.update(a["id"], {"referred_by": b["id"]})["referred_by"] == b["id"]
 
 
 def test_the_checker_names_the_new_keys_at_their_lines(tmp_path):
@@ -157,13 +146,8 @@ def test_the_checker_names_the_new_keys_at_their_lines(tmp_path):
             "  fine: {entity: thing, kind: tree, parent: up}\n",
         },
     )
-    with database_url(tmp_path) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            with pytest.raises(DefinitionError) as refused:
-                store.install([pack])
-        finally:
-            store.close()
+    with opened(tmp_path) as store, pytest.raises(DefinitionError) as refused:
+        store.install([pack])
     message = str(refused.value)
     # (paths are printed relative to the working directory when that is shorter)
     thing = Path("bad", "entities", "thing.yaml")

@@ -15,10 +15,9 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from browser.support import PASSWORD, Client, database_url, make_app
+from browser.support import PASSWORD, Client, make_app, opened
 from conftest import SOLUTIONS, write_pack
 
-import xrm
 from xrm.metadata.dashboards import dashboard_document
 from xrm.metadata.problems import DefinitionError
 from xrm.reports.dashboards import clear_cache
@@ -58,36 +57,31 @@ reports:
 def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboard_editing")
     probe = write_pack(tmp, "probe", PROBE, {"sales": ">=1.0"})
-    with database_url(tmp) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([SOLUTIONS / "core", SOLUTIONS / "sales", probe])
-            store.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
-            store.seller = store.add_user(SELLER, "Sam", password=PASSWORD, roles=["own_seller"])
-            store.other = store.add_user(OTHER, "Oz", password=PASSWORD, roles=["own_seller"])
-            account = store.records("account").create({"name": "Acme"})["id"]
-            contact = store.records("contact").create(
-                {"first_name": "Jane", "last_name": "Doe", "account": account}
-            )["id"]
-            stages = ["prospecting", "qualification", "proposal", "won"]
-            store.records("opportunity").bulk_create(
-                [
-                    {
-                        "name": f"Deal {i:02d}",
-                        "account": account,
-                        "contact": contact,
-                        "amount": Decimal(1000 + 100 * i),
-                        "close_date": dt.date.today(),
-                        "stage": stages[i % 4],
-                        "owner": (store.seller, store.other, store.admin)[i % 3],
-                    }
-                    for i in range(24)
-                ]
-            )
-            store.app = make_app(store)
-            yield store
-        finally:
-            store.close()
+    with opened(tmp, [SOLUTIONS / "core", SOLUTIONS / "sales", probe]) as store:
+        store.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
+        store.seller = store.add_user(SELLER, "Sam", password=PASSWORD, roles=["own_seller"])
+        store.other = store.add_user(OTHER, "Oz", password=PASSWORD, roles=["own_seller"])
+        account = store.records("account").create({"name": "Acme"})["id"]
+        contact = store.records("contact").create(
+            {"first_name": "Jane", "last_name": "Doe", "account": account}
+        )["id"]
+        stages = ["prospecting", "qualification", "proposal", "won"]
+        store.records("opportunity").bulk_create(
+            [
+                {
+                    "name": f"Deal {i:02d}",
+                    "account": account,
+                    "contact": contact,
+                    "amount": Decimal(1000 + 100 * i),
+                    "close_date": dt.date.today(),
+                    "stage": stages[i % 4],
+                    "owner": (store.seller, store.other, store.admin)[i % 3],
+                }
+                for i in range(24)
+            ]
+        )
+        store.app = make_app(store)
+        yield store
 
 
 @pytest.fixture(autouse=True)
@@ -311,13 +305,8 @@ def test_owner_is_refused_in_a_pack_at_its_place(tmp_path):
         },
         {"sales": ">=1.0"},
     )
-    with database_url(tmp_path) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            with pytest.raises(DefinitionError) as caught:
-                store.install([SOLUTIONS / "core", SOLUTIONS / "sales", pack])
-        finally:
-            store.close()
+    with opened(tmp_path) as store, pytest.raises(DefinitionError) as caught:
+        store.install([SOLUTIONS / "core", SOLUTIONS / "sales", pack])
     messages = [str(p) for p in caught.value.problems]
     assert any(
         "dashboards/d.yaml:4:12: dashboards.mine: owner: a personal dashboard is made in the"

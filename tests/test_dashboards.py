@@ -16,10 +16,9 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from browser.support import PASSWORD, Client, database_url, make_app
+from browser.support import PASSWORD, Client, make_app, opened
 from conftest import SOLUTIONS, write_pack
 
-import xrm
 from xrm.cli import main
 from xrm.reports.dashboards import (
     DashboardError,
@@ -76,43 +75,38 @@ def month_start(today: dt.date, back: int) -> dt.date:
 def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
     probe = write_pack(tmp, "probe", PROBE, {"sales": ">=1.0"})
-    with database_url(tmp) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([SOLUTIONS / "core", SOLUTIONS / "sales", probe])
-            store.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
-            store.seller = store.add_user(SELLER, "Sam", password=PASSWORD, roles=["own_seller"])
-            store.other = store.add_user(OTHER, "Oz", password=PASSWORD, roles=["own_seller"])
-            store.manager = store.add_user(MANAGER, "Max", password=PASSWORD, roles=["manager"])
-            account = store.records("account").create({"name": "Acme"})["id"]
-            contact = store.records("contact").create(
-                {"first_name": "Jane", "last_name": "Doe", "account": account}
-            )["id"]
-            today = dt.date.today()
-            this_month, last_month = month_start(today, 0), month_start(today, 1)
-            stages = ["prospecting", "qualification", "proposal", "negotiation", "won", "lost"]
-            rows = []
-            for i in range(48):
-                stage = stages[i % 6]
-                # this month, last month and older, spread over owners
-                day = (this_month, last_month, month_start(today, 4))[i // 6 % 3]
-                rows.append(
-                    {
-                        "name": f"Deal {i:02d}",
-                        "account": account,
-                        "contact": contact,
-                        "amount": Decimal(1000 + 100 * i),
-                        "close_date": day + dt.timedelta(days=i % 20),
-                        "stage": stage,
-                        "lost_reason": "price" if stage == "lost" else None,
-                        "owner": (store.seller, store.other, store.admin)[i % 4 % 3],
-                    }
-                )
-            store.records("opportunity").bulk_create(rows)
-            store.app = make_app(store)
-            yield store
-        finally:
-            store.close()
+    with opened(tmp, [SOLUTIONS / "core", SOLUTIONS / "sales", probe]) as store:
+        store.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
+        store.seller = store.add_user(SELLER, "Sam", password=PASSWORD, roles=["own_seller"])
+        store.other = store.add_user(OTHER, "Oz", password=PASSWORD, roles=["own_seller"])
+        store.manager = store.add_user(MANAGER, "Max", password=PASSWORD, roles=["manager"])
+        account = store.records("account").create({"name": "Acme"})["id"]
+        contact = store.records("contact").create(
+            {"first_name": "Jane", "last_name": "Doe", "account": account}
+        )["id"]
+        today = dt.date.today()
+        this_month, last_month = month_start(today, 0), month_start(today, 1)
+        stages = ["prospecting", "qualification", "proposal", "negotiation", "won", "lost"]
+        rows = []
+        for i in range(48):
+            stage = stages[i % 6]
+            # this month, last month and older, spread over owners
+            day = (this_month, last_month, month_start(today, 4))[i // 6 % 3]
+            rows.append(
+                {
+                    "name": f"Deal {i:02d}",
+                    "account": account,
+                    "contact": contact,
+                    "amount": Decimal(1000 + 100 * i),
+                    "close_date": day + dt.timedelta(days=i % 20),
+                    "stage": stage,
+                    "lost_reason": "price" if stage == "lost" else None,
+                    "owner": (store.seller, store.other, store.admin)[i % 4 % 3],
+                }
+            )
+        store.records("opportunity").bulk_create(rows)
+        store.app = make_app(store)
+        yield store
 
 
 @pytest.fixture(autouse=True)
@@ -551,17 +545,12 @@ def test_an_empty_home_is_friendly(tmp_path):
     bare = write_pack(
         tmp_path, "bare", {"entities/thing.yaml": "entity: thing\nfields: {name: {type: text}}\n"}
     )
-    with database_url(tmp_path) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([bare])
-            store.add_user("solo@x.test", "Solo", password=PASSWORD, roles=[])
-            page = Client(make_app(store)).login("solo@x.test").get("/")
-            assert page.status_code == 200
-            assert 'data-testid="home-empty"' in text(page)
-            assert "No dashboard is set up for your roles yet." in text(page)
-        finally:
-            store.close()
+    with opened(tmp_path, [bare]) as store:
+        store.add_user("solo@x.test", "Solo", password=PASSWORD, roles=[])
+        page = Client(make_app(store)).login("solo@x.test").get("/")
+        assert page.status_code == 200
+        assert 'data-testid="home-empty"' in text(page)
+        assert "No dashboard is set up for your roles yet." in text(page)
 
 
 # ------------------------------------------------------------------ kanban

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from browser.support import PASSWORD, Client, database_url, make_app
+from browser.support import PASSWORD, Client, make_app, opened
 from conftest import SOLUTIONS, write_pack
 from openpyxl import load_workbook
 
@@ -100,53 +100,48 @@ class Shop:
 def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui-reports")
     probe = write_pack(tmp, "probe", PROBE, {"sales": ">=1.0"})
-    with database_url(tmp) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([SOLUTIONS / "core", SOLUTIONS / "sales", probe])
-            s = Shop()
-            s.store = store
-            s.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
-            s.seller = store.add_user(
-                SELLER, "Sam Seller", password=PASSWORD, roles=["user"], teams=["east"]
+    with opened(tmp, [SOLUTIONS / "core", SOLUTIONS / "sales", probe]) as store:
+        s = Shop()
+        s.store = store
+        s.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
+        s.seller = store.add_user(
+            SELLER, "Sam Seller", password=PASSWORD, roles=["user"], teams=["east"]
+        )
+        s.limited = store.add_user(LIMITED, "Lim", password=PASSWORD, roles=["limited"])
+        s.olga = store.add_user(
+            OLGA,
+            "Ольга",
+            password=PASSWORD,
+            roles=["read_only"],
+            locale="ru",
+            time_zone="Europe/Moscow",
+        )
+        accounts = store.records("account")
+        retail = accounts.create({"name": "Acme", "industry": "retail"})["id"]
+        finance = accounts.create({"name": "Initech", "industry": "finance"})["id"]
+        bare = accounts.create({"name": "No industry"})["id"]
+        jane = store.records("contact").create(
+            {"first_name": "Jane", "last_name": "Doe", "account": retail}
+        )["id"]
+        today = dt.date.today()
+        rows = []
+        for i in range(36):
+            stage = STAGES[i % len(STAGES)]
+            rows.append(
+                {
+                    "name": f"Deal {i:02d}",
+                    "account": (retail, finance, bare)[i % 3],
+                    "contact": jane,
+                    "amount": Decimal(1000 + 250 * i) + Decimal("0.50"),
+                    "close_date": today - dt.timedelta(days=95 * (i % 5)),
+                    "stage": stage,
+                    "lost_reason": "price" if stage == "lost" else None,
+                    "owner": (s.seller, s.admin, s.limited)[i // 6 % 3],
+                }
             )
-            s.limited = store.add_user(LIMITED, "Lim", password=PASSWORD, roles=["limited"])
-            s.olga = store.add_user(
-                OLGA,
-                "Ольга",
-                password=PASSWORD,
-                roles=["read_only"],
-                locale="ru",
-                time_zone="Europe/Moscow",
-            )
-            accounts = store.records("account")
-            retail = accounts.create({"name": "Acme", "industry": "retail"})["id"]
-            finance = accounts.create({"name": "Initech", "industry": "finance"})["id"]
-            bare = accounts.create({"name": "No industry"})["id"]
-            jane = store.records("contact").create(
-                {"first_name": "Jane", "last_name": "Doe", "account": retail}
-            )["id"]
-            today = dt.date.today()
-            rows = []
-            for i in range(36):
-                stage = STAGES[i % len(STAGES)]
-                rows.append(
-                    {
-                        "name": f"Deal {i:02d}",
-                        "account": (retail, finance, bare)[i % 3],
-                        "contact": jane,
-                        "amount": Decimal(1000 + 250 * i) + Decimal("0.50"),
-                        "close_date": today - dt.timedelta(days=95 * (i % 5)),
-                        "stage": stage,
-                        "lost_reason": "price" if stage == "lost" else None,
-                        "owner": (s.seller, s.admin, s.limited)[i // 6 % 3],
-                    }
-                )
-            store.records("opportunity").bulk_create(rows)
-            s.app = make_app(store)
-            yield s
-        finally:
-            store.close()
+        store.records("opportunity").bulk_create(rows)
+        s.app = make_app(store)
+        yield s
 
 
 def client(shop, email) -> Client:

@@ -14,11 +14,10 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from browser.support import PASSWORD, Client, database_url, make_app
+from browser.support import PASSWORD, Client, make_app, opened
 from conftest import SOLUTIONS, write_pack
 from werkzeug.datastructures import MultiDict
 
-import xrm
 from xrm.cli import main
 from xrm.metadata.web_forms import captchas
 from xrm.web.public_forms import form_token
@@ -103,21 +102,18 @@ class ProbeSum:
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web_forms")
     probe = write_pack(tmp, "probe", PROBE, {"sales": ">=1.0"})
-    with database_url(tmp) as (url, options):
-        store = xrm.open(url, **options)
+    with opened(tmp, [SOLUTIONS / "core", SOLUTIONS / "sales", probe]) as store:
+        store.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
+        store.submitter = store.add_user(SUBMITTER, "Web", roles=["web_form_submitter"])
+        store.seller = store.add_user(
+            SELLER, "Sam", password=PASSWORD, roles=["user"], teams=["sales"]
+        )
+        store.app = make_app(store, SECRET_KEY=SECRET, RATELIMIT_ENABLED=True)
+        captchas.register("probe_sum", ProbeSum())
         try:
-            store.install([SOLUTIONS / "core", SOLUTIONS / "sales", probe])
-            store.admin = store.add_user(ADMIN, "Ada", password=PASSWORD, roles=["administrator"])
-            store.submitter = store.add_user(SUBMITTER, "Web", roles=["web_form_submitter"])
-            store.seller = store.add_user(
-                SELLER, "Sam", password=PASSWORD, roles=["user"], teams=["sales"]
-            )
-            store.app = make_app(store, SECRET_KEY=SECRET, RATELIMIT_ENABLED=True)
-            captchas.register("probe_sum", ProbeSum())
             yield store
         finally:
             captchas.unregister("probe_sum")
-            store.close()
 
 
 @pytest.fixture

@@ -19,10 +19,14 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 import xrm
+
+if TYPE_CHECKING:
+    from xrm.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "xrm" / "solutions" / "packs"
@@ -154,18 +158,26 @@ class World:
 
 
 @contextlib.contextmanager
-def world(tmp: Path, *packs: str) -> Iterator[World]:
-    """The World; the shipped ``packs`` named (a module's) are installed after it is made."""
+def opened(tmp: Path, packs: list[Path] | None = None) -> Iterator[Store]:
+    """A store on a fresh database (as database_url), ``packs`` installed; closed after."""
     with database_url(tmp) as (url, options):
         store = xrm.open(url, **options)
         try:
-            store.install([SOLUTIONS / "core", SOLUTIONS / "sales"])
-            built = World(store)
             if packs:
-                store.install([SOLUTIONS / name for name in packs])
-            yield built
+                store.install(packs)
+            yield store
         finally:
             store.close()
+
+
+@contextlib.contextmanager
+def world(tmp: Path, *packs: str) -> Iterator[World]:
+    """The World; the shipped ``packs`` named (a module's) are installed after it is made."""
+    with opened(tmp, [SOLUTIONS / "core", SOLUTIONS / "sales"]) as store:
+        built = World(store)
+        if packs:
+            store.install([SOLUTIONS / name for name in packs])
+        yield built
 
 
 def make_app(store, **config):

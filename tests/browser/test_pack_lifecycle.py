@@ -15,14 +15,13 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-import xrm
 from xrm.metadata.dump import canonical
 from xrm.storage.records import ValidationFailed
 from xrm.workflow import Worker
 from xrm.workflow import tables as W
 
 from .conftest import open_tab
-from .support import ADMIN, PASSWORD, SOLUTIONS, Server, database_url, make_app
+from .support import ADMIN, PASSWORD, SOLUTIONS, Server, make_app, opened
 
 MESSAGE_EN = "Add an email or a phone number, then qualify."
 MESSAGE_RU = "Добавьте почту или телефон, затем квалифицируйте."
@@ -60,14 +59,9 @@ def to_proposal(store) -> None:
 @contextlib.contextmanager
 def fresh_instance(tmp):
     """Another instance: its own database with the same packs and an administrator."""
-    with database_url(tmp) as (url, options):
-        store = xrm.open(url, **options)
-        try:
-            store.install([SOLUTIONS / "core", SOLUTIONS / "sales"])
-            store.add_user(ADMIN, "Ada Admin", password=PASSWORD, roles=["administrator"])
-            yield store
-        finally:
-            store.close()
+    with opened(tmp, [SOLUTIONS / "core", SOLUTIONS / "sales"]) as store:
+        store.add_user(ADMIN, "Ada Admin", password=PASSWORD, roles=["administrator"])
+        yield store
 
 
 def test_a_customized_process_and_rule_export_and_behave_the_same_elsewhere(
