@@ -334,7 +334,8 @@ def test_permissions_update_the_master_delete_the_other(world):
     assert _get(store, "opportunity", p["deal"]["id"])["contact"] == p["keep"]["id"]
     assert store.records("task").history(p["task"]["id"])[-1]["user_id"] == users["ann"]
     # undo needs update on the master: Bob may not
-    merge_id = store.engine.connect().execute(sa.select(T.merges.c.id)).scalar_one()
+    with store.engine.connect() as conn:  # closed: an open one blocks the schema's drop
+        merge_id = conn.execute(sa.select(T.merges.c.id)).scalar_one()
     with pytest.raises(Forbidden):
         M.undo(store, "contact", merge_id, principal=bob)
 
@@ -505,7 +506,8 @@ def test_pages_merge_and_undo(world, app):
     assert _get(store, "contact", keep_id)["phone"] == "+12125550100"
     timeline = ui.get(f"/r/contact/{keep_id}/timeline").get_data(as_text=True)
     assert "merged Jane Doe into this record" in timeline
-    merge_id = store.engine.connect().execute(sa.select(T.merges.c.id)).scalar_one()
+    with store.engine.connect() as conn:  # closed: an open one blocks the schema's drop
+        merge_id = conn.execute(sa.select(T.merges.c.id)).scalar_one()
     details = ui.get(f"/r/contact/merges/{merge_id}").get_data(as_text=True)
     assert "Undo merge" in details and "Jane+crm@acme-corp.com" in details
     # Bob may read the merge but not undo it; Eve may not read the kept record at all

@@ -348,7 +348,24 @@ class Importer:
             title = target_entity.fields.get(target_entity.title or "")
             if title is None or not title.stored:
                 return f"say which field of {f.target} finds the record: {name}.FIELD"
+        if kind == "lookup":
+            problem = self._unreadable_key(f.target, by or target_entity.title)
+            if problem:
+                return problem
         column.field, column.by = name, by or None
+        return None
+
+    def _unreadable_key(self, target: str, by: str) -> str | None:
+        """A lookup column finds records as the importer reads them: by a field they may
+        read, among the records they may read (else a cell would tell whether a record with
+        a hidden value exists)."""
+        if self.principal is None:
+            return None
+        service = self.store.records(target, principal=self.principal)
+        if service.access.scopes_of(target, "read") <= {"none"}:
+            return f"you may not read {target} records"
+        if by != "id" and by in service.access.hidden(service.entity):
+            return f"you may not read {target}.{by}"
         return None
 
     def _plan_key(self, key: str | None) -> str | None:

@@ -123,20 +123,100 @@ def _pointing(tables, ref: Reference, entity: str, ident: int):
     return sa.select(link.c.target_id).where(link.c.source_id == ident)
 
 
-def related_counts(store: Store, entity_name: str, record_id: int) -> list[tuple[Reference, int]]:
-    """How many rows of each reference point at a record: what a merge would move (the
-    platform's count, whoever asks: the merge moves them all)."""
+def related_counts(
+    store: Store, entity_name: str, record_id: int, *, principal: Principal | None = None
+) -> list[tuple[Reference, int]]:
+    """How many rows of each reference point at a record: what a merge would move.
+    Without a principal the platform's count; for a reader only the rows they may read,
+    through references they may read (the merge moves them all, but a count of records
+    the reader may not see would tell them those records exist)."""
     catalog = store.refresh()
     entity = catalog.entity(entity_name)
     tables = T.tables_for(catalog)
     out = []
     with store.engine.connect() as conn:
         for ref in references(catalog, entity):
-            inner = _pointing(tables, ref, entity.name, record_id).subquery()
+            pointing = _pointing(tables, ref, entity.name, record_id)
+            if principal is not None:
+                pointing = _readable(store, catalog, ref, principal, pointing)
+                if pointing is None:
+                    continue
+            inner = pointing.subquery()
             count = conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
             if count:
                 out.append((ref, count))
     return out
+
+
+def _counted_entity(catalog, ref: Reference) -> tuple[str, str]:
+    """(the entity whose records a reference's ids name, the entity holding the field)."""
+    if ref.kind == OWN_LINK:
+        return catalog.entity(ref.entity).fields[ref.field].params["to"], ref.entity
+    return ref.entity, ref.entity
+
+
+def _readable(store: Store, catalog, ref: Reference, principal: Principal, ids):
+    """``ids`` (a select of one id column) narrowed to the records ``principal`` may read,
+    or None when they may not read the entity or the referencing field at all."""
+    counted, holder = _counted_entity(catalog, ref)
+    holder_records = store.records(holder, principal=principal)
+    if ref.field in holder_records.access.hidden(holder_records.entity):
+        return None
+    records = store.records(counted, principal=principal)
+    if records.access.scopes_of(counted, "read") <= {"none"}:
+        return None
+    builder = records.builder()
+    scope = records.scope(builder)
+    if scope is None:
+        return ids
+    table = records.table
+    inner = ids.subquery()
+    return (
+        sa.select(table.c.id)
+        .select_from(builder.from_clause)
+        .where(table.c.id.in_(sa.select(inner.c[0])), scope)
+    )
+
+
+def _moved_count(
+    store: Store, catalog, ref: Reference, ids: list[int], principal: Principal | None
+) -> int:
+    """How many of the ids a merge moved through ``ref`` the principal may read (all of
+    them for the platform; none through a reference gone from the catalog)."""
+    if principal is None:
+        return len(ids)
+    holder = catalog.entity_of(ref.entity)
+    if not ids or holder is None or ref.field not in holder.fields:
+        return 0
+    counted, _holder = _counted_entity(catalog, ref)
+    table = T.tables_for(catalog)[counted]
+    total = 0
+    for start in range(0, len(ids), 500):
+        pointing = sa.select(table.c.id).where(table.c.id.in_(ids[start : start + 500]))
+        readable = _readable(store, catalog, ref, principal, pointing)
+        if readable is None:
+            return 0
+        with store.engine.connect() as conn:
+            total += conn.execute(
+                sa.select(sa.func.count()).select_from(readable.subquery())
+            ).scalar_one()
+    return total
+
+
+def snapshot_readable(users: Records, record: Mapping) -> bool:
+    """Whether the reader could read a record as it was kept in a merge's copy of it (its
+    values and system columns): their read scope checked on those values, the check every
+    write makes on a loaded record.  The record itself is gone, so no query can say."""
+    from .records import Forbidden
+
+    if users.access is None:
+        return True
+    values = {**(record.get("system") or {}), **(record.get("values") or {})}
+    try:
+        users.access.check(users, "read", values)
+    except Forbidden:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -394,10 +474,22 @@ def merge(
             {"merge": merge_id, "into": master_id},
             uid,
         )
+    # what moved, as far as the caller may read it (the platform: all of it)
+    back = [
+        (Reference(i["entity"], i["field"], i["kind"]), [int(x) for x in i["ids"]]) for i in moved
+    ]
+    return MergeResult(merge_id, users.get(master_id), _counts(store, catalog, back, principal))
+
+
+def _counts(store: Store, catalog, moved, principal: Principal | None) -> dict[str, int]:
+    """Entity -> how many of the (reference, ids) a merge or its undo moved the principal
+    may read: a count of records they may not read would tell them those records exist."""
     counts: dict[str, int] = {}
-    for item in moved:
-        counts[item["entity"]] = counts.get(item["entity"], 0) + len(item["ids"])
-    return MergeResult(merge_id, users.get(master_id), counts)
+    for ref, ids in moved:
+        count = _moved_count(store, catalog, ref, ids, principal)
+        if count:
+            counts[ref.entity] = counts.get(ref.entity, 0) + count
+    return counts
 
 
 def _move(store, unit, entity: Entity, tables, uid, merged_id: int, master_id: int) -> list[dict]:
@@ -547,7 +639,7 @@ def undo(
             {"merge": merge_id, "from": merged_id},
             uid,
         )
-    return UndoResult(merge_id, merged_id, kept, moved_back)
+    return UndoResult(merge_id, merged_id, kept, _counts(store, catalog, moved_back, principal))
 
 
 def _restore(store: Store, system: Records, unit: UnitOfWork, snapshot: dict, ident: int) -> None:
@@ -618,18 +710,22 @@ def _restore(store: Store, system: Records, unit: UnitOfWork, snapshot: dict, id
     _audit(unit, entity, ident, "restore", None, None, system._snapshot(record), system.user_id)
 
 
-def _move_back(store, unit, entity: Entity, tables, uid, moved: list, row) -> dict[str, int]:
+def _move_back(
+    store, unit, entity: Entity, tables, uid, moved: list, row
+) -> list[tuple[Reference, list[int]]]:
+    """Move back what a merge moved and still points at the master: each reference with
+    the ids moved back (link sources, or for the master's own links their targets)."""
     conn = unit.connection
     catalog = store.refresh()
     master_id, merged_id = row["master_id"], row["merged_id"]
-    counts: dict[str, int] = {}
+    out: list[tuple[Reference, list[int]]] = []
     for item in moved:
         kind, name, field_name = item["kind"], item["entity"], item["field"]
         other = catalog.entity_of(name)
         if other is None or field_name not in other.fields:
             continue  # the definition went away since
         ids = [int(i) for i in item["ids"]]
-        done = 0
+        done: list[int] = []
         if kind in (LOOKUP, ANY_LOOKUP):
             ref = Reference(name, field_name, kind)
             table = tables[name]
@@ -637,7 +733,7 @@ def _move_back(store, unit, entity: Entity, tables, uid, moved: list, row) -> di
             back = merged_id if kind == LOOKUP else {"entity": entity.name, "id": merged_id}
             for ident in conn.execute(still.order_by(table.c.id)).scalars():
                 _update_as_platform(store, name, uid, ident, {field_name: back})
-                done += 1
+                done.append(ident)
         elif kind == LINK:
             link = tables.link(name, field_name)
             source_table = tables[name]
@@ -660,7 +756,7 @@ def _move_back(store, unit, entity: Entity, tables, uid, moved: list, row) -> di
             for s in sources:
                 if before[s] != after[s]:
                     _audit(unit, other, s, "update", field_name, before[s], after[s], uid)
-                    done += 1
+                    done.append(s)
         else:  # OWN_LINK: the links the master got from the removed record
             link = tables.link(name, field_name)
             before = _links_of(conn, link, [master_id])[master_id]
@@ -671,10 +767,10 @@ def _move_back(store, unit, entity: Entity, tables, uid, moved: list, row) -> di
                 )
                 after = [t for t in before if t not in gone]
                 _audit(unit, entity, master_id, "update", field_name, before, after, uid)
-                done = len(gone)
+                done = gone
         if done:
-            counts[name] = counts.get(name, 0) + done
-    return counts
+            out.append((Reference(name, field_name, kind), done))
+    return out
 
 
 # ----------------------------------------------------------------------------- reading
@@ -724,12 +820,19 @@ def load(store: Store, entity_name: str, merge_id: int, *, principal: Principal 
     hidden = users.access.hidden(entity) if users.access is not None else set()
     merge = dict(row)
     record = row["record"]
-    merge["values"] = {
-        n: _from_json(entity.fields[n], v)
-        for n, v in record["values"].items()
-        if n in entity.fields and n not in hidden
-    }
-    merge["system"] = record["system"]
+    # the removed record's values and history only for a reader who could read it (the
+    # kept record being theirs does not make the other one theirs)
+    merge["readable"] = snapshot_readable(users, record)
+    merge["values"] = (
+        {
+            n: _from_json(entity.fields[n], v)
+            for n, v in record["values"].items()
+            if n in entity.fields and n not in hidden
+        }
+        if merge["readable"]
+        else {}
+    )
+    merge["system"] = record["system"] if merge["readable"] else {}
     merge["changes"] = {
         n: (_from_json(entity.fields[n], b), _from_json(entity.fields[n], a))
         for n, (b, a) in (row["master"] or {}).items()
@@ -737,9 +840,12 @@ def load(store: Store, entity_name: str, merge_id: int, *, principal: Principal 
     }
     counts: dict[str, int] = {}
     for item in row["moved"] or []:
-        counts[item["entity"]] = counts.get(item["entity"], 0) + len(item["ids"])
+        ref = Reference(item["entity"], item["field"], item["kind"])
+        count = _moved_count(store, catalog, ref, [int(i) for i in item["ids"]], principal)
+        if count:
+            counts[item["entity"]] = counts.get(item["entity"], 0) + count
     merge["counts"] = counts
-    merge["history"] = _trail(store, entity, row["merged_id"], hidden)
+    merge["history"] = _trail(store, entity, row["merged_id"], hidden) if merge["readable"] else []
     return merge
 
 

@@ -90,7 +90,10 @@ class Access:
         the reader may not read: a formula over a hidden field (transitively), and a rollup
         whose summed field or filter touches a field hidden in the child entity.  A formula
         over a rollup that the reader sees only in part (``scoped_rollups``) is hidden too,
-        since its stored value was computed over every child."""
+        since its stored value was computed over every child.  A score kept by the
+        entity's scoring model (and its rating) is computed by the platform like a formula:
+        it is hidden when a rule, the model's ``where`` or its decay reads what the reader
+        may not (``_scoring_leaks``)."""
         if entity.name not in self._rules:
             rules: dict[str, str] = {}
             if not self.is_admin and self._roles:
@@ -110,9 +113,14 @@ class Access:
 
     def _derive_hidden(self, entity: Entity, rules: dict[str, str]) -> None:
         computed = [f for f in entity.fields.values() if f.formula or f.rollup]
+        scored = entity.scoring.fields if entity.scoring is not None else ()
         changed = True
         while changed:  # to a fixed point: formulas over formulas over hidden fields
             changed = False
+            if any(rules.get(n) != HIDDEN for n in scored) and self._scoring_leaks(entity, rules):
+                for name in scored:
+                    rules[name] = HIDDEN
+                changed = True
             for f in computed:
                 if rules.get(f.name) == HIDDEN:
                     continue
@@ -126,6 +134,43 @@ class Access:
                 if leaks:
                     rules[f.name] = HIDDEN
                     changed = True
+
+    def _scoring_leaks(self, entity: Entity, rules: dict[str, str]) -> bool:
+        """Whether the entity's score would tell this reader something they may not read
+        (see ``conditions_leak``), or its decay is counted from a hidden moment."""
+        scoring = entity.scoring
+        if scoring.decay is not None and rules.get(scoring.decay.since) == HIDDEN:
+            return True
+        trees = [rule.when for rule in scoring.rules]
+        return self._conditions_leak(entity, [*trees, scoring.where], rules)
+
+    def conditions_leak(self, entity: Entity, trees) -> bool:
+        """Whether something the platform computed from these filter trees over every
+        record (a score, an SLA clock's state) would tell this reader what they may not
+        read: a condition over a field hidden from them (on the entity, or at any step of
+        a lookup path), over a rollup they see only in part, or through a lookup into an
+        entity they do not read in full."""
+        if self.is_admin:
+            return False
+        return self._conditions_leak(entity, trees, self.field_rules(entity))
+
+    def _conditions_leak(self, entity: Entity, trees, rules: dict[str, str]) -> bool:
+        partial = self.scoped_rollups(entity)
+        own_hidden = {n for n, r in rules.items() if r == HIDDEN} | set(partial)
+        for tree in trees:
+            for condition in conditions_of(tree):
+                hidden = own_hidden
+                for step, lookup in zip(condition.path, condition.lookups):
+                    if step in hidden:
+                        return True
+                    target = lookup.params["to"]
+                    if self.scope_of(target, "read") != "all":
+                        return True
+                    current = self.catalog.entity(target)
+                    hidden = self.hidden(current) | set(self.scoped_rollups(current))
+                if condition.path[-1] in hidden:
+                    return True
+        return False
 
     def _rollup_inputs_hidden(self, entity: Entity, f) -> bool:
         child, _via = rollup_child(self.catalog, entity, f)

@@ -143,7 +143,7 @@ def _merge_page(
     related = {}
     for key, ident in (("a", a), ("b", b)):
         counts: dict[str, int] = {}
-        for ref, count in M.related_counts(C.store(), entity.name, ident):
+        for ref, count in M.related_counts(C.store(), entity.name, ident, principal=_principal()):
             counts[ref.entity] = counts.get(ref.entity, 0) + count
         related[key] = [
             {"label": C.plural(C.catalog().entity(name)), "count": count}
@@ -340,9 +340,12 @@ def merge_summaries(entity: Entity, merge_ids: list[int]) -> dict[int, dict]:
     (from the merge's copy of it: the record itself may be gone) and the kept one's."""
     found = M.summaries(C.store(), entity.name, merge_ids)
     titles = C.titles()
+    readable = C.readable_names(entity)
     out = {}
     for merge_id, row in found.items():
-        values = {n: v for n, v in row["values"].items() if n in C.readable_names(entity)}
+        # the removed record is named only to a reader who could read it
+        shown = M.snapshot_readable(C.records(entity), row["record"])
+        values = {n: v for n, v in row["values"].items() if shown and n in readable}
         out[merge_id] = {
             "url": url_for("ui_duplicates.details", entity_name=entity.name, merge_id=merge_id),
             "title": C.record_title(entity, {**values, "id": row["merged_id"]}),

@@ -42,6 +42,17 @@ def _words(state: str) -> str:
     }[state]
 
 
+def _tells_hidden(entity: Entity, sla, metric) -> bool:
+    """Whether a clock's state would tell the reader what they may not read: the platform
+    runs it over the whole record, so a pause, a met condition or the SLA's own condition
+    over a hidden field (or a lookup path they do not read in full), or a target chosen by
+    a hidden priority, would show that field's value (as a score or a formula would)."""
+    if sla.priority_field and sla.priority_field not in C.readable_names(entity):
+        return True
+    trees = [sla.condition, sla.pause, metric.done if metric is not None else None]
+    return C.access().conditions_leak(entity, trees)
+
+
 def sla_status(entity: Entity, record: Mapping) -> list[dict]:
     """One line per clock of the record: its SLA and metric, state, deadline, time left."""
     catalog = C.catalog()
@@ -54,6 +65,8 @@ def sla_status(entity: Entity, record: Mapping) -> list[dict]:
         if sla is None:  # an SLA since taken out of the catalog
             continue
         metric = next((m for m in sla.metrics if m.name == clock["metric"]), None)
+        if _tells_hidden(entity, sla, metric):
+            continue
         state = _state(clock)
         ticking = clock["status"] == "running"
         open_ = clock["status"] in ("running", "paused")

@@ -214,7 +214,14 @@ def _regarding_entries(
             exact, ago = when(row["created_at"])
             regarding = row.get("regarding")
             about_other = None
-            if regarding and regarding != itself:
+            # An activity found through a record the user reads (a meeting's attendee) may
+            # be about one they may not read: the titles were read through their records
+            # service, so that one is not named, numbered or linked.
+            if (
+                regarding
+                and regarding != itself
+                and C.titles().readable(regarding["entity"], regarding["id"])
+            ):
                 target = catalog.entity_of(regarding["entity"])
                 about_other = {
                     "title": C.titles().title(regarding["entity"], regarding["id"]),
