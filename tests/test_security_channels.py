@@ -139,6 +139,9 @@ roles:
     permissions:
       org: {read: own}
       lead: {read: all}
+      person: {read: all}
+    fields:
+      org: {name: hidden}
   boss:
     admin: true
 """,
@@ -495,6 +498,10 @@ def test_export_of_lookups_reads_titles_as_the_reader(world):
     )
     with pytest.raises(FilterError):
         Export(people, ["name", "salary"]).rows().__next__()
+    # an org's title hidden from the reader: the cell is its id, the export still runs
+    scout = store.records("person", principal=store.principal(users["scout"]))
+    rows = {r[0]: r[1] for r in Export(scout, ["name", "org"]).rows()}
+    assert rows["Kim Own"] == f"#{ids['Sub A']}"
 
 
 def test_merge_and_undo_in_the_api_count_only_readable_moves(twins):

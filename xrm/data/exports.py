@@ -101,6 +101,7 @@ class Export:
         """Lookup column -> the dotted path of its target's title (selected alongside,
         through the same scoped joins, so a title the reader may not read is empty)."""
         catalog = self.records.catalog
+        access = self.records.access
         out = {}
         for path, f in zip(self.columns, self.fields):
             if f.type != "lookup":
@@ -109,6 +110,11 @@ class Export:
             title = target.fields.get(target.title or "")
             if title is None or not title.stored or title.type in ("lookup", "any_lookup"):
                 continue
+            if access is not None and (
+                access.scopes_of(target.name, "read") <= {"none"}
+                or title.name in access.hidden(target)
+            ):
+                continue  # a title the reader may not read: the cell is the id (#12)
             titled = f"{path}.{title.name}"
             if titled.count(".") <= 2:
                 out[path] = titled
