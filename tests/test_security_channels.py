@@ -584,3 +584,27 @@ def test_the_service_level_card_tells_nothing_of_hidden_fields(database, tmp_pat
         }
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------ calendar, search, duplicates
+def test_calendar_search_and_duplicate_warning_follow_the_scope(world):
+    """The activities calendar (month and week), the global search page and the form's
+    possible-duplicates panel name only the records the reader may read."""
+    store, users, ids = world
+    today = dt.date.today()
+    for subject in ("about sub a", "mates task on sub a"):
+        store.records("task").update(ids[subject], {"due": today.isoformat()})
+    own = _client(store, "own")
+    for mode in ("month", "week"):
+        page = _text(own.get(f"/calendar?mine=0&mode={mode}&date={today}&month={today:%Y-%m}"))
+        assert "about sub a" in page, mode
+        assert "mates task on sub a" not in page, mode
+    admin = _text(_client(store, "boss").get(f"/calendar?mine=0&month={today:%Y-%m}"))
+    assert "mates task on sub a" in admin
+    found = _text(own.get("/search?q=sub"))
+    assert f"/r/org/{ids['Sub A']}" in found and f"/r/org/{ids['Sub B']}" not in found
+    assert f"/r/org/{ids['Holding']}" not in _text(own.get("/search?q=holding"))
+    warned = own.post("/r/org/duplicates", {"name": "Sub B"}).get_data(as_text=True)
+    assert f"/r/org/{ids['Sub B']}" not in warned
+    mine = own.post("/r/org/duplicates", {"name": "Sub A"}).get_data(as_text=True)
+    assert f"/r/org/{ids['Sub A']}" in mine
