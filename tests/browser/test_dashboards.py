@@ -12,20 +12,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from .support import SELLER
-
-DRAWN = "canvas[data-xrm-chart][data-drawn=true]"
-BARS = """canvas => {
-  const chart = Chart.getChart(canvas);
-  const box = canvas.getBoundingClientRect();
-  return chart.getDatasetMeta(0).data.map(bar => {
-    const p = bar.getCenterPoint();
-    return {x: box.left + p.x, y: box.top + p.y};
-  });
-}"""
-
-
-def listed(page) -> list[str]:
-    return page.locator("#list-results a.fw-medium").all_inner_texts()
+from .test_reports import BARS, DRAWN, listed
 
 
 def scalar(store, text: str, **params):

@@ -15,8 +15,9 @@ from .test_reports import BARS, DRAWN, SETTLED, listed
 ROWS = '#builder-preview [data-testid="report-row"]'
 
 
-def test_build_preview_save_open_and_click_a_bar(visit, site):
-    site.store.records("opportunity", site.seller).create(
+def acme_expansion(site) -> dict:
+    """The seller's open deal of 800 with Acme, closing in nine days (a second bar)."""
+    return site.store.records("opportunity", site.seller).create(
         {
             "name": "Acme expansion",
             "account": site.acme["id"],
@@ -25,6 +26,10 @@ def test_build_preview_save_open_and_click_a_bar(visit, site):
             "owner": site.seller,
         }
     )
+
+
+def test_build_preview_save_open_and_click_a_bar(visit, site):
+    acme_expansion(site)
     page = visit.login(SELLER)
     visit.go("/reports", "reports index")
     page.click('[data-testid="report-new"]')

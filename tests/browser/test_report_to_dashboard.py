@@ -5,25 +5,16 @@ behind it, as many as the bar says."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
-from decimal import Decimal
 
 from .support import SELLER
+from .test_report_builder import acme_expansion
 from .test_reports import BARS, DRAWN, SETTLED, listed
 
 
 def test_build_add_to_a_new_dashboard_and_click_a_bar(visit, site):
-    site.store.records("opportunity", site.seller).create(
-        {
-            "name": "Acme expansion",
-            "account": site.acme["id"],
-            "amount": Decimal("800"),
-            "close_date": dt.date.today() + dt.timedelta(days=9),
-            "owner": site.seller,
-        }
-    )
+    acme_expansion(site)
     page = visit.login(SELLER)
     visit.go("/reports/new", "builder")
     page.wait_for_load_state("networkidle")  # app.js listens before the choice is made
