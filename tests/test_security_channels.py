@@ -608,3 +608,21 @@ def test_calendar_search_and_duplicate_warning_follow_the_scope(world):
     assert f"/r/org/{ids['Sub B']}" not in warned
     mine = own.post("/r/org/duplicates", {"name": "Sub A"}).get_data(as_text=True)
     assert f"/r/org/{ids['Sub A']}" in mine
+
+
+def test_an_undone_merge_shows_the_kept_records_changes_only_to_its_readers(twins):
+    """Once undone, a merge opens for a reader of either record; the values the kept
+    record had before and after it are that record's, so only its readers see them."""
+    from xrm.storage import merge as M
+
+    store, users, ids, keep, gone = twins
+    store.records("org").update(keep, {"tier": "silver"})
+    theirs = store.records("org").create({"name": "Twin", "owner": users["mate"], "tier": "gold"})
+    boss = store.principal(users["boss"])
+    done = M.merge(store, "org", keep, theirs["id"], take=["tier"], principal=boss)
+    mate = _client(store, "mate")
+    assert mate.get(f"/r/org/merges/{done.merge_id}").status_code == 404  # neither is theirs
+    M.undo(store, "org", done.merge_id, principal=boss)
+    details = _text(mate.get(f"/r/org/merges/{done.merge_id}"))
+    assert "silver" not in details.lower()
+    assert "silver" in _text(_client(store, "own").get(f"/r/org/merges/{done.merge_id}")).lower()

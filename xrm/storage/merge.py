@@ -807,15 +807,14 @@ def load(store: Store, entity_name: str, merge_id: int, *, principal: Principal 
     users = (
         store.records(entity.name, principal=principal) if principal else store.records(entity.name)
     )
-    readable = False
+    reads: set[int] = set()
     for ident in (row["master_id"], row["merged_id"]):
         try:
             users.get(ident, fields=["id"])
-            readable = True
-            break
+            reads.add(ident)
         except NotFound:
             continue
-    if not readable:
+    if not reads:
         return None
     hidden = users.access.hidden(entity) if users.access is not None else set()
     merge = dict(row)
@@ -833,10 +832,13 @@ def load(store: Store, entity_name: str, merge_id: int, *, principal: Principal 
         else {}
     )
     merge["system"] = record["system"] if merge["readable"] else {}
+    # the kept record's values before and after, only for a reader of the kept record
+    # (after an undo, a reader of the restored one alone may open the merge too)
+    master_readable = row["master_id"] in reads
     merge["changes"] = {
         n: (_from_json(entity.fields[n], b), _from_json(entity.fields[n], a))
         for n, (b, a) in (row["master"] or {}).items()
-        if n in entity.fields and n not in hidden
+        if master_readable and n in entity.fields and n not in hidden
     }
     counts: dict[str, int] = {}
     for item in row["moved"] or []:
