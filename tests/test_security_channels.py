@@ -626,3 +626,21 @@ def test_an_undone_merge_shows_the_kept_records_changes_only_to_its_readers(twin
     details = _text(mate.get(f"/r/org/merges/{done.merge_id}"))
     assert "silver" not in details.lower()
     assert "silver" in _text(_client(store, "own").get(f"/r/org/merges/{done.merge_id}")).lower()
+
+
+def test_a_score_cannot_depend_on_who_writes(database, tmp_path):
+    """The score is one value for every reader: a rule about the current user (true for
+    whoever saved the record last, never for the nightly rescore) is refused when the
+    pack is checked."""
+    store = database.open()
+    try:
+        pack = {
+            "entities/lead.yaml": PACK["entities/prospect.yaml"].replace(
+                "[name, contains, vip]", "[owner, eq, current_user]"
+            )
+        }
+        with pytest.raises(Exception) as refused:
+            store.install([write_pack(tmp_path, "mine", pack)])
+        assert "current_user has no meaning in a score's condition" in str(refused.value)
+    finally:
+        store.close()

@@ -178,7 +178,7 @@ def build_scoring(
     follows_on: Callable = lambda exc: False,
 ) -> Scoring | None:
     """The entity's scoring model, or None after reporting every problem at its place."""
-    from .filters import FilterError, parse_filter
+    from .filters import FilterError, conditions_of, parse_filter
     from .spans import parse_span
 
     subject = f"{entity.name}.scoring"
@@ -209,11 +209,23 @@ def build_scoring(
 
     def condition(node_raw, key, at):
         try:
-            return parse_filter(node_raw[key], entity, entity_of)
+            tree = parse_filter(node_raw[key], entity, entity_of)
         except FilterError as exc:
             if not follows_on(exc):
                 add(_vpos(node_raw, key, at), subject, str(exc))
             return None
+        if any(_names_the_reader(c.value) for c in conditions_of(tree)):
+            # a score is one value for every reader, kept by writes and by the nightly
+            # rescore (which has no user): a rule about whoever writes would make it
+            # depend on who saved the record last
+            add(
+                _vpos(node_raw, key, at),
+                subject,
+                "current_user has no meaning in a score's condition: the platform scores "
+                "a record the same for every reader",
+            )
+            return None
+        return tree
 
     if field_problem(raw, "field", raw["field"], "score"):
         ok = False
@@ -314,3 +326,11 @@ def build_scoring(
         decay=decay,
         position=where,
     )
+
+
+def _names_the_reader(value) -> bool:
+    from .filters import CurrentUser
+
+    if isinstance(value, list | tuple):
+        return any(isinstance(v, CurrentUser) for v in value)
+    return isinstance(value, CurrentUser)
