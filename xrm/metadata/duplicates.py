@@ -236,6 +236,20 @@ def rule_key(rule: DuplicateRule, record: Mapping) -> str | None:
     return key_function(rule)(record)
 
 
+def _key_value(value):
+    """A stored value as a key's normalizer takes it; None for a blank, which never
+    matches (as Dynamics' "ignore blank values")."""
+    if value is None or value == "" or value == []:
+        return None
+    if type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
 @functools.lru_cache(maxsize=1024)
 def key_function(rule: DuplicateRule) -> Callable[[Mapping], str | None]:
     """``rule_key`` for one rule, with its items and normalizers looked up once (a bulk
@@ -248,31 +262,17 @@ def key_function(rule: DuplicateRule) -> Callable[[Mapping], str | None]:
         name, normalizer = exact[0]
 
         def single(record: Mapping) -> str | None:
-            value = record.get(name)
-            if value is None or value == "" or value == []:
-                return None
-            if type(value) is str:
-                pass
-            elif isinstance(value, bool):
-                value = "1" if value else "0"
-            elif hasattr(value, "isoformat"):
-                value = value.isoformat()
-            return normalizer(value)[:KEY_LENGTH] or None
+            value = _key_value(record.get(name))
+            return None if value is None else normalizer(value)[:KEY_LENGTH] or None
 
         return single
 
     def key(record: Mapping) -> str | None:
         parts = []
         for name, normalizer in exact:
-            value = record.get(name)
-            if value is None or value == "" or value == []:
-                return None  # a blank value never matches (as Dynamics' "ignore blank values")
-            if type(value) is str:
-                pass
-            elif isinstance(value, bool):
-                value = "1" if value else "0"
-            elif hasattr(value, "isoformat"):
-                value = value.isoformat()
+            value = _key_value(record.get(name))
+            if value is None:
+                return None
             part = normalizer(value)
             if not part:
                 return None
