@@ -11,6 +11,8 @@ Modes: ``create`` adds every row; ``update`` changes the record a row matches (b
 field, the ``id`` column, or a duplicate rule); ``upsert`` does either.  With ``dedupe``
 rules, a row whose duplicate exists (a stored record the importer may read, or an earlier
 row of the file) is skipped when creating and written into that record when updating.
+Only an earlier row that was written (or in a dry run would be) counts: a row repeating a
+rejected row is judged on its own.
 
 All or nothing by default: one transaction, and any rejected row rolls everything back.
 ``partial`` keeps the good rows: each chunk of rows commits with the count of rows done
@@ -846,16 +848,37 @@ class _Run:
         if im.mode == "create" and not im.rules:
             self._create(unit, prepared)
             return
-        matches = self._match(unit, prepared)
         first_duplicate = len(self.result.duplicates)
+        while prepared:
+            # Rows that repeated an earlier row of the chunk which was then rejected are
+            # judged again, on their own, against what was written (never against the
+            # rejected row): the earlier row's keys were forgotten when it was rejected.
+            prepared = self._decide(unit, prepared)
+        duplicates = self.result.duplicates[first_duplicate:]
+        for duplicate in duplicates:
+            if duplicate.record_id is None and duplicate.of_row in self.created_rows:
+                duplicate.record_id = self.created_rows[duplicate.of_row]
+        self.result.duplicates[first_duplicate:] = sorted(duplicates, key=lambda d: d.row)
+
+    def _decide(self, unit, prepared: list[tuple[int, list, dict]]) -> list:
+        """Match, create, update or skip the rows; returns the rows to judge again: those
+        that repeated an earlier row of this chunk that turned out not to be written."""
+        im = self.im
+        matches = self._match(unit, prepared)
         creates: list[tuple[int, list, dict]] = []
+        # create mode: rows repeating an earlier row of the chunk wait for that row's
+        # batch, so that the chunk stays one bulk create (no flush per repeated row)
+        waiting: list[tuple[int, list, dict, object]] = []
+        again: list[tuple[int, list, dict]] = []
         for number, cells, values in prepared:
             match = matches.get(number)
             if isinstance(match, str):
+                self._forget(number)
                 self.reject(number, self._key_header(), self._key_value(cells), match)
                 continue
             if match is None:
                 if im.mode == "update":
+                    self._forget(number)
                     self.reject(
                         number,
                         self._key_header(),
@@ -865,23 +888,40 @@ class _Run:
                     continue
                 creates.append((number, cells, values))
                 continue
+            self._forget(number)  # a row that writes no new record: later rows cannot repeat it
             record_id, duplicate = match
+            if record_id is None and im.mode == "create":
+                waiting.append((number, cells, values, duplicate))
+                continue
             if duplicate is not None and im.mode == "create":
-                self.result.skipped += 1
-                self.result.duplicates.append(duplicate)
-                self.outcome(number, "skipped", values, record_id)
+                self._skip(number, values, record_id, duplicate)
                 continue
             if record_id is None:  # an earlier row of this chunk creates it: write those first
                 self._create(unit, creates)
                 creates = []
                 record_id = self._written_id(duplicate)
+                if record_id is None:  # that row was rejected: this one is judged anew
+                    again.append((number, cells, values))
+                    continue
             if isinstance(duplicate, Duplicate):
                 self.result.duplicates.append(duplicate)
             self._update(unit, number, cells, values, record_id)
         self._create(unit, creates)
-        for duplicate in self.result.duplicates[first_duplicate:]:
-            if duplicate.record_id is None and duplicate.of_row in self.created_rows:
-                duplicate.record_id = self.created_rows[duplicate.of_row]
+        for number, cells, values, duplicate in waiting:
+            record_id = self._written_id(duplicate)
+            if record_id is None:
+                again.append((number, cells, values))
+            else:
+                self._skip(number, values, record_id, duplicate)
+        again.sort(key=lambda row: row[0])
+        return again
+
+    def _skip(self, number: int, values: dict, record_id, duplicate) -> None:
+        if isinstance(duplicate, Duplicate) and duplicate.record_id is None:
+            duplicate.record_id = record_id
+        self.result.skipped += 1
+        self.result.duplicates.append(duplicate)
+        self.outcome(number, "skipped", values, record_id)
 
     def _key_header(self) -> str:
         key = self.im.key
