@@ -9,7 +9,7 @@ import csv
 import io
 
 import test_import
-from test_import import contacts, run, write
+from test_import import contacts, run, stopped_halfway, write
 
 from xrm.data.imports import Importer, write_rejects
 from xrm.data.sources import open_source
@@ -159,3 +159,60 @@ def test_update_a_row_repeating_an_unmatched_row_is_told_it_matches_nothing(crm,
         (3, "no contact matches this row"),
     ]
     assert contacts(store) == []
+
+
+def test_a_resumed_import_creates_the_repeat_of_a_row_rejected_before_it_stopped(crm, tmp_path):
+    store = crm[0]
+    # rows 2-11 are the two chunks committed before the stop; row 11 has no last name
+    lines = "".join(f"Person {i},p{i}@example.com\n" for i in range(9))
+    path = write(
+        tmp_path,
+        "Last name,Email\n" + lines + ",zed@example.com\n"
+        "Zed,zed@example.com\nZed again,ZED@example.com\nLast,last@example.com\n",
+    )
+    importer = stopped_halfway(store, path, dedupe=["same_email"])
+    assert importer.resume_point() == 11 and len(contacts(store)) == 9
+    again = Importer(
+        store, "contact", open_source(path), partial=True, chunk_size=5, dedupe=["same_email"]
+    )
+    result = again.run(resume=True)
+    assert (result.created, result.skipped, result.rejected_rows) == (2, 1, 0)
+    zed = next(r for r in contacts(store) if r["last_name"] == "Zed")
+    assert duplicates(result) == [(13, 12, zed["id"], "skipped")]
+    assert len(contacts(store)) == 11
+
+
+def test_with_two_rules_the_repeat_of_a_rejected_row_comes_first_by_the_other_rule(crm, tmp_path):
+    store = crm[0]
+    # row 3 repeats rejected row 2 by email; row 4 repeats row 3 by phone: once row 3 is
+    # judged on its own it is created, and row 4 is its duplicate (not the other way round)
+    path = write(
+        tmp_path,
+        "Last name,Email,Phone\n"
+        ",ann@example.com,+1 202 555 0100\n"
+        "Ross,ann@example.com,+1 202 555 0199\n"
+        "Kay,kay@example.com,+1 (202) 555-0199\n",
+    )
+    result = run(store, path, partial=True, dedupe=["same_email", "same_phone"])
+    assert [r.row for r in result.rejects] == [2]
+    (ross,) = contacts(store)
+    assert (ross["last_name"], result.created, result.skipped) == ("Ross", 1, 1)
+    assert duplicates(result) == [(4, 3, ross["id"], "skipped")]
+    assert [d.rules for d in result.duplicates] == [["same_phone"]]
+    # upsert, the same shape with other people: row 4 writes into the record row 3 made
+    upsert = write(
+        tmp_path,
+        path.read_text()
+        .replace("ann@", "bo@")
+        .replace("kay@", "lu@")
+        .replace("555 0199", "555 0177")
+        .replace("555-0199", "555-0177")
+        .replace("Ross", "Bo")
+        .replace("Kay", "Lu")
+        .replace("0100", "0111"),
+        "u.csv",
+    )
+    result = run(store, upsert, partial=True, mode="upsert", dedupe=["same_email", "same_phone"])
+    assert [r.row for r in result.rejects] == [2]
+    assert (result.created, result.updated) == (1, 1)
+    assert [r["last_name"] for r in contacts(store)] == ["Ross", "Lu"]

@@ -1022,7 +1022,7 @@ class _Run:
         seen = self.seen[rule.name]
         keys: dict[int, str] = {}
         for number, _cells, values in prepared:
-            if number in out:
+            if number in out and not _pending(out[number]):
                 continue
             key = self._rule_key(rule, values)
             if key is not None:
@@ -1050,11 +1050,17 @@ class _Run:
                 for row in unit.connection.execute(statement):
                     found.setdefault(row[1], []).append((row[0], self._title(row)))
         for number, _cells, values in prepared:
-            if number in out:
+            # A row repeating an earlier row of the chunk still holds its keys of the
+            # other rules (without changing its match): should the earlier row be
+            # rejected, the rows repeating this one are judged again after it, in order.
+            pending = number in out
+            if pending and not _pending(out[number]):
                 continue
             key = keys.get(number)
             if key is None:
                 continue
+            if pending and fuzzy is not None:
+                continue  # fuzzy rules find stored records only: no key to hold
             if fuzzy is not None:
                 candidates = [
                     (c.id, c.title)
@@ -1065,6 +1071,10 @@ class _Run:
                 ]
             else:
                 candidates = found.get(key, [])
+            if pending:
+                if not candidates and key not in seen:
+                    self._remember(seen, key, number)
+                continue
             if candidates:
                 if len(candidates) > 1 and im.mode != "create":
                     out[number] = (
@@ -1206,6 +1216,11 @@ class _Run:
             header = column.header if column is not None else ("" if name == ALL_KEY else name)
             for message in messages:
                 self.reject(number, header, value, message)
+
+
+def _pending(match) -> bool:
+    """Whether a row's match is an earlier row of the chunk whose record is not written yet."""
+    return isinstance(match, tuple) and match[0] is None
 
 
 # ------------------------------------------------------------------------------ rejects
