@@ -294,3 +294,12 @@ def saved_id(page, entity: str) -> int:
     page.wait_for_url(re.compile(rf"/r/{entity}/\d+$"))
     page.wait_for_load_state("networkidle")
     return int(page.url.rsplit("/", 1)[1])
+
+
+def settled(page) -> None:
+    """Wait until htmx has no request in flight and has settled its last swap: it binds
+    the swapped-in elements' triggers only when it settles (some 20 ms after the swap),
+    so a change made before then would go unnoticed."""
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from test_import import numbered_people, stopped_halfway
 
-from .support import SELLER
+from .support import SELLER, settled
 
 
 def test_import_a_csv_with_a_mapping_and_a_duplicate_found(visit, site, tmp_path):
@@ -24,6 +24,9 @@ def test_import_a_csv_with_a_mapping_and_a_duplicate_found(visit, site, tmp_path
     page.click('[data-testid="import-records"]')
     page.set_input_files("#import-file", str(path))
     page.click('[data-testid="import-upload-submit"]')
+    # The preview page's mapping reacts to a change once htmx has bound it: a choice made
+    # while its scripts still load would go unnoticed.
+    page.wait_for_load_state("networkidle")
     problems = page.locator('[data-testid="import-problems"]')
     problems.wait_for()
     assert "last_name" in problems.inner_text() or "Last name" in problems.inner_text()
@@ -31,8 +34,10 @@ def test_import_a_csv_with_a_mapping_and_a_duplicate_found(visit, site, tmp_path
 
     page.select_option('[data-testid="map-Surname"]', "last_name")
     problems.wait_for(state="detached")
+    settled(page)
     page.select_option('[data-testid="map-Company"]', "account")
     page.locator('[data-testid="import-preview"] th', has_text="Company").wait_for()
+    settled(page)
     page.check('[data-testid="dedupe-same_email"]')
     duplicate = page.locator('[data-testid="preview-row-2"] [data-testid="preview-duplicate"]')
     duplicate.wait_for()
@@ -68,6 +73,7 @@ def test_a_stopped_partial_import_continues_from_the_page(visit, site, tmp_path)
     visit.go("/e/contact/import", "import")
     page.set_input_files("#import-file", str(path))
     page.click('[data-testid="import-upload-submit"]')
+    page.wait_for_load_state("networkidle")  # htmx bound, as above
     page.locator('[data-testid="import-preview"]').wait_for()
     page.check("#import-partial")
     notice = page.locator('[data-testid="import-stopped"]')
