@@ -105,7 +105,8 @@ def test_a_campaign_mailed_unsubscribed_answered_and_paid_back(
 
     # -- Send email: through the outbox, to the contact who agreed
     page.locator('[data-testid="start-campaign_send_email"]').click()
-    toast = page.locator('[data-xrm-toast][data-level="success"]')
+    # the save's "Saved." toast may still show beside it
+    toast = page.locator('[data-xrm-toast][data-level="success"]', has_text="Started")
     toast.wait_for()
     visit.shot("sending started")
     worker.run_once()  # the process queues the emails; the first leaves at once
