@@ -10,6 +10,7 @@ the administration page."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 
 import pytest
@@ -117,11 +118,17 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture
-def visitor(site, request):
+def visitor(site):
     """A client from an address of its own (the rate limit counts per address)."""
     client = site.app.test_client()
-    client.environ_base["REMOTE_ADDR"] = f"198.51.100.{abs(hash(request.node.name)) % 250 + 1}"
+    # one address per test, never shared: a hash of the test's name could give two tests
+    # the same address (hashes differ per process), and one's posts then counted against the
+    # other's limit
+    client.environ_base["REMOTE_ADDR"] = f"198.51.100.{next(_ADDRESSES)}"
     return client
+
+
+_ADDRESSES = itertools.count(1)
 
 
 def token(name: str, age: float = 10.0) -> str:
