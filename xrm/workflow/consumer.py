@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -27,6 +26,7 @@ from ..storage.database import WRITE, is_postgres
 from . import merging
 from . import sla as slas
 from . import tables as W
+from .dates import STALE, date_key, date_moment
 from .effects import Effects, new_instance
 from .failures import as_change, error_text, park_change, settle, transient
 from .loading import load_records, loader, python_values, record_matches
@@ -36,30 +36,7 @@ from .tables import ensure_tables
 
 log = logging.getLogger("xrm.workflow")
 
-DEFAULT_DATE_TIME = dt.time(9, 0)
 CONSUMER_LOCK = 0x58524D4F  # "XRMO", with the schema: held by the worker reading the outbox
-#: A date trigger whose moment passed longer ago than this when scheduled is not run.
-STALE = dt.timedelta(days=1)
-
-
-def date_moment(trigger: Trigger, record: dict, tz: str) -> dt.datetime | None:
-    """When a date trigger fires for a record (None: the date or the duration is empty)."""
-    value = record.get(trigger.date_field)
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        moment = value
-    else:
-        moment = dt.datetime.combine(
-            value, trigger.time or DEFAULT_DATE_TIME, ZoneInfo(tz)
-        ).astimezone(dt.UTC)
-    moment += dt.timedelta(seconds=trigger.offset)
-    if trigger.before_field is not None:
-        before = record.get(trigger.before_field)
-        if before is None:
-            return None
-        moment -= dt.timedelta(seconds=int(before))
-    return moment
 
 
 class Consumer:
@@ -269,11 +246,7 @@ class Consumer:
         self, process: Process, trigger: Trigger, row, record: dict, *, fresh: bool
     ) -> None:
         moment = date_moment(trigger, record, self.tz)
-        key = (
-            f"date:{process.name}:{row['record_id']}:{moment.isoformat()}"
-            if moment is not None
-            else None
-        )
+        key = date_key(process.name, row["record_id"], moment) if moment is not None else None
         if not fresh:
             i = W.instances
             self.conn.execute(

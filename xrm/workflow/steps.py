@@ -37,17 +37,17 @@ from ..storage.tables import tables_for
 from . import tables as W
 from .blocked import Blocked
 from .context import UserView, is_template, render_text
+from .dates import moment_of
 from .effects import new_instance
 from .loading import load_records
 from .mass_email import step_mass_email
+from .readers import Withheld, check_link, reader_of, record_readable, views
 from .recipients import group_key, resolve, user_ids
 from .runner import FINISHED, IO, STOP, Outcome, StepError, branch, done, path_text, wait
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..metadata.processes import Step
     from .runner import Batch, Run
-
-DEFAULT_DATE_TIME = dt.time(9, 0)  # a date field's moment: 09:00 in the organization's zone
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -326,12 +326,13 @@ def message(
     """A template rendered for one reader: their language, and dates, numbers and money
     as they read them (the filters take the reader's formats from the namespace)."""
     template = batch.catalog.templates[template_name]
-    context = batch.template_context(
-        run,
-        template_needs(batch, template_name),
-        user=UserView(user) if user else None,
-        **{FORMATS: batch.formats(user)},
-    )
+    needs = template_needs(batch, template_name)
+    extra = {"user": UserView(user) if user else None, FORMATS: batch.formats(user)}
+    reader = reader_of(batch, user) if user else None
+    if reader is not None:  # a user reads the message as their roles let them read
+        check_link(batch, run, reader, needs)
+        extra.update(views(batch, run, reader))
+    context = batch.template_context(run, needs, **extra)
     subject = render_text(template.subject.get(locale), context).strip()
     body = render_text(template.body.get(locale), context) if template.body else ""
     return subject, body
@@ -361,18 +362,54 @@ def personal(batch: Batch, template_name: str | None) -> bool:
     return template_name is not None and "user" in template_needs(batch, template_name)
 
 
+WITHHELD_TEXT = {
+    "en": (
+        "{process}",
+        "{process} has a message for you that reads what your roles do not let you "
+        "read, so it is not shown.\n{link}",
+    ),
+    "ru": (
+        "{process}",
+        "У процесса «{process}» есть для вас сообщение, в котором есть то, что ваши роли "
+        "не позволяют читать, поэтому оно не показано.\n{link}",
+    ),
+}
+
+
+def _link_for(batch: Batch, run: Run, user: dict | None) -> str:
+    """The record's address for a reader who may read it; the inbox's for one who may not
+    (a message does not number a record its reader may not read)."""
+    reader = reader_of(batch, user) if user else None
+    if record_readable(batch, run, reader):
+        return str(batch.link(run))
+    return batch.formats().url("/inbox")
+
+
+def _withheld_text(batch: Batch, run: Run, locale: str, user: dict | None) -> tuple[str, str]:
+    subject, body = WITHHELD_TEXT.get(locale, WITHHELD_TEXT["en"])
+    label = run.process.label.get(locale) or run.process.name
+    link = _link_for(batch, run, user)
+    return subject.format(process=label), body.format(process=label, link=link)
+
+
 def send(
     batch: Batch, run: Run, step: Step, users, addresses, channels, render, *, per_user=False
 ) -> dict:
     """Queue in-app notifications and emails; ``render(locale, user)`` gives subject and
     body.  Recipients who read alike (language, locale, zone) share one rendering unless
-    the message is ``per_user``."""
+    the message is ``per_user``, or one of them reads with limits (their roles' scopes and
+    field rules): each of those gets their own, and the step's standard text when it
+    would read what they may not (``Withheld``)."""
     rendered: dict = {}
     for user in users:
         locale = (user.get("locale") or batch.locale).split("_")[0]
-        key = (locale, batch.formats(user).key, user["id"] if per_user else None)
+        alone = per_user or reader_of(batch, user) is not None
+        key = (locale, batch.formats(user).key, user["id"] if alone else None)
         if key not in rendered:
-            rendered[key] = render(locale, user)
+            try:
+                rendered[key] = render(locale, user)
+            except Withheld:
+                rendered[key] = _withheld_text(batch, run, locale, user)
         subject, body = rendered[key]
         if "app" in channels:
             run.effects.notification(
@@ -435,18 +472,7 @@ def step_notify(batch: Batch, run: Run, step: Step):
 
 # ------------------------------------------------------------------------ waiting
 def _date_moment(batch: Batch, run: Run, name: str, offset: int, time_of_day) -> dt.datetime | None:
-    from zoneinfo import ZoneInfo
-
-    value = (run.record or {}).get(name)
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        moment = value
-    else:
-        moment = dt.datetime.combine(
-            value, time_of_day or DEFAULT_DATE_TIME, ZoneInfo(batch.tz)
-        ).astimezone(dt.UTC)
-    return moment + dt.timedelta(seconds=offset)
+    return moment_of((run.record or {}).get(name), offset, time_of_day, batch.tz)
 
 
 def step_wait(batch: Batch, run: Run, step: Step):
@@ -522,18 +548,25 @@ APPROVAL_TEXT = {
 }
 
 
+def _approval_text(batch: Batch, run: Run, locale: str, user: dict | None) -> tuple[str, str]:
+    subject, body = APPROVAL_TEXT.get(locale, APPROVAL_TEXT["en"])
+    label = run.process.label.get(locale)
+    link = _link_for(batch, run, user)
+    return subject.format(process=label, link=link), body.format(process=label, link=link)
+
+
 def _ask_approvers(batch: Batch, run: Run, step: Step, user_ids) -> None:
-    """Ask approvers in-app and by email (the step's template, or the standard text)."""
+    """Ask approvers in-app and by email (the step's template, or the standard text: also
+    what an approver gets whom the template would tell what they may not read)."""
     spec = step.spec
 
     def render(locale, user):
         if spec.get("template"):
-            return message(batch, run, spec["template"], locale, user)
-        subject, body = APPROVAL_TEXT.get(locale, APPROVAL_TEXT["en"])
-        label = run.process.label.get(locale)
-        return subject.format(process=label, link=batch.link(run)), body.format(
-            process=label, link=batch.link(run)
-        )
+            try:
+                return message(batch, run, spec["template"], locale, user)
+            except Withheld:
+                return _approval_text(batch, run, locale, user)
+        return _approval_text(batch, run, locale, user)
 
     users = [u for u in (batch.loader.user(i) for i in user_ids) if u]
     send(
