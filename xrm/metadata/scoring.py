@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .expressions import formula_names
 from .labels import Label
 from .problems import did_you_mean
 from .source import Position
@@ -96,6 +97,27 @@ class Scoring:
     @property
     def fields(self) -> tuple[str, ...]:
         return (self.field,) + ((self.rating_field,) if self.rating_field else ())
+
+
+def formulas_over(entity, names) -> dict[str, tuple[str, ...]]:
+    """The formula fields of ``entity`` that read one of ``names`` (its score and rating),
+    directly or through other formulas, each with the chain of names that leads there
+    (``("hot", "double", "score")``).  Such a formula is worked out after the score, so a
+    scoring condition may not read it: the score would depend on itself."""
+    formulas = {n: formula_names(f.formula) for n, f in entity.fields.items() if f.formula}
+    chains: dict[str, tuple[str, ...]] = {}
+    reached = {name: (name,) for name in names}
+    while reached:  # one step further each round; a name once reached keeps its chain
+        found = {}
+        for name, reads in formulas.items():
+            if name in chains or name in found:
+                continue
+            target = next((n for n in sorted(reads) if n in reached), None)
+            if target is not None:
+                found[name] = (name, *reached[target])
+        chains.update(found)
+        reached = found
+    return chains
 
 
 def schema() -> dict:
@@ -184,6 +206,10 @@ def build_scoring(
     subject = f"{entity.name}.scoring"
     where = _pos(raw)
     ok = True
+    # what the model sets, and the formulas over it: its conditions may read neither
+    sets = [raw["field"], *([raw["rating"]["field"]] if raw.get("rating") else [])]
+    sets = [name for name in sets if name in entity.fields]
+    over_score = formulas_over(entity, sets)
 
     def field_problem(key_raw, key, name, wanted: str) -> bool:
         f = entity.fields.get(name)
@@ -225,6 +251,11 @@ def build_scoring(
                 "a record the same for every reader",
             )
             return None
+        for c in conditions_of(tree):
+            name = c.path[0] if not c.lookups else None
+            if name in sets or name in over_score:
+                add(_vpos(node_raw, key, at), subject, _reads_itself(name, sets, over_score))
+                return None
         return tree
 
     if field_problem(raw, "field", raw["field"], "score"):
@@ -325,6 +356,18 @@ def build_scoring(
         where=scope,
         decay=decay,
         position=where,
+    )
+
+
+def _reads_itself(name: str, sets: list[str], over_score: dict) -> str:
+    """Why a scoring condition may not read ``name``: the score would depend on itself."""
+    if name in sets:
+        what = f"{name!r} is set by this scoring model"
+    else:
+        what = f"{name!r} is a formula over the score ({' -> '.join(over_score[name])})"
+    return (
+        f"{what}, so its conditions cannot read it (the score would depend on itself); "
+        f"expected a field or formula that does not read {' or '.join(sets)}"
     )
 
 
