@@ -5,11 +5,16 @@ make the score depend on itself.  SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from conftest import SOLUTIONS, write_pack
+from workflow_pack import START, MovableClock
 
 from xrm.cli import main
 from xrm.metadata.scoring import formulas_over
+from xrm.storage.database import WRITE
+from xrm.storage.scoring import rescore
 
 PROSPECT = """
 entity: prospect
@@ -68,6 +73,27 @@ def test_the_formulas_over_the_score_are_found_through_other_formulas(prospects)
         "hot": ("hot", "band"),
         "loud": ("loud", "double", "score"),
     }
+
+
+def test_a_rescore_works_the_formulas_over_the_score_out_again(database, tmp_path):
+    # the visits' points fade: 12 in full, 60% after a day
+    decaying = PROSPECT.replace("  rules:\n", "  decay: {every: 1d, lose: 40}\n  rules:\n")
+    pack = write_pack(tmp_path, "scored", {"entities/prospect.yaml": decaying}, {"core": ">=1.0"})
+    store = database.open(clock=MovableClock(START))
+    try:
+        store.install([SOLUTIONS / "core", pack])
+        prospects = store.records("prospect")
+        faded = prospects.create({"name": "p", "visits": 3})["id"]
+        calm = prospects.create({"name": "q", "visits": 0})["id"]  # no points: nothing moves
+        later = START + dt.timedelta(days=1, minutes=1)
+        with store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            assert rescore(conn, store.catalog, store.catalog.entity("prospect"), later) == 1
+        row = prospects.get(faded)
+        assert (row["score"], row["band"]) == (7, "low")
+        assert (row["double"], row["loud"], row["hot"]) == (14, 15, False)
+        assert prospects.get(calm)["score"] == 0
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(

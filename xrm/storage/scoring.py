@@ -5,6 +5,9 @@ in Python when the records service writes it, and every record rescored by one S
 Both read the same rules: the conditions through the filter language's two back ends
 (which agree, and are tested to), the decay through the thresholds ``Decay`` computes once,
 the sum through integer arithmetic that truncates as SQL's integer division does.
+
+Formulas over the score or its rating are worked out again for the rows a rescore moves
+(``refresh_formulas``), so they do not keep showing the score from before the decay.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
-from ..metadata import Catalog, Entity
+from ..metadata import Catalog, CoercionError, Entity
 from ..metadata.evaluate import matches
+from ..metadata.expressions import evaluate_formula
 from ..metadata.filters import FilterContext
+from ..metadata.scoring import formulas_over
 from . import query as Q
 from .tables import tables_for
 
@@ -109,4 +114,39 @@ def rescore(
         values[scoring.rating_field] = band
         moved.append(table.c[scoring.rating_field].is_distinct_from(band))
     statement = sa.update(table).where(table.c.id == scored.c.id, sa.or_(*moved)).values(values)
-    return conn.execute(statement).rowcount
+    over = formulas_over(entity, scoring.fields)
+    if not over:
+        return conn.execute(statement).rowcount
+    # formulas over the score (a "hot" flag off the band) follow the rows that moved
+    ids = list(conn.execute(statement.returning(table.c.id)).scalars())
+    refresh_formulas(conn, catalog, entity, set(over), ids, now)
+    return len(ids)
+
+
+def refresh_formulas(
+    conn: sa.Connection, catalog: Catalog, entity: Entity, names, ids, now: dt.datetime
+) -> None:
+    """Work out the formulas ``names`` again for these records (in dependency order, from
+    the values stored), and write the values that changed."""
+    from .records import plan_for  # records scores through this module
+
+    plan = plan_for(catalog, entity)
+    formulas = [f for f in plan.formulas if f.name in names]
+    table = tables_for(catalog)[entity.name]
+    ids = sorted(ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
+            values = {**plan.formula_inputs, **row}
+            changed = {}
+            for f in formulas:
+                value = evaluate_formula(f.formula, values, now)
+                try:
+                    value = f.kind.coerce(f, value) if value is not None else None
+                except CoercionError:
+                    value = None
+                values[f.name] = value
+                if value != row[f.name]:
+                    changed[f.name] = value
+            if changed:
+                conn.execute(table.update().where(table.c.id == row["id"]).values(changed))
