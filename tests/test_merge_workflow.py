@@ -413,6 +413,10 @@ def test_a_moved_date_trigger_is_timed_from_the_kept_records_date(cards):
     assert (moved["status"], moved["record_id"]) == ("waiting", keep)
     assert moved["due_at"] == _birthday_moment(dt.date(2027, 1, 20), 3)
     assert moved["context"]["trigger"]["at"] == moved["due_at"].isoformat()
+    assert moved["history"][-1]["result"] == (
+        f"moved from #{dupe} to #{keep} by merge #{result.merge_id},"
+        f" due {moved['due_at'].isoformat()}"
+    )
     clock.set(_birthday_moment(dt.date(2027, 1, 10), 3))  # the removed record's moment
     Worker(store).run_once()
     assert workflow.instance(store, card["id"])["status"] == "waiting"

@@ -105,6 +105,11 @@ def _timed_for(
     return {"due_at": moment, "key": key}, None
 
 
+def _due(timing: dict) -> str:
+    """For the history: a date trigger's start timed again for its new record."""
+    return f", due {_iso(timing['due_at'])}" if "key" in timing else ""
+
+
 def carry_over(consumer: Consumer, row, merge: dict) -> None:
     """The removed record's waiting and parked work to the kept record (before its
     deletion is handled, which then finds nothing of it left waiting)."""
@@ -159,7 +164,8 @@ def carry_over(consumer: Consumer, row, merge: dict) -> None:
             why = reason and f"and {reason}"
         if why is None:
             context["merge"] = {"id": merge_id, "from": gone, "moved": True}
-            history.append(_entry(now, "ok", f"moved from #{gone} to #{kept} by merge #{merge_id}"))
+            moved = f"moved from #{gone} to #{kept} by merge #{merge_id}{_due(timing)}"
+            history.append(_entry(now, "ok", moved))
             values = {"record_id": kept, **timing}
         else:
             error = f"the record was merged into #{kept} (merge #{merge_id}), {why}"
@@ -237,7 +243,9 @@ def bring_back(consumer: Consumer, row, merge: dict) -> None:
         back_as = {**instance, "status": values.get("status", instance["status"])}
         timing, reason = _timed_for(consumer, entity, back_as, context, back)
         if reason is None:
-            history.append(_entry(now, "ok", f"back on #{back}: merge #{merge_id} undone"))
+            history.append(
+                _entry(now, "ok", f"back on #{back}: merge #{merge_id} undone{_due(timing)}")
+            )
             values.update(timing)
         else:
             error = f"merge #{merge_id} undone, but {reason}"
