@@ -177,8 +177,13 @@ def test_each_owner_reads_a_reminder_in_their_language_and_zone_also_by_email(
 ):
     monkeypatch.delenv("XRM_BASE_URL", raising=False)
     store, clock = sales
-    ann = store.add_user("ann@example.com", "Ann", locale="ru", time_zone="Europe/Moscow")
-    bob = store.add_user("bob@example.com", "Bob", locale="en", time_zone="America/New_York")
+    # a reminder tells its owner what their roles let them read: their own meetings
+    ann = store.add_user(
+        "ann@example.com", "Ann", roles=["user"], locale="ru", time_zone="Europe/Moscow"
+    )
+    bob = store.add_user(
+        "bob@example.com", "Bob", roles=["user"], locale="en", time_zone="America/New_York"
+    )
     meetings = {
         user: store.records("meeting", user).create(
             {"subject": "Review", "starts_at": MOMENT, "reminder": "15m", "location": "Room 5"}

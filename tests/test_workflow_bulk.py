@@ -137,8 +137,10 @@ def test_reminders_in_one_batch_each_say_their_own_time_in_their_readers_zone(da
     clock = MovableClock()
     store = database.open(clock=clock)
     store.install([SOLUTIONS / "core"])
-    ann = store.add_user("ann@example.com", "Ann", time_zone="America/New_York")
-    boris = store.add_user("boris@example.com", "Boris", locale="ru", time_zone="Europe/Moscow")
+    ann = store.add_user("ann@example.com", "Ann", roles=["user"], time_zone="America/New_York")
+    boris = store.add_user(
+        "boris@example.com", "Boris", roles=["user"], locale="ru", time_zone="Europe/Moscow"
+    )
     dues = {}
     for owner in (ann, boris):
         tasks = store.records("task", owner)

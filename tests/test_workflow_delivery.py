@@ -59,7 +59,7 @@ def smtp_server():
 def test_a_reminder_email_arrives_at_the_smtp_server(database, tmp_path, smtp_server):
     store, clock = open_helpdesk(database, tmp_path)
     try:
-        ann = store.add_user("ann@example.com", "Ann", locale="ru")
+        ann = store.add_user("ann@example.com", "Ann", roles=["user"], locale="ru")
         store.save_settings({"mail_from": "crm@example.org"})
         worker = Worker(store, smtp=smtp_server.url)
         store.records("task", ann).create(

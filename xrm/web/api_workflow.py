@@ -5,7 +5,8 @@ A sibling of the records API under ``/api/v1``, protected the same way: every re
 authenticated by ``auth.authenticate_api`` (a bearer token, or the session cookie with the
 CSRF header on writes) and rate-limited per client like it (``auth.protect_api``).
 
-Who sees what: notifications and approvals are always the caller's own.  An instance is
+Who sees what: notifications and approvals are always the caller's own, and name the record
+they are about only while the caller may read it (``inbox.about_readable``).  An instance is
 visible to administrators, to the user who started it, and to users who may read its
 record (the read scope of the records service for their principal).  Its ``context``
 (the record's earlier values, the payload, step results) may hold fields hidden from a
@@ -160,6 +161,7 @@ def list_notifications():
         limit=limit,
         before=_optional_id("before"),
     )
+    rows = workflow.inbox.about_readable(current_store(), g.principal, rows)
     return json_response(_page([_notification_json(r) for r in rows], limit))
 
 
@@ -186,6 +188,7 @@ def read_notifications():
 @bp.get("/approvals")
 def list_approvals():
     rows = workflow.pending_approvals(current_store(), _user_id())
+    rows = workflow.inbox.about_readable(current_store(), g.principal, rows)
     return json_response({"data": [_approval_json(r) for r in rows]})
 
 

@@ -101,24 +101,56 @@ class UserView:
         return hash(self.id)
 
 
-class RecordView:
-    """A record in a template: fields by attribute, lookups followed on demand; as text, its id."""
+class Withheld(Exception):  # noqa: N818 - what happened, as the other refusals are named
+    """A template read what its reader may not read (a hidden field, a record outside their
+    scope): the whole rendering is dropped, since even a condition on the value tells it."""
 
-    def __init__(self, catalog: Catalog, entity: str, values: Mapping, loader: Loader):
+
+class RecordView:
+    """A record in a template: fields by attribute, lookups followed on demand; as text, its id.
+
+    With a ``reader`` (xrm/workflow/readers.py: a message's recipient), the fields hidden
+    from them raise ``Withheld``, and so does every use of a record they may not read
+    (``sealed``), its id included; a lookup leads to a view sealed for them when they may
+    not read its target; a rollup they see over their share of the children is read as
+    they see it (not in a ``past`` view: the values before a change)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        entity: str,
+        values: Mapping,
+        loader: Loader,
+        reader=None,
+        *,
+        sealed: bool = False,
+        past: bool = False,
+    ):
         self._catalog = catalog
         self._entity = model = catalog.entity(entity)
         self._values = values
         self._loader = loader
+        self._reader = reader
+        self._sealed = sealed
+        self._past = past  # values of before a change: a reader's share is of now
+        self._withheld = (
+            frozenset(model.fields) if sealed else reader.withheld(model) if reader else ()
+        )
         # Plain values are found by ordinary attribute lookup (templates read them a lot);
-        # lookups and users, followed on demand, go through __getattr__.
+        # lookups and users, followed on demand, go through __getattr__, and so do the
+        # values withheld from the reader.
         # (``id`` among them is harmless: the property wins over the instance's dict)
         attributes = self.__dict__
         attributes.update(values)
         for name in _lazy_fields(catalog, model):
             attributes.pop(name, None)
+        for name in self._withheld:
+            attributes.pop(name, None)
 
     @property
     def id(self):
+        if self._sealed:
+            raise Withheld(self._entity.name)
         return self._values.get("id")
 
     def __getattr__(self, name: str):
@@ -127,6 +159,10 @@ class RecordView:
         values = self._values
         if name not in values and name not in self._entity.fields:
             raise AttributeError(name)
+        if name in self._withheld:
+            if self._sealed or self._past:
+                raise Withheld(f"{self._entity.name}.{name}")
+            return self._reader.share(self._entity, self._values.get("id"), name)
         value = values.get(name)
         if value is None:
             return None
@@ -142,7 +178,11 @@ class RecordView:
         if kind == "lookup":
             target = f.params.get("to")
             related = self._loader.record(target, value)
-            return RecordView(self._catalog, target, related, self._loader) if related else value
+            if not related:
+                return value
+            reader = self._reader
+            sealed = reader is not None and not reader.may_read(target, related)
+            return RecordView(self._catalog, target, related, self._loader, reader, sealed=sealed)
         return value
 
     __getitem__ = __getattr__

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from ..storage import query as Q
 from ..storage.database import WRITE
+from ..storage.records import Forbidden
 from . import tables as W
 from .tables import ensure_tables
 
@@ -73,6 +75,39 @@ def counts(store, user_id: int) -> tuple[int, int]:
     )
     with store.engine.connect() as conn:
         return tuple(conn.execute(sa.select(unread, pending)).one())
+
+
+# --------------------------------------------------------------------------- as read
+def about_readable(store, principal, rows: list[dict]) -> list[dict]:
+    """``rows`` (notifications, approvals) with the record each is about left out —
+    ``entity`` and ``record_id`` None — where ``principal`` may not read that record now:
+    it was handed to someone else, or a role was taken away, since the entry was made.
+    Decided by the records service (the reader's scope, one query per entity), so an
+    entry names, numbers and links only what its reader may read, like a timeline."""
+    wanted: dict[str, set[int]] = {}
+    for row in rows:
+        if row.get("entity") and row.get("record_id") is not None:
+            wanted.setdefault(row["entity"], set()).add(row["record_id"])
+    readable: set[tuple[str, int]] = set()
+    catalog = store.refresh()
+    for entity, ids in wanted.items():
+        if catalog.entity_of(entity) is None:
+            continue  # its pack was removed: nothing of it can be read
+        records = store.records(entity, principal=principal)
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), Q.MAX_PAGE):
+            chunk = ordered[start : start + Q.MAX_PAGE]
+            try:
+                found = records.query(["id", "in", chunk], fields=["id"], limit=len(chunk)).rows
+            except Forbidden:  # no read scope on the entity at all
+                break
+            readable.update((entity, row["id"]) for row in found)
+    return [
+        row
+        if row.get("record_id") is None or (row.get("entity"), row["record_id"]) in readable
+        else {**row, "entity": None, "record_id": None}
+        for row in rows
+    ]
 
 
 # --------------------------------------------------------------------------- approvals

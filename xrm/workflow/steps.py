@@ -396,15 +396,20 @@ def send(
     batch: Batch, run: Run, step: Step, users, addresses, channels, render, *, per_user=False
 ) -> dict:
     """Queue in-app notifications and emails; ``render(locale, user)`` gives subject and
-    body.  Recipients who read alike (language, locale, zone) share one rendering unless
-    the message is ``per_user``, or one of them reads with limits (their roles' scopes and
-    field rules): each of those gets their own, and the step's standard text when it
-    would read what they may not (``Withheld``)."""
+    body.  Recipients who read alike (language, locale, zone, and what their roles let them
+    read: ``Reader.alike``) share one rendering unless the message is ``per_user``; one
+    whom the message would tell what they may not read (``Withheld``) gets the step's
+    standard text instead."""
     rendered: dict = {}
     for user in users:
         locale = (user.get("locale") or batch.locale).split("_")[0]
-        alone = per_user or reader_of(batch, user) is not None
-        key = (locale, batch.formats(user).key, user["id"] if alone else None)
+        reader = reader_of(batch, user)
+        key = (
+            locale,
+            batch.formats(user).key,
+            user["id"] if per_user else None,
+            reader.alike if reader is not None else None,
+        )
         if key not in rendered:
             try:
                 rendered[key] = render(locale, user)

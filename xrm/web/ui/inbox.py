@@ -67,8 +67,9 @@ def badge():
 
 # ------------------------------------------------------------------------ the page
 def _record_link(entity_name: str | None, record_id) -> dict | None:
-    """Title and address of a record a notification or approval is about; no address when
-    the user may not read it (the title is then ``#id``)."""
+    """Title and address of a record a notification or approval is about (rows about a
+    record the user may not read come without one: ``about_readable``); no address when
+    its title is not theirs to read (the title is then ``#id``)."""
     if not entity_name or record_id is None:
         return None
     entity = C.catalog().entity_of(entity_name)
@@ -117,6 +118,9 @@ def page_context() -> dict:
     older = rows[PAGE_SIZE - 1]["id"] if len(rows) > PAGE_SIZE else None
     rows = rows[:PAGE_SIZE]
     pending = workflow.pending_approvals(store, user_id)
+    # an entry about a record the user may no longer read neither names nor links it
+    rows = workflow.inbox.about_readable(store, C.principal(), rows)
+    pending = workflow.inbox.about_readable(store, C.principal(), pending)
     _want_titles([*rows, *pending])
     notifications = []
     for row in rows:
