@@ -40,6 +40,7 @@ from ..metadata.problems import did_you_mean, one_of
 from ..storage import duplicates as D
 from ..storage import tables as T
 from ..storage.records import ALL_KEY, Forbidden, NotFound, RecordError, ValidationFailed
+from ..storage.unit import DeferredWriteFailed
 from .sources import Source, SourceError
 
 MODES = ("create", "update", "upsert")
@@ -243,6 +244,9 @@ class Importer:
         self.rules = self._plan_rules(dedupe)
         self._check_required()
         self._lookup_cache: dict[tuple[str, str], dict] = {}
+        # an all-or-nothing run writes behind (``UnitOfWork.write_behind``) unless that
+        # failed once; a partial run commits each chunk, so it writes as it goes
+        self.write_behind = True
 
     # -------------------------------------------------------------- the plan
     @property
@@ -499,13 +503,24 @@ class Importer:
             return result
         try:
             with self.store.transaction(self.records.user_id) as unit:
-                for chunk in _chunks(rows, self.chunk_size):
-                    run.chunk(unit, chunk)
-                    run.report()
+                # New records' rows go to the database on a second thread while the next
+                # chunk is read and checked (one transaction, so nothing is half-done).
+                with unit.write_behind() if self.write_behind else contextlib.nullcontext():
+                    for chunk in _chunks(rows, self.chunk_size):
+                        run.chunk(unit, chunk)
+                        run.report()
                 if dry_run or (result.rejects and not self.partial):
                     raise _RollBack
         except _RollBack:
             return result
+        except DeferredWriteFailed:
+            # The database refused rows written behind (a race on a unique value, say):
+            # nothing was kept, so the import runs again writing as it goes, where a
+            # refused batch is retried row by row and the bad row gets its own message.
+            self.write_behind = False
+            return self.run(
+                dry_run=dry_run, progress=progress, limit=limit, keep_outcomes=keep_outcomes
+            )
         result.committed = True
         return result
 
@@ -865,6 +880,9 @@ class _Run:
         that repeated an earlier row of this chunk that turned out not to be written."""
         im = self.im
         matches = self._match(unit, prepared)
+        # The previous chunk's rows, held back while this chunk's duplicate keys were
+        # looked up, go to the database now (behind, while this chunk is prepared).
+        unit.write_pending()
         creates: list[tuple[int, list, dict]] = []
         # create mode: rows repeating an earlier row of the chunk wait for that row's
         # batch, so that the chunk stays one bulk create (no flush per repeated row)
@@ -1047,7 +1065,9 @@ class _Run:
                 )
                 if scope is not None:
                     statement = statement.where(scope)
-                for row in unit.connection.execute(statement):
+                # Rows this run wrote are known by their keys in ``seen``, so the rows it
+                # still holds back need not be written for this look (``raw_connection``).
+                for row in unit.raw_connection.execute(statement):
                     found.setdefault(row[1], []).append((row[0], self._title(row)))
         for number, _cells, values in prepared:
             # A row repeating an earlier row of the chunk still holds its keys of the
@@ -1075,6 +1095,14 @@ class _Run:
                 if not candidates and key not in seen:
                     self._remember(seen, key, number)
                 continue
+            # An earlier row of the file that was written (or is about to be) comes first:
+            # its record may not be in the table yet, and either way the row repeats it.
+            earlier = seen.get(key)
+            if earlier is not None:
+                action = "skipped" if im.mode == "create" else "updated"
+                duplicate = Duplicate(number, [rule.name], action, earlier[1], of_row=earlier[0])
+                out[number] = (earlier[1], duplicate)
+                continue
             if candidates:
                 if len(candidates) > 1 and im.mode != "create":
                     out[number] = (
@@ -1085,12 +1113,6 @@ class _Run:
                 ident, title = candidates[0]
                 action = "skipped" if im.mode == "create" else "updated"
                 out[number] = (ident, Duplicate(number, [rule.name], action, ident, title))
-                continue
-            earlier = seen.get(key)
-            if earlier is not None:
-                action = "skipped" if im.mode == "create" else "updated"
-                duplicate = Duplicate(number, [rule.name], action, earlier[1], of_row=earlier[0])
-                out[number] = (earlier[1], duplicate)
                 continue
             self._remember(seen, key, number)
 
@@ -1131,8 +1153,11 @@ class _Run:
         if not rows:
             return
         im = self.im
+        # Writing behind, the batch's refusal would come later and undo the whole run (see
+        # ``Importer.run``), so no savepoint: one would make each chunk wait for its writes.
+        guard = contextlib.nullcontext() if unit.writing_behind else _savepoint(unit)
         try:
-            with _savepoint(unit):
+            with guard:
                 outcome = im.records.bulk_create(
                     [values for _, _, values in rows], partial=True, batch_size=len(rows)
                 )
@@ -1159,8 +1184,11 @@ class _Run:
 
     def _create_one(self, unit, number: int, cells: list, values: dict) -> None:
         try:
-            with _savepoint(unit):
-                record = self.im.records.create(values)
+            try:
+                with _savepoint(unit):
+                    record = self.im.records.create(values)
+            except sa.exc.IntegrityError as exc:  # refused when the savepoint wrote the row
+                raise self.im.records.refusal(exc, unit) from None
         except ValidationFailed as exc:
             self._reject_errors(number, cells, exc.errors)
             self._forget(number)

@@ -105,31 +105,37 @@ class CompiledInsert:
     def execute_many(self, connection: sa.Connection, rows: Iterable[dict]) -> None:
         """Insert many rows: SQLite's executemany loops in C; PostgreSQL takes them with
         COPY, several times faster than even a pipelined executemany."""
+        parameters = self.parameters
+        self.execute_converted(connection, [parameters(row, positional=True) for row in rows])
+
+    def execute_converted(self, connection: sa.Connection, values: list[list]) -> None:
+        """Insert rows given as ``parameters(row, positional=True)`` made them (a writer
+        thread takes them so: it then needs the interpreter only to bind them)."""
         cursor = self._cursor(connection)
         try:
             if self.copy_sql is not None:
                 with cursor.copy(self.copy_sql) as copy:
-                    for row in rows:
-                        copy.write_row(self.parameters(row, positional=True))
+                    for row in values:
+                        copy.write_row(row)
                 return
             if self.multirow is not None:
-                self._execute_multirow(cursor, rows)
+                self._execute_multirow(cursor, values)
                 return
-            cursor.executemany(self.sql, [self.parameters(row) for row in rows])
+            if not self.positional:
+                values = [dict(zip(self.names, row)) for row in values]
+            cursor.executemany(self.sql, values)
         except self.integrity_error as exc:
             raise sa.exc.IntegrityError(self.sql, None, exc) from exc
         finally:
             cursor.close()
 
-    def _execute_multirow(self, cursor, rows: Iterable[dict]) -> None:
+    def _execute_multirow(self, cursor, values: list[list]) -> None:
         # Statements of a few fixed sizes (the longest, then 256, 64, 16, 4 and 1 rows): SQLite
         # keeps each prepared statement, and one per batch length would fill its cache.
-        parameters = self.parameters
-        pending = [parameters(row) for row in rows]
         start = 0
         for size in self.statement_sizes:
-            while len(pending) - start >= size:
-                batch = pending[start : start + size]
+            while len(values) - start >= size:
+                batch = values[start : start + size]
                 cursor.execute(
                     self._statement_for(size), list(itertools.chain.from_iterable(batch))
                 )

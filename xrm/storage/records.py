@@ -839,9 +839,7 @@ class Records:
         ident = unit.next_ids(self.table, 1)[0]
         row["id"] = ident
         unit.defer_insert(
-            compiled_insert(
-                self.catalog, self.table, unit.raw_connection.dialect, with_id=True, returning=False
-            ),
+            compiled_insert(self.catalog, self.table, unit.dialect, with_id=True, returning=False),
             row,
         )
         return ident
@@ -864,6 +862,11 @@ class Records:
                 errors or {ALL_KEY: ["a linked record does not exist or is still in use"]}
             )
         return ValidationFailed({ALL_KEY: [f"rejected by the database: {exc.orig}"]})
+
+    def refusal(self, exc: sa.exc.IntegrityError, unit: UnitOfWork | None = None) -> RecordError:
+        """What the database's refusal of this entity's rows means, as ``ValidationFailed``
+        (for a caller that wrote deferred rows itself: an import's savepoint)."""
+        return self._integrity(exc, unit)
 
     def _missing_links(self, text: str, unit: UnitOfWork | None, rows: Sequence[Mapping]) -> dict:
         """Which lookup points at a record that does not exist (PostgreSQL names the
@@ -1231,9 +1234,7 @@ class Records:
             )
         for row in opening:
             unit.defer_insert(
-                compiled_insert(
-                    self.catalog, history, unit.raw_connection.dialect, returning=False
-                ),
+                compiled_insert(self.catalog, history, unit.dialect, returning=False),
                 row,
             )
 
@@ -1345,10 +1346,10 @@ class Records:
         ids = unit.next_ids(self.table, len(rows))
         for row, ident in zip(rows, ids):
             row["id"] = ident
-        conn = unit.connection
-        compiled_insert(
-            self.catalog, self.table, conn.dialect, with_id=True, returning=False
-        ).execute_many(conn, rows)
+        compiled = compiled_insert(
+            self.catalog, self.table, unit.dialect, with_id=True, returning=False
+        )
+        unit.insert_many(compiled, rows)  # behind, when the unit writes behind
         return ids
 
     def _bulk_unique(

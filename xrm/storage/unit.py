@@ -3,7 +3,11 @@ signals to send once it commits."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -56,11 +60,59 @@ def condition_fields(catalog: Catalog, entity: str) -> tuple[str, ...]:
     return catalog.artifact(("outbox-condition-fields", entity), build)
 
 
+#: How long a thread waiting for the interpreter waits before asking for it, while a unit
+#: writes behind (Python's default is 5 ms).  The writer needs it only for a moment before
+#: and after each statement; waiting 5 ms each time left the database idle a third of the
+#: time, while asking sooner costs the thread preparing rows next to nothing.
+HANDOFF_SECONDS = 0.0002
+_handoff_lock = threading.Lock()
+_handoff_users = 0
+_handoff_before = 0.0
+
+
+@contextlib.contextmanager
+def _quick_handoff():
+    """``sys.setswitchinterval(HANDOFF_SECONDS)`` for the block (process-wide, so counted:
+    the last of overlapping blocks puts the interval back)."""
+    global _handoff_users, _handoff_before
+    with _handoff_lock:
+        if _handoff_users == 0:
+            _handoff_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_handoff_before, HANDOFF_SECONDS))
+        _handoff_users += 1
+    try:
+        yield
+    finally:
+        with _handoff_lock:
+            _handoff_users -= 1
+            if _handoff_users == 0:
+                sys.setswitchinterval(_handoff_before)
+
+
+class _Converted:
+    """Rows held back by ``insert_many`` while writing behind, as bind parameters."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[list]):
+        self.values = values
+
+
+class DeferredWriteFailed(Exception):
+    """A write the unit sent behind (``write_behind``) failed; the transaction is lost and
+    the caller starts over without writing behind (``__cause__`` is the driver's error)."""
+
+
 class UnitOfWork:
     """Inserts of new records are deferred: their ids are reserved up front, so ``create``
     returns at once, and the rows go out in executemany batches.  Anything that needs the
     database to be current goes through ``connection``, which writes the deferred rows
-    first, in the order they were created (so foreign keys always find their targets)."""
+    first, in the order they were created (so foreign keys always find their targets).
+
+    Inside ``write_behind`` those writes (and audit and outbox rows) go to a writer thread
+    instead, in the same order, while the caller prepares the next rows: the driver lets go
+    of the interpreter while the database works, so the two overlap on a second core.
+    ``connection`` then waits for the writer first, so every read still sees every write."""
 
     def __init__(
         self, store: Store, connection: sa.Connection, catalog: Catalog, user_id: int | None
@@ -84,32 +136,111 @@ class UnitOfWork:
         self.after_rollups: list[Callable[[sa.Connection], None]] = []
         # entity -> (whether its changes go to the outbox, the fields an outbox row keeps)
         self._event_plans: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        self._writer: ThreadPoolExecutor | None = None  # while writing behind
+        self._sent: list[Future] = []  # writes sent behind and not yet waited for
+        self._failed = False  # a write behind failed: the rest are not run
 
     @property
     def connection(self) -> sa.Connection:
         """The transaction's connection, with every deferred insert written."""
         if self.pending:
             self.write_pending()
+        if self._sent:
+            self.wait_behind()
         return self._connection
 
     @property
     def raw_connection(self) -> sa.Connection:
-        """The connection without writing deferred rows (for the deferral itself)."""
+        """The connection without writing deferred rows (for the deferral itself, and for
+        reads whose caller knows the deferred rows itself: an import's duplicate keys);
+        rows already sent behind are written first."""
+        if self._sent:
+            self.wait_behind()
         return self._connection
+
+    @property
+    def writing_behind(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        return self._connection.dialect
 
     def defer_insert(self, compiled, row: dict) -> None:
         self.pending.append((compiled, row))
 
     def write_pending(self) -> None:
+        """Write the deferred rows in creation order (writing behind: send them)."""
         pending, self.pending = self.pending, []
         start = 0
         while start < len(pending):
-            compiled = pending[start][0]
-            end = start
-            while end < len(pending) and pending[end][0] is compiled:
-                end += 1
-            compiled.execute_many(self._connection, [row for _, row in pending[start:end]])
+            compiled, row = pending[start]
+            end = start + 1
+            if isinstance(row, _Converted):  # a batch ``insert_many`` held back
+                values = row.values
+            else:
+                while end < len(pending) and pending[end][0] is compiled:
+                    end += 1
+                parameters = compiled.parameters
+                values = [parameters(row, positional=True) for _, row in pending[start:end]]
+            if self._writer is None:
+                compiled.execute_converted(self._connection, values)
+            else:
+                self._sent.append(self._writer.submit(self._write, compiled, values))
             start = end
+
+    def insert_many(self, compiled, rows: list[dict]) -> None:
+        """Insert rows through a ``CompiledInsert``, after every row deferred before.
+        Writing behind, they wait with the deferred rows until ``write_pending`` (or
+        ``connection``) sends them: converted to parameters here, so that the writer
+        needs the interpreter only to bind them."""
+        if self._writer is not None:
+            parameters = compiled.parameters
+            values = [parameters(row, positional=True) for row in rows]
+            self.pending.append((compiled, _Converted(values)))
+            return
+        if self.pending:
+            self.write_pending()
+        compiled.execute_many(self._connection, rows)
+
+    def _write(self, compiled, values: list[list]) -> None:
+        if not self._failed:
+            try:
+                compiled.execute_converted(self._connection, values)
+            except BaseException:
+                self._failed = True
+                raise
+
+    @contextlib.contextmanager
+    def write_behind(self):
+        """Send inserts to a writer thread for the block (for bulk work: an import).  A
+        failed write surfaces as ``DeferredWriteFailed`` where the unit next needs the
+        database, or at the end of the block; the transaction must then be given up."""
+        if self._writer is not None:
+            yield self
+            return
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="xrm-write-behind")
+        self._failed = False
+        try:
+            with _quick_handoff():
+                yield self
+                self.write_pending()
+                self.wait_behind()
+        finally:
+            writer, self._writer = self._writer, None
+            writer.shutdown(wait=True)  # never leave a write running on the connection
+            self._sent = []
+
+    def wait_behind(self) -> None:
+        """Wait until every write sent behind is done; raise if one failed."""
+        sent, self._sent = self._sent, []
+        failure = None
+        for future in sent:
+            error = future.exception()
+            if error is not None and failure is None:
+                failure = error
+        if failure is not None:
+            raise DeferredWriteFailed(str(failure)) from failure
 
     def next_ids(self, table: sa.Table, count: int) -> list[int]:
         """Ids for new rows of a table.  PostgreSQL: blocks taken from the sequence.
@@ -118,7 +249,7 @@ class UnitOfWork:
         if self._connection.dialect.name == "sqlite":
             start = self._next_sqlite_id.get(table.name)
             if start is None:
-                start = reserve_ids(self._connection, table, 1)[0]
+                start = reserve_ids(self.raw_connection, table, 1)[0]
             self._next_sqlite_id[table.name] = start + count
             return list(range(start, start + count))
         block = self._ids.setdefault(table.name, [])
@@ -131,7 +262,7 @@ class UnitOfWork:
             self._blocks[table.name] = taken_before + 1
             wanted = count - len(block)
             size = wanted if taken_before == 0 else max(wanted, 16 << min(taken_before - 1, 7))
-            block.extend(reserve_ids(self._connection, table, size))
+            block.extend(reserve_ids(self.raw_connection, table, size))
         taken, self._ids[table.name] = block[:count], block[count:]
         return taken
 
@@ -210,8 +341,10 @@ class UnitOfWork:
             pending[parent_id] = pending.get(parent_id, 0) + delta
 
     def flush(self) -> None:
-        """Write deferred inserts, apply rollup deltas, write audit and outbox rows."""
-        self.write_pending()
+        """Write deferred inserts, apply rollup deltas, write audit and outbox rows (writing
+        behind, the rows wait to be sent with the next ones)."""
+        if self._writer is None:
+            self.write_pending()
         for statement, deltas in self.rollup_deltas.items():
             params = [{"_pid": pid, "_delta": delta} for pid, delta in deltas.items() if delta]
             if params:
@@ -220,17 +353,15 @@ class UnitOfWork:
         after, self.after_rollups = self.after_rollups, []
         for refresh in after:
             refresh(self.connection)
-        dialect = self.connection.dialect
+        dialect = self._connection.dialect
         if self.audit_rows:
-            compiled_insert(self.catalog, T.audit, dialect, returning=False).execute_many(
-                self.connection, self.audit_rows
-            )
-            self.audit_rows = []
+            rows, self.audit_rows = self.audit_rows, []
+            self.insert_many(compiled_insert(self.catalog, T.audit, dialect, returning=False), rows)
         if self.outbox_rows:
-            compiled_insert(self.catalog, T.outbox, dialect, returning=False).execute_many(
-                self.connection, self.outbox_rows
+            rows, self.outbox_rows = self.outbox_rows, []
+            self.insert_many(
+                compiled_insert(self.catalog, T.outbox, dialect, returning=False), rows
             )
-            self.outbox_rows = []
 
     def after_commit(self) -> None:
         for event, payload in self.events:
