@@ -52,11 +52,6 @@ def test_a_rule_reads_a_formula_worked_out_in_the_same_write(prospects):
     assert (changed["weight"], changed["score"], changed["band"]) == (2, 0, "low")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="formulas are all worked out before the score (Records._prepare_new and update "
-    "call _compute, then _score); the formulas over the score need a second pass after it",
-)
 def test_a_formula_over_the_score_reads_the_score_of_the_same_write(prospects):
     made = prospects.create({"name": "p", "visits": 3})
     assert (made["score"], made["double"], made["loud"], made["hot"]) == (12, 24, 25, True)

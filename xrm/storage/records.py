@@ -28,6 +28,7 @@ from ..metadata.fieldtypes import AutonumberType, FieldType
 from ..metadata.filters import All, AnyOf, Condition, FilterContext, FilterError, Not, parse_filter
 from ..metadata.model import ACCOUNT_ENTITY, SYSTEM_COLUMNS
 from ..metadata.problems import did_you_mean
+from ..metadata.scoring import formulas_over
 from . import duplicates as D
 from . import query as Q
 from . import scoring as S
@@ -190,6 +191,13 @@ class EntityPlan:
         self.any_lookups = [f for f in fields.values() if f.type == "any_lookup"]
         self.columns = {n: f for n, f in fields.items() if f.stored}
         self.formulas = self._formula_order(fields)
+        # The score is worked out between two passes: first the formulas its rules may
+        # read, then those over the score or its rating (directly or through another
+        # formula), which would read the score from before the save if worked out first.
+        # The checker keeps scoring conditions off the second kind.
+        over = formulas_over(entity, entity.scoring.fields) if entity.scoring else {}
+        self.unscored_formulas = [f for f in self.formulas if f.name not in over]
+        self.score_formulas = [f for f in self.formulas if f.name in over]
         # Formulas that read a rollup, directly or through another formula: a child's
         # change moves the rollup without saving this record, so they are computed again
         # then (refresh_rollup_formulas), after the rollups themselves.
@@ -414,14 +422,16 @@ class Records:
             else:
                 record[f.name] = f.kind.coerce(f, default)
 
-    def _compute(self, record: dict, now: dt.datetime) -> None:
-        if not self.plan.formulas:
+    def _compute(self, record: dict, now: dt.datetime, formulas: list | None = None) -> None:
+        """Work out ``formulas`` (default: all of them, in dependency order) on the record."""
+        formulas = self.plan.formulas if formulas is None else formulas
+        if not formulas:
             return
         values = {**self.plan.formula_inputs, **record}  # absent fields are None, not undefined
         if values["created_at"] is None:  # a new record: what its insert will stamp
             values.update(created_at=now, updated_at=now)
             values.update(created_by=self.user_id, updated_by=self.user_id)
-        for f in self.plan.formulas:
+        for f in formulas:
             value = evaluate_formula(f.formula, values, now)
             try:
                 record[f.name] = f.kind.coerce(f, value) if value is not None else None
@@ -430,9 +440,10 @@ class Records:
             values[f.name] = record[f.name]
 
     def _score(self, unit: UnitOfWork, record: dict, now: dt.datetime) -> None:
-        """The entity's scoring model on the record being written (after its formulas, so
-        rules may read them).  A stored record outside the model's ``where`` keeps its
-        score; the decay moves the others later (``storage.scoring.rescore``)."""
+        """The entity's scoring model on the record being written: after the formulas its
+        rules may read, before the formulas over the score.  A stored record outside the
+        model's ``where`` keeps its score; the decay moves the others later
+        (``storage.scoring.rescore``)."""
         if self.entity.scoring is None:
             return
         getter = record_getter(record, self._related(unit))
@@ -767,8 +778,9 @@ class Records:
         if "owner" not in record:
             record["owner"] = self.user_id
         self._apply_stage(record, None)
-        self._compute(record, now)
+        self._compute(record, now, self.plan.unscored_formulas)
         self._score(unit, record, now)
+        self._compute(record, now, self.plan.score_formulas)
         self._validate(unit, record, None, errors)
         return record
 
@@ -987,8 +999,9 @@ class Records:
             if self.access is not None:
                 self.access.check_account(self, record, old)
             self._apply_stage(record, old)
-            self._compute(record, now)
+            self._compute(record, now, self.plan.unscored_formulas)
             self._score(unit, record, now)
+            self._compute(record, now, self.plan.score_formulas)
             self._validate(unit, record, old, errors)
             self._check_unique(unit, record, record_id, errors)
             if errors:
