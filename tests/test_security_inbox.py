@@ -67,6 +67,16 @@ roles:
     permissions:
       budget: {read: all}
       budget_line: {read: own}
+  nobody_role:
+    permissions:
+      org: {read: all}
+""",
+    "processes/handed.yaml": """
+process: retiered
+entity: org
+on: {updated: [tier]}
+steps:
+  - notify: {to: "role:nobody_role", template: org_plain, channels: [app]}
 """,
     "templates/budget.yaml": """
 templates:
@@ -249,6 +259,24 @@ def test_a_rollup_reads_as_the_recipient_reads_it(inbox):
     _run(store, users, "tell_budget", budget)
     assert [r["title"] for r in _notifications(store, users["ledger"])] == ["Travel adds up to 100"]
     assert [r["title"] for r in _notifications(store, users["boss"])] == ["Travel adds up to 1000"]
+
+
+def test_a_stop_is_told_to_its_starter_only_as_far_as_they_may_still_read(inbox):
+    """The own user changes Sub A's tier, and Sub A is handed to the mate before the worker
+    gets to the process that follows; it has nobody to tell and parks. The own user, whose
+    change started it, is told it stopped, but not which record it is (they may no longer
+    read it); the administrators get the link."""
+    store, users, ids = inbox
+    mine = store.records("org", principal=store.principal(users["own"]))
+    mine.update(ids["Sub A"], {"tier": "gold"})
+    store.records("org").update(ids["Sub A"], {"owner": users["mate"]})
+    Worker(store).run_once()
+    [row] = workflow.instances(store, process="retiered", status="failed")
+    assert row["user_id"] == users["own"]
+    told = _texts(_notifications(store, users["own"]))
+    assert "there is nobody to tell" in told, told
+    assert f"/r/org/{ids['Sub A']}" not in told and "Sub A" not in told
+    assert f"/r/org/{ids['Sub A']}" in _texts(_notifications(store, users["boss"]))
 
 
 # ------------------------------------------------------------------ approvals

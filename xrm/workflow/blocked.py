@@ -425,6 +425,7 @@ def tell(batch: Batch, run: Run, step: Step | None, exc: Blocked) -> None:
     """Notify the person who started the instance and every administrator, each in their
     language, that it stopped and why (in-app, through the batch's effects)."""
     from ..storage.security import Access, load_principal
+    from .readers import reader_of, record_readable
     from .recipients import resolve
 
     capture(batch, run, exc.reason)
@@ -443,16 +444,19 @@ def tell(batch: Batch, run: Run, step: Step | None, exc: Blocked) -> None:
         locale = user.get("locale") or batch.locale
         texts = _texts(locale)
         label = run.process.label.get(locale) or run.process.name
-        # each reads the reason as their roles let them read the record
+        # each reads the reason as their roles let them read the record; one who may not
+        # read it (the starter who handed it to someone else) gets the templates as
+        # expressions, and no link that would number it
         principal = load_principal(batch.conn, batch.catalog, user["id"])
-        reader = Access(batch.catalog, principal) if principal is not None else None
+        readable = record_readable(batch, run, reader_of(batch, user))
+        reader = Access(batch.catalog, principal) if principal is not None and readable else None
         lines = [
             texts["step"].format(
                 step=_step_name(step, locale, texts) if step is not None else where,
                 reason=words(exc.reason, locale, batch.catalog, reader),
             )
         ]
-        if run.entity and run.record_id:
+        if run.entity and run.record_id and readable:
             lines.append(texts["record"].format(url=record_url))
         lines.append(texts["fix"].format(url=instance_url))
         batch.effects.notification(
