@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..metadata import Entity
     from .runner import Batch, Run
 
-__all__ = ["Reader", "Withheld", "reader_of", "views"]
+__all__ = ["Reader", "Withheld", "check_link", "reader_of", "record_readable", "views"]
 
 
 class Reader:

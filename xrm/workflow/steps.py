@@ -324,7 +324,9 @@ def message(
     batch: Batch, run: Run, template_name: str, locale: str, user: dict | None
 ) -> tuple[str, str]:
     """A template rendered for one reader: their language, and dates, numbers and money
-    as they read them (the filters take the reader's formats from the namespace)."""
+    as they read them (the filters take the reader's formats from the namespace); for a
+    user, the record as their roles let them read it (``Withheld`` when the template reads
+    what they may not: the caller sends its standard text)."""
     template = batch.catalog.templates[template_name]
     needs = template_needs(batch, template_name)
     extra = {"user": UserView(user) if user else None, FORMATS: batch.formats(user)}
