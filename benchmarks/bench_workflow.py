@@ -355,7 +355,8 @@ def profile(args) -> dict:
             }
         store = xrm.open(url, **options)
         store.install([CORE])
-        owner = store.add_user("owner@example.com", "Owner")
+        # the core user role, as a reminder's owner has: a message is rendered as its reader reads
+        owner = store.add_user("owner@example.com", "Owner", roles=["user"])
         ensure_tables(store)
         worker = Worker(store, name="bench-profile", batch_size=args.batch, smtp="", freeze_gc=True)
         worker.run_once()  # the catalog loaded, the garbage collector frozen as in serve()
@@ -410,7 +411,8 @@ def main(argv=None) -> dict:
         workers = args.workers if postgres else 1
         store = xrm.open(url, **options)
         store.install([CORE])
-        owner = store.add_user("owner@example.com", "Owner")
+        # the core user role, as a reminder's owner has: a message is rendered as its reader reads
+        owner = store.add_user("owner@example.com", "Owner", roles=["user"])
         from xrm.workflow import ensure_tables
 
         ensure_tables(store)

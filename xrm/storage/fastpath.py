@@ -15,7 +15,6 @@ times the rest of the insert.  One statement per few hundred rows keeps it to on
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
 
 import sqlalchemy as sa
 
@@ -102,15 +101,11 @@ class CompiledInsert:
         finally:
             cursor.close()
 
-    def execute_many(self, connection: sa.Connection, rows: Iterable[dict]) -> None:
-        """Insert many rows: SQLite's executemany loops in C; PostgreSQL takes them with
-        COPY, several times faster than even a pipelined executemany."""
-        parameters = self.parameters
-        self.execute_converted(connection, [parameters(row, positional=True) for row in rows])
-
     def execute_converted(self, connection: sa.Connection, values: list[list]) -> None:
-        """Insert rows given as ``parameters(row, positional=True)`` made them (a writer
-        thread takes them so: it then needs the interpreter only to bind them)."""
+        """Insert many rows, each as ``parameters(row, positional=True)`` made it (so that a
+        writer thread needs the interpreter only to bind them): SQLite's executemany loops
+        in C; PostgreSQL takes them with COPY, several times faster than even a pipelined
+        executemany."""
         cursor = self._cursor(connection)
         try:
             if self.copy_sql is not None:

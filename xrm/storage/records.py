@@ -1321,18 +1321,29 @@ class Records:
                     for _, record in batch
                 ]
                 keys = D.keys_for(self.catalog, self.entity).all if self.entity.duplicates else None
-                column_rows = [
-                    {**self._columns(record), **(keys(record) if keys else {}), **system}
-                    for _, record in batch
-                ]
-                column_rows = _uniform(column_rows)
+                polymorphic = bool(self.plan.any_lookups)
+                compiled = compiled_insert(
+                    self.catalog, self.table, unit.dialect, with_id=True, returning=False
+                )
+                parameters = compiled.parameters
+                ids = unit.next_ids(self.table, len(batch))
+                values = []
+                for (_, record), ident in zip(batch, ids):
+                    # The record is its own column row (no copy per row): its id, the system
+                    # columns and its duplicate keys (hidden columns, not fields) join it.
+                    record["id"] = ident
+                    record.update(system)
+                    if keys is not None:
+                        record.update(keys(record))
+                    row = {**record, **self._columns(record)} if polymorphic else record
+                    values.append(parameters(row, positional=True))
                 try:
-                    ids = self._insert_many(unit, column_rows)
+                    unit.insert_converted(compiled, values)  # behind, when the unit writes behind
                 except sa.exc.IntegrityError as exc:
-                    raise self._integrity(exc, unit, column_rows) from None
+                    rows = [dict(zip(compiled.names, row)) for row in values]
+                    raise self._integrity(exc, unit, rows) from None
                 records = []
                 for (_, record), ident, link in zip(batch, ids, links):
-                    record.update(id=ident, **system)
                     for name, target_ids in link.items():
                         self._set_links(unit, name, ident, target_ids)
                     records.append(record)
@@ -1353,17 +1364,6 @@ class Records:
                 unit.flush()
                 result.ids.extend(ids)
         return result
-
-    def _insert_many(self, unit: UnitOfWork, rows: list[dict]) -> list[int]:
-        """Ids reserved first, then one executemany: no per-row round trip or RETURNING."""
-        ids = unit.next_ids(self.table, len(rows))
-        for row, ident in zip(rows, ids):
-            row["id"] = ident
-        compiled = compiled_insert(
-            self.catalog, self.table, unit.dialect, with_id=True, returning=False
-        )
-        unit.insert_many(compiled, rows)  # behind, when the unit writes behind
-        return ids
 
     def _bulk_unique(
         self, unit: UnitOfWork, prepared: list[tuple[int, dict]], result: BulkResult
@@ -1680,16 +1680,6 @@ def T_ID(value) -> int:
     from ..metadata.fieldtypes import _record_id
 
     return _record_id(value)
-
-
-def _uniform(rows: list[dict]) -> list[dict]:
-    """executemany needs the same keys in every row; absent keys become NULL."""
-    keys: set[str] = set()
-    for row in rows:
-        keys.update(row)
-    if all(len(row) == len(keys) for row in rows):
-        return rows
-    return [{k: row.get(k) for k in keys} for row in rows]
 
 
 def _delta_statement(table: sa.Table, rollup_field: Field):

@@ -190,18 +190,21 @@ class UnitOfWork:
             start = end
 
     def insert_many(self, compiled, rows: list[dict]) -> None:
-        """Insert rows through a ``CompiledInsert``, after every row deferred before.
-        Writing behind, they wait with the deferred rows until ``write_pending`` (or
-        ``connection``) sends them: converted to parameters here, so that the writer
-        needs the interpreter only to bind them."""
+        """Insert rows through a ``CompiledInsert``, after every row deferred before."""
+        parameters = compiled.parameters
+        self.insert_converted(compiled, [parameters(row, positional=True) for row in rows])
+
+    def insert_converted(self, compiled, values: list[list]) -> None:
+        """``insert_many`` of rows already made bind parameters (``parameters(row,
+        positional=True)``).  Writing behind, they wait with the deferred rows until
+        ``write_pending`` (or ``connection``) sends them: the writer then needs the
+        interpreter only to bind them."""
         if self._writer is not None:
-            parameters = compiled.parameters
-            values = [parameters(row, positional=True) for row in rows]
             self.pending.append((compiled, _Converted(values)))
             return
         if self.pending:
             self.write_pending()
-        compiled.execute_many(self._connection, rows)
+        compiled.execute_converted(self._connection, values)
 
     def _write(self, compiled, values: list[list]) -> None:
         if not self._failed:
