@@ -223,6 +223,7 @@ class EntityPlan:
         self.json_converted = [
             f for f in fields.values() if type(f.kind).to_json is not FieldType.to_json
         ]
+        self.field_names = tuple(fields)
 
     @staticmethod
     def _formula_order(fields: Mapping[str, Field]) -> list[Field]:
@@ -360,7 +361,10 @@ class Records:
         errors: dict[str, list[str]],
         creating: bool,
         platform: bool = False,
+        memo: dict | None = None,
     ) -> dict[str, Any]:
+        """Values as their fields take them.  ``memo`` (a bulk write's): text already
+        coerced for a field, since imported rows repeat a title, a city, a category."""
         coerced: dict[str, Any] = {}
         fields = self.entity.fields
         writable = self.plan.writable
@@ -388,11 +392,22 @@ class Records:
             if name in read_only and self.access is not None and not platform:
                 errors.setdefault(name, []).append(f"{name} is read-only")
                 continue
+            if memo is not None and type(value) is str:
+                known = memo.get((name, value), _UNSEEN)
+                if known is not _UNSEEN:
+                    coerced[name] = known
+                    continue
             try:
                 # text in the user's locale (numbers, dates), a time without zone in theirs
-                coerced[name] = coercers[name](f, value, tz=tz, locale=locale)
+                result = coercers[name](f, value, tz=tz, locale=locale)
             except CoercionError as exc:
                 errors.setdefault(name, []).append(exc.message)
+                continue
+            coerced[name] = result
+            if memo is not None and type(value) is str and type(result) in _SHAREABLE:
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()
+                memo[(name, value)] = result
         return coerced
 
     def _coerce_stamp(self, stamp: Mapping[str, Any], errors: dict[str, list[str]]) -> dict:
@@ -769,9 +784,14 @@ class Records:
 
     # ------------------------------------------------------------------ writes
     def _prepare_new(
-        self, unit: UnitOfWork, values: Mapping, now: dt.datetime, errors: dict
+        self,
+        unit: UnitOfWork,
+        values: Mapping,
+        now: dt.datetime,
+        errors: dict,
+        memo: dict | None = None,
     ) -> dict:
-        record = self._coerce(values, errors, creating=True)
+        record = self._coerce(values, errors, creating=True, memo=memo)
         self._apply_defaults(record, values, now)
         for f in self.plan.zero_rollups:
             record[f.name] = f.kind.coerce(f, 0)
@@ -916,8 +936,9 @@ class Records:
                 raise ValidationFailed({name: ["a linked record does not exist"]}) from None
 
     def _snapshot(self, record: Mapping) -> dict:
-        fields = self.entity.fields
-        snapshot = {n: v for n, v in record.items() if v is not None and n in fields}
+        # by the fields (a record being written also holds its id, system columns and keys)
+        get = record.get
+        snapshot = {n: v for n in self.plan.field_names if (v := get(n)) is not None}
         for f in self.plan.json_converted:
             value = snapshot.get(f.name)
             if value is not None:
@@ -1287,10 +1308,11 @@ class Records:
         with self._unit() as unit:
             now = unit.now
             prepared: list[tuple[int, dict]] = []
+            memo: dict = {}
             for index, values in enumerate(rows):
                 self._check_writes(values)
                 values, errors = self._own_files(values, None)
-                record = self._prepare_new(unit, values, now, errors)
+                record = self._prepare_new(unit, values, now, errors, memo)
                 if self.access is not None and not errors:
                     self.access.check_owner(self, record.get("owner"), record)
                 if errors:
@@ -1680,6 +1702,13 @@ def T_ID(value) -> int:
     from ..metadata.fieldtypes import _record_id
 
     return _record_id(value)
+
+
+_UNSEEN = object()
+#: Coerced values a bulk write may hand to many records: immutable ones only.
+_SHAREABLE = frozenset({str, int, float, bool, Decimal, dt.date, dt.datetime, dt.time, type(None)})
+#: Texts a bulk write remembers coerced (then it starts over).
+MEMO_SIZE = 20_000
 
 
 def _delta_statement(table: sa.Table, rollup_field: Field):
