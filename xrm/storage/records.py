@@ -1723,6 +1723,17 @@ def _delta_statement(table: sa.Table, rollup_field: Field):
 def refresh_rollup_formulas(conn, catalog: Catalog, entity: Entity, ids, now) -> None:
     """Compute again, for these records, the formulas that read their rollups (after the
     rollups moved), and write the values that changed."""
+    refresh_formulas(conn, catalog, entity, plan_for(catalog, entity).rollup_formulas, ids, now)
+
+
+def refresh_formulas(
+    conn, catalog: Catalog, entity: Entity, formulas: Sequence[Field], ids, now
+) -> None:
+    """Work out ``formulas`` again (in dependency order) for these records from the values
+    stored, and write the values that changed: after a change that moved what they read
+    without a save of the record (a rollup, a score's decay)."""
+    if not formulas:
+        return
     plan = plan_for(catalog, entity)
     table = tables_for(catalog)[entity.name]
     ids = sorted(i for i in ids if i is not None)
@@ -1731,7 +1742,7 @@ def refresh_rollup_formulas(conn, catalog: Catalog, entity: Entity, ids, now) ->
         for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
             values = {**plan.formula_inputs, **row}
             changed = {}
-            for f in plan.rollup_formulas:
+            for f in formulas:
                 value = evaluate_formula(f.formula, values, now)
                 try:
                     value = f.kind.coerce(f, value) if value is not None else None

@@ -17,9 +17,8 @@ from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
-from ..metadata import Catalog, CoercionError, Entity
+from ..metadata import Catalog, Entity
 from ..metadata.evaluate import matches
-from ..metadata.expressions import evaluate_formula
 from ..metadata.filters import FilterContext
 from ..metadata.scoring import formulas_over
 from . import query as Q
@@ -128,25 +127,8 @@ def refresh_formulas(
 ) -> None:
     """Work out the formulas ``names`` again for these records (in dependency order, from
     the values stored), and write the values that changed."""
-    from .records import plan_for  # records scores through this module
+    from .records import plan_for
+    from .records import refresh_formulas as refresh  # records scores through this module
 
-    plan = plan_for(catalog, entity)
-    formulas = [f for f in plan.formulas if f.name in names]
-    table = tables_for(catalog)[entity.name]
-    ids = sorted(ids)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
-            values = {**plan.formula_inputs, **row}
-            changed = {}
-            for f in formulas:
-                value = evaluate_formula(f.formula, values, now)
-                try:
-                    value = f.kind.coerce(f, value) if value is not None else None
-                except CoercionError:
-                    value = None
-                values[f.name] = value
-                if value != row[f.name]:
-                    changed[f.name] = value
-            if changed:
-                conn.execute(table.update().where(table.c.id == row["id"]).values(changed))
+    formulas = [f for f in plan_for(catalog, entity).formulas if f.name in names]
+    refresh(conn, catalog, entity, formulas, ids, now)
