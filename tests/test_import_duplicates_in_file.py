@@ -217,3 +217,49 @@ def test_with_two_rules_the_repeat_of_a_rejected_row_comes_first_by_the_other_ru
     assert [r.row for r in result.rejects] == [2]
     assert (result.created, result.updated) == (1, 1)
     assert [r["last_name"] for r in contacts(store)] == ["Ross", "Lu"]
+
+
+def accounts(store) -> list[str]:
+    page = store.records("account").query(fields=["name"], sort=[["id", "asc"]], limit=100)
+    return [r["name"] for r in page.rows]
+
+
+def test_a_fuzzy_rule_finds_an_earlier_row_by_similarity_not_by_its_block(crm, tmp_path):
+    store = crm[0]  # Acme and Globex are stored
+    path = write(
+        tmp_path,
+        "Name\nAcorn Industries\nAcme Inc\nAcorn Industres\nAcorp\nGlobex LLC\n",
+        name="accounts.csv",
+    )
+    for chunk_size in (100, 2):  # within a chunk and across chunks
+        result = Importer(
+            store,
+            "account",
+            open_source(path),
+            dedupe=["similar_name"],
+            chunk_size=chunk_size,
+            partial=True,
+        ).run(dry_run=True)
+        # "Acorp" begins like "Acorn Industries" (one block) but is another company
+        assert (result.created, result.skipped) == (2, 3), chunk_size
+        found = [(d.row, d.of_row, d.title or None) for d in result.duplicates]
+        assert found == [(3, None, "Acme"), (4, 2, None), (6, None, "Globex")]
+    result = Importer(store, "account", open_source(path), dedupe=["similar_name"]).run()
+    assert accounts(store) == ["Acme", "Globex", "Acorn Industries", "Acorp"]
+    assert (
+        result.duplicates[1].record_id
+        == store.records("account")
+        .query(filter=["name", "eq", "Acorn Industries"], fields=["id"])
+        .rows[0]["id"]
+    )
+
+
+def test_a_fuzzy_repeat_of_a_rejected_row_is_judged_on_its_own(crm, tmp_path):
+    store = crm[0]
+    # row 2's name is too long for the field: rejected; row 3 is like it, and is created
+    path = write(tmp_path, f"Name\nZephyr {'x' * 300}\nZephyr {'x' * 40}\n", name="accounts.csv")
+    result = Importer(
+        store, "account", open_source(path), dedupe=["similar_name"], partial=True
+    ).run()
+    assert (result.created, result.skipped, result.rejected_rows) == (1, 0, 1)
+    assert result.duplicates == []

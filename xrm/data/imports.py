@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from ..metadata import CoercionError, Entity, Field
 from ..metadata.bulk import collector_paused
-from ..metadata.duplicates import DuplicateRule, key_function
+from ..metadata.duplicates import DuplicateRule, fuzzy_value, key_function
 from ..metadata.problems import did_you_mean, one_of
 from ..storage import duplicates as D
 from ..storage import tables as T
@@ -768,9 +768,10 @@ class _Run:
         self.progress = progress
         self.keep = keep
         self.total = importer.source.estimated_rows() if progress else None
-        # rule -> key -> (row, record id or None while the row's record is not written)
-        self.seen: dict[str, dict[str, tuple[int, int | None]]] = {
-            r.name: {} for r in importer.rules
+        # rule -> key -> (row, record id or None while the row's record is not written);
+        # a fuzzy rule's rows by block key, found again by similarity
+        self.seen: dict[str, dict | _Similar] = {
+            r.name: {} if r.fuzzy is None else _Similar(r) for r in importer.rules
         }
         self.key_of = {r.name: key_function(r) for r in importer.rules}  # rule_key, once
         self.keys_seen: dict[object, tuple[int, int | None]] = {}
@@ -1079,8 +1080,6 @@ class _Run:
             key = keys.get(number)
             if key is None:
                 continue
-            if pending and fuzzy is not None:
-                continue  # fuzzy rules find stored records only: no key to hold
             if fuzzy is not None:
                 candidates = [
                     (c.id, c.title)
@@ -1089,15 +1088,18 @@ class _Run:
                     )
                     if rule.name in c.rules
                 ]
+                # an earlier row of the file by the rule's similarity, as a stored record
+                value = fuzzy_value(rule, values)
+                earlier = seen.find(key, value)
             else:
                 candidates = found.get(key, [])
+                earlier = seen.get(key)
             if pending:
-                if not candidates and key not in seen:
-                    self._remember(seen, key, number)
+                if not candidates and earlier is None:
+                    self._remember(seen, key if fuzzy is None else seen.add(key, value), number)
                 continue
             # An earlier row of the file that was written (or is about to be) comes first:
             # its record may not be in the table yet, and either way the row repeats it.
-            earlier = seen.get(key)
             if earlier is not None:
                 action = "skipped" if im.mode == "create" else "updated"
                 duplicate = Duplicate(number, [rule.name], action, earlier[1], of_row=earlier[0])
@@ -1114,7 +1116,7 @@ class _Run:
                 action = "skipped" if im.mode == "create" else "updated"
                 out[number] = (ident, Duplicate(number, [rule.name], action, ident, title))
                 continue
-            self._remember(seen, key, number)
+            self._remember(seen, key if fuzzy is None else seen.add(key, value), number)
 
     def _rule_key(self, rule: DuplicateRule, values: Mapping) -> str | None:
         record = {}
@@ -1244,6 +1246,39 @@ class _Run:
             header = column.header if column is not None else ("" if name == ALL_KEY else name)
             for message in messages:
                 self.reject(number, header, value, message)
+
+
+class _Similar:
+    """The rows of an import by one fuzzy rule, by block key: an earlier row is found by
+    the rule's similarity, as a stored record is (not by sharing the block, which only
+    says two names begin alike).  It takes ``_Run``'s two dict operations on the entries
+    ``add`` makes: set the (row, record id) once the row is written, and pop (forget)."""
+
+    def __init__(self, rule: DuplicateRule):
+        self.threshold = rule.fuzzy.fuzzy
+        self.blocks: dict[str, list[list]] = {}  # block key -> [row, value, record id, key]
+
+    def find(self, key: str, value: str | None) -> tuple[int, int | None] | None:
+        """The earlier row most like ``value`` (among the block's newest, as for records)."""
+        best, best_score = None, 0.0
+        for entry in self.blocks.get(key, ())[-D.FUZZY_CANDIDATES :]:
+            score = 1.0 if entry[1] == value else D.similarity(value, entry[1], self.threshold)
+            if score is not None and score > best_score:
+                best, best_score = entry, score
+        return None if best is None else (best[0], best[2])
+
+    def add(self, key: str, value: str | None) -> list:
+        entry = [None, value, None, key]
+        self.blocks.setdefault(key, []).append(entry)
+        return entry
+
+    def __setitem__(self, entry: list, seen: tuple[int, int | None]) -> None:
+        entry[0], entry[2] = seen
+
+    def pop(self, entry: list, default=None):
+        block = self.blocks.get(entry[3], [])
+        self.blocks[entry[3]] = [e for e in block if e is not entry]
+        return default
 
 
 def _pending(match) -> bool:

@@ -200,7 +200,7 @@ def find(
                 record = dict(zip(names, row[1:], strict=True))
                 score = 1.0
                 if fuzzy is not None:
-                    score = _similarity(wanted, fuzzy_value(rule, record), fuzzy.fuzzy)
+                    score = similarity(wanted, fuzzy_value(rule, record), fuzzy.fuzzy)
                     if score is None:
                         continue
                 candidate = found.get(row[0])
@@ -218,7 +218,9 @@ def find(
     return ranked[:limit]
 
 
-def _similarity(wanted: str | None, other: str | None, threshold: float) -> float | None:
+def similarity(wanted: str | None, other: str | None, threshold: float) -> float | None:
+    """How alike two normalized values of a fuzzy rule are (0..1), or None below the
+    rule's threshold."""
     if not wanted or not other:
         return None
     matcher = difflib.SequenceMatcher(None, wanted, other, autojunk=False)
@@ -399,7 +401,7 @@ def _fuzzy_groups(records, conn, rule, builder, scope, block: str) -> list[Group
     threshold = rule.fuzzy.fuzzy
     for i, (value, _id, _record) in enumerate(rows):
         for j in range(i + 1, min(i + 1 + FUZZY_WINDOW, len(rows))):
-            score = 1.0 if rows[j][0] == value else _similarity(value, rows[j][0], threshold)
+            score = 1.0 if rows[j][0] == value else similarity(value, rows[j][0], threshold)
             if score is None:
                 continue
             best[i], best[j] = max(best[i], score), max(best[j], score)
