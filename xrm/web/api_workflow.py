@@ -638,65 +638,80 @@ _NAME_PATH = {
 _BODY_ERRORS = {"e413": "request body too large", "e415": "request body is not JSON"}
 
 
+def _endpoint(
+    spec,
+    method: str,
+    path: str,
+    operation_id: str,
+    summary: str,
+    responses: dict,
+    *,
+    path_parameters: list | None = None,
+    description: str | None = None,
+    parameters: list | None = None,
+    body: dict | None = None,
+) -> None:
+    """One workflow operation in the document (the parts in the order the others have)."""
+    operation = {"tags": ["workflow"], "operationId": operation_id, "summary": summary}
+    if description is not None:
+        operation["description"] = description
+    if parameters is not None:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = body
+    operation["responses"] = responses
+    spec.path(
+        path=f"{openapi.API_PREFIX}{path}",
+        parameters=path_parameters,
+        operations={method: operation},
+    )
+
+
 def document(spec) -> None:
     """Add the workflow endpoints and their schemas to the API's OpenAPI document."""
     for name, schema in SCHEMAS.items():
         spec.components.schema(name, component=schema)
     spec.tag({"name": "workflow", "description": "notifications, approvals, processes"})
-    base = openapi.API_PREFIX
-    tags = ["workflow"]
-    spec.path(
-        path=f"{base}/notifications",
-        operations={
-            "get": {
-                "tags": tags,
-                "operationId": "list_notifications",
-                "summary": "The caller's in-app notifications, newest first",
-                "parameters": [
-                    _query("unread", {"type": "boolean", "default": False}, "only unread ones"),
-                    _BEFORE,
-                    _LIMIT,
-                ],
-                "responses": {**_ok("workflow.NotificationPage"), **_errors()},
-            }
-        },
+    _endpoint(
+        spec,
+        "get",
+        "/notifications",
+        "list_notifications",
+        "The caller's in-app notifications, newest first",
+        {**_ok("workflow.NotificationPage"), **_errors()},
+        parameters=[
+            _query("unread", {"type": "boolean", "default": False}, "only unread ones"),
+            _BEFORE,
+            _LIMIT,
+        ],
     )
-    spec.path(
-        path=f"{base}/notifications/unread",
-        operations={
-            "get": {
-                "tags": tags,
-                "operationId": "count_unread_notifications",
-                "summary": "How many of the caller's notifications are unread",
-                "responses": {**_ok("workflow.Unread"), **_errors()},
-            }
-        },
+    _endpoint(
+        spec,
+        "get",
+        "/notifications/unread",
+        "count_unread_notifications",
+        "How many of the caller's notifications are unread",
+        {**_ok("workflow.Unread"), **_errors()},
     )
-    spec.path(
-        path=f"{base}/notifications/read",
-        operations={
-            "post": {
-                "tags": tags,
-                "operationId": "mark_notifications_read",
-                "summary": "Mark some of the caller's notifications read, or all of them",
-                "requestBody": openapi._json_body("workflow.MarkRead", "{} marks all"),
-                "responses": {
-                    **_ok("workflow.Marked", "how many were unread and are read now"),
-                    **_errors(e422="ids is not a list of notification ids", **_BODY_ERRORS),
-                },
-            }
+    _endpoint(
+        spec,
+        "post",
+        "/notifications/read",
+        "mark_notifications_read",
+        "Mark some of the caller's notifications read, or all of them",
+        {
+            **_ok("workflow.Marked", "how many were unread and are read now"),
+            **_errors(e422="ids is not a list of notification ids", **_BODY_ERRORS),
         },
+        body=openapi._json_body("workflow.MarkRead", "{} marks all"),
     )
-    spec.path(
-        path=f"{base}/approvals",
-        operations={
-            "get": {
-                "tags": tags,
-                "operationId": "list_approvals",
-                "summary": "Approvals waiting for the caller's decision",
-                "responses": {**_ok("workflow.ApprovalList"), **_errors()},
-            }
-        },
+    _endpoint(
+        spec,
+        "get",
+        "/approvals",
+        "list_approvals",
+        "Approvals waiting for the caller's decision",
+        {**_ok("workflow.ApprovalList"), **_errors()},
     )
     decided_errors = _errors(
         e404="no such approval waiting for the caller",
@@ -704,102 +719,79 @@ def document(spec) -> None:
         e422="the body is not valid",
         **_BODY_ERRORS,
     )
-    spec.path(
-        path=f"{base}/approvals/{{id}}",
-        parameters=[_ID_PATH],
-        operations={
-            "post": {
-                "tags": tags,
-                "operationId": "decide_approval",
-                "summary": "Approve or reject",
-                "requestBody": openapi._json_body("workflow.Decision"),
-                "responses": {**_ok("workflow.Decided"), **decided_errors},
-            }
-        },
+    _endpoint(
+        spec,
+        "post",
+        "/approvals/{id}",
+        "decide_approval",
+        "Approve or reject",
+        {**_ok("workflow.Decided"), **decided_errors},
+        path_parameters=[_ID_PATH],
+        body=openapi._json_body("workflow.Decision"),
     )
-    spec.path(
-        path=f"{base}/approvals/{{id}}/delegate",
-        parameters=[_ID_PATH],
-        operations={
-            "post": {
-                "tags": tags,
-                "operationId": "delegate_approval",
-                "summary": "Hand the decision to another user",
-                "requestBody": openapi._json_body("workflow.Delegation"),
-                "responses": {**_ok("workflow.Delegated"), **decided_errors},
-            }
-        },
+    _endpoint(
+        spec,
+        "post",
+        "/approvals/{id}/delegate",
+        "delegate_approval",
+        "Hand the decision to another user",
+        {**_ok("workflow.Delegated"), **decided_errors},
+        path_parameters=[_ID_PATH],
+        body=openapi._json_body("workflow.Delegation"),
     )
-    spec.path(
-        path=f"{base}/processes/{{name}}/start",
-        parameters=[_NAME_PATH],
-        operations={
-            "post": {
-                "tags": tags,
-                "operationId": "start_process",
-                "summary": "Start a process with a manual trigger",
-                "description": (
-                    "The caller needs one of the trigger's roles (if it names any) and the "
-                    "right to update the record.  The instance runs on the next worker pass, "
-                    "unless a step cannot go on at once (nobody to approve, say): then it is "
-                    "parked before the answer, which says why."
-                ),
-                "requestBody": openapi._json_body("workflow.StartRequest"),
-                "responses": {
-                    **_ok(
-                        "workflow.Started",
-                        "queued",
-                        "202",
-                        headers={
-                            "Location": {
-                                "description": "the instance",
-                                "schema": {"type": "string"},
-                            }
-                        },
-                    ),
-                    **_errors(
-                        e403="the caller may not start it on this record",
-                        e404="no such enabled process, or no such record",
-                        e422="the body is not valid",
-                        **_BODY_ERRORS,
-                    ),
-                },
-            }
+    _endpoint(
+        spec,
+        "post",
+        "/processes/{name}/start",
+        "start_process",
+        "Start a process with a manual trigger",
+        {
+            **_ok(
+                "workflow.Started",
+                "queued",
+                "202",
+                headers={"Location": {"description": "the instance", "schema": {"type": "string"}}},
+            ),
+            **_errors(
+                e403="the caller may not start it on this record",
+                e404="no such enabled process, or no such record",
+                e422="the body is not valid",
+                **_BODY_ERRORS,
+            ),
         },
+        path_parameters=[_NAME_PATH],
+        description=(
+            "The caller needs one of the trigger's roles (if it names any) and the "
+            "right to update the record.  The instance runs on the next worker pass, "
+            "unless a step cannot go on at once (nobody to approve, say): then it is "
+            "parked before the answer, which says why."
+        ),
+        body=openapi._json_body("workflow.StartRequest"),
     )
-    spec.path(
-        path=f"{base}/processes/{{name}}/instances",
-        parameters=[_NAME_PATH],
-        operations={
-            "get": {
-                "tags": tags,
-                "operationId": "list_instances",
-                "summary": "Instances of a process the caller may see, newest first",
-                "parameters": [
-                    _query("record_id", _ID, "only those on this record"),
-                    _query("status", {"enum": list(STATUSES)}, "only those in this status"),
-                    _BEFORE,
-                    _LIMIT,
-                ],
-                "responses": {
-                    **_ok("workflow.InstancePage"),
-                    **_errors(e404="no such process"),
-                },
-            }
-        },
+    _endpoint(
+        spec,
+        "get",
+        "/processes/{name}/instances",
+        "list_instances",
+        "Instances of a process the caller may see, newest first",
+        {**_ok("workflow.InstancePage"), **_errors(e404="no such process")},
+        path_parameters=[_NAME_PATH],
+        parameters=[
+            _query("record_id", _ID, "only those on this record"),
+            _query("status", {"enum": list(STATUSES)}, "only those in this status"),
+            _BEFORE,
+            _LIMIT,
+        ],
     )
-    spec.path(
-        path=f"{base}/instances/{{id}}",
-        parameters=[_ID_PATH],
-        operations={
-            "get": {
-                "tags": tags,
-                "operationId": "get_instance",
-                "summary": "A process instance with its history",
-                "responses": {
-                    **_ok("workflow.InstanceDetail"),
-                    **_errors(e404="no such instance that the caller may see"),
-                },
-            }
+    _endpoint(
+        spec,
+        "get",
+        "/instances/{id}",
+        "get_instance",
+        "A process instance with its history",
+        {
+            **_ok("workflow.InstanceDetail"),
+            **_errors(e404="no such instance that the caller may see"),
         },
+        path_parameters=[_ID_PATH],
     )
