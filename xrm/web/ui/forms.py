@@ -15,7 +15,7 @@ from markupsafe import escape
 
 from ...forms import BoundForm, quick_create_form
 from ...metadata import CoercionError, Entity
-from ...metadata.filters import FilterError, system_field
+from ...metadata.filters import system_field
 from ...metadata.model import Form
 from ...storage.files import check_file_values
 from ...storage.records import ALL_KEY, Conflict, Forbidden, ValidationFailed
@@ -28,8 +28,6 @@ from .layouts import form_for, main_view
 from .timeline import timeline_page
 
 bp = guard(Blueprint("ui_forms", __name__))
-
-RELATED_LIMIT = 10
 
 
 def entity_or_404(name: str) -> Entity:
@@ -486,74 +484,6 @@ def move_stage(entity_name: str, record_id: int):
     option = field.option(stage)
     flash(C._("Moved to %(stage)s.", stage=C.label(option) if option else stage), "success")
     return _done(entity, record_id)
-
-
-# ------------------------------------------------------------------------ related lists
-@bp.get("/r/<entity_name>/<recid:record_id>/related/<field_name>")
-def related(entity_name: str, record_id: int, field_name: str):
-    entity = entity_or_404(entity_name)
-    f = entity.fields.get(field_name)
-    if (
-        f is None
-        or f.type not in ("children", "many_to_many")
-        or field_name not in C.readable_names(entity)
-    ):
-        abort(404)
-    record = C.records(entity).get(record_id, fields=None if f.type == "many_to_many" else ["id"])
-    target = C.catalog().entity_of(f.target)
-    if target is None or not C.can(target.name, "read"):
-        return render_template(
-            "ui/_related.html", rows=[], columns=[], target=target, new_url=None, all_url=None
-        )
-    view = main_view(C.catalog(), target)
-    via = f.params.get("via")
-    readable = C.readable_names(target)
-    columns = [
-        c
-        for c in view.columns
-        if c != via and c.split(".")[0] in readable or c in ("owner", "created_at", "updated_at")
-    ][:5]
-    columns = [c for c in columns if C.field_at(target, c).stored] or ["id"]
-    if f.type == "children":
-        flt = [via, "eq", record_id]
-    else:
-        ids = record.get(field_name) or []
-        flt = ["id", "in", ids] if ids else ["id", "eq", 0]
-    try:
-        page = C.records(target).query(
-            filter=flt, sort=list(view.sort) or None, fields=columns, limit=RELATED_LIMIT
-        )
-    except FilterError:
-        page = C.records(target).query(filter=flt, fields=columns, limit=RELATED_LIMIT)
-    titles = C.titles()
-    titles.want_records(target, page.rows, columns)
-    titles.resolve()
-    fields = [C.field_at(target, c) for c in columns]
-    rows = [
-        {"id": r["id"], "cells": [C.display(cf, r.get(c)) for c, cf in zip(columns, fields)]}
-        for r in page.rows
-    ]
-    new_url = None
-    all_url = None
-    if f.type == "children":
-        if C.can(target.name, "create"):
-            new_url = url_for(
-                "ui_forms.new",
-                entity_name=target.name,
-                **{via: record_id},
-                next=url_for("ui_record.view", entity_name=entity.name, record_id=record_id),
-            )
-        all_url = url_for(
-            "ui_lists.view", view_name=view.name, filter=json.dumps([via, "eq", record_id])
-        )
-    return render_template(
-        "ui/_related.html",
-        rows=rows,
-        columns=[C.path_label(target, c) for c in columns],
-        target=target,
-        new_url=new_url,
-        all_url=all_url if page.next_cursor else None,
-    )
 
 
 # ------------------------------------------------------------------------ timeline and notes

@@ -132,12 +132,14 @@ def read_tabs(
     tabs, _editable = build_tabs(entity, form, record, posted=posted, errors=errors)
     out, highlights_from = [], None
     for tab in tabs:
-        sections = []
+        sections, opened = [], False
         for section in tab["sections"]:
             if not section["visible"]:
                 continue
             if section["related"] is not None:
                 sections.append(section)
+                # a list just changed (records linked or unlinked) keeps its tab open
+                opened = opened or (saved is not None and section["related"].name == saved)
                 continue
             columns = [
                 [
@@ -155,7 +157,7 @@ def read_tabs(
                 highlights_from = columns
         if sections:
             # the tab of the field being edited or just saved stays open after the swap
-            active = any(
+            active = opened or any(
                 f.editing or f.saved for s in sections for c in s.get("columns", ()) for f in c
             )
             out.append({**tab, "sections": sections, "active": active})

@@ -1,0 +1,210 @@
+"""A many-to-many related list links existing records and unlinks them (a guest list's
+guests, shown as a related list on its generated form), through the real WSGI application: several at once, twice harmlessly, with an
+audit row per change and the field's change in the event processes are told of; and the
+refusals, which change nothing: a target the user may not read, no update permission on
+the list, a list the user may not read, a post without its CSRF token, text that is no
+record id."""
+
+from __future__ import annotations
+
+import pytest
+from browser.support import world
+from conftest import write_pack
+
+from xrm.storage.links import change_links
+from xrm.storage.records import ValidationFailed
+
+#: An entity without a form of its own: the generated one lists its guests as a related list.
+GUEST_LIST = """
+entity: guest_list
+label: {en: Guest list, ru: Список гостей}
+plural: {en: Guest lists, ru: Списки гостей}
+title: name
+fields:
+  name:   {type: text, required: true, label: {en: Name, ru: Название}}
+  guests: {type: many_to_many, to: contact, label: {en: Guests, ru: Гости}}
+"""
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    root = tmp_path_factory.mktemp("related-links")
+    pack = write_pack(
+        root, "guests", {"entities/guest_list.yaml": GUEST_LIST}, depends={"core": ">=1.0"}
+    )
+    with world(root) as built:
+        store = built.store
+        store.install([pack])
+        contacts = store.records("contact", built.seller)
+        built.ann, built.bob, built.cy = (
+            contacts.create({"first_name": first, "last_name": "Linked", "owner": built.seller})
+            for first in ("Ann", "Bob", "Cy")
+        )
+        # the administrator's own contact: a plain user outside their team may not read it
+        built.hidden = store.records("contact", built.admin).create(
+            {"first_name": "Hal", "last_name": "Hidden", "owner": built.admin}
+        )
+        built.admins_list = store.records("guest_list", built.admin).create(
+            {"name": "Board", "owner": built.admin}
+        )
+        yield built
+
+
+def text(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def new_list(w, name: str) -> dict:
+    return w.store.records("guest_list", w.seller).create({"name": name, "owner": w.seller})
+
+
+def guests(w, list_id: int) -> list[int]:
+    return w.store.records("guest_list").get(list_id)["guests"]
+
+
+def guest_audit(w, list_id: int) -> list[dict]:
+    return [h for h in w.store.records("guest_list").history(list_id) if h["field"] == "guests"]
+
+
+def urls(list_id: int) -> tuple[str, str]:
+    base = f"/r/guest_list/{list_id}/related/guests"
+    return f"{base}/add", f"{base}/remove"
+
+
+def test_several_linked_at_once_then_one_unlinked_each_audited(w, seller):
+    board = new_list(w, "Newsletter")
+    add, remove = urls(board["id"])
+    response = seller.post(add, [("ids", str(w.ann["id"])), ("ids", str(w.bob["id"]))])
+    assert response.status_code == 303, text(response)[:500]
+    assert guests(w, board["id"]) == sorted([w.ann["id"], w.bob["id"]])
+    page = text(seller.get(response.headers["Location"]))
+    assert "Added to Guests: 2." in page
+    audit = guest_audit(w, board["id"])
+    assert [(h["old"], h["new"], h["user_id"]) for h in audit] == [
+        ([], sorted([w.ann["id"], w.bob["id"]]), w.seller)
+    ]
+
+    response = seller.post(remove, {"ids": str(w.ann["id"])})
+    assert response.status_code == 303
+    assert guests(w, board["id"]) == [w.bob["id"]]
+    # unlinked, not deleted
+    assert w.store.records("contact").get(w.ann["id"])["first_name"] == "Ann"
+    assert "The records themselves are kept." in text(seller.get(response.headers["Location"]))
+    assert [(h["old"], h["new"]) for h in guest_audit(w, board["id"])][-1] == (
+        sorted([w.ann["id"], w.bob["id"]]),
+        [w.bob["id"]],
+    )
+
+
+def test_linking_twice_is_harmless_and_writes_nothing(w, seller):
+    board = new_list(w, "Call list")
+    add, remove = urls(board["id"])
+    assert seller.post(add, {"ids": str(w.cy["id"])}).status_code == 303
+    version = w.store.records("guest_list").get(board["id"])["version"]
+    response = seller.post(add, {"ids": str(w.cy["id"])}, htmx=True)
+    assert response.status_code == 200
+    assert "Already in Guests." in text(response)
+    assert guests(w, board["id"]) == [w.cy["id"]]
+    assert w.store.records("guest_list").get(board["id"])["version"] == version
+    assert len(guest_audit(w, board["id"])) == 1
+    # taking out what is not there is as harmless
+    assert "Not in Guests." in text(seller.post(remove, {"ids": str(w.ann["id"])}, htmx=True))
+    assert guests(w, board["id"]) == [w.cy["id"]]
+
+
+def test_a_target_the_user_may_not_read_is_refused_and_nothing_changes(w, seller):
+    board = new_list(w, "Guests")
+    add, _remove = urls(board["id"])
+    seller.post(add, {"ids": str(w.ann["id"])})
+    version = w.store.records("guest_list").get(board["id"])["version"]
+    # one readable and one hidden contact: neither is linked
+    response = seller.post(add, [("ids", str(w.bob["id"])), ("ids", str(w.hidden["id"]))])
+    assert response.status_code == 422
+    assert "Guests: a linked record does not exist" in text(response)
+    # the same words as for a record that does not exist at all
+    missing = seller.post(add, {"ids": "987654"})
+    assert missing.status_code == 422
+    assert "Guests: a linked record does not exist" in text(missing)
+    garbage = seller.post(add, {"ids": "Bob"})
+    assert garbage.status_code == 422
+    assert "Bob is not a record id." in text(garbage)
+    empty = seller.post(add, {"ids": ""})
+    assert empty.status_code == 422
+    assert "Choose at least one record." in text(empty)
+    assert guests(w, board["id"]) == [w.ann["id"]]
+    assert w.store.records("guest_list").get(board["id"])["version"] == version
+    assert len(guest_audit(w, board["id"])) == 1
+
+
+def test_users_who_may_not_update_the_list_are_refused(w, seller, reader):
+    board = new_list(w, "Read me")
+    add, remove = urls(board["id"])
+    seller.post(add, {"ids": str(w.ann["id"])})
+    # the read-only role reads the list but may not change it: no controls, and a post is 403
+    assert 'data-testid="link-form-guests"' not in text(
+        reader.get(f"/r/guest_list/{board['id']}/related/guests?links=1")
+    )
+    assert reader.post(add, {"ids": str(w.bob["id"])}).status_code == 403
+    assert reader.post(remove, {"ids": str(w.ann["id"])}).status_code == 403
+    # a list the user may not read is answered as missing
+    other_add, _ = urls(w.admins_list["id"])
+    assert seller.post(other_add, {"ids": str(w.ann["id"])}).status_code == 404
+    assert guests(w, board["id"]) == [w.ann["id"]]
+    assert guests(w, w.admins_list["id"]) == []
+    assert len(guest_audit(w, board["id"])) == 1
+
+
+def test_a_post_without_its_csrf_token_is_refused(w, seller):
+    board = new_list(w, "Forged")
+    add, _remove = urls(board["id"])
+    response = seller.post(add, {"ids": str(w.ann["id"])}, csrf=False)
+    assert response.status_code == 400
+    assert guests(w, board["id"]) == []
+
+
+def test_the_read_view_offers_the_controls_the_form_does_not(w, seller):
+    board = new_list(w, "Shown")
+    seller.post(urls(board["id"])[0], {"ids": str(w.ann["id"])})
+    view = text(seller.get(f"/r/guest_list/{board['id']}"))
+    lazy = f"/r/guest_list/{board['id']}/related/guests?links=1"
+    assert f'hx-get="{lazy}"' in view
+    listed = text(seller.get(lazy))
+    assert 'data-testid="link-form-guests"' in listed
+    assert 'data-xrm-lookup="/ui/lookup/contact"' in listed
+    assert f'data-testid="unlink-{w.ann["id"]}"' in listed
+    assert 'name="csrf_token"' in listed
+    # the edit form holds the related list inside its own form: no nested forms there
+    edit = text(seller.get(f"/r/guest_list/{board['id']}/edit"))
+    assert "related/guests?links=1" not in edit
+    plain = text(seller.get(f"/r/guest_list/{board['id']}/related/guests"))
+    assert 'data-testid="link-form-guests"' not in plain
+    assert f'<a href="/r/contact/{w.ann["id"]}">' in plain
+
+
+def test_an_htmx_post_answers_with_the_record_page_and_a_toast(w, seller):
+    board = new_list(w, "Swapped")
+    response = seller.post(urls(board["id"])[0], {"ids": str(w.bob["id"])}, htmx=True)
+    assert response.status_code == 200
+    page = text(response)
+    assert 'id="record-page"' in page
+    assert 'data-xrm-toast data-level="success"' in page
+    assert "Added to Guests: 1." in page
+    # the page carries the new version, so that an inline edit after it does not conflict
+    version = w.store.records("guest_list").get(board["id"])["version"]
+    assert f"version={version}" in page
+
+
+def test_the_link_change_tells_processes_which_field_changed(w):
+    """The records service's update names no many-to-many field in its event; a link
+    change adds the field's ids before and after, as for a column."""
+    board = new_list(w, "Watched")
+    service = w.store.records("guest_list", w.seller)
+    seen = []
+    with w.store.transaction(w.seller) as unit:
+        change_links(service, board["id"], "guests", add=[w.ann["id"], w.cy["id"]])
+        seen = [p for e, p in unit.events if e == "updated" and p["record_id"] == board["id"]]
+    assert seen[-1]["changes"]["guests"] == [[], sorted([w.ann["id"], w.cy["id"]])]
+    with pytest.raises(ValidationFailed, match="both to be added and to be removed"):
+        change_links(service, board["id"], "guests", add=[w.ann["id"]], remove=[w.ann["id"]])
+    with pytest.raises(ValidationFailed, match="no many-to-many field"):
+        change_links(service, board["id"], "name", add=[w.ann["id"]])
