@@ -90,7 +90,7 @@ def _quick_handoff():
 
 
 class _Converted:
-    """Rows held back by ``insert_many`` while writing behind, as bind parameters."""
+    """Rows ``insert_converted`` holds back while the unit writes behind (bind parameters)."""
 
     __slots__ = ("values",)
 
