@@ -1,9 +1,9 @@
 """A many-to-many related list links existing records and unlinks them (a guest list's
-guests, shown as a related list on its generated form), through the real WSGI application: several at once, twice harmlessly, with an
-audit row per change and the field's change in the event processes are told of; and the
-refusals, which change nothing: a target the user may not read, no update permission on
-the list, a list the user may not read, a post without its CSRF token, text that is no
-record id."""
+guests, a related list on its generated form), through the real WSGI application: several
+at once, twice harmlessly, with an audit row per change and a process watching the field
+run by it; and the refusals, which change nothing: a target the user may not read, no
+update permission on the list, a list the user may not read, a post without its CSRF
+token, text that is no record id."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from conftest import write_pack
 
 from xrm.storage.links import change_links
 from xrm.storage.records import ValidationFailed
+from xrm.workflow import Worker
 
 #: An entity without a form of its own: the generated one lists its guests as a related list.
 GUEST_LIST = """
@@ -23,6 +24,16 @@ title: name
 fields:
   name:   {type: text, required: true, label: {en: Name, ru: Название}}
   guests: {type: many_to_many, to: contact, label: {en: Guests, ru: Гости}}
+  invitations_due: {type: boolean, default: false, label: {en: Invitations due, ru: Пора приглашать}}
+"""
+
+#: A process that watches the guests alone (not the name): it runs when a link changes.
+INVITE = """
+process: invite_guests
+entity: guest_list
+on: {updated: [guests]}
+steps:
+  - set: {invitations_due: true}
 """
 
 
@@ -30,7 +41,10 @@ fields:
 def w(tmp_path_factory):
     root = tmp_path_factory.mktemp("related-links")
     pack = write_pack(
-        root, "guests", {"entities/guest_list.yaml": GUEST_LIST}, depends={"core": ">=1.0"}
+        root,
+        "guests",
+        {"entities/guest_list.yaml": GUEST_LIST, "processes/invite.yaml": INVITE},
+        depends={"core": ">=1.0"},
     )
     with world(root) as built:
         store = built.store
@@ -208,3 +222,13 @@ def test_the_link_change_tells_processes_which_field_changed(w):
         change_links(service, board["id"], "guests", add=[w.ann["id"]], remove=[w.ann["id"]])
     with pytest.raises(ValidationFailed, match="no many-to-many field"):
         change_links(service, board["id"], "name", add=[w.ann["id"]])
+
+
+def test_a_process_watching_the_field_runs_when_a_link_changes(w, seller):
+    renamed, linked = new_list(w, "Renamed"), new_list(w, "Linked")
+    w.store.records("guest_list", w.seller).update(renamed["id"], {"name": "Renamed again"})
+    assert seller.post(urls(linked["id"])[0], {"ids": str(w.ann["id"])}).status_code == 303
+    Worker(w.store).run_once()
+    lists = w.store.records("guest_list")
+    assert lists.get(linked["id"])["invitations_due"] is True
+    assert lists.get(renamed["id"])["invitations_due"] is False  # another field changed
