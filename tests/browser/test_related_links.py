@@ -42,9 +42,9 @@ def shown(locator):
     return locator
 
 
-def toast(page, text: str) -> None:
-    """Wait for the success toast that says ``text`` (an earlier one may still show)."""
-    page.locator('[data-xrm-toast][data-level="success"]', has_text=text).wait_for()
+def toast(page, text: str, level: str = "success") -> None:
+    """Wait for the toast that says ``text`` (an earlier one may still show)."""
+    page.locator(f'[data-xrm-toast][data-level="{level}"]', has_text=text).wait_for()
 
 
 def choose(page, query: str, option: str) -> None:
@@ -66,6 +66,11 @@ def test_add_existing_records_then_remove_one(visit, site):
     page = visit.login(SELLER)
     visit.go(f"/r/guest_list/{party['id']}", "guest list")
     shown(page.locator('[data-testid="link-form-guests"]'))
+    # nothing chosen: refused with its message, the page stays as it was
+    page.click('[data-testid="link-add-guests"]')
+    toast(page, "Choose at least one record.", "danger")
+    shown(page.locator('[data-testid="link-form-guests"]'))
+    visit.shot("nothing chosen")
 
     choose(page, "Annika", "Annika Guest")
     page.keyboard.press("Escape")

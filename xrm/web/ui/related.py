@@ -25,7 +25,7 @@ from ...storage.records import Conflict, ValidationFailed
 from ..routing import parse_id
 from . import context as C
 from .forms import entity_or_404, error_lines
-from .guards import guard
+from .guards import guard, htmx
 from .layouts import main_view
 from .record_view import may_update, render_view
 
@@ -174,6 +174,15 @@ def _message(f: Field, change: LinkChange, adding: bool) -> str:
     )
 
 
+def _refused(entity: Entity, record_id: int, messages: list[str], status: int):
+    """The record page with the messages as toasts.  To htmx only the toasts are swapped
+    (``HX-Reswap: none``): the page stays as it was, the records chosen still chosen."""
+    for line in messages:
+        flash(line, "danger")
+    page, status = render_view(entity, C.records(entity).get(record_id), status=status)
+    return page, status, {"HX-Reswap": "none"} if htmx() else {}
+
+
 def _change(entity_name: str, record_id: int, field_name: str, *, adding: bool):
     entity = entity_or_404(entity_name)
     f = _list_field(entity, field_name)
@@ -190,14 +199,12 @@ def _change(entity_name: str, record_id: int, field_name: str, *, adding: bool):
             remove=() if adding else ids,
         )
     except ValidationFailed as exc:
-        for line in error_lines(entity, exc.errors):
-            flash(line, "danger")
-        return render_view(entity, service.get(record_id), saved=field_name, status=422)
+        return _refused(entity, record_id, error_lines(entity, exc.errors), 422)
     except Conflict:
-        flash(C._("Someone else changed this record meanwhile. Please try again."), "danger")
-        return render_view(entity, service.get(record_id), saved=field_name, status=409)
+        message = C._("Someone else changed this record meanwhile. Please try again.")
+        return _refused(entity, record_id, [message], 409)
     flash(_message(f, change, adding), "success")
-    if request.headers.get("HX-Request") == "true":
+    if htmx():
         return render_view(entity, service.get(record_id), saved=field_name)
     return redirect(url_for("ui_record.view", entity_name=entity.name, record_id=record_id), 303)
 
