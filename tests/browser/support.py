@@ -299,7 +299,46 @@ def saved_id(page, entity: str) -> int:
 def settled(page) -> None:
     """Wait until htmx has no request in flight and has settled its last swap: it binds
     the swapped-in elements' triggers only when it settles (some 20 ms after the swap),
-    so a change made before then would go unnoticed."""
+    so a change made before then would go unnoticed.  Call it once the swap is seen (a
+    trigger with a delay has no request in flight yet right after the change)."""
     page.wait_for_function(
         "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
     )
+
+
+def swapped_in(locator, state: str = "visible"):
+    """Wait for what an htmx swap brings (``locator``), then for htmx to settle, so that
+    the next click or change on the new content is seen by it (a form clicked before then
+    would be posted by the browser itself, a button would do nothing)."""
+    locator.wait_for(state=state)
+    settled(locator.page)
+    return locator
+
+
+def toast(page, text: str, level: str = "success"):
+    """The toast that says ``text``, once shown. Found by its words: an earlier toast (a
+    save's "Saved.") may still show beside it for a few seconds."""
+    found = page.locator(f'[data-xrm-toast][data-level="{level}"]', has_text=text)
+    found.wait_for()
+    return found
+
+
+def stage_reached(page, stage: str) -> None:
+    """Wait until the record's stage bar shows ``stage`` as the current one (the move's
+    answer swapped the page in) and htmx has settled that page."""
+    swapped_in(page.locator(f'[data-testid="stage-{stage}"][aria-current="step"]'))
+
+
+def sendable(page, form=None) -> None:
+    """Wait until the public form on ``page`` (or in ``form``, a frame of it) may be sent:
+    its signed token refuses a form sent sooner than ``XRM_WEB_FORM_MIN_SECONDS`` after it
+    was served, counted from the whole second the token names, on the one clock the server
+    and the browser share."""
+    from itsdangerous import URLSafeSerializer
+
+    from xrm.web.public_forms import DEFAULTS, SALT, TOKEN
+
+    token = (form or page).locator(f'input[name="{TOKEN}"]').input_value()
+    _, payload = URLSafeSerializer("", salt=SALT).loads_unsafe(token)
+    ready = int(payload["t"]) + float(DEFAULTS["XRM_WEB_FORM_MIN_SECONDS"])
+    page.wait_for_function("ready => Date.now() / 1000 > ready", arg=ready)

@@ -9,22 +9,37 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from .support import ADMIN, SELLER, pick
+from playwright.sync_api import expect
+
+from .support import ADMIN, SELLER, pick, settled, swapped_in, toast
+
+#: SortableJS has started a drag: the ghost that follows the pointer is on the page.
+DRAGGING = "() => !!document.querySelector('.sortable-fallback')"
+#: The dragged item sits in the target list (SortableJS moves it there while dragging).
+OVER = "([item, target]) => target.contains(item)"
 
 
 def drag(page, source, target) -> None:
-    """Drag with the mouse in small steps (SortableJS listens to pointer events)."""
+    """Drag with the mouse in small steps (SortableJS listens to pointer events) and drop
+    once the item is over the target.  The press waits for the item to stand still (after
+    a drop SortableJS slides the items around it into place for 120 ms); SortableJS starts
+    the drag a tick after the first move, and moves the item into the list under the
+    pointer on a 50 ms timer of its own: the drop waits for each of those, never for a
+    fixed time."""
+    item = source.element_handle()
+    into = target.element_handle()
+    assert not page.evaluate(OVER, [item, into]), "the item is in the target list already"
+    source.hover()  # playwright's own wait for a still element, the pointer at its centre
     start = source.bounding_box()
     end = target.bounding_box()
-    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
     page.mouse.down()
-    page.wait_for_timeout(100)  # let SortableJS see the press before the move (busy machines)
     page.mouse.move(
         start["x"] + start["width"] / 2 + 10, start["y"] + start["height"] / 2 + 10, steps=5
     )
+    page.wait_for_function(DRAGGING)
     page.mouse.move(end["x"] + end["width"] / 2, end["y"] + 30, steps=15)
     page.mouse.move(end["x"] + end["width"] / 2 + 1, end["y"] + 31, steps=2)
-    page.wait_for_timeout(100)
+    page.wait_for_function(OVER, arg=[item, into])
     page.mouse.up()
 
 
@@ -42,8 +57,7 @@ def test_create_a_record_see_an_error_fix_it_and_save(visit, site):
     pick(page, "account", "Acme", "Acme Corporation")
     page.fill("#f-amount", "2500")
     page.click('[data-testid="save"]')
-    error = page.locator('[data-testid="error-close_date"]')
-    error.wait_for()
+    error = swapped_in(page.locator('[data-testid="error-close_date"]'))
     visit.shot("validation errors")
     assert error.inner_text() == "required"
     assert page.locator('[data-testid="error-name"]').inner_text() == "required"
@@ -81,10 +95,12 @@ def test_filter_and_sort_a_list(visit, site):
             ).all_inner_texts()
         ]
 
+    # the sort link is in the list swapped in: clicked before htmx binds it, the browser
+    # would follow it itself
     page.click('[data-testid="sort-amount"]')
-    page.wait_for_selector('th[data-path="amount"][aria-sort="ascending"]')
+    swapped_in(page.locator('th[data-path="amount"][aria-sort="ascending"]'))
     page.click('[data-testid="sort-amount"]')
-    page.wait_for_selector('th[data-path="amount"][aria-sort="descending"]')
+    swapped_in(page.locator('th[data-path="amount"][aria-sort="descending"]'))
     visit.shot("sorted by amount, descending")
     assert first_names()[0] == "Globex rollout"
     assert "sort=-amount" in page.url  # the state is in the address
@@ -93,21 +109,24 @@ def test_filter_and_sort_a_list(visit, site):
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=list-table]').innerText.includes('Globex')"
     )
+    settled(page)
     visit.shot("quick filter retail")
     assert all("Acme" in n or "Browser" in n for n in first_names())
     page.select_option('[data-testid="qf-account.industry"]', "")
     page.wait_for_function(
         "() => document.querySelector('[data-testid=list-table]').innerText.includes('Globex')"
     )
+    settled(page)
     # the advanced filter builder writes the filter language
     page.click('[data-testid="advanced-toggle"]')
     page.click('[data-testid="add-condition"]')
-    row = page.locator('[data-testid="filter-row"]').last
+    row = swapped_in(page.locator('[data-testid="filter-row"]').last)
     blank = row.element_handle()
     row.locator('[data-testid="filter-field"]').select_option("amount")
     # the row comes back from the server with the field's operators: wait for the swap,
     # or what is typed next goes into the row about to be replaced
     page.wait_for_function("row => !row.isConnected", arg=blank)
+    settled(page)
     row = page.locator('[data-testid="filter-row"]').last
     row.locator('[data-testid="filter-op"]').select_option("gt")
     row.locator('[data-testid="filter-value"]').fill("10000")
@@ -115,9 +134,10 @@ def test_filter_and_sort_a_list(visit, site):
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=list-table]').innerText.includes('Acme renewal')"
     )
+    settled(page)
     visit.shot("advanced filter")
     assert first_names() == ["Globex rollout"]
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)
     # search
     visit.go("/views/open_opportunities", "search")
     page.fill("#list-search", "initech")
@@ -147,6 +167,7 @@ def test_choose_columns_then_save_the_filtered_list_as_a_view(visit, site):
         "() => !document.querySelector('th[data-path=probability]')"
         " && document.querySelector('th[data-path=\"account.industry\"]')"
     )
+    settled(page)
     visit.shot("columns chosen")
     assert headers() == ["name", "account", "amount", "close_date", "stage", "account.industry"]
     assert "cols=" in page.url
@@ -155,6 +176,7 @@ def test_choose_columns_then_save_the_filtered_list_as_a_view(visit, site):
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=list-table]').innerText.includes('Globex')"
     )
+    settled(page)  # the list's state the saved view takes is the swapped-in one's
     page.click('button[data-bs-target="#save-view"]')
     page.fill("#saved-name", "Retail, narrow")
     page.click('[data-testid="save-view-form"] button[type=submit]')
@@ -207,10 +229,9 @@ def test_move_a_kanban_card(visit, site):
     # qualification requires a contact: the move is refused, the card goes back, the reason is shown
     card = page.locator(f'[data-testid="card-{stuck["id"]}"]')
     drag(page, card, target)
-    toast = page.locator('[data-xrm-toast][data-level="danger"]')
-    toast.wait_for()
+    refused = toast(page, "Contact: required for stage Qualification", level="danger")
     visit.shot("card refused")
-    assert "Contact: required for stage Qualification" in toast.inner_text()
+    assert "Contact: required for stage Qualification" in refused.inner_text()
     page.wait_for_function(
         f"() => document.querySelector('[data-testid=column-prospecting] [data-testid=card-{stuck['id']}]')"
     )
@@ -250,8 +271,7 @@ def test_an_administrator_adds_a_field_and_sees_it_everywhere(visit, site):
     # the filter builder
     page.click('[data-testid="advanced-toggle"]')
     page.click('[data-testid="add-condition"]')
-    page.wait_for_selector('[data-testid="filter-row"]')
-    row = page.locator('[data-testid="filter-row"]').last
+    row = swapped_in(page.locator('[data-testid="filter-row"]').last)
     assert row.locator('[data-testid="filter-field"] option[value="segment"]').count() == 1
     row.locator('[data-testid="filter-field"]').select_option("segment")
     page.wait_for_selector('datalist#fv-segment option[value="smb"]', state="attached")
@@ -306,15 +326,11 @@ def test_an_administrator_rearranges_a_form_by_dragging(visit, site):
         field = page.locator('[data-testid="layout-field-job_title"]')
     column = page.locator('[data-testid="layout-column"]').first
     in_palette = page.locator('[data-testid="palette"] [data-testid="layout-field-mobile"]')
-    for _ in range(3):  # a drop on a busy machine can miss; the assertion below still decides
-        drag(
-            page,
-            page.locator('[data-testid="layout-field-mobile"]'),
-            page.locator('[data-testid="palette"]'),
-        )
-        if in_palette.count():
-            break
-        page.wait_for_timeout(300)
+    drag(
+        page,
+        page.locator('[data-testid="layout-field-mobile"]'),
+        page.locator('[data-testid="palette"]'),
+    )
     assert in_palette.count() == 1
     drag(page, field, column)
     visit.shot("rearranged")
