@@ -154,7 +154,9 @@ def _posted_ids(f: Field) -> list[int]:
     for text in texts:
         ident = parse_id(text.strip())
         if ident is None:
-            raise ValidationFailed({f.name: [C._("%(value)s is not a record id.", value=text)]})
+            raise ValidationFailed(
+                {f.name: [C._("%(value)s is not a record id.", value=text[:40])]}
+            )
         ids.append(ident)
     return ids
 
