@@ -982,6 +982,8 @@ RU: dict[str, str] = {
     "Show or hide what is under %(title)s": "Показать или скрыть то, что входит в «%(title)s»",
     "Directly under it": "Непосредственно входят",
     "Collapse all": "Свернуть всё",
+    "Showing the first %(shown)s of %(count)s matches.": "Показаны первые %(shown)s из %(count)s совпадений.",
+    "Showing the first %(shown)s of about %(count)s matches.": "Показаны первые %(shown)s из примерно %(count)s совпадений.",
     "Show more": "Показать ещё",
     "Show in the hierarchy": "Показать в иерархии",
     "Show": "Показать",
