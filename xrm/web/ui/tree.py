@@ -8,7 +8,8 @@ they may read: a record whose parent they may not read (or which the view's filt
 out) shows at the top level, and a parent hidden from them is never named, counted or
 linked.  Children are counted with one grouped query per page of nodes and loaded when a
 node is opened (htmx), or rendered at once for the ids in ``expand=`` (links that work
-without scripts, and the "show in the hierarchy" link of a record page).
+without scripts, and the "show in the hierarchy" link of a record page).  With ``q=`` the
+page shows the records matching a search instead, each with its path (tree_search.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flask import Blueprint, abort, render_template, request, url_for
 
 from ...metadata import Entity, View
 from ...metadata.filters import FilterError, resolve_path
-from ...storage.query import BadCursor
+from ...storage.query import BadCursor, search_fields
 from ...storage.records import Forbidden, NotFound, RecordError
 from ..routing import parse_id
 from . import context as C
@@ -51,6 +52,11 @@ class Node:
     children: list[Node] | None = None
     more: str | None = None  # the address of the rest of the children (paged)
     focus: bool = False
+    # in a search (tree_search.py): a match, with its title split at the matched words,
+    # or a record shown only as the path to a match
+    match: bool = False
+    title_parts: list | None = None
+    context: bool = False
 
 
 # ------------------------------------------------------------------------ filters
@@ -180,7 +186,12 @@ def _ids(text: str | None) -> set[int]:
 
 
 def tree_page(view: View, entity: Entity):
-    """``/views/<view>`` for a tree view."""
+    """``/views/<view>`` for a tree view; with ``q=`` the records matching it."""
+    from .tree_search import searchable_text
+
+    text = searchable_text(request.args.get("q"))
+    if text is not None:
+        return _search_page(view, entity, text)
     opened = _ids(request.args.get("expand"))
     focus = parse_id(request.args.get("focus"))
     after = request.args.get("after") or None
@@ -200,6 +211,24 @@ def tree_page(view: View, entity: Entity):
     return render_template("ui/tree.html", **_context(view, entity, nodes, cursor, opened))
 
 
+def _search_page(view: View, entity: Entity, text: str):
+    from .tree_search import MATCHES, search_tree
+
+    try:
+        found = search_tree(view, entity, text)
+    except (FilterError, RecordError) as exc:
+        return render_template(
+            "ui/tree.html", **_context(view, entity, [], None, set(), error=str(exc), query=text)
+        )
+    return render_template(
+        "ui/tree.html",
+        **_context(view, entity, found.roots, None, set(), query=text),
+        found=found,
+        limit=MATCHES,
+        list_url=url_for("ui_lists.view", view_name=_list_view(entity).name, q=text),
+    )
+
+
 def _mark(nodes: list[Node], focus: int) -> None:
     for node in nodes:
         node.focus = node.id == focus
@@ -207,7 +236,7 @@ def _mark(nodes: list[Node], focus: int) -> None:
             _mark(node.children, focus)
 
 
-def _context(view, entity, nodes, cursor, opened, error=None) -> dict:
+def _context(view, entity, nodes, cursor, opened, error=None, query=None) -> dict:
     columns = columns_of(view, entity)
     args = {k: v for k, v in request.args.items() if k not in ("after",)}
     return {
@@ -223,11 +252,16 @@ def _context(view, entity, nodes, cursor, opened, error=None) -> dict:
         if request.args.get("after")
         else None,
         "opened": opened,
-        "toggle": lambda node: toggle_url(view, node, opened),
+        # in a search a chevron without scripts opens the plain tree at the node
+        "toggle": (lambda node: toggle_url(view, node, opened))
+        if query is None
+        else (lambda node: url_for("ui_lists.view", view_name=view.name, expand=node.id)),
         "depth": 0,
         "more": None,
         "error": error,
         "can_create": C.can(entity.name, "create"),
+        "searchable": bool(search_fields(entity)),
+        "query": query,
     }
 
 
