@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .support import SELLER
+from .support import SELLER, swapped_in
 
 
 def _next_monday() -> dt.date:
@@ -24,8 +24,8 @@ def test_week_view_click_creates_a_meeting_where_it_was_clicked(visit, site):
     slot = page.locator(f'[data-testid="slot-{wednesday.isoformat()}-1400"]')
     slot.click()
     dialog = page.locator('[data-testid="quick-dialog"]')
-    form = dialog.locator('[data-testid="quick-create-form"]')
-    form.wait_for()
+    # its Save posts through htmx once htmx has settled the dialog's form
+    swapped_in(dialog.locator('[data-testid="quick-create-form"]'))
     visit.shot("quick meeting")
     assert dialog.locator("#q-f-starts_at").input_value() == f"{wednesday.isoformat()}T14:00"
     assert dialog.locator("#q-f-ends_at").input_value() == f"{wednesday.isoformat()}T15:00"

@@ -6,13 +6,14 @@ reload; the worker then finishes the process."""
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 from test_ui_inbox import MANAGER, deal, install_review_pack
 
 from xrm import workflow
 from xrm.workflow import Worker
 
 from .conftest import open_tab
-from .support import SELLER, serve, world
+from .support import SELLER, serve, toast, world
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,9 @@ def test_approve_from_the_inbox_and_the_badge_drops(browser, visit, site, reques
         seller.go(f"/r/opportunity/{record['id']}", "record with its button")
         page.click('[data-testid="actions-menu"]')  # two processes: in the Actions menu
         page.click('[data-testid="start-deal_review"]')
-        toast = page.locator('[data-xrm-toast][data-level="success"]')
-        toast.wait_for()
+        started = toast(page, "Started: Request review.")
         seller.shot("started")
-        assert "Started: Request review." in toast.inner_text()
+        assert "Started: Request review." in started.inner_text()
         assert page.url.endswith(f"/r/opportunity/{record['id']}")
     Worker(site.store).run_once()
     [pending] = workflow.pending_approvals(site.store, site.manager)
@@ -54,9 +54,9 @@ def test_approve_from_the_inbox_and_the_badge_drops(browser, visit, site, reques
     page.click(f'[data-testid="approve-{pending["id"]}"]')
     card.wait_for(state="detached")
     approvals.wait_for(state="detached")  # the badge, swapped out of band
-    page.locator('[data-xrm-toast][data-level="success"]', has_text="Approved.").wait_for()
+    toast(page, "Approved.")
     visit.shot("approved")
-    assert page.locator('[data-testid="inbox-link"]').get_attribute("data-approvals") == "0"
+    expect(page.locator('[data-testid="inbox-link"]')).to_have_attribute("data-approvals", "0")
     assert page.locator('[data-testid="no-approvals"]').is_visible()
     Worker(site.store).run_once()
     assert site.store.records("opportunity").get(record["id"])["next_step"] == "Review approved"

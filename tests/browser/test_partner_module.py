@@ -16,7 +16,7 @@ import pytest
 from xrm.workflow import Worker
 
 from .conftest import open_tab
-from .support import PASSWORD, pick, saved_id, serve, world
+from .support import PASSWORD, pick, saved_id, serve, stage_reached, swapped_in, world
 
 ANN = "ann@northwind.test"
 CHRIS = "chris@example.com"
@@ -126,7 +126,7 @@ def test_a_partner_registers_a_deal_and_sees_the_approved_opportunity(visit, man
     assert made["partner_account"] == site.northwind  # their account, by the role's scope
     assert page.locator('[data-testid="stage-approved"]').is_disabled()  # not theirs to do
     page.click('[data-testid="stage-submitted"]')
-    page.locator('[data-testid="stage-submitted"][aria-current="step"]').wait_for()
+    stage_reached(page, "submitted")
     visit.shot("submitted")
     worker.run_once()  # the day noted, the channel manager named and told
     submitted = store.records("deal_registration").get(ident)
@@ -142,13 +142,14 @@ def test_a_partner_registers_a_deal_and_sees_the_approved_opportunity(visit, man
     review.wait_for_url(f"{site.url}/r/deal_registration/{ident}")
     review.wait_for_load_state("networkidle")
     review.click('[data-testid="stage-approved"]')  # the customer's account is missing
-    review.locator("#field-customer_account .ts-control").wait_for()
+    # the form asking for it is swapped in: used once htmx has settled it
+    swapped_in(review.locator("#field-customer_account .ts-control"))
     manager.shot("approval needs the customer's account")
     review.get_by_role("tab", name="Review").click()
     pick(review, "customer_account", "Acme", "Acme Corporation")
     assert review.input_value("#f-status") == "approved"  # the move asked for is kept
     review.click('[data-testid="save"]')
-    review.locator('[data-testid="stage-approved"][aria-current="step"]').wait_for()
+    stage_reached(review, "approved")
     manager.shot("approved")
     worker.run_once()  # registration_approved opens the opportunity
     approved = store.records("deal_registration").get(ident)

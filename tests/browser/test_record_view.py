@@ -9,7 +9,7 @@ import datetime as dt
 import re
 from decimal import Decimal
 
-from .support import SELLER, pick
+from .support import SELLER, pick, swapped_in
 
 
 def deal(site, name: str):
@@ -33,14 +33,14 @@ def test_open_a_record_and_edit_fields_in_place(visit, site):
     assert "$1,200.50" in page.locator('[data-testid="highlight-amount"]').inner_text()
     assert page.locator("#f-next_step").count() == 0  # values, not inputs
 
-    # a text field by its pencil
+    # a text field by its pencil; each swap (the field's form, the page after a save) is
+    # waited for until htmx has settled it: before, its buttons are not wired yet
     page.click('[data-testid="pencil-next_step"]')
-    page.locator("#f-next_step").wait_for()
+    swapped_in(page.locator("#f-next_step"))
     visit.shot("next step being edited")
     page.fill("#f-next_step", "Send the proposal")
     page.click('#field-next_step [data-testid="inline-save"]')
-    value = page.locator('[data-testid="value-next_step"]')
-    value.wait_for()
+    value = swapped_in(page.locator('[data-testid="value-next_step"]'))
     visit.shot("next step saved")
     assert value.inner_text() == "Send the proposal"
     assert page.url.endswith(url)  # still on the page
@@ -50,41 +50,40 @@ def test_open_a_record_and_edit_fields_in_place(visit, site):
 
     # an option by a click on its value: the next save carries the new version
     page.click('[data-testid="value-forecast_category"]')
-    page.locator("#f-forecast_category").wait_for()
+    swapped_in(page.locator("#f-forecast_category"))
     page.select_option("#f-forecast_category", "commit")
     page.click('#field-forecast_category [data-testid="inline-save"]')
-    page.locator('[data-testid="value-forecast_category"]', has_text="Commit").wait_for()
+    swapped_in(page.locator('[data-testid="value-forecast_category"]', has_text="Commit"))
     assert site.store.records("opportunity").get(record["id"])["forecast_category"] == "commit"
 
     # a lookup through its type-ahead
     page.click('[data-testid="pencil-account"]')
-    page.locator("#field-account .ts-control").wait_for()
+    swapped_in(page.locator("#field-account .ts-control"))
     pick(page, "account", "Glob", "Globex")
     page.click('#field-account [data-testid="inline-save"]')
-    page.locator('[data-testid="value-account"] a', has_text="Globex").wait_for()
+    swapped_in(page.locator('[data-testid="value-account"] a', has_text="Globex"))
     visit.shot("account changed")
     assert site.store.records("opportunity").get(record["id"])["account"] == site.globex["id"]
 
     # Escape leaves a field as it was
     page.click('[data-testid="pencil-next_step"]')
-    page.locator("#f-next_step").wait_for()
+    swapped_in(page.locator("#f-next_step"))
     page.fill("#f-next_step", "Never mind")
     page.press("#f-next_step", "Escape")
-    page.locator('[data-testid="value-next_step"]', has_text="Send the proposal").wait_for()
+    swapped_in(page.locator('[data-testid="value-next_step"]', has_text="Send the proposal"))
     assert site.store.records("opportunity").get(record["id"])["next_step"] == "Send the proposal"
 
     # a wrong value stays in its input with the message; Cancel brings the value back
     page.click('[data-testid="pencil-amount"]')
-    page.locator("#f-amount").wait_for()
+    swapped_in(page.locator("#f-amount"))
     page.fill("#f-amount", "twelve")
     page.click('#field-amount [data-testid="inline-save"]')
-    error = page.locator('[data-testid="error-amount"]')
-    error.wait_for()
+    error = swapped_in(page.locator('[data-testid="error-amount"]'))
     visit.shot("amount refused")
     assert error.inner_text() == "expected a number"
     assert page.input_value("#f-amount") == "twelve"
     page.click('#field-amount [data-testid="inline-cancel"]')
-    page.locator('[data-testid="value-amount"]').wait_for()
+    swapped_in(page.locator('[data-testid="value-amount"]'))
     assert "$1,200.50" in page.locator('[data-testid="value-amount"]').inner_text()
     assert site.store.records("opportunity").get(record["id"])["amount"] == Decimal("1200.50")
 
