@@ -232,3 +232,42 @@ def test_a_process_watching_the_field_runs_when_a_link_changes(w, seller):
     lists = w.store.records("guest_list")
     assert lists.get(linked["id"])["invitations_due"] is True
     assert lists.get(renamed["id"])["invitations_due"] is False  # another field changed
+
+
+def as_user(w, user_id: int):
+    """The guest lists as this user may see and change them (their roles applied)."""
+    return w.store.records("guest_list", principal=w.store.principal(user_id))
+
+
+def test_an_update_of_the_field_itself_checks_audits_and_tells_the_engine(w):
+    """The edit form and the API's PATCH set the whole list through ``Records.update``:
+    the same refusal of a record the user may not read, and the same audit row and event
+    as a link change."""
+    service = as_user(w, w.seller)
+    board = new_list(w, "Through the form")
+    with pytest.raises(ValidationFailed) as refused:
+        service.update(board["id"], {"guests": [w.ann["id"], w.hidden["id"]]})
+    assert refused.value.errors == {"guests": ["a linked record does not exist"]}
+    assert guests(w, board["id"]) == []
+
+    changed = service.update(board["id"], {"guests": [w.bob["id"], w.ann["id"]]})
+    assert changed["guests"] == sorted([w.ann["id"], w.bob["id"]])
+    assert [(h["old"], h["new"]) for h in guest_audit(w, board["id"])] == [
+        ([], sorted([w.ann["id"], w.bob["id"]]))
+    ]
+    Worker(w.store).run_once()  # the process watching guests ran for this update
+    assert w.store.records("guest_list").get(board["id"])["invitations_due"] is True
+    # the same ids again (in another order) change nothing: no version, no audit row
+    again = service.update(board["id"], {"guests": [w.ann["id"], w.bob["id"]]})
+    assert again["version"] == w.store.records("guest_list").get(board["id"])["version"]
+    assert len(guest_audit(w, board["id"])) == 1
+
+
+def test_a_record_linked_by_someone_else_may_stay_when_another_is_added(w):
+    """Only the ids added are checked: a guest the administrator linked, which the seller
+    may not read, does not stop the seller adding one of their own."""
+    board = new_list(w, "Shared")
+    as_user(w, w.admin).update(board["id"], {"guests": [w.hidden["id"]]})
+    service = as_user(w, w.seller)
+    service.update(board["id"], {"guests": [w.hidden["id"], w.cy["id"]]})
+    assert guests(w, board["id"]) == sorted([w.hidden["id"], w.cy["id"]])

@@ -9,23 +9,17 @@ just read, so that two changes made at once cannot lose one another (the second 
 Conflict).  The update applies the update permission on the record, field-level security,
 validation and the rest of the write path.
 
-The records service writes a many-to-many field's links without an audit row and without
-naming the field in the change it tells the workflow engine (the field has no column, so
-it is not among the changed columns); here the change is recorded in both, in the same
-transaction: one audit row with the ids before and after, and the field's pair of id
-lists in the ``updated`` event, so that processes triggered by a change of the field run.
+The records service records the change as any other: one audit row with the ids before
+and after, and the field's pair of id lists in the ``updated`` event, so that processes
+triggered by a change of the field run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .records import Forbidden, Records, ValidationFailed
-
-if TYPE_CHECKING:
-    from .unit import UnitOfWork
 
 #: The message for an id the user may not read or that does not exist (the same words as
 #: the records service, so that a probe cannot tell the two apart).
@@ -109,7 +103,7 @@ def change_links(
         raise ValidationFailed(
             {field_name: [f"record {min(both)} is both to be added and to be removed"]}
         )
-    with service.store.transaction(service.user_id) as unit:
+    with service.store.transaction(service.user_id):
         record = service.get(record_id)
         if service.access is not None:
             service.access.check(service, "update", record)
@@ -124,41 +118,4 @@ def change_links(
         if not change.changed:
             return change
         service.update(record_id, {field_name: sorted(after)}, version=record["version"])
-        _record_change(unit, service, record_id, field_name, sorted(before), sorted(after))
         return change
-
-
-def _record_change(
-    unit: UnitOfWork, service: Records, record_id: int, field_name: str, old: list, new: list
-) -> None:
-    """The audit row and the event's change for the field, unless the update made them."""
-    entity = service.entity.name
-
-    def ours(row: dict) -> bool:
-        return row["entity"] == entity and row["record_id"] == record_id
-
-    if service.entity.audit and not any(
-        ours(row) and row["field"] == field_name for row in unit.audit_rows
-    ):
-        unit.audit_rows.append(
-            {
-                "entity": entity,
-                "record_id": record_id,
-                "action": "update",
-                "field": field_name,
-                "old": old,
-                "new": new,
-                "user_id": service.user_id,
-                "at": unit.now,
-            }
-        )
-    # the update's event is the last of this record's (an outbox row when some process
-    # watches the entity, and a signal in either case)
-    for row in reversed(unit.outbox_rows):
-        if ours(row) and row["event"] == "updated":
-            row["changes"] = {**(row["changes"] or {}), field_name: [old, new]}
-            break
-    for event, payload in reversed(unit.events):
-        if event == "updated" and ours(payload):
-            payload["changes"] = {**(payload["changes"] or {}), field_name: [old, new]}
-            break

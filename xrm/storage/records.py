@@ -566,10 +566,11 @@ class Records:
             ):
                 errors.setdefault(f.name, []).append(f"you may not change this {target}")
         for name in self.plan.m2m:
-            value = record.get(name)
-            if value and name not in errors and value != (old or {}).get(name):
+            # the ids added (a record already linked stays, readable to this user or not)
+            added = set(record.get(name) or ()) - set((old or {}).get(name) or ())
+            if added and name not in errors:
                 target = self.entity.fields[name].params["to"]
-                if not self._may(unit, target, value, "read"):
+                if not self._may(unit, target, sorted(added), "read"):
                     errors.setdefault(name, []).append("a linked record does not exist")
 
     def _validate_hierarchies(self, unit: UnitOfWork, record: dict, old: dict, errors) -> None:
@@ -924,6 +925,11 @@ class Records:
                     errors[f.name] = ["the linked record does not exist"]
         return errors
 
+    def _linked_ids(self, unit: UnitOfWork, name: str, record_id: int) -> list[int]:
+        link = self.tables.link(self.entity.name, name)
+        statement = sa.select(link.c.target_id).where(link.c.source_id == record_id)
+        return sorted(unit.connection.execute(statement).scalars())
+
     def _set_links(self, unit: UnitOfWork, name: str, record_id: int, ids: Sequence[int]) -> None:
         link = self.tables.link(self.entity.name, name)
         unit.connection.execute(link.delete().where(link.c.source_id == record_id))
@@ -1016,7 +1022,11 @@ class Records:
             if stamp:
                 given.update(self._coerce_stamp(stamp, errors))
             links = {name: given.pop(name) for name in list(given) if name in self.plan.m2m}
-            record = {**old, **given}
+            if links:  # the ids linked now, so that only a change is checked and recorded
+                old = {**old, **{n: self._linked_ids(unit, n, record_id) for n in links}}
+                links = {n: sorted(set(ids or ())) for n, ids in links.items()}
+                links = {n: ids for n, ids in links.items() if ids != old[n]}
+            record = {**old, **given, **links}
             if self.access is not None:
                 self.access.check_account(self, record, old)
             self._apply_stage(record, old)
@@ -1034,7 +1044,9 @@ class Records:
             }
             if "owner" in given and given["owner"] != old.get("owner"):
                 changed["owner"] = (old.get("owner"), given["owner"])
-            if not changed and not links:
+            # a change of links is a change of the field: its audit row and its event
+            changed.update((name, (old[name], ids)) for name, ids in links.items())
+            if not changed:
                 return self._as_seen(record)
             row = self._columns({n: record[n] for n in changed if n in record})
             if self.entity.duplicates:
