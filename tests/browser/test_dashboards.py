@@ -12,7 +12,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from .support import SELLER
-from .test_reports import BARS, DRAWN, listed
+from .test_reports import BARS, DRAWN, listed, still
 
 
 def scalar(store, text: str, **params):
@@ -44,6 +44,7 @@ def test_home_dashboard_bar_opens_its_records(visit, site):
     )
     label = chart["labels"].index("Sam Seller")
     assert chart["datasets"][0]["data"][label] == expected >= 3
+    still(page, "#widget-chart-2")
     bars = page.locator("#widget-chart-2").evaluate(BARS)
     page.mouse.click(bars[label]["x"], bars[label]["y"])
     page.wait_for_url("**/views/**")

@@ -10,7 +10,7 @@ import re
 from decimal import Decimal
 
 from .support import SELLER
-from .test_reports import BARS, DRAWN, SETTLED, listed
+from .test_reports import BARS, DRAWN, listed, still
 
 ROWS = '#builder-preview [data-testid="report-row"]'
 
@@ -75,7 +75,7 @@ def test_build_preview_save_open_and_click_a_bar(visit, site):
     visit.go("/reports", "index with the new report")
     page.click('[data-testid="report-deals_by_account"]')
     page.wait_for_selector(DRAWN)
-    page.wait_for_function(SETTLED)  # the bars have grown to their height
+    still(page)  # the bars have grown to their height
 
     bars = page.locator(DRAWN).evaluate(BARS)
     assert len(bars) == 3, bars

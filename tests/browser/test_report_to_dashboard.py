@@ -10,7 +10,7 @@ import re
 
 from .support import SELLER
 from .test_report_builder import acme_expansion
-from .test_reports import BARS, DRAWN, SETTLED, listed
+from .test_reports import BARS, DRAWN, listed, still
 
 
 def test_build_add_to_a_new_dashboard_and_click_a_bar(visit, site):
@@ -39,7 +39,7 @@ def test_build_add_to_a_new_dashboard_and_click_a_bar(visit, site):
     page.click('[data-testid="add-to-dashboard-save"]')
     page.wait_for_url(re.compile(r"/dashboards/my_dashboard$"))
     page.wait_for_selector(DRAWN)
-    page.wait_for_function(SETTLED)  # the bars have grown to their height
+    still(page)  # the bars have grown to their height
     visit.shot("my dashboard")
     assert page.locator('[data-testid="dashboard-title"]').inner_text() == "My dashboard"
     assert page.locator('[data-testid="widget-link"]').inner_text() == "Deals per account"

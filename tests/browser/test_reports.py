@@ -13,10 +13,10 @@ from decimal import Decimal
 from .support import SELLER
 
 DRAWN = "canvas[data-xrm-chart][data-drawn=true]"
-#: The page's chart drawn and done moving (a click lands where its bars stay).
-SETTLED = """() => {
-  const chart = Chart.getChart(document.querySelector("canvas[data-xrm-chart]"));
-  return chart && !Chart.animator.running(chart);
+#: The chart on a canvas drawn and done moving (a click lands where its bars stay).
+STILL = """canvas => {
+  const chart = Chart.getChart(canvas);
+  return !!chart && !Chart.animator.running(chart);
 }"""
 INKED = """canvas => {
   const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
@@ -36,6 +36,12 @@ BARS = """canvas => {
 
 def listed(page) -> list[str]:
     return page.locator("#list-results a.fw-medium").all_inner_texts()
+
+
+def still(page, canvas: str = DRAWN) -> None:
+    """Wait until the chart on ``canvas`` (the page's one drawn chart unless named) has
+    grown its bars to their height: a bar's place read sooner is where it was then."""
+    page.wait_for_function(STILL, arg=page.locator(canvas).element_handle())
 
 
 def test_a_report_draws_its_chart_changes_with_a_parameter_and_opens_its_records(visit, site):
@@ -83,6 +89,7 @@ def test_a_report_draws_its_chart_changes_with_a_parameter_and_opens_its_records
         f"() => document.querySelectorAll('[data-testid=report-row]').length === {months}"
     )
     page.wait_for_selector(DRAWN)
+    still(page)
     visit.shot("won revenue, any time")
     assert "period=all" in page.url  # the URL is the report as chosen
     bars = page.locator(DRAWN).evaluate(BARS)
