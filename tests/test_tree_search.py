@@ -161,3 +161,24 @@ def test_no_match_says_so_and_clear_returns_to_the_tree(w, seller):
     assert 'data-testid="tree-search-clear"' not in plain
     # a query with no word in it is no search: the plain tree
     assert nodes(text(seller.get("/views/account_hierarchy?q=%21%21"))) == nodes(plain)
+
+
+def test_a_parent_the_view_filter_leaves_out_cuts_the_path(w, seller):
+    w.store.customize(
+        "views",
+        {
+            "views": {
+                "without_acme_east": {
+                    "entity": "account",
+                    "kind": "tree",
+                    "parent": "parent",
+                    "columns": ["name"],
+                    "filter": ["name", "ne", "Acme East"],
+                }
+            }
+        },
+    )
+    page = text(seller.get("/views/without_acme_east?q=kiosk"))
+    # as in the plain tree, Acme East Retail is on top: its parent is not in the view
+    assert nodes(page) == [("Acme East Retail", "context", "1"), ("Zephyr Kiosk", "match", "2")]
+    assert "Acme East<" not in page and "Acme Group" not in page
