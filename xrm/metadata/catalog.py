@@ -135,9 +135,17 @@ class Catalog:
 
     def form_for(self, entity: str) -> Form | None:
         """The entity's main form: the one marked default, else the first declared
-        (a quick-create form is never the main one)."""
-        forms = [f for f in self.forms.values() if f.entity == entity and not f.quick_create]
+        (a quick-create or print form is never the main one)."""
+        forms = [
+            f
+            for f in self.forms.values()
+            if f.entity == entity and not (f.quick_create or f.print_layout)
+        ]
         return next((f for f in forms if f.default), forms[0] if forms else None)
+
+    def print_form_of(self, entity: str) -> Form | None:
+        """The entity's print form (``print: true``), None when its pack declares none."""
+        return next((f for f in self.forms.values() if f.entity == entity and f.print_layout), None)
 
     def views_of(self, entity: str) -> list[View]:
         return [v for v in self.views.values() if v.entity == entity]

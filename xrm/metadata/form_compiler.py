@@ -115,6 +115,13 @@ class FormCompiler:
                     subject,
                     "a quick-create form cannot be the entity's main form (default: true)",
                 )
+            if raw.get("print") and (raw.get("default") or raw.get("quick_create")):
+                other = "default: true" if raw.get("default") else "quick_create: true"
+                self.add(
+                    _vpos(raw, "print", where),
+                    subject,
+                    f"a print form is only printed: it cannot also be {other}",
+                )
             added = extensions.get(name, [])
             pack = self.builder.pack_forms.get(name)
             if pack is not None and added:
@@ -141,12 +148,13 @@ class FormCompiler:
                 tabs=tuple(tabs),
                 default=bool(raw.get("default", False)),
                 quick_create=bool(raw.get("quick_create", False)),
+                print_layout=bool(raw.get("print", False)),
                 position=where,
             )
         main: dict[str, str] = {}
         for name, form in result.items():
-            if form.quick_create:  # a short form: no generated tab, never the main form
-                continue
+            if form.quick_create or form.print_layout:
+                continue  # a short or printed form: no generated tab, never the main form
             if form.entity not in main or (form.default and not result[main[form.entity]].default):
                 main[form.entity] = name
         for name in main.values():

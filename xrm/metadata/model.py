@@ -330,6 +330,10 @@ class Form:
     default: bool = False
     #: the entity's short form for creating a record in a dialog (never its main form)
     quick_create: bool = False
+    #: the entity's printable document (``print: true``): what the record's Print page
+    #: shows, in the reader's formats; never its main form.  A print form of a child entity
+    #: gives the columns of its rows' table when a parent's print form lists them.
+    print_layout: bool = False
     #: the entity's fields the form does not show; the form editor writes them back as
     #: ``left_out`` so that extensions and the generated tab do not bring them back
     left_out: tuple[str, ...] = ()

@@ -460,6 +460,12 @@ def forms_schema(defs: dict) -> dict:
                             "description": "the entity's quick-create form: the short form "
                             "a lookup opens in a dialog to create a record (never the main form)",
                         },
+                        "print": {
+                            "type": "boolean",
+                            "description": "the entity's printable document: what a record's "
+                            "Print page shows (never the main form); a child entity's print "
+                            "form gives the columns of its rows under a printed parent",
+                        },
                         "left_out": {
                             **names,
                             "description": "fields kept off the form on purpose: extensions "

@@ -151,6 +151,9 @@ RU: dict[str, str] = {
     "Reset columns": "Столбцы по умолчанию",
     "Clear": "Сбросить",
     "Edit": "Изменить",
+    # a record's printable document (ui/printing.py)
+    "Print": "Печать",
+    "Only the first %(count)s rows are printed.": "Напечатаны только первые %(count)s строк.",
     "Remove": "Убрать",
     "Add": "Добавить",
     "New": "Создать",

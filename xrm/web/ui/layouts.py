@@ -137,6 +137,10 @@ def form_document(form: Form) -> dict:
         out["label"] = _label(form.label)
     if form.default:
         out["default"] = True
+    if form.quick_create:
+        out["quick_create"] = True
+    if form.print_layout:
+        out["print"] = True
     tabs = []
     for tab in form.tabs:
         entry: dict = {}

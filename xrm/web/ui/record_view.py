@@ -225,6 +225,10 @@ def render_view(
         "edit_url": url_for("ui_forms.edit", entity_name=entity.name, record_id=ident),
         "can_update": updatable,
         "can_delete": C.can(entity.name, "delete"),
+        # a printable document when the entity's pack declares a print form (printing.py)
+        "print_url": url_for("ui_print.document", entity_name=entity.name, record_id=ident)
+        if C.catalog().print_form_of(entity.name)
+        else None,
         "actions": record_actions(entity, record),
         "hierarchies": hierarchy_cards(entity, record),
         "memberships": memberships(entity, record),
