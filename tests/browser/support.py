@@ -279,14 +279,31 @@ def serve(built: World, mail_from: str | None = None) -> Iterator[World]:
 
 
 # ----------------------------------------------------------------------------- pages
+#: A tom-select lookup has no answer outstanding, and has asked the server for ``query``
+#: if its box holds it (a lookup that has a value already may drop the typed keys: then
+#: the list it loaded on focus is the one to choose from).
+LOOKUP_LOADED = """([selector, query]) => {
+  const lookup = document.querySelector(selector).tomselect;
+  const asked = lookup.inputValue() !== query || lookup.loadedSearches[query] === true;
+  return asked && !lookup.wrapper.classList.contains(lookup.settings.loadingClass);
+}"""
+
+
 def pick(page, field: str, query: str, option: str, close: bool = False) -> None:
     """Choose a record in a tom-select lookup (or add one to a many-to-many) by typing part
     of its title; ``close`` shuts the dropdown after (a many-to-many's stays open)."""
+    # a change on a record form asks the server for its live rules, whose answer redraws
+    # the conditional fields: a field is worked in once no such answer is on its way
+    settled(page)
     page.click(f"#field-{field} .ts-control")
     page.keyboard.type(query)
+    # the lookup asks the server on focus and again as the words are typed, and each answer
+    # redraws the dropdown: the option is chosen once the typed words' answer is in
+    page.wait_for_function(LOOKUP_LOADED, arg=[f"#field-{field} .tomselected", query])
     page.locator(f"#field-{field} .ts-dropdown .option", has_text=option).first.click()
     if close:
         page.keyboard.press("Escape")
+    settled(page)  # the choice's own live-rules answer
 
 
 def saved_id(page, entity: str) -> int:
