@@ -18,7 +18,7 @@ from xrm.workflow import Worker
 from xrm.workflow import tables as W
 
 from .conftest import open_tab
-from .support import PASSWORD, sendable, serve, stage_reached, swapped_in, world
+from .support import PASSWORD, pick, sendable, serve, stage_reached, swapped_in, world
 
 AGENT = "alex.agent@example.com"
 BUSY = "bea.agent@example.com"
@@ -125,9 +125,7 @@ def test_a_case_from_the_web_worked_resolved_and_rated(visit, customer, site):
     # -- links the knowledge article that helps
     visit.go(f"/r/support_case/{case['id']}/edit", "edit the case")
     agent.get_by_role("tab", name="Time and knowledge").click()
-    agent.click("#field-articles .ts-control")
-    agent.keyboard.type("password")
-    agent.locator("#field-articles .ts-dropdown .option", has_text="Resetting a password").click()
+    pick(agent, "articles", "password", "Resetting a password")
     agent.click('[data-testid="save"]')
     agent.wait_for_url(case_url)
     agent.wait_for_load_state("networkidle")
