@@ -289,18 +289,22 @@ LOOKUP_LOADED = """([selector, query]) => {
 }"""
 
 
-def pick(page, field: str, query: str, option: str, close: bool = False) -> None:
+def pick(
+    page, field: str, query: str, option: str, close: bool = False, within: str | None = None
+) -> None:
     """Choose a record in a tom-select lookup (or add one to a many-to-many) by typing part
-    of its title; ``close`` shuts the dropdown after (a many-to-many's stays open)."""
+    of its title; ``close`` shuts the dropdown after (a many-to-many's stays open).  The
+    lookup is a form's ``field``, or the one inside ``within`` (a related list's picker)."""
+    box = within or f"#field-{field}"
     # a change on a record form asks the server for its live rules, whose answer redraws
     # the conditional fields: a field is worked in once no such answer is on its way
     settled(page)
-    page.click(f"#field-{field} .ts-control")
+    page.click(f"{box} .ts-control")
     page.keyboard.type(query)
     # the lookup asks the server on focus and again as the words are typed, and each answer
     # redraws the dropdown: the option is chosen once the typed words' answer is in
-    page.wait_for_function(LOOKUP_LOADED, arg=[f"#field-{field} .tomselected", query])
-    page.locator(f"#field-{field} .ts-dropdown .option", has_text=option).first.click()
+    page.wait_for_function(LOOKUP_LOADED, arg=[f"{box} .tomselected", query])
+    page.locator(f"{box} .ts-dropdown .option", has_text=option).first.click()
     if close:
         page.keyboard.press("Escape")
     settled(page)  # the choice's own live-rules answer

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import SELLER, serve, settled, world
+from .support import SELLER, pick, serve, settled, swapped_in, toast, world
 
 GUEST_LIST = """
 entity: guest_list
@@ -35,25 +35,6 @@ def site(tmp_path_factory):
             yield built
 
 
-def shown(locator):
-    """Wait for what the page's swap brings, then for htmx to settle it."""
-    locator.wait_for()
-    settled(locator.page)
-    return locator
-
-
-def toast(page, text: str, level: str = "success") -> None:
-    """Wait for the toast that says ``text`` (an earlier one may still show)."""
-    page.locator(f'[data-xrm-toast][data-level="{level}"]', has_text=text).wait_for()
-
-
-def choose(page, query: str, option: str) -> None:
-    """Add one record to the "Add existing" picker by typing part of its title."""
-    page.click("#link-guests .ts-control")
-    page.keyboard.type(query)
-    page.locator("#link-guests .ts-dropdown .option", has_text=option).first.click()
-
-
 def test_add_existing_records_then_remove_one(visit, site):
     contacts = site.store.records("contact", site.seller)
     ann, bob = (
@@ -65,21 +46,19 @@ def test_add_existing_records_then_remove_one(visit, site):
     )
     page = visit.login(SELLER)
     visit.go(f"/r/guest_list/{party['id']}", "guest list")
-    shown(page.locator('[data-testid="link-form-guests"]'))
+    swapped_in(page.locator('[data-testid="link-form-guests"]'))
     # nothing chosen: refused with its message, the page stays as it was
     page.click('[data-testid="link-add-guests"]')
     toast(page, "Choose at least one record.", "danger")
-    shown(page.locator('[data-testid="link-form-guests"]'))
+    swapped_in(page.locator('[data-testid="link-form-guests"]'))
     visit.shot("nothing chosen")
 
-    choose(page, "Annika", "Annika Guest")
-    page.keyboard.press("Escape")
-    choose(page, "Boris", "Boris Guest")
-    page.keyboard.press("Escape")
+    pick(page, "guests", "Annika", "Annika Guest", close=True, within="#link-guests")
+    pick(page, "guests", "Boris", "Boris Guest", close=True, within="#link-guests")
     visit.shot("two guests chosen")
     page.click('[data-testid="link-add-guests"]')
     toast(page, "Added to Guests: 2.")
-    shown(page.locator(f'[data-testid="related-row-{bob["id"]}"]'))
+    swapped_in(page.locator(f'[data-testid="related-row-{bob["id"]}"]'))
     visit.shot("two guests linked")
     assert page.locator(f'[data-testid="related-row-{ann["id"]}"]').is_visible()
     assert page.url.endswith(f"/r/guest_list/{party['id']}")
@@ -88,7 +67,7 @@ def test_add_existing_records_then_remove_one(visit, site):
 
     page.click(f'[data-testid="unlink-{ann["id"]}"]')
     toast(page, "Removed from Guests: 1.")
-    shown(page.locator(f'[data-testid="related-row-{bob["id"]}"]'))
+    swapped_in(page.locator(f'[data-testid="related-row-{bob["id"]}"]'))
     settled(page)
     visit.shot("one guest removed")
     assert page.locator(f'[data-testid="related-row-{ann["id"]}"]').count() == 0
