@@ -925,10 +925,15 @@ class Records:
                     errors[f.name] = ["the linked record does not exist"]
         return errors
 
-    def _linked_ids(self, unit: UnitOfWork, name: str, record_id: int) -> list[int]:
+    def _linked_ids(self, conn: sa.Connection, name: str, record_id: int) -> list[int]:
+        """The ids a many-to-many field of the record links, in order."""
         link = self.tables.link(self.entity.name, name)
-        statement = sa.select(link.c.target_id).where(link.c.source_id == record_id)
-        return sorted(unit.connection.execute(statement).scalars())
+        statement = (
+            sa.select(link.c.target_id)
+            .where(link.c.source_id == record_id)
+            .order_by(link.c.target_id)
+        )
+        return list(conn.execute(statement).scalars())
 
     def _set_links(self, unit: UnitOfWork, name: str, record_id: int, ids: Sequence[int]) -> None:
         link = self.tables.link(self.entity.name, name)
@@ -971,14 +976,7 @@ class Records:
         if fields is None and self.plan.m2m:
             with self._reading() as conn:
                 for name in self.plan.m2m:
-                    link = self.tables.link(self.entity.name, name)
-                    record[name] = list(
-                        conn.execute(
-                            sa.select(link.c.target_id)
-                            .where(link.c.source_id == record_id)
-                            .order_by(link.c.target_id)
-                        ).scalars()
-                    )
+                    record[name] = self._linked_ids(conn, name, record_id)
         return record
 
     def _load_for_write(self, unit: UnitOfWork, record_id: int) -> dict:
@@ -1023,7 +1021,8 @@ class Records:
                 given.update(self._coerce_stamp(stamp, errors))
             links = {name: given.pop(name) for name in list(given) if name in self.plan.m2m}
             if links:  # the ids linked now, so that only a change is checked and recorded
-                old = {**old, **{n: self._linked_ids(unit, n, record_id) for n in links}}
+                conn = unit.connection
+                old = {**old, **{n: self._linked_ids(conn, n, record_id) for n in links}}
                 links = {n: sorted(set(ids or ())) for n, ids in links.items()}
                 links = {n: ids for n, ids in links.items() if ids != old[n]}
             record = {**old, **given, **links}
