@@ -98,6 +98,16 @@ class Scoring:
     def fields(self) -> tuple[str, ...]:
         return (self.field,) + ((self.rating_field,) if self.rating_field else ())
 
+    @property
+    def reads(self) -> frozenset[str]:
+        """The entity's own fields its rules and ``where`` read (the first name of each
+        path): a change of one of them without a save of the record (a rollup moved by
+        a child) must rescore it."""
+        from .filters import conditions_of
+
+        trees = [rule.when for rule in self.rules] + [self.where]
+        return frozenset(c.path[0] for tree in trees for c in conditions_of(tree))
+
 
 def formulas_over(entity, names) -> dict[str, tuple[str, ...]]:
     """The formula fields of ``entity`` that read one of ``names`` (its score and rating),

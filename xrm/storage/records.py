@@ -1222,19 +1222,23 @@ class Records:
                 self._recompute_after_rollups(unit, parent, ids)
 
     def _recompute_after_rollups(self, unit: UnitOfWork, parent: Entity, ids) -> None:
-        """Have the parents' formulas over rollups computed again once the unit has moved
-        the rollups (nothing to do for the usual parent, which has none)."""
-        if not plan_for(self.catalog, parent).rollup_formulas:
+        """Have the parents' formulas over rollups computed again, and the parents rescored
+        when their scoring rules read a rollup, once the unit has moved the rollups: one
+        pass over all the parents the unit's children moved (nothing to do for the usual
+        parent, which has neither)."""
+        if not plan_for(self.catalog, parent).rollup_formulas and not S.rescores_on_rollups(
+            self.catalog, parent
+        ):
             return
         key = ("rollup-formulas", parent.name)
         pending = unit.cache.get(key)
         if pending is None:
             pending = unit.cache[key] = set()
-            catalog = self.catalog
+            catalog, tz = self.catalog, self.tz
 
             def refresh(conn):
                 unit.cache.pop(key, None)  # a later write in the unit starts a new set
-                refresh_rollup_formulas(conn, catalog, parent, pending, unit.now)
+                S.after_rollups(conn, catalog, parent, pending, unit.now, tz)
 
             unit.after_rollups.append(refresh)
         pending.update(ids)

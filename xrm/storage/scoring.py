@@ -8,12 +8,17 @@ the sum through integer arithmetic that truncates as SQL's integer division does
 
 Formulas over the score or its rating are worked out again for the rows a rescore moves
 (``refresh_formulas``), so they do not keep showing the score from before the decay.
+
+A child's change moves its parents' rollups without a save of the parents: when the
+parent's rules read a rollup (or a formula over one), ``after_rollups`` rescores just the
+parents whose rollups moved, with the same statement, in the order a save works a record
+out (the formulas the rules may read, the score, the formulas over the score).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -60,15 +65,31 @@ def anchor_of(entity: Entity, record: Mapping, now: dt.datetime) -> dt.datetime 
     return record.get(decay.since)
 
 
+#: Records one rescore of chosen ids names in one statement.
+CHUNK = 500
+
+
 def rescore(
     conn: sa.Connection,
     catalog: Catalog,
     entity: Entity,
     now: dt.datetime,
     tz: str = "UTC",
+    ids: Iterable[int] | None = None,
 ) -> int:
-    """Score again every record the model's ``where`` takes, in one statement; only rows
-    whose score or rating moves are written.  Returns how many."""
+    """Score again every record the model's ``where`` takes (only those of ``ids`` when
+    given, a statement per ``CHUNK`` of them); only rows whose score or rating moves are
+    written.  Returns how many."""
+    if ids is None:
+        return _rescore(conn, catalog, entity, now, tz, None)
+    chosen = sorted({i for i in ids if i is not None})
+    return sum(
+        _rescore(conn, catalog, entity, now, tz, chosen[start : start + CHUNK])
+        for start in range(0, len(chosen), CHUNK)
+    )
+
+
+def _rescore(conn, catalog, entity, now, tz, ids: list[int] | None) -> int:
     scoring = entity.scoring
     table = tables_for(catalog)[entity.name]
     ctx = FilterContext(user_id=None, tz=tz, now=now)
@@ -78,6 +99,8 @@ def rescore(
         term = sa.case((builder.compile(rule.when), rule.points), else_=0)
         (decaying if rule.decays and scoring.decay is not None else fixed).append(term)
     scope = builder.compile(scoring.where) if scoring.where is not None else sa.true()
+    if ids is not None:
+        scope = sa.and_(table.c.id.in_(ids), scope)
 
     def total(terms):
         return sum(terms[1:], terms[0]) if terms else sa.literal(0)
@@ -132,3 +155,44 @@ def refresh_formulas(
 
     formulas = [f for f in plan_for(catalog, entity).formulas if f.name in names]
     refresh(conn, catalog, entity, formulas, ids, now)
+
+
+def rescores_on_rollups(catalog: Catalog, entity: Entity) -> bool:
+    """Whether the entity's scoring rules (or ``where``) read a rollup, directly or through
+    a formula over one: then a child's change that moves the rollup moves the score."""
+
+    def build() -> bool:
+        from .records import plan_for
+
+        if entity.scoring is None:
+            return False
+        moved = {n for n, f in entity.fields.items() if f.rollup}
+        moved.update(f.name for f in plan_for(catalog, entity).rollup_formulas)
+        return bool(entity.scoring.reads & moved)
+
+    return catalog.artifact(("rescores-on-rollups", entity.name), build)
+
+
+def after_rollups(
+    conn: sa.Connection,
+    catalog: Catalog,
+    entity: Entity,
+    ids,
+    now: dt.datetime,
+    tz: str = "UTC",
+) -> None:
+    """Work these records out again after children moved their rollups, set-based (a
+    statement per chunk of records, however many children moved them): the formulas that
+    read a rollup and, when the rules read a rollup, first those the rules may read, then
+    the score (the rescore's own statement, which also refreshes the formulas over the
+    score of the rows it moves), then the formulas over the score that read a rollup."""
+    from .records import plan_for, refresh_rollup_formulas
+
+    if not rescores_on_rollups(catalog, entity):
+        refresh_rollup_formulas(conn, catalog, entity, ids, now)
+        return
+    over = set(formulas_over(entity, entity.scoring.fields))
+    rolled = {f.name for f in plan_for(catalog, entity).rollup_formulas}
+    refresh_formulas(conn, catalog, entity, rolled - over, ids, now)
+    rescore(conn, catalog, entity, now, tz, ids=ids)
+    refresh_formulas(conn, catalog, entity, rolled & over, ids, now)
