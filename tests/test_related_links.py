@@ -7,6 +7,9 @@ token, text that is no record id."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from browser.support import world
 from conftest import write_pack
@@ -271,3 +274,65 @@ def test_a_record_linked_by_someone_else_may_stay_when_another_is_added(w):
     service = as_user(w, w.seller)
     service.update(board["id"], {"guests": [w.hidden["id"], w.cy["id"]]})
     assert guests(w, board["id"]) == sorted([w.hidden["id"], w.cy["id"]])
+
+
+# ------------------------------------------------------------------------ paging
+ROW = re.compile(r'data-testid="related-row-(\d+)"')
+
+
+def related_page(client, url: str) -> tuple[list[int], str, str | None, str | None]:
+    """The ids a related list's page shows, its range text, and its Previous and Next URLs."""
+    response = client.get(url)
+    assert response.status_code == 200, text(response)[:500]
+    page = text(response)
+    shown = [int(i) for i in ROW.findall(page)]
+    found = re.search(r'data-testid="related-range">([^<]*)<', page)
+
+    def button(name):
+        hit = re.search(rf'hx-get="([^"]+)"[^>]*data-testid="related-{name}"', page)
+        return html.unescape(hit.group(1)) if hit else None
+
+    return shown, found.group(1) if found else "", button("previous"), button("next")
+
+
+def test_a_long_many_to_many_list_pages_and_counts_what_the_reader_may_read(w, seller, admin):
+    contacts = w.store.records("contact", w.seller)
+    many = [
+        contacts.create({"first_name": f"Guest{n:02d}", "last_name": "Paged", "owner": w.seller})[
+            "id"
+        ]
+        for n in range(23)
+    ]
+    board = new_list(w, "Gala")
+    # the administrator adds their own contact too, which the seller may not read
+    admins = w.store.records("guest_list", w.admin)
+    admins.update(board["id"], {"guests": [*many, w.hidden["id"]]})
+    first = f"/r/guest_list/{board['id']}/related/guests?links=1"
+
+    shown, words, previous, following = related_page(seller, first)
+    assert len(shown) == 10 and previous is None and following
+    assert words == "1–10 of 23"  # the hidden guest is neither shown nor counted
+    assert "links=1" in following  # the next page keeps the link controls
+
+    second, words, previous, following = related_page(seller, following)
+    assert words == "11–20 of 23" and previous and following
+    third, words, back, last = related_page(seller, following)
+    assert words == "21–23 of 23" and last is None
+    assert sorted(shown + second + third) == sorted(many)
+    assert w.hidden["id"] not in shown + second + third
+    assert related_page(seller, back)[0] == second  # Previous goes back a page
+    assert related_page(seller, previous)[0] == shown  # ... to the first one too
+
+    assert related_page(admin, first)[1] == "1–10 of 24"  # the administrator reads all
+
+
+def test_a_short_list_shows_its_count_without_pages(w, seller):
+    board = new_list(w, "Small")
+    w.store.records("guest_list", w.seller).update(
+        board["id"], {"guests": [w.ann["id"], w.bob["id"]]}
+    )
+    shown, words, previous, following = related_page(
+        seller, f"/r/guest_list/{board['id']}/related/guests"
+    )
+    assert sorted(shown) == sorted([w.ann["id"], w.bob["id"]])
+    assert (words, previous, following) == ("2 records", None, None)

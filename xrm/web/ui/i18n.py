@@ -299,6 +299,7 @@ RU: dict[str, str] = {
     "Delete this record?": "Удалить эту запись?",
     "Related": "Связанные",
     "No related records.": "Нет связанных записей.",
+    "%(first)s–%(last)s of %(total)s": "%(first)s–%(last)s из %(total)s",
     # a many-to-many related list's links (ui/related.py)
     "Add existing": "Добавить существующие",
     "Add existing to %(list)s": "Добавить существующие в «%(list)s»",
@@ -588,6 +589,9 @@ RU: dict[str, str] = {
     "%(count)s notifications marked read.": "Отмечено прочитанными: %(count)s.",
     "Newest": "Самые новые",
     "Older": "Более ранние",
+    "(deleted record)": "(удалённая запись)",
+    "%(title)s (deleted)": "%(title)s (удалена)",
+    "(record you cannot open)": "(запись, к которой у вас нет доступа)",
     "Waiting for your approval": "Ждут вашего согласования",
     "No approvals are waiting for you.": "Согласований, ожидающих вас, нет.",
     "Requested": "Запрошено",

@@ -2,6 +2,12 @@
 the records of a children field (with *New*, pre-filled with the parent) or of a
 many-to-many field, as the user may read them.
 
+Both kinds page alike: ``RELATED_LIMIT`` records at a time, with how many there are and
+*Previous* / *Next* (keyset cursors, ``after`` and a ``trail`` of earlier ones as the
+lists keep them) that load the next page in place of the list.  The count and the pages
+are the same query as the user (a linked record they may not read is neither shown nor
+counted); a children list also links to the full list filtered to the parent.
+
 On the read view, a many-to-many list also links existing records and unlinks them:
 *Add existing* searches the target entity through the lookup endpoint (what the user may
 read) and posts the chosen ids to ``…/related/<field>/add``; *Remove* posts one id to
@@ -21,12 +27,14 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from ...metadata import Entity, Field
 from ...metadata.filters import FilterError
 from ...storage.links import LinkChange, change_links
+from ...storage.query import BadCursor
 from ...storage.records import Conflict, ValidationFailed
 from ..routing import parse_id
 from . import context as C
 from .forms import entity_or_404, error_lines
 from .guards import guard, htmx
 from .layouts import main_view
+from .lists import FIRST, TRAIL_SEPARATOR
 from .record_view import may_update, render_view
 
 bp = guard(Blueprint("ui_related", __name__))
@@ -101,12 +109,23 @@ def related(entity_name: str, record_id: int, field_name: str):
     else:
         ids = record.get(field_name) or []
         flt = ["id", "in", ids] if ids else ["id", "eq", 0]
+    after = request.args.get("after") or None
+    service = C.records(target)
+    sort = list(view.sort) or None
     try:
-        page = C.records(target).query(
-            filter=flt, sort=list(view.sort) or None, fields=columns, limit=RELATED_LIMIT
-        )
-    except FilterError:
-        page = C.records(target).query(filter=flt, fields=columns, limit=RELATED_LIMIT)
+        try:
+            page = service.query(
+                filter=flt, sort=sort, fields=columns, limit=RELATED_LIMIT, after=after
+            )
+        except FilterError:
+            sort = None  # the view sorts on what this user may not read: by id then
+            page = service.query(filter=flt, fields=columns, limit=RELATED_LIMIT, after=after)
+    except BadCursor:  # a cursor from an older page of another sort: start again
+        after = None
+        page = service.query(filter=flt, sort=sort, fields=columns, limit=RELATED_LIMIT)
+    # As the lists count: the same filter as the reader, so what they may not read is
+    # neither shown nor counted; a count only when there is more than this page.
+    total = service.count(flt).value if after or page.next_cursor else len(page.rows)
     titles = C.titles()
     titles.want_records(target, page.rows, columns)
     titles.resolve()
@@ -135,9 +154,46 @@ def related(entity_name: str, record_id: int, field_name: str):
         columns=[C.path_label(target, c) for c in columns],
         target=target,
         new_url=new_url,
-        all_url=all_url if page.next_cursor else None,
+        all_url=all_url if page.next_cursor or after else None,
         links=links,
+        pages=_pages(entity, record_id, f, after, page.next_cursor, len(page.rows), total),
     )
+
+
+def _pages(
+    entity: Entity, record_id: int, f: Field, after: str | None, next_cursor, shown: int, total
+) -> dict:
+    """Where this page sits (records ``first``..``last`` of ``total``) and the URLs of the
+    pages around it: the cursors of the pages before are kept in ``trail`` (as a list keeps
+    them), so *Previous* goes back without a backward query."""
+    trail = [t for t in request.args.get("trail", "").split(TRAIL_SEPARATOR) if t]
+    links = request.args.get("links")
+
+    def url(cursor, kept):
+        return url_for(
+            "ui_related.related",
+            entity_name=entity.name,
+            record_id=record_id,
+            field_name=f.name,
+            links=links,
+            after=cursor,
+            trail=TRAIL_SEPARATOR.join(kept) or None,
+        )
+
+    first = len(trail) * RELATED_LIMIT + 1 if after else 1
+    previous_url = None
+    if after:
+        before = trail[:-1]
+        previous = trail[-1] if trail else FIRST
+        previous_url = url(None if previous == FIRST else previous, before)
+    next_url = url(next_cursor, [*trail, after or FIRST]) if next_cursor else None
+    return {
+        "total": total,
+        "first": first if shown else 0,
+        "last": first + shown - 1 if shown else 0,
+        "previous_url": previous_url,
+        "next_url": next_url,
+    }
 
 
 # ------------------------------------------------------------------------ link changes
